@@ -1,0 +1,1 @@
+//! The api function (work in progress).

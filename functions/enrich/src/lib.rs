@@ -1,0 +1,1 @@
+//! The enrich function (work in progress).

@@ -1,0 +1,27 @@
+//! Ember's domain: everything that decides *what* happens to an event, and nothing that
+//! talks to AWS. This crate never imports `aws_sdk_*`; adapters live in `ember-aws`.
+//!
+//! # Layout
+//! - [`event`]: the versioned event envelope and the list of event types.
+//! - [`schema`]: JSON Schema files (in `schemas/`, embedded at build) and validation that
+//!   reports every problem with its field path.
+//! - [`enrich`]: normalisation (heat → Scoville units, money → minor units, UTM, device class)
+//!   turning a validated envelope into a typed [`enrich::EnrichedEvent`].
+//! - [`profile`]: the customer profile and the pure fold of events into it.
+//! - [`segment`]: declarative segment rules (in `rules/`), evaluation and entered/exited diffs.
+//! - [`ports`]: the narrow traits the functions need (profile store, event bus, dead letters,
+//!   event stream, mailer) with domain types only.
+//! - [`error`]: the crate's error enum, each variant retryable or not.
+
+pub mod enrich;
+pub mod error;
+pub mod event;
+pub mod fold;
+pub mod ports;
+pub mod profile;
+pub mod schema;
+pub mod segment;
+pub mod unsubscribe;
+
+pub use error::CoreError;
+pub use event::{Envelope, EventType};

@@ -1,0 +1,193 @@
+//! Narrow ports between the domain and the outside world. Implementations for DynamoDB,
+//! EventBridge, SQS, Kinesis and SESv2 live in `ember-aws`; tests may use the real ones
+//! against an emulator.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::profile::Profile;
+
+/// Why a port call failed, reduced to what the caller must decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// Optimistic version check failed: someone else wrote first. Re-read and retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Throttling, 5xx, timeouts: the same call may succeed later.
+    #[error("transient failure in {stage}: {reason}")]
+    Transient { stage: &'static str, reason: String },
+    /// The request itself is wrong (validation, missing resource, invalid address).
+    #[error("permanent failure in {stage}: {reason}")]
+    Permanent { stage: &'static str, reason: String },
+}
+
+impl PortError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, PortError::Permanent { .. })
+    }
+}
+
+pub type PortResult<T> = Result<T, PortError>;
+
+/// Events Ember publishes on its custom EventBridge bus (`source` = `ember.enrich`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "detail_type", content = "detail")]
+pub enum BusEvent {
+    SegmentEntered(SegmentChange),
+    SegmentExited(SegmentChange),
+    /// The cart's content changed; the email function schedules the abandonment re-check.
+    CartUpdated(CartChange),
+}
+
+impl BusEvent {
+    pub const SOURCE: &'static str = "ember.enrich";
+
+    /// The EventBridge `detail-type`.
+    pub fn detail_type(&self) -> &'static str {
+        match self {
+            BusEvent::SegmentEntered(_) => "SegmentEntered",
+            BusEvent::SegmentExited(_) => "SegmentExited",
+            BusEvent::CartUpdated(_) => "CartUpdated",
+        }
+    }
+
+    /// The EventBridge `detail` as JSON.
+    pub fn detail_json(&self) -> String {
+        let v = match self {
+            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => serde_json::to_string(c),
+            BusEvent::CartUpdated(c) => serde_json::to_string(c),
+        };
+        v.unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Rebuilds a bus event from an EventBridge `detail-type` and `detail`.
+    pub fn from_parts(detail_type: &str, detail: serde_json::Value) -> Option<BusEvent> {
+        match detail_type {
+            "SegmentEntered" => serde_json::from_value(detail).ok().map(BusEvent::SegmentEntered),
+            "SegmentExited" => serde_json::from_value(detail).ok().map(BusEvent::SegmentExited),
+            "CartUpdated" => serde_json::from_value(detail).ok().map(BusEvent::CartUpdated),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentChange {
+    /// Deterministic id: `<profile id>:<segment>:<entered|exited>:<profile version>`.
+    pub id: String,
+    pub profile_id: String,
+    pub segment: String,
+    /// When the change happened (occurred-at of the event that caused it, or evaluation time).
+    pub at: DateTime<Utc>,
+    pub profile_version: u64,
+    /// The event id that caused the change, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause_event_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartChange {
+    pub id: String,
+    pub profile_id: String,
+    pub updated_at: DateTime<Utc>,
+    pub item_count: u32,
+    pub value_minor: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    pub profile_version: u64,
+}
+
+/// A record that will not be retried, with its raw bytes and the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Where it came from: `kinesis:<shard>:<sequence number>`, `http:<request id>`, …
+    pub origin: String,
+    /// Which stage rejected it: `decode`, `validate`, `enrich`, `fold`, `publish`, …
+    pub stage: String,
+    pub reason: String,
+    /// The raw record, base64-encoded so any bytes survive.
+    pub raw_base64: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One record for the event stream (Kinesis PutRecords).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRecord {
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+/// An outgoing email, fully rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailMessage {
+    pub to: String,
+    pub from: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// Extra headers, e.g. `List-Unsubscribe` and `List-Unsubscribe-Post`.
+    pub headers: Vec<(String, String)>,
+    /// Message tags (SES `EmailTags`), e.g. `campaign`, `profile_id`; come back in feedback.
+    pub tags: Vec<(String, String)>,
+}
+
+#[async_trait]
+pub trait ProfileStore: Send + Sync {
+    async fn get(&self, id: &str) -> PortResult<Option<Profile>>;
+    /// Writes `profile` if the stored version is still `expected_version` (0 = must not exist).
+    /// The stored version becomes `profile.version`; callers bump it before calling.
+    async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()>;
+    async fn delete(&self, id: &str) -> PortResult<bool>;
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes all events (batched ≤10 per call, failed entries retried). Returns, per input
+    /// event, `Ok` or the error that remained after retries.
+    async fn publish(&self, events: &[BusEvent]) -> Vec<PortResult<()>>;
+}
+
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync {
+    async fn send(&self, letters: &[DeadLetter]) -> PortResult<()>;
+}
+
+#[async_trait]
+pub trait EventStream: Send + Sync {
+    /// Puts records (≤500 per call, failed records retried with backoff). Returns, per input
+    /// record, its sequence number or the error that remained.
+    async fn put(&self, records: &[StreamRecord]) -> Vec<PortResult<String>>;
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends one email; returns the provider's message id.
+    async fn send(&self, message: &EmailMessage) -> PortResult<String>;
+}
+
+/// Small keyed records with optional expiry: idempotency keys, send ledger, frequency caps,
+/// suppressions, timers. Backed by the DynamoDB ledger table (`pk`, `sk`, TTL `expires_at`).
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Creates the record if absent. `Ok(true)` if created now, `Ok(false)` if it existed.
+    async fn claim(
+        &self,
+        pk: &str,
+        sk: &str,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool>;
+    async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>>;
+    /// Records under `pk` whose sort key starts with `sk_prefix`, in sort-key order.
+    async fn query(&self, pk: &str, sk_prefix: &str) -> PortResult<Vec<(String, serde_json::Value)>>;
+    /// Atomically increments counter `count` if it is below `limit`; `Ok(false)` if at limit.
+    async fn increment_below(
+        &self,
+        pk: &str,
+        sk: &str,
+        limit: u64,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool>;
+    async fn delete(&self, pk: &str, sk: &str) -> PortResult<()>;
+}
