@@ -1,1 +1,268 @@
-//! The api function (work in progress).
+//! Ember's HTTP function behind API Gateway HTTP API (payload format 2.0): first-party events,
+//! provider webhooks, one-click unsubscribe and the privacy endpoints. Everything accepted
+//! goes on the Kinesis event stream; the enrich function does the rest.
+//!
+//! | route | auth | what |
+//! | --- | --- | --- |
+//! | `POST /v1/events` | API key | one event -> 202 `{"accepted":[id]}` |
+//! | `POST /v1/events/batch` | API key | ≤500 events, all-or-nothing validation |
+//! | `POST /v1/webhooks/{provider}` | HMAC signature | `payments`, `polls` |
+//! | `GET`/`POST /v1/unsubscribe?token=` | signed token | RFC 8058 one-click |
+//! | `GET`/`DELETE /v1/profiles/{user_id}` | admin key | export / erasure |
+//!
+//! The OpenAPI document `openapi.yaml` beside this crate's `Cargo.toml` describes them; a test
+//! keeps it in step with [`router::ROUTES`] and [`error::ERROR_CODES`].
+//!
+//! # Layout
+//! - [`handle`]: the entry point: route, dispatch, map every error to a JSON response.
+//! - [`router`]: the route table and path matching (404 / 405).
+//! - [`events`]: defaults, schema validation, stream writes and per-entry results.
+//! - [`webhooks`]: signature schemes, provider mappings, ledger de-duplication.
+//! - [`unsubscribe`], [`privacy`]: consent withdrawal, export and erasure.
+//! - [`auth`]: hashed API keys, constant-time comparison.
+//! - [`http`]: body limit, content type, JSON parsing and responses.
+//! - [`config`], [`clock`], [`error`]: configuration from env, injectable time, the error enum.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod privacy;
+pub mod router;
+pub mod unsubscribe;
+pub mod webhooks;
+
+use ember_core::ports::{EventStream, Ledger, ProfileStore};
+use ember_core::schema::Registry;
+use lambda_http::{Body, Request, RequestExt, Response};
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use config::ApiConfig;
+pub use error::ApiError;
+use router::Endpoint;
+
+/// Everything a request needs, built once per cold start.
+pub struct Deps {
+    pub stream: Box<dyn EventStream>,
+    pub profiles: Box<dyn ProfileStore>,
+    pub ledger: Box<dyn Ledger>,
+    pub registry: Registry,
+    pub config: ApiConfig,
+    pub clock: Box<dyn Clock>,
+}
+
+/// Handles one request. Never fails: every error becomes a JSON response.
+pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
+    let method = req.method().as_str().to_owned();
+    let raw = req.raw_http_path();
+    let path = if raw.is_empty() { req.uri().path().to_owned() } else { raw.to_owned() };
+    let result = match router::resolve(&method, &path) {
+        Ok(endpoint) => dispatch(deps, &req, endpoint).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(response) => response,
+        Err(err) => {
+            if err.status().is_server_error() {
+                tracing::error!(method, path, code = err.code(), error = %err, "request failed");
+            } else {
+                tracing::info!(method, path, code = err.code(), error = %err, "request refused");
+            }
+            http::error(&err)
+        }
+    }
+}
+
+async fn dispatch(deps: &Deps, req: &Request, endpoint: Endpoint) -> Result<Response<Body>, ApiError> {
+    match endpoint {
+        Endpoint::PostEvent => events::post_event(deps, req).await,
+        Endpoint::PostEventBatch => events::post_batch(deps, req).await,
+        Endpoint::PostWebhook { provider } => webhooks::post(deps, &provider, req).await,
+        Endpoint::UnsubscribePage => unsubscribe::confirm_page(deps, req).await,
+        Endpoint::Unsubscribe => unsubscribe::unsubscribe(deps, req).await,
+        Endpoint::ExportProfile { user_id } => privacy::export(deps, req, &user_id).await,
+        Endpoint::DeleteProfile { user_id } => privacy::erase(deps, req, &user_id).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handler with fixtures from `events/apigw/` and in-memory ports (the emulator tests
+    //! in `tests/tests/api.rs` use the real adapters).
+
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use ember_core::ports::{PortResult, StreamRecord};
+    use ember_core::profile::Profile;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Memory {
+        records: Arc<Mutex<Vec<StreamRecord>>>,
+        ledger: Arc<Mutex<BTreeMap<(String, String), Value>>>,
+    }
+
+    #[async_trait]
+    impl EventStream for Memory {
+        async fn put(&self, records: &[StreamRecord]) -> Vec<PortResult<String>> {
+            let mut all = self.records.lock().unwrap();
+            records
+                .iter()
+                .map(|r| {
+                    all.push(r.clone());
+                    Ok(all.len().to_string())
+                })
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl Ledger for Memory {
+        async fn claim(&self, pk: &str, sk: &str, attrs: &Value, _: Option<DateTime<Utc>>) -> PortResult<bool> {
+            let mut l = self.ledger.lock().unwrap();
+            let key = (pk.to_owned(), sk.to_owned());
+            if l.contains_key(&key) {
+                return Ok(false);
+            }
+            l.insert(key, attrs.clone());
+            Ok(true)
+        }
+        async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<Value>> {
+            Ok(self.ledger.lock().unwrap().get(&(pk.to_owned(), sk.to_owned())).cloned())
+        }
+        async fn query(&self, pk: &str, prefix: &str) -> PortResult<Vec<(String, Value)>> {
+            let l = self.ledger.lock().unwrap();
+            Ok(l.iter()
+                .filter(|((p, s), _)| p == pk && s.starts_with(prefix))
+                .map(|((_, s), v)| (s.clone(), v.clone()))
+                .collect())
+        }
+        async fn increment_below(&self, _: &str, _: &str, _: u64, _: Option<DateTime<Utc>>) -> PortResult<bool> {
+            Ok(true)
+        }
+        async fn delete(&self, pk: &str, sk: &str) -> PortResult<()> {
+            self.ledger.lock().unwrap().remove(&(pk.to_owned(), sk.to_owned()));
+            Ok(())
+        }
+    }
+
+    struct NoProfiles;
+
+    #[async_trait]
+    impl ProfileStore for NoProfiles {
+        async fn get(&self, _: &str) -> PortResult<Option<Profile>> {
+            Ok(None)
+        }
+        async fn put(&self, _: &Profile, _: u64) -> PortResult<()> {
+            Ok(())
+        }
+        async fn delete(&self, _: &str) -> PortResult<bool> {
+            Ok(false)
+        }
+    }
+
+    fn deps(memory: &Memory) -> Deps {
+        let config = ApiConfig::from_lookup(|name| {
+            Some(
+                match name {
+                    "EMBER_API_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-api-key"),
+                    "EMBER_ADMIN_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-admin-key"),
+                    "EMBER_PAYMENTS_WEBHOOK_SECRETS" => "whsec_ember_fixture_payments_1".into(),
+                    "EMBER_POLLS_WEBHOOK_SECRETS" => "ember_fixture_polls_secret_1".into(),
+                    "EMBER_UNSUBSCRIBE_SECRETS" => "ember-fixture-unsubscribe-secret-1".into(),
+                    _ => return None,
+                },
+            )
+        })
+        .unwrap();
+        Deps {
+            stream: Box::new(memory.clone()),
+            profiles: Box::new(NoProfiles),
+            ledger: Box::new(memory.clone()),
+            registry: Registry::embedded().unwrap(),
+            config,
+            clock: Box::new(FixedClock(DateTime::from_timestamp(1_795_168_805, 0).unwrap())),
+        }
+    }
+
+    fn fixture(name: &str) -> Request {
+        let path = format!("{}/../../events/apigw/{name}", env!("CARGO_MANIFEST_DIR"));
+        lambda_http::request::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    async fn call(deps: &Deps, name: &str) -> (u16, Value) {
+        let r = handle(deps, fixture(name)).await;
+        let body: &[u8] = r.body().as_ref();
+        (r.status().as_u16(), serde_json::from_slice(body).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn fixtures_get_the_documented_answers() {
+        let memory = Memory::default();
+        let deps = deps(&memory);
+        let cases = [
+            ("event-single.json", 202, None),
+            ("event-batch.json", 202, None),
+            ("event-bad-json.json", 400, Some("malformed_json")),
+            ("event-wrong-types.json", 400, Some("validation_failed")),
+            ("event-missing-fields.json", 400, Some("validation_failed")),
+            ("event-unknown-type.json", 400, Some("validation_failed")),
+            ("event-no-api-key.json", 401, Some("missing_credentials")),
+            ("event-wrong-content-type.json", 415, Some("unsupported_media_type")),
+            ("webhook-payments-bad-signature.json", 401, Some("invalid_signature")),
+            ("webhook-payments-unsigned.json", 401, Some("invalid_signature")),
+            ("webhook-payments-replayed.json", 401, Some("stale_timestamp")),
+            ("webhook-unknown-provider.json", 404, Some("unknown_provider")),
+            ("unsubscribe-bad-token.json", 400, Some("invalid_token")),
+            ("profile-delete-non-admin.json", 403, Some("invalid_credentials")),
+            ("profile-export.json", 404, Some("profile_not_found")),
+            ("unknown-route.json", 404, Some("not_found")),
+            ("wrong-method.json", 405, Some("method_not_allowed")),
+        ];
+        for (name, status, code) in cases {
+            let (got, body) = call(&deps, name).await;
+            assert_eq!(got, status, "{name}: {body}");
+            if let Some(code) = code {
+                assert_eq!(body["error"], code, "{name}: {body}");
+                assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: {body}");
+            }
+        }
+        assert_eq!(memory.records.lock().unwrap().len(), 4, "1 single + 3 batch");
+    }
+
+    #[tokio::test]
+    async fn webhook_deliveries_are_processed_once() {
+        let memory = Memory::default();
+        let deps = deps(&memory);
+        let (status, body) = call(&deps, "webhook-payments-checkout-completed.json").await;
+        assert_eq!((status, &body["status"]), (200, &json!("accepted")), "{body}");
+        let (status, body) = call(&deps, "webhook-payments-checkout-completed.json").await;
+        assert_eq!((status, &body["status"]), (200, &json!("duplicate")), "{body}");
+        let (status, _) = call(&deps, "webhook-polls.json").await;
+        assert_eq!(status, 200);
+        assert_eq!(memory.records.lock().unwrap().len(), 1 + 3);
+        assert!(memory.ledger.lock().unwrap().contains_key(&("webhook#polls".into(), "dlv_fixture_0001".into())));
+    }
+
+    #[tokio::test]
+    async fn unsubscribe_page_confirms_and_post_withdraws_consent() {
+        let memory = Memory::default();
+        let deps = deps(&memory);
+        let r = handle(&deps, fixture("unsubscribe-page.json")).await;
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(memory.records.lock().unwrap().is_empty());
+        let (status, body) = call(&deps, "unsubscribe-one-click.json").await;
+        assert_eq!((status, body), (200, json!({"status": "unsubscribed"})));
+        let records = memory.records.lock().unwrap();
+        let event: Value = serde_json::from_slice(&records[0].data).unwrap();
+        assert_eq!(event["payload"], json!({"channel": "email", "granted": false}));
+        assert_eq!(records[0].partition_key, "u-fixture-1");
+    }
+}

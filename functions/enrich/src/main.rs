@@ -1,1 +1,20 @@
-fn main() {}
+//! The enrich Lambda: initialisation only. Kinesis batches are handled by
+//! [`ember_enrich::Enricher::handle`].
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use ember_enrich::{Config, Deps};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    ember_aws::telemetry::init();
+    let config = Config::from_env()?;
+    let sdk = ember_aws::sdk_config().await;
+    let deps = Deps::from_config(&sdk, &config)?;
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
+        Ok::<KinesisEventResponse, Error>(deps.handle(&event.payload, &event.context.request_id).await)
+    }))
+    .await
+}

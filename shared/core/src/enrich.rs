@@ -1,24 +1,83 @@
-//! Normalisation of validated envelopes into typed facts.
+//! Normalisation of validated envelopes into typed [`Fact`]s.
+//!
+//! Every value that later drives a decision is normalised and checked for plausibility here,
+//! so the fold and the segment rules only ever see clean data. Implausible values are
+//! rejected with a [`Problem`] naming the field.
+//!
+//! # Heat preference → Scoville heat units (SHU)
+//!
+//! `heat_preference.value` may be a number, a numeric string, a level or free text:
+//!
+//! | input                                                         | SHU        |
+//! |---------------------------------------------------------------|-----------:|
+//! | a number / numeric string (`"50000"`, `"50,000 SHU"`)          | as given, 0 ..= 16 000 000 |
+//! | `none`, `no heat`, `not spicy`, `no spice`                      | 0          |
+//! | `mild`                                                          | 1 000      |
+//! | `medium`                                                        | 10 000     |
+//! | `hot`                                                           | 50 000     |
+//! | `extra-hot` (`extra hot`, `very hot`)                           | 300 000    |
+//!
+//! Free text is lower-cased and matched against keywords, first rule wins:
+//! 1. negations (`not spicy`, `no heat`, `no spice`, `nothing spicy`, `hate spicy`) → 0;
+//! 2. softened heat (`not too hot`, `not very hot`, `not that hot`, `a little`, `a bit`,
+//!    `gentle`, `mild`) → 1 000;
+//! 3. extremes (`extra hot`, `extra-hot`, `very hot`, `really hot`, `super hot`, `hottest`,
+//!    `extreme`, `insane`, `reaper`, `ghost`, `scorpion`, `nuclear`, `melt`) → 300 000;
+//! 4. `medium`, `moderate`, `some heat` → 10 000;
+//! 5. `hot`, `spicy`, `heat`, `fire` → 50 000.
+//!
+//! Text matching none of them is rejected. Numbers outside 0 ..= 16 000 000 (pure capsaicin)
+//! are rejected as implausible.
+//!
+//! # Money → minor units
+//!
+//! Amounts arrive in major units as decimal strings (`"12.50"`) or JSON numbers and are
+//! converted exactly (no floating point) to integer minor units using the ISO 4217 exponent:
+//! 0 for e.g. JPY, KRW, VND, ISK, CLP; 3 for BHD, IQD, JOD, KWD, LYD, OMR, TND; 2 otherwise.
+//! Negative amounts, exponents (`1e3`), more decimals than the currency has, unknown currency
+//! codes and amounts above [`MAX_AMOUNT_MAJOR`] are rejected.
+//!
+//! # UTM and device
+//!
+//! `utm_*` query parameters of `context.page_url` become [`EnrichedEvent::utm`] (keys kept
+//! with their `utm_` prefix, values at most 200 characters). `context.user_agent` is classified
+//! by [`device_class`].
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::Problem;
-use crate::event::Envelope;
+use crate::event::{Envelope, EventType};
 use crate::schema::Registry;
+
+/// Highest accepted amount in major units (one billion of any currency).
+pub const MAX_AMOUNT_MAJOR: i64 = 1_000_000_000;
+/// Highest accepted heat preference: pure capsaicin.
+pub const MAX_SHU: u32 = 16_000_000;
+
+/// Scoville values of the heat levels (see the module docs).
+pub const SHU_NONE: u32 = 0;
+pub const SHU_MILD: u32 = 1_000;
+pub const SHU_MEDIUM: u32 = 10_000;
+pub const SHU_HOT: u32 = 50_000;
+pub const SHU_EXTRA_HOT: u32 = 300_000;
 
 /// A validated, normalised event ready to be folded into a profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnrichedEvent {
     pub envelope: Envelope,
     pub fact: Fact,
-    /// UTM parameters from `context.page_url` (`utm_source`, … without the prefix).
+    /// UTM parameters from `context.page_url` (`utm_source`, `utm_campaign`, …).
+    #[serde(default)]
     pub utm: BTreeMap<String, String>,
-    /// Device class from the user agent, if one was sent.
+    /// Device class from `context.user_agent`, if one was sent.
+    #[serde(default)]
     pub device: Option<DeviceClass>,
 }
 
+/// Coarse device class derived from the user agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceClass {
@@ -29,21 +88,867 @@ pub enum DeviceClass {
     Unknown,
 }
 
+impl DeviceClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceClass::Mobile => "mobile",
+            DeviceClass::Tablet => "tablet",
+            DeviceClass::Desktop => "desktop",
+            DeviceClass::Bot => "bot",
+            DeviceClass::Unknown => "unknown",
+        }
+    }
+}
+
+/// Consent channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Why an address must not be mailed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    HardBounce,
+    Complaint,
+    Erasure,
+    Unsubscribe,
+}
+
+impl SuppressionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::HardBounce => "hard_bounce",
+            SuppressionReason::Complaint => "complaint",
+            SuppressionReason::Erasure => "erasure",
+            SuppressionReason::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+/// A product as seen on a product page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub sku: String,
+    pub name: Option<String>,
+    pub price_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub url: Option<String>,
+}
+
+/// A cart or order line with its unit price in minor units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub sku: String,
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price_minor: i64,
+    pub url: Option<String>,
+}
+
 /// The normalised content of an event, one variant per event type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fact {
     PageView { url: Option<String>, title: Option<String> },
-}
-
-/// Turns a validated envelope into an [`EnrichedEvent`].
-pub fn enrich(envelope: Envelope) -> Result<EnrichedEvent, Vec<Problem>> {
-    Err(vec![Problem::new("/type", format!("not supported yet: {}", envelope.event_type))])
+    ProductView { product: Product },
+    AddToCart { item: LineItem, currency: String },
+    /// Removes `quantity` units, or the whole line when `None`.
+    RemoveFromCart { sku: String, quantity: Option<u32> },
+    CheckoutStarted { checkout_id: Option<String>, total_minor: Option<i64>, currency: Option<String> },
+    Purchase { order_id: String, total_minor: i64, currency: String, items: Vec<LineItem> },
+    EmailOpened { campaign: String, message_id: String },
+    EmailClicked { campaign: String, message_id: String, link: Option<String> },
+    /// Stated heat preference in Scoville heat units; `stated` is the original input.
+    HeatPreference { shu: u32, stated: String, source: Option<String> },
+    PollAnswer { poll_id: Option<String>, question_id: String, answer: String },
+    ConsentChanged { channel: Channel, granted: bool },
+    /// The anonymous visitor `anonymous_id` is the user `user_id`.
+    Identify { user_id: String, anonymous_id: String },
+    ProfileUpdated { email: Option<String>, name: Option<String>, timezone: Option<String> },
+    EmailSuppressed { reason: SuppressionReason, message_id: Option<String> },
 }
 
 /// Parses, validates and enriches one raw record.
 pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent, Vec<Problem>> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| vec![Problem::new("/", format!("not valid JSON: {e}"))])?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
     enrich(registry.validate(&value)?)
+}
+
+/// Turns a validated envelope into an [`EnrichedEvent`], rejecting implausible values.
+pub fn enrich(envelope: Envelope) -> Result<EnrichedEvent, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let fact = {
+        let mut p = Payload { value: &envelope.payload, problems: &mut problems };
+        fact_of(&envelope, &mut p)
+    };
+    let utm = match envelope.context.page_url.as_deref() {
+        Some(url) => utm_of(url).unwrap_or_else(|p| {
+            problems.push(p);
+            BTreeMap::new()
+        }),
+        None => BTreeMap::new(),
+    };
+    let device = envelope.context.user_agent.as_deref().map(device_class);
+    if let Some(tz) = envelope.context.timezone.as_deref() {
+        if let Err(p) = check_timezone(tz, "/context/timezone") {
+            problems.push(p);
+        }
+    }
+    match fact {
+        Some(fact) if problems.is_empty() => Ok(EnrichedEvent { envelope, fact, utm, device }),
+        _ => {
+            if problems.is_empty() {
+                problems.push(Problem::new("/payload", "payload could not be read"));
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// Typed access to the payload, recording a problem for every missing or mistyped field.
+struct Payload<'a> {
+    value: &'a Value,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Payload<'_> {
+    fn field<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+        value.get(key).filter(|v| !v.is_null())
+    }
+
+    fn opt_str(&mut self, at: &Value, base: &str, key: &str) -> Option<String> {
+        match Self::field(at, key) {
+            None => None,
+            Some(Value::String(s)) => Some(s.trim().to_owned()),
+            Some(_) => {
+                self.problems.push(Problem::new(format!("{base}/{key}"), "must be a string"));
+                None
+            }
+        }
+    }
+
+    fn str(&mut self, at: &Value, base: &str, key: &str) -> Option<String> {
+        let v = self.opt_str(at, base, key);
+        if v.as_deref().is_none_or(str::is_empty) {
+            if Self::field(at, key).is_none() {
+                self.problems.push(Problem::new(format!("{base}/{key}"), "is required"));
+            } else if v.is_some() {
+                self.problems.push(Problem::new(format!("{base}/{key}"), "must not be empty"));
+            }
+            return None;
+        }
+        v
+    }
+
+    fn opt_u32(&mut self, at: &Value, base: &str, key: &str) -> Option<u32> {
+        let v = Self::field(at, key)?;
+        match v.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| (1..=1000).contains(n)) {
+            Some(n) => Some(n),
+            None => {
+                self.problems.push(Problem::new(format!("{base}/{key}"), "must be an integer 1..=1000"));
+                None
+            }
+        }
+    }
+
+    fn money(&mut self, at: &Value, base: &str, key: &str, currency: &str) -> Option<i64> {
+        let path = format!("{base}/{key}");
+        let Some(v) = Self::field(at, key) else {
+            self.problems.push(Problem::new(path, "is required"));
+            return None;
+        };
+        to_minor(v, currency).map_err(|m| self.problems.push(Problem::new(path, m))).ok()
+    }
+
+    fn currency(&mut self, at: &Value, base: &str, key: &str) -> Option<String> {
+        let c = self.opt_str(at, base, key)?;
+        if currency_exponent(&c).is_none() {
+            self.problems.push(Problem::new(format!("{base}/{key}"), format!("unknown ISO 4217 currency '{c}'")));
+            return None;
+        }
+        Some(c)
+    }
+
+    fn line(&mut self, at: &Value, base: &str, currency: Option<&str>) -> Option<LineItem> {
+        let sku = self.str(at, base, "sku");
+        let name = self.str(at, base, "name");
+        let quantity = match Self::field(at, "quantity") {
+            Some(_) => self.opt_u32(at, base, "quantity"),
+            None => {
+                self.problems.push(Problem::new(format!("{base}/quantity"), "is required"));
+                None
+            }
+        };
+        let price = currency.and_then(|c| self.money(at, base, "price", c));
+        let url = self.opt_str(at, base, "url");
+        Some(LineItem { sku: sku?, name: name?, quantity: quantity?, unit_price_minor: price?, url })
+    }
+}
+
+fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
+    let v = p.value;
+    let b = "/payload";
+    Some(match envelope.event_type {
+        EventType::PageView => Fact::PageView {
+            url: p.opt_str(v, b, "url").or_else(|| envelope.context.page_url.clone()),
+            title: p.opt_str(v, b, "title"),
+        },
+        EventType::ProductView => {
+            let sku = p.str(v, b, "sku");
+            let name = p.opt_str(v, b, "name");
+            let currency = p.currency(v, b, "currency");
+            let price_minor = match (Payload::field(v, "price"), currency.as_deref()) {
+                (None, _) => None,
+                (Some(_), Some(c)) => p.money(v, b, "price", c),
+                (Some(_), None) => {
+                    p.problems.push(Problem::new("/payload/currency", "is required with price"));
+                    None
+                }
+            };
+            let url = p.opt_str(v, b, "url").or_else(|| envelope.context.page_url.clone());
+            Fact::ProductView { product: Product { sku: sku?, name, price_minor, currency, url } }
+        }
+        EventType::AddToCart => {
+            let currency = p.currency(v, b, "currency");
+            if currency.is_none() && Payload::field(v, "currency").is_none() {
+                p.problems.push(Problem::new("/payload/currency", "is required"));
+            }
+            let item = p.line(v, b, currency.as_deref());
+            Fact::AddToCart { item: item?, currency: currency? }
+        }
+        EventType::RemoveFromCart => {
+            let sku = p.str(v, b, "sku");
+            let quantity = p.opt_u32(v, b, "quantity");
+            Fact::RemoveFromCart { sku: sku?, quantity }
+        }
+        EventType::CheckoutStarted => {
+            let checkout_id = p.opt_str(v, b, "checkout_id");
+            let currency = p.currency(v, b, "currency");
+            let total_minor = match (Payload::field(v, "total"), currency.as_deref()) {
+                (None, _) => None,
+                (Some(_), Some(c)) => p.money(v, b, "total", c),
+                (Some(_), None) => {
+                    p.problems.push(Problem::new("/payload/currency", "is required with total"));
+                    None
+                }
+            };
+            Fact::CheckoutStarted { checkout_id, total_minor, currency }
+        }
+        EventType::Purchase => {
+            let order_id = p.str(v, b, "order_id");
+            let currency = p.currency(v, b, "currency");
+            if currency.is_none() && Payload::field(v, "currency").is_none() {
+                p.problems.push(Problem::new("/payload/currency", "is required"));
+            }
+            let total = currency.as_deref().and_then(|c| p.money(v, b, "total", c));
+            let mut items = Vec::new();
+            let mut items_ok = true;
+            match Payload::field(v, "items") {
+                Some(Value::Array(list)) => {
+                    for (i, item) in list.iter().enumerate() {
+                        match p.line(item, &format!("{b}/items/{i}"), currency.as_deref()) {
+                            Some(line) => items.push(line),
+                            None => items_ok = false,
+                        }
+                    }
+                }
+                Some(_) => {
+                    p.problems.push(Problem::new("/payload/items", "must be an array"));
+                    items_ok = false;
+                }
+                None => {}
+            }
+            if !items_ok {
+                return None;
+            }
+            Fact::Purchase { order_id: order_id?, total_minor: total?, currency: currency?, items }
+        }
+        EventType::EmailOpened => {
+            let campaign = p.str(v, b, "campaign");
+            let message_id = p.str(v, b, "message_id");
+            Fact::EmailOpened { campaign: campaign?, message_id: message_id? }
+        }
+        EventType::EmailClicked => {
+            let campaign = p.str(v, b, "campaign");
+            let message_id = p.str(v, b, "message_id");
+            let link = p.opt_str(v, b, "link");
+            Fact::EmailClicked { campaign: campaign?, message_id: message_id?, link }
+        }
+        EventType::HeatPreference => {
+            let source = p.opt_str(v, b, "source");
+            let Some(value) = Payload::field(v, "value") else {
+                p.problems.push(Problem::new("/payload/value", "is required"));
+                return None;
+            };
+            match heat_to_shu(value) {
+                Ok(shu) => {
+                    let stated = match value {
+                        Value::String(s) => s.trim().to_owned(),
+                        other => other.to_string(),
+                    };
+                    Fact::HeatPreference { shu, stated, source }
+                }
+                Err(m) => {
+                    p.problems.push(Problem::new("/payload/value", m));
+                    return None;
+                }
+            }
+        }
+        EventType::PollAnswer => {
+            let poll_id = p.opt_str(v, b, "poll_id");
+            let question_id = p.str(v, b, "question_id");
+            let answer = p.str(v, b, "answer");
+            Fact::PollAnswer { poll_id, question_id: question_id?, answer: answer? }
+        }
+        EventType::ConsentChanged => {
+            let channel = p.str(v, b, "channel");
+            let channel = match channel.as_deref().map(|c| (c, Channel::parse(c))) {
+                Some((_, Some(c))) => Some(c),
+                Some((c, None)) => {
+                    p.problems.push(Problem::new("/payload/channel", format!("unknown channel '{c}'")));
+                    None
+                }
+                None => None,
+            };
+            let granted = match Payload::field(v, "granted") {
+                Some(Value::Bool(g)) => Some(*g),
+                _ => {
+                    p.problems.push(Problem::new("/payload/granted", "must be true or false"));
+                    None
+                }
+            };
+            Fact::ConsentChanged { channel: channel?, granted: granted? }
+        }
+        EventType::Identify => {
+            let user_id = p.opt_str(v, b, "user_id").or_else(|| envelope.user_id.clone());
+            let anonymous_id = p.opt_str(v, b, "anonymous_id").or_else(|| envelope.anonymous_id.clone());
+            if user_id.as_deref().is_none_or(str::is_empty) {
+                p.problems.push(Problem::new("/user_id", "identify needs a user_id"));
+            }
+            if anonymous_id.as_deref().is_none_or(str::is_empty) {
+                p.problems.push(Problem::new("/anonymous_id", "identify needs an anonymous_id"));
+            }
+            if let (Some(env_user), Some(user)) = (&envelope.user_id, &user_id) {
+                if env_user != user {
+                    p.problems.push(Problem::new("/payload/user_id", "differs from the envelope's user_id"));
+                    return None;
+                }
+            }
+            Fact::Identify { user_id: user_id.filter(|s| !s.is_empty())?, anonymous_id: anonymous_id.filter(|s| !s.is_empty())? }
+        }
+        EventType::ProfileUpdated => {
+            let email = p.opt_str(v, b, "email");
+            let name = p.opt_str(v, b, "name");
+            let timezone = p.opt_str(v, b, "timezone");
+            let mut ok = true;
+            if let Some(e) = &email {
+                if !plausible_email(e) {
+                    p.problems.push(Problem::new("/payload/email", "is not a plausible email address"));
+                    ok = false;
+                }
+            }
+            if let Some(tz) = &timezone {
+                if let Err(problem) = check_timezone(tz, "/payload/timezone") {
+                    p.problems.push(problem);
+                    ok = false;
+                }
+            }
+            if email.is_none() && name.is_none() && timezone.is_none() {
+                p.problems.push(Problem::new("/payload", "needs at least one of email, name, timezone"));
+                ok = false;
+            }
+            if !ok {
+                return None;
+            }
+            Fact::ProfileUpdated { email: email.map(|e| e.to_ascii_lowercase()), name, timezone }
+        }
+        EventType::EmailSuppressed => {
+            let reason = match p.str(v, b, "reason").as_deref() {
+                Some("hard_bounce") => Some(SuppressionReason::HardBounce),
+                Some("complaint") => Some(SuppressionReason::Complaint),
+                Some("erasure") => Some(SuppressionReason::Erasure),
+                Some("unsubscribe") => Some(SuppressionReason::Unsubscribe),
+                Some(other) => {
+                    p.problems.push(Problem::new("/payload/reason", format!("unknown reason '{other}'")));
+                    None
+                }
+                None => None,
+            };
+            let message_id = p.opt_str(v, b, "message_id");
+            Fact::EmailSuppressed { reason: reason?, message_id }
+        }
+    })
+}
+
+/// A syntactic plausibility check only (one `@`, non-empty local part, dotted domain, no
+/// spaces); deliverability is SES's job.
+pub fn plausible_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else { return false };
+    !local.is_empty()
+        && s.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Accepts IANA time zone names known to the tz database (`Europe/Berlin`, `UTC`).
+fn check_timezone(tz: &str, path: &str) -> Result<(), Problem> {
+    tz.parse::<chrono_tz::Tz>()
+        .map(|_| ())
+        .map_err(|_| Problem::new(path, format!("'{tz}' is not an IANA time zone name")))
+}
+
+const ZERO_DECIMAL: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV",
+    "XAF", "XOF", "XPF",
+];
+const THREE_DECIMAL: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+const TWO_DECIMAL: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN",
+    "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CNY", "COP",
+    "CRC", "CUP", "CVE", "CZK", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
+    "GEL", "GHS", "GIP", "GMD", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IRR",
+    "JMD", "KES", "KGS", "KHR", "KPW", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "MAD", "MDL",
+    "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN",
+    "NIO", "NOK", "NPR", "NZD", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "RUB",
+    "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
+    "SZL", "THB", "TJS", "TMT", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "USD", "UYU", "UZS", "VES",
+    "WST", "XCD", "YER", "ZAR", "ZMW", "ZWL",
+];
+
+/// Number of minor-unit digits of an ISO 4217 currency, `None` if the code is unknown.
+pub fn currency_exponent(code: &str) -> Option<u32> {
+    if ZERO_DECIMAL.contains(&code) {
+        Some(0)
+    } else if THREE_DECIMAL.contains(&code) {
+        Some(3)
+    } else if TWO_DECIMAL.contains(&code) {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+/// Converts a major-unit amount (decimal string or JSON number) to minor units, exactly.
+pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
+    let exponent = currency_exponent(currency).ok_or_else(|| format!("unknown ISO 4217 currency '{currency}'"))?;
+    let text = match amount {
+        Value::String(s) => s.trim().to_owned(),
+        // serde_json prints the shortest representation that round-trips, so 12.5 -> "12.5".
+        Value::Number(n) => n.to_string(),
+        _ => return Err("must be a decimal string or a number".to_owned()),
+    };
+    if text.starts_with('-') {
+        return Err(format!("'{text}' is negative"));
+    }
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || (text.contains('.') && frac.is_empty()) {
+        return Err(format!("'{text}' is not a plain decimal amount like 12.50"));
+    }
+    let frac = frac.trim_end_matches('0');
+    if frac.len() > exponent as usize {
+        return Err(format!("'{text}' has more decimals than {currency} allows ({exponent})"));
+    }
+    let int = int.trim_start_matches('0');
+    if int.len() > 10 {
+        return Err(format!("'{text}' is implausibly large"));
+    }
+    let major: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("'{text}' is not a number"))? };
+    if major > MAX_AMOUNT_MAJOR {
+        return Err(format!("'{text}' is implausibly large (max {MAX_AMOUNT_MAJOR} {currency})"));
+    }
+    let scale = 10_i64.pow(exponent);
+    let mut minor_frac = frac.to_owned();
+    while minor_frac.len() < exponent as usize {
+        minor_frac.push('0');
+    }
+    let minor_frac: i64 = if minor_frac.is_empty() { 0 } else { minor_frac.parse().map_err(|_| format!("'{text}' is not a number"))? };
+    Ok(major * scale + minor_frac)
+}
+
+/// Maps a stated heat preference to Scoville heat units (table in the module docs).
+pub fn heat_to_shu(value: &Value) -> Result<u32, String> {
+    match value {
+        Value::Number(n) => {
+            let shu = n.as_f64().filter(|f| f.is_finite()).ok_or("is not a finite number")?;
+            shu_in_range(shu)
+        }
+        Value::String(s) => {
+            let text = s.trim().to_lowercase();
+            if text.is_empty() {
+                return Err("must not be empty".to_owned());
+            }
+            if let Some(shu) = numeric_shu(&text) {
+                return shu_in_range(shu);
+            }
+            text_to_shu(&text).ok_or_else(|| format!("could not understand heat preference '{}'", s.trim()))
+        }
+        _ => Err("must be a number of Scoville units or a text".to_owned()),
+    }
+}
+
+fn shu_in_range(shu: f64) -> Result<u32, String> {
+    if shu < 0.0 {
+        Err(format!("{shu} SHU is negative"))
+    } else if shu > f64::from(MAX_SHU) {
+        Err(format!("{shu} SHU is implausible (max {MAX_SHU}, pure capsaicin)"))
+    } else {
+        // In range 0..=16e6 by the checks above, so the cast cannot truncate.
+        Ok(shu.round() as u32)
+    }
+}
+
+/// `"50000"`, `"50,000"`, `"50_000 shu"`, `"-5"` → number; anything with letters besides a
+/// trailing `shu`/`scoville` → `None` (treated as text).
+fn numeric_shu(text: &str) -> Option<f64> {
+    let t = text.trim_end_matches("scoville").trim_end_matches("shu").trim();
+    let t: String = t.chars().filter(|c| !matches!(c, ',' | '_' | ' ')).collect();
+    if t.is_empty() || !t.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    if !t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') {
+        return None;
+    }
+    t.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+fn text_to_shu(text: &str) -> Option<u32> {
+    let normalised: String = text.replace(['-', '_'], " ");
+    let words: Vec<&str> = normalised.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect();
+    let joined = format!(" {} ", words.join(" "));
+    let has = |phrases: &[&str]| phrases.iter().any(|p| joined.contains(&format!(" {p} ")));
+    const NONE: &[&str] = &["none", "no heat", "not spicy", "no spice", "nothing spicy", "hate spicy", "zero", "not at all spicy"];
+    const SOFT: &[&str] = &["not too hot", "not very hot", "not that hot", "not too spicy", "a little", "a bit", "gentle", "mild", "little heat"];
+    const EXTREME: &[&str] = &[
+        "extra hot", "very hot", "really hot", "super hot", "hottest", "extreme", "extremely hot", "insane", "reaper", "ghost",
+        "scorpion", "nuclear", "melt", "as hot as possible", "very spicy", "really spicy", "super spicy",
+    ];
+    const MEDIUM: &[&str] = &["medium", "moderate", "some heat", "in between", "middle"];
+    const HOT: &[&str] = &["hot", "spicy", "heat", "fire", "fiery"];
+    if has(NONE) {
+        Some(SHU_NONE)
+    } else if has(SOFT) {
+        Some(SHU_MILD)
+    } else if has(EXTREME) {
+        Some(SHU_EXTRA_HOT)
+    } else if has(MEDIUM) {
+        Some(SHU_MEDIUM)
+    } else if has(HOT) {
+        Some(SHU_HOT)
+    } else {
+        None
+    }
+}
+
+/// The `utm_*` query parameters of a page URL. Relative or malformed URLs are a problem.
+pub fn utm_of(page_url: &str) -> Result<BTreeMap<String, String>, Problem> {
+    let url = url::Url::parse(page_url)
+        .map_err(|e| Problem::new("/context/page_url", format!("is not an absolute URL: {e}")))?;
+    let mut utm = BTreeMap::new();
+    for (k, v) in url.query_pairs() {
+        let key = k.to_ascii_lowercase();
+        if matches!(key.as_str(), "utm_source" | "utm_medium" | "utm_campaign" | "utm_term" | "utm_content") {
+            let v = v.trim();
+            if !v.is_empty() {
+                utm.insert(key, v.chars().take(200).collect());
+            }
+        }
+    }
+    Ok(utm)
+}
+
+/// Classifies a user agent. Rules, first match wins (case-insensitive substrings):
+/// empty → unknown; `bot`, `crawler`, `spider`, `slurp`, `curl/`, `wget`, `python-requests`,
+/// `headless`, `facebookexternalhit`, `preview` → bot; `ipad`, `tablet`, `kindle`, `silk/`,
+/// `playbook`, Android without `mobile` → tablet; `mobi`, `iphone`, `ipod`, `android`,
+/// `windows phone`, `blackberry`, `opera mini` → mobile; `windows nt`, `macintosh`, `x11`,
+/// `linux`, `cros` → desktop; otherwise unknown.
+pub fn device_class(user_agent: &str) -> DeviceClass {
+    let ua = user_agent.to_ascii_lowercase();
+    let any = |needles: &[&str]| needles.iter().any(|n| ua.contains(n));
+    if ua.trim().is_empty() {
+        DeviceClass::Unknown
+    } else if any(&["bot", "crawler", "spider", "slurp", "curl/", "wget", "python-requests", "headless", "facebookexternalhit", "preview"]) {
+        DeviceClass::Bot
+    } else if any(&["ipad", "tablet", "kindle", "silk/", "playbook"]) || (ua.contains("android") && !ua.contains("mobile")) {
+        DeviceClass::Tablet
+    } else if any(&["mobi", "iphone", "ipod", "android", "windows phone", "blackberry", "opera mini"]) {
+        DeviceClass::Mobile
+    } else if any(&["windows nt", "macintosh", "x11", "linux", "cros"]) {
+        DeviceClass::Desktop
+    } else {
+        DeviceClass::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn registry() -> Registry {
+        Registry::embedded().unwrap()
+    }
+
+    fn event(t: &str, payload: Value) -> Value {
+        json!({"event_id": "e-1", "type": t, "version": 1, "user_id": "u-1",
+               "occurred_at": "2026-11-20T10:00:00Z", "source": "web", "payload": payload})
+    }
+
+    fn decode_value(v: &Value) -> Result<EnrichedEvent, Vec<Problem>> {
+        decode(&serde_json::to_vec(v).unwrap(), &registry())
+    }
+
+    #[test]
+    fn money_is_converted_exactly_with_the_currency_exponent() {
+        assert_eq!(to_minor(&json!("12.50"), "EUR"), Ok(1250));
+        assert_eq!(to_minor(&json!(12.5), "EUR"), Ok(1250));
+        assert_eq!(to_minor(&json!(0.1), "USD"), Ok(10));
+        assert_eq!(to_minor(&json!("19.99"), "USD"), Ok(1999));
+        assert_eq!(to_minor(&json!(1500), "JPY"), Ok(1500));
+        assert_eq!(to_minor(&json!("1.234"), "KWD"), Ok(1234));
+        assert_eq!(to_minor(&json!("1.5"), "BHD"), Ok(1500));
+        assert_eq!(to_minor(&json!("12.500"), "EUR"), Ok(1250), "trailing zeros are fine");
+        assert_eq!(to_minor(&json!("0"), "EUR"), Ok(0));
+    }
+
+    #[test]
+    fn implausible_money_is_rejected() {
+        for (amount, currency, needle) in [
+            (json!("-1.00"), "EUR", "negative"),
+            (json!(-3), "EUR", "negative"),
+            (json!("1.005"), "EUR", "more decimals"),
+            (json!("1.5"), "JPY", "more decimals"),
+            (json!("1e3"), "EUR", "plain decimal"),
+            (json!(1e15), "EUR", "implausibly large"),
+            (json!("NaN"), "EUR", "plain decimal"),
+            (json!("12."), "EUR", "plain decimal"),
+            (json!(""), "EUR", "plain decimal"),
+            (json!("5000000000"), "EUR", "implausibly large"),
+            (json!("99999999999999999999"), "EUR", "implausibly large"),
+            (json!("1.00"), "XYZ", "unknown ISO 4217"),
+            (json!(true), "EUR", "decimal string or a number"),
+        ] {
+            let err = to_minor(&amount, currency).unwrap_err();
+            assert!(err.contains(needle), "{amount} {currency}: {err}");
+        }
+    }
+
+    #[test]
+    fn heat_levels_map_to_documented_shu() {
+        for (input, shu) in [
+            (json!("mild"), SHU_MILD),
+            (json!("Medium"), SHU_MEDIUM),
+            (json!("hot"), SHU_HOT),
+            (json!("extra-hot"), SHU_EXTRA_HOT),
+            (json!("EXTRA HOT"), SHU_EXTRA_HOT),
+            (json!("I like it really hot"), SHU_EXTRA_HOT),
+            (json!("not too hot please"), SHU_MILD),
+            (json!("I don't like it, nothing spicy"), SHU_NONE),
+            (json!("somewhere in between, medium-ish"), SHU_MEDIUM),
+            (json!("Give me the Carolina Reaper"), SHU_EXTRA_HOT),
+            (json!("spicy!"), SHU_HOT),
+            (json!(2500), 2_500),
+            (json!(2500.4), 2_500),
+            (json!("50,000 SHU"), 50_000),
+            (json!("16000000"), MAX_SHU),
+            (json!(0), 0),
+        ] {
+            assert_eq!(heat_to_shu(&input), Ok(shu), "{input}");
+        }
+    }
+
+    #[test]
+    fn implausible_heat_is_rejected() {
+        for (input, needle) in [
+            (json!(-5), "negative"),
+            (json!("-5"), "negative"),
+            (json!(16_000_001), "implausible"),
+            (json!(1e12), "implausible"),
+            (json!("banana"), "could not understand"),
+            (json!("   "), "empty"),
+            (json!(true), "number of Scoville"),
+        ] {
+            let err = heat_to_shu(&input).unwrap_err();
+            assert!(err.contains(needle), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn device_classes() {
+        for (ua, class) in [
+            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148", DeviceClass::Mobile),
+            ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36", DeviceClass::Mobile),
+            ("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15", DeviceClass::Tablet),
+            ("Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 Chrome/120.0 Safari/537.36", DeviceClass::Tablet),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36", DeviceClass::Desktop),
+            ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15 Version/17.0 Safari/605.1.15", DeviceClass::Desktop),
+            ("Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0", DeviceClass::Desktop),
+            ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", DeviceClass::Bot),
+            ("curl/8.4.0", DeviceClass::Bot),
+            ("", DeviceClass::Unknown),
+            ("SomethingElse/1.0", DeviceClass::Unknown),
+        ] {
+            assert_eq!(device_class(ua), class, "{ua}");
+        }
+    }
+
+    #[test]
+    fn utm_parameters_are_extracted() {
+        let utm = utm_of("https://shop.example/p?utm_source=news&UTM_Medium=email&utm_campaign=Ghost%20Week&x=1&utm_term=").unwrap();
+        assert_eq!(utm.len(), 3);
+        assert_eq!(utm["utm_source"], "news");
+        assert_eq!(utm["utm_medium"], "email");
+        assert_eq!(utm["utm_campaign"], "Ghost Week");
+        assert!(utm_of("/relative/path").is_err());
+    }
+
+    #[test]
+    fn add_to_cart_is_normalised() {
+        let mut v = event("add_to_cart", json!({"sku": "HS-1", "name": "Ghost", "price": "12.50", "currency": "EUR", "quantity": 2}));
+        v["context"] = json!({"page_url": "https://shop.example/?utm_source=ig", "user_agent": "Mozilla/5.0 (iPhone; Mobile)"});
+        let e = decode_value(&v).unwrap();
+        assert_eq!(
+            e.fact,
+            Fact::AddToCart {
+                item: LineItem { sku: "HS-1".into(), name: "Ghost".into(), quantity: 2, unit_price_minor: 1250, url: None },
+                currency: "EUR".into()
+            }
+        );
+        assert_eq!(e.utm.get("utm_source").map(String::as_str), Some("ig"));
+        assert_eq!(e.device, Some(DeviceClass::Mobile));
+    }
+
+    #[test]
+    fn purchase_problems_name_the_item() {
+        let v = event(
+            "purchase",
+            json!({"order_id": "o-1", "total": "10.50", "currency": "JPY",
+                   "items": [{"sku": "A", "name": "A", "price": "10.5", "quantity": 1}]}),
+        );
+        let problems = decode_value(&v).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, vec!["/payload/total", "/payload/items/0/price"], "{problems:?}");
+    }
+
+    #[test]
+    fn purchase_is_normalised() {
+        let v = event(
+            "purchase",
+            json!({"order_id": "o-1", "total": 25, "currency": "EUR",
+                   "items": [{"sku": "A", "name": "A", "price": "12.50", "quantity": 2}]}),
+        );
+        let Fact::Purchase { total_minor, currency, items, .. } = decode_value(&v).unwrap().fact else { panic!() };
+        assert_eq!((total_minor, currency.as_str(), items[0].unit_price_minor), (2500, "EUR", 1250));
+    }
+
+    #[test]
+    fn unknown_currency_is_a_problem() {
+        let v = event("add_to_cart", json!({"sku": "A", "name": "A", "price": "1", "currency": "ABC", "quantity": 1}));
+        let problems = decode_value(&v).unwrap_err();
+        assert_eq!(problems, vec![Problem::new("/payload/currency", "unknown ISO 4217 currency 'ABC'")]);
+    }
+
+    #[test]
+    fn heat_preference_problems_point_at_the_value() {
+        let problems = decode_value(&event("heat_preference", json!({"value": -10}))).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "/payload/value");
+        let e = decode_value(&event("heat_preference", json!({"value": "I like it really hot"}))).unwrap();
+        assert!(matches!(e.fact, Fact::HeatPreference { shu: SHU_EXTRA_HOT, .. }));
+    }
+
+    #[test]
+    fn identify_takes_ids_from_the_envelope() {
+        let mut v = event("identify", json!({}));
+        v["anonymous_id"] = json!("a-9");
+        let e = decode_value(&v).unwrap();
+        assert_eq!(e.fact, Fact::Identify { user_id: "u-1".into(), anonymous_id: "a-9".into() });
+        let problems = decode_value(&event("identify", json!({}))).unwrap_err();
+        assert_eq!(problems[0].path, "/anonymous_id");
+    }
+
+    #[test]
+    fn profile_updated_checks_email_and_timezone() {
+        let e = decode_value(&event("profile_updated", json!({"email": "Ana@Example.COM", "timezone": "Europe/Berlin"}))).unwrap();
+        assert_eq!(
+            e.fact,
+            Fact::ProfileUpdated { email: Some("ana@example.com".into()), name: None, timezone: Some("Europe/Berlin".into()) }
+        );
+        let problems =
+            decode_value(&event("profile_updated", json!({"email": "not an email", "timezone": "Mars/Olympus"}))).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, vec!["/payload/email", "/payload/timezone"]);
+    }
+
+    #[test]
+    fn consent_and_suppression_are_typed() {
+        let e = decode_value(&event("consent_changed", json!({"channel": "email", "granted": false}))).unwrap();
+        assert_eq!(e.fact, Fact::ConsentChanged { channel: Channel::Email, granted: false });
+        let e = decode_value(&event("email_suppressed", json!({"reason": "complaint"}))).unwrap();
+        assert_eq!(e.fact, Fact::EmailSuppressed { reason: SuppressionReason::Complaint, message_id: None });
+        let problems = decode_value(&event("email_suppressed", json!({"reason": "bored"}))).unwrap_err();
+        assert_eq!(problems[0].path, "/payload/reason");
+    }
+
+    #[test]
+    fn bad_json_and_bad_page_url_are_problems() {
+        let problems = decode(b"{not json", &registry()).unwrap_err();
+        assert!(problems[0].message.starts_with("not valid JSON"));
+        let mut v = event("page_view", json!({}));
+        v["context"] = json!({"page_url": "not a url"});
+        let problems = decode_value(&v).unwrap_err();
+        assert_eq!(problems[0].path, "/context/page_url");
+    }
+
+    #[test]
+    fn every_type_has_a_fixture_that_enriches() {
+        let payloads = [
+            ("page_view", json!({"title": "Home"})),
+            ("product_view", json!({"sku": "A", "price": 3, "currency": "USD"})),
+            ("add_to_cart", json!({"sku": "A", "name": "A", "price": 3, "currency": "USD", "quantity": 1})),
+            ("remove_from_cart", json!({"sku": "A"})),
+            ("checkout_started", json!({"total": "3.00", "currency": "USD"})),
+            ("purchase", json!({"order_id": "o", "total": 3, "currency": "USD", "items": []})),
+            ("email_opened", json!({"campaign": "c", "message_id": "m"})),
+            ("email_clicked", json!({"campaign": "c", "message_id": "m", "link": "https://x.example"})),
+            ("heat_preference", json!({"value": "medium"})),
+            ("poll_answer", json!({"question_id": "q", "answer": "smoky"})),
+            ("consent_changed", json!({"channel": "sms", "granted": true})),
+            ("identify", json!({"anonymous_id": "a"})),
+            ("profile_updated", json!({"name": "Ana"})),
+            ("email_suppressed", json!({"reason": "hard_bounce"})),
+        ];
+        assert_eq!(payloads.len(), EventType::ALL.len());
+        for (t, p) in payloads {
+            let e = decode_value(&event(t, p)).unwrap_or_else(|e| panic!("{t}: {e:?}"));
+            assert_eq!(e.envelope.event_type.as_str(), t);
+        }
+    }
 }

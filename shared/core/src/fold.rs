@@ -1,16 +1,34 @@
-//! The pure fold of enriched events into a [`Profile`].
+//! The pure fold of enriched events into a [`Profile`]: no I/O, no clock.
+//!
+//! Rules (see [`Profile::apply`]):
+//! - **De-duplication**: an event id seen among the last [`RECENT_EVENT_IDS`] ids is a
+//!   [`Applied::Duplicate`] and changes nothing.
+//! - **Order independence** for independent events: counters are sums, `created_at`/`last_seen`
+//!   are min/max, daily buckets are pruned relative to the newest event ever seen, the heat
+//!   average is decayed to its newest statement, and last-writer-wins traits (consent, email,
+//!   name, time zone, UTM, device, poll answers) compare `occurred_at` with a deterministic
+//!   tie-break. Cart and attribution depend on order by nature (Kinesis keeps one profile's
+//!   events in order).
+//! - **Heat** is an exponentially time-decayed average: a statement made one half-life before
+//!   the newest one weighs half as much.
 
-use chrono::Duration;
+use std::collections::BTreeMap;
 
-use crate::enrich::EnrichedEvent;
-use crate::profile::Profile;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+use crate::enrich::{EnrichedEvent, Fact, LineItem};
+use crate::event::{EventType, ANON_PREFIX};
+use crate::profile::{CartItem, Consent, DayCounters, DecayedValue, Profile, RECENT_EVENT_IDS};
+
+/// Days of daily buckets kept (relative to the newest event seen).
+pub const DAILY_WINDOW_DAYS: i64 = 30;
 
 /// Tunables of the fold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FoldConfig {
-    /// Half-life of the heat preference's exponential decay.
+    /// Half-life of the heat preference's exponential decay (default 30 days).
     pub heat_half_life: Duration,
-    /// How long after an email click a purchase is attributed to its campaign.
+    /// How long after an email click a purchase is attributed to its campaign (default 7 days).
     pub attribution_window: Duration,
 }
 
@@ -20,24 +38,509 @@ impl Default for FoldConfig {
     }
 }
 
+impl FoldConfig {
+    pub fn new(heat_half_life: Duration, attribution_window: Duration) -> Self {
+        FoldConfig { heat_half_life, attribution_window }
+    }
+}
+
 /// What [`Profile::apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// The event id was processed before; nothing changed.
     Duplicate,
+    /// The event was folded in and changed the profile's traits.
     Changed,
+    /// The event was recorded (its id remembered) but no trait changed.
     Unchanged,
 }
 
-impl Profile {
-    /// Folds one event into the profile. Pure: no I/O, no clock.
-    pub fn apply(&mut self, event: &EnrichedEvent, _config: &FoldConfig) -> Applied {
-        let _ = event;
-        Applied::Unchanged
+/// `YYYY-MM-DD` (UTC) of a timestamp: the key of [`Profile::daily`].
+pub fn day_key(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
+fn parse_day(key: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()
+}
+
+/// `0.5^(age / half_life)`; a non-positive half-life keeps only the newest statements.
+fn decay_factor(age: Duration, half_life: Duration) -> f64 {
+    let hl = half_life.num_milliseconds();
+    if hl <= 0 {
+        return if age.num_milliseconds() > 0 { 0.0 } else { 1.0 };
+    }
+    // Milliseconds fit f64 exactly for any realistic span.
+    0.5_f64.powf(age.num_milliseconds() as f64 / hl as f64)
+}
+
+impl DecayedValue {
+    /// Adds `value` stated at `at` with weight 1, keeping everything decayed to the newest time.
+    pub fn add(&mut self, value: f64, at: DateTime<Utc>, half_life: Duration) {
+        self.merge(&DecayedValue { weighted_sum: value, weight: 1.0, as_of: Some(at) }, half_life);
     }
 
-    /// Folds an anonymous visitor's profile into this (user) profile.
-    pub fn merge_anonymous(&mut self, anon: &Profile) {
-        self.anonymous_ids.insert(anon.id.clone());
+    /// Combines two decayed values, decaying both to the later `as_of`.
+    pub fn merge(&mut self, other: &DecayedValue, half_life: Duration) {
+        let (Some(mine), Some(theirs)) = (self.as_of, other.as_of) else {
+            if self.as_of.is_none() {
+                *self = other.clone();
+            }
+            return;
+        };
+        let as_of = mine.max(theirs);
+        let a = decay_factor(as_of - mine, half_life);
+        let b = decay_factor(as_of - theirs, half_life);
+        self.weighted_sum = self.weighted_sum * a + other.weighted_sum * b;
+        self.weight = self.weight * a + other.weight * b;
+        self.as_of = Some(as_of);
     }
+
+    /// The average, if any weight is left.
+    pub fn value(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.weighted_sum / self.weight)
+    }
+}
+
+impl DayCounters {
+    fn add(&mut self, other: &DayCounters) {
+        self.events += other.events;
+        self.page_views += other.page_views;
+        self.product_views += other.product_views;
+        self.purchases += other.purchases;
+        self.revenue_minor = self.revenue_minor.saturating_add(other.revenue_minor);
+    }
+}
+
+impl Profile {
+    /// Folds one event into the profile. Pure: no I/O, no clock; `self.version` is untouched
+    /// (the store bumps it).
+    pub fn apply(&mut self, event: &EnrichedEvent, config: &FoldConfig) -> Applied {
+        let id = &event.envelope.event_id;
+        if self.recent_event_ids.iter().any(|seen| seen == id) {
+            return Applied::Duplicate;
+        }
+        let ids = std::mem::take(&mut self.recent_event_ids);
+        let before = self.clone();
+        self.recent_event_ids = ids;
+        self.remember(id);
+
+        let at = event.envelope.occurred_at;
+        let kind = event.envelope.event_type;
+        *self.counts.entry(kind.as_str().to_owned()).or_default() += 1;
+        self.created_at = Some(self.created_at.map_or(at, |c| c.min(at)));
+        self.last_seen = Some(self.last_seen.map_or(at, |s| s.max(at)));
+
+        let mut day = DayCounters { events: 1, ..Default::default() };
+        match kind {
+            EventType::PageView => day.page_views = 1,
+            EventType::ProductView => day.product_views = 1,
+            _ => {}
+        }
+        if let Fact::Purchase { total_minor, .. } = &event.fact {
+            day.purchases = 1;
+            day.revenue_minor = *total_minor;
+        }
+        self.add_day(at, &day);
+
+        if !event.utm.is_empty() && lww(&mut self.trait_times, "utm", at, &format!("{:?}", event.utm), Some(&format!("{:?}", self.utm))) {
+            self.utm = event.utm.clone();
+        }
+        if let Some(device) = event.device {
+            if lww(&mut self.trait_times, "device", at, device.as_str(), self.device.as_deref()) {
+                self.device = Some(device.as_str().to_owned());
+            }
+        }
+
+        self.apply_fact(&event.fact, at, config);
+
+        let ids = std::mem::take(&mut self.recent_event_ids);
+        let changed = *self != before;
+        self.recent_event_ids = ids;
+        if changed {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        }
+    }
+
+    fn apply_fact(&mut self, fact: &Fact, at: DateTime<Utc>, config: &FoldConfig) {
+        match fact {
+            Fact::PageView { .. } | Fact::ProductView { .. } | Fact::EmailOpened { .. } => {}
+            Fact::AddToCart { item, currency } => {
+                let entry = self.cart.items.entry(item.sku.clone()).or_default();
+                entry.quantity = entry.quantity.saturating_add(item.quantity);
+                entry.name.clone_from(&item.name);
+                entry.unit_price_minor = item.unit_price_minor;
+                if item.url.is_some() {
+                    entry.url.clone_from(&item.url);
+                }
+                self.cart.currency = Some(currency.clone());
+                self.touch_cart(at);
+            }
+            Fact::RemoveFromCart { sku, quantity } => {
+                let Some(line) = self.cart.items.get_mut(sku) else { return };
+                match quantity {
+                    Some(q) if *q < line.quantity => line.quantity -= q,
+                    _ => {
+                        self.cart.items.remove(sku);
+                    }
+                }
+                if self.cart.items.is_empty() {
+                    self.cart.currency = None;
+                }
+                self.touch_cart(at);
+            }
+            Fact::CheckoutStarted { .. } => {
+                self.last_checkout_at = Some(self.last_checkout_at.map_or(at, |c| c.max(at)));
+            }
+            Fact::Purchase { total_minor, currency, items, .. } => {
+                self.record_purchase(at, *total_minor, currency);
+                let status = &mut self.email_status;
+                if let (Some(campaign), Some(clicked)) = (&status.last_clicked_campaign, status.last_clicked_at) {
+                    if clicked <= at && at - clicked <= config.attribution_window {
+                        *status.attributed_purchases.entry(campaign.clone()).or_default() += 1;
+                        let revenue = status.attributed_revenue_minor.entry(campaign.clone()).or_default();
+                        *revenue = revenue.saturating_add(*total_minor);
+                    }
+                }
+                self.clear_purchased(at, items);
+            }
+            Fact::EmailClicked { campaign, .. } => {
+                let status = &mut self.email_status;
+                let newer = match (status.last_clicked_at, status.last_clicked_campaign.as_deref()) {
+                    (Some(t), Some(c)) => at > t || (at == t && campaign.as_str() > c),
+                    _ => true,
+                };
+                if newer {
+                    status.last_clicked_at = Some(at);
+                    status.last_clicked_campaign = Some(campaign.clone());
+                }
+            }
+            Fact::HeatPreference { shu, .. } => {
+                self.heat.get_or_insert_with(DecayedValue::default).add(f64::from(*shu), at, config.heat_half_life);
+            }
+            Fact::PollAnswer { question_id, answer, .. } => {
+                let key = format!("poll:{question_id}");
+                if lww(&mut self.trait_times, &key, at, answer, self.poll_answers.get(question_id).map(String::as_str)) {
+                    self.poll_answers.insert(question_id.clone(), answer.clone());
+                }
+            }
+            Fact::ConsentChanged { channel, granted } => {
+                self.set_consent(channel.as_str(), &Consent { granted: *granted, at: Some(at) });
+            }
+            Fact::Identify { anonymous_id, .. } => {
+                self.anonymous_ids.insert(anonymous_id.clone());
+            }
+            Fact::ProfileUpdated { email, name, timezone } => {
+                if let Some(v) = email {
+                    if lww(&mut self.trait_times, "email", at, v, self.email.as_deref()) {
+                        self.email = Some(v.clone());
+                    }
+                }
+                if let Some(v) = name {
+                    if lww(&mut self.trait_times, "name", at, v, self.name.as_deref()) {
+                        self.name = Some(v.clone());
+                    }
+                }
+                if let Some(v) = timezone {
+                    if lww(&mut self.trait_times, "timezone", at, v, self.timezone.as_deref()) {
+                        self.timezone = Some(v.clone());
+                    }
+                }
+            }
+            Fact::EmailSuppressed { reason, .. } => {
+                self.suppress(reason.as_str(), at);
+            }
+        }
+    }
+
+    fn remember(&mut self, id: &str) {
+        self.recent_event_ids.push_back(id.to_owned());
+        while self.recent_event_ids.len() > RECENT_EVENT_IDS {
+            self.recent_event_ids.pop_front();
+        }
+    }
+
+    /// Consent is last-writer-wins by time; on equal times a withdrawal wins.
+    fn set_consent(&mut self, channel: &str, new: &Consent) {
+        let replace = match self.consent.get(channel) {
+            None => true,
+            Some(old) => match (old.at, new.at) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(o), Some(n)) => n > o || (n == o && !new.granted),
+            },
+        };
+        if replace {
+            self.consent.insert(channel.to_owned(), new.clone());
+        }
+    }
+
+    /// Suppression is sticky; the earliest one (by time, then reason) is kept.
+    fn suppress(&mut self, reason: &str, at: DateTime<Utc>) {
+        let status = &mut self.email_status;
+        let replace = match (&status.suppressed, status.suppressed_at) {
+            (Some(r), Some(t)) => at < t || (at == t && reason < r.as_str()),
+            _ => true,
+        };
+        if replace {
+            status.suppressed = Some(reason.to_owned());
+            status.suppressed_at = Some(at);
+        }
+    }
+
+    fn touch_cart(&mut self, at: DateTime<Utc>) {
+        self.cart.updated_at = Some(self.cart.updated_at.map_or(at, |u| u.max(at)));
+    }
+
+    fn record_purchase(&mut self, at: DateTime<Utc>, total_minor: i64, currency: &str) {
+        self.purchase_count += 1;
+        let total = self.purchase_totals_minor.entry(currency.to_owned()).or_default();
+        *total = total.saturating_add(total_minor);
+        let latest = match (self.last_purchase_at, self.currency.as_deref()) {
+            (Some(t), Some(c)) => at > t || (at == t && currency > c),
+            _ => true,
+        };
+        if latest {
+            self.currency = Some(currency.to_owned());
+        }
+        self.last_purchase_at = Some(self.last_purchase_at.map_or(at, |t| t.max(at)));
+        self.sync_purchase_total();
+    }
+
+    fn sync_purchase_total(&mut self) {
+        self.purchase_total_minor =
+            self.currency.as_ref().and_then(|c| self.purchase_totals_minor.get(c)).copied().unwrap_or(0);
+    }
+
+    /// A purchase empties the cart, unless the cart changed after the purchase happened; then
+    /// only the purchased lines are removed.
+    fn clear_purchased(&mut self, at: DateTime<Utc>, items: &[LineItem]) {
+        if self.cart.items.is_empty() {
+            return;
+        }
+        if self.cart.updated_at.is_none_or(|u| u <= at) {
+            self.cart.items.clear();
+        } else {
+            for item in items {
+                self.cart.items.remove(&item.sku);
+            }
+        }
+        if self.cart.items.is_empty() {
+            self.cart.currency = None;
+        }
+        self.touch_cart(at);
+    }
+
+    fn add_day(&mut self, at: DateTime<Utc>, counters: &DayCounters) {
+        let newest = self.last_seen.unwrap_or(at).max(at).date_naive();
+        let cutoff = newest - Duration::days(DAILY_WINDOW_DAYS - 1);
+        if at.date_naive() >= cutoff {
+            self.daily.entry(day_key(at)).or_default().add(counters);
+        }
+        self.prune_daily();
+    }
+
+    /// Drops daily buckets older than [`DAILY_WINDOW_DAYS`] before the newest event seen.
+    fn prune_daily(&mut self) {
+        let Some(newest) = self.last_seen else { return };
+        let cutoff = newest.date_naive() - Duration::days(DAILY_WINDOW_DAYS - 1);
+        self.daily.retain(|k, _| parse_day(k).is_some_and(|d| d >= cutoff));
+    }
+
+    fn sum_days(&self, days: u32, now: DateTime<Utc>, pick: impl Fn(&DayCounters) -> i64) -> i64 {
+        if days == 0 {
+            return 0;
+        }
+        let today = now.date_naive();
+        let from = today - Duration::days(i64::from(days) - 1);
+        self.daily
+            .iter()
+            .filter(|(k, _)| parse_day(k).is_some_and(|d| d >= from && d <= today))
+            .map(|(_, c)| pick(c))
+            .sum()
+    }
+
+    /// Events on the last `days` calendar days (UTC) up to and including `now`'s day.
+    /// Windows are limited to [`DAILY_WINDOW_DAYS`].
+    pub fn events_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
+        self.sum_days(days, now, |c| i64::try_from(c.events).unwrap_or(i64::MAX)).unsigned_abs()
+    }
+
+    pub fn purchases_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
+        self.sum_days(days, now, |c| i64::try_from(c.purchases).unwrap_or(i64::MAX)).unsigned_abs()
+    }
+
+    pub fn page_views_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
+        self.sum_days(days, now, |c| i64::try_from(c.page_views).unwrap_or(i64::MAX)).unsigned_abs()
+    }
+
+    pub fn product_views_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
+        self.sum_days(days, now, |c| i64::try_from(c.product_views).unwrap_or(i64::MAX)).unsigned_abs()
+    }
+
+    /// Purchase revenue (minor units, all currencies summed) on the last `days` days.
+    pub fn revenue_in_last(&self, days: u32, now: DateTime<Utc>) -> i64 {
+        self.sum_days(days, now, |c| c.revenue_minor)
+    }
+
+    /// Number of items (sum of quantities) in the cart.
+    pub fn cart_item_count(&self) -> u64 {
+        self.cart.items.values().map(|i| u64::from(i.quantity)).sum()
+    }
+
+    /// Folds an anonymous visitor's profile into this (user) profile, e.g. after `identify`.
+    /// Idempotent: merging the same profile again changes nothing.
+    pub fn merge_anonymous(&mut self, anon: &Profile) {
+        self.merge_anonymous_with(anon, &FoldConfig::default());
+    }
+
+    /// [`Profile::merge_anonymous`] with an explicit heat half-life.
+    pub fn merge_anonymous_with(&mut self, anon: &Profile, config: &FoldConfig) {
+        if anon.id == self.id || self.merged_profiles.contains(&anon.id) {
+            return;
+        }
+        self.merged_profiles.insert(anon.id.clone());
+        self.merged_profiles.extend(anon.merged_profiles.iter().cloned());
+        let raw = anon.id.strip_prefix(ANON_PREFIX).unwrap_or(&anon.id);
+        self.anonymous_ids.insert(raw.to_owned());
+        self.anonymous_ids.extend(anon.anonymous_ids.iter().cloned());
+
+        for (k, n) in &anon.counts {
+            *self.counts.entry(k.clone()).or_default() += n;
+        }
+        self.created_at = min_opt(self.created_at, anon.created_at);
+        self.last_seen = max_opt(self.last_seen, anon.last_seen);
+        for (k, c) in &anon.daily {
+            self.daily.entry(k.clone()).or_default().add(c);
+        }
+        self.prune_daily();
+
+        self.purchase_count += anon.purchase_count;
+        for (c, t) in &anon.purchase_totals_minor {
+            let total = self.purchase_totals_minor.entry(c.clone()).or_default();
+            *total = total.saturating_add(*t);
+        }
+        if anon.purchase_totals_minor.is_empty() && anon.purchase_total_minor != 0 {
+            if let Some(c) = &anon.currency {
+                let total = self.purchase_totals_minor.entry(c.clone()).or_default();
+                *total = total.saturating_add(anon.purchase_total_minor);
+            }
+        }
+        if anon.last_purchase_at > self.last_purchase_at && anon.currency.is_some() {
+            self.currency.clone_from(&anon.currency);
+        }
+        self.last_purchase_at = max_opt(self.last_purchase_at, anon.last_purchase_at);
+        self.sync_purchase_total();
+        self.last_checkout_at = max_opt(self.last_checkout_at, anon.last_checkout_at);
+
+        if let Some(h) = &anon.heat {
+            self.heat.get_or_insert_with(DecayedValue::default).merge(h, config.heat_half_life);
+        }
+
+        for (sku, item) in &anon.cart.items {
+            let entry = self.cart.items.entry(sku.clone()).or_insert_with(CartItem::default);
+            // The same product in both carts is one intention, not two.
+            if item.quantity > entry.quantity {
+                *entry = item.clone();
+            }
+        }
+        if self.cart.currency.is_none() {
+            self.cart.currency.clone_from(&anon.cart.currency);
+        }
+        if !anon.cart.items.is_empty() {
+            self.cart.updated_at = max_opt(self.cart.updated_at, anon.cart.updated_at);
+        }
+
+        for (channel, consent) in &anon.consent {
+            self.set_consent(channel, consent);
+        }
+        for (key, at) in &anon.trait_times {
+            let value = match key.as_str() {
+                "email" => anon.email.clone(),
+                "name" => anon.name.clone(),
+                "timezone" => anon.timezone.clone(),
+                "device" => anon.device.clone(),
+                "utm" => Some(format!("{:?}", anon.utm)),
+                k => k.strip_prefix("poll:").and_then(|q| anon.poll_answers.get(q).cloned()),
+            };
+            let Some(value) = value else { continue };
+            let current = match key.as_str() {
+                "email" => self.email.clone(),
+                "name" => self.name.clone(),
+                "timezone" => self.timezone.clone(),
+                "device" => self.device.clone(),
+                "utm" => Some(format!("{:?}", self.utm)),
+                k => k.strip_prefix("poll:").and_then(|q| self.poll_answers.get(q).cloned()),
+            };
+            if !lww(&mut self.trait_times, key, *at, &value, current.as_deref()) {
+                continue;
+            }
+            match key.as_str() {
+                "email" => self.email = Some(value),
+                "name" => self.name = Some(value),
+                "timezone" => self.timezone = Some(value),
+                "device" => self.device = Some(value),
+                "utm" => self.utm.clone_from(&anon.utm),
+                k => {
+                    if let Some(q) = k.strip_prefix("poll:") {
+                        self.poll_answers.insert(q.to_owned(), value);
+                    }
+                }
+            }
+        }
+
+        let clicked = &anon.email_status;
+        if clicked.last_clicked_at > self.email_status.last_clicked_at {
+            self.email_status.last_clicked_at = clicked.last_clicked_at;
+            self.email_status.last_clicked_campaign.clone_from(&clicked.last_clicked_campaign);
+        }
+        for (c, n) in &clicked.attributed_purchases {
+            *self.email_status.attributed_purchases.entry(c.clone()).or_default() += n;
+        }
+        for (c, r) in &clicked.attributed_revenue_minor {
+            let total = self.email_status.attributed_revenue_minor.entry(c.clone()).or_default();
+            *total = total.saturating_add(*r);
+        }
+        if let (Some(reason), Some(at)) = (&clicked.suppressed, clicked.suppressed_at) {
+            self.suppress(reason, at);
+        }
+        for id in &anon.recent_event_ids {
+            if !self.recent_event_ids.contains(id) {
+                self.remember(id);
+            }
+        }
+    }
+}
+
+/// Last-writer-wins check for trait `key`: true if a value stated at `at` replaces the
+/// current one (newer wins; on equal times the greater value wins, so order never matters).
+/// Records `at` when it wins.
+fn lww(
+    times: &mut BTreeMap<String, DateTime<Utc>>,
+    key: &str,
+    at: DateTime<Utc>,
+    new: &str,
+    current: Option<&str>,
+) -> bool {
+    let wins = match times.get(key) {
+        None => true,
+        Some(t) => at > *t || (at == *t && current.is_none_or(|c| new > c)),
+    };
+    if wins {
+        times.insert(key.to_owned(), at);
+    }
+    wins
+}
+
+fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    a.max(b)
 }

@@ -58,6 +58,14 @@ pub struct Profile {
     pub outbox: Vec<BusEvent>,
     /// The most recent processed event ids, oldest first, at most [`RECENT_EVENT_IDS`].
     pub recent_event_ids: VecDeque<String>,
+    /// Purchase totals in minor units per currency; `purchase_total_minor` is the entry for
+    /// `currency` (the currency of the latest purchase).
+    pub purchase_totals_minor: BTreeMap<String, i64>,
+    /// When each last-writer-wins trait was last set (event `occurred_at`): `email`, `name`,
+    /// `timezone`, `utm`, `device`, `poll:<question id>`.
+    pub trait_times: BTreeMap<String, DateTime<Utc>>,
+    /// Ids of (anonymous) profiles already merged into this one; merging is idempotent.
+    pub merged_profiles: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,6 +73,7 @@ pub struct Profile {
 pub struct DayCounters {
     pub events: u64,
     pub page_views: u64,
+    pub product_views: u64,
     pub purchases: u64,
     pub revenue_minor: i64,
 }

@@ -1,0 +1,127 @@
+//! Criterion benchmarks of the enrichment path, in-process (no network):
+//!
+//! - `decode`: JSON parse + schema validation + enrichment per record;
+//! - `core`: decode + group by profile + fold + one segment evaluation per profile (what the
+//!   handler does between reading and writing profiles);
+//! - `handler`: `Enricher::process` end to end with in-memory ports (empty store each run,
+//!   so every event is new), including dead-letter, outbox and publish bookkeeping.
+//!
+//! Batches of 100, 1,000 and 10,000 records, with 1 and 1,000 distinct users. Throughput is
+//! reported in records/s. Run: `cargo bench -p ember-benches --bench enrich`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
+use ember_benches::workload::Workload;
+use ember_core::enrich::{decode, EnrichedEvent};
+use ember_core::fold::FoldConfig;
+use ember_core::profile::Profile;
+use ember_core::schema::Registry;
+use ember_core::segment::RuleSet;
+use ember_enrich::Enricher;
+
+const SIZES: &[usize] = &[100, 1_000, 10_000];
+const USERS: &[usize] = &[1, 1_000];
+
+fn configure(c: &mut Criterion) -> Criterion {
+    let _ = c;
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let registry = Registry::embedded().expect("embedded schemas compile");
+    let mut group = c.benchmark_group("decode");
+    for &records in SIZES {
+        let raw = Workload::new(records, 1_000).records();
+        group.throughput(Throughput::Elements(records as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(records), &raw, |b, raw| {
+            b.iter(|| {
+                let mut ok = 0usize;
+                for (_, bytes) in raw {
+                    ok += usize::from(decode(black_box(bytes), &registry).is_ok());
+                }
+                ok
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_core(c: &mut Criterion) {
+    let registry = Registry::embedded().expect("embedded schemas compile");
+    let rules = RuleSet::embedded().expect("embedded rules compile");
+    let fold = FoldConfig::default();
+    let now = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).single().unwrap_or_default();
+    let mut group = c.benchmark_group("core");
+    for &users in USERS {
+        for &records in SIZES {
+            let raw = Workload::new(records, users).records();
+            group.throughput(Throughput::Elements(records as u64));
+            let id = BenchmarkId::new(format!("users={users}"), records);
+            group.bench_with_input(id, &raw, |b, raw| {
+                b.iter(|| {
+                    let mut by_key: HashMap<&str, Vec<EnrichedEvent>> = HashMap::new();
+                    for (key, bytes) in raw {
+                        if let Ok(e) = decode(bytes, &registry) {
+                            by_key.entry(key.as_str()).or_default().push(e);
+                        }
+                    }
+                    let mut segments = 0usize;
+                    for (key, events) in by_key {
+                        let mut profile = Profile::new(key);
+                        for e in &events {
+                            black_box(profile.apply(e, &fold));
+                        }
+                        segments += rules.evaluate(&profile, now).len();
+                    }
+                    segments
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_handler(c: &mut Criterion) {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let enricher = Enricher::new(
+        MemoryStore::default(),
+        MemoryBus::default(),
+        MemoryDeadLetters::default(),
+        FoldConfig::default(),
+    )
+    .expect("embedded schemas and rules");
+    let mut group = c.benchmark_group("handler");
+    for &users in USERS {
+        for &records in SIZES {
+            let event = Workload::new(records, users).kinesis_event();
+            group.throughput(Throughput::Elements(records as u64));
+            let id = BenchmarkId::new(format!("users={users}"), records);
+            group.bench_with_input(id, &event, |b, event| {
+                b.iter(|| {
+                    enricher.store.clear();
+                    enricher.bus.take();
+                    let (response, stats, _) = runtime.block_on(enricher.process(event));
+                    assert!(response.batch_item_failures.is_empty());
+                    stats.writes
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = configure(&mut Criterion::default());
+    targets = bench_decode, bench_core, bench_handler
+}
+criterion_main!(benches);

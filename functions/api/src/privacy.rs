@@ -1,0 +1,119 @@
+//! Privacy endpoints (admin key required): `GET /v1/profiles/{user_id}` exports everything
+//! Ember holds in the profile (and the anonymous profiles merged into it);
+//! `DELETE /v1/profiles/{user_id}` erases it (GDPR art. 17 / CCPA deletion).
+//!
+//! Erasure, in an order that is safe to repeat after a partial failure:
+//! 1. the address is suppressed first: ledger `pk = suppression`, `sk =`
+//!    [`ember_core::unsubscribe::suppression_key`] (a hash; the address itself is not kept);
+//! 2. merged anonymous profiles (`anon:<id>`) are deleted;
+//! 3. per-profile ledger records are deleted: every partition named by
+//!    [`PROFILE_LEDGER_PARTITIONS`] with the profile id substituted;
+//! 4. the profile item is deleted.
+//!
+//! The answer is 202 with what was done. Events still in flight on the stream (at most the
+//! stream's retention) may re-create a small profile; send the erasure again after that window
+//! if you must be certain, or rely on the suppression, which keeps email off regardless.
+
+use chrono::SecondsFormat;
+use ember_core::event::ANON_PREFIX;
+use ember_core::profile::Profile;
+use ember_core::unsubscribe::{suppression_key, SUPPRESSION_PK};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::{auth, http, Deps};
+
+/// Ledger partitions holding records about one profile (`{profile}` is replaced by its id).
+pub const PROFILE_LEDGER_PARTITIONS: &[&str] =
+    &["send#{profile}", "cap#{profile}", "timer#{profile}", "email#{profile}", "profile#{profile}"];
+
+async fn load(deps: &Deps, id: &str) -> Result<Option<Profile>, ApiError> {
+    deps.profiles.get(id).await.map_err(|e| ApiError::dependency("profiles.get", e))
+}
+
+async fn merged(deps: &Deps, profile: &Profile) -> Result<Vec<Profile>, ApiError> {
+    let mut out = Vec::new();
+    for anon in &profile.anonymous_ids {
+        if let Some(p) = load(deps, &format!("{ANON_PREFIX}{anon}")).await? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /v1/profiles/{user_id}`.
+pub async fn export(deps: &Deps, req: &Request, user_id: &str) -> Result<Response<Body>, ApiError> {
+    auth::require(req, &deps.config.admin_keys)?;
+    let profile = load(deps, user_id).await?.ok_or_else(|| ApiError::ProfileNotFound(user_id.to_owned()))?;
+    let anonymous = merged(deps, &profile).await?;
+    tracing::info!(profile_id = user_id, "profile exported");
+    Ok(http::json(
+        StatusCode::OK,
+        &json!({
+            "exported_at": deps.clock.now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            "profile": profile,
+            "anonymous_profiles": anonymous,
+        }),
+    ))
+}
+
+/// `DELETE /v1/profiles/{user_id}`.
+pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response<Body>, ApiError> {
+    auth::require(req, &deps.config.admin_keys)?;
+    let now = deps.clock.now();
+    let profile = load(deps, user_id).await?;
+
+    let mut email_suppressed = false;
+    if let Some(email) = profile.as_ref().and_then(|p| p.email.as_deref()).filter(|e| !e.trim().is_empty()) {
+        let attrs = json!({ "reason": "erasure", "at": now.to_rfc3339_opts(SecondsFormat::Secs, true) });
+        deps.ledger
+            .claim(SUPPRESSION_PK, &suppression_key(email), &attrs, None)
+            .await
+            .map_err(|e| ApiError::dependency("ledger.claim", e))?;
+        email_suppressed = true;
+    }
+
+    let mut anonymous_deleted = Vec::new();
+    if let Some(p) = &profile {
+        for anon in &p.anonymous_ids {
+            let id = format!("{ANON_PREFIX}{anon}");
+            if deps.profiles.delete(&id).await.map_err(|e| ApiError::dependency("profiles.delete", e))? {
+                anonymous_deleted.push(id);
+            }
+        }
+    }
+
+    let mut ledger_deleted = 0usize;
+    for template in PROFILE_LEDGER_PARTITIONS {
+        let pk = template.replace("{profile}", user_id);
+        let records = deps.ledger.query(&pk, "").await.map_err(|e| ApiError::dependency("ledger.query", e))?;
+        for (sk, _) in records {
+            deps.ledger.delete(&pk, &sk).await.map_err(|e| ApiError::dependency("ledger.delete", e))?;
+            ledger_deleted += 1;
+        }
+    }
+
+    let profile_deleted =
+        deps.profiles.delete(user_id).await.map_err(|e| ApiError::dependency("profiles.delete", e))?;
+    tracing::info!(
+        profile_id = user_id,
+        profile_deleted,
+        anonymous_deleted = anonymous_deleted.len(),
+        ledger_deleted,
+        email_suppressed,
+        "profile erased"
+    );
+    Ok(http::json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "user_id": user_id,
+            "profile_found": profile.is_some(),
+            "profile_deleted": profile_deleted,
+            "anonymous_profiles_deleted": anonymous_deleted,
+            "ledger_records_deleted": ledger_deleted,
+            "email_suppressed": email_suppressed,
+        }),
+    ))
+}

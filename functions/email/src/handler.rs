@@ -1,0 +1,437 @@
+//! The email handler: segment-bus events in, at most one personalised email per
+//! (profile, campaign, trigger) out.
+//!
+//! Order of checks for one candidate campaign (cheap and side-effect free first):
+//! 1. the campaign still applies (segments re-evaluated now; a cart trigger's cart unchanged);
+//! 2. address present, marketing consent, not suppressed (profile flag or hashed ledger entry);
+//! 3. not sent before (send claim exists → duplicate);
+//! 4. outside quiet hours in the user's zone, else deferred to a timer at the window's end;
+//! 5. render (strict templates);
+//! 6. claim `send#<profile>` / `<campaign>#<trigger>` (conditional put) — exactly once;
+//! 7. frequency caps (campaign per day, global per day; charged once per trigger);
+//! 8. SES send. Transient failure → claim released, error returned, Lambda retries the event.
+//!    Recipient rejected → hashed suppression + `email_suppressed` event, never retried.
+
+use std::collections::BTreeSet;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Duration, Utc};
+use ember_aws::sesv2::STAGE_RECIPIENT;
+use ember_core::event::{Context, Envelope, EventType, ANON_PREFIX};
+use ember_core::ports::{
+    BusEvent, EmailMessage, EventStream, Ledger, Mailer, PortError, ProfileStore, StreamRecord,
+};
+use ember_core::profile::Profile;
+use ember_core::segment::RuleSet;
+use ember_core::unsubscribe::{self, suppression_key, Keys, Unsubscribe, SUPPRESSION_PK};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::campaign::{Campaign, Campaigns, Trigger};
+use crate::error::EmailError;
+use crate::render::{Links, Renderer};
+use crate::tags;
+use crate::timers::{self, Timer};
+
+/// How long a send claim is kept: replays older than this could send again.
+pub const CLAIM_TTL_DAYS: i64 = 90;
+/// Detail type of the EventBridge schedule that drives the sweeper.
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+
+/// Deployment settings (from the environment).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `From` address (`EMBER_SENDER`), e.g. `Ember Hot Sauce <shop@example.com>`.
+    pub sender: String,
+    /// Public base URL (`EMBER_PUBLIC_BASE_URL`) for shop and unsubscribe links.
+    pub public_base_url: String,
+    pub unsubscribe_keys: Keys,
+}
+
+/// Why a candidate was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    NoProfile,
+    NoAddress,
+    NoConsent,
+    Suppressed,
+    CampaignCap,
+    GlobalCap,
+    /// Re-evaluated segments no longer match the campaign.
+    NoLongerApplies,
+    EmptyCart,
+    /// The cart changed after this timer was set: its own timer decides.
+    CartChanged,
+    /// A higher-priority campaign was sent to this profile in the same run.
+    Superseded,
+    /// SES refused the recipient; suppressed.
+    Rejected,
+}
+
+/// What happened to one (campaign, trigger).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Sent { campaign: String, message_id: String },
+    Duplicate { campaign: String },
+    Scheduled { campaign: String, due: DateTime<Utc> },
+    Deferred { campaign: String, until: DateTime<Utc> },
+    Skipped { campaign: String, reason: Skip },
+    Ignored { reason: String },
+}
+
+impl Outcome {
+    pub fn is_sent(&self) -> bool {
+        matches!(self, Outcome::Sent { .. })
+    }
+    /// Whether lower-priority candidates must not be tried after this one.
+    fn stops(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Skipped { reason: Skip::CampaignCap | Skip::NoLongerApplies | Skip::EmptyCart | Skip::CartChanged, .. }
+        )
+    }
+}
+
+/// One candidate send: which campaign, for which trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate<'a> {
+    pub campaign: &'a Campaign,
+    pub trigger_id: String,
+    /// For cart triggers: the cart version the email is about.
+    pub cart_updated_at: Option<DateTime<Utc>>,
+}
+
+/// The email function, generic over its ports.
+pub struct Email<P, L, M, S> {
+    pub profiles: P,
+    pub ledger: L,
+    pub mailer: M,
+    pub stream: S,
+    pub campaigns: Campaigns,
+    pub rules: RuleSet,
+    pub renderer: Renderer,
+    pub settings: Settings,
+}
+
+/// `send#<profile>`: the partition of a profile's send claims.
+pub fn send_pk(profile_id: &str) -> String {
+    format!("send#{profile_id}")
+}
+
+/// `<campaign>#<trigger id>`: one send claim.
+pub fn send_sk(campaign: &str, trigger_id: &str) -> String {
+    format!("{campaign}#{trigger_id}")
+}
+
+fn cap_pk(profile_id: &str) -> String {
+    format!("cap#{profile_id}")
+}
+
+/// Trigger id of a cart change: its `updated_at` (RFC 3339, milliseconds, `Z`).
+pub fn cart_trigger_id(updated_at: DateTime<Utc>) -> String {
+    updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Sets envelope ids for a profile id (`anon:<x>` → anonymous id).
+pub fn identify(envelope: &mut Envelope, profile_id: &str) {
+    match profile_id.strip_prefix(ANON_PREFIX) {
+        Some(anon) => envelope.anonymous_id = Some(anon.to_owned()),
+        None => envelope.user_id = Some(profile_id.to_owned()),
+    }
+}
+
+/// One Kinesis record for an Ember event about `profile_id`.
+pub fn stream_record(envelope: &Envelope) -> Result<StreamRecord, EmailError> {
+    let data = serde_json::to_vec(envelope)
+        .map_err(|e| EmailError::InvalidEvent(format!("cannot encode event: {e}")))?;
+    let partition_key = envelope
+        .profile_key()
+        .ok_or_else(|| EmailError::InvalidEvent("event has no profile".into()))?;
+    Ok(StreamRecord { partition_key, data })
+}
+
+impl<P, L, M, S> Email<P, L, M, S>
+where
+    P: ProfileStore,
+    L: Ledger,
+    M: Mailer,
+    S: EventStream,
+{
+    /// Entry point for everything EventBridge delivers to the function: segment-bus events
+    /// and the sweeper's schedule.
+    pub async fn handle(&self, event: &EventBridgeEvent<Value>, now: DateTime<Utc>) -> Result<Vec<Outcome>, EmailError> {
+        if event.detail_type == SCHEDULED_EVENT {
+            let report = timers::sweep(self, now).await?;
+            return Ok(report.outcomes);
+        }
+        let Some(bus) = BusEvent::from_parts(&event.detail_type, event.detail.clone()) else {
+            return match event.detail_type.as_str() {
+                "SegmentEntered" | "SegmentExited" | "CartUpdated" => Err(EmailError::InvalidEvent(format!(
+                    "{} detail does not match its schema",
+                    event.detail_type
+                ))),
+                other => Ok(vec![Outcome::Ignored { reason: format!("detail type {other:?} is not for email") }]),
+            };
+        };
+        self.handle_bus(&bus, now).await
+    }
+
+    pub async fn handle_bus(&self, bus: &BusEvent, now: DateTime<Utc>) -> Result<Vec<Outcome>, EmailError> {
+        let (trigger, segment, profile_id, trigger_id, at, cart_at) = match bus {
+            BusEvent::SegmentEntered(c) => (Trigger::SegmentEntered, Some(c.segment.as_str()), &c.profile_id, c.id.clone(), c.at, None),
+            BusEvent::SegmentExited(c) => (Trigger::SegmentExited, Some(c.segment.as_str()), &c.profile_id, c.id.clone(), c.at, None),
+            BusEvent::CartUpdated(c) => {
+                if c.item_count == 0 {
+                    return Ok(vec![Outcome::Ignored { reason: "cart emptied".into() }]);
+                }
+                (Trigger::CartUpdated, None, &c.profile_id, cart_trigger_id(c.updated_at), c.updated_at, Some(c.updated_at))
+            }
+        };
+        let campaigns = self.campaigns.triggered_by(trigger, segment);
+        if campaigns.is_empty() {
+            return Ok(vec![Outcome::Ignored { reason: format!("no campaign for {}", bus.detail_type()) }]);
+        }
+        let mut outcomes = Vec::new();
+        let mut immediate = Vec::new();
+        for campaign in campaigns {
+            let candidate = Candidate { campaign, trigger_id: trigger_id.clone(), cart_updated_at: cart_at };
+            if campaign.delay > Duration::zero() {
+                let due = at + campaign.delay;
+                timers::schedule(self, profile_id, &candidate, due, "delay", now).await?;
+                tracing::info!(profile_id = %profile_id, campaign = %campaign.name, due = %due, "email scheduled");
+                outcomes.push(Outcome::Scheduled { campaign: campaign.name.clone(), due });
+            } else {
+                immediate.push(candidate);
+            }
+        }
+        if !immediate.is_empty() {
+            outcomes.extend(self.deliver(profile_id, &immediate, now).await?);
+        }
+        Ok(outcomes)
+    }
+
+    /// Tries candidates for one profile in priority order; at most one is sent.
+    pub async fn deliver(&self, profile_id: &str, candidates: &[Candidate<'_>], now: DateTime<Utc>) -> Result<Vec<Outcome>, EmailError> {
+        let mut sorted: Vec<&Candidate<'_>> = candidates.iter().collect();
+        sorted.sort_by(|a, b| b.campaign.priority.cmp(&a.campaign.priority));
+        let Some(profile) = self.profiles.get(profile_id).await.map_err(EmailError::port("profile.get"))? else {
+            return Ok(sorted
+                .iter()
+                .map(|c| Outcome::Skipped { campaign: c.campaign.name.clone(), reason: Skip::NoProfile })
+                .collect());
+        };
+        let segments = self.rules.evaluate(&profile, now);
+        let mut outcomes = Vec::with_capacity(sorted.len());
+        let mut stopped = false;
+        for candidate in sorted {
+            let outcome = if stopped {
+                Outcome::Skipped { campaign: candidate.campaign.name.clone(), reason: Skip::Superseded }
+            } else {
+                self.try_send(&profile, &segments, candidate, now).await?
+            };
+            stopped |= outcome.stops();
+            log_outcome(&profile.id, &outcome);
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn try_send(
+        &self,
+        profile: &Profile,
+        segments: &BTreeSet<String>,
+        candidate: &Candidate<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, EmailError> {
+        let campaign = candidate.campaign;
+        let skip = |reason| Ok(Outcome::Skipped { campaign: campaign.name.clone(), reason });
+        if !campaign.still_applies(segments) {
+            return skip(Skip::NoLongerApplies);
+        }
+        if campaign.trigger == Trigger::CartUpdated {
+            if profile.cart.items.is_empty() {
+                return skip(Skip::EmptyCart);
+            }
+            if candidate.cart_updated_at.is_some() && candidate.cart_updated_at != profile.cart.updated_at {
+                return skip(Skip::CartChanged);
+            }
+        }
+        let Some(address) = profile.email.as_deref().map(str::trim).filter(|a| !a.is_empty()) else {
+            return skip(Skip::NoAddress);
+        };
+        if !profile.has_consent("email") {
+            return skip(Skip::NoConsent);
+        }
+        if profile.email_status.suppressed.is_some() {
+            return skip(Skip::Suppressed);
+        }
+        let hashed = suppression_key(address);
+        if self.ledger.get(SUPPRESSION_PK, &hashed).await.map_err(EmailError::port("suppression.get"))?.is_some() {
+            return skip(Skip::Suppressed);
+        }
+        let (pk, sk) = (send_pk(&profile.id), send_sk(&campaign.name, &candidate.trigger_id));
+        if self.ledger.get(&pk, &sk).await.map_err(EmailError::port("claim.get"))?.is_some() {
+            return Ok(Outcome::Duplicate { campaign: campaign.name.clone() });
+        }
+        let tz = self.campaigns.zone(profile.timezone.as_deref());
+        if let Some(until) = campaign.quiet_hours.and_then(|q| q.deferral(now, tz)) {
+            timers::schedule(self, &profile.id, candidate, until, "quiet_hours", now).await?;
+            return Ok(Outcome::Deferred { campaign: campaign.name.clone(), until });
+        }
+
+        let token = unsubscribe::sign(
+            &self.settings.unsubscribe_keys,
+            &Unsubscribe::new(&profile.id, &campaign.name, now),
+        );
+        let base = self.settings.public_base_url.trim_end_matches('/');
+        let unsubscribe_url = format!("{base}/v1/unsubscribe?token={token}");
+        let links = Links { shop_name: &self.campaigns.shop_name, base_url: base, unsubscribe_url: &unsubscribe_url };
+        let rendered = self.renderer.render(campaign, profile, &links, now)?;
+
+        let claim_attrs = json!({"campaign": campaign.name, "trigger_id": candidate.trigger_id, "claimed_at": now});
+        let claim_expiry = Some(now + Duration::days(CLAIM_TTL_DAYS));
+        if !self.ledger.claim(&pk, &sk, &claim_attrs, claim_expiry).await.map_err(EmailError::port("claim"))? {
+            return Ok(Outcome::Duplicate { campaign: campaign.name.clone() });
+        }
+        if let Some(reason) = self.charge_caps(profile, campaign, &candidate.trigger_id, now, tz).await? {
+            self.ledger.delete(&pk, &sk).await.map_err(EmailError::port("claim.release"))?;
+            return skip(reason);
+        }
+
+        let message = EmailMessage {
+            to: address.to_owned(),
+            from: self.settings.sender.clone(),
+            subject: rendered.subject,
+            html: rendered.html,
+            text: rendered.text,
+            headers: vec![
+                ("List-Unsubscribe".into(), format!("<{unsubscribe_url}>")),
+                ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
+            ],
+            tags: vec![
+                (tags::CAMPAIGN.into(), campaign.name.clone()),
+                (tags::PROFILE_ID.into(), tags::encode_profile_id(&profile.id)),
+            ],
+        };
+        match self.mailer.send(&message).await {
+            Ok(message_id) => Ok(Outcome::Sent { campaign: campaign.name.clone(), message_id }),
+            Err(PortError::Permanent { stage, reason }) if stage == STAGE_RECIPIENT => {
+                tracing::warn!(profile_id = %profile.id, campaign = %campaign.name, address_hash = %hashed, %reason, "recipient rejected; suppressing");
+                self.suppress_rejected(profile, &hashed, &campaign.name, &candidate.trigger_id, now).await?;
+                skip(Skip::Rejected)
+            }
+            Err(e) => {
+                // Let a retry of this event send: release the claim (caps stay charged once).
+                if let Err(release) = self.ledger.delete(&pk, &sk).await {
+                    tracing::error!(profile_id = %profile.id, campaign = %campaign.name, error = %release, "claim release failed");
+                }
+                Err(EmailError::Port { stage: "ses.send", source: e })
+            }
+        }
+    }
+
+    /// Charges the campaign and global daily caps once per trigger. `Some(reason)` if capped.
+    async fn charge_caps(
+        &self,
+        profile: &Profile,
+        campaign: &Campaign,
+        trigger_id: &str,
+        now: DateTime<Utc>,
+        tz: chrono_tz::Tz,
+    ) -> Result<Option<Skip>, EmailError> {
+        let day = now.with_timezone(&tz).format("%Y-%m-%d").to_string();
+        let expiry = Some(now + Duration::days(3));
+        let (pk, marker) = (send_pk(&profile.id), format!("{}#caps-charged", send_sk(&campaign.name, trigger_id)));
+        let first = self
+            .ledger
+            .claim(&pk, &marker, &json!({"day": day}), expiry)
+            .await
+            .map_err(EmailError::port("caps.marker"))?;
+        if !first {
+            return Ok(None); // a previous attempt for this trigger already counted it
+        }
+        let caps = cap_pk(&profile.id);
+        let campaign_ok = self
+            .ledger
+            .increment_below(&caps, &format!("{}#{day}", campaign.name), campaign.daily_cap, expiry)
+            .await
+            .map_err(EmailError::port("caps.campaign"))?;
+        let reason = if !campaign_ok {
+            Some(Skip::CampaignCap)
+        } else if !self
+            .ledger
+            .increment_below(&caps, &format!("_all#{day}"), self.campaigns.global_daily_cap, expiry)
+            .await
+            .map_err(EmailError::port("caps.global"))?
+        {
+            Some(Skip::GlobalCap)
+        } else {
+            None
+        };
+        if reason.is_some() {
+            self.ledger.delete(&pk, &marker).await.map_err(EmailError::port("caps.marker"))?;
+        }
+        Ok(reason)
+    }
+
+    /// SES refused the address: remember its hash (so nothing is tried again) and tell enrich,
+    /// the only writer of profiles, with an `email_suppressed` event.
+    async fn suppress_rejected(
+        &self,
+        profile: &Profile,
+        hashed: &str,
+        campaign: &str,
+        trigger_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), EmailError> {
+        self.ledger
+            .claim(SUPPRESSION_PK, hashed, &json!({"reason": "invalid_address", "at": now}), None)
+            .await
+            .map_err(EmailError::port("suppression.put"))?;
+        let digest = hex::encode(Sha256::digest(format!("{}\n{campaign}\n{trigger_id}", profile.id)));
+        let mut envelope = Envelope {
+            event_id: format!("email-rejected:{}", &digest[..32]),
+            event_type: EventType::EmailSuppressed,
+            version: 1,
+            user_id: None,
+            anonymous_id: None,
+            occurred_at: now,
+            source: "ember.email".into(),
+            context: Context::default(),
+            payload: json!({"reason": "invalid_address"}),
+        };
+        identify(&mut envelope, &profile.id);
+        put_all(&self.stream, vec![stream_record(&envelope)?]).await
+    }
+}
+
+/// Puts records and fails (retryably) if any could not be written.
+pub async fn put_all<S: EventStream>(stream: &S, records: Vec<StreamRecord>) -> Result<(), EmailError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    for result in stream.put(&records).await {
+        result.map_err(EmailError::port("stream.put"))?;
+    }
+    Ok(())
+}
+
+fn log_outcome(profile_id: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Sent { campaign, message_id } => tracing::info!(%profile_id, %campaign, %message_id, "email sent"),
+        Outcome::Duplicate { campaign } => tracing::info!(%profile_id, %campaign, "already sent; duplicate trigger"),
+        Outcome::Deferred { campaign, until } => tracing::info!(%profile_id, %campaign, %until, "quiet hours; deferred"),
+        Outcome::Skipped { campaign, reason } => tracing::info!(%profile_id, %campaign, reason = ?reason, "not sent"),
+        Outcome::Scheduled { campaign, due } => tracing::info!(%profile_id, %campaign, %due, "scheduled"),
+        Outcome::Ignored { reason } => tracing::debug!(%profile_id, %reason, "ignored"),
+    }
+}
+
+/// Kept for the timers module: the send claim of a timer's candidate exists.
+pub(crate) fn timer_candidate<'a>(campaigns: &'a Campaigns, timer: &Timer) -> Option<Candidate<'a>> {
+    campaigns.get(&timer.campaign).map(|campaign| Candidate {
+        campaign,
+        trigger_id: timer.trigger_id.clone(),
+        cart_updated_at: timer.cart_updated_at,
+    })
+}

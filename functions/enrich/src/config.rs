@@ -1,0 +1,107 @@
+//! Configuration from the environment and the production wiring of the ports.
+
+use aws_config::SdkConfig;
+use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::profiles::DynamoProfileStore;
+use ember_aws::sqs::SqsDeadLetterSink;
+use ember_core::fold::FoldConfig;
+
+use crate::handler::Enricher;
+
+/// The function's errors; only initialisation can fail (the handler reports per record).
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Core(#[from] ember_core::CoreError),
+}
+
+impl EnrichError {
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Settings read from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `PROFILES_TABLE`
+    pub profiles_table: String,
+    /// `EVENT_BUS_NAME`
+    pub event_bus_name: String,
+    /// `DEAD_LETTER_QUEUE_URL`
+    pub dead_letter_queue_url: String,
+    /// `HEAT_HALF_LIFE_DAYS` (optional, default 30): half-life of the heat preference decay.
+    pub fold: FoldConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, EnrichError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment in production).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, EnrichError> {
+        let required = |name: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| EnrichError::Config(format!("environment variable {name} is not set")))
+        };
+        let mut fold = FoldConfig::default();
+        if let Some(raw) = lookup("HEAT_HALF_LIFE_DAYS").filter(|v| !v.trim().is_empty()) {
+            let days: f64 = raw.trim().parse().ok().filter(|d: &f64| d.is_finite() && *d > 0.0).ok_or_else(|| {
+                EnrichError::Config(format!("HEAT_HALF_LIFE_DAYS must be a positive number of days, got {raw:?}"))
+            })?;
+            fold.heat_half_life = chrono::Duration::milliseconds((days * 86_400_000.0).round() as i64);
+        }
+        Ok(Config {
+            profiles_table: required("PROFILES_TABLE")?,
+            event_bus_name: required("EVENT_BUS_NAME")?,
+            dead_letter_queue_url: required("DEAD_LETTER_QUEUE_URL")?,
+            fold,
+        })
+    }
+}
+
+/// The production handler: real DynamoDB, EventBridge and SQS adapters.
+pub type Deps = Enricher<DynamoProfileStore, EventBridgeBus, SqsDeadLetterSink>;
+
+impl Deps {
+    /// Builds the adapters from one `SdkConfig` (clients are created once per process).
+    pub fn from_config(sdk: &SdkConfig, config: &Config) -> Result<Deps, EnrichError> {
+        Ok(Enricher::new(
+            DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.profiles_table),
+            EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus_name),
+            SqsDeadLetterSink::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url),
+            config.fold.clone(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn reads_required_and_optional_settings() {
+        let base = [("PROFILES_TABLE", "p"), ("EVENT_BUS_NAME", "b"), ("DEAD_LETTER_QUEUE_URL", "q")];
+        let c = Config::from_lookup(env(&base)).unwrap();
+        assert_eq!(c.fold, FoldConfig::default());
+        let mut with = base.to_vec();
+        with.push(("HEAT_HALF_LIFE_DAYS", "14"));
+        let c = Config::from_lookup(env(&with)).unwrap();
+        assert_eq!(c.fold.heat_half_life, chrono::Duration::days(14));
+        with.pop();
+        with.push(("HEAT_HALF_LIFE_DAYS", "-1"));
+        assert!(Config::from_lookup(env(&with)).unwrap_err().to_string().contains("HEAT_HALF_LIFE_DAYS"));
+        let err = Config::from_lookup(env(&base[..2])).unwrap_err().to_string();
+        assert!(err.contains("DEAD_LETTER_QUEUE_URL"), "{err}");
+    }
+}

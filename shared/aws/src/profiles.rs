@@ -1,0 +1,142 @@
+//! DynamoDB implementation of [`ProfileStore`]: one item per profile, partition key `id`
+//! (string), attributes = the [`Profile`] fields via `serde_dynamo`, and optimistic locking on
+//! the `version` attribute.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::Client;
+use ember_core::ports::{PortError, PortResult, ProfileStore};
+use ember_core::profile::Profile;
+
+use crate::retry::classify;
+
+/// Name of the table's partition key attribute (a string: the profile id).
+pub const KEY_ATTRIBUTE: &str = "id";
+
+/// Profiles in one DynamoDB table (name from configuration, e.g. `PROFILES_TABLE`).
+#[derive(Debug, Clone)]
+pub struct DynamoProfileStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoProfileStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoProfileStore { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn key(id: &str) -> (String, AttributeValue) {
+        (KEY_ATTRIBUTE.to_owned(), AttributeValue::S(id.to_owned()))
+    }
+}
+
+/// Converts a profile to its DynamoDB item.
+pub fn to_item(
+    profile: &Profile,
+) -> PortResult<std::collections::HashMap<String, AttributeValue>> {
+    serde_dynamo::aws_sdk_dynamodb_1::to_item(profile).map_err(|e| PortError::Permanent {
+        stage: "profile.encode",
+        reason: format!("profile {} cannot be encoded: {e}", profile.id),
+    })
+}
+
+/// Reads a profile back from its DynamoDB item.
+pub fn from_item(item: std::collections::HashMap<String, AttributeValue>) -> PortResult<Profile> {
+    serde_dynamo::aws_sdk_dynamodb_1::from_item(item).map_err(|e| PortError::Permanent {
+        stage: "profile.decode",
+        reason: format!("stored profile cannot be decoded: {e}"),
+    })
+}
+
+#[async_trait]
+impl ProfileStore for DynamoProfileStore {
+    async fn get(&self, id: &str) -> PortResult<Option<Profile>> {
+        let (k, v) = Self::key(id);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(k, v)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(&e, "profile.get"))?;
+        out.item.map(from_item).transpose()
+    }
+
+    async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
+        let item = to_item(profile)?;
+        let request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let request = if expected_version == 0 {
+            request
+                .condition_expression("attribute_not_exists(#id)")
+                .expression_attribute_names("#id", KEY_ATTRIBUTE)
+        } else {
+            request
+                .condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N(expected_version.to_string()),
+                )
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    Err(PortError::Conflict(format!(
+                        "profile {} is no longer at version {expected_version}",
+                        profile.id
+                    )))
+                }
+                _ => Err(classify(&e, "profile.put")),
+            },
+        }
+    }
+
+    async fn delete(&self, id: &str) -> PortResult<bool> {
+        let (k, v) = Self::key(id);
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(k, v)
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| classify(&e, "profile.delete"))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_core::ports::{BusEvent, SegmentChange};
+
+    #[test]
+    fn a_profile_round_trips_through_its_item() {
+        let mut p = Profile::new("u-1");
+        p.version = 3;
+        p.counts.insert("page_view".into(), 2);
+        p.segments.insert("spicy".into());
+        p.recent_event_ids.push_back("e1".into());
+        p.outbox.push(BusEvent::SegmentEntered(SegmentChange {
+            id: "u-1:spicy:entered:3".into(),
+            profile_id: "u-1".into(),
+            segment: "spicy".into(),
+            at: chrono::Utc::now(),
+            profile_version: 3,
+            cause_event_id: None,
+        }));
+        let item = to_item(&p).unwrap();
+        assert_eq!(item.get("id"), Some(&AttributeValue::S("u-1".into())));
+        assert_eq!(item.get("version"), Some(&AttributeValue::N("3".into())));
+        assert_eq!(from_item(item).unwrap(), p);
+    }
+}

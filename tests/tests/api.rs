@@ -1,0 +1,477 @@
+//! The api function against the emulator: API Gateway v2 fixtures from `events/apigw/` go
+//! through the real handler with the real Kinesis, DynamoDB ledger and profile adapters; the
+//! tests read the stream back and check exact response bodies.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ember_api::{handle, ApiConfig, Deps, FixedClock};
+use ember_aws::kinesis::{KinesisEventStream, RetryPolicy};
+use ember_aws::ledger::DynamoLedger;
+use ember_aws::profiles::DynamoProfileStore;
+use ember_core::ports::{Ledger, ProfileStore};
+use ember_core::profile::Profile;
+use ember_core::schema::Registry;
+use ember_core::unsubscribe::{suppression_key, SUPPRESSION_PK};
+use ember_tests::api_support::{apigw_fixture, read_stream, request};
+use ember_tests::emulator::Aws;
+use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
+use serde_json::{json, Value};
+
+// The secrets the fixtures were signed with (test-only values).
+const API_KEY_HASH: &str = "ce65173c82efaf14535ac895bdd8f13bab8fb796ab961323399cd895883c3ba8";
+const ADMIN_KEY_HASH: &str = "3d93918ea4e80c8f76f5943661078299bd6f499a7fac9070ebaf078b3cbe64c3";
+const PAYMENTS_SECRETS: &str = "whsec_rotated_in_later_000001,whsec_ember_fixture_payments_1";
+const POLLS_SECRETS: &str = "ember_fixture_polls_secret_1";
+const UNSUBSCRIBE_SECRETS: &str = "ember-fixture-unsubscribe-secret-1";
+/// The fixtures' payments signatures carry t = 1795168800 (2026-11-20T10:00:00Z).
+const NOW: i64 = 1_795_168_805;
+
+struct Env {
+    aws: Aws,
+    stream: String,
+    profiles_table: String,
+    ledger_table: String,
+    deps: Deps,
+}
+
+fn config() -> ApiConfig {
+    ApiConfig::from_lookup(|name| {
+        Some(
+            match name {
+                "EMBER_API_KEY_HASHES" => API_KEY_HASH,
+                "EMBER_ADMIN_KEY_HASHES" => ADMIN_KEY_HASH,
+                "EMBER_PAYMENTS_WEBHOOK_SECRETS" => PAYMENTS_SECRETS,
+                "EMBER_POLLS_WEBHOOK_SECRETS" => POLLS_SECRETS,
+                "EMBER_UNSUBSCRIBE_SECRETS" => UNSUBSCRIBE_SECRETS,
+                _ => return None,
+            }
+            .to_owned(),
+        )
+    })
+    .expect("config")
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(NOW, 0).expect("time")
+}
+
+async fn setup_with(stream_sdk: Option<(aws_config::SdkConfig, RetryPolicy)>) -> Env {
+    let aws = Aws::from_env().await.expect("emulator");
+    let stream = aws.create_stream("api-events", 2).await.expect("stream");
+    let profiles_table = aws.create_profiles_table().await.expect("profiles table");
+    let ledger_table = aws.create_table("api-ledger", "pk", Some("sk")).await.expect("ledger table");
+    let event_stream = match stream_sdk {
+        Some((sdk, retry)) => KinesisEventStream::from_conf(&sdk, &stream).with_retry(retry),
+        None => KinesisEventStream::from_conf(&aws.config, &stream),
+    };
+    let deps = Deps {
+        stream: Box::new(event_stream),
+        profiles: Box::new(DynamoProfileStore::new(aws.dynamodb.clone(), &profiles_table)),
+        ledger: Box::new(DynamoLedger::from_conf(&aws.config, &ledger_table)),
+        registry: Registry::embedded().expect("schemas"),
+        config: config(),
+        clock: Box::new(FixedClock(now())),
+    };
+    Env { aws, stream, profiles_table, ledger_table, deps }
+}
+
+async fn setup() -> Env {
+    setup_with(None).await
+}
+
+impl Env {
+    async fn call_payload(&self, payload: &Value) -> (u16, Value) {
+        let response = handle(&self.deps, request(payload)).await;
+        let status = response.status().as_u16();
+        let body: &[u8] = response.body().as_ref();
+        let value = serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        (status, value)
+    }
+
+    async fn call(&self, fixture: &str) -> (u16, Value) {
+        self.call_payload(&apigw_fixture(fixture)).await
+    }
+
+    async fn records(&self) -> Vec<(String, Value)> {
+        read_stream(&self.aws.kinesis, &self.stream).await
+    }
+
+    fn ledger(&self) -> DynamoLedger {
+        DynamoLedger::from_conf(&self.aws.config, &self.ledger_table)
+    }
+
+    fn profiles(&self) -> DynamoProfileStore {
+        DynamoProfileStore::new(self.aws.dynamodb.clone(), &self.profiles_table)
+    }
+}
+
+/// A fixture with its body replaced.
+fn with_body(fixture: &str, body: &str) -> Value {
+    let mut payload = apigw_fixture(fixture);
+    payload["body"] = json!(body);
+    payload["headers"]["content-length"] = json!(body.len().to_string());
+    payload
+}
+
+#[tokio::test]
+async fn single_event_is_validated_and_lands_on_the_stream() {
+    let env = setup().await;
+    let (status, body) = env.call("event-single.json").await;
+    assert_eq!(status, 202, "{body}");
+    let ids = body["accepted"].as_array().expect("accepted").clone();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].as_str().expect("id");
+    assert_eq!(uuid::Uuid::parse_str(id).expect("uuid").get_version_num(), 4);
+
+    let records = env.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let (key, event) = &records[0];
+    assert_eq!(key, "u-fixture-1");
+    assert_eq!(event["event_id"], id);
+    assert_eq!(event["type"], "page_view");
+    assert_eq!(event["source"], "web");
+    assert_eq!(event["occurred_at"], "2026-11-20T09:59:58Z");
+    assert_eq!(event["context"]["timezone"], "Europe/London");
+    assert_eq!(event["payload"]["title"], "Habanero Gold");
+}
+
+#[tokio::test]
+async fn batch_is_written_with_profile_partition_keys_and_defaults() {
+    let env = setup().await;
+    let (status, body) = env.call("event-batch.json").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body,
+        json!({"accepted": [
+            "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d01",
+            "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d02",
+            "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d03"
+        ]})
+    );
+    let mut records = env.records().await;
+    records.sort_by(|a, b| a.1["event_id"].as_str().cmp(&b.1["event_id"].as_str()));
+    let keys: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["anon:anon-fixture-1", "u-fixture-1", "u-fixture-1"]);
+    // `source` was missing on the last two: the API's default applies.
+    assert_eq!(records[0].1["source"], "web");
+    assert_eq!(records[1].1["source"], "api");
+    assert_eq!(records[1].1["payload"], json!({"value": "hot", "source": "quiz"}));
+}
+
+#[tokio::test]
+async fn batch_validation_is_all_or_nothing_with_every_problem_by_index() {
+    let env = setup().await;
+    let mut payload = apigw_fixture("event-batch.json");
+    let mut batch: Value = serde_json::from_str(payload["body"].as_str().expect("body")).expect("json");
+    batch["events"][1]["payload"]["value"] = json!(true);
+    batch["events"][2]["version"] = json!(0);
+    payload["body"] = json!(batch.to_string());
+    let (status, body) = env.call_payload(&payload).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "validation_failed");
+    assert_eq!(body["message"], "2 problem(s) found; nothing was accepted");
+    let problems = body["problems"].as_array().expect("problems");
+    let at: Vec<(u64, &str)> = problems
+        .iter()
+        .map(|p| (p["index"].as_u64().expect("index"), p["path"].as_str().expect("path")))
+        .collect();
+    assert_eq!(at, [(1, "/payload/value"), (2, "/version")], "{body}");
+    assert!(env.records().await.is_empty(), "nothing may be written");
+}
+
+#[tokio::test]
+async fn bad_inputs_get_exact_error_bodies_and_write_nothing() {
+    let env = setup().await;
+
+    let (status, body) = env.call("event-bad-json.json").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "malformed_json",
+               "message": "request body is not valid JSON: expected value at line 3 column 20",
+               "line": 3, "column": 20})
+    );
+
+    let (status, body) = env.call("event-wrong-types.json").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "validation_failed", "message": "3 problem(s) found; nothing was accepted", "problems": [
+            {"index": 0, "path": "/user_id", "message": "42 is not of type \"string\", \"null\""},
+            {"index": 0, "path": "/version", "message": "\"1\" is not of type \"integer\""},
+            {"index": 0, "path": "/payload/url", "message": "7 is not of type \"string\""}
+        ]}),
+        "{body}"
+    );
+
+    let (status, body) = env.call("event-missing-fields.json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "validation_failed", "{body}");
+    let paths: Vec<&str> = body["problems"].as_array().expect("problems").iter().map(|p| p["message"].as_str().unwrap_or("")).collect();
+    for field in ["type", "version", "payload"] {
+        assert!(paths.iter().any(|m| m.contains(&format!("\"{field}\" is a required property"))), "{field}: {body}");
+    }
+
+    let (status, body) = env.call("event-unknown-type.json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "validation_failed");
+    assert_eq!(body["problems"][0]["index"], 0);
+    assert_eq!(body["problems"][0]["path"], "/type", "{body}");
+    assert!(body["problems"][0]["message"].as_str().unwrap_or("").contains("teleport"), "{body}");
+
+    // Oversize: a valid event padded past the 1 MiB limit.
+    let mut big: Value = serde_json::from_str(apigw_fixture("event-single.json")["body"].as_str().expect("body")).expect("json");
+    big["payload"]["title"] = json!("x".repeat(1024 * 1024));
+    let text = big.to_string();
+    let (status, body) = env.call_payload(&with_body("event-single.json", &text)).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        body,
+        json!({"error": "payload_too_large",
+               "message": format!("request body is {} bytes; the limit is 1048576 bytes", text.len()),
+               "limit_bytes": 1048576})
+    );
+
+    let (status, body) = env.call("event-no-api-key.json").await;
+    assert_eq!((status, &body["error"]), (401, &json!("missing_credentials")), "{body}");
+    let mut wrong_key = apigw_fixture("event-single.json");
+    wrong_key["headers"]["x-api-key"] = json!("not-the-key");
+    let (status, body) = env.call_payload(&wrong_key).await;
+    assert_eq!(body, json!({"error": "invalid_credentials", "message": "the API key is not valid for this endpoint"}));
+    assert_eq!(status, 403);
+
+    let (status, body) = env.call("event-wrong-content-type.json").await;
+    assert_eq!(status, 415);
+    assert_eq!(
+        body,
+        json!({"error": "unsupported_media_type", "message": "content-type must be application/json, got text/plain"})
+    );
+
+    let (status, body) = env.call("unknown-route.json").await;
+    assert_eq!((status, body), (404, json!({"error": "not_found", "message": "no route for /v1/nothing-here"})));
+    let (status, body) = env.call("wrong-method.json").await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        body,
+        json!({"error": "method_not_allowed", "message": "method GET is not allowed here; allowed: POST", "allowed": ["POST"]})
+    );
+
+    assert!(env.records().await.is_empty(), "no bad input may reach the stream");
+}
+
+#[tokio::test]
+async fn signed_payment_becomes_one_purchase_and_duplicates_are_dropped() {
+    let env = setup().await;
+    let (status, body) = env.call("webhook-payments-checkout-completed.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(body["delivery_id"], "evt_1QfixtureCheckout01");
+    let event_id = ember_api::webhooks::derived_id("payments", "purchase:pi_3QfixtureIntent01");
+    assert_eq!(body["event_ids"], json!([event_id]));
+
+    // The same delivery again (the provider retried): answered, not written twice.
+    let (status, body) = env.call("webhook-payments-checkout-completed.json").await;
+    assert_eq!((status, body), (200, json!({"status": "duplicate", "delivery_id": "evt_1QfixtureCheckout01"})));
+
+    let records = env.records().await;
+    assert_eq!(records.len(), 1, "exactly one record: {records:?}");
+    let (key, event) = &records[0];
+    assert_eq!(key, "u-fixture-1");
+    assert_eq!(event["event_id"], event_id);
+    assert_eq!(event["type"], "purchase");
+    assert_eq!(event["source"], "payments");
+    assert_eq!(event["occurred_at"], "2026-11-20T09:59:58Z");
+    assert_eq!(event["payload"], json!({"order_id": "pi_3QfixtureIntent01", "total": "25.99", "currency": "EUR", "items": []}));
+    assert!(!event.to_string().contains("ana@example.com"), "no email address on the stream");
+
+    let claim = env.ledger().get("webhook#payments", "evt_1QfixtureCheckout01").await.expect("ledger");
+    assert!(claim.is_some(), "delivery id claimed in the ledger");
+}
+
+#[tokio::test]
+async fn unverified_webhooks_are_refused_before_anything_is_stored() {
+    let env = setup().await;
+    let (status, body) = env.call("webhook-payments-bad-signature.json").await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body,
+        json!({"error": "invalid_signature", "message": "signature does not match the payload with any configured secret"})
+    );
+    let (status, body) = env.call("webhook-payments-unsigned.json").await;
+    assert_eq!((status, body), (401, json!({"error": "invalid_signature", "message": "missing Stripe-Signature header"})));
+    let (status, body) = env.call("webhook-payments-replayed.json").await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body,
+        json!({"error": "stale_timestamp", "message": "signature timestamp 1795165200 is 3605 s away from the server time; the tolerance is 300 s (replayed or delayed delivery)"})
+    );
+    // A tampered body with the original signature.
+    let mut tampered = apigw_fixture("webhook-payments-checkout-completed.json");
+    let body_text = tampered["body"].as_str().expect("body").replace("2599", "1");
+    tampered["body"] = json!(body_text);
+    let (status, body) = env.call_payload(&tampered).await;
+    assert_eq!((status, &body["error"]), (401, &json!("invalid_signature")));
+    let mut polls = apigw_fixture("webhook-polls.json");
+    polls["headers"]["x-poll-signature"] = json!("sha256=00ff");
+    let (status, body) = env.call_payload(&polls).await;
+    assert_eq!((status, &body["error"]), (401, &json!("invalid_signature")));
+
+    let (status, body) = env.call("webhook-unknown-provider.json").await;
+    assert_eq!((status, body), (404, json!({"error": "unknown_provider", "message": "unknown webhook provider \"shipping\""})));
+
+    assert!(env.records().await.is_empty());
+    let claim = env.ledger().get("webhook#payments", "evt_1QfixtureCheckout01").await.expect("ledger");
+    assert!(claim.is_none(), "nothing claimed for unverified deliveries");
+}
+
+#[tokio::test]
+async fn unhandled_payment_types_are_acknowledged_and_ignored() {
+    let env = setup().await;
+    let (status, body) = env.call("webhook-payments-unhandled-type.json").await;
+    assert_eq!((status, body), (200, json!({"status": "ignored", "reason": "event type invoice.paid is not used by Ember"})));
+    assert!(env.records().await.is_empty());
+}
+
+#[tokio::test]
+async fn poll_answers_become_poll_and_heat_events() {
+    let env = setup().await;
+    let (status, body) = env.call("webhook-polls.json").await;
+    assert_eq!(status, 200, "{body}");
+    let mut records = env.records().await;
+    records.sort_by_key(|(_, e)| e["type"].as_str().unwrap_or("").to_owned());
+    let types: Vec<&str> = records.iter().map(|(_, e)| e["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(types, ["heat_preference", "poll_answer", "poll_answer"]);
+    assert_eq!(records[0].1["payload"], json!({"value": "extra-hot", "source": "poll"}));
+    assert!(records.iter().all(|(k, e)| k == "u-fixture-1" && e["source"] == "polls"));
+    let (status, body) = env.call("webhook-polls.json").await;
+    assert_eq!((status, &body["status"]), (200, &json!("duplicate")));
+    assert_eq!(env.records().await.len(), 3);
+}
+
+#[tokio::test]
+async fn one_click_unsubscribe_withdraws_email_consent() {
+    let env = setup().await;
+    // GET only confirms (link scanners must not unsubscribe anyone).
+    let (status, page) = env.call("unsubscribe-page.json").await;
+    assert_eq!(status, 200);
+    let page = page.as_str().expect("html");
+    assert!(page.contains("<form method=\"post\">") && page.contains("One-Click"), "{page}");
+    assert!(env.records().await.is_empty());
+
+    let (status, body) = env.call("unsubscribe-one-click.json").await;
+    assert_eq!((status, body), (200, json!({"status": "unsubscribed"})));
+    let records = env.records().await;
+    assert_eq!(records.len(), 1);
+    let (key, event) = &records[0];
+    assert_eq!(key, "u-fixture-1");
+    assert_eq!(event["type"], "consent_changed");
+    assert_eq!(event["source"], "unsubscribe");
+    assert_eq!(event["payload"], json!({"channel": "email", "granted": false}));
+    assert_eq!(event["occurred_at"], "2026-11-20T10:00:05Z");
+
+    let (status, body) = env.call("unsubscribe-bad-token.json").await;
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "invalid_token", "message": "token signature does not match any current secret"}))
+    );
+    let mut no_token = apigw_fixture("unsubscribe-one-click.json");
+    no_token["rawQueryString"] = json!("");
+    no_token["queryStringParameters"] = Value::Null;
+    let (status, body) = env.call_payload(&no_token).await;
+    assert_eq!((status, body), (400, json!({"error": "invalid_token", "message": "missing token"})));
+    assert_eq!(env.records().await.len(), 1);
+}
+
+#[tokio::test]
+async fn export_and_erasure_of_a_profile() {
+    let env = setup().await;
+    let profiles = env.profiles();
+    let ledger = env.ledger();
+    let mut user = Profile::new("u-fixture-1");
+    user.version = 1;
+    user.email = Some("Ana@Example.com".into());
+    user.anonymous_ids.insert("anon-fixture-1".into());
+    profiles.put(&user, 0).await.expect("put user");
+    let mut anon = Profile::new("anon:anon-fixture-1");
+    anon.version = 1;
+    anon.merged_into = Some("u-fixture-1".into());
+    profiles.put(&anon, 0).await.expect("put anon");
+    ledger.claim("send#u-fixture-1", "cart_abandonment#2026-11-20", &json!({"message_id": "m-1"}), None).await.expect("claim");
+
+    let (status, body) = env.call("profile-export.json").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["profile"]["id"], "u-fixture-1");
+    assert_eq!(body["profile"]["email"], "Ana@Example.com");
+    assert_eq!(body["anonymous_profiles"][0]["id"], "anon:anon-fixture-1");
+
+    let (status, body) = env.call("profile-delete-non-admin.json").await;
+    assert_eq!((status, &body["error"]), (403, &json!("invalid_credentials")));
+    assert!(profiles.get("u-fixture-1").await.expect("get").is_some());
+
+    let (status, body) = env.call("profile-delete.json").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body,
+        json!({"user_id": "u-fixture-1", "profile_found": true, "profile_deleted": true,
+               "anonymous_profiles_deleted": ["anon:anon-fixture-1"], "ledger_records_deleted": 1,
+               "email_suppressed": true})
+    );
+    assert!(env.aws.get_profile(&env.profiles_table, "u-fixture-1").await.expect("read").is_none());
+    assert!(env.aws.get_profile(&env.profiles_table, "anon:anon-fixture-1").await.expect("read").is_none());
+    assert!(ledger.get("send#u-fixture-1", "cart_abandonment#2026-11-20").await.expect("get").is_none());
+    let suppression = ledger.get(SUPPRESSION_PK, &suppression_key("ana@example.com")).await.expect("get");
+    let suppression = suppression.expect("suppression written");
+    assert_eq!(suppression["reason"], "erasure");
+    assert!(!suppression.to_string().to_lowercase().contains("ana@example.com"), "only the hash is kept");
+
+    let (status, body) = env.call("profile-export.json").await;
+    assert_eq!((status, body), (404, json!({"error": "profile_not_found", "message": "no profile \"u-fixture-1\""})));
+    // Erasure again is harmless.
+    let (status, body) = env.call("profile-delete.json").await;
+    assert_eq!((status, &body["profile_found"]), (202, &json!(false)));
+}
+
+#[tokio::test]
+async fn stream_failures_are_reported_per_entry_never_silently() {
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(1, Duration::from_secs(5)).await;
+    // No retries in the adapter: every second record of the call fails for good.
+    let no_retry = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+    let env = setup_with(Some((sdk, no_retry))).await;
+    let stats = proxy.add(
+        Rule::new(op::KINESIS_PUT_RECORDS, Fault::PartialFailure { entries: Schedule::Every(2) }).first(1),
+    );
+    let (status, body) = env.call("event-batch.json").await;
+    assert_eq!(status, 207, "{body}");
+    assert_eq!(stats.entries_failed(), 1);
+    assert_eq!(body["error"], "partially_accepted");
+    assert_eq!(
+        body["accepted"],
+        json!(["7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d01", "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d03"])
+    );
+    assert_eq!(body["failed"][0]["index"], 1);
+    assert_eq!(body["failed"][0]["event_id"], "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d02");
+    assert_eq!(body["failed"][0]["retryable"], true);
+    let written: Vec<String> =
+        env.records().await.into_iter().map(|(_, e)| e["event_id"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(written.len(), 2);
+    assert!(!written.contains(&"7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d02".to_owned()));
+}
+
+#[tokio::test]
+async fn failed_records_are_retried_until_written() {
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(1, Duration::from_secs(5)).await;
+    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
+    let stats = proxy.add(
+        Rule::new(op::KINESIS_PUT_RECORDS, Fault::PartialFailure { entries: Schedule::Every(2) }).first(1),
+    );
+    let (status, body) = env.call("event-batch.json").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(stats.entries_failed(), 1);
+    // Two PutRecords calls: the batch, then only the one failed record.
+    assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 2);
+    assert_eq!(env.records().await.len(), 3, "every record exactly once");
+}

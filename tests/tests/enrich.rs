@@ -1,0 +1,299 @@
+//! The enrich function end to end against the emulator: real DynamoDB, EventBridge (a rule
+//! routes the bus to an SQS queue that the test reads) and SQS dead letters. Every test
+//! provisions its own uniquely named table, bus, rule, queues.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use ember_core::fold::FoldConfig;
+use ember_core::ports::{BusEvent, DeadLetter};
+use ember_core::profile::Profile;
+use ember_enrich::{Config, Deps};
+use ember_tests::emulator::{
+    ember_pattern, failed_sequence_numbers, kinesis_event, kinesis_fixture, unique, Aws, Queue,
+};
+use serde_json::json;
+
+const QUIET: Duration = Duration::from_millis(400);
+
+/// One test's resources and the handler wired to them.
+struct Env {
+    aws: Aws,
+    table: String,
+    bus: String,
+    events: Queue,
+    dlq: Queue,
+}
+
+impl Env {
+    /// Table, bus with a rule → SQS queue, and a dead-letter queue.
+    async fn new() -> Env {
+        let aws = Aws::from_env().await.expect("emulator environment");
+        let table = aws.create_profiles_table().await.expect("table");
+        let bus = aws.create_bus("ember-bus").await.expect("bus");
+        let events = aws.route_to_queue(&bus, &ember_pattern()).await.expect("rule -> queue");
+        let dlq = aws.create_queue("ember-dlq").await.expect("dlq");
+        Env { aws, table, bus, events, dlq }
+    }
+
+    /// A handler as the Lambda builds it (a new one per call = a new sandbox).
+    fn deps(&self) -> Deps {
+        let config = Config {
+            profiles_table: self.table.clone(),
+            event_bus_name: self.bus.clone(),
+            dead_letter_queue_url: self.dlq.url.clone(),
+            fold: FoldConfig::default(),
+        };
+        Deps::from_config(&self.aws.config, &config).expect("deps")
+    }
+
+    async fn profile(&self, id: &str) -> Profile {
+        self.aws.get_profile(&self.table, id).await.expect("get profile").unwrap_or_else(|| panic!("no profile {id}"))
+    }
+
+    async fn bus_events(&self) -> Vec<BusEvent> {
+        self.aws.drain_bus_events(&self.events.url, QUIET).await.expect("read bus queue")
+    }
+}
+
+fn event_id(e: &BusEvent) -> String {
+    match e {
+        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
+        BusEvent::CartUpdated(c) => c.id.clone(),
+    }
+}
+
+fn ids(events: &[BusEvent]) -> Vec<String> {
+    let mut v: Vec<String> = events.iter().map(event_id).collect();
+    v.sort();
+    v
+}
+
+fn seqs_of(event: &KinesisEvent, partition_key: &str) -> Vec<String> {
+    event
+        .records
+        .iter()
+        .filter(|r| r.kinesis.partition_key == partition_key)
+        .map(|r| r.kinesis.sequence_number.clone())
+        .collect()
+}
+
+fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[tokio::test]
+async fn a_batch_lands_in_dynamodb_and_segment_events_on_the_bus() {
+    let env = Env::new().await;
+    let event = kinesis_fixture("several-users.json").expect("fixture");
+    let deps = env.deps();
+    let (response, stats, _) = deps.process(&event).await;
+    assert!(failed_sequence_numbers(&response).is_empty(), "{response:?}");
+    assert_eq!((stats.records, stats.users, stats.writes, stats.dead_letters), (13, 3, 3, 0));
+
+    let alice = env.profile("u-1001").await;
+    assert_eq!(alice.version, 1);
+    assert_eq!(
+        alice.counts,
+        counts(&[
+            ("add_to_cart", 1),
+            ("consent_changed", 1),
+            ("heat_preference", 1),
+            ("page_view", 1),
+            ("product_view", 1),
+            ("profile_updated", 1)
+        ])
+    );
+    assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(alice.name.as_deref(), Some("Alice"));
+    assert_eq!(alice.timezone.as_deref(), Some("Europe/Berlin"));
+    assert!(alice.has_consent("email"));
+    let line = alice.cart.items.get("HS-HAB-01").expect("cart line");
+    assert_eq!((line.quantity, line.unit_price_minor), (2, 1250));
+    assert_eq!(alice.cart.currency.as_deref(), Some("EUR"));
+    assert_eq!(alice.cart_value_minor(), 2500);
+    assert_eq!(alice.heat_shu(), Some(50_000.0));
+    assert_eq!(alice.device.as_deref(), Some("desktop"));
+    assert_eq!(alice.recent_event_ids.len(), 6);
+    assert!(alice.outbox.is_empty());
+
+    let bob = env.profile("u-1002").await;
+    assert_eq!(bob.purchase_count, 1);
+    assert_eq!(bob.purchase_total_minor, 2380);
+    assert_eq!(bob.currency.as_deref(), Some("EUR"));
+    assert!(!bob.has_consent("email"));
+    assert_eq!(bob.heat_shu(), Some(8_000.0));
+    assert_eq!(bob.device.as_deref(), Some("mobile"));
+    assert_eq!(bob.utm.get("source").map(String::as_str), Some("newsletter"));
+    assert_eq!(
+        bob.counts,
+        counts(&[("add_to_cart", 1), ("consent_changed", 1), ("heat_preference", 1), ("page_view", 1), ("purchase", 1)])
+    );
+
+    let anon = env.profile("anon:a-77").await;
+    assert_eq!(anon.counts, counts(&[("page_view", 1), ("product_view", 1)]));
+
+    // The bus events, read back through the rule's SQS target, match the stored segments.
+    let published = env.bus_events().await;
+    assert_eq!(published.len(), stats.published);
+    let mut expected = Vec::new();
+    for p in [&alice, &bob, &anon] {
+        for s in &p.segments {
+            expected.push(format!("{}:{s}:entered:1", p.id));
+        }
+    }
+    expected.push("u-1001:cart:1".to_owned());
+    expected.push("u-1002:cart:1".to_owned());
+    expected.sort();
+    assert_eq!(ids(&published), expected);
+    for e in &published {
+        if let BusEvent::CartUpdated(c) = e {
+            if c.profile_id == "u-1001" {
+                assert_eq!((c.item_count, c.value_minor, c.currency.as_deref()), (2, 2500, Some("EUR")));
+            }
+        }
+    }
+    assert!(!alice.segments.is_empty() || !bob.segments.is_empty(), "the fixture puts someone in a segment");
+}
+
+#[tokio::test]
+async fn the_same_batch_three_times_gives_the_same_profile_and_no_extra_events() {
+    let env = Env::new().await;
+    let event = kinesis_fixture("several-users.json").expect("fixture");
+    let (first, _, _) = env.deps().process(&event).await;
+    assert!(failed_sequence_numbers(&first).is_empty());
+    let alice = env.profile("u-1001").await;
+    let bob = env.profile("u-1002").await;
+    let published = env.bus_events().await;
+    assert!(!published.is_empty());
+
+    for _ in 0..2 {
+        let (response, stats, _) = env.deps().process(&event).await;
+        assert!(failed_sequence_numbers(&response).is_empty());
+        assert_eq!((stats.writes, stats.published), (0, 0));
+    }
+    assert_eq!(env.profile("u-1001").await, alice);
+    assert_eq!(env.profile("u-1002").await, bob);
+    assert_eq!(env.bus_events().await, Vec::<BusEvent>::new(), "no extra bus events");
+}
+
+#[tokio::test]
+async fn a_poison_record_goes_to_the_dead_letter_queue_and_the_rest_is_processed() {
+    let env = Env::new().await;
+    let event = kinesis_fixture("poison.json").expect("fixture");
+    let (response, stats, _) = env.deps().process(&event).await;
+    assert!(failed_sequence_numbers(&response).is_empty(), "{response:?}");
+    assert_eq!(stats.dead_letters, 2);
+
+    let u = env.profile("u-2001").await;
+    assert_eq!(u.counts, counts(&[("add_to_cart", 1), ("page_view", 1)]));
+    assert_eq!(u.cart.items.get("HS-HAB-01").map(|l| l.quantity), Some(1));
+    assert_eq!(env.profile("u-2002").await.counts, counts(&[("page_view", 1)]));
+
+    let bodies = env.aws.drain(&env.dlq.url, QUIET).await.expect("drain dlq");
+    let mut letters: Vec<DeadLetter> =
+        bodies.iter().map(|b| serde_json::from_str(b).expect("dead letter JSON")).collect();
+    letters.sort_by(|a, b| a.origin.cmp(&b.origin));
+    assert_eq!(letters.len(), 2);
+    let seq = |i: usize| event.records[i].kinesis.sequence_number.clone();
+    assert_eq!(letters[0].origin, format!("kinesis:shardId-000000000001:{}", seq(1)));
+    assert_eq!(letters[0].stage, "decode");
+    assert!(letters[0].reason.contains("not valid JSON"), "{}", letters[0].reason);
+    assert_eq!(letters[1].origin, format!("kinesis:shardId-000000000001:{}", seq(2)));
+    assert_eq!(letters[1].stage, "validate");
+    for field in ["currency", "price", "quantity", "name"] {
+        assert!(letters[1].reason.contains(field), "{field} not in {}", letters[1].reason);
+    }
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(&letters[0].raw_base64).expect("base64");
+    assert_eq!(raw, event.records[1].kinesis.data.0);
+}
+
+#[tokio::test]
+async fn concurrent_invocations_on_one_user_lose_no_update() {
+    let env = Env::new().await;
+    let user = unique("u");
+    let batch = |tag: &str, n: usize| -> KinesisEvent {
+        let records: Vec<(String, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let e = json!({
+                    "event_id": format!("{tag}-{i}"), "type": "page_view", "version": 1,
+                    "user_id": user, "occurred_at": format!("2026-11-20T10:{:02}:00Z", i % 60),
+                    "source": "web", "payload": {"url": format!("https://shop.example/{tag}/{i}")}
+                });
+                (user.clone(), serde_json::to_vec(&e).expect("json"))
+            })
+            .collect();
+        kinesis_event("shardId-000000000000", 0, &records)
+    };
+    let (a, b, c) = (batch("a", 20), batch("b", 15), batch("c", 10));
+    let (da, db, dc) = (env.deps(), env.deps(), env.deps());
+    let (ra, rb, rc) = tokio::join!(da.process(&a), db.process(&b), dc.process(&c));
+    for (r, _, _) in [&ra, &rb, &rc] {
+        assert!(failed_sequence_numbers(r).is_empty(), "{r:?}");
+    }
+    let p = env.profile(&user).await;
+    assert_eq!(p.counts.get("page_view"), Some(&45));
+    assert_eq!(p.version, 3, "one write per invocation");
+    assert_eq!(ra.1.writes + rb.1.writes + rc.1.writes, 3);
+}
+
+#[tokio::test]
+async fn identify_merges_the_anonymous_profile() {
+    let env = Env::new().await;
+    let event = kinesis_fixture("identify.json").expect("fixture");
+    let (response, stats, _) = env.deps().process(&event).await;
+    assert!(failed_sequence_numbers(&response).is_empty());
+    assert_eq!(stats.writes, 3, "anon profile, its merge mark, the user profile");
+    let anon = env.profile("anon:a-900").await;
+    assert_eq!(anon.merged_into.as_deref(), Some("u-3001"));
+    let user = env.profile("u-3001").await;
+    assert_eq!(user.cart.items.get("HS-GHO-03").map(|l| (l.quantity, l.unit_price_minor)), Some((1, 1590)));
+    assert_eq!(user.counts.get("page_view"), Some(&2), "anonymous page view merged + own");
+    assert_eq!(user.counts.get("identify"), Some(&1));
+}
+
+#[tokio::test]
+async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once() {
+    let aws = Aws::from_env().await.expect("emulator environment");
+    let table = aws.create_profiles_table().await.expect("table");
+    let dlq = aws.create_queue("ember-dlq").await.expect("dlq");
+    // The bus does not exist yet: every PutEvents fails.
+    let bus = unique("ember-bus-later");
+    let config = Config {
+        profiles_table: table.clone(),
+        event_bus_name: bus.clone(),
+        dead_letter_queue_url: dlq.url.clone(),
+        fold: FoldConfig::default(),
+    };
+    let event = kinesis_fixture("several-users.json").expect("fixture");
+
+    let (response, _, _) = Deps::from_config(&aws.config, &config).expect("deps").process(&event).await;
+    let failures = failed_sequence_numbers(&response);
+    for s in seqs_of(&event, "u-1001") {
+        assert!(failures.contains(&s), "alice's record {s} must be retried");
+    }
+    let alice = aws.get_profile(&table, "u-1001").await.expect("get").expect("alice stored");
+    assert_eq!(alice.version, 2, "fold write + outbox write");
+    assert!(alice.outbox.iter().any(|e| matches!(e, BusEvent::CartUpdated(c) if c.id == "u-1001:cart:1")));
+    let outbox = ids(&alice.outbox);
+
+    // The bus appears; Lambda retries the batch: the outbox goes out, exactly once.
+    aws.create_bus_named(&bus).await.expect("bus");
+    let queue = aws.route_to_queue(&bus, &ember_pattern()).await.expect("rule");
+    let deps = Deps::from_config(&aws.config, &config).expect("deps");
+    let (response, _, _) = deps.process(&event).await;
+    assert!(failed_sequence_numbers(&response).is_empty(), "{response:?}");
+    let alice = aws.get_profile(&table, "u-1001").await.expect("get").expect("alice");
+    assert!(alice.outbox.is_empty());
+    assert_eq!(alice.version, 3);
+    let published = aws.drain_bus_events(&queue.url, QUIET).await.expect("drain");
+    let alice_published: Vec<BusEvent> =
+        published.into_iter().filter(|e| event_id(e).starts_with("u-1001:")).collect();
+    assert_eq!(ids(&alice_published), outbox);
+
+    let (_, stats, _) = deps.process(&event).await;
+    assert_eq!((stats.writes, stats.published), (0, 0));
+    assert!(aws.drain(&queue.url, QUIET).await.expect("drain").is_empty());
+}

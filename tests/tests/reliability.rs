@@ -1,0 +1,318 @@
+//! Reliability of the enrich handler under injected AWS faults, against the emulator.
+//!
+//! Every test runs the real handler (`ember_enrich::Enricher` with the DynamoDB, EventBridge
+//! and SQS adapters) through the fault proxy, and re-drives the batch the way Lambda does with
+//! `ReportBatchItemFailures` on a Kinesis source: the next invocation starts at the lowest
+//! failed sequence number and carries every later record again (succeeded ones included).
+//! When the batch has settled, the outcome must equal a fault-free reference run of the same
+//! handler over in-memory ports:
+//!
+//! - every profile is identical to the reference (each valid event applied exactly once; the
+//!   version counter is excluded, as outbox writes add versions), with an empty outbox;
+//! - every invalid record is in the dead-letter queue with its stage and reason, and no valid
+//!   record is;
+//! - every segment/cart event of the reference is on the bus (read via rule → SQS) exactly
+//!   once, and nothing else is.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::profiles::DynamoProfileStore;
+use ember_aws::retry::Backoff;
+use ember_aws::sqs::SqsDeadLetterSink;
+use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
+use ember_benches::workload::Workload;
+use ember_core::fold::FoldConfig;
+use ember_core::ports::{BusEvent, DeadLetter};
+use ember_core::profile::Profile;
+use ember_enrich::Enricher;
+use ember_tests::emulator::{self, ember_pattern, failed_sequence_numbers, Aws, Queue};
+use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
+
+type Handler = Enricher<DynamoProfileStore, EventBridgeBus, SqsDeadLetterSink>;
+
+/// Most invocations a batch may need to settle.
+const MAX_ROUNDS: usize = 25;
+
+struct Rig {
+    proxy: FaultProxy,
+    aws: Aws,
+    table: String,
+    bus_queue: Queue,
+    dlq: Queue,
+    handler: Handler,
+}
+
+/// Provisions a profiles table, a bus routed to a queue and a dead-letter queue, and a handler
+/// whose clients go through the fault proxy with `sdk_attempts` SDK attempts per call.
+async fn rig(sdk_attempts: u32) -> Rig {
+    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
+    let aws = Aws::from_config(proxy.sdk_config(sdk_attempts, Duration::from_secs(3)).await);
+    let table = aws.create_profiles_table().await.unwrap();
+    let bus = aws.create_bus("rel-bus").await.unwrap();
+    let bus_queue = aws.route_to_queue(&bus, &ember_pattern()).await.unwrap();
+    let dlq = aws.create_queue("rel-dlq").await.unwrap();
+    let quick = Backoff::new(2, Duration::from_millis(1), Duration::from_millis(5));
+    let mut handler = Enricher::new(
+        DynamoProfileStore::new(aws.dynamodb.clone(), &table),
+        EventBridgeBus::new(aws.eventbridge.clone(), &bus).with_backoff(quick),
+        SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url).with_backoff(quick),
+        FoldConfig::default(),
+    )
+    .unwrap();
+    handler.conflict_backoff = Backoff::new(5, Duration::from_millis(1), Duration::from_millis(10));
+    Rig { proxy, aws, table, bus_queue, dlq, handler }
+}
+
+fn workload(records: usize, users: usize) -> Workload {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    Workload::new(records, users)
+        .prefixed(&format!("rel-{}", &run[..12]), &format!("evt-{}", &run[..12]))
+        .with_invalid_every(9)
+}
+
+fn batch(w: &Workload) -> KinesisEvent {
+    emulator::kinesis_event("shardId-000000000000", 1_000, &w.records())
+}
+
+/// The fault-free outcome: final profiles and published events of one in-memory run.
+struct Reference {
+    profiles: HashMap<String, Profile>,
+    events: Vec<BusEvent>,
+    invalid_origins: BTreeSet<String>,
+}
+
+async fn reference(w: &Workload, event: &KinesisEvent) -> Reference {
+    let handler = Enricher::new(
+        MemoryStore::default(),
+        MemoryBus::default(),
+        MemoryDeadLetters::default(),
+        FoldConfig::default(),
+    )
+    .unwrap();
+    let (response, _, _) = handler.process(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let invalid_origins = event
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| w.is_invalid(*i))
+        .map(|(_, r)| {
+            let shard = r.event_id.as_deref().and_then(|id| id.split_once(':')).map_or("", |s| s.0);
+            format!("kinesis:{shard}:{}", r.kinesis.sequence_number)
+        })
+        .collect();
+    let letters = handler.dead_letters.letters.lock().unwrap().clone();
+    assert_eq!(
+        letters.iter().map(|l| l.origin.clone()).collect::<BTreeSet<_>>(),
+        invalid_origins,
+        "the reference run dead-letters exactly the broken records"
+    );
+    Reference { profiles: handler.store.snapshot(), events: handler.bus.take(), invalid_origins }
+}
+
+/// Invokes the handler like Lambda until no record fails; returns the number of invocations.
+async fn redrive(handler: &Handler, event: &KinesisEvent) -> usize {
+    let mut current = event.clone();
+    for round in 1..=MAX_ROUNDS {
+        let (response, _, _) = handler.process(&current).await;
+        let failed: BTreeSet<String> = failed_sequence_numbers(&response).into_iter().collect();
+        if failed.is_empty() {
+            return round;
+        }
+        let from = current
+            .records
+            .iter()
+            .position(|r| failed.contains(&r.kinesis.sequence_number))
+            .expect("failures name records of the batch");
+        current.records = current.records[from..].to_vec();
+    }
+    panic!("the batch did not settle in {MAX_ROUNDS} invocations");
+}
+
+/// What a bus event says, without the parts that legitimately vary between runs (the id and
+/// profile version: outbox writes add versions).
+fn meaning(e: &BusEvent) -> String {
+    match e {
+        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => format!(
+            "{}|{}|{}|{}|{:?}",
+            e.detail_type(),
+            c.profile_id,
+            c.segment,
+            c.at,
+            c.cause_event_id
+        ),
+        BusEvent::CartUpdated(c) => format!(
+            "CartUpdated|{}|{}|{}|{:?}|{}",
+            c.profile_id, c.item_count, c.value_minor, c.currency, c.updated_at
+        ),
+    }
+}
+
+fn id_of(e: &BusEvent) -> String {
+    match e {
+        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
+        BusEvent::CartUpdated(c) => c.id.clone(),
+    }
+}
+
+fn multiset<'a>(events: impl IntoIterator<Item = &'a BusEvent>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        *m.entry(meaning(e)).or_insert(0) += 1;
+    }
+    m
+}
+
+fn normalised(p: &Profile) -> Profile {
+    Profile { version: 0, ..p.clone() }
+}
+
+/// Checks the settled state against the reference; returns the bus events read.
+async fn assert_settled(rig: &Rig, reference: &Reference) -> Vec<BusEvent> {
+    rig.proxy.clear_rules();
+    for (id, expected) in &reference.profiles {
+        let stored = rig.aws.get_profile(&rig.table, id).await.unwrap();
+        let stored = stored.unwrap_or_else(|| panic!("profile {id} missing"));
+        assert!(stored.outbox.is_empty(), "profile {id} still has an outbox: {:?}", stored.outbox);
+        assert_eq!(normalised(&stored), normalised(expected), "profile {id} differs from the fault-free run");
+    }
+
+    let letters: Vec<DeadLetter> = rig
+        .aws
+        .drain(&rig.dlq.url, Duration::from_millis(500))
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("dead letters are JSON"))
+        .collect();
+    for l in &letters {
+        assert!(matches!(l.stage.as_str(), "decode" | "validate"), "{l:?}");
+        assert!(!l.reason.is_empty(), "{l:?}");
+    }
+    let origins: BTreeSet<String> = letters.iter().map(|l| l.origin.clone()).collect();
+    assert_eq!(origins, reference.invalid_origins, "dead letters are exactly the broken records");
+
+    let events = rig.aws.drain_bus_events(&rig.bus_queue.url, Duration::from_millis(700)).await.unwrap();
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &events {
+        *ids.entry(id_of(e)).or_insert(0) += 1;
+    }
+    let duplicates: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "events published more than once: {duplicates:?}");
+    assert_eq!(multiset(&events), multiset(&reference.events), "bus events differ from the fault-free run");
+    events
+}
+
+#[tokio::test]
+async fn dynamodb_throttling_and_500s_apply_every_event_exactly_once() {
+    let rig = rig(1).await;
+    let w = workload(90, 9);
+    let event = batch(&w);
+    let expected = reference(&w, &event).await;
+
+    let throttled = rig.proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Throttle).every(3));
+    let failed_puts = rig.proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).every(4));
+    let rounds = redrive(&rig.handler, &event).await;
+    assert!(throttled.injected() > 0 && failed_puts.injected() > 0);
+    assert!(rounds > 1, "the faults must have failed records");
+    assert_settled(&rig, &expected).await;
+}
+
+#[tokio::test]
+async fn ambiguous_profile_writes_lose_no_bus_event() {
+    // The write reaches DynamoDB but its answer is lost (connection dropped): the retry sees a
+    // version conflict, re-reads and finds every event already applied.
+    let rig = rig(1).await;
+    let w = workload(60, 6);
+    let event = batch(&w);
+    let expected = reference(&w, &event).await;
+    let dropped = rig.proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).every(2));
+    redrive(&rig.handler, &event).await;
+    assert!(dropped.injected() > 0);
+    assert_settled(&rig, &expected).await;
+}
+
+#[tokio::test]
+async fn eventbridge_partial_failures_and_throttling_publish_each_event_once() {
+    let rig = rig(1).await;
+    let w = workload(90, 9);
+    let event = batch(&w);
+    let expected = reference(&w, &event).await;
+    assert!(!expected.events.is_empty(), "the workload must produce bus events");
+
+    let throttled = rig.proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle).every(4));
+    let partial = rig.proxy.add(Rule::new(
+        op::EVENTS_PUT_EVENTS,
+        Fault::PartialFailure { entries: Schedule::Every(2) },
+    ));
+    let rounds = redrive(&rig.handler, &event).await;
+    assert!(throttled.injected() > 0, "{}", throttled.matched());
+    assert!(partial.entries_failed() > 0);
+    let events = assert_settled(&rig, &expected).await;
+    eprintln!("settled in {rounds} invocations, {} bus events", events.len());
+}
+
+#[tokio::test]
+async fn dead_letter_queue_errors_fail_only_the_broken_records_until_they_land() {
+    let rig = rig(1).await;
+    let w = workload(45, 5);
+    let event = batch(&w);
+    let expected = reference(&w, &event).await;
+
+    let down = rig.proxy.add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::ServerError).first(2));
+    let partial = rig.proxy.add(Rule::new(
+        op::SQS_SEND_MESSAGE_BATCH,
+        Fault::PartialFailure { entries: Schedule::Every(3) },
+    ));
+    let rounds = redrive(&rig.handler, &event).await;
+    assert_eq!(down.injected(), 2);
+    assert!(partial.entries_failed() > 0 || rounds > 1);
+    assert!(rounds > 1, "a failed dead-letter send must fail its records");
+    assert_settled(&rig, &expected).await;
+}
+
+#[tokio::test]
+async fn everything_at_once_timeouts_included() {
+    let rig = rig(2).await;
+    let w = workload(120, 12);
+    let event = batch(&w);
+    let expected = reference(&w, &event).await;
+    rig.proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(4))).every(7));
+    rig.proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).every(3));
+    rig.proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError).every(5));
+    rig.proxy.add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::Throttle).first(1));
+    redrive(&rig.handler, &event).await;
+    assert_settled(&rig, &expected).await;
+}
+
+#[tokio::test]
+async fn replaying_a_batch_three_times_changes_nothing() {
+    let rig = rig(3).await;
+    let w = workload(60, 6);
+    let event = batch(&w);
+    let expected = reference(&w, &event).await;
+    assert_eq!(redrive(&rig.handler, &event).await, 1);
+    let first = assert_settled(&rig, &expected).await;
+
+    let puts_before = rig.proxy.calls(op::DDB_PUT_ITEM);
+    let events_before = rig.proxy.calls(op::EVENTS_PUT_EVENTS);
+    for _ in 0..3 {
+        assert_eq!(redrive(&rig.handler, &event).await, 1);
+    }
+    // No profile write and no publish: every event is recognised as already applied.
+    assert_eq!(rig.proxy.calls(op::DDB_PUT_ITEM), puts_before);
+    assert_eq!(rig.proxy.calls(op::EVENTS_PUT_EVENTS), events_before);
+    for (id, p) in &expected.profiles {
+        let stored = rig.aws.get_profile(&rig.table, id).await.unwrap().unwrap();
+        assert_eq!(normalised(&stored), normalised(p));
+    }
+    let again = rig.aws.drain_bus_events(&rig.bus_queue.url, Duration::from_millis(500)).await.unwrap();
+    assert!(again.is_empty(), "a replay published {} events", again.len());
+    // Broken records are dead-lettered again on replay (at least once, same origin).
+    let letters = rig.aws.drain(&rig.dlq.url, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(letters.len(), 3 * expected.invalid_origins.len());
+    assert!(!first.is_empty() || expected.events.is_empty());
+}

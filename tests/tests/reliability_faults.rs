@@ -1,0 +1,432 @@
+//! The fault-injection proxy itself, against the emulator: each fault kind reaches the SDK
+//! the way the real service's would, the counters are exact, and Ember's adapters recover
+//! from per-entry failures by re-sending exactly the failed entries.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::kinesis::KinesisEventStream;
+use ember_aws::retry::Backoff;
+use ember_aws::sqs::SqsDeadLetterSink;
+use ember_core::ports::{
+    BusEvent, DeadLetter, DeadLetterSink, EventBus, EventStream, SegmentChange, StreamRecord,
+};
+use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn proxy() -> FaultProxy {
+    FaultProxy::from_env().await.expect("AWS_ENDPOINT_URL must point at the emulator")
+}
+
+async fn create_table(ddb: &aws_sdk_dynamodb::Client) -> String {
+    let name = unique("faults-table");
+    ddb.create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+/// A queue that receives everything with `source = ember.enrich` on a fresh bus.
+async fn bus_with_queue(
+    events: &aws_sdk_eventbridge::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> (String, String) {
+    let bus = unique("faults-bus");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let queue_url =
+        sqs.create_queue().queue_name(unique("faults-q")).send().await.unwrap().queue_url.unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let rule = unique("faults-rule");
+    events
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source":["ember.enrich"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(&bus)
+        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(arn).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    (bus, queue_url)
+}
+
+/// Drains a queue until it stays empty, returning the message bodies.
+async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut empty_polls = 0;
+    while empty_polls < 2 {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(if bodies.is_empty() { 1 } else { 0 })
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            empty_polls += 1;
+            continue;
+        }
+        for m in messages {
+            bodies.push(m.body.unwrap_or_default());
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    bodies
+}
+
+fn segment_event(i: usize) -> BusEvent {
+    BusEvent::SegmentEntered(SegmentChange {
+        id: format!("u-{i}:spicy:entered:1"),
+        profile_id: format!("u-{i}"),
+        segment: "spicy".into(),
+        at: chrono::Utc::now(),
+        profile_version: 1,
+        cause_event_id: None,
+    })
+}
+
+fn fast_backoff() -> Backoff {
+    Backoff::new(8, Duration::from_millis(1), Duration::from_millis(20))
+}
+
+#[tokio::test]
+async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
+    let proxy = proxy().await;
+    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let table = create_table(&ddb).await;
+
+    let throttle = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).first(2));
+    ddb.put_item()
+        .table_name(&table)
+        .item("id", AttributeValue::S("p1".into()))
+        .send()
+        .await
+        .expect("third attempt goes through");
+    assert_eq!((throttle.matched(), throttle.injected()), (3, 2));
+    assert_eq!(proxy.calls(op::DDB_PUT_ITEM), 3);
+
+    // With one attempt only, the throttling error surfaces with the service's code.
+    let conf1 = proxy.sdk_config(1, Duration::from_secs(5)).await;
+    let ddb1 = aws_sdk_dynamodb::Client::new(&conf1);
+    proxy.clear_rules();
+    let throttle = proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Throttle).first(1));
+    let err = ddb1
+        .get_item()
+        .table_name(&table)
+        .key("id", AttributeValue::S("p1".into()))
+        .send()
+        .await
+        .unwrap_err();
+    let err = err.into_service_error();
+    assert!(err.is_provisioned_throughput_exceeded_exception(), "{err:?}");
+    assert_eq!(throttle.injected(), 1);
+
+    // 500s: retried by the SDK, then classified transient by Ember.
+    proxy.clear_rules();
+    let boom = proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::ServerError));
+    let err = ddb
+        .get_item()
+        .table_name(&table)
+        .key("id", AttributeValue::S("p1".into()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(boom.injected(), 3, "one per SDK attempt");
+    let port = ember_aws::retry::classify(&err, "test.get");
+    assert!(port.is_retryable(), "{port}");
+}
+
+#[tokio::test]
+async fn stalls_time_out_and_dropped_answers_still_take_effect() {
+    let proxy = proxy().await;
+    let conf = proxy.sdk_config(1, Duration::from_millis(300)).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let table = create_table(&ddb).await;
+
+    let stall = proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(2))).first(1));
+    let started = std::time::Instant::now();
+    let err = ddb
+        .get_item()
+        .table_name(&table)
+        .key("id", AttributeValue::S("x".into()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(matches!(err, aws_sdk_dynamodb::error::SdkError::TimeoutError(_)), "{err:?}");
+    assert_eq!(stall.injected(), 1);
+    assert!(ember_aws::retry::classify(&err, "test").is_retryable());
+
+    proxy.clear_rules();
+    let dropped = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).first(1));
+    let err = ddb
+        .put_item()
+        .table_name(&table)
+        .item("id", AttributeValue::S("ghost".into()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(ember_aws::retry::classify(&err, "test").is_retryable(), "{err:?}");
+    assert_eq!(dropped.injected(), 1);
+    // The caller saw a failure, but the write happened: the ambiguous case retries must handle.
+    let item = ddb
+        .get_item()
+        .table_name(&table)
+        .key("id", AttributeValue::S("ghost".into()))
+        .send()
+        .await
+        .unwrap()
+        .item;
+    assert!(item.is_some());
+
+    proxy.clear_rules();
+    let drop = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Drop).first(1));
+    let err = ddb
+        .put_item()
+        .table_name(&table)
+        .item("id", AttributeValue::S("never".into()))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(ember_aws::retry::classify(&err, "test").is_retryable(), "{err:?}");
+    assert_eq!(drop.injected(), 1);
+    let item = ddb
+        .get_item()
+        .table_name(&table)
+        .key("id", AttributeValue::S("never".into()))
+        .send()
+        .await
+        .unwrap()
+        .item;
+    assert!(item.is_none(), "a dropped request never reaches the table");
+}
+
+#[tokio::test]
+async fn partial_put_events_failures_are_resent_exactly_once() {
+    let proxy = proxy().await;
+    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let events = aws_sdk_eventbridge::Client::new(&conf);
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let (bus_name, queue_url) = bus_with_queue(&events, &sqs).await;
+
+    let partial = proxy.add(Rule::new(
+        op::EVENTS_PUT_EVENTS,
+        Fault::PartialFailure { entries: Schedule::Every(3) },
+    ));
+    let bus = EventBridgeBus::new(events.clone(), &bus_name).with_backoff(fast_backoff());
+    let published: Vec<BusEvent> = (0..25).map(segment_event).collect();
+    let results = bus.publish(&published).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(partial.entries_failed() >= 8, "{}", partial.entries_failed());
+    // 3 chunks of ≤10, plus one call per retry round.
+    assert!(proxy.calls(op::EVENTS_PUT_EVENTS) > 3);
+
+    proxy.clear_rules();
+    let bodies = drain(&sqs, &queue_url).await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for b in &bodies {
+        let v: serde_json::Value = serde_json::from_str(b).unwrap();
+        *seen.entry(v["detail"]["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 25, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "duplicates: {seen:?}");
+}
+
+#[tokio::test]
+async fn throttled_put_events_exhausting_retries_are_reported_per_entry() {
+    let proxy = proxy().await;
+    let conf = proxy.sdk_config(2, Duration::from_secs(5)).await;
+    let events = aws_sdk_eventbridge::Client::new(&conf);
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let (bus_name, _queue) = bus_with_queue(&events, &sqs).await;
+    let throttle = proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle));
+    let bus = EventBridgeBus::new(events, &bus_name)
+        .with_backoff(Backoff::new(2, Duration::from_millis(1), Duration::from_millis(2)));
+    let results = bus.publish(&[segment_event(1), segment_event(2)]).await;
+    assert_eq!(results.len(), 2);
+    for r in results {
+        let err = r.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+    }
+    // 2 adapter attempts × 2 SDK attempts.
+    assert_eq!(throttle.injected(), 4);
+}
+
+#[tokio::test]
+async fn partial_put_records_failures_land_every_record_once() {
+    let proxy = proxy().await;
+    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let kinesis = aws_sdk_kinesis::Client::new(&conf);
+    let stream = unique("faults-stream");
+    kinesis.create_stream().stream_name(&stream).shard_count(1).send().await.unwrap();
+
+    let partial = proxy.add(Rule::new(
+        op::KINESIS_PUT_RECORDS,
+        Fault::PartialFailure { entries: Schedule::First(7) },
+    ));
+    let writer = KinesisEventStream::new(kinesis.clone(), &stream).with_retry(
+        ember_aws::kinesis::RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+        },
+    );
+    let records: Vec<StreamRecord> = (0..20)
+        .map(|i| StreamRecord { partition_key: format!("u-{i}"), data: format!("r{i}").into_bytes() })
+        .collect();
+    let results = writer.put(&records).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(partial.entries_failed(), 7);
+    assert_eq!(partial.entries_seen(), 27, "20 records + the 7 re-sent");
+    proxy.clear_rules();
+
+    let shard = kinesis.list_shards().stream_name(&stream).send().await.unwrap().shards.unwrap()[0]
+        .shard_id
+        .clone();
+    let mut iterator = kinesis
+        .get_shard_iterator()
+        .stream_name(&stream)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(it) = iterator {
+        let out = kinesis.get_records().shard_iterator(it).send().await.unwrap();
+        if out.records.is_empty() {
+            break;
+        }
+        for r in &out.records {
+            *seen.entry(String::from_utf8_lossy(r.data.as_ref()).into_owned()).or_default() += 1;
+        }
+        iterator = out.next_shard_iterator;
+    }
+    assert_eq!(seen.len(), 20, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+}
+
+#[tokio::test]
+async fn partial_send_message_batch_failures_are_resent() {
+    let proxy = proxy().await;
+    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let queue_url =
+        sqs.create_queue().queue_name(unique("faults-dlq")).send().await.unwrap().queue_url.unwrap();
+    let partial = proxy.add(Rule::new(
+        op::SQS_SEND_MESSAGE_BATCH,
+        Fault::PartialFailure { entries: Schedule::Every(4) },
+    ));
+    let sink = SqsDeadLetterSink::new(sqs.clone(), &queue_url).with_backoff(fast_backoff());
+    let letters: Vec<DeadLetter> = (0..12)
+        .map(|i| DeadLetter {
+            origin: format!("kinesis:shardId-0:{i}"),
+            stage: "decode".into(),
+            reason: "/: not valid JSON".into(),
+            raw_base64: "e30=".into(),
+            at: chrono::Utc::now(),
+        })
+        .collect();
+    sink.send(&letters).await.unwrap();
+    assert!(partial.entries_failed() >= 3);
+    proxy.clear_rules();
+    let bodies = drain(&sqs, &queue_url).await;
+    let mut origins: Vec<String> = bodies
+        .iter()
+        .map(|b| serde_json::from_str::<DeadLetter>(b).unwrap().origin)
+        .collect();
+    origins.sort();
+    origins.dedup();
+    assert_eq!((bodies.len(), origins.len()), (12, 12), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn sesv2_throttling_is_a_429_the_sdk_retries() {
+    let proxy = proxy().await;
+    let conf = proxy.sdk_config(2, Duration::from_secs(5)).await;
+    let ses = aws_sdk_sesv2::Client::new(&conf);
+    let from = format!("{}@example.com", unique("sender"));
+    ses.create_email_identity().email_identity(&from).send().await.unwrap();
+    let throttle = proxy.add(Rule::new(op::SESV2_SEND_EMAIL, Fault::Throttle).first(1));
+    let content = aws_sdk_sesv2::types::EmailContent::builder()
+        .simple(
+            aws_sdk_sesv2::types::Message::builder()
+                .subject(aws_sdk_sesv2::types::Content::builder().data("hi").build().unwrap())
+                .body(
+                    aws_sdk_sesv2::types::Body::builder()
+                        .text(aws_sdk_sesv2::types::Content::builder().data("hello").build().unwrap())
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let out = ses
+        .send_email()
+        .from_email_address(&from)
+        .destination(aws_sdk_sesv2::types::Destination::builder().to_addresses("to@example.com").build())
+        .content(content.clone())
+        .send()
+        .await
+        .expect("second attempt goes through");
+    assert!(out.message_id.is_some());
+    assert_eq!((throttle.matched(), throttle.injected()), (2, 1));
+
+    // One attempt: the caller sees TooManyRequestsException.
+    proxy.clear_rules();
+    proxy.add(Rule::new(op::SESV2_SEND_EMAIL, Fault::Throttle).first(1));
+    let conf1 = proxy.sdk_config(1, Duration::from_secs(5)).await;
+    let err = aws_sdk_sesv2::Client::new(&conf1)
+        .send_email()
+        .from_email_address(&from)
+        .destination(aws_sdk_sesv2::types::Destination::builder().to_addresses("to@example.com").build())
+        .content(content)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_too_many_requests_exception(), "{err:?}");
+}
