@@ -155,7 +155,10 @@ fn event(i: usize, seed: u64, user: &str, at: DateTime<Utc>, prefix: &str) -> Va
             json!({"order_id": format!("o-{i}"), "total": price, "currency": "EUR",
                    "items": [{"sku": sku, "name": name, "price": price, "quantity": 1}]}),
         ),
-        _ => ("heat_preference", json!({"value": ["mild", "medium", "hot", "extra-hot"][i % 4], "source": "quiz"})),
+        _ => {
+            let level = ["mild", "medium", "hot", "extra-hot"][i % 4];
+            ("heat_preference", json!({"value": level, "source": "quiz"}))
+        }
     };
     json!({
         "event_id": format!("{prefix}-{i}"),

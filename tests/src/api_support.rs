@@ -23,7 +23,12 @@ pub fn request(payload: &Value) -> lambda_http::Request {
 /// Every record on the stream, as `(partition key, JSON data)`, shard by shard.
 pub async fn read_stream(client: &aws_sdk_kinesis::Client, name: &str) -> Vec<(String, Value)> {
     use aws_sdk_kinesis::types::ShardIteratorType;
-    let shards = client.list_shards().stream_name(name).send().await.expect("list shards");
+    let shards = client
+        .list_shards()
+        .stream_name(name)
+        .send()
+        .await
+        .expect("list shards");
     let mut out = Vec::new();
     for shard in shards.shards() {
         let it = client
@@ -36,13 +41,19 @@ pub async fn read_stream(client: &aws_sdk_kinesis::Client, name: &str) -> Vec<(S
             .expect("shard iterator");
         let mut iterator = it.shard_iterator().map(str::to_owned);
         while let Some(i) = iterator {
-            let page = client.get_records().shard_iterator(i).send().await.expect("get records");
+            let page = client
+                .get_records()
+                .shard_iterator(i)
+                .send()
+                .await
+                .expect("get records");
             if page.records().is_empty() {
                 break;
             }
             for r in page.records() {
-                let data: Value = serde_json::from_slice(r.data().as_ref()).expect("record is JSON");
-                out.push((r.partition_key().to_owned(), data));
+                let data: Value =
+                    serde_json::from_slice(r.data().as_ref()).expect("record is JSON");
+                out.push((r.partition_key().unwrap_or_default().to_owned(), data));
             }
             iterator = page.next_shard_iterator().map(str::to_owned);
         }

@@ -34,7 +34,10 @@ pub struct SetupError {
 pub type SetupResult<T> = Result<T, SetupError>;
 
 fn err(step: impl Into<String>, e: impl std::fmt::Display) -> SetupError {
-    SetupError { step: step.into(), reason: e.to_string() }
+    SetupError {
+        step: step.into(),
+        reason: e.to_string(),
+    }
 }
 
 fn sdk_err<E>(step: &str, e: aws_sdk_dynamodb::error::SdkError<E>) -> SetupError
@@ -114,14 +117,21 @@ impl Aws {
     }
 
     /// Creates an on-demand table with a string partition key `pk` (and string sort key `sk`).
-    pub async fn create_table(&self, prefix: &str, pk: &str, sk: Option<&str>) -> SetupResult<String> {
+    pub async fn create_table(
+        &self,
+        prefix: &str,
+        pk: &str,
+        sk: Option<&str>,
+    ) -> SetupResult<String> {
         let name = unique(prefix);
         let mut req = self
             .dynamodb
             .create_table()
             .table_name(&name)
             .billing_mode(BillingMode::PayPerRequest);
-        for (attr, kind) in std::iter::once((pk, KeyType::Hash)).chain(sk.map(|s| (s, KeyType::Range))) {
+        for (attr, kind) in
+            std::iter::once((pk, KeyType::Hash)).chain(sk.map(|s| (s, KeyType::Range)))
+        {
             req = req
                 .attribute_definitions(
                     AttributeDefinition::builder()
@@ -148,7 +158,12 @@ impl Aws {
     }
 
     /// Reads one item by its string partition key (consistent read).
-    pub async fn get_item(&self, table: &str, pk: &str, id: &str) -> SetupResult<Option<HashMap<String, AttributeValue>>> {
+    pub async fn get_item(
+        &self,
+        table: &str,
+        pk: &str,
+        id: &str,
+    ) -> SetupResult<Option<HashMap<String, AttributeValue>>> {
         let out = self
             .dynamodb
             .get_item()
@@ -162,10 +177,16 @@ impl Aws {
     }
 
     /// Reads a profile item back as the domain type.
-    pub async fn get_profile(&self, table: &str, id: &str) -> SetupResult<Option<ember_core::profile::Profile>> {
+    pub async fn get_profile(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> SetupResult<Option<ember_core::profile::Profile>> {
         match self.get_item(table, "id", id).await? {
             None => Ok(None),
-            Some(item) => ember_aws::profiles::from_item(item).map(Some).map_err(|e| err("decode profile", e)),
+            Some(item) => ember_aws::profiles::from_item(item)
+                .map(Some)
+                .map_err(|e| err("decode profile", e)),
         }
     }
 
@@ -188,14 +209,17 @@ impl Aws {
                 .send()
                 .await
                 .map_err(|e| sdk_err("describe_stream_summary", e))?;
-            let active = out
-                .stream_description_summary()
-                .is_some_and(|s| s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active);
+            let active = out.stream_description_summary().is_some_and(|s| {
+                s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
+            });
             if active {
                 return Ok(name);
             }
             if Instant::now() > deadline {
-                return Err(err("create_stream", format!("{name} not active after 30 s")));
+                return Err(err(
+                    "create_stream",
+                    format!("{name} not active after 30 s"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -211,7 +235,10 @@ impl Aws {
             .send()
             .await
             .map_err(|e| sdk_err("create_queue", e))?;
-        let url = out.queue_url().ok_or_else(|| err("create_queue", "no queue URL"))?.to_owned();
+        let url = out
+            .queue_url()
+            .ok_or_else(|| err("create_queue", "no queue URL"))?
+            .to_owned();
         let attrs = self
             .sqs
             .get_queue_attributes()
@@ -328,8 +355,16 @@ impl Aws {
     }
 
     /// Drains a queue that a bus rule targets and decodes the Ember bus events in it.
-    pub async fn drain_bus_events(&self, queue_url: &str, quiet: Duration) -> SetupResult<Vec<BusEvent>> {
-        self.drain(queue_url, quiet).await?.iter().map(|b| bus_event_from_sqs_body(b)).collect()
+    pub async fn drain_bus_events(
+        &self,
+        queue_url: &str,
+        quiet: Duration,
+    ) -> SetupResult<Vec<BusEvent>> {
+        self.drain(queue_url, quiet)
+            .await?
+            .iter()
+            .map(|b| bus_event_from_sqs_body(b))
+            .collect()
     }
 }
 
@@ -344,9 +379,13 @@ pub struct Queue {
 /// Decodes an EventBridge event delivered to SQS (`detail-type` + `detail`) to a [`BusEvent`].
 pub fn bus_event_from_sqs_body(body: &str) -> SetupResult<BusEvent> {
     let v: Value = serde_json::from_str(body).map_err(|e| err("bus event JSON", e))?;
-    let detail_type = v.get("detail-type").and_then(Value::as_str).unwrap_or_default();
+    let detail_type = v
+        .get("detail-type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let detail = v.get("detail").cloned().unwrap_or(Value::Null);
-    BusEvent::from_parts(detail_type, detail).ok_or_else(|| err("bus event", format!("not an Ember bus event: {body}")))
+    BusEvent::from_parts(detail_type, detail)
+        .ok_or_else(|| err("bus event", format!("not an Ember bus event: {body}")))
 }
 
 /// An event pattern matching everything Ember's enrich function publishes.
@@ -357,13 +396,18 @@ pub fn ember_pattern() -> Value {
 /// Reads a Kinesis event fixture from `events/kinesis/<name>`.
 pub fn kinesis_fixture(name: &str) -> SetupResult<KinesisEvent> {
     let path = workspace_root().join("events/kinesis").join(name);
-    let text = std::fs::read_to_string(&path).map_err(|e| err(format!("read fixture {name}"), e))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| err(format!("read fixture {name}"), e))?;
     serde_json::from_str(&text).map_err(|e| err(format!("parse fixture {name}"), e))
 }
 
 /// Builds a Kinesis event as Lambda delivers it from `(partition key, data)` pairs, with
 /// increasing sequence numbers starting after `first_sequence` on shard `shard_id`.
-pub fn kinesis_event(shard_id: &str, first_sequence: u64, records: &[(String, Vec<u8>)]) -> KinesisEvent {
+pub fn kinesis_event(
+    shard_id: &str,
+    first_sequence: u64,
+    records: &[(String, Vec<u8>)],
+) -> KinesisEvent {
     let records: Vec<Value> = records
         .iter()
         .enumerate()
@@ -389,6 +433,12 @@ pub fn kinesis_event(shard_id: &str, first_sequence: u64, records: &[(String, Ve
 }
 
 /// Sequence numbers of the failed records in a Kinesis batch response.
-pub fn failed_sequence_numbers(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
-    response.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
+pub fn failed_sequence_numbers(
+    response: &aws_lambda_events::event::streams::KinesisEventResponse,
+) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .filter_map(|f| f.item_identifier.clone())
+        .collect()
 }

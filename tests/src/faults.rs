@@ -139,12 +139,20 @@ impl Rule {
     /// A rule for one operation (see [`op`]) that hits every matching request; narrow it with
     /// [`Rule::first`] or [`Rule::every`].
     pub fn new(operation: &str, fault: Fault) -> Rule {
-        Rule { matcher: Matcher::Operation(operation.to_owned()), requests: Schedule::Always, fault }
+        Rule {
+            matcher: Matcher::Operation(operation.to_owned()),
+            requests: Schedule::Always,
+            fault,
+        }
     }
 
     /// A rule for every operation whose name starts with `prefix`.
     pub fn prefix(prefix: &str, fault: Fault) -> Rule {
-        Rule { matcher: Matcher::Prefix(prefix.to_owned()), requests: Schedule::Always, fault }
+        Rule {
+            matcher: Matcher::Prefix(prefix.to_owned()),
+            requests: Schedule::Always,
+            fault,
+        }
     }
 
     /// Only the first `n` matching requests.
@@ -213,7 +221,10 @@ pub struct FaultProxy {
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultProxy").field("addr", &self.addr).field("upstream", &self.upstream).finish()
+        f.debug_struct("FaultProxy")
+            .field("addr", &self.addr)
+            .field("upstream", &self.upstream)
+            .finish()
     }
 }
 
@@ -251,8 +262,18 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-        let task = tokio::spawn(accept_loop(listener, state.clone(), client, upstream.clone()));
-        Ok(FaultProxy { addr, upstream, state, task })
+        let task = tokio::spawn(accept_loop(
+            listener,
+            state.clone(),
+            client,
+            upstream.clone(),
+        ));
+        Ok(FaultProxy {
+            addr,
+            upstream,
+            state,
+            task,
+        })
     }
 
     /// `http://127.0.0.1:<port>`: the endpoint URL to give the SDK.
@@ -295,7 +316,10 @@ impl FaultProxy {
     /// Adds a rule (after the existing ones) and returns its counters.
     pub fn add(&self, rule: Rule) -> Arc<RuleStats> {
         let stats = Arc::new(RuleStats::default());
-        lock(&self.state.rules).push(ActiveRule { rule, stats: stats.clone() });
+        lock(&self.state.rules).push(ActiveRule {
+            rule,
+            stats: stats.clone(),
+        });
         stats
     }
 
@@ -325,10 +349,17 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, client: HttpClient, upstream: String) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    client: HttpClient,
+    upstream: String,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -351,7 +382,11 @@ struct Dropped(String);
 
 /// The operation name of a request (see the module doc).
 pub fn operation_of<B>(req: &Request<B>) -> String {
-    match req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()) {
+    match req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(target) => target.to_owned(),
         None => format!("{} {}", req.method(), req.uri().path()),
     }
@@ -428,12 +463,18 @@ async fn forward(
     req: Request<Bytes>,
 ) -> Result<Response<ProxyBody>, Dropped> {
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     parts.uri = format!("{upstream}{path}")
         .parse()
         .map_err(|e| Dropped(format!("building the upstream URI: {e}")))?;
     parts.headers.remove(TRANSFER_ENCODING);
-    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     let response = client
         .request(Request::from_parts(parts, Full::new(body)))
         .await
@@ -445,7 +486,9 @@ async fn forward(
         .map_err(|e| Dropped(format!("reading the upstream answer: {e}")))?
         .to_bytes();
     parts.headers.remove(TRANSFER_ENCODING);
-    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(Response::from_parts(parts, Full::new(body)))
 }
 
@@ -458,23 +501,55 @@ enum ErrorKind {
 /// The wire error a service returns for throttling or an internal failure.
 fn error_response(operation: &str, kind: ErrorKind) -> Response<ProxyBody> {
     let throttle = matches!(kind, ErrorKind::Throttle);
-    let status = if throttle { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let status = if throttle {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
     let (content_type, code, message) = if operation.starts_with("DynamoDB_20120810.") {
         let code = if throttle {
             "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
         } else {
             "com.amazonaws.dynamodb.v20120810#InternalServerError"
         };
-        ("application/x-amz-json-1.0", code, "injected by the fault proxy")
+        (
+            "application/x-amz-json-1.0",
+            code,
+            "injected by the fault proxy",
+        )
     } else if operation.starts_with("Kinesis_20131202.") {
-        let code = if throttle { "ProvisionedThroughputExceededException" } else { "InternalFailure" };
-        ("application/x-amz-json-1.1", code, "Rate exceeded for shard (injected)")
+        let code = if throttle {
+            "ProvisionedThroughputExceededException"
+        } else {
+            "InternalFailure"
+        };
+        (
+            "application/x-amz-json-1.1",
+            code,
+            "Rate exceeded for shard (injected)",
+        )
     } else if operation.starts_with("AWSEvents.") {
-        let code = if throttle { "ThrottlingException" } else { "InternalException" };
-        ("application/x-amz-json-1.1", code, "Rate exceeded (injected)")
+        let code = if throttle {
+            "ThrottlingException"
+        } else {
+            "InternalException"
+        };
+        (
+            "application/x-amz-json-1.1",
+            code,
+            "Rate exceeded (injected)",
+        )
     } else if operation.starts_with("AmazonSQS.") {
-        let code = if throttle { "ThrottlingException" } else { "InternalError" };
-        ("application/x-amz-json-1.0", code, "injected by the fault proxy")
+        let code = if throttle {
+            "ThrottlingException"
+        } else {
+            "InternalError"
+        };
+        (
+            "application/x-amz-json-1.0",
+            code,
+            "injected by the fault proxy",
+        )
     } else {
         // REST-JSON (SESv2 …): the code travels in a header, 429 for throttling.
         let (status, code) = if throttle {
@@ -482,7 +557,8 @@ fn error_response(operation: &str, kind: ErrorKind) -> Response<ProxyBody> {
         } else {
             (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure")
         };
-        let body = json!({ "message": format!("{code} (injected by the fault proxy)") }).to_string();
+        let body =
+            json!({ "message": format!("{code} (injected by the fault proxy)") }).to_string();
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -493,14 +569,21 @@ fn error_response(operation: &str, kind: ErrorKind) -> Response<ProxyBody> {
     let body = json!({ "__type": code, "message": message }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
 /// The batch shape of an operation: request entries key, and how results come back.
 enum BatchShape {
     /// PutEvents / PutRecords: results in order, failed ones carry `ErrorCode`.
-    Ordered { entries: &'static str, results: &'static str, count: &'static str, code: &'static str },
+    Ordered {
+        entries: &'static str,
+        results: &'static str,
+        count: &'static str,
+        code: &'static str,
+    },
     /// SendMessageBatch: `Successful` / `Failed` lists keyed by entry `Id`.
     Keyed,
 }
@@ -558,9 +641,15 @@ async fn partial_failure(
         })
         .collect();
     let failed_count = failed.iter().filter(|f| **f).count();
-    stats.entries_failed.fetch_add(failed_count as u64, Ordering::SeqCst);
-    let kept: Vec<Value> =
-        all.iter().zip(&failed).filter(|(_, f)| !**f).map(|(e, _)| e.clone()).collect();
+    stats
+        .entries_failed
+        .fetch_add(failed_count as u64, Ordering::SeqCst);
+    let kept: Vec<Value> = all
+        .iter()
+        .zip(&failed)
+        .filter(|(_, f)| !**f)
+        .map(|(e, _)| e.clone())
+        .collect();
 
     // Forward only the entries that "made it"; if none did, answer without forwarding.
     let mut upstream_json = Value::Null;
@@ -570,7 +659,11 @@ async fn partial_failure(
         let body = Bytes::from(request_json.to_string());
         let response = forward(client, upstream, Request::from_parts(parts, body)).await?;
         let (rparts, rbody) = response.into_parts();
-        let bytes = rbody.collect().await.map_err(|e| Dropped(e.to_string()))?.to_bytes();
+        let bytes = rbody
+            .collect()
+            .await
+            .map_err(|e| Dropped(e.to_string()))?
+            .to_bytes();
         if !rparts.status.is_success() {
             // The whole call failed upstream: pass that on unchanged.
             return Ok(Response::from_parts(rparts, Full::new(bytes)));
@@ -580,7 +673,12 @@ async fn partial_failure(
     }
 
     let merged = match shape {
-        BatchShape::Ordered { results, count, code, .. } => {
+        BatchShape::Ordered {
+            results,
+            count,
+            code,
+            ..
+        } => {
             let mut upstream_results = upstream_json
                 .get(results)
                 .and_then(Value::as_array)
@@ -599,19 +697,33 @@ async fn partial_failure(
                     }
                 })
                 .collect();
-            let failures = merged.iter().filter(|r| r.get("ErrorCode").is_some()).count();
-            let mut out = if upstream_json.is_object() { upstream_json } else { json!({}) };
+            let failures = merged
+                .iter()
+                .filter(|r| r.get("ErrorCode").is_some())
+                .count();
+            let mut out = if upstream_json.is_object() {
+                upstream_json
+            } else {
+                json!({})
+            };
             out[results] = Value::Array(merged);
             out[count] = json!(failures);
             out
         }
         BatchShape::Keyed => {
-            let mut out = if upstream_json.is_object() { upstream_json } else { json!({}) };
+            let mut out = if upstream_json.is_object() {
+                upstream_json
+            } else {
+                json!({})
+            };
             if out.get("Successful").is_none() {
                 out["Successful"] = json!([]);
             }
-            let mut failed_list =
-                out.get("Failed").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut failed_list = out
+                .get("Failed")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for (entry, f) in all.iter().zip(&failed) {
                 if *f {
                     failed_list.push(json!({
@@ -636,7 +748,8 @@ async fn partial_failure(
             } else {
                 "application/x-amz-json-1.1"
             };
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
     };
@@ -667,7 +780,11 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(operation_of(&req), op::DDB_PUT_ITEM);
-        let req = Request::builder().method("POST").uri("/v2/email/outbound-emails").body(()).unwrap();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v2/email/outbound-emails")
+            .body(())
+            .unwrap();
         assert_eq!(operation_of(&req), op::SESV2_SEND_EMAIL);
         assert!(Matcher::Prefix("DynamoDB_20120810.".into()).matches(op::DDB_GET_ITEM));
         assert!(!Matcher::Operation(op::DDB_GET_ITEM.into()).matches(op::DDB_PUT_ITEM));

@@ -6,6 +6,6 @@
 //!   queue, bus + rule → SQS), reading queues and items back, Kinesis event builders.
 //! - [`faults`]: a fault-injection proxy between the SDK and the emulator.
 
-pub mod emulator;
 pub mod api_support;
+pub mod emulator;
 pub mod faults;

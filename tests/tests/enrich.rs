@@ -32,9 +32,18 @@ impl Env {
         let aws = Aws::from_env().await.expect("emulator environment");
         let table = aws.create_profiles_table().await.expect("table");
         let bus = aws.create_bus("ember-bus").await.expect("bus");
-        let events = aws.route_to_queue(&bus, &ember_pattern()).await.expect("rule -> queue");
+        let events = aws
+            .route_to_queue(&bus, &ember_pattern())
+            .await
+            .expect("rule -> queue");
         let dlq = aws.create_queue("ember-dlq").await.expect("dlq");
-        Env { aws, table, bus, events, dlq }
+        Env {
+            aws,
+            table,
+            bus,
+            events,
+            dlq,
+        }
     }
 
     /// A handler as the Lambda builds it (a new one per call = a new sandbox).
@@ -49,11 +58,18 @@ impl Env {
     }
 
     async fn profile(&self, id: &str) -> Profile {
-        self.aws.get_profile(&self.table, id).await.expect("get profile").unwrap_or_else(|| panic!("no profile {id}"))
+        self.aws
+            .get_profile(&self.table, id)
+            .await
+            .expect("get profile")
+            .unwrap_or_else(|| panic!("no profile {id}"))
     }
 
     async fn bus_events(&self) -> Vec<BusEvent> {
-        self.aws.drain_bus_events(&self.events.url, QUIET).await.expect("read bus queue")
+        self.aws
+            .drain_bus_events(&self.events.url, QUIET)
+            .await
+            .expect("read bus queue")
     }
 }
 
@@ -89,8 +105,14 @@ async fn a_batch_lands_in_dynamodb_and_segment_events_on_the_bus() {
     let event = kinesis_fixture("several-users.json").expect("fixture");
     let deps = env.deps();
     let (response, stats, _) = deps.process(&event).await;
-    assert!(failed_sequence_numbers(&response).is_empty(), "{response:?}");
-    assert_eq!((stats.records, stats.users, stats.writes, stats.dead_letters), (13, 3, 3, 0));
+    assert!(
+        failed_sequence_numbers(&response).is_empty(),
+        "{response:?}"
+    );
+    assert_eq!(
+        (stats.records, stats.users, stats.writes, stats.dead_letters),
+        (13, 3, 3, 0)
+    );
 
     let alice = env.profile("u-1001").await;
     assert_eq!(alice.version, 1);
@@ -125,36 +147,78 @@ async fn a_batch_lands_in_dynamodb_and_segment_events_on_the_bus() {
     assert!(!bob.has_consent("email"));
     assert_eq!(bob.heat_shu(), Some(8_000.0));
     assert_eq!(bob.device.as_deref(), Some("mobile"));
-    assert_eq!(bob.utm.get("source").map(String::as_str), Some("newsletter"));
+    assert_eq!(
+        bob.utm.get("utm_source").map(String::as_str),
+        Some("newsletter")
+    );
+    assert_eq!(
+        bob.utm.get("utm_campaign").map(String::as_str),
+        Some("winter")
+    );
     assert_eq!(
         bob.counts,
-        counts(&[("add_to_cart", 1), ("consent_changed", 1), ("heat_preference", 1), ("page_view", 1), ("purchase", 1)])
+        counts(&[
+            ("add_to_cart", 1),
+            ("consent_changed", 1),
+            ("heat_preference", 1),
+            ("page_view", 1),
+            ("purchase", 1)
+        ])
     );
 
     let anon = env.profile("anon:a-77").await;
-    assert_eq!(anon.counts, counts(&[("page_view", 1), ("product_view", 1)]));
+    assert_eq!(
+        anon.counts,
+        counts(&[("page_view", 1), ("product_view", 1)])
+    );
 
     // The bus events, read back through the rule's SQS target, match the stored segments.
     let published = env.bus_events().await;
     assert_eq!(published.len(), stats.published);
-    let mut expected = Vec::new();
-    for p in [&alice, &bob, &anon] {
-        for s in &p.segments {
-            expected.push(format!("{}:{s}:entered:1", p.id));
-        }
-    }
-    expected.push("u-1001:cart:1".to_owned());
-    expected.push("u-1002:cart:1".to_owned());
-    expected.sort();
-    assert_eq!(ids(&published), expected);
+    assert_eq!(
+        ids(&published),
+        vec![
+            "u-1001:cart:1",
+            "u-1001:high_heat_lover:entered:1",
+            "u-1002:cart:1"
+        ]
+    );
     for e in &published {
-        if let BusEvent::CartUpdated(c) = e {
-            if c.profile_id == "u-1001" {
-                assert_eq!((c.item_count, c.value_minor, c.currency.as_deref()), (2, 2500, Some("EUR")));
+        match e {
+            BusEvent::CartUpdated(c) if c.profile_id == "u-1001" => {
+                assert_eq!(
+                    (c.item_count, c.value_minor, c.currency.as_deref()),
+                    (2, 2500, Some("EUR"))
+                );
+                assert_eq!(c.profile_version, 1);
             }
+            BusEvent::CartUpdated(c) => {
+                // Bob bought what he had in the cart: the purchase emptied it.
+                assert_eq!(
+                    (c.profile_id.as_str(), c.item_count, c.value_minor),
+                    ("u-1002", 0, 0)
+                );
+                assert!(bob.cart.items.is_empty());
+            }
+            BusEvent::SegmentEntered(c) => {
+                assert_eq!(
+                    c.at,
+                    "2026-11-20T09:05:00Z"
+                        .parse::<chrono::DateTime<chrono::Utc>>()
+                        .unwrap()
+                );
+                assert_eq!(c.cause_event_id.as_deref(), Some("evt-1001-06"));
+            }
+            other => panic!("unexpected bus event {other:?}"),
         }
     }
-    assert!(!alice.segments.is_empty() || !bob.segments.is_empty(), "the fixture puts someone in a segment");
+    let names = |p: &Profile| p.segments.iter().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&alice),
+        vec!["high_heat_lover"],
+        "50 000 SHU; cart not idle for 30 min yet"
+    );
+    assert!(bob.segments.is_empty() && anon.segments.is_empty());
 }
 
 #[tokio::test]
@@ -175,7 +239,11 @@ async fn the_same_batch_three_times_gives_the_same_profile_and_no_extra_events()
     }
     assert_eq!(env.profile("u-1001").await, alice);
     assert_eq!(env.profile("u-1002").await, bob);
-    assert_eq!(env.bus_events().await, Vec::<BusEvent>::new(), "no extra bus events");
+    assert_eq!(
+        env.bus_events().await,
+        Vec::<BusEvent>::new(),
+        "no extra bus events"
+    );
 }
 
 #[tokio::test]
@@ -183,30 +251,54 @@ async fn a_poison_record_goes_to_the_dead_letter_queue_and_the_rest_is_processed
     let env = Env::new().await;
     let event = kinesis_fixture("poison.json").expect("fixture");
     let (response, stats, _) = env.deps().process(&event).await;
-    assert!(failed_sequence_numbers(&response).is_empty(), "{response:?}");
+    assert!(
+        failed_sequence_numbers(&response).is_empty(),
+        "{response:?}"
+    );
     assert_eq!(stats.dead_letters, 2);
 
     let u = env.profile("u-2001").await;
     assert_eq!(u.counts, counts(&[("add_to_cart", 1), ("page_view", 1)]));
     assert_eq!(u.cart.items.get("HS-HAB-01").map(|l| l.quantity), Some(1));
-    assert_eq!(env.profile("u-2002").await.counts, counts(&[("page_view", 1)]));
+    assert_eq!(
+        env.profile("u-2002").await.counts,
+        counts(&[("page_view", 1)])
+    );
 
     let bodies = env.aws.drain(&env.dlq.url, QUIET).await.expect("drain dlq");
-    let mut letters: Vec<DeadLetter> =
-        bodies.iter().map(|b| serde_json::from_str(b).expect("dead letter JSON")).collect();
+    let mut letters: Vec<DeadLetter> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("dead letter JSON"))
+        .collect();
     letters.sort_by(|a, b| a.origin.cmp(&b.origin));
     assert_eq!(letters.len(), 2);
     let seq = |i: usize| event.records[i].kinesis.sequence_number.clone();
-    assert_eq!(letters[0].origin, format!("kinesis:shardId-000000000001:{}", seq(1)));
+    assert_eq!(
+        letters[0].origin,
+        format!("kinesis:shardId-000000000001:{}", seq(1))
+    );
     assert_eq!(letters[0].stage, "decode");
-    assert!(letters[0].reason.contains("not valid JSON"), "{}", letters[0].reason);
-    assert_eq!(letters[1].origin, format!("kinesis:shardId-000000000001:{}", seq(2)));
+    assert!(
+        letters[0].reason.contains("not valid JSON"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(
+        letters[1].origin,
+        format!("kinesis:shardId-000000000001:{}", seq(2))
+    );
     assert_eq!(letters[1].stage, "validate");
     for field in ["currency", "price", "quantity", "name"] {
-        assert!(letters[1].reason.contains(field), "{field} not in {}", letters[1].reason);
+        assert!(
+            letters[1].reason.contains(field),
+            "{field} not in {}",
+            letters[1].reason
+        );
     }
     use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD.decode(&letters[0].raw_base64).expect("base64");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&letters[0].raw_base64)
+        .expect("base64");
     assert_eq!(raw, event.records[1].kinesis.data.0);
 }
 
@@ -245,12 +337,25 @@ async fn identify_merges_the_anonymous_profile() {
     let event = kinesis_fixture("identify.json").expect("fixture");
     let (response, stats, _) = env.deps().process(&event).await;
     assert!(failed_sequence_numbers(&response).is_empty());
-    assert_eq!(stats.writes, 3, "anon profile, its merge mark, the user profile");
+    assert_eq!(
+        stats.writes, 3,
+        "anon profile, its merge mark, the user profile"
+    );
     let anon = env.profile("anon:a-900").await;
     assert_eq!(anon.merged_into.as_deref(), Some("u-3001"));
     let user = env.profile("u-3001").await;
-    assert_eq!(user.cart.items.get("HS-GHO-03").map(|l| (l.quantity, l.unit_price_minor)), Some((1, 1590)));
-    assert_eq!(user.counts.get("page_view"), Some(&2), "anonymous page view merged + own");
+    assert_eq!(
+        user.cart
+            .items
+            .get("HS-GHO-03")
+            .map(|l| (l.quantity, l.unit_price_minor)),
+        Some((1, 1590))
+    );
+    assert_eq!(
+        user.counts.get("page_view"),
+        Some(&2),
+        "anonymous page view merged + own"
+    );
     assert_eq!(user.counts.get("identify"), Some(&1));
 }
 
@@ -269,31 +374,60 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
     };
     let event = kinesis_fixture("several-users.json").expect("fixture");
 
-    let (response, _, _) = Deps::from_config(&aws.config, &config).expect("deps").process(&event).await;
+    let (response, _, _) = Deps::from_config(&aws.config, &config)
+        .expect("deps")
+        .process(&event)
+        .await;
     let failures = failed_sequence_numbers(&response);
     for s in seqs_of(&event, "u-1001") {
         assert!(failures.contains(&s), "alice's record {s} must be retried");
     }
-    let alice = aws.get_profile(&table, "u-1001").await.expect("get").expect("alice stored");
+    let alice = aws
+        .get_profile(&table, "u-1001")
+        .await
+        .expect("get")
+        .expect("alice stored");
     assert_eq!(alice.version, 2, "fold write + outbox write");
-    assert!(alice.outbox.iter().any(|e| matches!(e, BusEvent::CartUpdated(c) if c.id == "u-1001:cart:1")));
+    assert!(alice
+        .outbox
+        .iter()
+        .any(|e| matches!(e, BusEvent::CartUpdated(c) if c.id == "u-1001:cart:1")));
     let outbox = ids(&alice.outbox);
 
     // The bus appears; Lambda retries the batch: the outbox goes out, exactly once.
     aws.create_bus_named(&bus).await.expect("bus");
-    let queue = aws.route_to_queue(&bus, &ember_pattern()).await.expect("rule");
+    let queue = aws
+        .route_to_queue(&bus, &ember_pattern())
+        .await
+        .expect("rule");
     let deps = Deps::from_config(&aws.config, &config).expect("deps");
     let (response, _, _) = deps.process(&event).await;
-    assert!(failed_sequence_numbers(&response).is_empty(), "{response:?}");
-    let alice = aws.get_profile(&table, "u-1001").await.expect("get").expect("alice");
+    assert!(
+        failed_sequence_numbers(&response).is_empty(),
+        "{response:?}"
+    );
+    let alice = aws
+        .get_profile(&table, "u-1001")
+        .await
+        .expect("get")
+        .expect("alice");
     assert!(alice.outbox.is_empty());
     assert_eq!(alice.version, 3);
-    let published = aws.drain_bus_events(&queue.url, QUIET).await.expect("drain");
-    let alice_published: Vec<BusEvent> =
-        published.into_iter().filter(|e| event_id(e).starts_with("u-1001:")).collect();
+    let published = aws
+        .drain_bus_events(&queue.url, QUIET)
+        .await
+        .expect("drain");
+    let alice_published: Vec<BusEvent> = published
+        .into_iter()
+        .filter(|e| event_id(e).starts_with("u-1001:"))
+        .collect();
     assert_eq!(ids(&alice_published), outbox);
 
     let (_, stats, _) = deps.process(&event).await;
     assert_eq!((stats.writes, stats.published), (0, 0));
-    assert!(aws.drain(&queue.url, QUIET).await.expect("drain").is_empty());
+    assert!(aws
+        .drain(&queue.url, QUIET)
+        .await
+        .expect("drain")
+        .is_empty());
 }

@@ -63,13 +63,23 @@ async fn rig(sdk_attempts: u32) -> Rig {
     )
     .unwrap();
     handler.conflict_backoff = Backoff::new(5, Duration::from_millis(1), Duration::from_millis(10));
-    Rig { proxy, aws, table, bus_queue, dlq, handler }
+    Rig {
+        proxy,
+        aws,
+        table,
+        bus_queue,
+        dlq,
+        handler,
+    }
 }
 
 fn workload(records: usize, users: usize) -> Workload {
     let run = uuid::Uuid::new_v4().simple().to_string();
     Workload::new(records, users)
-        .prefixed(&format!("rel-{}", &run[..12]), &format!("evt-{}", &run[..12]))
+        .prefixed(
+            &format!("rel-{}", &run[..12]),
+            &format!("evt-{}", &run[..12]),
+        )
         .with_invalid_every(9)
 }
 
@@ -100,17 +110,28 @@ async fn reference(w: &Workload, event: &KinesisEvent) -> Reference {
         .enumerate()
         .filter(|(i, _)| w.is_invalid(*i))
         .map(|(_, r)| {
-            let shard = r.event_id.as_deref().and_then(|id| id.split_once(':')).map_or("", |s| s.0);
+            let shard = r
+                .event_id
+                .as_deref()
+                .and_then(|id| id.split_once(':'))
+                .map_or("", |s| s.0);
             format!("kinesis:{shard}:{}", r.kinesis.sequence_number)
         })
         .collect();
     let letters = handler.dead_letters.letters.lock().unwrap().clone();
     assert_eq!(
-        letters.iter().map(|l| l.origin.clone()).collect::<BTreeSet<_>>(),
+        letters
+            .iter()
+            .map(|l| l.origin.clone())
+            .collect::<BTreeSet<_>>(),
         invalid_origins,
         "the reference run dead-letters exactly the broken records"
     );
-    Reference { profiles: handler.store.snapshot(), events: handler.bus.take(), invalid_origins }
+    Reference {
+        profiles: handler.store.snapshot(),
+        events: handler.bus.take(),
+        invalid_origins,
+    }
 }
 
 /// Invokes the handler like Lambda until no record fails; returns the number of invocations.
@@ -167,7 +188,10 @@ fn multiset<'a>(events: impl IntoIterator<Item = &'a BusEvent>) -> BTreeMap<Stri
 }
 
 fn normalised(p: &Profile) -> Profile {
-    Profile { version: 0, ..p.clone() }
+    Profile {
+        version: 0,
+        ..p.clone()
+    }
 }
 
 /// Checks the settled state against the reference; returns the bus events read.
@@ -176,8 +200,16 @@ async fn assert_settled(rig: &Rig, reference: &Reference) -> Vec<BusEvent> {
     for (id, expected) in &reference.profiles {
         let stored = rig.aws.get_profile(&rig.table, id).await.unwrap();
         let stored = stored.unwrap_or_else(|| panic!("profile {id} missing"));
-        assert!(stored.outbox.is_empty(), "profile {id} still has an outbox: {:?}", stored.outbox);
-        assert_eq!(normalised(&stored), normalised(expected), "profile {id} differs from the fault-free run");
+        assert!(
+            stored.outbox.is_empty(),
+            "profile {id} still has an outbox: {:?}",
+            stored.outbox
+        );
+        assert_eq!(
+            normalised(&stored),
+            normalised(expected),
+            "profile {id} differs from the fault-free run"
+        );
     }
 
     let letters: Vec<DeadLetter> = rig
@@ -193,16 +225,30 @@ async fn assert_settled(rig: &Rig, reference: &Reference) -> Vec<BusEvent> {
         assert!(!l.reason.is_empty(), "{l:?}");
     }
     let origins: BTreeSet<String> = letters.iter().map(|l| l.origin.clone()).collect();
-    assert_eq!(origins, reference.invalid_origins, "dead letters are exactly the broken records");
+    assert_eq!(
+        origins, reference.invalid_origins,
+        "dead letters are exactly the broken records"
+    );
 
-    let events = rig.aws.drain_bus_events(&rig.bus_queue.url, Duration::from_millis(700)).await.unwrap();
+    let events = rig
+        .aws
+        .drain_bus_events(&rig.bus_queue.url, Duration::from_millis(700))
+        .await
+        .unwrap();
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
     for e in &events {
         *ids.entry(id_of(e)).or_insert(0) += 1;
     }
     let duplicates: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "events published more than once: {duplicates:?}");
-    assert_eq!(multiset(&events), multiset(&reference.events), "bus events differ from the fault-free run");
+    assert!(
+        duplicates.is_empty(),
+        "events published more than once: {duplicates:?}"
+    );
+    assert_eq!(
+        multiset(&events),
+        multiset(&reference.events),
+        "bus events differ from the fault-free run"
+    );
     events
 }
 
@@ -213,8 +259,12 @@ async fn dynamodb_throttling_and_500s_apply_every_event_exactly_once() {
     let event = batch(&w);
     let expected = reference(&w, &event).await;
 
-    let throttled = rig.proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Throttle).every(3));
-    let failed_puts = rig.proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).every(4));
+    let throttled = rig
+        .proxy
+        .add(Rule::new(op::DDB_GET_ITEM, Fault::Throttle).every(3));
+    let failed_puts = rig
+        .proxy
+        .add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).every(4));
     let rounds = redrive(&rig.handler, &event).await;
     assert!(throttled.injected() > 0 && failed_puts.injected() > 0);
     assert!(rounds > 1, "the faults must have failed records");
@@ -229,7 +279,9 @@ async fn ambiguous_profile_writes_lose_no_bus_event() {
     let w = workload(60, 6);
     let event = batch(&w);
     let expected = reference(&w, &event).await;
-    let dropped = rig.proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).every(2));
+    let dropped = rig
+        .proxy
+        .add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).every(2));
     redrive(&rig.handler, &event).await;
     assert!(dropped.injected() > 0);
     assert_settled(&rig, &expected).await;
@@ -241,18 +293,28 @@ async fn eventbridge_partial_failures_and_throttling_publish_each_event_once() {
     let w = workload(90, 9);
     let event = batch(&w);
     let expected = reference(&w, &event).await;
-    assert!(!expected.events.is_empty(), "the workload must produce bus events");
+    assert!(
+        !expected.events.is_empty(),
+        "the workload must produce bus events"
+    );
 
-    let throttled = rig.proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle).every(4));
+    let throttled = rig
+        .proxy
+        .add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle).every(4));
     let partial = rig.proxy.add(Rule::new(
         op::EVENTS_PUT_EVENTS,
-        Fault::PartialFailure { entries: Schedule::Every(2) },
+        Fault::PartialFailure {
+            entries: Schedule::Every(2),
+        },
     ));
     let rounds = redrive(&rig.handler, &event).await;
     assert!(throttled.injected() > 0, "{}", throttled.matched());
     assert!(partial.entries_failed() > 0);
     let events = assert_settled(&rig, &expected).await;
-    eprintln!("settled in {rounds} invocations, {} bus events", events.len());
+    eprintln!(
+        "settled in {rounds} invocations, {} bus events",
+        events.len()
+    );
 }
 
 #[tokio::test]
@@ -262,15 +324,22 @@ async fn dead_letter_queue_errors_fail_only_the_broken_records_until_they_land()
     let event = batch(&w);
     let expected = reference(&w, &event).await;
 
-    let down = rig.proxy.add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::ServerError).first(2));
+    let down = rig
+        .proxy
+        .add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::ServerError).first(2));
     let partial = rig.proxy.add(Rule::new(
         op::SQS_SEND_MESSAGE_BATCH,
-        Fault::PartialFailure { entries: Schedule::Every(3) },
+        Fault::PartialFailure {
+            entries: Schedule::Every(3),
+        },
     ));
     let rounds = redrive(&rig.handler, &event).await;
     assert_eq!(down.injected(), 2);
     assert!(partial.entries_failed() > 0 || rounds > 1);
-    assert!(rounds > 1, "a failed dead-letter send must fail its records");
+    assert!(
+        rounds > 1,
+        "a failed dead-letter send must fail its records"
+    );
     assert_settled(&rig, &expected).await;
 }
 
@@ -280,10 +349,14 @@ async fn everything_at_once_timeouts_included() {
     let w = workload(120, 12);
     let event = batch(&w);
     let expected = reference(&w, &event).await;
-    rig.proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(4))).every(7));
-    rig.proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).every(3));
-    rig.proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError).every(5));
-    rig.proxy.add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::Throttle).first(1));
+    rig.proxy
+        .add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(4))).every(7));
+    rig.proxy
+        .add(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).every(3));
+    rig.proxy
+        .add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError).every(5));
+    rig.proxy
+        .add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::Throttle).first(1));
     redrive(&rig.handler, &event).await;
     assert_settled(&rig, &expected).await;
 }
@@ -309,10 +382,22 @@ async fn replaying_a_batch_three_times_changes_nothing() {
         let stored = rig.aws.get_profile(&rig.table, id).await.unwrap().unwrap();
         assert_eq!(normalised(&stored), normalised(p));
     }
-    let again = rig.aws.drain_bus_events(&rig.bus_queue.url, Duration::from_millis(500)).await.unwrap();
-    assert!(again.is_empty(), "a replay published {} events", again.len());
+    let again = rig
+        .aws
+        .drain_bus_events(&rig.bus_queue.url, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "a replay published {} events",
+        again.len()
+    );
     // Broken records are dead-lettered again on replay (at least once, same origin).
-    let letters = rig.aws.drain(&rig.dlq.url, Duration::from_millis(300)).await.unwrap();
+    let letters = rig
+        .aws
+        .drain(&rig.dlq.url, Duration::from_millis(300))
+        .await
+        .unwrap();
     assert_eq!(letters.len(), 3 * expected.invalid_origins.len());
     assert!(!first.is_empty() || expected.events.is_empty());
 }

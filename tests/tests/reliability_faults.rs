@@ -24,7 +24,9 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn proxy() -> FaultProxy {
-    FaultProxy::from_env().await.expect("AWS_ENDPOINT_URL must point at the emulator")
+    FaultProxy::from_env()
+        .await
+        .expect("AWS_ENDPOINT_URL must point at the emulator")
 }
 
 async fn create_table(ddb: &aws_sdk_dynamodb::Client) -> String {
@@ -39,7 +41,13 @@ async fn create_table(ddb: &aws_sdk_dynamodb::Client) -> String {
                 .build()
                 .unwrap(),
         )
-        .key_schema(KeySchemaElement::builder().attribute_name("id").key_type(KeyType::Hash).build().unwrap())
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -53,8 +61,14 @@ async fn bus_with_queue(
 ) -> (String, String) {
     let bus = unique("faults-bus");
     events.create_event_bus().name(&bus).send().await.unwrap();
-    let queue_url =
-        sqs.create_queue().queue_name(unique("faults-q")).send().await.unwrap().queue_url.unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("faults-q"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let arn = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -78,7 +92,13 @@ async fn bus_with_queue(
         .put_targets()
         .rule(&rule)
         .event_bus_name(&bus)
-        .targets(aws_sdk_eventbridge::types::Target::builder().id("q").arn(arn).build().unwrap())
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -161,7 +181,10 @@ async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
         .await
         .unwrap_err();
     let err = err.into_service_error();
-    assert!(err.is_provisioned_throughput_exceeded_exception(), "{err:?}");
+    assert!(
+        err.is_provisioned_throughput_exceeded_exception(),
+        "{err:?}"
+    );
     assert_eq!(throttle.injected(), 1);
 
     // 500s: retried by the SDK, then classified transient by Ember.
@@ -186,7 +209,8 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
     let table = create_table(&ddb).await;
 
-    let stall = proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(2))).first(1));
+    let stall =
+        proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(2))).first(1));
     let started = std::time::Instant::now();
     let err = ddb
         .get_item()
@@ -195,8 +219,15 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
         .send()
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
-    assert!(matches!(err, aws_sdk_dynamodb::error::SdkError::TimeoutError(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(err, aws_sdk_dynamodb::error::SdkError::TimeoutError(_)),
+        "{err:?}"
+    );
     assert_eq!(stall.injected(), 1);
     assert!(ember_aws::retry::classify(&err, "test").is_retryable());
 
@@ -209,7 +240,10 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
         .send()
         .await
         .unwrap_err();
-    assert!(ember_aws::retry::classify(&err, "test").is_retryable(), "{err:?}");
+    assert!(
+        ember_aws::retry::classify(&err, "test").is_retryable(),
+        "{err:?}"
+    );
     assert_eq!(dropped.injected(), 1);
     // The caller saw a failure, but the write happened: the ambiguous case retries must handle.
     let item = ddb
@@ -231,7 +265,10 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
         .send()
         .await
         .unwrap_err();
-    assert!(ember_aws::retry::classify(&err, "test").is_retryable(), "{err:?}");
+    assert!(
+        ember_aws::retry::classify(&err, "test").is_retryable(),
+        "{err:?}"
+    );
     assert_eq!(drop.injected(), 1);
     let item = ddb
         .get_item()
@@ -254,13 +291,19 @@ async fn partial_put_events_failures_are_resent_exactly_once() {
 
     let partial = proxy.add(Rule::new(
         op::EVENTS_PUT_EVENTS,
-        Fault::PartialFailure { entries: Schedule::Every(3) },
+        Fault::PartialFailure {
+            entries: Schedule::Every(3),
+        },
     ));
     let bus = EventBridgeBus::new(events.clone(), &bus_name).with_backoff(fast_backoff());
     let published: Vec<BusEvent> = (0..25).map(segment_event).collect();
     let results = bus.publish(&published).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert!(partial.entries_failed() >= 8, "{}", partial.entries_failed());
+    assert!(
+        partial.entries_failed() >= 8,
+        "{}",
+        partial.entries_failed()
+    );
     // 3 chunks of ≤10, plus one call per retry round.
     assert!(proxy.calls(op::EVENTS_PUT_EVENTS) > 3);
 
@@ -269,7 +312,9 @@ async fn partial_put_events_failures_are_resent_exactly_once() {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for b in &bodies {
         let v: serde_json::Value = serde_json::from_str(b).unwrap();
-        *seen.entry(v["detail"]["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *seen
+            .entry(v["detail"]["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(seen.len(), 25, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "duplicates: {seen:?}");
@@ -283,8 +328,11 @@ async fn throttled_put_events_exhausting_retries_are_reported_per_entry() {
     let sqs = aws_sdk_sqs::Client::new(&conf);
     let (bus_name, _queue) = bus_with_queue(&events, &sqs).await;
     let throttle = proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle));
-    let bus = EventBridgeBus::new(events, &bus_name)
-        .with_backoff(Backoff::new(2, Duration::from_millis(1), Duration::from_millis(2)));
+    let bus = EventBridgeBus::new(events, &bus_name).with_backoff(Backoff::new(
+        2,
+        Duration::from_millis(1),
+        Duration::from_millis(2),
+    ));
     let results = bus.publish(&[segment_event(1), segment_event(2)]).await;
     assert_eq!(results.len(), 2);
     for r in results {
@@ -301,11 +349,19 @@ async fn partial_put_records_failures_land_every_record_once() {
     let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
     let kinesis = aws_sdk_kinesis::Client::new(&conf);
     let stream = unique("faults-stream");
-    kinesis.create_stream().stream_name(&stream).shard_count(1).send().await.unwrap();
+    kinesis
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
 
     let partial = proxy.add(Rule::new(
         op::KINESIS_PUT_RECORDS,
-        Fault::PartialFailure { entries: Schedule::First(7) },
+        Fault::PartialFailure {
+            entries: Schedule::First(7),
+        },
     ));
     let writer = KinesisEventStream::new(kinesis.clone(), &stream).with_retry(
         ember_aws::kinesis::RetryPolicy {
@@ -315,7 +371,10 @@ async fn partial_put_records_failures_land_every_record_once() {
         },
     );
     let records: Vec<StreamRecord> = (0..20)
-        .map(|i| StreamRecord { partition_key: format!("u-{i}"), data: format!("r{i}").into_bytes() })
+        .map(|i| StreamRecord {
+            partition_key: format!("u-{i}"),
+            data: format!("r{i}").into_bytes(),
+        })
         .collect();
     let results = writer.put(&records).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -323,7 +382,14 @@ async fn partial_put_records_failures_land_every_record_once() {
     assert_eq!(partial.entries_seen(), 27, "20 records + the 7 re-sent");
     proxy.clear_rules();
 
-    let shard = kinesis.list_shards().stream_name(&stream).send().await.unwrap().shards.unwrap()[0]
+    let shard = kinesis
+        .list_shards()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .shards
+        .unwrap()[0]
         .shard_id
         .clone();
     let mut iterator = kinesis
@@ -337,12 +403,19 @@ async fn partial_put_records_failures_land_every_record_once() {
         .shard_iterator;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     while let Some(it) = iterator {
-        let out = kinesis.get_records().shard_iterator(it).send().await.unwrap();
+        let out = kinesis
+            .get_records()
+            .shard_iterator(it)
+            .send()
+            .await
+            .unwrap();
         if out.records.is_empty() {
             break;
         }
         for r in &out.records {
-            *seen.entry(String::from_utf8_lossy(r.data.as_ref()).into_owned()).or_default() += 1;
+            *seen
+                .entry(String::from_utf8_lossy(r.data.as_ref()).into_owned())
+                .or_default() += 1;
         }
         iterator = out.next_shard_iterator;
     }
@@ -355,11 +428,19 @@ async fn partial_send_message_batch_failures_are_resent() {
     let proxy = proxy().await;
     let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
     let sqs = aws_sdk_sqs::Client::new(&conf);
-    let queue_url =
-        sqs.create_queue().queue_name(unique("faults-dlq")).send().await.unwrap().queue_url.unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("faults-dlq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let partial = proxy.add(Rule::new(
         op::SQS_SEND_MESSAGE_BATCH,
-        Fault::PartialFailure { entries: Schedule::Every(4) },
+        Fault::PartialFailure {
+            entries: Schedule::Every(4),
+        },
     ));
     let sink = SqsDeadLetterSink::new(sqs.clone(), &queue_url).with_backoff(fast_backoff());
     let letters: Vec<DeadLetter> = (0..12)
@@ -390,15 +471,29 @@ async fn sesv2_throttling_is_a_429_the_sdk_retries() {
     let conf = proxy.sdk_config(2, Duration::from_secs(5)).await;
     let ses = aws_sdk_sesv2::Client::new(&conf);
     let from = format!("{}@example.com", unique("sender"));
-    ses.create_email_identity().email_identity(&from).send().await.unwrap();
+    ses.create_email_identity()
+        .email_identity(&from)
+        .send()
+        .await
+        .unwrap();
     let throttle = proxy.add(Rule::new(op::SESV2_SEND_EMAIL, Fault::Throttle).first(1));
     let content = aws_sdk_sesv2::types::EmailContent::builder()
         .simple(
             aws_sdk_sesv2::types::Message::builder()
-                .subject(aws_sdk_sesv2::types::Content::builder().data("hi").build().unwrap())
+                .subject(
+                    aws_sdk_sesv2::types::Content::builder()
+                        .data("hi")
+                        .build()
+                        .unwrap(),
+                )
                 .body(
                     aws_sdk_sesv2::types::Body::builder()
-                        .text(aws_sdk_sesv2::types::Content::builder().data("hello").build().unwrap())
+                        .text(
+                            aws_sdk_sesv2::types::Content::builder()
+                                .data("hello")
+                                .build()
+                                .unwrap(),
+                        )
                         .build(),
                 )
                 .build(),
@@ -407,7 +502,11 @@ async fn sesv2_throttling_is_a_429_the_sdk_retries() {
     let out = ses
         .send_email()
         .from_email_address(&from)
-        .destination(aws_sdk_sesv2::types::Destination::builder().to_addresses("to@example.com").build())
+        .destination(
+            aws_sdk_sesv2::types::Destination::builder()
+                .to_addresses("to@example.com")
+                .build(),
+        )
         .content(content.clone())
         .send()
         .await
@@ -422,7 +521,11 @@ async fn sesv2_throttling_is_a_429_the_sdk_retries() {
     let err = aws_sdk_sesv2::Client::new(&conf1)
         .send_email()
         .from_email_address(&from)
-        .destination(aws_sdk_sesv2::types::Destination::builder().to_addresses("to@example.com").build())
+        .destination(
+            aws_sdk_sesv2::types::Destination::builder()
+                .to_addresses("to@example.com")
+                .build(),
+        )
         .content(content)
         .send()
         .await

@@ -17,7 +17,9 @@ pub struct KeyHashes(Vec<[u8; 32]>);
 
 impl std::fmt::Debug for KeyHashes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyHashes").field("count", &self.0.len()).finish()
+        f.debug_struct("KeyHashes")
+            .field("count", &self.0.len())
+            .finish()
     }
 }
 
@@ -30,9 +32,8 @@ impl KeyHashes {
                 continue;
             }
             let mut digest = [0u8; 32];
-            hex::decode_to_slice(entry, &mut digest).map_err(|e| {
-                format!("entry #{} is not a 64-digit hex SHA-256 hash: {e}", i + 1)
-            })?;
+            hex::decode_to_slice(entry, &mut digest)
+                .map_err(|e| format!("entry #{} is not a 64-digit hex SHA-256 hash: {e}", i + 1))?;
             hashes.push(digest);
         }
         Ok(KeyHashes(hashes))
@@ -86,8 +87,12 @@ mod tests {
     use lambda_http::Body;
 
     fn hashes() -> KeyHashes {
-        KeyHashes::parse(&format!(" {} ,,{}", KeyHashes::hash_key("k1"), KeyHashes::hash_key("k2")))
-            .unwrap()
+        KeyHashes::parse(&format!(
+            " {} ,,{}",
+            KeyHashes::hash_key("k1"),
+            KeyHashes::hash_key("k2")
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -103,12 +108,21 @@ mod tests {
     fn missing_is_401_and_wrong_is_403() {
         let h = hashes();
         let mut req = Request::new(Body::Empty);
-        assert!(matches!(require(&req, &h), Err(ApiError::MissingCredentials)));
-        req.headers_mut().insert("authorization", HeaderValue::from_static("Bearer nope"));
-        assert!(matches!(require(&req, &h), Err(ApiError::InvalidCredentials)));
-        req.headers_mut().insert("authorization", HeaderValue::from_static("bearer k2"));
+        assert!(matches!(
+            require(&req, &h),
+            Err(ApiError::MissingCredentials)
+        ));
+        req.headers_mut()
+            .insert("authorization", HeaderValue::from_static("Bearer nope"));
+        assert!(matches!(
+            require(&req, &h),
+            Err(ApiError::InvalidCredentials)
+        ));
+        req.headers_mut()
+            .insert("authorization", HeaderValue::from_static("bearer k2"));
         assert!(require(&req, &h).is_ok());
-        req.headers_mut().insert("x-api-key", HeaderValue::from_static("k1"));
+        req.headers_mut()
+            .insert("x-api-key", HeaderValue::from_static("k1"));
         assert!(require(&req, &h).is_ok());
     }
 }

@@ -25,7 +25,9 @@ pub struct Secrets(Vec<Vec<u8>>);
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secrets").field("count", &self.0.len()).finish()
+        f.debug_struct("Secrets")
+            .field("count", &self.0.len())
+            .finish()
     }
 }
 
@@ -96,13 +98,17 @@ impl ApiConfig {
         };
         let unsubscribe_keys = match get("EMBER_UNSUBSCRIBE_SECRETS") {
             None => None,
-            Some(list) => Some(Keys::parse(&list).map_err(|e| format!("EMBER_UNSUBSCRIBE_SECRETS: {e}"))?),
+            Some(list) => {
+                Some(Keys::parse(&list).map_err(|e| format!("EMBER_UNSUBSCRIBE_SECRETS: {e}"))?)
+            }
         };
         let max_body = number("EMBER_MAX_BODY_BYTES", 1024 * 1024)?;
         Ok(ApiConfig {
             api_keys: hashes("EMBER_API_KEY_HASHES")?,
             admin_keys: hashes("EMBER_ADMIN_KEY_HASHES")?,
-            payments_secrets: Secrets::parse(&get("EMBER_PAYMENTS_WEBHOOK_SECRETS").unwrap_or_default()),
+            payments_secrets: Secrets::parse(
+                &get("EMBER_PAYMENTS_WEBHOOK_SECRETS").unwrap_or_default(),
+            ),
             polls_secrets: Secrets::parse(&get("EMBER_POLLS_WEBHOOK_SECRETS").unwrap_or_default()),
             unsubscribe_keys,
             max_body_bytes: usize::try_from(max_body).map_err(|e| e.to_string())?,

@@ -20,7 +20,11 @@ pub struct IndexedProblem {
 
 impl IndexedProblem {
     pub fn new(index: usize, problem: Problem) -> Self {
-        IndexedProblem { index, path: problem.path, message: problem.message }
+        IndexedProblem {
+            index,
+            path: problem.path,
+            message: problem.message,
+        }
     }
 }
 
@@ -29,13 +33,20 @@ pub enum ApiError {
     #[error("no route for {0}")]
     NotFound(String),
     #[error("method {method} is not allowed here; allowed: {}", .allowed.join(", "))]
-    MethodNotAllowed { method: String, allowed: Vec<&'static str> },
+    MethodNotAllowed {
+        method: String,
+        allowed: Vec<&'static str>,
+    },
     #[error("content-type must be application/json, got {0}")]
     UnsupportedMediaType(String),
     #[error("request body is {size} bytes; the limit is {limit} bytes")]
     PayloadTooLarge { size: usize, limit: usize },
     #[error("request body is not valid JSON: {message}")]
-    MalformedJson { message: String, line: usize, column: usize },
+    MalformedJson {
+        message: String,
+        line: usize,
+        column: usize,
+    },
     #[error("{0}")]
     InvalidRequest(String),
     #[error("{} problem(s) found; nothing was accepted", .0.len())]
@@ -56,7 +67,10 @@ pub enum ApiError {
     ProfileNotFound(String),
     /// A dependency failed; `stage` names which (e.g. `ledger.claim`).
     #[error("{stage} failed: {source}")]
-    Dependency { stage: &'static str, source: PortError },
+    Dependency {
+        stage: &'static str,
+        source: PortError,
+    },
 }
 
 /// Every `error` code the API can answer with (the OpenAPI document must list exactly these,
@@ -161,10 +175,17 @@ mod tests {
     fn every_code_is_listed() {
         let samples = [
             ApiError::NotFound("/x".into()),
-            ApiError::MethodNotAllowed { method: "PUT".into(), allowed: vec!["POST"] },
+            ApiError::MethodNotAllowed {
+                method: "PUT".into(),
+                allowed: vec!["POST"],
+            },
             ApiError::UnsupportedMediaType("text/plain".into()),
             ApiError::PayloadTooLarge { size: 2, limit: 1 },
-            ApiError::MalformedJson { message: "x".into(), line: 1, column: 1 },
+            ApiError::MalformedJson {
+                message: "x".into(),
+                line: 1,
+                column: 1,
+            },
             ApiError::InvalidRequest("x".into()),
             ApiError::ValidationFailed(vec![]),
             ApiError::MissingCredentials,
@@ -174,8 +195,20 @@ mod tests {
             ApiError::StaleTimestamp("x".into()),
             ApiError::InvalidToken("x".into()),
             ApiError::ProfileNotFound("x".into()),
-            ApiError::dependency("s", PortError::Transient { stage: "s", reason: "r".into() }),
-            ApiError::dependency("s", PortError::Permanent { stage: "s", reason: "r".into() }),
+            ApiError::dependency(
+                "s",
+                PortError::Transient {
+                    stage: "s",
+                    reason: "r".into(),
+                },
+            ),
+            ApiError::dependency(
+                "s",
+                PortError::Permanent {
+                    stage: "s",
+                    reason: "r".into(),
+                },
+            ),
         ];
         for e in samples {
             assert!(ERROR_CODES.contains(&e.code()), "{} not listed", e.code());
@@ -186,10 +219,22 @@ mod tests {
 
     #[test]
     fn dependency_errors_tell_retryable_from_not() {
-        let t = ApiError::dependency("kinesis", PortError::Transient { stage: "k", reason: "slow".into() });
+        let t = ApiError::dependency(
+            "kinesis",
+            PortError::Transient {
+                stage: "k",
+                reason: "slow".into(),
+            },
+        );
         assert_eq!(t.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(t.body()["retryable"], true);
-        let p = ApiError::dependency("kinesis", PortError::Permanent { stage: "k", reason: "gone".into() });
+        let p = ApiError::dependency(
+            "kinesis",
+            PortError::Permanent {
+                stage: "k",
+                reason: "gone".into(),
+            },
+        );
         assert_eq!(p.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

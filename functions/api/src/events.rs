@@ -36,7 +36,8 @@ pub struct Prepared {
 /// alone for the schema to report.
 pub fn fill_defaults(event: &mut Value, now: DateTime<Utc>) {
     if let Some(map) = event.as_object_mut() {
-        let missing = |m: &serde_json::Map<String, Value>, k: &str| m.get(k).is_none_or(Value::is_null);
+        let missing =
+            |m: &serde_json::Map<String, Value>, k: &str| m.get(k).is_none_or(Value::is_null);
         if missing(map, "event_id") {
             map.insert("event_id".into(), json!(uuid::Uuid::new_v4().to_string()));
         }
@@ -44,7 +45,10 @@ pub fn fill_defaults(event: &mut Value, now: DateTime<Utc>) {
             map.insert("source".into(), json!(DEFAULT_SOURCE));
         }
         if missing(map, "occurred_at") {
-            map.insert("occurred_at".into(), json!(now.to_rfc3339_opts(SecondsFormat::Millis, true)));
+            map.insert(
+                "occurred_at".into(),
+                json!(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            );
         }
     }
 }
@@ -53,11 +57,20 @@ pub fn fill_defaults(event: &mut Value, now: DateTime<Utc>) {
 pub fn prepare(registry: &Registry, event: &Value) -> Result<Prepared, Vec<Problem>> {
     let envelope = registry.validate(event)?;
     let Some(partition_key) = envelope.profile_key() else {
-        return Err(vec![Problem::new("/user_id", "either user_id or anonymous_id is required")]);
+        return Err(vec![Problem::new(
+            "/user_id",
+            "either user_id or anonymous_id is required",
+        )]);
     };
     let data = serde_json::to_vec(&envelope)
         .map_err(|e| vec![Problem::new("", format!("cannot serialise the event: {e}"))])?;
-    Ok(Prepared { envelope, record: StreamRecord { partition_key, data } })
+    Ok(Prepared {
+        envelope,
+        record: StreamRecord {
+            partition_key,
+            data,
+        },
+    })
 }
 
 /// Validates every event; all problems of all entries, or all prepared events.
@@ -103,7 +116,10 @@ pub async fn write(stream: &dyn EventStream, prepared: &[Prepared]) -> Written {
 /// naming exactly which entries were accepted and which failed.
 pub fn written_response(written: &Written) -> Response<Body> {
     if written.failed.is_empty() {
-        return http::json(StatusCode::ACCEPTED, &json!({ "accepted": written.accepted }));
+        return http::json(
+            StatusCode::ACCEPTED,
+            &json!({ "accepted": written.accepted }),
+        );
     }
     let failed: Vec<Value> = written
         .failed
@@ -154,7 +170,11 @@ pub fn batch_entries(body: Value) -> Result<Vec<Value>, ApiError> {
         Value::Object(mut map) if map.len() == 1 && map.contains_key("events") => {
             match map.remove("events") {
                 Some(Value::Array(entries)) => entries,
-                _ => return Err(ApiError::InvalidRequest("\"events\" must be an array".into())),
+                _ => {
+                    return Err(ApiError::InvalidRequest(
+                        "\"events\" must be an array".into(),
+                    ))
+                }
             }
         }
         _ => {
@@ -190,7 +210,11 @@ pub async fn post_batch(deps: &Deps, req: &Request) -> Result<Response<Body>, Ap
 
 pub(crate) fn log_written(endpoint: &str, written: &Written) {
     if written.failed.is_empty() {
-        tracing::info!(endpoint, accepted = written.accepted.len(), "events written");
+        tracing::info!(
+            endpoint,
+            accepted = written.accepted.len(),
+            "events written"
+        );
     } else {
         tracing::error!(
             endpoint,
@@ -215,7 +239,8 @@ mod tests {
     #[test]
     fn defaults_fill_only_what_is_missing() {
         let now = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
-        let mut e = json!({"event_id": null, "type": "page_view", "occurred_at": "2026-01-01T00:00:00Z"});
+        let mut e =
+            json!({"event_id": null, "type": "page_view", "occurred_at": "2026-01-01T00:00:00Z"});
         fill_defaults(&mut e, now);
         assert!(uuid::Uuid::parse_str(e["event_id"].as_str().unwrap()).is_ok());
         assert_eq!(e["source"], "api");
@@ -233,11 +258,22 @@ mod tests {
     fn batch_shapes() {
         assert_eq!(batch_entries(json!([{}, {}])).unwrap().len(), 2);
         assert_eq!(batch_entries(json!({"events": [{}]})).unwrap().len(), 1);
-        assert!(matches!(batch_entries(json!([])), Err(ApiError::InvalidRequest(_))));
-        assert!(matches!(batch_entries(json!({"events": 1})), Err(ApiError::InvalidRequest(_))));
-        assert!(matches!(batch_entries(json!({"x": []})), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(
+            batch_entries(json!([])),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            batch_entries(json!({"events": 1})),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            batch_entries(json!({"x": []})),
+            Err(ApiError::InvalidRequest(_))
+        ));
         let big = Value::Array(vec![json!({}); MAX_BATCH + 1]);
-        assert!(matches!(batch_entries(big), Err(ApiError::InvalidRequest(m)) if m.contains("501")));
+        assert!(
+            matches!(batch_entries(big), Err(ApiError::InvalidRequest(m)) if m.contains("501"))
+        );
     }
 
     #[test]
@@ -251,7 +287,12 @@ mod tests {
             "occurred_at": "2026-11-20T10:00:00Z", "source": "web", "payload": {"url": "https://shop.example/"}});
         match prepare_all(&r, &[good.clone(), bad, no_profile]) {
             Err(ApiError::ValidationFailed(problems)) => {
-                assert!(problems.iter().any(|p| p.index == 1 && p.path == "/version"), "{problems:?}");
+                assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.index == 1 && p.path == "/version"),
+                    "{problems:?}"
+                );
                 assert!(problems.iter().any(|p| p.index == 2), "{problems:?}");
                 assert!(problems.iter().all(|p| p.index != 0), "{problems:?}");
             }
@@ -263,16 +304,28 @@ mod tests {
 
     #[test]
     fn partial_failures_name_each_entry() {
-        let transient = PortError::Transient { stage: "k", reason: "throttled".into() };
+        let transient = PortError::Transient {
+            stage: "k",
+            reason: "throttled".into(),
+        };
         let written = Written {
             accepted: vec!["a".into()],
             failed: vec![(1, "b".into(), transient.clone())],
         };
         let r = written_response(&written);
         assert_eq!(r.status(), StatusCode::MULTI_STATUS);
-        let none = Written { accepted: vec![], failed: vec![(0, "a".into(), transient)] };
-        assert_eq!(written_response(&none).status(), StatusCode::SERVICE_UNAVAILABLE);
-        let ok = Written { accepted: vec!["a".into()], failed: vec![] };
+        let none = Written {
+            accepted: vec![],
+            failed: vec![(0, "a".into(), transient)],
+        };
+        assert_eq!(
+            written_response(&none).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let ok = Written {
+            accepted: vec!["a".into()],
+            failed: vec![],
+        };
         assert_eq!(written_response(&ok).status(), StatusCode::ACCEPTED);
     }
 }

@@ -12,9 +12,10 @@ pub fn json(status: StatusCode, body: &Value) -> Response<Body> {
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
     let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -22,9 +23,10 @@ pub fn json(status: StatusCode, body: &Value) -> Response<Body> {
 pub fn html(status: StatusCode, page: String) -> Response<Body> {
     let mut response = Response::new(Body::Text(page));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
 }
 
@@ -41,14 +43,20 @@ pub fn error(err: &ApiError) -> Response<Body> {
 
 /// A header's value as text, if present and visible ASCII.
 pub fn header<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// The raw body bytes, refused when larger than `limit`.
 pub fn body(req: &Request, limit: usize) -> Result<&[u8], ApiError> {
     let bytes: &[u8] = req.body().as_ref();
     if bytes.len() > limit {
-        return Err(ApiError::PayloadTooLarge { size: bytes.len(), limit });
+        return Err(ApiError::PayloadTooLarge {
+            size: bytes.len(),
+            limit,
+        });
     }
     Ok(bytes)
 }
@@ -89,7 +97,11 @@ mod tests {
     fn malformed_json_names_line_and_column() {
         let err = parse_json(b"{\n  \"a\": 1,\n  \"b\": }").unwrap_err();
         match &err {
-            ApiError::MalformedJson { line, column, message } => {
+            ApiError::MalformedJson {
+                line,
+                column,
+                message,
+            } => {
                 assert_eq!((*line, *column), (3, 8));
                 assert!(message.contains("line 3 column 8"), "{message}");
             }
@@ -100,11 +112,17 @@ mod tests {
     #[test]
     fn content_type_parameters_are_allowed() {
         let mut req = Request::new(Body::Empty);
-        assert!(matches!(require_json(&req), Err(ApiError::UnsupportedMediaType(_))));
-        req.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        assert!(matches!(
+            require_json(&req),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         assert!(require_json(&req).is_ok());
-        req.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        req.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(require_json(&req).is_err());
     }
 

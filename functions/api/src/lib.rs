@@ -57,7 +57,11 @@ pub struct Deps {
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
     let method = req.method().as_str().to_owned();
     let raw = req.raw_http_path();
-    let path = if raw.is_empty() { req.uri().path().to_owned() } else { raw.to_owned() };
+    let path = if raw.is_empty() {
+        req.uri().path().to_owned()
+    } else {
+        raw.to_owned()
+    };
     let result = match router::resolve(&method, &path) {
         Ok(endpoint) => dispatch(deps, &req, endpoint).await,
         Err(e) => Err(e),
@@ -75,7 +79,11 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
     }
 }
 
-async fn dispatch(deps: &Deps, req: &Request, endpoint: Endpoint) -> Result<Response<Body>, ApiError> {
+async fn dispatch(
+    deps: &Deps,
+    req: &Request,
+    endpoint: Endpoint,
+) -> Result<Response<Body>, ApiError> {
     match endpoint {
         Endpoint::PostEvent => events::post_event(deps, req).await,
         Endpoint::PostEventBatch => events::post_batch(deps, req).await,
@@ -125,7 +133,13 @@ mod tests {
 
     #[async_trait]
     impl Ledger for Memory {
-        async fn claim(&self, pk: &str, sk: &str, attrs: &Value, _: Option<DateTime<Utc>>) -> PortResult<bool> {
+        async fn claim(
+            &self,
+            pk: &str,
+            sk: &str,
+            attrs: &Value,
+            _: Option<DateTime<Utc>>,
+        ) -> PortResult<bool> {
             let mut l = self.ledger.lock().unwrap();
             let key = (pk.to_owned(), sk.to_owned());
             if l.contains_key(&key) {
@@ -135,7 +149,12 @@ mod tests {
             Ok(true)
         }
         async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<Value>> {
-            Ok(self.ledger.lock().unwrap().get(&(pk.to_owned(), sk.to_owned())).cloned())
+            Ok(self
+                .ledger
+                .lock()
+                .unwrap()
+                .get(&(pk.to_owned(), sk.to_owned()))
+                .cloned())
         }
         async fn query(&self, pk: &str, prefix: &str) -> PortResult<Vec<(String, Value)>> {
             let l = self.ledger.lock().unwrap();
@@ -144,11 +163,20 @@ mod tests {
                 .map(|((_, s), v)| (s.clone(), v.clone()))
                 .collect())
         }
-        async fn increment_below(&self, _: &str, _: &str, _: u64, _: Option<DateTime<Utc>>) -> PortResult<bool> {
+        async fn increment_below(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: Option<DateTime<Utc>>,
+        ) -> PortResult<bool> {
             Ok(true)
         }
         async fn delete(&self, pk: &str, sk: &str) -> PortResult<()> {
-            self.ledger.lock().unwrap().remove(&(pk.to_owned(), sk.to_owned()));
+            self.ledger
+                .lock()
+                .unwrap()
+                .remove(&(pk.to_owned(), sk.to_owned()));
             Ok(())
         }
     }
@@ -170,16 +198,14 @@ mod tests {
 
     fn deps(memory: &Memory) -> Deps {
         let config = ApiConfig::from_lookup(|name| {
-            Some(
-                match name {
-                    "EMBER_API_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-api-key"),
-                    "EMBER_ADMIN_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-admin-key"),
-                    "EMBER_PAYMENTS_WEBHOOK_SECRETS" => "whsec_ember_fixture_payments_1".into(),
-                    "EMBER_POLLS_WEBHOOK_SECRETS" => "ember_fixture_polls_secret_1".into(),
-                    "EMBER_UNSUBSCRIBE_SECRETS" => "ember-fixture-unsubscribe-secret-1".into(),
-                    _ => return None,
-                },
-            )
+            Some(match name {
+                "EMBER_API_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-api-key"),
+                "EMBER_ADMIN_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-admin-key"),
+                "EMBER_PAYMENTS_WEBHOOK_SECRETS" => "whsec_ember_fixture_payments_1".into(),
+                "EMBER_POLLS_WEBHOOK_SECRETS" => "ember_fixture_polls_secret_1".into(),
+                "EMBER_UNSUBSCRIBE_SECRETS" => "ember-fixture-unsubscribe-secret-1".into(),
+                _ => return None,
+            })
         })
         .unwrap();
         Deps {
@@ -188,7 +214,9 @@ mod tests {
             ledger: Box::new(memory.clone()),
             registry: Registry::embedded().unwrap(),
             config,
-            clock: Box::new(FixedClock(DateTime::from_timestamp(1_795_168_805, 0).unwrap())),
+            clock: Box::new(FixedClock(
+                DateTime::from_timestamp(1_795_168_805, 0).unwrap(),
+            )),
         }
     }
 
@@ -200,7 +228,29 @@ mod tests {
     async fn call(deps: &Deps, name: &str) -> (u16, Value) {
         let r = handle(deps, fixture(name)).await;
         let body: &[u8] = r.body().as_ref();
-        (r.status().as_u16(), serde_json::from_slice(body).unwrap_or(Value::Null))
+        (
+            r.status().as_u16(),
+            serde_json::from_slice(body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The handler's future must be `Send + 'static` when it owns its deps (runtimes and the
+    /// local runner spawn it); this fails to compile otherwise.
+    fn owned_handler_future(
+        deps: Arc<Deps>,
+        req: Request,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+        async move { handle(&deps, req).await }
+    }
+
+    #[tokio::test]
+    async fn handler_future_can_be_spawned() {
+        let memory = Memory::default();
+        let task = tokio::spawn(owned_handler_future(
+            Arc::new(deps(&memory)),
+            fixture("event-single.json"),
+        ));
+        assert_eq!(task.await.unwrap().status().as_u16(), 202);
     }
 
     #[tokio::test]
@@ -215,13 +265,37 @@ mod tests {
             ("event-missing-fields.json", 400, Some("validation_failed")),
             ("event-unknown-type.json", 400, Some("validation_failed")),
             ("event-no-api-key.json", 401, Some("missing_credentials")),
-            ("event-wrong-content-type.json", 415, Some("unsupported_media_type")),
-            ("webhook-payments-bad-signature.json", 401, Some("invalid_signature")),
-            ("webhook-payments-unsigned.json", 401, Some("invalid_signature")),
-            ("webhook-payments-replayed.json", 401, Some("stale_timestamp")),
-            ("webhook-unknown-provider.json", 404, Some("unknown_provider")),
+            (
+                "event-wrong-content-type.json",
+                415,
+                Some("unsupported_media_type"),
+            ),
+            (
+                "webhook-payments-bad-signature.json",
+                401,
+                Some("invalid_signature"),
+            ),
+            (
+                "webhook-payments-unsigned.json",
+                401,
+                Some("invalid_signature"),
+            ),
+            (
+                "webhook-payments-replayed.json",
+                401,
+                Some("stale_timestamp"),
+            ),
+            (
+                "webhook-unknown-provider.json",
+                404,
+                Some("unknown_provider"),
+            ),
             ("unsubscribe-bad-token.json", 400, Some("invalid_token")),
-            ("profile-delete-non-admin.json", 403, Some("invalid_credentials")),
+            (
+                "profile-delete-non-admin.json",
+                403,
+                Some("invalid_credentials"),
+            ),
             ("profile-export.json", 404, Some("profile_not_found")),
             ("unknown-route.json", 404, Some("not_found")),
             ("wrong-method.json", 405, Some("method_not_allowed")),
@@ -231,10 +305,17 @@ mod tests {
             assert_eq!(got, status, "{name}: {body}");
             if let Some(code) = code {
                 assert_eq!(body["error"], code, "{name}: {body}");
-                assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: {body}");
+                assert!(
+                    body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{name}: {body}"
+                );
             }
         }
-        assert_eq!(memory.records.lock().unwrap().len(), 4, "1 single + 3 batch");
+        assert_eq!(
+            memory.records.lock().unwrap().len(),
+            4,
+            "1 single + 3 batch"
+        );
     }
 
     #[tokio::test]
@@ -242,13 +323,25 @@ mod tests {
         let memory = Memory::default();
         let deps = deps(&memory);
         let (status, body) = call(&deps, "webhook-payments-checkout-completed.json").await;
-        assert_eq!((status, &body["status"]), (200, &json!("accepted")), "{body}");
+        assert_eq!(
+            (status, &body["status"]),
+            (200, &json!("accepted")),
+            "{body}"
+        );
         let (status, body) = call(&deps, "webhook-payments-checkout-completed.json").await;
-        assert_eq!((status, &body["status"]), (200, &json!("duplicate")), "{body}");
+        assert_eq!(
+            (status, &body["status"]),
+            (200, &json!("duplicate")),
+            "{body}"
+        );
         let (status, _) = call(&deps, "webhook-polls.json").await;
         assert_eq!(status, 200);
         assert_eq!(memory.records.lock().unwrap().len(), 1 + 3);
-        assert!(memory.ledger.lock().unwrap().contains_key(&("webhook#polls".into(), "dlv_fixture_0001".into())));
+        assert!(memory
+            .ledger
+            .lock()
+            .unwrap()
+            .contains_key(&("webhook#polls".into(), "dlv_fixture_0001".into())));
     }
 
     #[tokio::test]
@@ -262,7 +355,10 @@ mod tests {
         assert_eq!((status, body), (200, json!({"status": "unsubscribed"})));
         let records = memory.records.lock().unwrap();
         let event: Value = serde_json::from_slice(&records[0].data).unwrap();
-        assert_eq!(event["payload"], json!({"channel": "email", "granted": false}));
+        assert_eq!(
+            event["payload"],
+            json!({"channel": "email", "granted": false})
+        );
         assert_eq!(records[0].partition_key, "u-fixture-1");
     }
 }

@@ -22,12 +22,18 @@ async fn main() -> Result<(), Error> {
     let sdk = ember_aws::sdk_config().await;
     let deps = Deps {
         stream: Box::new(KinesisEventStream::from_conf(&sdk, stream_name)),
-        profiles: Box::new(DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(&sdk), profiles_table)),
+        profiles: Box::new(DynamoProfileStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            profiles_table,
+        )),
         ledger: Box::new(DynamoLedger::from_conf(&sdk, ledger_table)),
         registry,
         config,
         clock: Box::new(SystemClock),
     };
     let deps = &deps;
-    run(service_fn(move |req: Request| async move { Ok::<_, Error>(handle(deps, req).await) })).await
+    run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(handle(deps, req).await)
+    }))
+    .await
 }

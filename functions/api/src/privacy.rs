@@ -7,7 +7,7 @@
 //!    [`ember_core::unsubscribe::suppression_key`] (a hash; the address itself is not kept);
 //! 2. merged anonymous profiles (`anon:<id>`) are deleted;
 //! 3. per-profile ledger records are deleted: every partition named by
-//!    [`PROFILE_LEDGER_PARTITIONS`] with the profile id substituted;
+//!    [`PROFILE_LEDGER_PARTITIONS`], for the profile and each merged anonymous profile;
 //! 4. the profile item is deleted.
 //!
 //! The answer is 202 with what was done. Events still in flight on the stream (at most the
@@ -25,12 +25,17 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::{auth, http, Deps};
 
-/// Ledger partitions holding records about one profile (`{profile}` is replaced by its id).
-pub const PROFILE_LEDGER_PARTITIONS: &[&str] =
-    &["send#{profile}", "cap#{profile}", "timer#{profile}", "email#{profile}", "profile#{profile}"];
+/// Ledger partitions holding records about one profile (`{profile}` is replaced by its id):
+/// the email function's send claims and frequency-cap counters. Pending timers live in
+/// minute buckets and expire on their own; when one fires the profile is gone and nothing is
+/// sent (and the suppression holds regardless).
+pub const PROFILE_LEDGER_PARTITIONS: &[&str] = &["send#{profile}", "cap#{profile}"];
 
 async fn load(deps: &Deps, id: &str) -> Result<Option<Profile>, ApiError> {
-    deps.profiles.get(id).await.map_err(|e| ApiError::dependency("profiles.get", e))
+    deps.profiles
+        .get(id)
+        .await
+        .map_err(|e| ApiError::dependency("profiles.get", e))
 }
 
 async fn merged(deps: &Deps, profile: &Profile) -> Result<Vec<Profile>, ApiError> {
@@ -46,7 +51,9 @@ async fn merged(deps: &Deps, profile: &Profile) -> Result<Vec<Profile>, ApiError
 /// `GET /v1/profiles/{user_id}`.
 pub async fn export(deps: &Deps, req: &Request, user_id: &str) -> Result<Response<Body>, ApiError> {
     auth::require(req, &deps.config.admin_keys)?;
-    let profile = load(deps, user_id).await?.ok_or_else(|| ApiError::ProfileNotFound(user_id.to_owned()))?;
+    let profile = load(deps, user_id)
+        .await?
+        .ok_or_else(|| ApiError::ProfileNotFound(user_id.to_owned()))?;
     let anonymous = merged(deps, &profile).await?;
     tracing::info!(profile_id = user_id, "profile exported");
     Ok(http::json(
@@ -66,8 +73,13 @@ pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response
     let profile = load(deps, user_id).await?;
 
     let mut email_suppressed = false;
-    if let Some(email) = profile.as_ref().and_then(|p| p.email.as_deref()).filter(|e| !e.trim().is_empty()) {
-        let attrs = json!({ "reason": "erasure", "at": now.to_rfc3339_opts(SecondsFormat::Secs, true) });
+    if let Some(email) = profile
+        .as_ref()
+        .and_then(|p| p.email.as_deref())
+        .filter(|e| !e.trim().is_empty())
+    {
+        let attrs =
+            json!({ "reason": "erasure", "at": now.to_rfc3339_opts(SecondsFormat::Secs, true) });
         deps.ledger
             .claim(SUPPRESSION_PK, &suppression_key(email), &attrs, None)
             .await
@@ -79,24 +91,50 @@ pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response
     if let Some(p) = &profile {
         for anon in &p.anonymous_ids {
             let id = format!("{ANON_PREFIX}{anon}");
-            if deps.profiles.delete(&id).await.map_err(|e| ApiError::dependency("profiles.delete", e))? {
+            if deps
+                .profiles
+                .delete(&id)
+                .await
+                .map_err(|e| ApiError::dependency("profiles.delete", e))?
+            {
                 anonymous_deleted.push(id);
             }
         }
     }
 
     let mut ledger_deleted = 0usize;
-    for template in PROFILE_LEDGER_PARTITIONS {
-        let pk = template.replace("{profile}", user_id);
-        let records = deps.ledger.query(&pk, "").await.map_err(|e| ApiError::dependency("ledger.query", e))?;
+    let mut ids = vec![user_id.to_owned()];
+    if let Some(p) = &profile {
+        ids.extend(p.anonymous_ids.iter().map(|a| format!("{ANON_PREFIX}{a}")));
+    }
+    let mut partitions = Vec::new();
+    for id in &ids {
+        partitions.extend(
+            PROFILE_LEDGER_PARTITIONS
+                .iter()
+                .map(|t| t.replace("{profile}", id)),
+        );
+    }
+    for pk in partitions {
+        let records = deps
+            .ledger
+            .query(&pk, "")
+            .await
+            .map_err(|e| ApiError::dependency("ledger.query", e))?;
         for (sk, _) in records {
-            deps.ledger.delete(&pk, &sk).await.map_err(|e| ApiError::dependency("ledger.delete", e))?;
+            deps.ledger
+                .delete(&pk, &sk)
+                .await
+                .map_err(|e| ApiError::dependency("ledger.delete", e))?;
             ledger_deleted += 1;
         }
     }
 
-    let profile_deleted =
-        deps.profiles.delete(user_id).await.map_err(|e| ApiError::dependency("profiles.delete", e))?;
+    let profile_deleted = deps
+        .profiles
+        .delete(user_id)
+        .await
+        .map_err(|e| ApiError::dependency("profiles.delete", e))?;
     tracing::info!(
         profile_id = user_id,
         profile_deleted,

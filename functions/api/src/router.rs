@@ -26,11 +26,31 @@ pub enum Route {
 
 /// Every route the API serves.
 pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec { path: "/v1/events", methods: &["POST"], route: Route::Events },
-    RouteSpec { path: "/v1/events/batch", methods: &["POST"], route: Route::EventsBatch },
-    RouteSpec { path: "/v1/webhooks/{provider}", methods: &["POST"], route: Route::Webhook },
-    RouteSpec { path: "/v1/unsubscribe", methods: &["GET", "POST"], route: Route::Unsubscribe },
-    RouteSpec { path: "/v1/profiles/{user_id}", methods: &["GET", "DELETE"], route: Route::Profile },
+    RouteSpec {
+        path: "/v1/events",
+        methods: &["POST"],
+        route: Route::Events,
+    },
+    RouteSpec {
+        path: "/v1/events/batch",
+        methods: &["POST"],
+        route: Route::EventsBatch,
+    },
+    RouteSpec {
+        path: "/v1/webhooks/{provider}",
+        methods: &["POST"],
+        route: Route::Webhook,
+    },
+    RouteSpec {
+        path: "/v1/unsubscribe",
+        methods: &["GET", "POST"],
+        route: Route::Unsubscribe,
+    },
+    RouteSpec {
+        path: "/v1/profiles/{user_id}",
+        methods: &["GET", "DELETE"],
+        route: Route::Profile,
+    },
 ];
 
 /// What a request asks for, with its path parameters decoded.
@@ -61,20 +81,37 @@ fn router() -> &'static Router<&'static RouteSpec> {
 
 /// Resolves method and path: unknown path -> 404, known path with another method -> 405.
 pub fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
-    let matched = router().at(path).map_err(|_| ApiError::NotFound(path.to_owned()))?;
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let matched = router()
+        .at(path)
+        .map_err(|_| ApiError::NotFound(path.to_owned()))?;
     let spec = *matched.value;
     let param = |name: &str| percent_decode(matched.params.get(name).unwrap_or_default());
     let method = method.to_ascii_uppercase();
     let endpoint = match (spec.route, method.as_str()) {
         (Route::Events, "POST") => Endpoint::PostEvent,
         (Route::EventsBatch, "POST") => Endpoint::PostEventBatch,
-        (Route::Webhook, "POST") => Endpoint::PostWebhook { provider: param("provider")? },
+        (Route::Webhook, "POST") => Endpoint::PostWebhook {
+            provider: param("provider")?,
+        },
         (Route::Unsubscribe, "GET") => Endpoint::UnsubscribePage,
         (Route::Unsubscribe, "POST") => Endpoint::Unsubscribe,
-        (Route::Profile, "GET") => Endpoint::ExportProfile { user_id: param("user_id")? },
-        (Route::Profile, "DELETE") => Endpoint::DeleteProfile { user_id: param("user_id")? },
-        _ => return Err(ApiError::MethodNotAllowed { method, allowed: spec.methods.to_vec() }),
+        (Route::Profile, "GET") => Endpoint::ExportProfile {
+            user_id: param("user_id")?,
+        },
+        (Route::Profile, "DELETE") => Endpoint::DeleteProfile {
+            user_id: param("user_id")?,
+        },
+        _ => {
+            return Err(ApiError::MethodNotAllowed {
+                method,
+                allowed: spec.methods.to_vec(),
+            })
+        }
     };
     Ok(endpoint)
 }
@@ -86,10 +123,16 @@ fn percent_decode(segment: &str) -> Result<String, ApiError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                ApiError::InvalidRequest(format!("bad percent-escape in path segment {segment:?}"))
-            })?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let byte = hex
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest(format!(
+                        "bad percent-escape in path segment {segment:?}"
+                    ))
+                })?;
             out.push(byte);
             i += 3;
         } else {
@@ -109,32 +152,56 @@ mod tests {
     fn resolves_every_route_and_method() {
         assert_eq!(resolve("POST", "/v1/events").unwrap(), Endpoint::PostEvent);
         assert_eq!(resolve("post", "/v1/events/").unwrap(), Endpoint::PostEvent);
-        assert_eq!(resolve("POST", "/v1/events/batch").unwrap(), Endpoint::PostEventBatch);
+        assert_eq!(
+            resolve("POST", "/v1/events/batch").unwrap(),
+            Endpoint::PostEventBatch
+        );
         assert_eq!(
             resolve("POST", "/v1/webhooks/payments").unwrap(),
-            Endpoint::PostWebhook { provider: "payments".into() }
+            Endpoint::PostWebhook {
+                provider: "payments".into()
+            }
         );
-        assert_eq!(resolve("GET", "/v1/unsubscribe").unwrap(), Endpoint::UnsubscribePage);
-        assert_eq!(resolve("POST", "/v1/unsubscribe").unwrap(), Endpoint::Unsubscribe);
+        assert_eq!(
+            resolve("GET", "/v1/unsubscribe").unwrap(),
+            Endpoint::UnsubscribePage
+        );
+        assert_eq!(
+            resolve("POST", "/v1/unsubscribe").unwrap(),
+            Endpoint::Unsubscribe
+        );
         assert_eq!(
             resolve("DELETE", "/v1/profiles/u%2D1%20x").unwrap(),
-            Endpoint::DeleteProfile { user_id: "u-1 x".into() }
+            Endpoint::DeleteProfile {
+                user_id: "u-1 x".into()
+            }
         );
         assert_eq!(
             resolve("GET", "/v1/profiles/u-1").unwrap(),
-            Endpoint::ExportProfile { user_id: "u-1".into() }
+            Endpoint::ExportProfile {
+                user_id: "u-1".into()
+            }
         );
     }
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
-        assert!(matches!(resolve("GET", "/v2/events"), Err(ApiError::NotFound(_))));
+        assert!(matches!(
+            resolve("GET", "/v2/events"),
+            Err(ApiError::NotFound(_))
+        ));
         assert!(matches!(resolve("GET", "/"), Err(ApiError::NotFound(_))));
         match resolve("GET", "/v1/events") {
             Err(ApiError::MethodNotAllowed { allowed, .. }) => assert_eq!(allowed, vec!["POST"]),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(resolve("PUT", "/v1/profiles/u-1"), Err(ApiError::MethodNotAllowed { .. })));
-        assert!(matches!(resolve("GET", "/v1/profiles/%zz"), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(
+            resolve("PUT", "/v1/profiles/u-1"),
+            Err(ApiError::MethodNotAllowed { .. })
+        ));
+        assert!(matches!(
+            resolve("GET", "/v1/profiles/%zz"),
+            Err(ApiError::InvalidRequest(_))
+        ));
     }
 }

@@ -24,7 +24,10 @@ pub const SOURCE: &str = "unsubscribe";
 
 /// The token from the query string, or (for POST) from a form-encoded body.
 fn token(req: &Request, limit: usize) -> Result<String, ApiError> {
-    if let Some(t) = req.query_string_parameters_ref().and_then(|q| q.first("token")) {
+    if let Some(t) = req
+        .query_string_parameters_ref()
+        .and_then(|q| q.first("token"))
+    {
         return Ok(t.to_owned());
     }
     let body = http::body(req, limit)?;
@@ -66,7 +69,11 @@ pub async fn confirm_page(deps: &Deps, req: &Request) -> Result<Response<Body>, 
     if http::wants_html(req) {
         Ok(http::html(
             StatusCode::OK,
-            page("Unsubscribe", "Press the button to stop receiving marketing emails from us.", true),
+            page(
+                "Unsubscribe",
+                "Press the button to stop receiving marketing emails from us.",
+                true,
+            ),
         ))
     } else {
         Ok(http::json(
@@ -84,7 +91,10 @@ pub async fn unsubscribe(deps: &Deps, req: &Request) -> Result<Response<Body>, A
         "type": "consent_changed", "version": 1, "source": SOURCE,
         "payload": { "channel": "email", "granted": false },
     });
-    match claims.profile_id.strip_prefix(ember_core::event::ANON_PREFIX) {
+    match claims
+        .profile_id
+        .strip_prefix(ember_core::event::ANON_PREFIX)
+    {
         Some(anon) => event["anonymous_id"] = json!(anon),
         None => event["user_id"] = json!(claims.profile_id),
     }
@@ -98,9 +108,16 @@ pub async fn unsubscribe(deps: &Deps, req: &Request) -> Result<Response<Body>, A
     if http::wants_html(req) {
         Ok(http::html(
             StatusCode::OK,
-            page("Unsubscribed", "You will not receive marketing emails from us any more.", false),
+            page(
+                "Unsubscribed",
+                "You will not receive marketing emails from us any more.",
+                false,
+            ),
         ))
     } else {
-        Ok(http::json(StatusCode::OK, &json!({ "status": "unsubscribed" })))
+        Ok(http::json(
+            StatusCode::OK,
+            &json!({ "status": "unsubscribed" }),
+        ))
     }
 }

@@ -8,7 +8,9 @@ use ember_api::error::ERROR_CODES;
 use ember_api::router::ROUTES;
 use serde_yaml::Value;
 
-const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "patch", "head", "options", "trace",
+];
 
 fn document() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
@@ -19,7 +21,10 @@ fn document() -> Value {
 #[test]
 fn routes_and_methods_match_the_router() {
     let doc = document();
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "OpenAPI 3 document");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "OpenAPI 3 document"
+    );
     let paths = doc["paths"].as_mapping().expect("paths");
     let documented: BTreeSet<(String, String)> = paths
         .iter()
@@ -34,22 +39,33 @@ fn routes_and_methods_match_the_router() {
         .collect();
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
-        .flat_map(|r| r.methods.iter().map(|m| (r.path.to_owned(), (*m).to_owned())))
+        .flat_map(|r| {
+            r.methods
+                .iter()
+                .map(|m| (r.path.to_owned(), (*m).to_owned()))
+        })
         .collect();
-    assert_eq!(documented, served, "openapi.yaml and router::ROUTES disagree");
+    assert_eq!(
+        documented, served,
+        "openapi.yaml and router::ROUTES disagree"
+    );
 }
 
 #[test]
 fn error_codes_match_the_api() {
     let doc = document();
-    let documented: BTreeSet<&str> = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+    let documented: BTreeSet<&str> = doc["components"]["schemas"]["Error"]["properties"]["error"]
+        ["enum"]
         .as_sequence()
         .expect("Error.error enum")
         .iter()
         .map(|v| v.as_str().expect("code"))
         .collect();
     let known: BTreeSet<&str> = ERROR_CODES.iter().copied().collect();
-    assert_eq!(documented, known, "documented error codes vs error::ERROR_CODES");
+    assert_eq!(
+        documented, known,
+        "documented error codes vs error::ERROR_CODES"
+    );
 }
 
 #[test]
@@ -60,11 +76,20 @@ fn every_operation_documents_its_failures_and_refs_resolve() {
             let Some(op) = item.get(*m) else { continue };
             let responses = op["responses"].as_mapping().expect("responses");
             let codes: BTreeSet<&str> = responses.keys().filter_map(Value::as_str).collect();
-            assert!(codes.iter().any(|c| c.starts_with('2')), "{path:?} {m}: no success response");
+            assert!(
+                codes.iter().any(|c| c.starts_with('2')),
+                "{path:?} {m}: no success response"
+            );
             assert!(codes.contains("500"), "{path:?} {m}: 500 not documented");
-            let is_public = op.get("security").and_then(Value::as_sequence).is_some_and(|s| s.is_empty());
+            let is_public = op
+                .get("security")
+                .and_then(Value::as_sequence)
+                .is_some_and(|s| s.is_empty());
             if !is_public {
-                assert!(codes.contains("401") && codes.contains("403"), "{path:?} {m}: auth errors not documented");
+                assert!(
+                    codes.contains("401") && codes.contains("403"),
+                    "{path:?} {m}: auth errors not documented"
+                );
             }
         }
     }
@@ -75,7 +100,9 @@ fn every_operation_documents_its_failures_and_refs_resolve() {
         let pointer = r.strip_prefix("#/").expect("local ref");
         let mut node = &doc;
         for part in pointer.split('/') {
-            node = node.get(part).unwrap_or_else(|| panic!("dangling $ref {r}"));
+            node = node
+                .get(part)
+                .unwrap_or_else(|| panic!("dangling $ref {r}"));
         }
     }
 }

@@ -398,7 +398,9 @@ where
             occurred_at: now,
             source: "ember.email".into(),
             context: Context::default(),
-            payload: json!({"reason": "invalid_address"}),
+            // The event schema knows hard_bounce (what a refused address is); the ledger record
+            // above keeps the precise reason.
+            payload: json!({"reason": "hard_bounce"}),
         };
         identify(&mut envelope, &profile.id);
         put_all(&self.stream, vec![stream_record(&envelope)?]).await
@@ -427,7 +429,7 @@ fn log_outcome(profile_id: &str, outcome: &Outcome) {
     }
 }
 
-/// Kept for the timers module: the send claim of a timer's candidate exists.
+/// The candidate a stored timer stands for (`None` if its campaign was removed).
 pub(crate) fn timer_candidate<'a>(campaigns: &'a Campaigns, timer: &Timer) -> Option<Candidate<'a>> {
     campaigns.get(&timer.campaign).map(|campaign| Candidate {
         campaign,

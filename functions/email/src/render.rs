@@ -215,7 +215,6 @@ impl Renderer {
     pub fn new(catalog: Catalog) -> Result<Renderer, EmailError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_keep_trailing_newline(false);
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .map_err(|e| EmailError::Config(format!("template {name}: {e}")))?;
@@ -306,7 +305,7 @@ impl Renderer {
         let part = |ext: &str| -> Result<String, EmailError> {
             let name = format!("{}.{ext}", campaign.template);
             let render_err = |e: minijinja::Error| EmailError::Render { template: name.clone(), reason: format!("{e:#}") };
-            self.env.get_template(&name).and_then(|t| t.render(&ctx)).map_err(render_err)
+            self.env.get_template(&name).and_then(|t| t.render(minijinja::value::Serde(&ctx))).map_err(render_err)
         };
         let subject = part("subject.txt")?.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok(Rendered { subject, html: part("html")?, text: part("txt")? })

@@ -27,6 +27,8 @@ pub struct Activity {
     /// segment/cart event it caused.
     pub ingest_to_email_ms: Mutex<Vec<u64>>,
     pub posted_at: Mutex<BTreeMap<String, Instant>>,
+    /// When the latest event of each profile key was posted.
+    pub posted_by_profile: Mutex<BTreeMap<String, Instant>>,
 }
 
 impl Activity {
@@ -88,8 +90,13 @@ impl Activity {
         }
     }
 
-    pub fn record_latency(&self, cause_event_id: &str) {
-        let started = self.posted_at.lock().ok().and_then(|m| m.get(cause_event_id).copied());
+    /// Records posting-to-now for the event that caused a bus event (its `cause_event_id`),
+    /// or else for the latest event posted for its profile.
+    pub fn record_latency(&self, cause_event_id: Option<&str>, profile_id: Option<&str>) {
+        let by_cause = cause_event_id.and_then(|c| self.posted_at.lock().ok().and_then(|m| m.get(c).copied()));
+        let started = by_cause.or_else(|| {
+            profile_id.and_then(|p| self.posted_by_profile.lock().ok().and_then(|m| m.get(p).copied()))
+        });
         if let Some(t) = started {
             if let Ok(mut l) = self.ingest_to_email_ms.lock() {
                 l.push(t.elapsed().as_millis() as u64);

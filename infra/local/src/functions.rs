@@ -47,6 +47,10 @@ fn required(env: &BTreeMap<String, String>, binary: &str, name: &str) -> Result<
         .ok_or_else(|| config_error(binary, format!("{name} is not set")))
 }
 
+async fn call_api(deps: Arc<ember_api::Deps>, req: Request) -> Response<Body> {
+    ember_api::handle(&deps, req).await
+}
+
 /// Builds the handler of `binary` with `env` (the function's resolved template environment).
 pub async fn build(
     binary: &str,
@@ -78,7 +82,7 @@ pub async fn build(
             });
             Ok(Handler::Http(Arc::new(move |req| {
                 let deps = deps.clone();
-                Box::pin(async move { ember_api::handle(&deps, req).await })
+                Box::pin(call_api(deps, req))
             })))
         }
         "enrich" => {
@@ -95,8 +99,63 @@ pub async fn build(
                 })
             })))
         }
+        "email" => {
+            let (campaigns, rules, renderer) =
+                ember_email::embedded_config().map_err(|e| config_error(binary, e))?;
+            let settings = ember_email::Settings {
+                sender: required(env, binary, "EMBER_SENDER")?,
+                public_base_url: required(env, binary, "EMBER_PUBLIC_BASE_URL")?,
+                unsubscribe_keys: ember_core::unsubscribe::Keys::parse(&required(
+                    env,
+                    binary,
+                    "EMBER_UNSUBSCRIBE_SECRETS",
+                )?)
+                .map_err(|e| config_error(binary, e))?,
+            };
+            let deps = Arc::new(ember_email::Email {
+                profiles: ember_aws::profiles::DynamoProfileStore::new(
+                    aws_sdk_dynamodb::Client::new(sdk),
+                    required(env, binary, "PROFILES_TABLE")?,
+                ),
+                ledger: ember_aws::ledger::DynamoLedger::from_conf(sdk, required(env, binary, "LEDGER_TABLE")?),
+                mailer: ember_aws::sesv2::SesMailer::from_conf(
+                    sdk,
+                    env.get("SES_CONFIGURATION_SET").filter(|s| !s.is_empty()).cloned(),
+                ),
+                stream: ember_aws::kinesis::KinesisEventStream::from_conf(sdk, required(env, binary, "STREAM_NAME")?),
+                campaigns,
+                rules,
+                renderer,
+                settings,
+            });
+            Ok(Handler::Json(Arc::new(move |event| {
+                let deps = deps.clone();
+                let clock = clock.clone();
+                Box::pin(async move {
+                    let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
+                        serde_json::from_value(event).map_err(|e| format!("not an EventBridge event: {e}"))?;
+                    let outcomes = deps.handle(&event, clock.now()).await.map_err(|e| e.to_string())?;
+                    // Like the binary: the response is the number of emails sent.
+                    Ok(Value::from(outcomes.iter().filter(|o| o.is_sent()).count()))
+                })
+            })))
+        }
+        "feedback" => {
+            let deps = Arc::new(ember_email::Feedback {
+                ledger: ember_aws::ledger::DynamoLedger::from_conf(sdk, required(env, binary, "LEDGER_TABLE")?),
+                stream: ember_aws::kinesis::KinesisEventStream::from_conf(sdk, required(env, binary, "STREAM_NAME")?),
+            });
+            Ok(Handler::Json(Arc::new(move |event| {
+                let deps = deps.clone();
+                let clock = clock.clone();
+                Box::pin(async move {
+                    let outcomes = deps.handle(&event, clock.now()).await.map_err(|e| e.to_string())?;
+                    Ok(Value::from(outcomes.len()))
+                })
+            })))
+        }
         other => Err(LocalError::Template(format!(
-            "binary {other} has no in-process handler in ember-local (known: api, enrich, email, sweeper, feedback)"
+            "binary {other} has no in-process handler in ember-local (known: api, enrich, email, feedback)"
         ))),
     }
 }

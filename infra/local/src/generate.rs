@@ -262,7 +262,8 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
 
         match persona {
             Persona::CartAbandoner => {
-                let seen = g.browse(&s, &mut t, g.rng.random_range(2..5), false);
+                let views = g.rng.random_range(2..5);
+                let seen = g.browse(&s, &mut t, views, false);
                 let n = g.rng.random_range(1..=seen.len().min(3));
                 for p in seen.into_iter().take(n) {
                     let q = g.rng.random_range(1..3);
@@ -293,7 +294,8 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                             g.event(&s, t, "poll_answer", "/quiz", json!({ "poll_id": "heat-quiz", "question_id": "favourite_heat", "answer": "extra hot" }));
                         }
                     }
-                    let seen = g.browse(&s, &mut t, g.rng.random_range(1..4), hot);
+                    let views = g.rng.random_range(1..4);
+                    let seen = g.browse(&s, &mut t, views, hot);
                     let mut cart = Vec::new();
                     for p in seen.into_iter().take(2) {
                         let q = g.rng.random_range(1..3);
@@ -317,7 +319,9 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                 // Two busy days, then nothing for the rest of the week.
                 for day in 0..2 {
                     t = g.session_start(opts.start, day, &s).max(t + Duration::minutes(30));
-                    let seen = g.browse(&s, &mut t, g.rng.random_range(2..5), g.rng.random_bool(0.3));
+                    let views = g.rng.random_range(2..5);
+                    let hot = g.rng.random_bool(0.3);
+                    let seen = g.browse(&s, &mut t, views, hot);
                     if day == 0 {
                         if let Some(p) = seen.first().copied() {
                             g.add_to_cart(&s, &mut t, p, 1);
@@ -331,7 +335,8 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                 for k in 0..sessions {
                     let day = (first_day + k).min(days - 1);
                     t = g.session_start(opts.start, day, &s).max(t + Duration::minutes(30));
-                    g.browse(&s, &mut t, g.rng.random_range(0..3), false);
+                    let views = g.rng.random_range(0..3);
+                    g.browse(&s, &mut t, views, false);
                 }
             }
         }

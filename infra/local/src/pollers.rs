@@ -400,10 +400,11 @@ async fn deliver(d: &RuleDelivery, invoke: &JsonFn, activity: &Activity, event: 
     for attempt in 0..=d.max_retries {
         match invoke(event.clone()).await {
             Ok(_) => {
-                if let Some(cause) = event.pointer("/detail/cause_event_id").and_then(Value::as_str) {
-                    if d.counted {
-                        activity.record_latency(cause);
-                    }
+                if d.counted {
+                    activity.record_latency(
+                        event.pointer("/detail/cause_event_id").and_then(Value::as_str),
+                        event.pointer("/detail/profile_id").and_then(Value::as_str),
+                    );
                 }
                 tracing::debug!(poller = %d.name, detail_type, ms = started.elapsed().as_millis() as u64, "delivered");
                 return;

@@ -123,7 +123,7 @@ impl std::fmt::Display for ReplaySummary {
         match (self.latency_p50_ms, self.latency_p99_ms) {
             (Some(p50), Some(p99)) => writeln!(
                 f,
-                "ingest -> email      p50 {p50} ms, p99 {p99} ms (wall clock, {} segment events handled by the email function)",
+                "ingest -> email      p50 {p50} ms, p99 {p99} ms (wall clock, post -> email function done, {} bus events)",
                 self.latency_samples
             )?,
             _ => writeln!(f, "ingest -> email      no samples")?,
@@ -167,6 +167,15 @@ fn person_key(e: &Value, anon_to_user: &HashMap<String, String>) -> String {
         return anon_to_user.get(a).cloned().unwrap_or_else(|| format!("anon:{a}"));
     }
     String::new()
+}
+
+/// The profile an event lands in (`ember_core`'s rule: user id, else `anon:<id>`).
+fn profile_key(e: &Value) -> Option<String> {
+    match (e.get("user_id").and_then(Value::as_str), e.get("anonymous_id").and_then(Value::as_str)) {
+        (Some(u), _) if !u.is_empty() => Some(u.to_owned()),
+        (_, Some(a)) if !a.is_empty() => Some(format!("{}{a}", ember_core::event::ANON_PREFIX)),
+        _ => None,
+    }
 }
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -270,8 +279,14 @@ pub async fn replay(
                     let mut out = Vec::new();
                     for e in evs {
                         let id = e.get("event_id").and_then(Value::as_str).unwrap_or("?").to_owned();
+                        let now = Instant::now();
                         if let Ok(mut m) = activity.posted_at.lock() {
-                            m.insert(id.clone(), Instant::now());
+                            m.insert(id.clone(), now);
+                        }
+                        if let Some(k) = profile_key(e) {
+                            if let Ok(mut m) = activity.posted_by_profile.lock() {
+                                m.insert(k, now);
+                            }
                         }
                         out.push((id, post(&client, &url, &key, e).await));
                         bar.inc(1);

@@ -125,7 +125,7 @@ impl Template {
     pub fn functions(&self) -> Result<Vec<FunctionSpec>, LocalError> {
         let mut out = Vec::new();
         for r in self.of_kind("AWS::Serverless::Function") {
-            out.push(FunctionSpec::from_resource(self, r)?);
+            out.push(FunctionSpec::from_resource(r)?);
         }
         Ok(out)
     }
@@ -176,7 +176,7 @@ pub struct KinesisSource {
 }
 
 impl FunctionSpec {
-    fn from_resource(t: &Template, r: &Resource) -> Result<FunctionSpec, LocalError> {
+    fn from_resource(r: &Resource) -> Result<FunctionSpec, LocalError> {
         let id = &r.logical_id;
         let binary = r
             .metadata
@@ -255,7 +255,6 @@ impl FunctionSpec {
                 events.push(source);
             }
         }
-        let _ = t;
         let async_max_retries = r
             .properties
             .pointer("/EventInvokeConfig/MaximumRetryAttempts")

@@ -45,7 +45,9 @@ impl RetryPolicy {
     /// Delay before attempt `attempt` (2 = first retry), with up to 50 % jitter subtracted so
     /// concurrent writers do not retry in lock step.
     fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(2).min(16));
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(2).min(16));
         let capped = exp.min(self.max_delay);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -66,7 +68,11 @@ pub struct KinesisEventStream {
 
 impl KinesisEventStream {
     pub fn new(client: Client, stream_name: impl Into<String>) -> Self {
-        KinesisEventStream { client, stream_name: stream_name.into(), retry: RetryPolicy::default() }
+        KinesisEventStream {
+            client,
+            stream_name: stream_name.into(),
+            retry: RetryPolicy::default(),
+        }
     }
 
     /// Builds the client from the process-wide SDK configuration.
@@ -194,11 +200,17 @@ impl KinesisEventStream {
 }
 
 fn transient(reason: String) -> PortError {
-    PortError::Transient { stage: "kinesis.put_records", reason }
+    PortError::Transient {
+        stage: "kinesis.put_records",
+        reason,
+    }
 }
 
 fn permanent(reason: String) -> PortError {
-    PortError::Permanent { stage: "kinesis.put_records", reason }
+    PortError::Permanent {
+        stage: "kinesis.put_records",
+        reason,
+    }
 }
 
 /// Per-record error codes Kinesis documents as worth retrying.
@@ -229,7 +241,10 @@ where
             let retryable = is_retryable_code(code)
                 || matches!(
                     code,
-                    "ThrottlingException" | "LimitExceededException" | "RequestTimeout" | "SlowDown"
+                    "ThrottlingException"
+                        | "LimitExceededException"
+                        | "RequestTimeout"
+                        | "SlowDown"
                 );
             if retryable {
                 transient(reason)
@@ -239,7 +254,10 @@ where
         }
         SdkError::ConstructionFailure(_) => permanent(format!("{err:?}")),
         // Timeouts, dispatch (connection) failures and unparseable responses.
-        _ => transient(format!("{}", aws_smithy_types::error::display::DisplayErrorContext(err))),
+        _ => transient(format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(err)
+        )),
     }
 }
 

@@ -544,3 +544,300 @@ fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTim
 fn max_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     a.max(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::enrich::{Channel, SuppressionReason};
+    use crate::event::{Context, Envelope};
+
+    fn t(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + Duration::days(i64::from(day) - 1) + Duration::hours(i64::from(hour))
+    }
+
+    fn ev(id: &str, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
+        let event_type = match &fact {
+            Fact::PageView { .. } => EventType::PageView,
+            Fact::ProductView { .. } => EventType::ProductView,
+            Fact::AddToCart { .. } => EventType::AddToCart,
+            Fact::RemoveFromCart { .. } => EventType::RemoveFromCart,
+            Fact::CheckoutStarted { .. } => EventType::CheckoutStarted,
+            Fact::Purchase { .. } => EventType::Purchase,
+            Fact::EmailOpened { .. } => EventType::EmailOpened,
+            Fact::EmailClicked { .. } => EventType::EmailClicked,
+            Fact::HeatPreference { .. } => EventType::HeatPreference,
+            Fact::PollAnswer { .. } => EventType::PollAnswer,
+            Fact::ConsentChanged { .. } => EventType::ConsentChanged,
+            Fact::Identify { .. } => EventType::Identify,
+            Fact::ProfileUpdated { .. } => EventType::ProfileUpdated,
+            Fact::EmailSuppressed { .. } => EventType::EmailSuppressed,
+        };
+        EnrichedEvent {
+            envelope: Envelope {
+                event_id: id.into(),
+                event_type,
+                version: 1,
+                user_id: Some("u-1".into()),
+                anonymous_id: None,
+                occurred_at: at,
+                source: "test".into(),
+                context: Context::default(),
+                payload: serde_json::Value::Null,
+            },
+            fact,
+            utm: BTreeMap::new(),
+            device: None,
+        }
+    }
+
+    fn add(sku: &str, qty: u32, price: i64) -> Fact {
+        Fact::AddToCart {
+            item: LineItem { sku: sku.into(), name: format!("Sauce {sku}"), quantity: qty, unit_price_minor: price, url: None },
+            currency: "EUR".into(),
+        }
+    }
+
+    fn purchase(total: i64) -> Fact {
+        Fact::Purchase { order_id: "o".into(), total_minor: total, currency: "EUR".into(), items: vec![] }
+    }
+
+    fn heat(shu: u32) -> Fact {
+        Fact::HeatPreference { shu, stated: shu.to_string(), source: None }
+    }
+
+    fn cfg() -> FoldConfig {
+        FoldConfig::default()
+    }
+
+    #[test]
+    fn duplicates_change_nothing() {
+        let mut p = Profile::new("u-1");
+        let e = ev("e1", t(1, 0), add("A", 1, 500));
+        assert_eq!(p.apply(&e, &cfg()), Applied::Changed);
+        let snapshot = p.clone();
+        assert_eq!(p.apply(&e, &cfg()), Applied::Duplicate);
+        assert_eq!(p, snapshot);
+        assert_eq!(p.counts["add_to_cart"], 1);
+    }
+
+    #[test]
+    fn recent_ids_are_bounded_and_drop_the_oldest() {
+        let mut p = Profile::new("u-1");
+        for i in 0..=RECENT_EVENT_IDS {
+            p.apply(&ev(&format!("e{i}"), t(1, 0), Fact::PageView { url: None, title: None }), &cfg());
+        }
+        assert_eq!(p.recent_event_ids.len(), RECENT_EVENT_IDS);
+        assert_eq!(p.recent_event_ids.front().map(String::as_str), Some("e1"));
+        let again = ev("e0", t(1, 0), Fact::PageView { url: None, title: None });
+        assert_eq!(p.apply(&again, &cfg()), Applied::Changed, "forgotten id is processed again");
+        let last = ev(&format!("e{RECENT_EVENT_IDS}"), t(1, 0), Fact::PageView { url: None, title: None });
+        assert_eq!(p.apply(&last, &cfg()), Applied::Duplicate);
+    }
+
+    #[test]
+    fn cart_add_remove_and_purchase() {
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(1, 0), add("A", 2, 500)), &cfg());
+        p.apply(&ev("2", t(1, 1), add("A", 1, 500)), &cfg());
+        p.apply(&ev("3", t(1, 2), add("B", 1, 1200)), &cfg());
+        assert_eq!(p.cart.items["A"].quantity, 3);
+        assert_eq!(p.cart_item_count(), 4);
+        assert_eq!(p.cart_value_minor(), 2700);
+        assert_eq!(p.cart.updated_at, Some(t(1, 2)));
+        assert_eq!(p.cart.currency.as_deref(), Some("EUR"));
+
+        // Unknown SKU: no-op on the cart (the event is still counted).
+        p.apply(&ev("4", t(1, 3), Fact::RemoveFromCart { sku: "Z".into(), quantity: None }), &cfg());
+        assert_eq!(p.cart.updated_at, Some(t(1, 2)));
+        assert_eq!(p.cart_item_count(), 4);
+
+        p.apply(&ev("5", t(1, 4), Fact::RemoveFromCart { sku: "A".into(), quantity: Some(2) }), &cfg());
+        assert_eq!(p.cart.items["A"].quantity, 1);
+        p.apply(&ev("6", t(1, 5), Fact::RemoveFromCart { sku: "A".into(), quantity: Some(1) }), &cfg());
+        assert!(!p.cart.items.contains_key("A"), "quantity 0 removes the line");
+        p.apply(&ev("7", t(1, 6), Fact::RemoveFromCart { sku: "B".into(), quantity: None }), &cfg());
+        assert!(p.cart.items.is_empty());
+        assert_eq!(p.cart.currency, None);
+
+        p.apply(&ev("8", t(1, 7), add("C", 1, 900)), &cfg());
+        p.apply(&ev("9", t(1, 8), purchase(900)), &cfg());
+        assert!(p.cart.items.is_empty(), "purchase clears the cart");
+        assert_eq!(p.cart.updated_at, Some(t(1, 8)));
+        assert_eq!(p.counts["remove_from_cart"], 4);
+    }
+
+    #[test]
+    fn a_late_purchase_only_removes_its_own_lines_from_a_newer_cart() {
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(2, 0), add("A", 1, 500)), &cfg());
+        p.apply(&ev("2", t(2, 1), add("B", 1, 500)), &cfg());
+        let items = vec![LineItem { sku: "A".into(), name: "A".into(), quantity: 1, unit_price_minor: 500, url: None }];
+        let late = Fact::Purchase { order_id: "o".into(), total_minor: 500, currency: "EUR".into(), items };
+        p.apply(&ev("3", t(1, 0), late), &cfg());
+        assert_eq!(p.cart.items.keys().collect::<Vec<_>>(), vec!["B"]);
+    }
+
+    #[test]
+    fn purchases_accumulate() {
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(3, 0), purchase(1000)), &cfg());
+        p.apply(&ev("2", t(1, 0), purchase(250)), &cfg());
+        p.apply(&ev("3", t(2, 0), Fact::CheckoutStarted { checkout_id: None, total_minor: None, currency: None }), &cfg());
+        assert_eq!(p.purchase_count, 2);
+        assert_eq!(p.purchase_total_minor, 1250);
+        assert_eq!(p.currency.as_deref(), Some("EUR"));
+        assert_eq!(p.last_purchase_at, Some(t(3, 0)));
+        assert_eq!(p.last_checkout_at, Some(t(2, 0)));
+        assert_eq!(p.created_at, Some(t(1, 0)));
+        assert_eq!(p.last_seen, Some(t(3, 0)));
+        assert_eq!(p.purchases_in_last(7, t(3, 12)), 2);
+        assert_eq!(p.purchases_in_last(1, t(3, 12)), 1);
+        assert_eq!(p.revenue_in_last(30, t(3, 12)), 1250);
+    }
+
+    #[test]
+    fn heat_decays_with_the_half_life() {
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(1, 0), heat(100_000)), &cfg());
+        p.apply(&ev("2", t(31, 0), heat(10_000)), &cfg());
+        // The statement 30 days older weighs half: (0.5 * 100k + 10k) / 1.5 = 40k.
+        let shu = p.heat_shu().unwrap();
+        assert!((shu - 40_000.0).abs() < 1e-6, "{shu}");
+
+        let mut q = Profile::new("u-1");
+        q.apply(&ev("2", t(31, 0), heat(10_000)), &cfg());
+        q.apply(&ev("1", t(1, 0), heat(100_000)), &cfg());
+        assert!((q.heat_shu().unwrap() - 40_000.0).abs() < 1e-6);
+        assert_eq!(q.heat.as_ref().unwrap().as_of, Some(t(31, 0)));
+    }
+
+    #[test]
+    fn heat_half_life_is_configurable() {
+        let config = FoldConfig::new(Duration::days(1), Duration::days(7));
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(1, 0), heat(90_000)), &config);
+        p.apply(&ev("2", t(3, 0), heat(0)), &config);
+        // Two half-lives: weight 1/4 -> 90k * 0.25 / 1.25 = 18k.
+        assert!((p.heat_shu().unwrap() - 18_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn daily_buckets_keep_thirty_days_relative_to_the_newest_event() {
+        let mut p = Profile::new("u-1");
+        let pv = || Fact::PageView { url: None, title: None };
+        p.apply(&ev("1", t(1, 0), pv()), &cfg());
+        p.apply(&ev("2", t(30, 0), pv()), &cfg());
+        assert_eq!(p.daily.len(), 2);
+        p.apply(&ev("3", t(31, 0), pv()), &cfg());
+        assert_eq!(p.daily.keys().collect::<Vec<_>>(), vec!["2026-11-30", "2026-12-01"]);
+        // An old event arriving late does not resurrect a pruned day.
+        p.apply(&ev("4", t(1, 5), pv()), &cfg());
+        assert_eq!(p.daily.len(), 2);
+        assert_eq!(p.counts["page_view"], 4);
+        assert_eq!(p.page_views_in_last(7, t(31, 23)), 2);
+        assert_eq!(p.page_views_in_last(1, t(31, 23)), 1);
+        assert_eq!(p.events_in_last(30, t(60, 0)), 1);
+        assert_eq!(p.events_in_last(30, t(61, 0)), 0);
+        assert_eq!(p.events_in_last(0, t(31, 0)), 0);
+    }
+
+    #[test]
+    fn consent_is_last_writer_wins_and_withdrawal_wins_ties() {
+        let mut p = Profile::new("u-1");
+        let c = |g| Fact::ConsentChanged { channel: Channel::Email, granted: g };
+        p.apply(&ev("1", t(2, 0), c(true)), &cfg());
+        p.apply(&ev("2", t(1, 0), c(false)), &cfg());
+        assert!(p.has_consent("email"), "older withdrawal loses");
+        p.apply(&ev("3", t(2, 0), c(false)), &cfg());
+        assert!(!p.has_consent("email"), "withdrawal wins a tie");
+        p.apply(&ev("4", t(2, 0), c(true)), &cfg());
+        assert!(!p.has_consent("email"));
+    }
+
+    #[test]
+    fn profile_attributes_are_last_writer_wins_per_field() {
+        let mut p = Profile::new("u-1");
+        let upd = |e: Option<&str>, n: Option<&str>| Fact::ProfileUpdated {
+            email: e.map(Into::into),
+            name: n.map(Into::into),
+            timezone: None,
+        };
+        p.apply(&ev("1", t(2, 0), upd(Some("new@example.com"), None)), &cfg());
+        p.apply(&ev("2", t(1, 0), upd(Some("old@example.com"), Some("Ana"))), &cfg());
+        assert_eq!(p.email.as_deref(), Some("new@example.com"));
+        assert_eq!(p.name.as_deref(), Some("Ana"));
+    }
+
+    #[test]
+    fn clicks_attribute_purchases_within_the_window() {
+        let mut p = Profile::new("u-1");
+        let click = Fact::EmailClicked { campaign: "cart_abandoner".into(), message_id: "m".into(), link: None };
+        p.apply(&ev("1", t(1, 0), click), &cfg());
+        assert_eq!(p.email_status.last_clicked_campaign.as_deref(), Some("cart_abandoner"));
+        p.apply(&ev("2", t(3, 0), purchase(2000)), &cfg());
+        p.apply(&ev("3", t(9, 0), purchase(500)), &cfg());
+        assert_eq!(p.email_status.attributed_purchases["cart_abandoner"], 1);
+        assert_eq!(p.email_status.attributed_revenue_minor["cart_abandoner"], 2000);
+    }
+
+    #[test]
+    fn suppression_is_sticky() {
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(2, 0), Fact::EmailSuppressed { reason: SuppressionReason::Complaint, message_id: None }), &cfg());
+        p.apply(&ev("2", t(3, 0), Fact::EmailSuppressed { reason: SuppressionReason::HardBounce, message_id: None }), &cfg());
+        assert_eq!(p.email_status.suppressed.as_deref(), Some("complaint"));
+        assert_eq!(p.email_status.suppressed_at, Some(t(2, 0)));
+    }
+
+    #[test]
+    fn identify_poll_utm_and_device() {
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(1, 0), Fact::Identify { user_id: "u-1".into(), anonymous_id: "a-1".into() }), &cfg());
+        assert!(p.anonymous_ids.contains("a-1"));
+        let answer = |a: &str| Fact::PollAnswer { poll_id: None, question_id: "fav".into(), answer: a.into() };
+        p.apply(&ev("2", t(2, 0), answer("smoky")), &cfg());
+        p.apply(&ev("3", t(1, 0), answer("fruity")), &cfg());
+        assert_eq!(p.poll_answers["fav"], "smoky");
+        let mut e = ev("4", t(3, 0), Fact::PageView { url: None, title: None });
+        e.utm.insert("utm_source".into(), "news".into());
+        e.device = Some(crate::enrich::DeviceClass::Mobile);
+        p.apply(&e, &cfg());
+        let mut older = ev("5", t(2, 0), Fact::PageView { url: None, title: None });
+        older.utm.insert("utm_source".into(), "ads".into());
+        older.device = Some(crate::enrich::DeviceClass::Desktop);
+        p.apply(&older, &cfg());
+        assert_eq!(p.utm["utm_source"], "news", "last touch by time");
+        assert_eq!(p.device.as_deref(), Some("mobile"));
+    }
+
+    #[test]
+    fn merge_folds_an_anonymous_profile_in_once() {
+        let mut anon = Profile::new("anon:a-1");
+        anon.apply(&ev("1", t(1, 0), add("A", 1, 500)), &cfg());
+        anon.apply(&ev("2", t(1, 1), heat(50_000)), &cfg());
+        anon.apply(&ev("3", t(1, 2), Fact::ConsentChanged { channel: Channel::Email, granted: true }), &cfg());
+        anon.apply(&ev("4", t(1, 3), Fact::PageView { url: None, title: None }), &cfg());
+
+        let mut user = Profile::new("u-1");
+        user.apply(&ev("5", t(2, 0), Fact::PageView { url: None, title: None }), &cfg());
+        user.apply(&ev("6", t(2, 1), heat(50_000)), &cfg());
+        user.merge_anonymous(&anon);
+        let once = user.clone();
+        user.merge_anonymous(&anon);
+        assert_eq!(user, once, "merging twice == once");
+
+        assert!(user.anonymous_ids.contains("a-1"));
+        assert_eq!(user.counts["page_view"], 2);
+        assert_eq!(user.counts["add_to_cart"], 1);
+        assert_eq!(user.cart.items["A"].quantity, 1);
+        assert_eq!(user.cart.updated_at, Some(t(1, 0)));
+        assert!(user.has_consent("email"));
+        assert_eq!(user.created_at, Some(t(1, 0)));
+        assert_eq!(user.last_seen, Some(t(2, 1)));
+        assert_eq!(user.events_in_last(30, t(2, 2)), 6);
+        assert!((user.heat_shu().unwrap() - 50_000.0).abs() < 1e-6);
+        assert!(user.recent_event_ids.contains(&"1".to_owned()), "anon event ids stay deduplicated");
+    }
+}

@@ -16,7 +16,6 @@ pub mod payments;
 pub mod polls;
 pub mod signature;
 
-use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
@@ -32,7 +31,10 @@ pub const PROVIDERS: &[&str] = &[payments::PROVIDER, polls::PROVIDER];
 /// What a verified provider payload means for Ember.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mapped {
-    Events { delivery_id: String, events: Vec<Value> },
+    Events {
+        delivery_id: String,
+        events: Vec<Value>,
+    },
     /// Verified but of no interest (answered 200 so the provider does not retry).
     Ignored { delivery_id: String, reason: String },
 }
@@ -42,7 +44,9 @@ pub fn derived_id(provider: &str, key: &str) -> String {
     let digest = Sha256::digest(format!("ember:webhook:{provider}:{key}").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// The ledger partition of a provider's delivery ids.
@@ -59,8 +63,13 @@ pub async fn post(deps: &Deps, provider: &str, req: &Request) -> Result<Response
         other => return Err(ApiError::UnknownProvider(other.to_owned())),
     };
     if secrets.is_empty() {
-        tracing::warn!(provider, "webhook received but no signing secret is configured");
-        return Err(ApiError::UnknownProvider(format!("{provider} (not configured)")));
+        tracing::warn!(
+            provider,
+            "webhook received but no signing secret is configured"
+        );
+        return Err(ApiError::UnknownProvider(format!(
+            "{provider} (not configured)"
+        )));
     }
     let body = http::body(req, cfg.max_body_bytes)?;
     let now = deps.clock.now();
@@ -83,18 +92,30 @@ pub async fn post(deps: &Deps, provider: &str, req: &Request) -> Result<Response
         _ => polls::map(&value, now)?,
     };
     let (delivery_id, raw_events) = match mapped {
-        Mapped::Ignored { delivery_id, reason } => {
+        Mapped::Ignored {
+            delivery_id,
+            reason,
+        } => {
             tracing::info!(provider, delivery_id, reason, "webhook ignored");
-            return Ok(http::json(StatusCode::OK, &json!({ "status": "ignored", "reason": reason })));
+            return Ok(http::json(
+                StatusCode::OK,
+                &json!({ "status": "ignored", "reason": reason }),
+            ));
         }
-        Mapped::Events { delivery_id, events } => (delivery_id, events),
+        Mapped::Events {
+            delivery_id,
+            events,
+        } => (delivery_id, events),
     };
     let prepared = events::prepare_all(&deps.registry, &raw_events)?;
-    let ids: Vec<String> = prepared.iter().map(|p| p.envelope.event_id.clone()).collect();
+    let ids: Vec<String> = prepared
+        .iter()
+        .map(|p| p.envelope.event_id.clone())
+        .collect();
 
     let pk = ledger_pk(provider);
     let expires = now + cfg.webhook_dedup_ttl;
-    let attrs = json!({ "received_at": Utc::now().to_rfc3339(), "event_ids": ids });
+    let attrs = json!({ "received_at": now.to_rfc3339(), "event_ids": ids });
     let fresh = deps
         .ledger
         .claim(&pk, &delivery_id, &attrs, Some(expires))
@@ -102,7 +123,10 @@ pub async fn post(deps: &Deps, provider: &str, req: &Request) -> Result<Response
         .map_err(|e| ApiError::dependency("ledger.claim", e))?;
     if !fresh {
         tracing::info!(provider, delivery_id, "duplicate webhook delivery");
-        return Ok(http::json(StatusCode::OK, &json!({ "status": "duplicate", "delivery_id": delivery_id })));
+        return Ok(http::json(
+            StatusCode::OK,
+            &json!({ "status": "duplicate", "delivery_id": delivery_id }),
+        ));
     }
     let written = events::write(deps.stream.as_ref(), &prepared).await;
     events::log_written("webhook", &written);
@@ -113,7 +137,12 @@ pub async fn post(deps: &Deps, provider: &str, req: &Request) -> Result<Response
         }
         return Err(ApiError::dependency("kinesis.put_records", err.clone()));
     }
-    tracing::info!(provider, delivery_id, events = ids.len(), "webhook accepted");
+    tracing::info!(
+        provider,
+        delivery_id,
+        events = ids.len(),
+        "webhook accepted"
+    );
     Ok(http::json(
         StatusCode::OK,
         &json!({ "status": "accepted", "delivery_id": delivery_id, "event_ids": ids }),

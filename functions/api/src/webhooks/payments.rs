@@ -40,26 +40,43 @@ pub fn minor_to_major(amount: i64, currency: &str) -> String {
     let sign = if amount < 0 { "-" } else { "" };
     let abs = amount.unsigned_abs();
     let f = factor.unsigned_abs();
-    format!("{sign}{}.{:0width$}", abs / f, abs % f, width = exp as usize)
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / f,
+        abs % f,
+        width = exp as usize
+    )
 }
 
 fn str_at<'v>(v: &'v Value, pointer: &str) -> Option<&'v str> {
-    v.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// Maps one verified payments webhook body.
 pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
     let invalid = |m: &str| ApiError::InvalidRequest(format!("payments event: {m}"));
-    let delivery_id = str_at(body, "/id").ok_or_else(|| invalid("missing id"))?.to_owned();
+    let delivery_id = str_at(body, "/id")
+        .ok_or_else(|| invalid("missing id"))?
+        .to_owned();
     let kind = str_at(body, "/type").ok_or_else(|| invalid("missing type"))?;
-    let object = body.pointer("/data/object").filter(|o| o.is_object()).ok_or_else(|| invalid("missing data.object"))?;
+    let object = body
+        .pointer("/data/object")
+        .filter(|o| o.is_object())
+        .ok_or_else(|| invalid("missing data.object"))?;
     let occurred_at = body
         .get("created")
         .and_then(Value::as_i64)
         .and_then(|t| DateTime::from_timestamp(t, 0))
         .unwrap_or(now)
         .to_rfc3339_opts(SecondsFormat::Secs, true);
-    let ignored = |reason: String| Ok(Mapped::Ignored { delivery_id: delivery_id.clone(), reason });
+    let ignored = |reason: String| {
+        Ok(Mapped::Ignored {
+            delivery_id: delivery_id.clone(),
+            reason,
+        })
+    };
 
     let event_type = match kind {
         "checkout.session.completed" => {
@@ -79,7 +96,8 @@ pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
         return ignored("no metadata.user_id or metadata.anonymous_id to attribute it to".into());
     }
     let object_id = str_at(object, "/id").ok_or_else(|| invalid("missing data.object.id"))?;
-    let currency = str_at(object, "/currency").ok_or_else(|| invalid("missing data.object.currency"))?;
+    let currency =
+        str_at(object, "/currency").ok_or_else(|| invalid("missing data.object.currency"))?;
     let amount = ["/amount_total", "/amount_received", "/amount"]
         .iter()
         .find_map(|p| object.pointer(p).and_then(Value::as_i64))
@@ -118,7 +136,10 @@ pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
     if let Some(a) = anonymous_id {
         event["anonymous_id"] = json!(a);
     }
-    Ok(Mapped::Events { delivery_id, events: vec![event] })
+    Ok(Mapped::Events {
+        delivery_id,
+        events: vec![event],
+    })
 }
 
 /// Expanded `line_items.data[]` (when the provider sends them) as purchase items.
@@ -160,33 +181,53 @@ mod tests {
     #[test]
     fn session_and_intent_share_one_purchase_id() {
         let now = Utc::now();
-        let Mapped::Events { events, delivery_id } = map(&session("checkout.session.completed", "paid"), now).unwrap() else {
+        let Mapped::Events {
+            events,
+            delivery_id,
+        } = map(&session("checkout.session.completed", "paid"), now).unwrap()
+        else {
             panic!("not mapped")
         };
         assert_eq!(delivery_id, "evt_1");
         assert_eq!(events[0]["type"], "purchase");
-        assert_eq!(events[0]["payload"], json!({"order_id": "pi_1", "total": "25.99", "currency": "EUR", "items": []}));
+        assert_eq!(
+            events[0]["payload"],
+            json!({"order_id": "pi_1", "total": "25.99", "currency": "EUR", "items": []})
+        );
         assert_eq!(events[0]["occurred_at"], "2025-11-20T10:20:00Z");
         let intent = json!({"id": "evt_2", "type": "payment_intent.succeeded", "data": {"object": {
             "id": "pi_1", "amount": 2599, "currency": "eur", "metadata": {"user_id": "u-1"}}}});
-        let Mapped::Events { events: e2, .. } = map(&intent, now).unwrap() else { panic!("not mapped") };
+        let Mapped::Events { events: e2, .. } = map(&intent, now).unwrap() else {
+            panic!("not mapped")
+        };
         assert_eq!(e2[0]["event_id"], events[0]["event_id"]);
     }
 
     #[test]
     fn unpaid_unknown_and_unattributed_are_ignored() {
         let now = Utc::now();
-        assert!(matches!(map(&session("checkout.session.completed", "unpaid"), now), Ok(Mapped::Ignored { .. })));
-        assert!(matches!(map(&session("invoice.paid", "paid"), now), Ok(Mapped::Ignored { .. })));
+        assert!(matches!(
+            map(&session("checkout.session.completed", "unpaid"), now),
+            Ok(Mapped::Ignored { .. })
+        ));
+        assert!(matches!(
+            map(&session("invoice.paid", "paid"), now),
+            Ok(Mapped::Ignored { .. })
+        ));
         let mut anon = session("checkout.session.completed", "paid");
         anon["data"]["object"]["metadata"] = json!({});
         assert!(matches!(map(&anon, now), Ok(Mapped::Ignored { .. })));
-        assert!(matches!(map(&json!({"type": "x"}), now), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(
+            map(&json!({"type": "x"}), now),
+            Err(ApiError::InvalidRequest(_))
+        ));
     }
 
     #[test]
     fn created_session_is_checkout_started() {
-        let Mapped::Events { events, .. } = map(&session("checkout.session.created", "unpaid"), Utc::now()).unwrap() else {
+        let Mapped::Events { events, .. } =
+            map(&session("checkout.session.created", "unpaid"), Utc::now()).unwrap()
+        else {
             panic!("not mapped")
         };
         assert_eq!(events[0]["type"], "checkout_started");

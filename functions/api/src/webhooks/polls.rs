@@ -19,7 +19,13 @@ use crate::error::ApiError;
 pub const PROVIDER: &str = "polls";
 
 /// Question ids treated as a heat preference.
-pub const HEAT_QUESTIONS: &[&str] = &["heat", "heat_level", "heat_preference", "spice", "spice_level"];
+pub const HEAT_QUESTIONS: &[&str] = &[
+    "heat",
+    "heat_level",
+    "heat_preference",
+    "spice",
+    "spice_level",
+];
 
 fn text(v: &Value) -> Option<String> {
     match v {
@@ -32,7 +38,11 @@ fn text(v: &Value) -> Option<String> {
 /// Maps one verified poll submission.
 pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
     let invalid = |m: String| ApiError::InvalidRequest(format!("poll submission: {m}"));
-    let s = |p: &str| body.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let s = |p: &str| {
+        body.pointer(p)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let delivery_id = s("/delivery_id").ok_or_else(|| invalid("missing delivery_id".into()))?;
     let user_id = s("/user_id");
     let anonymous_id = s("/anonymous_id");
@@ -69,19 +79,36 @@ pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
     };
     let mut events = Vec::new();
     for (i, a) in answers.iter().enumerate() {
-        let question = a.get("question").and_then(text).ok_or_else(|| invalid(format!("answers[{i}].question is missing")))?;
-        let answer = a.get("answer").and_then(text).ok_or_else(|| invalid(format!("answers[{i}].answer is missing")))?;
+        let question = a
+            .get("question")
+            .and_then(text)
+            .ok_or_else(|| invalid(format!("answers[{i}].question is missing")))?;
+        let answer = a
+            .get("answer")
+            .and_then(text)
+            .ok_or_else(|| invalid(format!("answers[{i}].answer is missing")))?;
         let mut payload = json!({ "question_id": question, "answer": answer });
         if let Some(p) = poll_id {
             payload["poll_id"] = json!(p);
         }
         events.push(base("poll_answer", &format!("{i}:poll_answer"), payload));
         if HEAT_QUESTIONS.contains(&question.to_ascii_lowercase().as_str()) {
-            let value = a.get("answer").filter(|v| v.is_number()).cloned().unwrap_or(json!(answer));
-            events.push(base("heat_preference", &format!("{i}:heat_preference"), json!({ "value": value, "source": "poll" })));
+            let value = a
+                .get("answer")
+                .filter(|v| v.is_number())
+                .cloned()
+                .unwrap_or(json!(answer));
+            events.push(base(
+                "heat_preference",
+                &format!("{i}:heat_preference"),
+                json!({ "value": value, "source": "poll" }),
+            ));
         }
     }
-    Ok(Mapped::Events { delivery_id: delivery_id.to_owned(), events })
+    Ok(Mapped::Events {
+        delivery_id: delivery_id.to_owned(),
+        events,
+    })
 }
 
 #[cfg(test)]
@@ -93,15 +120,35 @@ mod tests {
         let body = json!({"delivery_id": "d1", "poll_id": "p", "user_id": "u-1",
             "answers": [{"question": "heat", "answer": "extra-hot"}, {"question": "sauce", "answer": "habanero"},
                         {"question": "spice_level", "answer": 50000}]});
-        let Mapped::Events { events, delivery_id } = map(&body, Utc::now()).unwrap() else { panic!() };
+        let Mapped::Events {
+            events,
+            delivery_id,
+        } = map(&body, Utc::now()).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(delivery_id, "d1");
         let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-        assert_eq!(types, ["poll_answer", "heat_preference", "poll_answer", "poll_answer", "heat_preference"]);
-        assert_eq!(events[1]["payload"], json!({"value": "extra-hot", "source": "poll"}));
+        assert_eq!(
+            types,
+            [
+                "poll_answer",
+                "heat_preference",
+                "poll_answer",
+                "poll_answer",
+                "heat_preference"
+            ]
+        );
+        assert_eq!(
+            events[1]["payload"],
+            json!({"value": "extra-hot", "source": "poll"})
+        );
         assert_eq!(events[4]["payload"]["value"], 50000);
         assert_eq!(events[3]["payload"]["answer"], "50000");
         // Deterministic ids: the same delivery maps to the same ids.
-        let Mapped::Events { events: again, .. } = map(&body, Utc::now()).unwrap() else { panic!() };
+        let Mapped::Events { events: again, .. } = map(&body, Utc::now()).unwrap() else {
+            panic!()
+        };
         assert_eq!(events[0]["event_id"], again[0]["event_id"]);
         assert_ne!(events[0]["event_id"], events[1]["event_id"]);
     }
@@ -109,11 +156,31 @@ mod tests {
     #[test]
     fn incomplete_submissions_are_refused() {
         let now = Utc::now();
-        assert!(map(&json!({"user_id": "u", "answers": [{"question": "q", "answer": "a"}]}), now).is_err());
-        assert!(map(&json!({"delivery_id": "d", "answers": [{"question": "q", "answer": "a"}]}), now).is_err());
-        assert!(map(&json!({"delivery_id": "d", "user_id": "u", "answers": []}), now).is_err());
-        assert!(map(&json!({"delivery_id": "d", "user_id": "u", "answers": [{"question": "q"}]}), now).is_err());
-        assert!(map(&json!({"delivery_id": "d", "user_id": "u", "submitted_at": "yesterday",
-            "answers": [{"question": "q", "answer": "a"}]}), now).is_err());
+        assert!(map(
+            &json!({"user_id": "u", "answers": [{"question": "q", "answer": "a"}]}),
+            now
+        )
+        .is_err());
+        assert!(map(
+            &json!({"delivery_id": "d", "answers": [{"question": "q", "answer": "a"}]}),
+            now
+        )
+        .is_err());
+        assert!(map(
+            &json!({"delivery_id": "d", "user_id": "u", "answers": []}),
+            now
+        )
+        .is_err());
+        assert!(map(
+            &json!({"delivery_id": "d", "user_id": "u", "answers": [{"question": "q"}]}),
+            now
+        )
+        .is_err());
+        assert!(map(
+            &json!({"delivery_id": "d", "user_id": "u", "submitted_at": "yesterday",
+            "answers": [{"question": "q", "answer": "a"}]}),
+            now
+        )
+        .is_err());
     }
 }

@@ -12,7 +12,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn mac(secret: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; this cannot fail.
-    <HmacSha256 as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key"))
+    <HmacSha256 as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key"))
 }
 
 /// Hex HMAC-SHA256 of `parts` under `secret` (what a provider would send).
@@ -49,7 +50,9 @@ pub fn verify_timestamped(
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for item in header.split(',') {
-        let Some((key, value)) = item.trim().split_once('=') else { continue };
+        let Some((key, value)) = item.trim().split_once('=') else {
+            continue;
+        };
         match key {
             "t" => timestamp = value.parse::<i64>().ok(),
             "v1" => signatures.extend(hex::decode(value).ok()),
@@ -62,8 +65,13 @@ pub fn verify_timestamped(
     }
     let t_text = t.to_string();
     let parts: [&[u8]; 3] = [t_text.as_bytes(), b".", body];
-    if !signatures.iter().any(|sig| matches_any(secrets, &parts, sig)) {
-        return Err(bad("signature does not match the payload with any configured secret"));
+    if !signatures
+        .iter()
+        .any(|sig| matches_any(secrets, &parts, sig))
+    {
+        return Err(bad(
+            "signature does not match the payload with any configured secret",
+        ));
     }
     let at = DateTime::from_timestamp(t, 0).ok_or_else(|| bad("timestamp out of range"))?;
     let distance = (now - at).num_seconds().abs();
@@ -87,7 +95,9 @@ pub fn verify_body(header: Option<&str>, body: &[u8], secrets: &Secrets) -> Resu
     if matches_any(secrets, &[body], &sig) {
         Ok(())
     } else {
-        Err(bad("signature does not match the payload with any configured secret"))
+        Err(bad(
+            "signature does not match the payload with any configured secret",
+        ))
     }
 }
 
@@ -106,7 +116,10 @@ mod tests {
         let tol = Duration::seconds(300);
         let sig = sign_hex(b"whsec_old", &[b"1763634000", b".", body]);
         let header = format!("t=1763634000,v1=deadbeef,v1={sig}");
-        assert_eq!(verify_timestamped(Some(&header), body, &secrets(), now, tol).unwrap(), now);
+        assert_eq!(
+            verify_timestamped(Some(&header), body, &secrets(), now, tol).unwrap(),
+            now
+        );
         let tampered = br#"{"id":"evt_2"}"#;
         assert!(matches!(
             verify_timestamped(Some(&header), tampered, &secrets(), now, tol),

@@ -1,0 +1,334 @@
+//! Flow tests: fixtures from `events/` through the handler, sweeper and feedback with
+//! in-memory ports.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Duration, Utc};
+use ember_aws::sesv2::STAGE_RECIPIENT;
+use ember_core::ports::{Ledger, PortError};
+use ember_core::profile::{CartItem, Consent, Profile};
+use ember_core::unsubscribe::{self, suppression_key, Keys, SUPPRESSION_PK};
+use serde_json::Value;
+
+use crate::feedback::{Feedback, FeedbackOutcome};
+use crate::handler::{send_pk, Email, Outcome, Settings, Skip};
+use crate::testkit::{MemoryLedger, MemoryProfiles, MemoryStream, RecordingMailer};
+use crate::timers;
+
+const CHURN: &str = include_str!("../../../events/eventbridge/segment-entered-churn-risk.json");
+const CART: &str = include_str!("../../../events/eventbridge/cart-updated.json");
+const SCHEDULE: &str = include_str!("../../../events/eventbridge/scheduled-sweep.json");
+
+type TestEmail = Email<MemoryProfiles, MemoryLedger, RecordingMailer, MemoryStream>;
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn event(json: &str) -> EventBridgeEvent<Value> {
+    serde_json::from_str(json).unwrap()
+}
+
+fn keys() -> Keys {
+    Keys::parse("test-secret-0123456789abcdef").unwrap()
+}
+
+fn email_with(profile: Profile, campaigns_yaml: Option<&str>) -> TestEmail {
+    let (mut campaigns, rules, renderer) = crate::embedded_config().unwrap();
+    if let Some(yaml) = campaigns_yaml {
+        campaigns = crate::load_campaigns(yaml, &rules, &renderer).unwrap();
+    }
+    Email {
+        profiles: MemoryProfiles::with(profile),
+        ledger: MemoryLedger::default(),
+        mailer: RecordingMailer::default(),
+        stream: MemoryStream::default(),
+        campaigns,
+        rules,
+        renderer,
+        settings: Settings {
+            sender: "Ember Hot Sauce Co. <shop@shop.example>".into(),
+            public_base_url: "https://shop.example".into(),
+            unsubscribe_keys: keys(),
+        },
+    }
+}
+
+/// u-1001: a repeat customer gone quiet (churn_risk), with consent and an address.
+fn churner() -> Profile {
+    let mut p = Profile::new("u-1001");
+    p.version = 42;
+    p.email = Some("ana@example.com".into());
+    p.name = Some("Ana López".into());
+    p.purchase_count = 3;
+    p.last_seen = Some(at("2026-10-01T10:00:00Z"));
+    p.consent.insert("email".into(), Consent { granted: true, at: Some(at("2026-01-01T00:00:00Z")) });
+    p
+}
+
+/// u-1001 with the cart of the CartUpdated fixture.
+fn cart_holder() -> Profile {
+    let mut p = churner();
+    p.purchase_count = 0;
+    p.last_seen = Some(at("2026-11-20T14:10:00Z"));
+    p.cart.currency = Some("USD".into());
+    p.cart.updated_at = Some(at("2026-11-20T14:10:00.250Z"));
+    for (sku, name, qty, price) in [("sauce-dave-insanity", "Dave's Insanity Sauce", 1, 1199), ("sauce-sriracha", "Huy Fong Sriracha", 2, 849)] {
+        p.cart.items.insert(sku.into(), CartItem { name: name.into(), quantity: qty, unit_price_minor: price, url: None });
+    }
+    p
+}
+
+#[tokio::test]
+async fn segment_event_sends_one_personalised_email_with_one_click_unsubscribe() {
+    let email = email_with(churner(), None);
+    let now = at("2026-11-20T14:05:10Z");
+    let out = email.handle(&event(CHURN), now).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Sent { campaign, .. }] if campaign == "churn_winback"), "{out:?}");
+    let msg = email.mailer.last();
+    assert_eq!(msg.to, "ana@example.com");
+    assert_eq!(msg.subject, "Ana, we miss you: 15% off your next bottle");
+    assert!(msg.text.contains("COMEBACK15") && msg.html.contains("COMEBACK15"));
+    let header = |n: &str| msg.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
+    assert_eq!(header("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+    let link = header("List-Unsubscribe");
+    let token = link.strip_prefix("<https://shop.example/v1/unsubscribe?token=").and_then(|t| t.strip_suffix('>')).unwrap();
+    let claims = unsubscribe::verify(&keys(), token).unwrap();
+    assert_eq!((claims.profile_id.as_str(), claims.campaign.as_str()), ("u-1001", "churn_winback"));
+    assert!(msg.tags.contains(&("campaign".into(), "churn_winback".into())));
+    assert!(msg.tags.contains(&("profile_id".into(), "u-1001".into())));
+
+    // The same event again (EventBridge at-least-once, Lambda retry): no second email.
+    let again = email.handle(&event(CHURN), now + Duration::seconds(30)).await.unwrap();
+    assert!(matches!(&again[..], [Outcome::Duplicate { .. }]), "{again:?}");
+    assert_eq!(email.mailer.count(), 1);
+}
+
+#[tokio::test]
+async fn no_send_without_address_consent_or_when_suppressed() {
+    let now = at("2026-11-20T14:05:10Z");
+    let mut no_consent = churner();
+    no_consent.consent.clear();
+    let mut no_address = churner();
+    no_address.email = Some("  ".into());
+    let mut flagged = churner();
+    flagged.email_status.suppressed = Some("complaint".into());
+    for (profile, reason) in [(no_consent, Skip::NoConsent), (no_address, Skip::NoAddress), (flagged, Skip::Suppressed)] {
+        let email = email_with(profile, None);
+        let out = email.handle(&event(CHURN), now).await.unwrap();
+        assert!(matches!(&out[..], [Outcome::Skipped { reason: r, .. }] if *r == reason), "{out:?}");
+        assert_eq!(email.mailer.count(), 0);
+    }
+    // Suppressed by the hashed address in the ledger (bounce feedback, erasure).
+    let email = email_with(churner(), None);
+    email.ledger.claim(SUPPRESSION_PK, &suppression_key(" ANA@example.com"), &Value::Null, None).await.unwrap();
+    let out = email.handle(&event(CHURN), now).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Skipped { reason: Skip::Suppressed, .. }]), "{out:?}");
+    assert_eq!(email.mailer.count(), 0);
+}
+
+#[tokio::test]
+async fn frequency_caps_hold_per_campaign_and_globally() {
+    let now = at("2026-11-20T14:05:10Z");
+    let email = email_with(churner(), None);
+    email.handle(&event(CHURN), now).await.unwrap();
+    // A second trigger of the same campaign the same day: capped (daily_cap 1).
+    let second = CHURN.replace("churn_risk:entered:42", "churn_risk:entered:50");
+    let out = email.handle(&event(&second), now + Duration::hours(1)).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Skipped { reason: Skip::CampaignCap, .. }]), "{out:?}");
+    // The next (user-local) day it may go again.
+    let out = email.handle(&event(&second), now + Duration::days(1)).await.unwrap();
+    assert!(out[0].is_sent(), "{out:?}");
+
+    // Global cap 1: a cart email after the win-back the same day is blocked.
+    let yaml = crate::campaign::EMBEDDED.replace("global_daily_cap: 2", "global_daily_cap: 1");
+    let mut p = cart_holder();
+    p.purchase_count = 3;
+    p.last_seen = Some(at("2026-10-01T10:00:00Z"));
+    let email = email_with(p, Some(&yaml));
+    assert!(email.handle(&event(CHURN), now).await.unwrap()[0].is_sent());
+    let sweep = timers::sweep(&email, now).await.unwrap();
+    assert!(sweep.outcomes.is_empty());
+    email.handle(&event(CART), now).await.unwrap();
+    let sweep = timers::sweep(&email, at("2026-11-20T15:12:00Z")).await.unwrap();
+    assert!(matches!(&sweep.outcomes[..], [Outcome::Skipped { reason: Skip::GlobalCap, .. }]), "{sweep:?}");
+    assert_eq!(email.mailer.count(), 1);
+}
+
+#[tokio::test]
+async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
+    let mut p = churner();
+    p.timezone = Some("Europe/Berlin".into());
+    let email = email_with(p, None);
+    // 21:30 UTC = 22:30 in Berlin: inside 21:00–08:00.
+    let late = at("2026-11-20T21:30:00Z");
+    let out = email.handle(&event(CHURN), late).await.unwrap();
+    let until = at("2026-11-21T07:00:00Z");
+    assert_eq!(out, vec![Outcome::Deferred { campaign: "churn_winback".into(), until }]);
+    assert_eq!(email.mailer.count(), 0);
+    assert_eq!(email.ledger.keys("timer#").len(), 1);
+    assert_eq!(email.ledger.keys("timer#")[0].0, "timer#2026-11-21T07:00");
+    // A replay during the night writes no second timer and sends nothing.
+    email.handle(&event(CHURN), late + Duration::minutes(5)).await.unwrap();
+    assert_eq!(email.ledger.keys("timer#").len(), 1);
+
+    // Sweeps during the night fire nothing; the first one after 08:00 Berlin sends.
+    let night = timers::sweep(&email, at("2026-11-21T03:00:00Z")).await.unwrap();
+    assert!(night.outcomes.is_empty());
+    let morning = timers::sweep(&email, at("2026-11-21T07:01:30Z")).await.unwrap();
+    assert!(matches!(&morning.outcomes[..], [Outcome::Sent { .. }]), "{morning:?}");
+    assert_eq!(email.mailer.count(), 1);
+    assert!(email.ledger.keys("timer#").is_empty());
+}
+
+#[tokio::test]
+async fn cart_abandonment_waits_for_the_delay_and_is_cancelled_by_checkout() {
+    let email = email_with(cart_holder(), None);
+    let t0 = at("2026-11-20T14:10:02Z");
+    let out = email.handle(&event(CART), t0).await.unwrap();
+    assert_eq!(out, vec![Outcome::Scheduled { campaign: "cart_abandonment".into(), due: at("2026-11-20T15:10:00.250Z") }]);
+    // Before the delay: nothing.
+    let early = timers::sweep(&email, at("2026-11-20T14:40:00Z")).await.unwrap();
+    assert!(early.outcomes.is_empty());
+    assert_eq!(email.mailer.count(), 0);
+    // After the delay: one email with the cart, formatted.
+    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z")).await.unwrap();
+    assert!(matches!(&due.outcomes[..], [Outcome::Sent { .. }]), "{due:?}");
+    let msg = email.mailer.last();
+    assert_eq!(msg.subject, "Ana, your Dave's Insanity Sauce and more are still waiting");
+    assert!(msg.text.contains("Huy Fong Sriracha x 2: $16.98"), "{}", msg.text);
+    assert!(msg.text.contains("Total: $28.97"));
+    // The cart event replayed later schedules a timer whose send is a duplicate.
+    email.handle(&event(CART), at("2026-11-20T15:20:00Z")).await.unwrap();
+    let replay = timers::sweep(&email, at("2026-11-20T15:25:00Z")).await.unwrap();
+    assert!(matches!(&replay.outcomes[..], [Outcome::Duplicate { .. }]), "{replay:?}");
+    assert_eq!(email.mailer.count(), 1);
+
+    // Checkout between the cart change and the timer: cancelled.
+    let email = email_with(cart_holder(), None);
+    email.handle(&event(CART), t0).await.unwrap();
+    let mut checked_out = cart_holder();
+    checked_out.last_checkout_at = Some(at("2026-11-20T14:20:00Z"));
+    email.profiles.set(checked_out);
+    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z")).await.unwrap();
+    assert!(matches!(&due.outcomes[..], [Outcome::Skipped { reason: Skip::NoLongerApplies, .. }]), "{due:?}");
+    assert!(timers::cancelled(&due.outcomes[0]));
+    assert_eq!(email.mailer.count(), 0);
+    assert!(email.ledger.keys("timer#").is_empty());
+
+    // A later cart change: the first timer is superseded by the change's own timer.
+    let email = email_with(cart_holder(), None);
+    email.handle(&event(CART), t0).await.unwrap();
+    let mut changed = cart_holder();
+    changed.cart.updated_at = Some(at("2026-11-20T14:30:00Z"));
+    email.profiles.set(changed);
+    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z")).await.unwrap();
+    assert!(matches!(&due.outcomes[..], [Outcome::Skipped { reason: Skip::CartChanged, .. }]), "{due:?}");
+}
+
+#[tokio::test]
+async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
+    let email = email_with(churner(), None);
+    let now = at("2026-11-20T14:05:10Z");
+    email.mailer.fail_next(PortError::Transient { stage: "ses.send", reason: "TooManyRequestsException".into() });
+    let err = email.handle(&event(CHURN), now).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(email.ledger.get(&send_pk("u-1001"), "churn_winback#u-1001:churn_risk:entered:42").await.unwrap().is_none());
+    // Lambda retries the event: sent once, and the cap (1/day) was charged only once.
+    let out = email.handle(&event(CHURN), now + Duration::minutes(1)).await.unwrap();
+    assert!(out[0].is_sent(), "{out:?}");
+    assert_eq!(email.mailer.count(), 1);
+}
+
+#[tokio::test]
+async fn rejected_recipient_is_suppressed_and_reported_not_retried() {
+    let email = email_with(churner(), None);
+    let now = at("2026-11-20T14:05:10Z");
+    email.mailer.fail_next(PortError::Permanent { stage: STAGE_RECIPIENT, reason: "MessageRejected".into() });
+    let out = email.handle(&event(CHURN), now).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Skipped { reason: Skip::Rejected, .. }]), "{out:?}");
+    assert!(email.ledger.get(SUPPRESSION_PK, &suppression_key("ana@example.com")).await.unwrap().is_some());
+    let events = email.stream.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "email_suppressed");
+    assert_eq!(events[0]["user_id"], "u-1001");
+    // The envelope passes Ember's own schema validation (enrich would accept it).
+    let registry = ember_core::schema::Registry::embedded().unwrap();
+    registry.validate(&events[0]).unwrap();
+    // A replay neither sends nor reports again.
+    email.handle(&event(CHURN), now).await.unwrap();
+    assert_eq!(email.mailer.count(), 0);
+}
+
+#[tokio::test]
+async fn unknown_detail_types_are_ignored_and_broken_details_rejected() {
+    let email = email_with(churner(), None);
+    let other = CHURN.replace("\"SegmentEntered\"", "\"SomethingElse\"");
+    let out = email.handle(&event(&other), Utc::now()).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Ignored { .. }]));
+    let broken = CHURN.replace("\"profile_id\": \"u-1001\",", "");
+    let err = email.handle(&event(&broken), Utc::now()).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    // The schedule fixture runs the sweeper.
+    let out = email.handle(&event(SCHEDULE), at("2026-11-20T15:11:00Z")).await.unwrap();
+    assert!(out.is_empty());
+}
+
+fn feedback() -> Feedback<MemoryLedger, MemoryStream> {
+    Feedback { ledger: MemoryLedger::default(), stream: MemoryStream::default() }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../../events/ses/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn feedback_maps_ses_events_to_ember_events() {
+    let registry = ember_core::schema::Registry::embedded().unwrap();
+    let now = at("2026-11-20T16:00:00Z");
+    for (file, expected_type, reason) in [
+        ("eventbridge-bounce.json", Some("email_suppressed"), Some("hard_bounce")),
+        ("sns-bounce.json", Some("email_suppressed"), Some("hard_bounce")),
+        ("eventbridge-complaint.json", Some("email_suppressed"), Some("complaint")),
+        ("eventbridge-open.json", Some("email_opened"), None),
+        ("eventbridge-click.json", Some("email_clicked"), None),
+        ("eventbridge-bounce-transient.json", None, None),
+        ("eventbridge-delivery.json", None, None),
+    ] {
+        let fb = feedback();
+        let input = fixture(file);
+        let out = fb.handle(&input, now).await.unwrap();
+        let events = fb.stream.events();
+        let suppressed = fb.ledger.get(SUPPRESSION_PK, &suppression_key("ana@example.com")).await.unwrap();
+        match expected_type {
+            None => {
+                assert!(events.is_empty(), "{file}");
+                assert!(matches!(&out[..], [FeedbackOutcome::Ignored { .. }]), "{file}: {out:?}");
+                assert!(suppressed.is_none(), "{file}");
+            }
+            Some(t) => {
+                assert_eq!(events.len(), 1, "{file}");
+                let e = &events[0];
+                assert_eq!(e["type"], t, "{file}");
+                assert_eq!(e["user_id"], "u-1001");
+                registry.validate(e).unwrap_or_else(|p| panic!("{file}: {p:?}"));
+                assert_eq!(suppressed.is_some(), reason.is_some(), "{file}");
+                if let Some(r) = reason {
+                    assert_eq!(e["payload"]["reason"], r);
+                } else {
+                    assert_eq!(e["payload"]["campaign"], "cart_abandonment");
+                }
+                // Deterministic ids: the same SES event twice gives the same Ember event id.
+                let again = feedback();
+                again.handle(&input, now + Duration::hours(1)).await.unwrap();
+                assert_eq!(again.stream.events()[0]["event_id"], e["event_id"]);
+            }
+        }
+    }
+    let fb = feedback();
+    fb.handle(&fixture("eventbridge-click.json"), now).await.unwrap();
+    let e = &fb.stream.events()[0];
+    assert_eq!(e["payload"]["link"], "https://shop.example/cart");
+    assert_eq!(e["event_id"], "ses-010001936a1b2c3d-4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f6a7b8-000000-click");
+    assert!(fb.handle(&serde_json::json!({"hello": 1}), now).await.is_err());
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The README's `make demo`: the whole pipeline on this machine, wired from template.yaml.
+#
+#  1. starts the emulator (moto on loopback, or adopts AWS_ENDPOINT_URL if set: LocalStack,
+#     fakecloud, …) unless one is already running; stops it at the end only if it started it;
+#  2. builds ember-local;
+#  3. replays events/pipeline/sample.jsonl (300 shoppers, one simulated week) through the
+#     local HTTP API -> Kinesis -> enrich -> EventBridge -> email, on a clock that follows
+#     event time, then prints the summary and writes every sent email to out/emails/.
+#
+# Extra arguments go to `ember-local replay` (e.g. `--keep`, `--sweep-every-mins 5`).
+# EMBER_SAMPLE=path replays another JSONL file.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+started_here=0
+if [ -z "${AWS_ENDPOINT_URL:-}" ] && ! { [ -f .emulator/pid ] && kill -0 "$(cat .emulator/pid)" 2>/dev/null; }; then
+  started_here=1
+fi
+bash infra/emulator.sh start
+if [ "$started_here" = 1 ]; then
+  trap 'bash infra/emulator.sh stop' EXIT
+fi
+# shellcheck disable=SC1091
+source .emulator/env
+
+echo "== building ember-local"
+cargo build -p ember-local --locked --quiet
+BIN="$ROOT/target/debug/ember-local"
+
+SAMPLE=${EMBER_SAMPLE:-events/pipeline/sample.jsonl}
+if [ ! -f "$SAMPLE" ]; then
+  "$BIN" generate --users 300 --seed 7 --out "$SAMPLE"
+fi
+
+rm -rf out/emails
+echo "== replaying $SAMPLE against $AWS_ENDPOINT_URL"
+"$BIN" replay "$SAMPLE" --template template.yaml --emails out/emails "$@"

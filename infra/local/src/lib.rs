@@ -1,0 +1,48 @@
+//! `ember-local`: Ember's whole pipeline on a laptop, against an AWS emulator (moto,
+//! LocalStack, fakecloud — anything `AWS_ENDPOINT_URL` points at), wired from
+//! `template.yaml` so the local run and the deployed stack cannot drift apart.
+//!
+//! What it does, in order:
+//! 1. reads the SAM template ([`template`]) and provisions its tables, stream, bus, queues
+//!    and SES configuration on the emulator, with names made unique per run through the
+//!    template's own `Stage` parameter ([`provision`]);
+//! 2. builds each function's real handler from its crate with the environment the template
+//!    gives it ([`functions`]);
+//! 3. runs the event sources the template declares, in-process: the HTTP API routes
+//!    ([`http`]), the Kinesis event source mapping with partial failures, bisection, retries
+//!    and the on-failure destination, the EventBridge rules through SQS target queues, and
+//!    the schedules ([`pollers`], [`pipeline`]);
+//! 4. replays sample traffic on a clock that follows event time ([`clock`], [`replay`]) and
+//!    reports profiles, segment transitions, emails (read back from the emulator and written
+//!    as HTML by [`mail`]), dead letters and latency.
+//!
+//! # Layout
+//! - [`template`]: YAML with CloudFormation short tags -> JSON; intrinsic resolution;
+//!   function specs and event sources.
+//! - [`provision`]: creating (and deleting) the template's resources on the emulator.
+//! - [`functions`]: binary name -> in-process handler.
+//! - [`http`]: the API Gateway HTTP API (payload 2.0) stand-in.
+//! - [`pollers`]: Kinesis, EventBridge-rule and schedule event sources.
+//! - [`activity`]: counters and the drain handshake.
+//! - [`clock`]: the event-time clock.
+//! - [`pipeline`]: starting and stopping everything.
+//! - [`replay`]: JSONL replay and the summary. [`generate`]: the deterministic sample.
+//! - [`mail`]: reading sent mail from moto / LocalStack / fakecloud; HTML output.
+//! - [`error`]: the crate's error enum.
+
+pub mod activity;
+pub mod clock;
+pub mod error;
+pub mod functions;
+pub mod generate;
+pub mod http;
+pub mod mail;
+pub mod pipeline;
+pub mod pollers;
+pub mod provision;
+pub mod replay;
+pub mod template;
+
+pub use error::LocalError;
+pub use pipeline::{Pipeline, PipelineOptions};
+pub use replay::{replay, ReplayOptions, ReplaySummary};

@@ -1,0 +1,210 @@
+//! Property tests of the profile fold: order independence, idempotence, decay, cart.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ember_core::enrich::{Channel, DeviceClass, EnrichedEvent, Fact, LineItem};
+use ember_core::event::{Context, Envelope, EventType};
+use ember_core::fold::{Applied, FoldConfig};
+use ember_core::profile::Profile;
+use proptest::prelude::*;
+
+fn base() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 9, 1, 0, 0, 0).unwrap()
+}
+
+fn event_type(fact: &Fact) -> EventType {
+    match fact {
+        Fact::PageView { .. } => EventType::PageView,
+        Fact::ProductView { .. } => EventType::ProductView,
+        Fact::AddToCart { .. } => EventType::AddToCart,
+        Fact::RemoveFromCart { .. } => EventType::RemoveFromCart,
+        Fact::CheckoutStarted { .. } => EventType::CheckoutStarted,
+        Fact::Purchase { .. } => EventType::Purchase,
+        Fact::EmailOpened { .. } => EventType::EmailOpened,
+        Fact::EmailClicked { .. } => EventType::EmailClicked,
+        Fact::HeatPreference { .. } => EventType::HeatPreference,
+        Fact::PollAnswer { .. } => EventType::PollAnswer,
+        Fact::ConsentChanged { .. } => EventType::ConsentChanged,
+        Fact::Identify { .. } => EventType::Identify,
+        Fact::ProfileUpdated { .. } => EventType::ProfileUpdated,
+        Fact::EmailSuppressed { .. } => EventType::EmailSuppressed,
+    }
+}
+
+fn event(id: String, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
+    EnrichedEvent {
+        envelope: Envelope {
+            event_id: id,
+            event_type: event_type(&fact),
+            version: 1,
+            user_id: Some("u-1".into()),
+            anonymous_id: None,
+            occurred_at: at,
+            source: "proptest".into(),
+            context: Context::default(),
+            payload: serde_json::Value::Null,
+        },
+        fact,
+        utm: BTreeMap::new(),
+        device: None,
+    }
+}
+
+/// Facts whose effect does not depend on the order they arrive in (no cart, no clicks).
+fn independent_fact() -> impl Strategy<Value = Fact> {
+    prop_oneof![
+        Just(Fact::PageView { url: None, title: None }),
+        "[A-C]".prop_map(|sku| Fact::ProductView {
+            product: ember_core::enrich::Product { sku, name: None, price_minor: None, currency: None, url: None }
+        }),
+        (0u32..400_000).prop_map(|shu| Fact::HeatPreference { shu, stated: shu.to_string(), source: None }),
+        (0usize..3, any::<bool>()).prop_map(|(c, granted)| Fact::ConsentChanged { channel: Channel::ALL[c], granted }),
+        (1i64..100_000, prop_oneof![Just("EUR"), Just("USD")]).prop_map(|(total, c)| Fact::Purchase {
+            order_id: "o".into(),
+            total_minor: total,
+            currency: c.into(),
+            items: vec![]
+        }),
+        Just(Fact::CheckoutStarted { checkout_id: None, total_minor: None, currency: None }),
+        Just(Fact::EmailOpened { campaign: "c".into(), message_id: "m".into() }),
+        ("[a-c]", "(smoky|fruity|garlic)").prop_map(|(q, a)| Fact::PollAnswer { poll_id: None, question_id: q, answer: a }),
+        (proptest::option::of("[a-c]@example\\.com"), proptest::option::of("(Ana|Bo|Cy)")).prop_map(|(email, name)| {
+            Fact::ProfileUpdated { email, name, timezone: Some("Europe/Berlin".into()) }
+        }),
+        "[a-c]".prop_map(|a| Fact::Identify { user_id: "u-1".into(), anonymous_id: a }),
+    ]
+}
+
+/// Events with unique ids, timestamps within 90 days (coarse, so ties happen),
+/// some with UTM and device context.
+fn independent_events() -> impl Strategy<Value = Vec<EnrichedEvent>> {
+    proptest::collection::vec(
+        (independent_fact(), prop_oneof![0i64..4, 0i64..180], proptest::option::of("(news|ads)"), any::<bool>()),
+        1..60,
+    )
+    .prop_map(|items| {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, (fact, slot, utm, mobile))| {
+                // Half-day slots, often among the first few, make equal `occurred_at` common
+                // (exercising tie-breaks) while spanning 90 days (exercising daily pruning).
+                let at = base() + Duration::hours(12 * slot);
+                let mut e = event(format!("e{i}"), at, fact);
+                if let Some(source) = utm {
+                    e.utm.insert("utm_source".into(), source);
+                }
+                e.device = Some(if mobile { DeviceClass::Mobile } else { DeviceClass::Desktop });
+                e
+            })
+            .collect()
+    })
+}
+
+fn fold(events: &[EnrichedEvent]) -> Profile {
+    let mut p = Profile::new("u-1");
+    for e in events {
+        p.apply(e, &FoldConfig::default());
+    }
+    p
+}
+
+/// Equal up to the order of remembered ids and float rounding of the heat average.
+fn assert_equivalent(a: &Profile, b: &Profile) -> Result<(), TestCaseError> {
+    match (a.heat_shu(), b.heat_shu()) {
+        (Some(x), Some(y)) => prop_assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "heat {x} vs {y}"),
+        (x, y) => prop_assert_eq!(x, y),
+    }
+    let strip = |p: &Profile| {
+        let mut p = p.clone();
+        p.heat = p.heat.map(|h| ember_core::profile::DecayedValue { weighted_sum: 0.0, weight: 0.0, ..h });
+        let mut ids: Vec<String> = p.recent_event_ids.drain(..).collect();
+        ids.sort();
+        (p, ids)
+    };
+    prop_assert_eq!(strip(a), strip(b));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn order_of_independent_events_does_not_matter(
+        (events, shuffled) in independent_events().prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle()))
+    ) {
+        let a = fold(&events);
+        let b = fold(&shuffled);
+        assert_equivalent(&a, &b)?;
+        prop_assert_eq!(a.purchase_count, b.purchase_count);
+        prop_assert_eq!(a.consent, b.consent);
+    }
+
+    #[test]
+    fn applying_events_twice_equals_once(events in independent_events(), replay in proptest::collection::vec(any::<prop::sample::Index>(), 0..20)) {
+        let once = fold(&events);
+        let mut twice = once.clone();
+        for i in replay {
+            let e = &events[i.index(events.len())];
+            prop_assert_eq!(twice.apply(e, &FoldConfig::default()), Applied::Duplicate);
+        }
+        prop_assert_eq!(&twice, &once);
+        let mut all_twice = Profile::new("u-1");
+        for e in events.iter().chain(events.iter()) {
+            all_twice.apply(e, &FoldConfig::default());
+        }
+        prop_assert_eq!(all_twice, once);
+    }
+
+    #[test]
+    fn decay_weighs_by_half_life(old in 0u32..1_000_000, new in 0u32..1_000_000, gap_hours in 0i64..(24 * 365), half_life_days in 1i64..90) {
+        let config = FoldConfig::new(Duration::days(half_life_days), Duration::days(7));
+        let heat = |shu: u32| Fact::HeatPreference { shu, stated: String::new(), source: None };
+        let t0 = base();
+        let t1 = t0 + Duration::hours(gap_hours);
+        let mut p = Profile::new("u-1");
+        p.apply(&event("old".into(), t0, heat(old)), &config);
+        p.apply(&event("new".into(), t1, heat(new)), &config);
+        let w = 0.5_f64.powf(gap_hours as f64 / (half_life_days as f64 * 24.0));
+        let expected = (f64::from(old) * w + f64::from(new)) / (w + 1.0);
+        let got = p.heat_shu().unwrap();
+        prop_assert!((got - expected).abs() <= 1e-6 * expected.max(1.0), "{got} vs {expected}");
+        // The result lies between the two statements.
+        let (lo, hi) = (old.min(new) as f64, old.max(new) as f64);
+        prop_assert!(got >= lo - 1e-6 && got <= hi + 1e-6);
+    }
+
+    #[test]
+    fn cart_quantities_never_go_negative_and_match_a_model(ops in proptest::collection::vec((any::<bool>(), "[A-C]", proptest::option::of(1u32..5)), 1..60)) {
+        let mut p = Profile::new("u-1");
+        let mut model: BTreeMap<String, u32> = BTreeMap::new();
+        for (i, (is_add, sku, qty)) in ops.into_iter().enumerate() {
+            let at = base() + Duration::minutes(i as i64);
+            let fact = if is_add {
+                let q = qty.unwrap_or(1);
+                *model.entry(sku.clone()).or_default() += q;
+                Fact::AddToCart {
+                    item: LineItem { sku: sku.clone(), name: sku.clone(), quantity: q, unit_price_minor: 100, url: None },
+                    currency: "EUR".into(),
+                }
+            } else {
+                match (model.get_mut(&sku), qty) {
+                    (Some(have), Some(q)) if q < *have => *have -= q,
+                    (Some(_), _) => { model.remove(&sku); }
+                    (None, _) => {}
+                }
+                Fact::RemoveFromCart { sku: sku.clone(), quantity: qty }
+            };
+            p.apply(&event(format!("c{i}"), at, fact), &FoldConfig::default());
+            let actual: BTreeMap<String, u32> = p.cart.items.iter().map(|(k, v)| (k.clone(), v.quantity)).collect();
+            prop_assert_eq!(&actual, &model);
+            prop_assert!(p.cart.items.values().all(|i| i.quantity > 0));
+            let value: i64 = model.values().map(|q| i64::from(*q) * 100).sum();
+            prop_assert_eq!(p.cart_value_minor(), value);
+        }
+        p.apply(&event("buy".into(), base() + Duration::days(1), Fact::Purchase {
+            order_id: "o".into(), total_minor: 1, currency: "EUR".into(), items: vec![] }), &FoldConfig::default());
+        prop_assert!(p.cart.items.is_empty());
+    }
+}

@@ -1,0 +1,128 @@
+//! End to end through the local pipeline wired from template.yaml (ember-local as a library):
+//! HTTP API -> Kinesis -> enrich -> EventBridge -> email (+ the sweeper on the event-time
+//! clock), against the emulator. Replays events/pipeline/small.jsonl and checks the profiles
+//! in DynamoDB, the segment and cart events on the bus, and the emails the emulator sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ember_local::clock::SimClock;
+use ember_local::replay::read_jsonl;
+use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
+use ember_tests::emulator::{workspace_root, Aws};
+use serde_json::Value;
+
+fn bus_events(p: &Pipeline, detail_type: &str) -> Vec<Value> {
+    p.bus_events
+        .lock()
+        .map(|v| {
+            v.iter()
+                .filter(|e| e["detail-type"] == detail_type)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() {
+    let aws = Aws::from_env().await.expect("emulator environment");
+    let root = workspace_root();
+    let events = read_jsonl(&root.join("events/pipeline/small.jsonl")).expect("sample");
+    let start: DateTime<Utc> = "2026-11-03T09:00:00Z".parse().expect("time");
+    let clock = Arc::new(SimClock::starting_at(start));
+    let opts = PipelineOptions {
+        template: root.join("template.yaml"),
+        ..Default::default()
+    };
+    let pipeline = Pipeline::start(&opts, &aws.config, clock)
+        .await
+        .expect("pipeline starts");
+    let ropts = ReplayOptions {
+        tail: chrono::Duration::hours(6),
+        progress: false,
+        drain_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let result = replay(&pipeline, events, &ropts, None).await;
+    let table = pipeline.name_of("ProfilesTable").expect("profiles table");
+    let cart_updates = bus_events(&pipeline, "CartUpdated");
+    let entered = bus_events(&pipeline, "SegmentEntered");
+    let profiles = (
+        aws.get_profile(&table, "u-cart").await,
+        aws.get_profile(&table, "u-buyer").await,
+        aws.get_profile(&table, "u-heat").await,
+    );
+    pipeline.stop(true).await;
+    let summary = result.expect("replay");
+    println!("{summary}");
+
+    // The API refused exactly the malformed event, with a 4xx reason.
+    assert!(summary.drained, "the pipeline did not drain");
+    assert_eq!(summary.events, 15);
+    assert_eq!(summary.accepted, 14);
+    assert_eq!(summary.rejected.len(), 1, "{:?}", summary.rejected);
+    assert_eq!(summary.rejected[0].event_id, "small-015");
+    assert!((400..500).contains(&summary.rejected[0].status));
+    assert_eq!(
+        summary.kinesis_records, 14,
+        "every accepted event went through the stream once"
+    );
+    assert_eq!(summary.kinesis_on_failure, 0);
+    assert_eq!(summary.queues.get("DeadLetterQueue"), Some(&0));
+
+    // Profiles folded by enrich.
+    assert_eq!(summary.profiles, 4);
+    let (cart, buyer, heat) = profiles;
+    let cart = cart.expect("read").expect("u-cart profile");
+    assert_eq!(cart.email.as_deref(), Some("cart.shopper@example.com"));
+    assert!(cart.has_consent("email"));
+    assert_eq!(cart.cart.items.get("SAU-005").map(|i| i.quantity), Some(1));
+    let buyer = buyer.expect("read").expect("u-buyer profile");
+    assert_eq!(buyer.purchase_count, 1);
+    assert_eq!(buyer.purchase_total_minor, 63_600);
+    let heat = heat.expect("read").expect("u-heat profile");
+    assert!(heat.heat_shu().is_some_and(|h| h >= 50_000.0));
+
+    // Segment and cart events on the bus.
+    let entered_by = |who: &str, seg: &str| {
+        entered
+            .iter()
+            .any(|e| e["detail"]["profile_id"] == who && e["detail"]["segment"] == seg)
+    };
+    assert!(entered_by("u-heat", "high_heat_lover"), "{entered:?}");
+    assert!(entered_by("u-buyer", "big_spender"), "{entered:?}");
+    assert!(cart_updates
+        .iter()
+        .any(|e| e["detail"]["profile_id"] == "u-cart" && e["detail"]["item_count"] == 1));
+
+    // Emails read back from the emulator: the abandoned cart is mailed once the 1 h delay has
+    // passed on the event-time clock; the buyer (checked out) and the shopper without consent
+    // are not mailed.
+    let to = |addr: &str| {
+        summary
+            .emails
+            .iter()
+            .filter(|e| e.to.iter().any(|t| t == addr))
+            .count()
+    };
+    assert_eq!(to("cart.shopper@example.com"), 1, "{:#?}", summary.emails);
+    assert_eq!(to("buyer@example.com"), 0);
+    assert_eq!(to("no.consent@example.com"), 0);
+    let mail = summary
+        .emails
+        .iter()
+        .find(|e| e.to.iter().any(|t| t == "cart.shopper@example.com"))
+        .expect("cart email");
+    let html = mail.html.as_deref().unwrap_or_default();
+    assert!(
+        html.contains("Ghost Pepper Reserve"),
+        "the email shows the abandoned product: {html}"
+    );
+    assert!(
+        html.contains("/v1/unsubscribe"),
+        "the email has an unsubscribe link"
+    );
+    assert!(summary.sweeps > 0);
+}
