@@ -58,7 +58,10 @@ fn bench_core(c: &mut Criterion) {
     let registry = Registry::embedded().expect("embedded schemas compile");
     let rules = RuleSet::embedded().expect("embedded rules compile");
     let fold = FoldConfig::default();
-    let now = Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).single().unwrap_or_default();
+    let now = Utc
+        .with_ymd_and_hms(2026, 11, 21, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
     let mut group = c.benchmark_group("core");
     for &users in USERS {
         for &records in SIZES {
@@ -90,8 +93,10 @@ fn bench_core(c: &mut Criterion) {
 }
 
 fn bench_handler(c: &mut Criterion) {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let enricher = Enricher::new(
         MemoryStore::default(),
         MemoryBus::default(),

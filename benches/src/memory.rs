@@ -48,7 +48,10 @@ impl ProfileStore for MemoryStore {
         let mut profiles = lock(&self.profiles);
         let stored = profiles.get(&profile.id).map_or(0, |p| p.version);
         if stored != expected_version {
-            return Err(PortError::Conflict(format!("{} is at version {stored}", profile.id)));
+            return Err(PortError::Conflict(format!(
+                "{} is at version {stored}",
+                profile.id
+            )));
         }
         profiles.insert(profile.id.clone(), profile.clone());
         Ok(())

@@ -47,12 +47,18 @@ impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
 
     /// Processes the batch record by record; stops at the first port failure.
     pub async fn process(&self, event: &KinesisEvent) -> PortResult<NaiveStats> {
-        let mut stats = NaiveStats { records: event.records.len(), ..NaiveStats::default() };
+        let mut stats = NaiveStats {
+            records: event.records.len(),
+            ..NaiveStats::default()
+        };
         for record in &event.records {
             let data = record.kinesis.data.0.as_slice();
             let decoded = decode(data, &self.registry).and_then(|e| {
                 let key = e.envelope.profile_key().ok_or_else(|| {
-                    vec![ember_core::error::Problem::new("/user_id", "missing user id")]
+                    vec![ember_core::error::Problem::new(
+                        "/user_id",
+                        "missing user id",
+                    )]
                 })?;
                 Ok((key, e))
             });
@@ -66,7 +72,9 @@ impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
                         raw_base64: base64::engine::general_purpose::STANDARD.encode(data),
                         at: chrono::Utc::now(),
                     };
-                    self.dead_letters.send(std::slice::from_ref(&letter)).await?;
+                    self.dead_letters
+                        .send(std::slice::from_ref(&letter))
+                        .await?;
                     stats.dead_letters += 1;
                     continue;
                 }

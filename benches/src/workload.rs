@@ -57,7 +57,10 @@ impl Workload {
 
     /// `(partition key, raw bytes)` per record, in stream order.
     pub fn records(&self) -> Vec<(String, Vec<u8>)> {
-        let base: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).single().unwrap_or_default();
+        let base: DateTime<Utc> = Utc
+            .with_ymd_and_hms(2026, 11, 20, 8, 0, 0)
+            .single()
+            .unwrap_or_default();
         (0..self.records)
             .map(|i| {
                 let user = self.user_of(i);
@@ -138,7 +141,10 @@ fn event(i: usize, seed: u64, user: &str, at: DateTime<Utc>, prefix: &str) -> Va
         "timezone": "Europe/Berlin",
     });
     let (kind, payload) = match r {
-        0..=39 => ("page_view", json!({"url": "https://shop.example/sauces", "title": "Hot sauces"})),
+        0..=39 => (
+            "page_view",
+            json!({"url": "https://shop.example/sauces", "title": "Hot sauces"}),
+        ),
         40..=64 => (
             "product_view",
             json!({"sku": sku, "name": name, "price": price, "currency": "EUR",
@@ -149,14 +155,21 @@ fn event(i: usize, seed: u64, user: &str, at: DateTime<Utc>, prefix: &str) -> Va
             json!({"sku": sku, "name": name, "price": price, "currency": "EUR", "quantity": 1 + (i % 3)}),
         ),
         80..=84 => ("remove_from_cart", json!({"sku": sku, "quantity": 1})),
-        85..=89 => ("checkout_started", json!({"checkout_id": format!("co-{i}"), "total": price, "currency": "EUR"})),
+        85..=89 => (
+            "checkout_started",
+            json!({"checkout_id": format!("co-{i}"), "total": price, "currency": "EUR"}),
+        ),
         90..=94 => (
             "purchase",
             json!({"order_id": format!("o-{i}"), "total": price, "currency": "EUR",
                    "items": [{"sku": sku, "name": name, "price": price, "quantity": 1}]}),
         ),
         _ => {
-            let level = ["mild", "medium", "hot", "extra-hot"][i % 4];
+            // Each customer has a consistent taste, so heat segments actually form.
+            let taste = user
+                .bytes()
+                .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+            let level = ["mild", "medium", "hot", "extra-hot"][(taste % 4) as usize];
             ("heat_preference", json!({"value": level, "source": "quiz"}))
         }
     };
@@ -203,5 +216,37 @@ mod tests {
         }
         assert_eq!(users.len(), 20);
         assert_eq!(w.kinesis_event().records.len(), 300);
+    }
+
+    #[test]
+    fn workloads_move_customers_between_segments() {
+        let handler = ember_enrich::Enricher::new(
+            crate::memory::MemoryStore::default(),
+            crate::memory::MemoryBus::default(),
+            crate::memory::MemoryDeadLetters::default(),
+            ember_core::fold::FoldConfig::default(),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (response, stats, _) =
+            runtime.block_on(handler.process(&Workload::new(300, 20).kinesis_event()));
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(stats.users, 20);
+        let events = handler.bus.take();
+        let entered = events
+            .iter()
+            .filter(|e| matches!(e, ember_core::ports::BusEvent::SegmentEntered(_)))
+            .count();
+        let carts = events
+            .iter()
+            .filter(|e| matches!(e, ember_core::ports::BusEvent::CartUpdated(_)))
+            .count();
+        assert!(
+            entered >= 5 && carts >= 5,
+            "entered {entered}, carts {carts}"
+        );
     }
 }

@@ -81,7 +81,7 @@ impl Schedule {
     pub fn hits(self, n: u64) -> bool {
         match self {
             Schedule::First(limit) => n <= limit,
-            Schedule::Every(k) => k > 0 && n % k == 0,
+            Schedule::Every(k) => k > 0 && n.is_multiple_of(k),
             Schedule::Always => true,
         }
     }
@@ -127,7 +127,8 @@ pub enum Fault {
 }
 
 /// One fault rule: requests matching `matcher` are counted; those hit by `requests` get
-/// `fault`. The first matching rule (in the order added) decides.
+/// `fault`. Rules are consulted in the order added: each matching rule counts the request
+/// until one hits; that one's fault applies and later rules do not see the request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub matcher: Matcher,
@@ -400,19 +401,19 @@ enum Decision {
 
 fn decide(state: &State, operation: &str) -> Decision {
     let rules = lock(&state.rules);
-    let Some(active) = rules.iter().find(|r| r.rule.matcher.matches(operation)) else {
-        return Decision::Forward;
-    };
-    let n = active.stats.matched.fetch_add(1, Ordering::SeqCst) + 1;
-    if !active.rule.requests.hits(n) {
-        return Decision::Forward;
+    for active in rules.iter().filter(|r| r.rule.matcher.matches(operation)) {
+        let n = active.stats.matched.fetch_add(1, Ordering::SeqCst) + 1;
+        if !active.rule.requests.hits(n) {
+            continue;
+        }
+        active.stats.injected.fetch_add(1, Ordering::SeqCst);
+        let entries = match active.rule.fault {
+            Fault::PartialFailure { entries } => entries,
+            _ => Schedule::Always,
+        };
+        return Decision::Inject(active.rule.fault.clone(), active.stats.clone(), entries);
     }
-    active.stats.injected.fetch_add(1, Ordering::SeqCst);
-    let entries = match active.rule.fault {
-        Fault::PartialFailure { entries } => entries,
-        _ => Schedule::Always,
-    };
-    Decision::Inject(active.rule.fault.clone(), active.stats.clone(), entries)
+    Decision::Forward
 }
 
 async fn handle(

@@ -665,3 +665,102 @@ async fn failed_records_are_retried_until_written() {
     assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 2);
     assert_eq!(env.records().await.len(), 3, "every record exactly once");
 }
+
+#[tokio::test]
+async fn kinesis_adapter_sends_at_most_500_records_per_call_and_keeps_order() {
+    use ember_core::ports::{EventStream, StreamRecord};
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(1, Duration::from_secs(10)).await;
+    let aws = Aws::from_env().await.expect("emulator");
+    let name = aws.create_stream("api-chunks", 2).await.expect("stream");
+    let stream = KinesisEventStream::from_conf(&sdk, &name);
+    let records: Vec<StreamRecord> = (0..1201)
+        .map(|i| StreamRecord {
+            partition_key: format!("p-{}", i % 7),
+            data: json!({ "n": i }).to_string().into_bytes(),
+        })
+        .collect();
+    let results = stream.put(&records).await;
+    assert_eq!(results.len(), 1201);
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 3, "500 + 500 + 201");
+    let read = read_stream(&aws.kinesis, &name).await;
+    assert_eq!(read.len(), 1201);
+    // Within a partition key, records keep their input order.
+    for key in 0..7 {
+        let ns: Vec<i64> = read
+            .iter()
+            .filter(|(k, _)| k == &format!("p-{key}"))
+            .map(|(_, v)| v["n"].as_i64().unwrap_or(-1))
+            .collect();
+        let mut sorted = ns.clone();
+        sorted.sort_unstable();
+        assert_eq!(ns, sorted, "order of p-{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_batch_of_500_is_one_put_records_call_and_501_is_refused() {
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(1, Duration::from_secs(10)).await;
+    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
+    let events: Vec<Value> = (0..501)
+        .map(|i| {
+            json!({"type": "page_view", "version": 1, "anonymous_id": format!("a-{}", i % 50),
+                   "payload": {"url": format!("https://shop.example/p/{i}")}})
+        })
+        .collect();
+    let (status, body) = env
+        .call_payload(&with_body(
+            "event-batch.json",
+            &Value::Array(events[..501].to_vec()).to_string(),
+        ))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "invalid_request", "message": "the batch has 501 events; the limit is 500"})
+        )
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = env
+        .call_payload(&with_body(
+            "event-batch.json",
+            &Value::Array(events[..500].to_vec()).to_string(),
+        ))
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"].as_array().map(Vec::len), Some(500));
+    assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 1);
+    assert_eq!(env.records().await.len(), 500);
+    eprintln!("500-event batch through the handler: {elapsed:?}");
+}
+
+#[tokio::test]
+async fn kinesis_adapter_keeps_each_call_under_5_mib() {
+    use ember_core::ports::{EventStream, StreamRecord};
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(1, Duration::from_secs(30)).await;
+    let aws = Aws::from_env().await.expect("emulator");
+    let name = aws.create_stream("api-bytes", 1).await.expect("stream");
+    let stream = KinesisEventStream::from_conf(&sdk, &name);
+    // 7 records of 900 KiB: 5 fit in one call (4.4 MiB), a 6th would pass 5 MiB.
+    let records: Vec<StreamRecord> = (0..7)
+        .map(|i| StreamRecord {
+            partition_key: format!("big-{i}"),
+            data: json!({ "n": i, "pad": "x".repeat(900 * 1024) })
+                .to_string()
+                .into_bytes(),
+        })
+        .collect();
+    let results = stream.put(&records).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 2);
+    assert_eq!(read_stream(&aws.kinesis, &name).await.len(), 7);
+}

@@ -13,6 +13,7 @@ use ember_enrich::{Config, Deps};
 use ember_tests::emulator::{
     ember_pattern, failed_sequence_numbers, kinesis_event, kinesis_fixture, unique, Aws, Queue,
 };
+use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
 use serde_json::json;
 
 const QUIET: Duration = Duration::from_millis(400);
@@ -329,6 +330,10 @@ async fn concurrent_invocations_on_one_user_lose_no_update() {
     assert_eq!(p.counts.get("page_view"), Some(&45));
     assert_eq!(p.version, 3, "one write per invocation");
     assert_eq!(ra.1.writes + rb.1.writes + rc.1.writes, 3);
+    eprintln!(
+        "conflicts resolved by refolding: {}",
+        ra.1.conflicts + rb.1.conflicts + rc.1.conflicts
+    );
 }
 
 #[tokio::test]
@@ -430,4 +435,93 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
         .await
         .expect("drain")
         .is_empty());
+}
+
+#[tokio::test]
+async fn aws_calls_per_batch_are_bounded_and_partial_publish_failures_are_resent() {
+    let env = Env::new().await;
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    // The first PutEvents entry fails (throttled) inside a successful response.
+    let partial = proxy.add(
+        Rule::new(
+            op::EVENTS_PUT_EVENTS,
+            Fault::PartialFailure {
+                entries: Schedule::First(1),
+            },
+        )
+        .first(1),
+    );
+    let sdk = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let config = Config {
+        profiles_table: env.table.clone(),
+        event_bus_name: env.bus.clone(),
+        dead_letter_queue_url: env.dlq.url.clone(),
+        fold: FoldConfig::default(),
+    };
+    let deps = Deps::from_config(&sdk, &config).expect("deps");
+    let event = kinesis_fixture("several-users.json").expect("fixture");
+    let (response, stats, elapsed) = deps.process(&event).await;
+    assert!(
+        failed_sequence_numbers(&response).is_empty(),
+        "{response:?}"
+    );
+    assert_eq!(partial.entries_failed(), 1);
+
+    // 13 records, 3 profiles: one read and one write per profile; one PutEvents per profile
+    // with events (2) plus one re-send of the failed entry.
+    assert_eq!(proxy.calls(op::DDB_GET_ITEM), 3);
+    assert_eq!(proxy.calls(op::DDB_PUT_ITEM), 3);
+    assert_eq!(proxy.calls(op::EVENTS_PUT_EVENTS), 3);
+    assert_eq!(proxy.calls(op::SQS_SEND_MESSAGE_BATCH), 0);
+    assert_eq!(stats.published, 3);
+    let published = env.bus_events().await;
+    assert_eq!(
+        ids(&published),
+        vec![
+            "u-1001:cart:1",
+            "u-1001:high_heat_lover:entered:1",
+            "u-1002:cart:1"
+        ]
+    );
+    eprintln!(
+        "batch of {} records, {} users: {} ms",
+        stats.records,
+        stats.users,
+        elapsed.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn a_full_batch_writes_once_per_user() {
+    let env = Env::new().await;
+    let users: Vec<String> = (0..50).map(|i| format!("u-load-{i:02}")).collect();
+    let records: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| {
+            let user = &users[i % users.len()];
+            let e = json!({
+                "event_id": format!("load-{i}"), "type": "add_to_cart", "version": 1,
+                "user_id": user, "occurred_at": format!("2026-11-20T10:{:02}:00Z", i / 50),
+                "source": "web",
+                "payload": {"sku": format!("SKU-{}", i % 3), "name": "Sauce", "price": "4.50",
+                            "currency": "EUR", "quantity": 1}
+            });
+            (user.clone(), serde_json::to_vec(&e).expect("json"))
+        })
+        .collect();
+    let event = kinesis_event("shardId-000000000003", 1000, &records);
+    let (response, stats, elapsed) = env.deps().process(&event).await;
+    assert!(
+        failed_sequence_numbers(&response).is_empty(),
+        "{response:?}"
+    );
+    assert_eq!(
+        (stats.users, stats.writes, stats.published),
+        (50, 50, 50),
+        "one write and one CartUpdated per user"
+    );
+    let p = env.profile("u-load-07").await;
+    assert_eq!(p.counts.get("add_to_cart"), Some(&4));
+    assert_eq!(p.cart_value_minor(), 4 * 450);
+    assert_eq!(env.bus_events().await.len(), 50);
+    eprintln!("batch of 200 records, 50 users: {} ms", elapsed.as_millis());
 }

@@ -54,6 +54,21 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
         aws.get_profile(&table, "u-buyer").await,
         aws.get_profile(&table, "u-heat").await,
     );
+    // The email's one-click unsubscribe link works against the same pipeline: the API puts a
+    // consent change on the stream and enrich folds it into the profile.
+    let link = result.as_ref().ok().and_then(|s| {
+        s.emails
+            .iter()
+            .find(|e| e.to.iter().any(|t| t == "cart.shopper@example.com"))
+            .and_then(|e| e.html.as_deref())
+            .and_then(unsubscribe_link)
+    });
+    let unsubscribed = match &link {
+        Some(url) => Some(one_click(url).await),
+        None => None,
+    };
+    pipeline.drain(Duration::from_secs(30)).await;
+    let after_unsubscribe = aws.get_profile(&table, "u-cart").await;
     pipeline.stop(true).await;
     let summary = result.expect("replay");
     println!("{summary}");
@@ -120,9 +135,45 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
         html.contains("Ghost Pepper Reserve"),
         "the email shows the abandoned product: {html}"
     );
-    assert!(
-        html.contains("/v1/unsubscribe"),
-        "the email has an unsubscribe link"
-    );
     assert!(summary.sweeps > 0);
+    let link = link.expect("the email has an unsubscribe link");
+    assert!(link.starts_with("http://127.0.0.1:"), "{link}");
+    let status = unsubscribed.expect("unsubscribe request");
+    assert!(
+        (200..300).contains(&status),
+        "one-click unsubscribe answered {status}"
+    );
+    let after = after_unsubscribe.expect("read").expect("u-cart profile");
+    assert!(
+        !after.has_consent("email"),
+        "consent withdrawn after one-click unsubscribe"
+    );
+}
+
+/// The unsubscribe URL in an email's HTML (minijinja escapes `/` as `&#x2f;`).
+fn unsubscribe_link(html: &str) -> Option<String> {
+    let unescaped = html.replace("&#x2f;", "/").replace("&amp;", "&");
+    let at = unescaped.find("/v1/unsubscribe?token=")?;
+    let start = unescaped[..at].rfind("http")?;
+    let end = unescaped[at..].find(['"', '<', ' ', '\''])? + at;
+    Some(unescaped[start..end].to_owned())
+}
+
+/// RFC 8058 one-click unsubscribe: POST `List-Unsubscribe=One-Click` to the link.
+async fn one_click(url: &str) -> u16 {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = hyper::Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"List-Unsubscribe=One-Click")))
+        .expect("request");
+    client
+        .request(req)
+        .await
+        .expect("unsubscribe POST")
+        .status()
+        .as_u16()
 }

@@ -13,9 +13,15 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let records: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+    let records: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let users: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
 
     let baseline = alloc::live();
     let enricher = Enricher::new(
@@ -37,10 +43,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(event);
 
     println!("records={records} users={users}");
-    println!("lambda payload (JSON)        : {:>8.1} MiB", mib(payload_bytes));
-    println!("handler state after init     : {:>8.1} MiB (schemas, rules)", mib(after_init - baseline));
+    println!(
+        "lambda payload (JSON)        : {:>8.1} MiB",
+        mib(payload_bytes)
+    );
+    println!(
+        "handler state after init     : {:>8.1} MiB (schemas, rules)",
+        mib(after_init - baseline)
+    );
     println!("peak heap during the batch   : {:>8.1} MiB (payload parse + processing, in-memory ports incl. stored profiles)", mib(peak));
-    println!("profiles held by the in-memory store afterwards: {:.1} MiB", mib(alloc::live().saturating_sub(before)));
+    println!(
+        "profiles held by the in-memory store afterwards: {:.1} MiB",
+        mib(alloc::live().saturating_sub(before))
+    );
     println!(
         "stats: users={} writes={} published={} failed={} in {:?}",
         stats.users,

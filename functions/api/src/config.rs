@@ -11,8 +11,15 @@
 //! | `EMBER_WEBHOOK_TOLERANCE_SECS` | accepted clock distance of a signed webhook timestamp | 300 |
 //! | `EMBER_WEBHOOK_DEDUP_DAYS` | how long webhook delivery ids are remembered | 30 |
 //!
-//! In the SAM template the hashes and secrets come from SSM parameters
-//! (`{{resolve:ssm:/ember/<env>/api-key-hashes}}` …), so no key is ever in the repository.
+//! In the SAM template these are `NoEcho` parameters, so no key is ever in the repository.
+//! They can come from SSM Parameter Store: pass them at deploy time
+//! (`--parameter-overrides ApiKeyHashes=$(aws ssm get-parameter --name /ember/prod/api-key-hashes
+//! --query Parameter.Value --output text)`), or give the parameter the type
+//! `AWS::SSM::Parameter::Value<String>` with the parameter's name as its value, or use a
+//! `{{resolve:ssm:/ember/prod/api-key-hashes}}` dynamic reference in the environment. Key
+//! *hashes* are not secret, so a plain `String` SSM parameter is fine for them; Lambda
+//! environment variables cannot use `ssm-secure` references, so keep webhook and unsubscribe
+//! secrets as `NoEcho` parameters (or Secrets Manager `{{resolve:secretsmanager:…}}`).
 
 use chrono::Duration;
 use ember_core::unsubscribe::Keys;

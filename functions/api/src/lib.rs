@@ -236,6 +236,7 @@ mod tests {
 
     /// The handler's future must be `Send + 'static` when it owns its deps (runtimes and the
     /// local runner spawn it); this fails to compile otherwise.
+    #[allow(clippy::manual_async_fn)] // the explicit `Send + 'static` bound is the point
     fn owned_handler_future(
         deps: Arc<Deps>,
         req: Request,
@@ -316,6 +317,29 @@ mod tests {
             4,
             "1 single + 3 batch"
         );
+    }
+
+    #[tokio::test]
+    async fn base64_encoded_bodies_are_decoded_before_checks() {
+        use base64::Engine as _;
+        let memory = Memory::default();
+        let deps = deps(&memory);
+        let path = format!(
+            "{}/../../events/apigw/event-single.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut payload: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let body = payload["body"].as_str().unwrap().to_owned();
+        payload["body"] = json!(base64::engine::general_purpose::STANDARD.encode(body));
+        payload["isBase64Encoded"] = json!(true);
+        let r = handle(
+            &deps,
+            lambda_http::request::from_str(&payload.to_string()).unwrap(),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 202);
+        assert_eq!(memory.records.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -175,14 +175,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             digits.push(c);
             continue;
         }
-        let n: i64 = digits.parse().map_err(|_| format!("bad duration {s:?}: number expected before {c:?}"))?;
+        let n: i64 = digits
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: number expected before {c:?}"))?;
         digits.clear();
         let part = match c {
             's' => Duration::try_seconds(n),
             'm' => Duration::try_minutes(n),
             'h' => Duration::try_hours(n),
             'd' => Duration::try_days(n),
-            _ => return Err(format!("bad duration {s:?}: unit {c:?} is not one of s, m, h, d")),
+            _ => {
+                return Err(format!(
+                    "bad duration {s:?}: unit {c:?} is not one of s, m, h, d"
+                ))
+            }
         };
         total += part.ok_or_else(|| format!("bad duration {s:?}: too large"))?;
     }
@@ -197,9 +203,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_quiet(q: &RawQuiet) -> Result<QuietHours, String> {
     let t = |v: &str| {
-        NaiveTime::parse_from_str(v.trim(), "%H:%M").map_err(|_| format!("quiet hours time {v:?} is not HH:MM"))
+        NaiveTime::parse_from_str(v.trim(), "%H:%M")
+            .map_err(|_| format!("quiet hours time {v:?} is not HH:MM"))
     };
-    let quiet = QuietHours { start: t(&q.start)?, end: t(&q.end)? };
+    let quiet = QuietHours {
+        start: t(&q.start)?,
+        end: t(&q.end)?,
+    };
     if quiet.start == quiet.end {
         return Err("quiet hours start and end are equal".into());
     }
@@ -223,16 +233,26 @@ impl Campaigns {
             .timezone
             .parse()
             .map_err(|_| defaults(format!("unknown time zone {:?}", raw.defaults.timezone)))?;
-        let default_quiet = raw.defaults.quiet_hours.as_ref().map(parse_quiet).transpose().map_err(defaults)?;
+        let default_quiet = raw
+            .defaults
+            .quiet_hours
+            .as_ref()
+            .map(parse_quiet)
+            .transpose()
+            .map_err(defaults)?;
         if raw.defaults.global_daily_cap == 0 {
             return Err(defaults("global_daily_cap must be at least 1".into()));
         }
         let mut names = BTreeSet::new();
         let mut campaigns = Vec::with_capacity(raw.campaigns.len());
         for c in raw.campaigns {
-            let err = |reason: String| EmailError::Config(format!("campaign {:?}: {reason}", c.name));
+            let err =
+                |reason: String| EmailError::Config(format!("campaign {:?}: {reason}", c.name));
             if c.name.is_empty()
-                || !c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
             {
                 return Err(err("name must be lowercase letters, digits and _".into()));
             }
@@ -285,7 +305,11 @@ impl Campaigns {
                 offer: c.offer,
             });
         }
-        campaigns.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
+        campaigns.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         Ok(Campaigns {
             shop_name: raw.defaults.shop_name,
             timezone,
@@ -300,7 +324,10 @@ impl Campaigns {
 
     /// Campaigns a trigger starts, highest priority first.
     pub fn triggered_by(&self, trigger: Trigger, segment: Option<&str>) -> Vec<&Campaign> {
-        self.campaigns.iter().filter(|c| c.is_triggered_by(trigger, segment)).collect()
+        self.campaigns
+            .iter()
+            .filter(|c| c.is_triggered_by(trigger, segment))
+            .collect()
     }
 
     /// The profile's time zone, else the default.
@@ -334,8 +361,14 @@ mod tests {
         assert_eq!(c.campaigns[0].name, "cart_abandonment");
         assert_eq!(c.campaigns[0].delay, Duration::hours(1));
         assert!(c.campaigns[0].quiet_hours.is_some());
-        assert_eq!(c.triggered_by(Trigger::SegmentEntered, Some("churn_risk")).len(), 1);
-        assert!(c.triggered_by(Trigger::SegmentEntered, Some("cart_abandoner")).is_empty());
+        assert_eq!(
+            c.triggered_by(Trigger::SegmentEntered, Some("churn_risk"))
+                .len(),
+            1
+        );
+        assert!(c
+            .triggered_by(Trigger::SegmentEntered, Some("cart_abandoner"))
+            .is_empty());
     }
 
     #[test]
@@ -349,9 +382,14 @@ mod tests {
             ("  - {name: f, trigger: segment_entered, segment: churn_risk, template: churn_winback, daily_cap: 1, quiet_hours: {start: '25:00', end: '08:00'}}", "HH:MM"),
         ];
         for (yaml, needle) in cases {
-            let e = Campaigns::from_yaml(&with(yaml), &known()).unwrap_err().to_string();
+            let e = Campaigns::from_yaml(&with(yaml), &known())
+                .unwrap_err()
+                .to_string();
             let name = &yaml[11..12];
-            assert!(e.contains(&format!("campaign \"{name}\"")) && e.contains(needle), "{e}");
+            assert!(
+                e.contains(&format!("campaign \"{name}\"")) && e.contains(needle),
+                "{e}"
+            );
         }
     }
 
@@ -373,11 +411,23 @@ mod tests {
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         // 21:30 UTC = 22:30 in Berlin (winter): deferred to 08:00 Berlin = 07:00 UTC next day.
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 21, 30, 0).unwrap();
-        assert_eq!(q.deferral(now, berlin), Some(Utc.with_ymd_and_hms(2026, 11, 24, 7, 0, 0).unwrap()));
+        assert_eq!(
+            q.deferral(now, berlin),
+            Some(Utc.with_ymd_and_hms(2026, 11, 24, 7, 0, 0).unwrap())
+        );
         // 05:00 UTC = 06:00 Berlin: deferred to 07:00 UTC the same day.
         let early = Utc.with_ymd_and_hms(2026, 11, 24, 5, 0, 0).unwrap();
-        assert_eq!(q.deferral(early, berlin), Some(Utc.with_ymd_and_hms(2026, 11, 24, 7, 0, 0).unwrap()));
+        assert_eq!(
+            q.deferral(early, berlin),
+            Some(Utc.with_ymd_and_hms(2026, 11, 24, 7, 0, 0).unwrap())
+        );
         // Noon is fine.
-        assert_eq!(q.deferral(Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(), berlin), None);
+        assert_eq!(
+            q.deferral(
+                Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
+                berlin
+            ),
+            None
+        );
     }
 }

@@ -98,10 +98,17 @@ pub struct Click {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeedbackOutcome {
     /// An Ember event was put on the stream (`event_id`, `type`).
-    Event { event_id: String, event_type: EventType },
+    Event {
+        event_id: String,
+        event_type: EventType,
+    },
     /// Addresses suppressed in the ledger (count), with or without a profile to tell.
-    Suppressed { addresses: usize },
-    Ignored { reason: String },
+    Suppressed {
+        addresses: usize,
+    },
+    Ignored {
+        reason: String,
+    },
 }
 
 /// Extracts SES records from an EventBridge event or an SNS notification batch.
@@ -119,12 +126,20 @@ pub fn records(input: &Value) -> Result<Vec<SesRecord>, EmailError> {
             })
             .collect();
     }
-    let detail = input.get("detail").ok_or_else(|| bad("neither an EventBridge event nor SNS records".into()))?;
-    serde_json::from_value(detail.clone()).map(|r| vec![r]).map_err(|e| bad(e.to_string()))
+    let detail = input
+        .get("detail")
+        .ok_or_else(|| bad("neither an EventBridge event nor SNS records".into()))?;
+    serde_json::from_value(detail.clone())
+        .map(|r| vec![r])
+        .map_err(|e| bad(e.to_string()))
 }
 
 fn tag<'a>(mail: &'a Mail, name: &str) -> Option<&'a str> {
-    mail.tags.get(name).and_then(|v| v.first()).map(String::as_str).filter(|s| !s.is_empty())
+    mail.tags
+        .get(name)
+        .and_then(|v| v.first())
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// `ses-<message id>-<kind>`, restricted to the envelope's id alphabet.
@@ -144,65 +159,100 @@ pub struct Feedback<L, S> {
 }
 
 impl<L: Ledger, S: EventStream> Feedback<L, S> {
-    pub async fn handle(&self, input: &Value, now: DateTime<Utc>) -> Result<Vec<FeedbackOutcome>, EmailError> {
+    pub async fn handle(
+        &self,
+        input: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FeedbackOutcome>, EmailError> {
         let mut outcomes = Vec::new();
         let mut pending = Vec::new();
         for record in records(input)? {
             let profile_id = tag(&record.mail, tags::PROFILE_ID).and_then(tags::decode_profile_id);
             let campaign = tag(&record.mail, tags::CAMPAIGN).map(str::to_owned);
             let message_id = record.mail.message_id.clone();
-            let (event_type, kind, payload, at, suppress): (EventType, &str, Value, Option<DateTime<Utc>>, Vec<String>) =
-                match record.event_type.as_str() {
-                    "Bounce" => match &record.bounce {
-                        Some(b) if b.bounce_type == "Permanent" => (
-                            EventType::EmailSuppressed,
-                            "bounce",
-                            json!({"reason": "hard_bounce", "message_id": message_id}),
-                            b.timestamp,
-                            b.bounced_recipients.iter().map(|r| r.email_address.clone()).collect(),
-                        ),
-                        _ => {
-                            outcomes.push(FeedbackOutcome::Ignored { reason: "soft bounce".into() });
-                            continue;
-                        }
-                    },
-                    "Complaint" => {
-                        let c = record.complaint.as_ref();
-                        (
-                            EventType::EmailSuppressed,
-                            "complaint",
-                            json!({"reason": "complaint", "message_id": message_id}),
-                            c.and_then(|c| c.timestamp),
-                            c.map(|c| c.complained_recipients.iter().map(|r| r.email_address.clone()).collect())
-                                .unwrap_or_default(),
-                        )
-                    }
-                    "Open" | "Click" if campaign.is_none() => {
-                        outcomes.push(FeedbackOutcome::Ignored { reason: "no campaign tag".into() });
-                        continue;
-                    }
-                    "Open" => (
-                        EventType::EmailOpened,
-                        "open",
-                        json!({"campaign": campaign, "message_id": message_id}),
-                        record.open.as_ref().and_then(|o| o.timestamp),
-                        Vec::new(),
+            let (event_type, kind, payload, at, suppress): (
+                EventType,
+                &str,
+                Value,
+                Option<DateTime<Utc>>,
+                Vec<String>,
+            ) = match record.event_type.as_str() {
+                "Bounce" => match &record.bounce {
+                    Some(b) if b.bounce_type == "Permanent" => (
+                        EventType::EmailSuppressed,
+                        "bounce",
+                        json!({"reason": "hard_bounce", "message_id": message_id}),
+                        b.timestamp,
+                        b.bounced_recipients
+                            .iter()
+                            .map(|r| r.email_address.clone())
+                            .collect(),
                     ),
-                    "Click" => {
-                        let mut payload = json!({"campaign": campaign, "message_id": message_id});
-                        if let Some(link) = record.click.as_ref().and_then(|c| c.link.as_ref()).filter(|l| !l.is_empty() && l.len() <= 2048) {
-                            payload["link"] = json!(link);
-                        }
-                        (EventType::EmailClicked, "click", payload, record.click.as_ref().and_then(|c| c.timestamp), Vec::new())
-                    }
-                    other => {
-                        outcomes.push(FeedbackOutcome::Ignored { reason: format!("{other} events are not used") });
+                    _ => {
+                        outcomes.push(FeedbackOutcome::Ignored {
+                            reason: "soft bounce".into(),
+                        });
                         continue;
                     }
-                };
+                },
+                "Complaint" => {
+                    let c = record.complaint.as_ref();
+                    (
+                        EventType::EmailSuppressed,
+                        "complaint",
+                        json!({"reason": "complaint", "message_id": message_id}),
+                        c.and_then(|c| c.timestamp),
+                        c.map(|c| {
+                            c.complained_recipients
+                                .iter()
+                                .map(|r| r.email_address.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    )
+                }
+                "Open" | "Click" if campaign.is_none() => {
+                    outcomes.push(FeedbackOutcome::Ignored {
+                        reason: "no campaign tag".into(),
+                    });
+                    continue;
+                }
+                "Open" => (
+                    EventType::EmailOpened,
+                    "open",
+                    json!({"campaign": campaign, "message_id": message_id}),
+                    record.open.as_ref().and_then(|o| o.timestamp),
+                    Vec::new(),
+                ),
+                "Click" => {
+                    let mut payload = json!({"campaign": campaign, "message_id": message_id});
+                    if let Some(link) = record
+                        .click
+                        .as_ref()
+                        .and_then(|c| c.link.as_ref())
+                        .filter(|l| !l.is_empty() && l.len() <= 2048)
+                    {
+                        payload["link"] = json!(link);
+                    }
+                    (
+                        EventType::EmailClicked,
+                        "click",
+                        payload,
+                        record.click.as_ref().and_then(|c| c.timestamp),
+                        Vec::new(),
+                    )
+                }
+                other => {
+                    outcomes.push(FeedbackOutcome::Ignored {
+                        reason: format!("{other} events are not used"),
+                    });
+                    continue;
+                }
+            };
             for address in &suppress {
                 let hashed = suppression_key(address);
-                let attrs = json!({"reason": payload["reason"], "message_id": message_id, "at": now});
+                let attrs =
+                    json!({"reason": payload["reason"], "message_id": message_id, "at": now});
                 self.ledger
                     .claim(SUPPRESSION_PK, &hashed, &attrs, None)
                     .await
@@ -210,11 +260,15 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
                 tracing::info!(address_hash = %hashed, reason = %payload["reason"], "address suppressed");
             }
             if !suppress.is_empty() {
-                outcomes.push(FeedbackOutcome::Suppressed { addresses: suppress.len() });
+                outcomes.push(FeedbackOutcome::Suppressed {
+                    addresses: suppress.len(),
+                });
             }
             let Some(profile_id) = profile_id else {
                 tracing::warn!(message_id = %message_id, kind, "SES event without profile tag; no Ember event");
-                outcomes.push(FeedbackOutcome::Ignored { reason: "no profile tag".into() });
+                outcomes.push(FeedbackOutcome::Ignored {
+                    reason: "no profile tag".into(),
+                });
                 continue;
             };
             let mut envelope = Envelope {
@@ -230,7 +284,10 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
             };
             identify(&mut envelope, &profile_id);
             tracing::info!(%profile_id, event_id = %envelope.event_id, event_type = %event_type, "feedback event");
-            outcomes.push(FeedbackOutcome::Event { event_id: envelope.event_id.clone(), event_type });
+            outcomes.push(FeedbackOutcome::Event {
+                event_id: envelope.event_id.clone(),
+                event_type,
+            });
             pending.push(stream_record(&envelope)?);
         }
         put_all(&self.stream, pending).await?;

@@ -71,12 +71,28 @@ pub enum Skip {
 /// What happened to one (campaign, trigger).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Sent { campaign: String, message_id: String },
-    Duplicate { campaign: String },
-    Scheduled { campaign: String, due: DateTime<Utc> },
-    Deferred { campaign: String, until: DateTime<Utc> },
-    Skipped { campaign: String, reason: Skip },
-    Ignored { reason: String },
+    Sent {
+        campaign: String,
+        message_id: String,
+    },
+    Duplicate {
+        campaign: String,
+    },
+    Scheduled {
+        campaign: String,
+        due: DateTime<Utc>,
+    },
+    Deferred {
+        campaign: String,
+        until: DateTime<Utc>,
+    },
+    Skipped {
+        campaign: String,
+        reason: Skip,
+    },
+    Ignored {
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -87,7 +103,13 @@ impl Outcome {
     fn stops(&self) -> bool {
         !matches!(
             self,
-            Outcome::Skipped { reason: Skip::CampaignCap | Skip::NoLongerApplies | Skip::EmptyCart | Skip::CartChanged, .. }
+            Outcome::Skipped {
+                reason: Skip::CampaignCap
+                    | Skip::NoLongerApplies
+                    | Skip::EmptyCart
+                    | Skip::CartChanged,
+                ..
+            }
         )
     }
 }
@@ -147,7 +169,10 @@ pub fn stream_record(envelope: &Envelope) -> Result<StreamRecord, EmailError> {
     let partition_key = envelope
         .profile_key()
         .ok_or_else(|| EmailError::InvalidEvent("event has no profile".into()))?;
-    Ok(StreamRecord { partition_key, data })
+    Ok(StreamRecord {
+        partition_key,
+        data,
+    })
 }
 
 impl<P, L, M, S> Email<P, L, M, S>
@@ -159,47 +184,91 @@ where
 {
     /// Entry point for everything EventBridge delivers to the function: segment-bus events
     /// and the sweeper's schedule.
-    pub async fn handle(&self, event: &EventBridgeEvent<Value>, now: DateTime<Utc>) -> Result<Vec<Outcome>, EmailError> {
+    pub async fn handle(
+        &self,
+        event: &EventBridgeEvent<Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, EmailError> {
         if event.detail_type == SCHEDULED_EVENT {
             let report = timers::sweep(self, now).await?;
             return Ok(report.outcomes);
         }
         let Some(bus) = BusEvent::from_parts(&event.detail_type, event.detail.clone()) else {
             return match event.detail_type.as_str() {
-                "SegmentEntered" | "SegmentExited" | "CartUpdated" => Err(EmailError::InvalidEvent(format!(
-                    "{} detail does not match its schema",
-                    event.detail_type
-                ))),
-                other => Ok(vec![Outcome::Ignored { reason: format!("detail type {other:?} is not for email") }]),
+                "SegmentEntered" | "SegmentExited" | "CartUpdated" => {
+                    Err(EmailError::InvalidEvent(format!(
+                        "{} detail does not match its schema",
+                        event.detail_type
+                    )))
+                }
+                other => Ok(vec![Outcome::Ignored {
+                    reason: format!("detail type {other:?} is not for email"),
+                }]),
             };
         };
         self.handle_bus(&bus, now).await
     }
 
-    pub async fn handle_bus(&self, bus: &BusEvent, now: DateTime<Utc>) -> Result<Vec<Outcome>, EmailError> {
+    pub async fn handle_bus(
+        &self,
+        bus: &BusEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, EmailError> {
         let (trigger, segment, profile_id, trigger_id, at, cart_at) = match bus {
-            BusEvent::SegmentEntered(c) => (Trigger::SegmentEntered, Some(c.segment.as_str()), &c.profile_id, c.id.clone(), c.at, None),
-            BusEvent::SegmentExited(c) => (Trigger::SegmentExited, Some(c.segment.as_str()), &c.profile_id, c.id.clone(), c.at, None),
+            BusEvent::SegmentEntered(c) => (
+                Trigger::SegmentEntered,
+                Some(c.segment.as_str()),
+                &c.profile_id,
+                c.id.clone(),
+                c.at,
+                None,
+            ),
+            BusEvent::SegmentExited(c) => (
+                Trigger::SegmentExited,
+                Some(c.segment.as_str()),
+                &c.profile_id,
+                c.id.clone(),
+                c.at,
+                None,
+            ),
             BusEvent::CartUpdated(c) => {
                 if c.item_count == 0 {
-                    return Ok(vec![Outcome::Ignored { reason: "cart emptied".into() }]);
+                    return Ok(vec![Outcome::Ignored {
+                        reason: "cart emptied".into(),
+                    }]);
                 }
-                (Trigger::CartUpdated, None, &c.profile_id, cart_trigger_id(c.updated_at), c.updated_at, Some(c.updated_at))
+                (
+                    Trigger::CartUpdated,
+                    None,
+                    &c.profile_id,
+                    cart_trigger_id(c.updated_at),
+                    c.updated_at,
+                    Some(c.updated_at),
+                )
             }
         };
         let campaigns = self.campaigns.triggered_by(trigger, segment);
         if campaigns.is_empty() {
-            return Ok(vec![Outcome::Ignored { reason: format!("no campaign for {}", bus.detail_type()) }]);
+            return Ok(vec![Outcome::Ignored {
+                reason: format!("no campaign for {}", bus.detail_type()),
+            }]);
         }
         let mut outcomes = Vec::new();
         let mut immediate = Vec::new();
         for campaign in campaigns {
-            let candidate = Candidate { campaign, trigger_id: trigger_id.clone(), cart_updated_at: cart_at };
+            let candidate = Candidate {
+                campaign,
+                trigger_id: trigger_id.clone(),
+                cart_updated_at: cart_at,
+            };
             if campaign.delay > Duration::zero() {
                 let due = at + campaign.delay;
                 timers::schedule(self, profile_id, &candidate, due, "delay", now).await?;
                 tracing::info!(profile_id = %profile_id, campaign = %campaign.name, due = %due, "email scheduled");
-                outcomes.push(Outcome::Scheduled { campaign: campaign.name.clone(), due });
+                outcomes.push(Outcome::Scheduled {
+                    campaign: campaign.name.clone(),
+                    due,
+                });
             } else {
                 immediate.push(candidate);
             }
@@ -211,13 +280,26 @@ where
     }
 
     /// Tries candidates for one profile in priority order; at most one is sent.
-    pub async fn deliver(&self, profile_id: &str, candidates: &[Candidate<'_>], now: DateTime<Utc>) -> Result<Vec<Outcome>, EmailError> {
+    pub async fn deliver(
+        &self,
+        profile_id: &str,
+        candidates: &[Candidate<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, EmailError> {
         let mut sorted: Vec<&Candidate<'_>> = candidates.iter().collect();
         sorted.sort_by(|a, b| b.campaign.priority.cmp(&a.campaign.priority));
-        let Some(profile) = self.profiles.get(profile_id).await.map_err(EmailError::port("profile.get"))? else {
+        let Some(profile) = self
+            .profiles
+            .get(profile_id)
+            .await
+            .map_err(EmailError::port("profile.get"))?
+        else {
             return Ok(sorted
                 .iter()
-                .map(|c| Outcome::Skipped { campaign: c.campaign.name.clone(), reason: Skip::NoProfile })
+                .map(|c| Outcome::Skipped {
+                    campaign: c.campaign.name.clone(),
+                    reason: Skip::NoProfile,
+                })
                 .collect());
         };
         let segments = self.rules.evaluate(&profile, now);
@@ -225,7 +307,10 @@ where
         let mut stopped = false;
         for candidate in sorted {
             let outcome = if stopped {
-                Outcome::Skipped { campaign: candidate.campaign.name.clone(), reason: Skip::Superseded }
+                Outcome::Skipped {
+                    campaign: candidate.campaign.name.clone(),
+                    reason: Skip::Superseded,
+                }
             } else {
                 self.try_send(&profile, &segments, candidate, now).await?
             };
@@ -244,7 +329,12 @@ where
         now: DateTime<Utc>,
     ) -> Result<Outcome, EmailError> {
         let campaign = candidate.campaign;
-        let skip = |reason| Ok(Outcome::Skipped { campaign: campaign.name.clone(), reason });
+        let skip = |reason| {
+            Ok(Outcome::Skipped {
+                campaign: campaign.name.clone(),
+                reason,
+            })
+        };
         if !campaign.still_applies(segments) {
             return skip(Skip::NoLongerApplies);
         }
@@ -252,11 +342,18 @@ where
             if profile.cart.items.is_empty() {
                 return skip(Skip::EmptyCart);
             }
-            if candidate.cart_updated_at.is_some() && candidate.cart_updated_at != profile.cart.updated_at {
+            if candidate.cart_updated_at.is_some()
+                && candidate.cart_updated_at != profile.cart.updated_at
+            {
                 return skip(Skip::CartChanged);
             }
         }
-        let Some(address) = profile.email.as_deref().map(str::trim).filter(|a| !a.is_empty()) else {
+        let Some(address) = profile
+            .email
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        else {
             return skip(Skip::NoAddress);
         };
         if !profile.has_consent("email") {
@@ -266,17 +363,37 @@ where
             return skip(Skip::Suppressed);
         }
         let hashed = suppression_key(address);
-        if self.ledger.get(SUPPRESSION_PK, &hashed).await.map_err(EmailError::port("suppression.get"))?.is_some() {
+        if self
+            .ledger
+            .get(SUPPRESSION_PK, &hashed)
+            .await
+            .map_err(EmailError::port("suppression.get"))?
+            .is_some()
+        {
             return skip(Skip::Suppressed);
         }
-        let (pk, sk) = (send_pk(&profile.id), send_sk(&campaign.name, &candidate.trigger_id));
-        if self.ledger.get(&pk, &sk).await.map_err(EmailError::port("claim.get"))?.is_some() {
-            return Ok(Outcome::Duplicate { campaign: campaign.name.clone() });
+        let (pk, sk) = (
+            send_pk(&profile.id),
+            send_sk(&campaign.name, &candidate.trigger_id),
+        );
+        if self
+            .ledger
+            .get(&pk, &sk)
+            .await
+            .map_err(EmailError::port("claim.get"))?
+            .is_some()
+        {
+            return Ok(Outcome::Duplicate {
+                campaign: campaign.name.clone(),
+            });
         }
         let tz = self.campaigns.zone(profile.timezone.as_deref());
         if let Some(until) = campaign.quiet_hours.and_then(|q| q.deferral(now, tz)) {
             timers::schedule(self, &profile.id, candidate, until, "quiet_hours", now).await?;
-            return Ok(Outcome::Deferred { campaign: campaign.name.clone(), until });
+            return Ok(Outcome::Deferred {
+                campaign: campaign.name.clone(),
+                until,
+            });
         }
 
         let token = unsubscribe::sign(
@@ -285,16 +402,33 @@ where
         );
         let base = self.settings.public_base_url.trim_end_matches('/');
         let unsubscribe_url = format!("{base}/v1/unsubscribe?token={token}");
-        let links = Links { shop_name: &self.campaigns.shop_name, base_url: base, unsubscribe_url: &unsubscribe_url };
+        let links = Links {
+            shop_name: &self.campaigns.shop_name,
+            base_url: base,
+            unsubscribe_url: &unsubscribe_url,
+        };
         let rendered = self.renderer.render(campaign, profile, &links, now)?;
 
         let claim_attrs = json!({"campaign": campaign.name, "trigger_id": candidate.trigger_id, "claimed_at": now});
         let claim_expiry = Some(now + Duration::days(CLAIM_TTL_DAYS));
-        if !self.ledger.claim(&pk, &sk, &claim_attrs, claim_expiry).await.map_err(EmailError::port("claim"))? {
-            return Ok(Outcome::Duplicate { campaign: campaign.name.clone() });
+        if !self
+            .ledger
+            .claim(&pk, &sk, &claim_attrs, claim_expiry)
+            .await
+            .map_err(EmailError::port("claim"))?
+        {
+            return Ok(Outcome::Duplicate {
+                campaign: campaign.name.clone(),
+            });
         }
-        if let Some(reason) = self.charge_caps(profile, campaign, &candidate.trigger_id, now, tz).await? {
-            self.ledger.delete(&pk, &sk).await.map_err(EmailError::port("claim.release"))?;
+        if let Some(reason) = self
+            .charge_caps(profile, campaign, &candidate.trigger_id, now, tz)
+            .await?
+        {
+            self.ledger
+                .delete(&pk, &sk)
+                .await
+                .map_err(EmailError::port("claim.release"))?;
             return skip(reason);
         }
 
@@ -306,18 +440,34 @@ where
             text: rendered.text,
             headers: vec![
                 ("List-Unsubscribe".into(), format!("<{unsubscribe_url}>")),
-                ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
+                (
+                    "List-Unsubscribe-Post".into(),
+                    "List-Unsubscribe=One-Click".into(),
+                ),
             ],
             tags: vec![
                 (tags::CAMPAIGN.into(), campaign.name.clone()),
-                (tags::PROFILE_ID.into(), tags::encode_profile_id(&profile.id)),
+                (
+                    tags::PROFILE_ID.into(),
+                    tags::encode_profile_id(&profile.id),
+                ),
             ],
         };
         match self.mailer.send(&message).await {
-            Ok(message_id) => Ok(Outcome::Sent { campaign: campaign.name.clone(), message_id }),
+            Ok(message_id) => Ok(Outcome::Sent {
+                campaign: campaign.name.clone(),
+                message_id,
+            }),
             Err(PortError::Permanent { stage, reason }) if stage == STAGE_RECIPIENT => {
                 tracing::warn!(profile_id = %profile.id, campaign = %campaign.name, address_hash = %hashed, %reason, "recipient rejected; suppressing");
-                self.suppress_rejected(profile, &hashed, &campaign.name, &candidate.trigger_id, now).await?;
+                self.suppress_rejected(
+                    profile,
+                    &hashed,
+                    &campaign.name,
+                    &candidate.trigger_id,
+                    now,
+                )
+                .await?;
                 skip(Skip::Rejected)
             }
             Err(e) => {
@@ -325,7 +475,10 @@ where
                 if let Err(release) = self.ledger.delete(&pk, &sk).await {
                     tracing::error!(profile_id = %profile.id, campaign = %campaign.name, error = %release, "claim release failed");
                 }
-                Err(EmailError::Port { stage: "ses.send", source: e })
+                Err(EmailError::Port {
+                    stage: "ses.send",
+                    source: e,
+                })
             }
         }
     }
@@ -341,7 +494,10 @@ where
     ) -> Result<Option<Skip>, EmailError> {
         let day = now.with_timezone(&tz).format("%Y-%m-%d").to_string();
         let expiry = Some(now + Duration::days(3));
-        let (pk, marker) = (send_pk(&profile.id), format!("{}#caps-charged", send_sk(&campaign.name, trigger_id)));
+        let (pk, marker) = (
+            send_pk(&profile.id),
+            format!("{}#caps-charged", send_sk(&campaign.name, trigger_id)),
+        );
         let first = self
             .ledger
             .claim(&pk, &marker, &json!({"day": day}), expiry)
@@ -353,14 +509,24 @@ where
         let caps = cap_pk(&profile.id);
         let campaign_ok = self
             .ledger
-            .increment_below(&caps, &format!("{}#{day}", campaign.name), campaign.daily_cap, expiry)
+            .increment_below(
+                &caps,
+                &format!("{}#{day}", campaign.name),
+                campaign.daily_cap,
+                expiry,
+            )
             .await
             .map_err(EmailError::port("caps.campaign"))?;
         let reason = if !campaign_ok {
             Some(Skip::CampaignCap)
         } else if !self
             .ledger
-            .increment_below(&caps, &format!("_all#{day}"), self.campaigns.global_daily_cap, expiry)
+            .increment_below(
+                &caps,
+                &format!("_all#{day}"),
+                self.campaigns.global_daily_cap,
+                expiry,
+            )
             .await
             .map_err(EmailError::port("caps.global"))?
         {
@@ -369,7 +535,10 @@ where
             None
         };
         if reason.is_some() {
-            self.ledger.delete(&pk, &marker).await.map_err(EmailError::port("caps.marker"))?;
+            self.ledger
+                .delete(&pk, &marker)
+                .await
+                .map_err(EmailError::port("caps.marker"))?;
         }
         Ok(reason)
     }
@@ -385,10 +554,18 @@ where
         now: DateTime<Utc>,
     ) -> Result<(), EmailError> {
         self.ledger
-            .claim(SUPPRESSION_PK, hashed, &json!({"reason": "invalid_address", "at": now}), None)
+            .claim(
+                SUPPRESSION_PK,
+                hashed,
+                &json!({"reason": "invalid_address", "at": now}),
+                None,
+            )
             .await
             .map_err(EmailError::port("suppression.put"))?;
-        let digest = hex::encode(Sha256::digest(format!("{}\n{campaign}\n{trigger_id}", profile.id)));
+        let digest = hex::encode(Sha256::digest(format!(
+            "{}\n{campaign}\n{trigger_id}",
+            profile.id
+        )));
         let mut envelope = Envelope {
             event_id: format!("email-rejected:{}", &digest[..32]),
             event_type: EventType::EmailSuppressed,
@@ -408,7 +585,10 @@ where
 }
 
 /// Puts records and fails (retryably) if any could not be written.
-pub async fn put_all<S: EventStream>(stream: &S, records: Vec<StreamRecord>) -> Result<(), EmailError> {
+pub async fn put_all<S: EventStream>(
+    stream: &S,
+    records: Vec<StreamRecord>,
+) -> Result<(), EmailError> {
     if records.is_empty() {
         return Ok(());
     }
@@ -420,17 +600,31 @@ pub async fn put_all<S: EventStream>(stream: &S, records: Vec<StreamRecord>) -> 
 
 fn log_outcome(profile_id: &str, outcome: &Outcome) {
     match outcome {
-        Outcome::Sent { campaign, message_id } => tracing::info!(%profile_id, %campaign, %message_id, "email sent"),
-        Outcome::Duplicate { campaign } => tracing::info!(%profile_id, %campaign, "already sent; duplicate trigger"),
-        Outcome::Deferred { campaign, until } => tracing::info!(%profile_id, %campaign, %until, "quiet hours; deferred"),
-        Outcome::Skipped { campaign, reason } => tracing::info!(%profile_id, %campaign, reason = ?reason, "not sent"),
-        Outcome::Scheduled { campaign, due } => tracing::info!(%profile_id, %campaign, %due, "scheduled"),
+        Outcome::Sent {
+            campaign,
+            message_id,
+        } => tracing::info!(%profile_id, %campaign, %message_id, "email sent"),
+        Outcome::Duplicate { campaign } => {
+            tracing::info!(%profile_id, %campaign, "already sent; duplicate trigger")
+        }
+        Outcome::Deferred { campaign, until } => {
+            tracing::info!(%profile_id, %campaign, %until, "quiet hours; deferred")
+        }
+        Outcome::Skipped { campaign, reason } => {
+            tracing::info!(%profile_id, %campaign, reason = ?reason, "not sent")
+        }
+        Outcome::Scheduled { campaign, due } => {
+            tracing::info!(%profile_id, %campaign, %due, "scheduled")
+        }
         Outcome::Ignored { reason } => tracing::debug!(%profile_id, %reason, "ignored"),
     }
 }
 
 /// The candidate a stored timer stands for (`None` if its campaign was removed).
-pub(crate) fn timer_candidate<'a>(campaigns: &'a Campaigns, timer: &Timer) -> Option<Candidate<'a>> {
+pub(crate) fn timer_candidate<'a>(
+    campaigns: &'a Campaigns,
+    timer: &Timer,
+) -> Option<Candidate<'a>> {
     campaigns.get(&timer.campaign).map(|campaign| Candidate {
         campaign,
         trigger_id: timer.trigger_id.clone(),

@@ -44,8 +44,18 @@ pub fn embedded_config() -> Result<(Campaigns, RuleSet, Renderer), EmailError> {
 }
 
 /// Validates a campaigns file against the segment rules and templates.
-pub fn load_campaigns(yaml: &str, rules: &RuleSet, renderer: &Renderer) -> Result<Campaigns, EmailError> {
+pub fn load_campaigns(
+    yaml: &str,
+    rules: &RuleSet,
+    renderer: &Renderer,
+) -> Result<Campaigns, EmailError> {
     let segment = |name: &str| rules.get(name).map(|r| r.delay);
     let template = |name: &str| renderer.has_template(name);
-    Campaigns::from_yaml(yaml, &Known { segment: &segment, template: &template })
+    Campaigns::from_yaml(
+        yaml,
+        &Known {
+            segment: &segment,
+            template: &template,
+        },
+    )
 }

@@ -24,9 +24,17 @@ async fn main() -> Result<(), Error> {
         unsubscribe_keys: Keys::parse(&env_var("EMBER_UNSUBSCRIBE_SECRETS")?)?,
     };
     let deps: Deps = Email {
-        profiles: DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(&sdk), env_var("PROFILES_TABLE")?),
+        profiles: DynamoProfileStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            env_var("PROFILES_TABLE")?,
+        ),
         ledger: DynamoLedger::from_conf(&sdk, env_var("LEDGER_TABLE")?),
-        mailer: SesMailer::from_conf(&sdk, std::env::var("SES_CONFIGURATION_SET").ok().filter(|s| !s.is_empty())),
+        mailer: SesMailer::from_conf(
+            &sdk,
+            std::env::var("SES_CONFIGURATION_SET")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        ),
         stream: KinesisEventStream::from_conf(&sdk, env_var("STREAM_NAME")?),
         campaigns,
         rules,

@@ -17,14 +17,38 @@ pub const CATALOG: &str = include_str!("../catalog.json");
 /// `<name>.html` and `<name>.txt`.
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
-    ("recommendations.html", include_str!("../templates/recommendations.html")),
-    ("recommendations.txt", include_str!("../templates/recommendations.txt")),
-    ("cart_abandonment.subject.txt", include_str!("../templates/cart_abandonment.subject.txt")),
-    ("cart_abandonment.html", include_str!("../templates/cart_abandonment.html")),
-    ("cart_abandonment.txt", include_str!("../templates/cart_abandonment.txt")),
-    ("churn_winback.subject.txt", include_str!("../templates/churn_winback.subject.txt")),
-    ("churn_winback.html", include_str!("../templates/churn_winback.html")),
-    ("churn_winback.txt", include_str!("../templates/churn_winback.txt")),
+    (
+        "recommendations.html",
+        include_str!("../templates/recommendations.html"),
+    ),
+    (
+        "recommendations.txt",
+        include_str!("../templates/recommendations.txt"),
+    ),
+    (
+        "cart_abandonment.subject.txt",
+        include_str!("../templates/cart_abandonment.subject.txt"),
+    ),
+    (
+        "cart_abandonment.html",
+        include_str!("../templates/cart_abandonment.html"),
+    ),
+    (
+        "cart_abandonment.txt",
+        include_str!("../templates/cart_abandonment.txt"),
+    ),
+    (
+        "churn_winback.subject.txt",
+        include_str!("../templates/churn_winback.subject.txt"),
+    ),
+    (
+        "churn_winback.html",
+        include_str!("../templates/churn_winback.html"),
+    ),
+    (
+        "churn_winback.txt",
+        include_str!("../templates/churn_winback.txt"),
+    ),
 ];
 
 /// How many products an email recommends.
@@ -53,10 +77,19 @@ impl Catalog {
         let catalog: Catalog =
             serde_json::from_str(json).map_err(|e| EmailError::Config(format!("catalog: {e}")))?;
         if catalog.products.len() < RECOMMENDATIONS {
-            return Err(EmailError::Config(format!("catalog: fewer than {RECOMMENDATIONS} products")));
+            return Err(EmailError::Config(format!(
+                "catalog: fewer than {RECOMMENDATIONS} products"
+            )));
         }
-        if let Some(p) = catalog.products.iter().find(|p| p.shu == 0 || p.price_minor <= 0) {
-            return Err(EmailError::Config(format!("catalog: product {} needs shu > 0 and a price", p.sku)));
+        if let Some(p) = catalog
+            .products
+            .iter()
+            .find(|p| p.shu == 0 || p.price_minor <= 0)
+        {
+            return Err(EmailError::Config(format!(
+                "catalog: product {} needs shu > 0 and a price",
+                p.sku
+            )));
         }
         Ok(catalog)
     }
@@ -64,8 +97,11 @@ impl Catalog {
     /// The products closest to `heat` on a log scale (a 2 000 SHU fan is far from 200 000),
     /// skipping SKUs already in the cart; best sellers when no preference is known.
     pub fn recommend(&self, heat: Option<f64>, exclude: &[&str]) -> (Vec<&Product>, Basis) {
-        let mut candidates: Vec<&Product> =
-            self.products.iter().filter(|p| !exclude.contains(&p.sku.as_str())).collect();
+        let mut candidates: Vec<&Product> = self
+            .products
+            .iter()
+            .filter(|p| !exclude.contains(&p.sku.as_str()))
+            .collect();
         if candidates.len() < RECOMMENDATIONS {
             candidates = self.products.iter().collect();
         }
@@ -75,7 +111,8 @@ impl Catalog {
                 candidates.sort_by(|a, b| {
                     let da = ((a.shu as f64).ln() - target).abs();
                     let db = ((b.shu as f64).ln() - target).abs();
-                    da.total_cmp(&db).then(a.best_seller_rank.cmp(&b.best_seller_rank))
+                    da.total_cmp(&db)
+                        .then(a.best_seller_rank.cmp(&b.best_seller_rank))
                 });
                 candidates.truncate(RECOMMENDATIONS);
                 (candidates, Basis::Heat)
@@ -110,7 +147,12 @@ pub fn format_money(minor: i64, currency: &str) -> String {
         abs.to_string()
     } else {
         let div = 10u64.pow(exponent);
-        format!("{}.{:0width$}", abs / div, abs % div, width = exponent as usize)
+        format!(
+            "{}.{:0width$}",
+            abs / div,
+            abs % div,
+            width = exponent as usize
+        )
     };
     match code.as_str() {
         "USD" => format!("{sign}${amount}"),
@@ -120,6 +162,30 @@ pub fn format_money(minor: i64, currency: &str) -> String {
         "" => format!("{sign}{amount}"),
         _ => format!("{sign}{amount} {code}"),
     }
+}
+
+/// The `href` filter: an `http(s)` URL escaped for an HTML attribute (`&`, `<`, `>`, quotes)
+/// but with its slashes intact, so SES click tracking can rewrite it. Anything else (e.g.
+/// `javascript:` in a cart item's URL sent by a client) becomes `#`.
+fn href(url: String) -> minijinja::Value {
+    let url = url.trim();
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+        return minijinja::Value::from_safe_string("#".into());
+    }
+    let mut out = String::with_capacity(url.len());
+    for c in url.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    minijinja::Value::from_safe_string(out)
 }
 
 /// Human-readable Scoville units: `2,200`, `1,000,000`.
@@ -215,6 +281,7 @@ impl Renderer {
     pub fn new(catalog: Catalog) -> Result<Renderer, EmailError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("href", href);
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .map_err(|e| EmailError::Config(format!("template {name}: {e}")))?;
@@ -253,18 +320,29 @@ impl Renderer {
             .unwrap_or(&self.catalog.currency)
             .to_owned();
         let cart = (!profile.cart.items.is_empty()).then(|| CartView {
-            items: profile
-                .cart
-                .items
-                .values()
-                .map(|i| ItemView {
-                    name: if i.name.trim().is_empty() { "Your item".into() } else { i.name.clone() },
-                    quantity: i.quantity,
-                    unit_price: format_money(i.unit_price_minor, &currency),
-                    line_total: format_money(i.unit_price_minor * i64::from(i.quantity), &currency),
-                    url: i.url.clone(),
-                })
-                .collect(),
+            // Most valuable line first: it names the email's subject.
+            items: {
+                let mut lines: Vec<_> = profile.cart.items.values().collect();
+                lines
+                    .sort_by_key(|i| std::cmp::Reverse(i.unit_price_minor * i64::from(i.quantity)));
+                lines
+                    .into_iter()
+                    .map(|i| ItemView {
+                        name: if i.name.trim().is_empty() {
+                            "Your item".into()
+                        } else {
+                            i.name.clone()
+                        },
+                        quantity: i.quantity,
+                        unit_price: format_money(i.unit_price_minor, &currency),
+                        line_total: format_money(
+                            i.unit_price_minor * i64::from(i.quantity),
+                            &currency,
+                        ),
+                        url: i.url.clone(),
+                    })
+                    .collect()
+            },
             item_count: profile.cart.items.values().map(|i| i.quantity).sum(),
             total: format_money(profile.cart_value_minor(), &currency),
         });
@@ -287,7 +365,9 @@ impl Renderer {
             offer: campaign.offer.as_ref().map(|o| OfferView {
                 code: o.code.clone(),
                 percent: o.percent,
-                valid_until: (now + Duration::days(i64::from(o.valid_days))).format("%B %-d, %Y").to_string(),
+                valid_until: (now + Duration::days(i64::from(o.valid_days)))
+                    .format("%B %-d, %Y")
+                    .to_string(),
             }),
             heat_shu: heat.map(|h| h.round().max(0.0) as u64),
             recommendations: products
@@ -304,11 +384,24 @@ impl Renderer {
         };
         let part = |ext: &str| -> Result<String, EmailError> {
             let name = format!("{}.{ext}", campaign.template);
-            let render_err = |e: minijinja::Error| EmailError::Render { template: name.clone(), reason: format!("{e:#}") };
-            self.env.get_template(&name).and_then(|t| t.render(minijinja::value::Serde(&ctx))).map_err(render_err)
+            let render_err = |e: minijinja::Error| EmailError::Render {
+                template: name.clone(),
+                reason: format!("{e:#}"),
+            };
+            self.env
+                .get_template(&name)
+                .and_then(|t| t.render(minijinja::value::Serde(&ctx)))
+                .map_err(render_err)
         };
-        let subject = part("subject.txt")?.split_whitespace().collect::<Vec<_>>().join(" ");
-        Ok(Rendered { subject, html: part("html")?, text: part("txt")? })
+        let subject = part("subject.txt")?
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Rendered {
+            subject,
+            html: part("html")?,
+            text: part("txt")?,
+        })
     }
 }
 
@@ -319,12 +412,19 @@ mod tests {
     use ember_core::profile::{CartItem, DecayedValue};
 
     fn campaigns(r: &Renderer) -> Campaigns {
-        let known = Known { segment: &|_| Some(None), template: &|t| r.has_template(t) };
+        let known = Known {
+            segment: &|_| Some(None),
+            template: &|t| r.has_template(t),
+        };
         Campaigns::from_yaml(crate::campaign::EMBEDDED, &known).unwrap()
     }
 
     fn links() -> Links<'static> {
-        Links { shop_name: "Ember Hot Sauce Co.", base_url: "https://shop.example/", unsubscribe_url: "https://shop.example/v1/unsubscribe?token=t" }
+        Links {
+            shop_name: "Ember Hot Sauce Co.",
+            base_url: "https://shop.example/",
+            unsubscribe_url: "https://shop.example/v1/unsubscribe?token=t",
+        }
     }
 
     fn now() -> DateTime<Utc> {
@@ -367,18 +467,51 @@ mod tests {
         p.cart.currency = Some("EUR".into());
         p.cart.items.insert(
             "sauce-dave-insanity".into(),
-            CartItem { name: "Dave's Insanity <Sauce>".into(), quantity: 2, unit_price_minor: 1199, url: None },
+            CartItem {
+                name: "Dave's Insanity <Sauce>".into(),
+                quantity: 2,
+                unit_price_minor: 1199,
+                url: None,
+            },
         );
-        p.heat = Some(DecayedValue { weighted_sum: 150_000.0, weight: 1.0, as_of: None });
-        let out = r.render(c.get("cart_abandonment").unwrap(), &p, &links(), now()).unwrap();
-        assert_eq!(out.subject, "Ana, your Dave's Insanity <Sauce> is still waiting");
+        p.cart.items.insert(
+            "evil".into(),
+            CartItem {
+                name: "Evil".into(),
+                quantity: 1,
+                unit_price_minor: 100,
+                url: Some("javascript:alert(1)".into()),
+            },
+        );
+        p.heat = Some(DecayedValue {
+            weighted_sum: 150_000.0,
+            weight: 1.0,
+            as_of: None,
+        });
+        let out = r
+            .render(c.get("cart_abandonment").unwrap(), &p, &links(), now())
+            .unwrap();
+        assert_eq!(
+            out.subject,
+            "Ana, your Dave's Insanity <Sauce> and more are still waiting"
+        );
+        assert!(out.html.contains(r##"<a href="#""##) && !out.html.contains("javascript:"));
         assert!(out.html.contains("Hi Ana,"));
-        assert!(out.html.contains("Dave&#x27;s Insanity &lt;Sauce&gt;"), "html escaped");
-        assert!(out.html.contains("€23.98"));
+        assert!(
+            out.html.contains("Dave&#x27;s Insanity &lt;Sauce&gt;"),
+            "html escaped"
+        );
+        assert!(out.html.contains("€23.98") && out.html.contains("€24.98"));
         assert!(out.text.contains("Dave's Insanity <Sauce> x 2: €23.98"));
         assert!(out.text.contains("Matched to your heat level"));
-        assert!(out.text.contains("Da' Bomb Beyond Insanity"), "{}", out.text);
-        assert!(out.html.contains("https://shop.example/v1/unsubscribe?token=t"));
+        assert!(
+            out.text.contains("Da' Bomb Beyond Insanity"),
+            "{}",
+            out.text
+        );
+        assert!(out
+            .html
+            .contains(r#"href="https://shop.example/v1/unsubscribe?token=t""#));
         assert!(!out.html.contains("{{") && !out.text.contains("{{"));
     }
 
@@ -388,7 +521,9 @@ mod tests {
         let c = campaigns(&r);
         let mut p = Profile::new("u-2");
         p.name = Some("   ".into());
-        let out = r.render(c.get("churn_winback").unwrap(), &p, &links(), now()).unwrap();
+        let out = r
+            .render(c.get("churn_winback").unwrap(), &p, &links(), now())
+            .unwrap();
         assert_eq!(out.subject, "We miss you: 15% off your next bottle");
         assert!(out.text.starts_with("Hi there,"));
         assert!(!out.html.contains("Hi ,"));
@@ -403,7 +538,12 @@ mod tests {
         let r = Renderer::embedded().unwrap();
         let c = campaigns(&r);
         // The cart template needs a cart: rendering it for an empty cart is a bug, not a blank.
-        let err = r.render(c.get("cart_abandonment").unwrap(), &Profile::new("u-3"), &links(), now());
+        let err = r.render(
+            c.get("cart_abandonment").unwrap(),
+            &Profile::new("u-3"),
+            &links(),
+            now(),
+        );
         assert!(matches!(err, Err(EmailError::Render { .. })), "{err:?}");
     }
 }

@@ -12,7 +12,10 @@ pub const PROFILE_ID: &str = "profile_id";
 const ENCODED: &str = "b64_";
 
 fn plain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 200 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.len() <= 200
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// The tag value for a profile id (reversible, see the module docs).
@@ -27,7 +30,10 @@ pub fn encode_profile_id(id: &str) -> String {
 /// The profile id a tag value stands for; `None` if it cannot be decoded.
 pub fn decode_profile_id(tag: &str) -> Option<String> {
     match tag.strip_prefix(ENCODED) {
-        Some(b64) => URL_SAFE_NO_PAD.decode(b64).ok().and_then(|b| String::from_utf8(b).ok()),
+        Some(b64) => URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
         None if !tag.is_empty() => Some(tag.to_owned()),
         None => None,
     }
@@ -39,9 +45,19 @@ mod tests {
 
     #[test]
     fn profile_ids_round_trip_through_allowed_characters() {
-        for id in ["u-1", "anon:9f1c", "ana@example.com", "b64_tricky", "Ünïcödé id"] {
+        for id in [
+            "u-1",
+            "anon:9f1c",
+            "ana@example.com",
+            "b64_tricky",
+            "Ünïcödé id",
+        ] {
             let tag = encode_profile_id(id);
-            assert!(tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{tag}");
+            assert!(
+                tag.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{tag}"
+            );
             assert_eq!(decode_profile_id(&tag).as_deref(), Some(id));
         }
         assert_eq!(encode_profile_id("u-1"), "u-1");

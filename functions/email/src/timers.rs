@@ -56,7 +56,9 @@ pub fn timer_sk(profile_id: &str, campaign: &str, trigger_id: &str) -> String {
 }
 
 fn parse_bucket(s: &str) -> Option<DateTime<Utc>> {
-    NaiveDateTime::parse_from_str(s, BUCKET_FORMAT).ok().map(|n| n.and_utc())
+    NaiveDateTime::parse_from_str(s, BUCKET_FORMAT)
+        .ok()
+        .map(|n| n.and_utc())
 }
 
 /// Writes a timer (idempotent). A due time already past is put in the next minute's bucket,
@@ -81,7 +83,8 @@ where
         reason: reason.to_owned(),
     };
     let bucket = due.max(minute(now) + Duration::minutes(1));
-    let attrs = serde_json::to_value(&timer).map_err(|e| EmailError::InvalidEvent(format!("timer: {e}")))?;
+    let attrs = serde_json::to_value(&timer)
+        .map_err(|e| EmailError::InvalidEvent(format!("timer: {e}")))?;
     email
         .ledger
         .claim(
@@ -106,14 +109,21 @@ pub struct SweepReport {
 }
 
 /// Fires every timer in complete buckets between the cursor and `now`.
-pub async fn sweep<P, L, M, S>(email: &Email<P, L, M, S>, now: DateTime<Utc>) -> Result<SweepReport, EmailError>
+pub async fn sweep<P, L, M, S>(
+    email: &Email<P, L, M, S>,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, EmailError>
 where
     P: ProfileStore,
     L: Ledger,
     M: Mailer,
     S: EventStream,
 {
-    let cursor = email.ledger.get(CURSOR_PK, CURSOR_SK).await.map_err(EmailError::port("sweeper.cursor"))?;
+    let cursor = email
+        .ledger
+        .get(CURSOR_PK, CURSOR_SK)
+        .await
+        .map_err(EmailError::port("sweeper.cursor"))?;
     let current = minute(now);
     let start = cursor
         .as_ref()
@@ -136,12 +146,26 @@ where
     if bucket != start {
         // Not atomic, and need not be: one sweeper runs at a time (reserved concurrency 1), and
         // a lost cursor only means re-reading the last hour (handled timers are gone).
-        email.ledger.delete(CURSOR_PK, CURSOR_SK).await.map_err(EmailError::port("sweeper.cursor"))?;
-        let attrs = json!({"next_bucket": bucket.format(BUCKET_FORMAT).to_string(), "swept_at": now});
-        email.ledger.claim(CURSOR_PK, CURSOR_SK, &attrs, None).await.map_err(EmailError::port("sweeper.cursor"))?;
+        email
+            .ledger
+            .delete(CURSOR_PK, CURSOR_SK)
+            .await
+            .map_err(EmailError::port("sweeper.cursor"))?;
+        let attrs =
+            json!({"next_bucket": bucket.format(BUCKET_FORMAT).to_string(), "swept_at": now});
+        email
+            .ledger
+            .claim(CURSOR_PK, CURSOR_SK, &attrs, None)
+            .await
+            .map_err(EmailError::port("sweeper.cursor"))?;
     }
     report.next_bucket = Some(bucket);
-    tracing::info!(buckets = report.buckets, timers = report.timers, sent = report.outcomes.iter().filter(|o| o.is_sent()).count(), "sweep done");
+    tracing::info!(
+        buckets = report.buckets,
+        timers = report.timers,
+        sent = report.outcomes.iter().filter(|o| o.is_sent()).count(),
+        "sweep done"
+    );
     match failure {
         Some(e) => Err(e),
         None => Ok(report),
@@ -161,15 +185,26 @@ where
     S: EventStream,
 {
     let pk = bucket_pk(bucket);
-    let records = email.ledger.query(&pk, "").await.map_err(EmailError::port("timer.query"))?;
+    let records = email
+        .ledger
+        .query(&pk, "")
+        .await
+        .map_err(EmailError::port("timer.query"))?;
     report.timers += records.len();
     let mut by_profile: BTreeMap<String, Vec<(String, Timer)>> = BTreeMap::new();
     for (sk, value) in records {
         match serde_json::from_value::<Timer>(value) {
-            Ok(timer) => by_profile.entry(timer.profile_id.clone()).or_default().push((sk, timer)),
+            Ok(timer) => by_profile
+                .entry(timer.profile_id.clone())
+                .or_default()
+                .push((sk, timer)),
             Err(e) => {
                 tracing::error!(timer = %sk, error = %e, "unreadable timer dropped");
-                email.ledger.delete(&pk, &sk).await.map_err(EmailError::port("timer.delete"))?;
+                email
+                    .ledger
+                    .delete(&pk, &sk)
+                    .await
+                    .map_err(EmailError::port("timer.delete"))?;
             }
         }
     }
@@ -187,7 +222,11 @@ where
         match email.deliver(&profile_id, &candidates, now).await {
             Ok(outcomes) => {
                 for (sk, _) in &timers {
-                    email.ledger.delete(&pk, sk).await.map_err(EmailError::port("timer.delete"))?;
+                    email
+                        .ledger
+                        .delete(&pk, sk)
+                        .await
+                        .map_err(EmailError::port("timer.delete"))?;
                 }
                 report.outcomes.extend(outcomes);
             }
@@ -205,7 +244,10 @@ where
 pub fn cancelled(outcome: &Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::Skipped { reason: Skip::NoLongerApplies | Skip::CartChanged | Skip::EmptyCart, .. }
+        Outcome::Skipped {
+            reason: Skip::NoLongerApplies | Skip::CartChanged | Skip::EmptyCart,
+            ..
+        }
     )
 }
 
@@ -218,6 +260,9 @@ mod tests {
         let t: DateTime<Utc> = "2026-11-23T12:34:56.789Z".parse().unwrap();
         assert_eq!(bucket_pk(t), "timer#2026-11-23T12:34");
         assert_eq!(parse_bucket("2026-11-23T12:34"), Some(minute(t)));
-        assert_eq!(timer_sk("u-1", "cart_abandonment", "x"), "u-1#cart_abandonment#x");
+        assert_eq!(
+            timer_sk("u-1", "cart_abandonment", "x"),
+            "u-1#cart_abandonment#x"
+        );
     }
 }

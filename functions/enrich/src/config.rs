@@ -46,14 +46,24 @@ impl Config {
         let required = |name: &str| {
             lookup(name)
                 .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| EnrichError::Config(format!("environment variable {name} is not set")))
+                .ok_or_else(|| {
+                    EnrichError::Config(format!("environment variable {name} is not set"))
+                })
         };
         let mut fold = FoldConfig::default();
         if let Some(raw) = lookup("HEAT_HALF_LIFE_DAYS").filter(|v| !v.trim().is_empty()) {
-            let days: f64 = raw.trim().parse().ok().filter(|d: &f64| d.is_finite() && *d > 0.0).ok_or_else(|| {
-                EnrichError::Config(format!("HEAT_HALF_LIFE_DAYS must be a positive number of days, got {raw:?}"))
-            })?;
-            fold.heat_half_life = chrono::Duration::milliseconds((days * 86_400_000.0).round() as i64);
+            let days: f64 = raw
+                .trim()
+                .parse()
+                .ok()
+                .filter(|d: &f64| d.is_finite() && *d > 0.0)
+                .ok_or_else(|| {
+                    EnrichError::Config(format!(
+                        "HEAT_HALF_LIFE_DAYS must be a positive number of days, got {raw:?}"
+                    ))
+                })?;
+            fold.heat_half_life =
+                chrono::Duration::milliseconds((days * 86_400_000.0).round() as i64);
         }
         Ok(Config {
             profiles_table: required("PROFILES_TABLE")?,
@@ -72,7 +82,10 @@ impl Deps {
     pub fn from_config(sdk: &SdkConfig, config: &Config) -> Result<Deps, EnrichError> {
         Ok(Enricher::new(
             DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.profiles_table),
-            EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus_name),
+            EventBridgeBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                &config.event_bus_name,
+            ),
             SqsDeadLetterSink::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url),
             config.fold.clone(),
         )?)
@@ -84,14 +97,20 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: std::collections::HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
     #[test]
     fn reads_required_and_optional_settings() {
-        let base = [("PROFILES_TABLE", "p"), ("EVENT_BUS_NAME", "b"), ("DEAD_LETTER_QUEUE_URL", "q")];
+        let base = [
+            ("PROFILES_TABLE", "p"),
+            ("EVENT_BUS_NAME", "b"),
+            ("DEAD_LETTER_QUEUE_URL", "q"),
+        ];
         let c = Config::from_lookup(env(&base)).unwrap();
         assert_eq!(c.fold, FoldConfig::default());
         let mut with = base.to_vec();
@@ -100,8 +119,13 @@ mod tests {
         assert_eq!(c.fold.heat_half_life, chrono::Duration::days(14));
         with.pop();
         with.push(("HEAT_HALF_LIFE_DAYS", "-1"));
-        assert!(Config::from_lookup(env(&with)).unwrap_err().to_string().contains("HEAT_HALF_LIFE_DAYS"));
-        let err = Config::from_lookup(env(&base[..2])).unwrap_err().to_string();
+        assert!(Config::from_lookup(env(&with))
+            .unwrap_err()
+            .to_string()
+            .contains("HEAT_HALF_LIFE_DAYS"));
+        let err = Config::from_lookup(env(&base[..2]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DEAD_LETTER_QUEUE_URL"), "{err}");
     }
 }

@@ -17,12 +17,18 @@
 //! 4. after a failure for a key, the key's later records in the batch are failed too
 //!    ([`KinesisBatch`] keeps that rule); other keys are unaffected.
 //!
+//! Known limits: bus events are computed and written in one step and published right after;
+//! if the process dies between the write and `PutEvents` (e.g. a Lambda timeout) those events
+//! are not re-sent, because the replayed records are then duplicates. Keep the function's
+//! timeout well above the batch latency. Events still sent with only an anonymous id after
+//! that id was merged are folded into the (merged) anonymous profile.
+//!
 //! Segment evaluation time: the newest `occurred_at` among the key's events in the batch,
 //! capped at the current time. Evaluating at event time (not at the wall clock) keeps a replay
 //! of the same batch deterministic; time-driven changes (cart abandonment) are re-checked by
 //! the email function's timers via `CartUpdated`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -36,16 +42,16 @@ use ember_core::error::{describe, Problem};
 use ember_core::event::ANON_PREFIX;
 use ember_core::fold::{Applied, FoldConfig};
 use ember_core::ports::{
-    BusEvent, CartChange, DeadLetter, DeadLetterSink, EventBus, PortError, PortResult,
-    ProfileStore,
+    BusEvent, CartChange, DeadLetter, DeadLetterSink, EventBus, PortError, PortResult, ProfileStore,
 };
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
-use ember_core::segment::RuleSet;
 /// Re-exported: the segment diff the handler publishes (`ember_core::segment::transitions`).
 pub use ember_core::segment::transitions;
+use ember_core::segment::RuleSet;
 use ember_core::EventType;
 use futures::stream::{self, StreamExt};
+use tracing::Instrument;
 
 /// How many profile keys are processed at the same time.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -73,6 +79,8 @@ pub struct BatchStats {
     pub dead_letters: usize,
     pub writes: usize,
     pub published: usize,
+    /// Optimistic-lock conflicts that forced a re-read and refold.
+    pub conflicts: usize,
     pub failed_records: usize,
 }
 
@@ -81,6 +89,7 @@ pub struct BatchStats {
 struct KeyStats {
     writes: usize,
     published: usize,
+    conflicts: usize,
 }
 
 /// A key failed; the writes and publishes it did before failing still count.
@@ -97,7 +106,12 @@ where
     D: DeadLetterSink,
 {
     /// Builds the handler with the embedded schemas and rules.
-    pub fn new(store: S, bus: B, dead_letters: D, fold: FoldConfig) -> Result<Self, ember_core::CoreError> {
+    pub fn new(
+        store: S,
+        bus: B,
+        dead_letters: D,
+        fold: FoldConfig,
+    ) -> Result<Self, ember_core::CoreError> {
         Ok(Enricher {
             store,
             bus,
@@ -116,14 +130,16 @@ where
 
     /// Handles one Kinesis batch; returns the partial batch failures.
     pub async fn handle(&self, event: &KinesisEvent, request_id: &str) -> KinesisEventResponse {
-        let (response, stats, elapsed) = self.process(event).await;
+        let span = tracing::info_span!("enrich", request_id);
+        let (response, stats, elapsed) = self.process(event).instrument(span.clone()).await;
+        let _entered = span.enter();
         tracing::info!(
-            request_id,
             records = stats.records,
             users = stats.users,
             dead_letters = stats.dead_letters,
             writes = stats.writes,
             published = stats.published,
+            conflicts = stats.conflicts,
             failed_records = stats.failed_records,
             latency_ms = elapsed.as_millis() as u64,
             "batch processed"
@@ -132,10 +148,16 @@ where
     }
 
     /// Like [`Self::handle`], also returning the counters and the time taken.
-    pub async fn process(&self, event: &KinesisEvent) -> (KinesisEventResponse, BatchStats, Duration) {
+    pub async fn process(
+        &self,
+        event: &KinesisEvent,
+    ) -> (KinesisEventResponse, BatchStats, Duration) {
         let started = Instant::now();
         let mut batch = KinesisBatch::new(event);
-        let mut stats = BatchStats { records: batch.len(), ..BatchStats::default() };
+        let mut stats = BatchStats {
+            records: batch.len(),
+            ..BatchStats::default()
+        };
 
         // 1. Decode; collect dead letters.
         let mut letters: Vec<(usize, DeadLetter)> = Vec::new();
@@ -181,9 +203,28 @@ where
 
         // 2. Anonymous profiles first, then identified ones; keys concurrently.
         stats.users = groups.len();
-        let (anon, known): (Vec<_>, Vec<_>) =
-            groups.into_iter().partition(|(key, _)| key.starts_with(ANON_PREFIX));
-        for phase in [anon, known] {
+        let (anon, known): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .partition(|(key, _)| key.starts_with(ANON_PREFIX));
+        let mut failed_anon: HashSet<String> = HashSet::new();
+        for (n, phase) in [anon, known].into_iter().enumerate() {
+            let (phase, blocked): (Vec<_>, Vec<_>) = phase.into_iter().partition(|(_, events)| {
+                n == 0
+                    || !events
+                        .iter()
+                        .any(|(_, e)| identifies_one_of(e, &failed_anon))
+            });
+            // An identify must not merge an anonymous profile whose own records of this batch
+            // failed: they would be folded after the merge and never reach the user.
+            for (key, events) in blocked {
+                tracing::warn!(profile_id = %key, "identify waits for its anonymous profile");
+                for (index, _) in &events {
+                    batch.fail(
+                        *index,
+                        "the anonymous profile it identifies failed in this batch",
+                    );
+                }
+            }
             let results: Vec<_> = stream::iter(phase)
                 .map(|(key, events)| async move {
                     let result = self.process_key(&key, &events).await;
@@ -197,6 +238,7 @@ where
                     Ok(s) => {
                         stats.writes += s.writes;
                         stats.published += s.published;
+                        stats.conflicts += s.conflicts;
                         for (index, _) in &events {
                             batch.succeed(*index);
                         }
@@ -204,7 +246,11 @@ where
                     Err(KeyFailure { error, stats: s }) => {
                         stats.writes += s.writes;
                         stats.published += s.published;
+                        stats.conflicts += s.conflicts;
                         tracing::warn!(profile_id = %key, error = %error, records = events.len(), "profile processing failed");
+                        if n == 0 {
+                            failed_anon.insert(key.clone());
+                        }
                         for (index, _) in &events {
                             batch.fail(*index, error.to_string());
                         }
@@ -219,7 +265,11 @@ where
     }
 
     /// Processes one key's events, retrying the whole read-fold-write on version conflicts.
-    async fn process_key(&self, key: &str, events: &[(usize, EnrichedEvent)]) -> Result<KeyStats, KeyFailure> {
+    async fn process_key(
+        &self,
+        key: &str,
+        events: &[(usize, EnrichedEvent)],
+    ) -> Result<KeyStats, KeyFailure> {
         let mut total = KeyStats::default();
         let mut attempt = 0;
         loop {
@@ -227,10 +277,16 @@ where
                 Ok(()) => return Ok(total),
                 Err(PortError::Conflict(reason)) if self.conflict_backoff.can_retry(attempt) => {
                     tracing::debug!(profile_id = %key, attempt, %reason, "version conflict, refolding");
+                    total.conflicts += 1;
                     self.conflict_backoff.wait(attempt).await;
                     attempt += 1;
                 }
-                Err(error) => return Err(KeyFailure { error, stats: total }),
+                Err(error) => {
+                    return Err(KeyFailure {
+                        error,
+                        stats: total,
+                    })
+                }
             }
         }
     }
@@ -248,15 +304,20 @@ where
         let before_segments = profile.segments.clone();
         let before_cart = profile.cart.clone();
 
-        // Events a previous attempt stored but could not publish go out first.
+        // Events a previous attempt stored but could not publish go out first. Those that
+        // still fail stay in the outbox, ahead of anything this batch adds.
         let pending = std::mem::take(&mut profile.outbox);
+        let mut outbox_error = None;
         if !pending.is_empty() {
             let results = self.bus.publish(&pending).await;
-            let ok = results.iter().filter(|r| r.is_ok()).count();
-            stats.published += ok;
-            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-                // Nothing written: the outbox stays as it was and the records are retried.
-                return Err(as_publish_failure(e));
+            for (event, result) in pending.iter().zip(results) {
+                match result {
+                    Ok(()) => stats.published += 1,
+                    Err(e) => {
+                        outbox_error.get_or_insert(e);
+                        profile.outbox.push(event.clone());
+                    }
+                }
             }
         }
 
@@ -275,8 +336,13 @@ where
                 }
             }
         }
-        if !changed && pending.is_empty() {
-            return Ok(()); // a pure replay: nothing to write, nothing to publish
+        let outbox_unchanged = profile.outbox.len() == pending.len();
+        if !changed && outbox_unchanged {
+            // A pure replay (nothing to write), or the bus still fails (outbox kept as is).
+            return match outbox_error {
+                None => Ok(()),
+                Some(e) => Err(as_publish_failure(e)),
+            };
         }
 
         let version = expected + 1;
@@ -285,11 +351,27 @@ where
         if changed {
             let at = evaluation_time(events, Utc::now());
             let segments = self.rules.evaluate(&profile, at);
-            publish = transitions(&profile.id, &before_segments, &segments, at, version, last_event_id);
+            publish = transitions(
+                &profile.id,
+                &before_segments,
+                &segments,
+                at,
+                version,
+                last_event_id,
+            );
             profile.segments = segments;
             if profile.cart != before_cart {
                 publish.push(cart_updated(&profile, at));
             }
+        }
+        if let Some(e) = outbox_error {
+            // The bus is failing: fold anyway (nothing is lost if retries run out), queue the
+            // new events behind the old ones in the same single write, retry the records.
+            profile.outbox.extend(publish);
+            self.store.put(&profile, expected).await?;
+            stats.writes += 1;
+            tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
+            return Err(as_publish_failure(e));
         }
         self.store.put(&profile, expected).await?;
         stats.writes += 1;
@@ -309,14 +391,23 @@ where
                 }
             }
         }
-        let Some(error) = first_error else { return Ok(()) };
-        self.store_outbox(profile, failed, stats).await.map_err(as_publish_failure)?;
+        let Some(error) = first_error else {
+            return Ok(());
+        };
+        self.store_outbox(profile, failed, stats)
+            .await
+            .map_err(as_publish_failure)?;
         Err(as_publish_failure(error))
     }
 
     /// Stores unpublished events in the profile's outbox (second conditional write). On a
     /// conflict the newest profile is re-read and the events appended to its outbox.
-    async fn store_outbox(&self, mut profile: Profile, failed: Vec<BusEvent>, stats: &mut KeyStats) -> PortResult<()> {
+    async fn store_outbox(
+        &self,
+        mut profile: Profile,
+        failed: Vec<BusEvent>,
+        stats: &mut KeyStats,
+    ) -> PortResult<()> {
         let mut attempt = 0;
         loop {
             let expected = profile.version;
@@ -354,7 +445,12 @@ where
 
     /// Merges `anon:<anon_id>` into `profile` and marks the anonymous profile merged. The mark
     /// is written before the user profile, so a failure in between only repeats the merge.
-    async fn merge_anonymous(&self, profile: &mut Profile, anon_id: &str, stats: &mut KeyStats) -> PortResult<()> {
+    async fn merge_anonymous(
+        &self,
+        profile: &mut Profile,
+        anon_id: &str,
+        stats: &mut KeyStats,
+    ) -> PortResult<()> {
         let anon_key = format!("{ANON_PREFIX}{anon_id}");
         let Some(mut anon) = self.store.get(&anon_key).await? else {
             profile.anonymous_ids.insert(anon_key);
@@ -384,16 +480,24 @@ where
 }
 
 /// Decodes one record into its profile key and enriched event.
-fn decode(record: &BatchRecord<'_>, registry: &Registry) -> Result<(String, EnrichedEvent), Vec<Problem>> {
+fn decode(
+    record: &BatchRecord<'_>,
+    registry: &Registry,
+) -> Result<(String, EnrichedEvent), Vec<Problem>> {
     let event = ember_core::enrich::decode(record.data, registry)?;
     let key = event.envelope.profile_key().ok_or_else(|| {
-        vec![Problem::new("/user_id", "either user_id or anonymous_id is required")]
+        vec![Problem::new(
+            "/user_id",
+            "either user_id or anonymous_id is required",
+        )]
     })?;
     Ok((key, event))
 }
 
 fn dead_letter(record: &BatchRecord<'_>, problems: &[Problem]) -> DeadLetter {
-    let parse_failure = problems.iter().any(|p| p.message.contains("not valid JSON"));
+    let parse_failure = problems
+        .iter()
+        .any(|p| p.message.contains("not valid JSON"));
     DeadLetter {
         origin: record.origin(),
         stage: if parse_failure { "decode" } else { "validate" }.to_owned(),
@@ -412,9 +516,19 @@ fn identify_anonymous_id(event: &EnrichedEvent) -> Option<String> {
     .filter(|a| !a.is_empty())
 }
 
+/// Whether `event` is an `identify` of one of the anonymous profile keys in `keys`.
+fn identifies_one_of(event: &EnrichedEvent, keys: &HashSet<String>) -> bool {
+    event.envelope.event_type == EventType::Identify
+        && identify_anonymous_id(event).is_some_and(|a| keys.contains(&format!("{ANON_PREFIX}{a}")))
+}
+
 /// The newest `occurred_at` of the key's events, capped at `now`.
 pub fn evaluation_time(events: &[(usize, EnrichedEvent)], now: DateTime<Utc>) -> DateTime<Utc> {
-    events.iter().map(|(_, e)| e.envelope.occurred_at).max().map_or(now, |t| t.min(now))
+    events
+        .iter()
+        .map(|(_, e)| e.envelope.occurred_at)
+        .max()
+        .map_or(now, |t| t.min(now))
 }
 
 /// `CartUpdated` with the deterministic id `<profile id>:cart:<profile version>`.
@@ -441,7 +555,10 @@ fn event_id(event: &BusEvent) -> String {
 /// published then), whether EventBridge called it transient or not.
 fn as_publish_failure(error: PortError) -> PortError {
     match error {
-        PortError::Conflict(reason) => PortError::Transient { stage: "publish", reason },
+        PortError::Conflict(reason) => PortError::Transient {
+            stage: "publish",
+            reason,
+        },
         other => other,
     }
 }
@@ -462,6 +579,8 @@ mod tests {
     struct MemoryStore {
         profiles: Mutex<HashMap<String, Profile>>,
         puts: AtomicUsize,
+        /// Writes of these profile ids fail (throttled).
+        failing: Mutex<HashSet<String>>,
     }
 
     #[async_trait]
@@ -470,6 +589,12 @@ mod tests {
             Ok(self.profiles.lock().unwrap().get(id).cloned())
         }
         async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
+            if self.failing.lock().unwrap().contains(&profile.id) {
+                return Err(PortError::Transient {
+                    stage: "test.put",
+                    reason: "throttled".into(),
+                });
+            }
             let mut map = self.profiles.lock().unwrap();
             let current = map.get(&profile.id).map_or(0, |p| p.version);
             if current != expected_version {
@@ -497,10 +622,18 @@ mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return events
                     .iter()
-                    .map(|_| Err(PortError::Transient { stage: "test.bus", reason: "down".into() }))
+                    .map(|_| {
+                        Err(PortError::Transient {
+                            stage: "test.bus",
+                            reason: "down".into(),
+                        })
+                    })
                     .collect();
             }
-            self.published.lock().unwrap().extend(events.iter().cloned());
+            self.published
+                .lock()
+                .unwrap()
+                .extend(events.iter().cloned());
             events.iter().map(|_| Ok(())).collect()
         }
     }
@@ -515,7 +648,10 @@ mod tests {
     impl DeadLetterSink for MemoryDlq {
         async fn send(&self, letters: &[DeadLetter]) -> PortResult<()> {
             if self.down.load(Ordering::SeqCst) {
-                return Err(PortError::Transient { stage: "test.dlq", reason: "down".into() });
+                return Err(PortError::Transient {
+                    stage: "test.dlq",
+                    reason: "down".into(),
+                });
             }
             self.letters.lock().unwrap().extend(letters.iter().cloned());
             Ok(())
@@ -525,8 +661,13 @@ mod tests {
     type TestEnricher = Enricher<MemoryStore, MemoryBus, MemoryDlq>;
 
     fn enricher() -> TestEnricher {
-        Enricher::new(MemoryStore::default(), MemoryBus::default(), MemoryDlq::default(), FoldConfig::default())
-            .expect("embedded schemas and rules load")
+        Enricher::new(
+            MemoryStore::default(),
+            MemoryBus::default(),
+            MemoryDlq::default(),
+            FoldConfig::default(),
+        )
+        .expect("embedded schemas and rules load")
     }
 
     fn fixture(name: &str) -> KinesisEvent {
@@ -535,11 +676,20 @@ mod tests {
     }
 
     fn failed(r: &KinesisEventResponse) -> Vec<String> {
-        r.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
+        r.batch_item_failures
+            .iter()
+            .filter_map(|f| f.item_identifier.clone())
+            .collect()
     }
 
     fn profile(e: &TestEnricher, id: &str) -> Profile {
-        e.store.profiles.lock().unwrap().get(id).cloned().unwrap_or_else(|| panic!("no profile {id}"))
+        e.store
+            .profiles
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no profile {id}"))
     }
 
     #[tokio::test]
@@ -563,7 +713,10 @@ mod tests {
         assert_eq!(bob.purchase_count, 1);
         assert_eq!(bob.purchase_total_minor, 2380);
         assert!(!bob.has_consent("email"));
-        assert_eq!(profile(&e, "anon:a-77").counts.get("product_view"), Some(&1));
+        assert_eq!(
+            profile(&e, "anon:a-77").counts.get("product_view"),
+            Some(&1)
+        );
 
         let published = e.bus.published.lock().unwrap().len();
         let carts = e
@@ -580,7 +733,11 @@ mod tests {
         for _ in 0..2 {
             let (response, stats, _) = e.process(&event).await;
             assert!(failed(&response).is_empty());
-            assert_eq!((stats.writes, stats.published), (0, 0), "a replay is a no-op");
+            assert_eq!(
+                (stats.writes, stats.published),
+                (0, 0),
+                "a replay is a no-op"
+            );
         }
         assert_eq!(profile(&e, "u-1001"), alice);
         assert_eq!(e.bus.published.lock().unwrap().len(), published);
@@ -595,15 +752,31 @@ mod tests {
         assert_eq!(stats.dead_letters, 2);
         let letters = e.dead_letters.letters.lock().unwrap().clone();
         let seq = |i: usize| event.records[i].kinesis.sequence_number.clone();
-        assert_eq!(letters[0].origin, format!("kinesis:shardId-000000000001:{}", seq(1)));
+        assert_eq!(
+            letters[0].origin,
+            format!("kinesis:shardId-000000000001:{}", seq(1))
+        );
         assert_eq!(letters[0].stage, "decode");
-        assert!(letters[0].reason.contains("not valid JSON"), "{}", letters[0].reason);
-        let raw = base64::engine::general_purpose::STANDARD.decode(&letters[0].raw_base64).unwrap();
+        assert!(
+            letters[0].reason.contains("not valid JSON"),
+            "{}",
+            letters[0].reason
+        );
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&letters[0].raw_base64)
+            .unwrap();
         assert_eq!(raw, event.records[1].kinesis.data.0);
-        assert_eq!(letters[1].origin, format!("kinesis:shardId-000000000001:{}", seq(2)));
+        assert_eq!(
+            letters[1].origin,
+            format!("kinesis:shardId-000000000001:{}", seq(2))
+        );
         assert_eq!(letters[1].stage, "validate");
         for field in ["/payload/currency", "price", "quantity", "name"] {
-            assert!(letters[1].reason.contains(field), "{field} missing in: {}", letters[1].reason);
+            assert!(
+                letters[1].reason.contains(field),
+                "{field} missing in: {}",
+                letters[1].reason
+            );
         }
         // The valid records around the poison were applied.
         let u = profile(&e, "u-2001");
@@ -652,7 +825,11 @@ mod tests {
         assert!(failed(&response).is_empty());
         let published = e.bus.published.lock().unwrap().clone();
         for ev in &outbox {
-            assert_eq!(published.iter().filter(|p| *p == ev).count(), 1, "{ev:?} published once");
+            assert_eq!(
+                published.iter().filter(|p| *p == ev).count(),
+                1,
+                "{ev:?} published once"
+            );
         }
         assert!(stats.published >= outbox.len());
         let alice = profile(&e, "u-1001");
@@ -671,12 +848,96 @@ mod tests {
         let (response, stats, _) = e.process(&fixture("identify.json")).await;
         assert!(failed(&response).is_empty());
         assert_eq!(stats.users, 2);
-        assert_eq!(stats.writes, 3, "anon profile, its merge mark, the user profile");
+        assert_eq!(
+            stats.writes, 3,
+            "anon profile, its merge mark, the user profile"
+        );
         let anon = profile(&e, "anon:a-900");
         assert_eq!(anon.merged_into.as_deref(), Some("u-3001"));
         let user = profile(&e, "u-3001");
         assert!(user.anonymous_ids.contains("anon:a-900") || user.anonymous_ids.contains("a-900"));
-        assert_eq!(user.cart.items.get("HS-GHO-03").map(|i| i.quantity), Some(1));
+        assert_eq!(
+            user.cart.items.get("HS-GHO-03").map(|i| i.quantity),
+            Some(1)
+        );
+    }
+
+    /// A one-record batch with `envelope` on shard 9.
+    fn single(envelope: serde_json::Value, seq: u32) -> KinesisEvent {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode(envelope.to_string());
+        let key = envelope["user_id"].as_str().unwrap_or_default().to_owned();
+        serde_json::from_value(serde_json::json!({"Records": [{
+            "kinesis": {"partitionKey": key, "sequenceNumber": seq.to_string(), "data": data,
+                        "approximateArrivalTimestamp": 1.0},
+            "eventID": format!("shardId-000000000009:{seq}")
+        }]}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn while_the_bus_is_down_new_events_are_folded_and_queued_behind_the_outbox() {
+        let e = enricher();
+        e.bus.down.store(true, Ordering::SeqCst);
+        let first = fixture("several-users.json");
+        e.process(&first).await;
+        let old_outbox = profile(&e, "u-1001").outbox;
+        assert!(!old_outbox.is_empty());
+
+        // Still down: a new add_to_cart for alice is folded (one write) and its CartUpdated
+        // queued after the old events; the record is failed for retry.
+        let next = single(
+            serde_json::json!({"event_id": "evt-1001-99", "type": "add_to_cart", "version": 1,
+                "user_id": "u-1001", "occurred_at": "2026-11-20T09:30:00Z", "source": "web",
+                "payload": {"sku": "HS-GHO-03", "name": "Ghost Pepper", "price": "15.90",
+                            "currency": "EUR", "quantity": 1}}),
+            7,
+        );
+        let (response, stats, _) = e.process(&next).await;
+        assert_eq!(failed(&response), vec!["7"]);
+        assert_eq!(stats.writes, 1);
+        let alice = profile(&e, "u-1001");
+        assert_eq!(alice.counts.get("add_to_cart"), Some(&2));
+        assert_eq!(&alice.outbox[..old_outbox.len()], &old_outbox[..]);
+        assert!(matches!(alice.outbox.last(), Some(BusEvent::CartUpdated(c)) if c.item_count == 3));
+
+        // Back up: the retry publishes everything once, in order, and empties the outbox.
+        e.bus.down.store(false, Ordering::SeqCst);
+        let queued = alice.outbox.clone();
+        let (response, _, _) = e.process(&next).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(*e.bus.published.lock().unwrap(), queued);
+        assert!(profile(&e, "u-1001").outbox.is_empty());
+        let (_, stats, _) = e.process(&next).await;
+        assert_eq!((stats.writes, stats.published), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn identify_waits_when_its_anonymous_profile_failed() {
+        let e = enricher();
+        e.store.failing.lock().unwrap().insert("anon:a-900".into());
+        let event = fixture("identify.json");
+        let (response, _, _) = e.process(&event).await;
+        let all: Vec<String> = event
+            .records
+            .iter()
+            .map(|r| r.kinesis.sequence_number.clone())
+            .collect();
+        assert_eq!(
+            failed(&response),
+            all,
+            "anon records failed, so the identify waits too"
+        );
+        assert!(e.store.profiles.lock().unwrap().is_empty());
+
+        e.store.failing.lock().unwrap().clear();
+        let (response, _, _) = e.process(&event).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(
+            profile(&e, "anon:a-900").merged_into.as_deref(),
+            Some("u-3001")
+        );
+        assert!(profile(&e, "u-3001").cart.items.contains_key("HS-GHO-03"));
     }
 
     #[test]

@@ -13,8 +13,12 @@ async fn main() -> Result<(), Error> {
     let sdk = ember_aws::sdk_config().await;
     let deps = Deps::from_config(&sdk, &config)?;
     let deps = &deps;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        Ok::<KinesisEventResponse, Error>(deps.handle(&event.payload, &event.context.request_id).await)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<KinesisEvent>| async move {
+            Ok::<KinesisEventResponse, Error>(
+                deps.handle(&event.payload, &event.context.request_id).await,
+            )
+        },
+    ))
     .await
 }

@@ -93,9 +93,15 @@ impl Activity {
     /// Records posting-to-now for the event that caused a bus event (its `cause_event_id`),
     /// or else for the latest event posted for its profile.
     pub fn record_latency(&self, cause_event_id: Option<&str>, profile_id: Option<&str>) {
-        let by_cause = cause_event_id.and_then(|c| self.posted_at.lock().ok().and_then(|m| m.get(c).copied()));
+        let by_cause =
+            cause_event_id.and_then(|c| self.posted_at.lock().ok().and_then(|m| m.get(c).copied()));
         let started = by_cause.or_else(|| {
-            profile_id.and_then(|p| self.posted_by_profile.lock().ok().and_then(|m| m.get(p).copied()))
+            profile_id.and_then(|p| {
+                self.posted_by_profile
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(p).copied())
+            })
         });
         if let Some(t) = started {
             if let Ok(mut l) = self.ingest_to_email_ms.lock() {
@@ -133,7 +139,10 @@ mod tests {
     async fn drain_waits_for_every_poller() {
         let a = std::sync::Arc::new(Activity::default());
         a.register("p");
-        assert!(!a.drain(Duration::from_millis(30)).await, "nobody reported idle");
+        assert!(
+            !a.drain(Duration::from_millis(30)).await,
+            "nobody reported idle"
+        );
         let b = a.clone();
         let h = tokio::spawn(async move {
             for _ in 0..200 {

@@ -20,16 +20,24 @@ pub struct SimClock {
 impl SimClock {
     /// A clock that follows the wall clock.
     pub fn wall() -> Self {
-        SimClock { at: Mutex::new(None) }
+        SimClock {
+            at: Mutex::new(None),
+        }
     }
 
     /// A simulated clock starting at `start`.
     pub fn starting_at(start: DateTime<Utc>) -> Self {
-        SimClock { at: Mutex::new(Some(start)) }
+        SimClock {
+            at: Mutex::new(Some(start)),
+        }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.at.lock().ok().and_then(|a| *a).unwrap_or_else(Utc::now)
+        self.at
+            .lock()
+            .ok()
+            .and_then(|a| *a)
+            .unwrap_or_else(Utc::now)
     }
 
     /// Moves a simulated clock forward to `t` (never backwards); no-op on the wall clock.

@@ -27,15 +27,24 @@ pub enum LocalError {
 
 impl LocalError {
     pub fn pipeline(stage: &'static str, reason: impl std::fmt::Display) -> Self {
-        LocalError::Pipeline { stage, reason: reason.to_string() }
+        LocalError::Pipeline {
+            stage,
+            reason: reason.to_string(),
+        }
     }
 
     pub fn provision(resource: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        LocalError::Provision { resource: resource.into(), reason: reason.to_string() }
+        LocalError::Provision {
+            resource: resource.into(),
+            reason: reason.to_string(),
+        }
     }
 
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        LocalError::Io { what: what.into(), source }
+        LocalError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 

@@ -37,14 +37,31 @@ impl ember_api::Clock for ApiClock {
 }
 
 fn config_error(binary: &str, e: impl std::fmt::Display) -> LocalError {
-    LocalError::Template(format!("function {binary}: configuration from the template's environment: {e}"))
+    LocalError::Template(format!(
+        "function {binary}: configuration from the template's environment: {e}"
+    ))
 }
 
-fn required(env: &BTreeMap<String, String>, binary: &str, name: &str) -> Result<String, LocalError> {
+fn required(
+    env: &BTreeMap<String, String>,
+    binary: &str,
+    name: &str,
+) -> Result<String, LocalError> {
     env.get(name)
         .filter(|v| !v.trim().is_empty())
         .cloned()
         .ok_or_else(|| config_error(binary, format!("{name} is not set")))
+}
+
+/// The ledger, deciding expiry on the run's clock (a replay of last week's events must not
+/// see its timers and caps as long expired).
+fn ledger(
+    sdk: &SdkConfig,
+    table: String,
+    clock: &Arc<SimClock>,
+) -> ember_aws::ledger::DynamoLedger {
+    let clock = clock.clone();
+    ember_aws::ledger::DynamoLedger::from_conf(sdk, table).with_clock(move || clock.now())
 }
 
 async fn call_api(deps: Arc<ember_api::Deps>, req: Request) -> Response<Body> {
@@ -72,13 +89,10 @@ pub async fn build(
                     aws_sdk_dynamodb::Client::new(sdk),
                     required(env, binary, "PROFILES_TABLE")?,
                 )),
-                ledger: Box::new(ember_aws::ledger::DynamoLedger::from_conf(
-                    sdk,
-                    required(env, binary, "LEDGER_TABLE")?,
-                )),
+                ledger: Box::new(ledger(sdk, required(env, binary, "LEDGER_TABLE")?, &clock)),
                 registry,
                 config,
-                clock: Box::new(ApiClock(clock)),
+                clock: Box::new(ApiClock(clock.clone())),
             });
             Ok(Handler::Http(Arc::new(move |req| {
                 let deps = deps.clone();
@@ -117,7 +131,7 @@ pub async fn build(
                     aws_sdk_dynamodb::Client::new(sdk),
                     required(env, binary, "PROFILES_TABLE")?,
                 ),
-                ledger: ember_aws::ledger::DynamoLedger::from_conf(sdk, required(env, binary, "LEDGER_TABLE")?),
+                ledger: ledger(sdk, required(env, binary, "LEDGER_TABLE")?, &clock),
                 mailer: ember_aws::sesv2::SesMailer::from_conf(
                     sdk,
                     env.get("SES_CONFIGURATION_SET").filter(|s| !s.is_empty()).cloned(),
@@ -142,7 +156,7 @@ pub async fn build(
         }
         "feedback" => {
             let deps = Arc::new(ember_email::Feedback {
-                ledger: ember_aws::ledger::DynamoLedger::from_conf(sdk, required(env, binary, "LEDGER_TABLE")?),
+                ledger: ledger(sdk, required(env, binary, "LEDGER_TABLE")?, &clock),
                 stream: ember_aws::kinesis::KinesisEventStream::from_conf(sdk, required(env, binary, "STREAM_NAME")?),
             });
             Ok(Handler::Json(Arc::new(move |event| {

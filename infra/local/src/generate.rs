@@ -62,14 +62,54 @@ struct Product {
 }
 
 const CATALOG: &[Product] = &[
-    Product { sku: "SAU-001", name: "Smoked Chipotle", price: "8.90", shu: 5_000 },
-    Product { sku: "SAU-002", name: "Garlic Jalapeño", price: "7.50", shu: 8_000 },
-    Product { sku: "SAU-003", name: "Mango Habanero", price: "9.90", shu: 150_000 },
-    Product { sku: "SAU-004", name: "Scotch Bonnet Sunrise", price: "10.50", shu: 250_000 },
-    Product { sku: "SAU-005", name: "Ghost Pepper Reserve", price: "13.90", shu: 900_000 },
-    Product { sku: "SAU-006", name: "Carolina Reaper Inferno", price: "15.90", shu: 1_600_000 },
-    Product { sku: "SAU-007", name: "Sweet Paprika Mild", price: "6.90", shu: 500 },
-    Product { sku: "SAU-008", name: "Green Sriracha", price: "7.90", shu: 2_500 },
+    Product {
+        sku: "SAU-001",
+        name: "Smoked Chipotle",
+        price: "8.90",
+        shu: 5_000,
+    },
+    Product {
+        sku: "SAU-002",
+        name: "Garlic Jalapeño",
+        price: "7.50",
+        shu: 8_000,
+    },
+    Product {
+        sku: "SAU-003",
+        name: "Mango Habanero",
+        price: "9.90",
+        shu: 150_000,
+    },
+    Product {
+        sku: "SAU-004",
+        name: "Scotch Bonnet Sunrise",
+        price: "10.50",
+        shu: 250_000,
+    },
+    Product {
+        sku: "SAU-005",
+        name: "Ghost Pepper Reserve",
+        price: "13.90",
+        shu: 900_000,
+    },
+    Product {
+        sku: "SAU-006",
+        name: "Carolina Reaper Inferno",
+        price: "15.90",
+        shu: 1_600_000,
+    },
+    Product {
+        sku: "SAU-007",
+        name: "Sweet Paprika Mild",
+        price: "6.90",
+        shu: 500,
+    },
+    Product {
+        sku: "SAU-008",
+        name: "Green Sriracha",
+        price: "7.90",
+        shu: 2_500,
+    },
 ];
 
 const NAMES: &[&str] = &[
@@ -140,8 +180,16 @@ impl Gen {
     }
 
     fn product(&mut self, hot: bool) -> &'static Product {
-        let pool: Vec<&'static Product> =
-            CATALOG.iter().filter(|p| if hot { p.shu >= 150_000 } else { p.shu < 150_000 }).collect();
+        let pool: Vec<&'static Product> = CATALOG
+            .iter()
+            .filter(|p| {
+                if hot {
+                    p.shu >= 150_000
+                } else {
+                    p.shu < 150_000
+                }
+            })
+            .collect();
         pool[self.rng.random_range(0..pool.len())]
     }
 
@@ -149,11 +197,26 @@ impl Gen {
     fn session_start(&mut self, start: DateTime<Utc>, day: i64, s: &Shopper) -> DateTime<Utc> {
         let local_hour = self.rng.random_range(8..22);
         let minute = self.rng.random_range(0..60);
-        start + Duration::days(day) + Duration::hours(local_hour - s.offset_hours) + Duration::minutes(minute)
+        start
+            + Duration::days(day)
+            + Duration::hours(local_hour - s.offset_hours)
+            + Duration::minutes(minute)
     }
 
-    fn browse(&mut self, s: &Shopper, t: &mut DateTime<Utc>, views: usize, hot: bool) -> Vec<&'static Product> {
-        self.event(s, *t, "page_view", "/", json!({ "url": format!("{SHOP}/") }));
+    fn browse(
+        &mut self,
+        s: &Shopper,
+        t: &mut DateTime<Utc>,
+        views: usize,
+        hot: bool,
+    ) -> Vec<&'static Product> {
+        self.event(
+            s,
+            *t,
+            "page_view",
+            "/",
+            json!({ "url": format!("{SHOP}/") }),
+        );
         let mut seen = Vec::new();
         for _ in 0..views {
             *t += Duration::seconds(self.rng.random_range(20..240));
@@ -192,13 +255,25 @@ impl Gen {
         self.counter += 0;
         let order = format!("ord-{}-{}", self.seed, self.counter + 1);
         *t += Duration::seconds(self.rng.random_range(30..300));
-        self.event(s, *t, "checkout_started", "/checkout", json!({ "checkout_id": format!("chk-{order}"), "total": total, "currency": "EUR" }));
+        self.event(
+            s,
+            *t,
+            "checkout_started",
+            "/checkout",
+            json!({ "checkout_id": format!("chk-{order}"), "total": total, "currency": "EUR" }),
+        );
         *t += Duration::seconds(self.rng.random_range(60..600));
         let items: Vec<Value> = cart
             .iter()
             .map(|(p, q)| json!({ "sku": p.sku, "name": p.name, "price": p.price, "quantity": q }))
             .collect();
-        self.event(s, *t, "purchase", "/checkout/thanks", json!({ "order_id": order, "total": total, "currency": "EUR", "items": items }));
+        self.event(
+            s,
+            *t,
+            "purchase",
+            "/checkout/thanks",
+            json!({ "order_id": order, "total": total, "currency": "EUR", "items": items }),
+        );
     }
 }
 
@@ -210,7 +285,12 @@ fn cents(price: &str) -> i64 {
 /// Generates the events, sorted by `occurred_at` (ties in generation order), and the persona
 /// of every user (for documentation and tests).
 pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) {
-    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(opts.seed), seed: opts.seed, counter: 0, out: Vec::new() };
+    let mut g = Gen {
+        rng: ChaCha8Rng::seed_from_u64(opts.seed),
+        seed: opts.seed,
+        counter: 0,
+        out: Vec::new(),
+    };
     let days = opts.days.max(2);
     let mut personas = Vec::new();
     for i in 0..opts.users {
@@ -245,7 +325,13 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
             t += Duration::seconds(g.rng.random_range(30..300));
             s.identified = true;
             let anon = s.anonymous_id.clone().unwrap_or_default();
-            g.event(&s, t, "identify", "/account/signup", json!({ "user_id": s.user_id, "anonymous_id": anon }));
+            g.event(
+                &s,
+                t,
+                "identify",
+                "/account/signup",
+                json!({ "user_id": s.user_id, "anonymous_id": anon }),
+            );
         }
         let name = NAMES[i % NAMES.len()];
         t += Duration::seconds(5);
@@ -258,7 +344,13 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
         );
         t += Duration::seconds(2);
         let consent = g.rng.random_bool(0.9);
-        g.event(&s, t, "consent_changed", "/account/preferences", json!({ "channel": "email", "granted": consent }));
+        g.event(
+            &s,
+            t,
+            "consent_changed",
+            "/account/preferences",
+            json!({ "channel": "email", "granted": consent }),
+        );
 
         match persona {
             Persona::CartAbandoner => {
@@ -276,7 +368,9 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                 if g.rng.random_bool(0.3) {
                     // Comes back another day, looks, leaves again.
                     let day = (first_day + 1).min(days - 1);
-                    let mut t2 = g.session_start(opts.start, day, &s).max(t + Duration::hours(1));
+                    let mut t2 = g
+                        .session_start(opts.start, day, &s)
+                        .max(t + Duration::hours(1));
                     g.browse(&s, &mut t2, 1, false);
                 }
             }
@@ -288,7 +382,13 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                     if hot {
                         let shu = g.rng.random_range(300_000..2_000_000);
                         t += Duration::seconds(g.rng.random_range(10..60));
-                        g.event(&s, t, "heat_preference", "/quiz", json!({ "value": shu, "source": "quiz" }));
+                        g.event(
+                            &s,
+                            t,
+                            "heat_preference",
+                            "/quiz",
+                            json!({ "value": shu, "source": "quiz" }),
+                        );
                         if g.rng.random_bool(0.5) {
                             t += Duration::seconds(20);
                             g.event(&s, t, "poll_answer", "/quiz", json!({ "poll_id": "heat-quiz", "question_id": "favourite_heat", "answer": "extra hot" }));
@@ -305,20 +405,30 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                     if g.rng.random_bool(0.2) && cart.len() > 1 {
                         t += Duration::seconds(40);
                         let (p, q) = cart.remove(1);
-                        g.event(&s, t, "remove_from_cart", "/cart", json!({ "sku": p.sku, "quantity": q }));
+                        g.event(
+                            &s,
+                            t,
+                            "remove_from_cart",
+                            "/cart",
+                            json!({ "sku": p.sku, "quantity": q }),
+                        );
                     }
                     g.purchase(&s, &mut t, &cart);
                     day += g.rng.random_range(1..3);
                     if day >= days {
                         break;
                     }
-                    t = g.session_start(opts.start, day, &s).max(t + Duration::hours(2));
+                    t = g
+                        .session_start(opts.start, day, &s)
+                        .max(t + Duration::hours(2));
                 }
             }
             Persona::Churner => {
                 // Two busy days, then nothing for the rest of the week.
                 for day in 0..2 {
-                    t = g.session_start(opts.start, day, &s).max(t + Duration::minutes(30));
+                    t = g
+                        .session_start(opts.start, day, &s)
+                        .max(t + Duration::minutes(30));
                     let views = g.rng.random_range(2..5);
                     let hot = g.rng.random_bool(0.3);
                     let seen = g.browse(&s, &mut t, views, hot);
@@ -334,7 +444,9 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                 let sessions = g.rng.random_range(1..4);
                 for k in 0..sessions {
                     let day = (first_day + k).min(days - 1);
-                    t = g.session_start(opts.start, day, &s).max(t + Duration::minutes(30));
+                    t = g
+                        .session_start(opts.start, day, &s)
+                        .max(t + Duration::minutes(30));
                     let views = g.rng.random_range(0..3);
                     g.browse(&s, &mut t, views, false);
                 }
@@ -354,8 +466,14 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
             agent: AGENTS[0],
         };
         let (kind, payload) = match k % 3 {
-            0 => ("add_to_cart", json!({ "name": "No SKU", "price": "1.00", "currency": "EUR", "quantity": 1 })),
-            1 => ("purchase", json!({ "order_id": "ord-bad", "total": "12.00", "currency": "euro", "items": [] })),
+            0 => (
+                "add_to_cart",
+                json!({ "name": "No SKU", "price": "1.00", "currency": "EUR", "quantity": 1 }),
+            ),
+            1 => (
+                "purchase",
+                json!({ "order_id": "ord-bad", "total": "12.00", "currency": "euro", "items": [] }),
+            ),
             _ => ("teleported", json!({})),
         };
         g.event(&s, at, kind, "/", payload);
@@ -380,12 +498,18 @@ mod tests {
 
     #[test]
     fn same_seed_same_output_and_sorted() {
-        let o = GenerateOptions { users: 40, ..Default::default() };
+        let o = GenerateOptions {
+            users: 40,
+            ..Default::default()
+        };
         let (a, personas) = generate(&o);
         let (b, _) = generate(&o);
         assert_eq!(to_jsonl(&a), to_jsonl(&b));
         assert_eq!(personas.len(), 40);
-        let times: Vec<&str> = a.iter().map(|e| e["occurred_at"].as_str().unwrap()).collect();
+        let times: Vec<&str> = a
+            .iter()
+            .map(|e| e["occurred_at"].as_str().unwrap())
+            .collect();
         let mut sorted = times.clone();
         sorted.sort();
         assert_eq!(times, sorted);
@@ -395,7 +519,10 @@ mod tests {
 
     #[test]
     fn events_stay_within_the_window_and_have_unique_ids() {
-        let o = GenerateOptions { users: 60, ..Default::default() };
+        let o = GenerateOptions {
+            users: 60,
+            ..Default::default()
+        };
         let (events, _) = generate(&o);
         let end = o.start + Duration::days(o.days + 1);
         let mut ids = std::collections::BTreeSet::new();

@@ -87,7 +87,9 @@ pub async fn serve(
     routes: Arc<Vec<(Route, HttpFn)>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), LocalError> {
-    let local = listener.local_addr().map_err(|e| LocalError::pipeline("http bind", e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| LocalError::pipeline("http bind", e))?;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -106,7 +108,10 @@ pub async fn serve(
                 let routes = routes.clone();
                 async move { Ok::<_, Infallible>(respond(req, &routes, local, peer).await) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
         });
@@ -126,8 +131,9 @@ async fn respond(
     };
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
-    let Some((route, handler, params)) =
-        routes.iter().find_map(|(r, h)| r.matches(&method, &path).map(|p| (r, h, p)))
+    let Some((route, handler, params)) = routes
+        .iter()
+        .find_map(|(r, h)| r.matches(&method, &path).map(|p| (r, h, p)))
     else {
         return plain(404, r#"{"message":"Not Found"}"#);
     };
@@ -154,8 +160,12 @@ async fn respond(
 
 fn plain(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
     let mut r = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -191,7 +201,10 @@ fn v2_event(
     let mut query = Map::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")));
+        let (k, v) = (
+            percent_decode(&k.replace('+', " ")),
+            percent_decode(&v.replace('+', " ")),
+        );
         match query.get_mut(&k) {
             Some(Value::String(existing)) => {
                 existing.push(',');
@@ -255,12 +268,21 @@ mod tests {
 
     #[test]
     fn routes_match_like_api_gateway() {
-        let r = Route { method: "GET".into(), path: "/v1/profiles/{user_id}".into() };
-        assert_eq!(r.matches("GET", "/v1/profiles/u%2D1").unwrap()["user_id"], "u-1");
+        let r = Route {
+            method: "GET".into(),
+            path: "/v1/profiles/{user_id}".into(),
+        };
+        assert_eq!(
+            r.matches("GET", "/v1/profiles/u%2D1").unwrap()["user_id"],
+            "u-1"
+        );
         assert!(r.matches("DELETE", "/v1/profiles/u1").is_none());
         assert!(r.matches("GET", "/v1/profiles").is_none());
         assert!(r.matches("GET", "/v1/profiles/a/b").is_none());
-        let any = Route { method: "ANY".into(), path: "/files/{key+}".into() };
+        let any = Route {
+            method: "ANY".into(),
+            path: "/files/{key+}".into(),
+        };
         assert_eq!(any.matches("PUT", "/files/a/b").unwrap()["key"], "a/b");
     }
 }

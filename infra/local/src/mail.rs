@@ -27,12 +27,20 @@ pub struct SentEmail {
 
 /// Plain-HTTP GET returning the status and the body.
 pub async fn http_get(url: &str) -> Result<(u16, Bytes), LocalError> {
-    let uri: hyper::Uri = url.parse().map_err(|e| LocalError::pipeline("mail read", format!("bad URL {url}: {e}")))?;
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| LocalError::pipeline("mail read", format!("bad URL {url}: {e}")))?;
     if uri.scheme_str() != Some("http") {
-        return Err(LocalError::pipeline("mail read", format!("only http:// emulator endpoints are supported, got {url}")));
+        return Err(LocalError::pipeline(
+            "mail read",
+            format!("only http:// emulator endpoints are supported, got {url}"),
+        ));
     }
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client.get(uri).await.map_err(|e| LocalError::pipeline("mail read", format!("GET {url}: {e}")))?;
+    let resp = client
+        .get(uri)
+        .await
+        .map_err(|e| LocalError::pipeline("mail read", format!("GET {url}: {e}")))?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()
@@ -48,14 +56,21 @@ pub async fn sent_emails(endpoint: &str) -> Result<Vec<SentEmail>, LocalError> {
     let base = endpoint.trim_end_matches('/');
     let mut tried = Vec::new();
     for (path, parse) in [
-        ("/moto-api/data.json", parse_moto as fn(&Value) -> Option<Vec<SentEmail>>),
+        (
+            "/moto-api/data.json",
+            parse_moto as fn(&Value) -> Option<Vec<SentEmail>>,
+        ),
         ("/_aws/ses", parse_localstack),
         ("/_fakecloud/ses/emails", parse_fakecloud),
     ] {
         let url = format!("{base}{path}");
         match http_get(&url).await {
             Ok((200, body)) => {
-                if let Some(emails) = serde_json::from_slice::<Value>(&body).ok().as_ref().and_then(parse) {
+                if let Some(emails) = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .as_ref()
+                    .and_then(parse)
+                {
                     return Ok(emails);
                 }
                 tried.push(format!("{path}: unexpected shape"));
@@ -66,29 +81,48 @@ pub async fn sent_emails(endpoint: &str) -> Result<Vec<SentEmail>, LocalError> {
     }
     Err(LocalError::pipeline(
         "mail read",
-        format!("no emulator mail API answered at {base} ({})", tried.join("; ")),
+        format!(
+            "no emulator mail API answered at {base} ({})",
+            tried.join("; ")
+        ),
     ))
 }
 
 /// The emails sent from `address` (matched inside `Name <address>` too).
 pub fn from_sender(emails: Vec<SentEmail>, address: &str) -> Vec<SentEmail> {
-    emails.into_iter().filter(|e| e.from.contains(address)).collect()
+    emails
+        .into_iter()
+        .filter(|e| e.from.contains(address))
+        .collect()
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn s(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn parse_moto(d: &Value) -> Option<Vec<SentEmail>> {
     let ses = d.get("ses")?;
     let mut out = Vec::new();
-    for m in ses.get("Message").and_then(Value::as_array).into_iter().flatten() {
+    for m in ses
+        .get("Message")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         out.push(SentEmail {
             id: s(m, "id"),
             from: s(m, "source"),
@@ -98,14 +132,26 @@ fn parse_moto(d: &Value) -> Option<Vec<SentEmail>> {
             text: None,
         });
     }
-    for m in ses.get("RawMessage").and_then(Value::as_array).into_iter().flatten() {
+    for m in ses
+        .get("RawMessage")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let raw = s(m, "raw_data");
         let (subject, html, text) = parse_mime(&raw);
         let mut to = strings(m.get("destinations"));
         if to.is_empty() {
             to = strings(m.pointer("/destinations/ToAddresses"));
         }
-        out.push(SentEmail { id: s(m, "id"), from: s(m, "source"), to, subject, html, text });
+        out.push(SentEmail {
+            id: s(m, "id"),
+            from: s(m, "source"),
+            to,
+            subject,
+            html,
+            text,
+        });
     }
     Some(out)
 }
@@ -120,12 +166,22 @@ fn parse_localstack(d: &Value) -> Option<Vec<SentEmail>> {
                     from: s(m, "Source"),
                     to: strings(m.pointer("/Destination/ToAddresses")),
                     subject: s(m, "Subject"),
-                    html: m.pointer("/Body/html_part").and_then(Value::as_str).map(str::to_owned),
-                    text: m.pointer("/Body/text_part").and_then(Value::as_str).map(str::to_owned),
+                    html: m
+                        .pointer("/Body/html_part")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    text: m
+                        .pointer("/Body/text_part")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 };
                 if let Some(raw) = m.get("RawData").and_then(Value::as_str) {
                     let (subject, html, text) = parse_mime(raw);
-                    e.subject = if e.subject.is_empty() { subject } else { e.subject };
+                    e.subject = if e.subject.is_empty() {
+                        subject
+                    } else {
+                        e.subject
+                    };
                     e.html = e.html.or(html);
                     e.text = e.text.or(text);
                 }
@@ -190,7 +246,11 @@ fn walk_parts(part: &str, html: &mut Option<String>, text: &mut Option<String>) 
     if lower.starts_with("multipart/") {
         let Some(boundary) = ctype
             .split(';')
-            .filter_map(|p| p.trim().strip_prefix("boundary=").or_else(|| p.trim().strip_prefix("BOUNDARY=")))
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("boundary=")
+                    .or_else(|| p.trim().strip_prefix("BOUNDARY="))
+            })
             .next()
             .map(|b| b.trim_matches('"').to_owned())
         else {
@@ -205,7 +265,9 @@ fn walk_parts(part: &str, html: &mut Option<String>, text: &mut Option<String>) 
         }
         return;
     }
-    let encoding = header_value(head, "content-transfer-encoding").unwrap_or_default().to_ascii_lowercase();
+    let encoding = header_value(head, "content-transfer-encoding")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let decoded = match encoding.as_str() {
         "base64" => {
             use base64::Engine;
@@ -251,13 +313,17 @@ fn decode_qp(s: &str) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Writes every email as `NNNN-<recipient>.html` plus an `index.html` linking them.
 /// Returns the index path.
 pub fn write_emails(dir: &Path, emails: &[SentEmail]) -> Result<PathBuf, LocalError> {
-    std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
     let mut rows = String::new();
     for (i, e) in emails.iter().enumerate() {
         let to = e.to.join(", ");
@@ -279,7 +345,8 @@ pub fn write_emails(dir: &Path, emails: &[SentEmail]) -> Result<PathBuf, LocalEr
             escape(&e.subject),
             escape(&e.id)
         );
-        std::fs::write(dir.join(&file), page).map_err(|err| LocalError::io(format!("writing {file}"), err))?;
+        std::fs::write(dir.join(&file), page)
+            .map_err(|err| LocalError::io(format!("writing {file}"), err))?;
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td><a href=\"{file}\">{}</a></td></tr>\n",
             i + 1,
@@ -329,7 +396,14 @@ mod tests {
     #[test]
     fn emails_are_written_with_an_index() {
         let dir = std::env::temp_dir().join(format!("ember-mail-{}", uuid::Uuid::new_v4()));
-        let e = SentEmail { id: "1".into(), from: "a@x".into(), to: vec!["b@y".into()], subject: "S <1>".into(), html: Some("<p>x</p>".into()), text: None };
+        let e = SentEmail {
+            id: "1".into(),
+            from: "a@x".into(),
+            to: vec!["b@y".into()],
+            subject: "S <1>".into(),
+            html: Some("<p>x</p>".into()),
+            text: None,
+        };
         let index = write_emails(&dir, &[e]).unwrap();
         let text = std::fs::read_to_string(index).unwrap();
         assert!(text.contains("S &lt;1&gt;") && text.contains("0001-b-y.html"));

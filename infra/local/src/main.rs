@@ -11,7 +11,10 @@ use ember_local::generate::{generate, to_jsonl, GenerateOptions};
 use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
 
 #[derive(Parser)]
-#[command(name = "ember-local", about = "Run Ember's pipeline locally against an AWS emulator (AWS_ENDPOINT_URL)")]
+#[command(
+    name = "ember-local",
+    about = "Run Ember's pipeline locally against an AWS emulator (AWS_ENDPOINT_URL)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +50,7 @@ enum Command {
         #[arg(long, default_value = "out/emails")]
         emails: PathBuf,
         /// Event-time minutes between pipeline drains and sweeper runs.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 30)]
         sweep_every_mins: i64,
         /// Event-time hours simulated after the last event (so due timers fire).
         #[arg(long, default_value_t = 24)]
@@ -68,7 +71,22 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "local-demo-key")]
         api_key: String,
+        #[arg(long, default_value = "local-admin-key")]
+        admin_key: String,
+        /// Template parameter override, `Name=Value` (repeatable), e.g. webhook secrets.
+        #[arg(long = "parameter", value_parser = parse_parameter)]
+        parameters: Vec<(String, String)>,
+        /// Where to write the functions' environment for `cargo lambda watch --env-file`.
+        #[arg(long, default_value = "out/local.env")]
+        env_file: PathBuf,
     },
+}
+
+fn parse_parameter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected Name=Value, got {s:?}"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,7 +95,10 @@ fn main() -> std::process::ExitCode {
         std::env::set_var("RUST_LOG", "warn");
     }
     ember_aws::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ember-local: cannot start the runtime: {e}");
@@ -95,8 +116,21 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Generate { users, seed, days, start, invalid, out } => {
-            let (events, personas) = generate(&GenerateOptions { users, seed, start, days, invalid });
+        Command::Generate {
+            users,
+            seed,
+            days,
+            start,
+            invalid,
+            out,
+        } => {
+            let (events, personas) = generate(&GenerateOptions {
+                users,
+                seed,
+                start,
+                days,
+                invalid,
+            });
             let text = to_jsonl(&events);
             if out == "-" {
                 print!("{text}");
@@ -109,23 +143,55 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 for (_, p) in &personas {
                     *counts.entry(p.as_str()).or_insert(0) += 1;
                 }
-                eprintln!("wrote {} events for {users} users to {out} (personas: {counts:?})", events.len());
+                eprintln!(
+                    "wrote {} events for {users} users to {out} (personas: {counts:?})",
+                    events.len()
+                );
             }
             Ok(())
         }
-        Command::Replay { input, template, emails, sweep_every_mins, tail_hours, concurrency, keep, no_progress } => {
+        Command::Replay {
+            input,
+            template,
+            emails,
+            sweep_every_mins,
+            tail_hours,
+            concurrency,
+            keep,
+            no_progress,
+        } => {
             let events = ember_local::replay::read_jsonl(&input)?;
             let first = events
                 .iter()
-                .filter_map(|e| e.get("occurred_at").and_then(|v| v.as_str()).and_then(|s| s.parse::<DateTime<Utc>>().ok()))
+                .filter_map(|e| {
+                    e.get("occurred_at")
+                        .and_then(|v| v.as_str())
+                        .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+                })
                 .min()
                 .ok_or("the input has no events with occurred_at")?;
             let sdk = ember_aws::sdk_config().await;
             let clock = Arc::new(SimClock::starting_at(first));
-            let opts = PipelineOptions { template, ..Default::default() };
-            eprintln!("provisioning template resources on {} …", std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into()));
+            let opts = PipelineOptions {
+                template,
+                ..Default::default()
+            };
+            eprintln!(
+                "provisioning template resources on {} …",
+                std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into())
+            );
             let pipeline = Pipeline::start(&opts, &sdk, clock).await?;
-            eprintln!("pipeline up: HTTP API on {} (stage {})", pipeline.base_url(), pipeline.stack.ctx.parameters.get("Stage").map(String::as_str).unwrap_or("?"));
+            eprintln!(
+                "pipeline up: HTTP API on {} (stage {})",
+                pipeline.base_url(),
+                pipeline
+                    .stack
+                    .ctx
+                    .parameters
+                    .get("Stage")
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            );
             let ropts = ReplayOptions {
                 sweep_every: chrono::Duration::minutes(sweep_every_mins.max(1)),
                 tail: chrono::Duration::hours(tail_hours.max(0)),
@@ -137,15 +203,30 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             pipeline.stop(!keep).await;
             let summary = result?;
             println!("\n{summary}");
-            println!("emails written to    {}", emails.join("index.html").display());
+            println!(
+                "emails written to    {}",
+                emails.join("index.html").display()
+            );
             Ok(())
         }
-        Command::Serve { template, listen, api_key } => {
+        Command::Serve {
+            template,
+            listen,
+            api_key,
+        } => {
             let sdk = ember_aws::sdk_config().await;
             let clock = Arc::new(SimClock::wall());
-            let opts = PipelineOptions { template, listen, api_key: api_key.clone(), ..Default::default() };
+            let opts = PipelineOptions {
+                template,
+                listen,
+                api_key: api_key.clone(),
+                ..Default::default()
+            };
             let pipeline = Pipeline::start(&opts, &sdk, clock.clone()).await?;
-            println!("Ember API on {} (x-api-key: {api_key}); Ctrl-C stops and deletes the resources", pipeline.base_url());
+            println!(
+                "Ember API on {} (x-api-key: {api_key}); Ctrl-C stops and deletes the resources",
+                pipeline.base_url()
+            );
             let period = pipeline.schedule_period().unwrap_or(60);
             let mut ticker = tokio::time::interval(std::time::Duration::from_secs(period));
             loop {

@@ -41,6 +41,9 @@ pub struct PipelineOptions {
     pub retry_delay: Duration,
     /// Concurrent invocations per EventBridge rule.
     pub rule_concurrency: usize,
+    /// Template parameter values that replace the run's defaults (like SAM's
+    /// `--parameter-overrides`), e.g. fixture secrets for `cargo lambda invoke`.
+    pub parameters: BTreeMap<String, String>,
 }
 
 impl Default for PipelineOptions {
@@ -53,6 +56,7 @@ impl Default for PipelineOptions {
             admin_key: "local-admin-key".into(),
             retry_delay: Duration::from_millis(50),
             rule_concurrency: 8,
+            parameters: BTreeMap::new(),
         }
     }
 }
@@ -93,25 +97,43 @@ impl Pipeline {
         clock: Arc<SimClock>,
     ) -> Result<Pipeline, LocalError> {
         let template = Template::load(&opts.template)?;
-        let stage = opts.stage.clone().unwrap_or_else(|| format!("l{}", &run_id()[..8]));
+        let stage = opts
+            .stage
+            .clone()
+            .unwrap_or_else(|| format!("l{}", &run_id()[..8]));
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(|e| LocalError::pipeline("http bind", format!("{}: {e}", opts.listen)))?;
-        let addr = listener.local_addr().map_err(|e| LocalError::pipeline("http bind", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| LocalError::pipeline("http bind", e))?;
         let sender = format!("ember-{stage}@ember.example");
         let secret = |_: &str| format!("{}{}", run_id(), run_id());
         let mut overrides = BTreeMap::new();
         overrides.insert("Stage".to_owned(), stage.clone());
-        overrides.insert("SenderAddress".to_owned(), format!("Ember Hot Sauce <{sender}>"));
+        overrides.insert(
+            "SenderAddress".to_owned(),
+            format!("Ember Hot Sauce <{sender}>"),
+        );
         overrides.insert("SenderIdentity".to_owned(), "ember.example".to_owned());
         overrides.insert("PublicBaseUrl".to_owned(), format!("http://{addr}"));
-        overrides.insert("ApiKeyHashes".to_owned(), ember_api::auth::KeyHashes::hash_key(&opts.api_key));
-        overrides.insert("AdminKeyHashes".to_owned(), ember_api::auth::KeyHashes::hash_key(&opts.admin_key));
+        overrides.insert(
+            "ApiKeyHashes".to_owned(),
+            ember_api::auth::KeyHashes::hash_key(&opts.api_key),
+        );
+        overrides.insert(
+            "AdminKeyHashes".to_owned(),
+            ember_api::auth::KeyHashes::hash_key(&opts.admin_key),
+        );
         overrides.insert("PaymentsWebhookSecrets".to_owned(), secret("payments"));
         overrides.insert("PollsWebhookSecrets".to_owned(), secret("polls"));
         overrides.insert("UnsubscribeSecrets".to_owned(), secret("unsubscribe"));
+        overrides.extend(opts.parameters.clone());
         let parameters = template.parameter_values(&overrides)?;
-        let region = sdk_config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+        let region = sdk_config
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into());
         let ctx = Context {
             parameters,
             region: region.clone(),
@@ -124,7 +146,12 @@ impl Pipeline {
             .physical
             .values()
             .filter_map(|p| p.arn.as_deref())
-            .find_map(|arn| arn.split(':').nth(4).filter(|a| !a.is_empty()).map(str::to_owned))
+            .find_map(|arn| {
+                arn.split(':')
+                    .nth(4)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+            })
         {
             stack.ctx.account_id = account;
         }
@@ -146,17 +173,34 @@ impl Pipeline {
                 .map(|n| template::resolve_string(&n, &stack.ctx, &stack))
                 .transpose()?
                 .unwrap_or_else(|| f.logical_id.clone());
-            let function_arn = format!("arn:aws:lambda:{region}:{}:function:{function_name}", stack.ctx.account_id);
-            let async_on_failure = f.async_on_failure.as_ref().map(|d| stack.queue_url_for(d)).transpose()?;
+            let function_arn = format!(
+                "arn:aws:lambda:{region}:{}:function:{function_name}",
+                stack.ctx.account_id
+            );
+            let async_on_failure = f
+                .async_on_failure
+                .as_ref()
+                .map(|d| stack.queue_url_for(d))
+                .transpose()?;
             for ev in &f.events {
                 match (ev, &handler) {
                     (EventSource::HttpApi { method, path, .. }, Handler::Http(h)) => {
-                        routes.push((Route { method: method.clone(), path: path.clone() }, h.clone()));
+                        routes.push((
+                            Route {
+                                method: method.clone(),
+                                path: path.clone(),
+                            },
+                            h.clone(),
+                        ));
                     }
                     (EventSource::Kinesis(k), Handler::Json(h)) => {
                         let stream_name = stack.stream_name_for(&k.stream)?;
                         let stream_arn = template::resolve_string(&k.stream, &stack.ctx, &stack)?;
-                        let on_failure_url = k.on_failure.as_ref().map(|d| stack.queue_url_for(d)).transpose()?;
+                        let on_failure_url = k
+                            .on_failure
+                            .as_ref()
+                            .map(|d| stack.queue_url_for(d))
+                            .transpose()?;
                         let mapping = Arc::new(KinesisMapping {
                             function: f.logical_id.clone(),
                             function_arn: function_arn.clone(),
@@ -169,7 +213,15 @@ impl Pipeline {
                             sqs: stack.clients.sqs.clone(),
                             retry_delay: opts.retry_delay,
                         });
-                        tasks.extend(pollers::start_kinesis(mapping, h.clone(), activity.clone(), stop_rx.clone()).await?);
+                        tasks.extend(
+                            pollers::start_kinesis(
+                                mapping,
+                                h.clone(),
+                                activity.clone(),
+                                stop_rx.clone(),
+                            )
+                            .await?,
+                        );
                     }
                     (EventSource::EventBridgeRule { name, .. }, Handler::Json(h)) => {
                         let binding = stack
@@ -177,7 +229,12 @@ impl Pipeline {
                             .iter()
                             .find(|r| r.function == f.logical_id && &r.event == name)
                             .cloned()
-                            .ok_or_else(|| LocalError::pipeline("rules", format!("no rule bound for {}.{name}", f.logical_id)))?;
+                            .ok_or_else(|| {
+                                LocalError::pipeline(
+                                    "rules",
+                                    format!("no rule bound for {}.{name}", f.logical_id),
+                                )
+                            })?;
                         let delivery = Arc::new(RuleDelivery {
                             name: format!("rule:{}:{name}", f.logical_id),
                             function_arn: function_arn.clone(),
@@ -188,7 +245,12 @@ impl Pipeline {
                             concurrency: opts.rule_concurrency,
                             counted: true,
                         });
-                        tasks.push(pollers::start_rule(delivery, h.clone(), activity.clone(), stop_rx.clone()));
+                        tasks.push(pollers::start_rule(
+                            delivery,
+                            h.clone(),
+                            activity.clone(),
+                            stop_rx.clone(),
+                        ));
                     }
                     (EventSource::Schedule { name, expression }, Handler::Json(h)) => {
                         schedules.push(Schedule {
@@ -240,7 +302,11 @@ impl Pipeline {
     /// A rule matching everything `ember.enrich` publishes on each custom bus, delivering to
     /// an SQS queue whose events are kept in [`Pipeline::bus_events`].
     async fn observe_bus(&mut self, stop: watch::Receiver<bool>) -> Result<(), LocalError> {
-        let Some(bus) = self.stack.physical_of_kind("AWS::Events::EventBus").map(|(_, p)| p.name.clone()).next()
+        let Some(bus) = self
+            .stack
+            .physical_of_kind("AWS::Events::EventBus")
+            .map(|(_, p)| p.name.clone())
+            .next()
         else {
             return Ok(());
         };
@@ -254,7 +320,13 @@ impl Pipeline {
             .send()
             .await
             .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
-        let q = c.sqs.create_queue().queue_name(&rule).send().await.map_err(|e| LocalError::provision(&rule, sdk(e)))?;
+        let q = c
+            .sqs
+            .create_queue()
+            .queue_name(&rule)
+            .send()
+            .await
+            .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
         let url = q.queue_url().unwrap_or_default().to_owned();
         let attrs = c
             .sqs
@@ -325,7 +397,12 @@ impl Pipeline {
     /// Invokes every scheduled function once, as its rule would at `at`.
     pub async fn fire_schedules(&self, at: DateTime<Utc>) -> Result<(), LocalError> {
         for s in &self.schedules {
-            let event = pollers::scheduled_event(&s.rule_arn, &self.stack.ctx.account_id, &self.stack.ctx.region, at);
+            let event = pollers::scheduled_event(
+                &s.rule_arn,
+                &self.stack.ctx.account_id,
+                &self.stack.ctx.region,
+                at,
+            );
             Activity::add(&self.activity.sweeps, 1);
             if let Err(e) = (s.invoke)(event).await {
                 Activity::add(&self.activity.handler_errors, 1);
@@ -346,7 +423,29 @@ impl Pipeline {
     }
 
     pub fn queue_url_of(&self, logical_id: &str) -> Option<String> {
-        self.stack.physical.get(logical_id).and_then(|p| p.url.clone())
+        self.stack
+            .physical
+            .get(logical_id)
+            .and_then(|p| p.url.clone())
+    }
+
+    /// Writes `KEY=VALUE` lines: every function's resolved environment (the names agree across
+    /// functions) plus the emulator's `AWS_*` variables, for `cargo lambda watch --env-file`.
+    pub fn write_env_file(&self, path: &std::path::Path) -> Result<(), LocalError> {
+        let mut vars = BTreeMap::new();
+        for f in &self.stack.functions {
+            vars.extend(self.stack.environment(f)?);
+        }
+        for k in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            if let Ok(v) = std::env::var(k) {
+                vars.insert(k.to_owned(), v);
+            }
+        }
+        let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
+        }
+        std::fs::write(path, text).map_err(|e| LocalError::io(format!("writing {}", path.display()), e))
     }
 
     /// Sender address (without display name).
@@ -364,8 +463,21 @@ impl Pipeline {
         if teardown {
             if let Some((rule, bus, url)) = &self.observer {
                 let c = &self.stack.clients;
-                let _ = c.events.remove_targets().rule(rule).event_bus_name(bus).ids("observer").send().await;
-                let _ = c.events.delete_rule().name(rule).event_bus_name(bus).send().await;
+                let _ = c
+                    .events
+                    .remove_targets()
+                    .rule(rule)
+                    .event_bus_name(bus)
+                    .ids("observer")
+                    .send()
+                    .await;
+                let _ = c
+                    .events
+                    .delete_rule()
+                    .name(rule)
+                    .event_bus_name(bus)
+                    .send()
+                    .await;
                 let _ = c.sqs.delete_queue().queue_url(url).send().await;
             }
             self.stack.teardown().await;

@@ -84,7 +84,11 @@ async fn iterator(
     shard_id: &str,
     after: Option<&str>,
 ) -> Result<Option<String>, LocalError> {
-    let mut req = m.kinesis.get_shard_iterator().stream_name(&m.stream_name).shard_id(shard_id);
+    let mut req = m
+        .kinesis
+        .get_shard_iterator()
+        .stream_name(&m.stream_name)
+        .shard_id(shard_id);
     req = match after {
         Some(seq) => req
             .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -94,7 +98,10 @@ async fn iterator(
         }
         None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
     };
-    let out = req.send().await.map_err(|e| LocalError::pipeline("kinesis get shard iterator", sdk(e)))?;
+    let out = req
+        .send()
+        .await
+        .map_err(|e| LocalError::pipeline("kinesis get shard iterator", sdk(e)))?;
     Ok(out.shard_iterator().map(str::to_owned))
 }
 
@@ -116,7 +123,14 @@ async fn run_shard(
         let epoch = activity.epoch();
         if pending.len() < m.source.batch_size {
             if let Some(cur) = it.clone() {
-                match m.kinesis.get_records().shard_iterator(cur).limit(10_000).send().await {
+                match m
+                    .kinesis
+                    .get_records()
+                    .shard_iterator(cur)
+                    .limit(10_000)
+                    .send()
+                    .await
+                {
                     Ok(out) => {
                         for r in out.records() {
                             last_read = Some(r.sequence_number().to_owned());
@@ -177,7 +191,15 @@ async fn process_batch(
                     .count();
                 if expired > 0 {
                     let rest = window.split_off(expired);
-                    on_failure(m, shard_id, &window, "RecordAgeExceeded", attempts, activity).await;
+                    on_failure(
+                        m,
+                        shard_id,
+                        &window,
+                        "RecordAgeExceeded",
+                        attempts,
+                        activity,
+                    )
+                    .await;
                     window = rest;
                     continue;
                 }
@@ -205,11 +227,22 @@ async fn process_batch(
             window.drain(..index);
             attempts += 1;
             if m.source.max_retries.is_some_and(|max| attempts > max) {
-                on_failure(m, shard_id, &window, "RetryAttemptsExhausted", attempts, activity).await;
+                on_failure(
+                    m,
+                    shard_id,
+                    &window,
+                    "RetryAttemptsExhausted",
+                    attempts,
+                    activity,
+                )
+                .await;
                 break;
             }
             Activity::add(&activity.kinesis_batch_retries, 1);
-            let delay = m.retry_delay.saturating_mul(1 << attempts.min(6)).min(Duration::from_secs(1));
+            let delay = m
+                .retry_delay
+                .saturating_mul(1 << attempts.min(6))
+                .min(Duration::from_secs(1));
             tokio::time::sleep(delay).await;
         }
     }
@@ -224,7 +257,15 @@ fn first_failure(m: &KinesisMapping, window: &[Record], response: &Value) -> Opt
     let failures: Vec<&str> = response
         .get("batchItemFailures")
         .and_then(Value::as_array)
-        .map(|a| a.iter().map(|f| f.get("itemIdentifier").and_then(Value::as_str).unwrap_or("")).collect())
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    f.get("itemIdentifier")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                })
+                .collect()
+        })
         .unwrap_or_default();
     if failures.is_empty() {
         return None;
@@ -275,7 +316,9 @@ async fn on_failure(
     attempts: u32,
     activity: &Activity,
 ) {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else { return };
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return;
+    };
     Activity::add(&activity.kinesis_on_failure, 1);
     let arrival = |r: &Record| {
         r.approximate_arrival_timestamp()
@@ -304,7 +347,14 @@ async fn on_failure(
     });
     tracing::warn!(function = %m.function, shard = %shard_id, condition, records = records.len(), "batch sent to the on-failure destination");
     if let Some(url) = &m.on_failure_url {
-        if let Err(e) = m.sqs.send_message().queue_url(url).message_body(body.to_string()).send().await {
+        if let Err(e) = m
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body.to_string())
+            .send()
+            .await
+        {
             tracing::error!(function = %m.function, error = %sdk(e), "could not send to the on-failure destination");
         }
     }
@@ -388,7 +438,11 @@ pub fn start_rule(
 /// Asynchronous invocation: the first try plus `max_retries` retries, then the on-failure
 /// destination with Lambda's record format.
 async fn deliver(d: &RuleDelivery, invoke: &JsonFn, activity: &Activity, event: Value) {
-    let detail_type = event.get("detail-type").and_then(Value::as_str).unwrap_or("?").to_owned();
+    let detail_type = event
+        .get("detail-type")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_owned();
     if d.counted {
         Activity::add(&activity.rule_events, 1);
         if let Ok(mut by) = activity.rule_events_by_type.lock() {
@@ -402,7 +456,9 @@ async fn deliver(d: &RuleDelivery, invoke: &JsonFn, activity: &Activity, event: 
             Ok(_) => {
                 if d.counted {
                     activity.record_latency(
-                        event.pointer("/detail/cause_event_id").and_then(Value::as_str),
+                        event
+                            .pointer("/detail/cause_event_id")
+                            .and_then(Value::as_str),
                         event.pointer("/detail/profile_id").and_then(Value::as_str),
                     );
                 }
@@ -432,7 +488,14 @@ async fn deliver(d: &RuleDelivery, invoke: &JsonFn, activity: &Activity, event: 
         "responsePayload": { "errorMessage": last_error },
     });
     if let Some(url) = &d.on_failure_url {
-        if let Err(e) = d.sqs.send_message().queue_url(url).message_body(record.to_string()).send().await {
+        if let Err(e) = d
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(record.to_string())
+            .send()
+            .await
+        {
             tracing::error!(poller = %d.name, error = %sdk(e), "could not send to the on-failure destination");
         }
     }

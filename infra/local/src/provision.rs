@@ -120,7 +120,9 @@ impl Stack {
 
     fn name_of(&self, id: &str) -> Result<String, LocalError> {
         self.declared_name(id).ok_or_else(|| {
-            LocalError::Template(format!("resource {id} has no name property the runner can resolve"))
+            LocalError::Template(format!(
+                "resource {id} has no name property the runner can resolve"
+            ))
         })
     }
 
@@ -186,15 +188,27 @@ impl Stack {
             .create_table()
             .table_name(&name)
             .billing_mode(BillingMode::PayPerRequest);
-        for a in p.get("AttributeDefinitions").and_then(Value::as_array).into_iter().flatten() {
+        for a in p
+            .get("AttributeDefinitions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let def = AttributeDefinition::builder()
                 .attribute_name(a["AttributeName"].as_str().unwrap_or_default())
-                .attribute_type(ScalarAttributeType::from(a["AttributeType"].as_str().unwrap_or("S")))
+                .attribute_type(ScalarAttributeType::from(
+                    a["AttributeType"].as_str().unwrap_or("S"),
+                ))
                 .build()
                 .map_err(|e| LocalError::provision(id, e))?;
             req = req.attribute_definitions(def);
         }
-        for k in p.get("KeySchema").and_then(Value::as_array).into_iter().flatten() {
+        for k in p
+            .get("KeySchema")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let key = KeySchemaElement::builder()
                 .attribute_name(k["AttributeName"].as_str().unwrap_or_default())
                 .key_type(KeyType::from(k["KeyType"].as_str().unwrap_or("HASH")))
@@ -202,8 +216,14 @@ impl Stack {
                 .map_err(|e| LocalError::provision(id, e))?;
             req = req.key_schema(key);
         }
-        let out = req.send().await.map_err(|e| LocalError::provision(id, sdk(e)))?;
-        let arn = out.table_description().and_then(|d| d.table_arn()).map(str::to_owned);
+        let out = req
+            .send()
+            .await
+            .map_err(|e| LocalError::provision(id, sdk(e)))?;
+        let arn = out
+            .table_description()
+            .and_then(|d| d.table_arn())
+            .map(str::to_owned);
         if let Some(ttl) = p.get("TimeToLiveSpecification") {
             if ttl.get("Enabled").and_then(Value::as_bool) == Some(true) {
                 let spec = TimeToLiveSpecification::builder()
@@ -221,14 +241,22 @@ impl Stack {
                     .map_err(|e| LocalError::provision(id, sdk(e)))?;
             }
         }
-        Ok(Physical { kind: "AWS::DynamoDB::Table".into(), name, arn, url: None })
+        Ok(Physical {
+            kind: "AWS::DynamoDB::Table".into(),
+            name,
+            arn,
+            url: None,
+        })
     }
 
     async fn create_stream(&self, id: &str) -> Result<Physical, LocalError> {
         let p = self.props(id)?;
         let name = self.name_of(id)?;
         let mut req = self.clients.kinesis.create_stream().stream_name(&name);
-        match p.pointer("/StreamModeDetails/StreamMode").and_then(Value::as_str) {
+        match p
+            .pointer("/StreamModeDetails/StreamMode")
+            .and_then(Value::as_str)
+        {
             Some("ON_DEMAND") => {
                 let mode = StreamModeDetails::builder()
                     .stream_mode(StreamMode::OnDemand)
@@ -241,7 +269,9 @@ impl Stack {
                 req = req.shard_count(i32::try_from(shards).unwrap_or(1));
             }
         }
-        req.send().await.map_err(|e| LocalError::provision(id, sdk(e)))?;
+        req.send()
+            .await
+            .map_err(|e| LocalError::provision(id, sdk(e)))?;
         let mut arn = None;
         for _ in 0..100 {
             let d = self
@@ -261,7 +291,12 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let arn = arn.ok_or_else(|| LocalError::provision(id, "stream did not become ACTIVE"))?;
-        Ok(Physical { kind: "AWS::Kinesis::Stream".into(), name, arn: Some(arn), url: None })
+        Ok(Physical {
+            kind: "AWS::Kinesis::Stream".into(),
+            name,
+            arn: Some(arn),
+            url: None,
+        })
     }
 
     async fn create_bus(&self, id: &str) -> Result<Physical, LocalError> {
@@ -308,19 +343,34 @@ impl Stack {
             .attributes()
             .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
             .cloned();
-        Ok(Physical { kind: "AWS::SQS::Queue".into(), name: name.to_owned(), arn, url: Some(url) })
+        Ok(Physical {
+            kind: "AWS::SQS::Queue".into(),
+            name: name.to_owned(),
+            arn,
+            url: Some(url),
+        })
     }
 
     async fn create_configuration_set(&self, id: &str) -> Result<Physical, LocalError> {
         let name = self.name_of(id)?;
         // Emulators differ in SESv2 configuration-set support; sending works without it, so a
         // refusal is logged, not fatal.
-        if let Err(e) =
-            self.clients.sesv2.create_configuration_set().configuration_set_name(&name).send().await
+        if let Err(e) = self
+            .clients
+            .sesv2
+            .create_configuration_set()
+            .configuration_set_name(&name)
+            .send()
+            .await
         {
             tracing::warn!(resource = %id, error = %sdk(e), "configuration set not created on the emulator");
         }
-        Ok(Physical { kind: "AWS::SES::ConfigurationSet".into(), name, arn: None, url: None })
+        Ok(Physical {
+            kind: "AWS::SES::ConfigurationSet".into(),
+            name,
+            arn: None,
+            url: None,
+        })
     }
 
     /// SES refuses to send from unverified identities: verify the sender address and the
@@ -334,11 +384,20 @@ impl Stack {
             identities.push(id.clone());
         }
         for identity in identities {
-            let r = self.clients.sesv2.create_email_identity().email_identity(&identity).send().await;
+            let r = self
+                .clients
+                .sesv2
+                .create_email_identity()
+                .email_identity(&identity)
+                .send()
+                .await;
             if let Err(e) = r {
                 let text = sdk(e);
                 if !text.contains("AlreadyExists") {
-                    return Err(LocalError::provision(format!("SES identity {identity}"), text));
+                    return Err(LocalError::provision(
+                        format!("SES identity {identity}"),
+                        text,
+                    ));
                 }
             }
         }
@@ -348,11 +407,18 @@ impl Stack {
     /// For every `EventBridgeRule` event: a rule with the template's pattern on the template's
     /// bus, targeting a fresh SQS queue the local runner polls.
     async fn bind_rules(&mut self) -> Result<(), LocalError> {
-        let stage = self.ctx.parameters.get("Stage").cloned().unwrap_or_else(|| "local".into());
+        let stage = self
+            .ctx
+            .parameters
+            .get("Stage")
+            .cloned()
+            .unwrap_or_else(|| "local".into());
         let mut bindings = Vec::new();
         for f in &self.functions {
             for ev in &f.events {
-                let EventSource::EventBridgeRule { name, bus, pattern } = ev else { continue };
+                let EventSource::EventBridgeRule { name, bus, pattern } = ev else {
+                    continue;
+                };
                 let bus = match bus {
                     Some(b) => template::resolve_string(b, &self.ctx, self)?,
                     None => "default".to_owned(),
@@ -368,7 +434,9 @@ impl Stack {
                     .send()
                     .await
                     .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
-                let queue = self.create_queue(&truncate(&format!("{rule}-target"), 80)).await?;
+                let queue = self
+                    .create_queue(&truncate(&format!("{rule}-target"), 80))
+                    .await?;
                 let queue_arn = queue
                     .arn
                     .clone()
@@ -389,7 +457,10 @@ impl Stack {
                     .await
                     .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
                 if out.failed_entry_count() > 0 {
-                    return Err(LocalError::provision(&rule, format!("PutTargets failed: {:?}", out.failed_entries())));
+                    return Err(LocalError::provision(
+                        &rule,
+                        format!("PutTargets failed: {:?}", out.failed_entries()),
+                    ));
                 }
                 bindings.push(RuleBinding {
                     function: f.logical_id.clone(),
@@ -420,7 +491,9 @@ impl Stack {
             .values()
             .find(|p| p.arn.as_deref() == Some(arn.as_str()) && p.url.is_some())
             .and_then(|p| p.url.clone())
-            .ok_or_else(|| LocalError::Template(format!("destination {arn} is not a provisioned queue")))
+            .ok_or_else(|| {
+                LocalError::Template(format!("destination {arn} is not a provisioned queue"))
+            })
     }
 
     /// Physical name of a stream given the event source's `Stream` expression (an ARN).
@@ -433,7 +506,10 @@ impl Stack {
             .ok_or_else(|| LocalError::Template(format!("stream {arn} is not provisioned")))
     }
 
-    pub fn physical_of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a String, &'a Physical)> + 'a {
+    pub fn physical_of_kind<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Physical)> + 'a {
         self.physical.iter().filter(move |(_, p)| p.kind == kind)
     }
 
@@ -449,14 +525,33 @@ impl Stack {
                 .ids("local-runner")
                 .send()
                 .await;
-            let _ = self.clients.events.delete_rule().name(&r.rule).event_bus_name(&r.bus).send().await;
-            let _ = self.clients.sqs.delete_queue().queue_url(&r.queue_url).send().await;
+            let _ = self
+                .clients
+                .events
+                .delete_rule()
+                .name(&r.rule)
+                .event_bus_name(&r.bus)
+                .send()
+                .await;
+            let _ = self
+                .clients
+                .sqs
+                .delete_queue()
+                .queue_url(&r.queue_url)
+                .send()
+                .await;
         }
         for (id, p) in &self.physical {
             let result = match p.kind.as_str() {
-                "AWS::DynamoDB::Table" => {
-                    self.clients.dynamodb.delete_table().table_name(&p.name).send().await.map(|_| ()).map_err(sdk)
-                }
+                "AWS::DynamoDB::Table" => self
+                    .clients
+                    .dynamodb
+                    .delete_table()
+                    .table_name(&p.name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk),
                 "AWS::Kinesis::Stream" => self
                     .clients
                     .kinesis
@@ -467,11 +562,25 @@ impl Stack {
                     .await
                     .map(|_| ())
                     .map_err(sdk),
-                "AWS::Events::EventBus" => {
-                    self.clients.events.delete_event_bus().name(&p.name).send().await.map(|_| ()).map_err(sdk)
-                }
+                "AWS::Events::EventBus" => self
+                    .clients
+                    .events
+                    .delete_event_bus()
+                    .name(&p.name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk),
                 "AWS::SQS::Queue" => match &p.url {
-                    Some(u) => self.clients.sqs.delete_queue().queue_url(u).send().await.map(|_| ()).map_err(sdk),
+                    Some(u) => self
+                        .clients
+                        .sqs
+                        .delete_queue()
+                        .queue_url(u)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(sdk),
                     None => Ok(()),
                 },
                 _ => Ok(()),

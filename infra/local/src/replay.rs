@@ -43,7 +43,7 @@ pub struct ReplayOptions {
 impl Default for ReplayOptions {
     fn default() -> Self {
         ReplayOptions {
-            sweep_every: chrono::Duration::minutes(15),
+            sweep_every: chrono::Duration::minutes(30),
             tail: chrono::Duration::hours(24),
             concurrency: 8,
             progress: true,
@@ -100,9 +100,23 @@ impl ReplaySummary {
 
 impl std::fmt::Display for ReplaySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = |d: Option<DateTime<Utc>>| d.map_or("-".to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string());
-        writeln!(f, "events posted        {} ({} accepted, {} refused by the API)", self.events, self.accepted, self.rejected.len())?;
-        writeln!(f, "event time           {} .. {} (clock ran to {})", t(self.first_event), t(self.last_event), t(self.simulated_end))?;
+        let t = |d: Option<DateTime<Utc>>| {
+            d.map_or("-".to_owned(), |d| d.format("%Y-%m-%d %H:%M").to_string())
+        };
+        writeln!(
+            f,
+            "events posted        {} ({} accepted, {} refused by the API)",
+            self.events,
+            self.accepted,
+            self.rejected.len()
+        )?;
+        writeln!(
+            f,
+            "event time           {} .. {} (clock ran to {})",
+            t(self.first_event),
+            t(self.last_event),
+            t(self.simulated_end)
+        )?;
         writeln!(
             f,
             "stream               {} records in {} batches ({} retries, {} bisections, {} sent to on-failure)",
@@ -116,7 +130,11 @@ impl std::fmt::Display for ReplaySummary {
         writeln!(f, "emails sent          {}", self.emails.len())?;
         let dead = self.queues.get("DeadLetterQueue").copied().unwrap_or(0);
         writeln!(f, "dead letters         {dead}")?;
-        for (k, v) in self.queues.iter().filter(|(k, _)| k.as_str() != "DeadLetterQueue") {
+        for (k, v) in self
+            .queues
+            .iter()
+            .filter(|(k, _)| k.as_str() != "DeadLetterQueue")
+        {
             writeln!(f, "  {k:<38} {v}")?;
         }
         writeln!(f, "sweeper runs         {}", self.sweeps)?;
@@ -129,15 +147,31 @@ impl std::fmt::Display for ReplaySummary {
             _ => writeln!(f, "ingest -> email      no samples")?,
         }
         for r in self.rejected.iter().take(5) {
-            writeln!(f, "refused {}: HTTP {} {}", r.event_id, r.status, r.body.chars().take(160).collect::<String>())?;
+            writeln!(
+                f,
+                "refused {}: HTTP {} {}",
+                r.event_id,
+                r.status,
+                r.body.chars().take(160).collect::<String>()
+            )?;
         }
-        write!(f, "wall time            {:.1} s{}", self.wall.as_secs_f64(), if self.drained { "" } else { " (pipeline did not drain in time)" })
+        write!(
+            f,
+            "wall time            {:.1} s{}",
+            self.wall.as_secs_f64(),
+            if self.drained {
+                ""
+            } else {
+                " (pipeline did not drain in time)"
+            }
+        )
     }
 }
 
 /// Reads a JSONL file (blank lines and `#` comments skipped).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Value>, LocalError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LocalError::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LocalError::io(format!("reading {}", path.display()), e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -154,7 +188,9 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Value>, LocalError> {
 }
 
 fn occurred_at(e: &Value) -> Option<DateTime<Utc>> {
-    e.get("occurred_at").and_then(Value::as_str).and_then(|s| s.parse().ok())
+    e.get("occurred_at")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
 }
 
 /// Which person an event belongs to: the user id, or the user an anonymous id is later
@@ -164,23 +200,37 @@ fn person_key(e: &Value, anon_to_user: &HashMap<String, String>) -> String {
         return u.to_owned();
     }
     if let Some(a) = e.get("anonymous_id").and_then(Value::as_str) {
-        return anon_to_user.get(a).cloned().unwrap_or_else(|| format!("anon:{a}"));
+        return anon_to_user
+            .get(a)
+            .cloned()
+            .unwrap_or_else(|| format!("anon:{a}"));
     }
     String::new()
 }
 
 /// The profile an event lands in (`ember_core`'s rule: user id, else `anon:<id>`).
 fn profile_key(e: &Value) -> Option<String> {
-    match (e.get("user_id").and_then(Value::as_str), e.get("anonymous_id").and_then(Value::as_str)) {
+    match (
+        e.get("user_id").and_then(Value::as_str),
+        e.get("anonymous_id").and_then(Value::as_str),
+    ) {
         (Some(u), _) if !u.is_empty() => Some(u.to_owned()),
         (_, Some(a)) if !a.is_empty() => Some(format!("{}{a}", ember_core::event::ANON_PREFIX)),
         _ => None,
     }
 }
 
+/// An event id and what posting it returned (status and body, or the transport error).
+type Posted = (String, Result<(u16, String), String>);
+
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-async fn post(client: &HttpClient, url: &str, api_key: &str, event: &Value) -> Result<(u16, String), String> {
+async fn post(
+    client: &HttpClient,
+    url: &str,
+    api_key: &str,
+    event: &Value,
+) -> Result<(u16, String), String> {
     let req = hyper::Request::post(url)
         .header("content-type", "application/json")
         .header("x-api-key", api_key)
@@ -188,7 +238,12 @@ async fn post(client: &HttpClient, url: &str, api_key: &str, event: &Value) -> R
         .map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -201,27 +256,44 @@ pub async fn replay(
 ) -> Result<ReplaySummary, LocalError> {
     let started = Instant::now();
     events.sort_by_key(|e| occurred_at(e).unwrap_or(DateTime::<Utc>::MIN_UTC));
-    let mut summary = ReplaySummary { events: events.len(), ..Default::default() };
+    let mut summary = ReplaySummary {
+        events: events.len(),
+        ..Default::default()
+    };
     summary.first_event = events.iter().find_map(occurred_at);
     summary.last_event = events.iter().rev().find_map(occurred_at);
     let anon_to_user: HashMap<String, String> = events
         .iter()
         .filter(|e| e.get("type").and_then(Value::as_str) == Some("identify"))
         .filter_map(|e| {
-            let user = e.get("user_id").or_else(|| e.pointer("/payload/user_id"))?.as_str()?;
-            let anon = e.get("anonymous_id").or_else(|| e.pointer("/payload/anonymous_id"))?.as_str()?;
+            let user = e
+                .get("user_id")
+                .or_else(|| e.pointer("/payload/user_id"))?
+                .as_str()?;
+            let anon = e
+                .get("anonymous_id")
+                .or_else(|| e.pointer("/payload/anonymous_id"))?
+                .as_str()?;
             Some((anon.to_owned(), user.to_owned()))
         })
         .collect();
 
-    let bar = if opts.progress { ProgressBar::new(events.len() as u64) } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new(events.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let url = format!("{}/v1/events", p.base_url());
-    let step = opts.sweep_every.max(chrono::Duration::seconds(p.schedule_period().unwrap_or(60) as i64));
+    let step = opts.sweep_every.max(chrono::Duration::seconds(
+        p.schedule_period().unwrap_or(60) as i64
+    ));
     let align = |t: DateTime<Utc>| {
         let s = step.num_seconds().max(1);
         DateTime::<Utc>::from_timestamp(t.timestamp().div_euclid(s) * s, 0).unwrap_or(t)
@@ -268,7 +340,7 @@ pub async fn replay(
             });
             people[slot].1.push(e);
         }
-        let results: Vec<Vec<(String, Result<(u16, String), String>)>> = stream::iter(people)
+        let results: Vec<Vec<Posted>> = stream::iter(people)
             .map(|(_, evs)| {
                 let client = client.clone();
                 let url = url.clone();
@@ -278,7 +350,11 @@ pub async fn replay(
                 async move {
                     let mut out = Vec::new();
                     for e in evs {
-                        let id = e.get("event_id").and_then(Value::as_str).unwrap_or("?").to_owned();
+                        let id = e
+                            .get("event_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_owned();
                         let now = Instant::now();
                         if let Ok(mut m) = activity.posted_at.lock() {
                             m.insert(id.clone(), now);
@@ -300,7 +376,11 @@ pub async fn replay(
         for (id, r) in results.into_iter().flatten() {
             match r {
                 Ok((s, _)) if (200..300).contains(&s) => accepted += 1,
-                Ok((status, body)) => rejected.push(Rejected { event_id: id, status, body }),
+                Ok((status, body)) => rejected.push(Rejected {
+                    event_id: id,
+                    status,
+                    body,
+                }),
                 Err(e) => return Err(LocalError::pipeline("replay post", format!("{id}: {e}"))),
             }
         }
@@ -341,7 +421,11 @@ pub async fn collect(p: &Pipeline, s: &mut ReplaySummary) -> Result<(), LocalErr
     s.kinesis_on_failure = Activity::get(&a.kinesis_on_failure);
     s.rule_deliveries = Activity::get(&a.rule_events);
     s.sweeps = Activity::get(&a.sweeps);
-    let lat = a.ingest_to_email_ms.lock().map(|l| l.clone()).unwrap_or_default();
+    let lat = a
+        .ingest_to_email_ms
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
     s.latency_samples = lat.len();
     s.latency_p50_ms = quantile(&lat, 0.5);
     s.latency_p99_ms = quantile(&lat, 0.99);
@@ -369,7 +453,9 @@ pub async fn collect(p: &Pipeline, s: &mut ReplaySummary) -> Result<(), LocalErr
             .map_err(|e| LocalError::pipeline("queue depth", sdk(e)))?;
         let n = out
             .attributes()
-            .and_then(|m| m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|m| {
+                m.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         s.queues.insert(id.clone(), n);

@@ -76,12 +76,18 @@ impl Template {
                 Resource {
                     logical_id: id.clone(),
                     kind: kind.to_owned(),
-                    properties: r.get("Properties").cloned().unwrap_or(Value::Object(Map::new())),
+                    properties: r
+                        .get("Properties")
+                        .cloned()
+                        .unwrap_or(Value::Object(Map::new())),
                     metadata: r.get("Metadata").cloned().unwrap_or(Value::Null),
                 },
             );
         }
-        Ok(Template { parameters, resources })
+        Ok(Template {
+            parameters,
+            resources,
+        })
     }
 
     /// Resources of one type, in logical-id order.
@@ -155,10 +161,21 @@ pub struct FunctionSpec {
 
 #[derive(Debug, Clone)]
 pub enum EventSource {
-    HttpApi { name: String, method: String, path: String },
+    HttpApi {
+        name: String,
+        method: String,
+        path: String,
+    },
     Kinesis(KinesisSource),
-    EventBridgeRule { name: String, bus: Option<Value>, pattern: Value },
-    Schedule { name: String, expression: String },
+    EventBridgeRule {
+        name: String,
+        bus: Option<Value>,
+        pattern: Value,
+    },
+    Schedule {
+        name: String,
+        expression: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +200,9 @@ impl FunctionSpec {
             .pointer("/BuildProperties/Binary")
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                LocalError::Template(format!("function {id} has no Metadata.BuildProperties.Binary"))
+                LocalError::Template(format!(
+                    "function {id} has no Metadata.BuildProperties.Binary"
+                ))
             })?
             .to_owned();
         let environment = r
@@ -207,7 +226,9 @@ impl FunctionSpec {
                     "Kinesis" => EventSource::Kinesis(KinesisSource {
                         name: name.clone(),
                         stream: p.get("Stream").cloned().ok_or_else(|| {
-                            LocalError::Template(format!("{id}.{name}: Kinesis event has no Stream"))
+                            LocalError::Template(format!(
+                                "{id}.{name}: Kinesis event has no Stream"
+                            ))
                         })?,
                         batch_size: p.get("BatchSize").and_then(Value::as_u64).unwrap_or(100)
                             as usize,
@@ -227,9 +248,12 @@ impl FunctionSpec {
                             .get("FunctionResponseTypes")
                             .and_then(Value::as_array)
                             .is_some_and(|a| {
-                                a.iter().any(|v| v.as_str() == Some("ReportBatchItemFailures"))
+                                a.iter()
+                                    .any(|v| v.as_str() == Some("ReportBatchItemFailures"))
                             }),
-                        on_failure: p.pointer("/DestinationConfig/OnFailure/Destination").cloned(),
+                        on_failure: p
+                            .pointer("/DestinationConfig/OnFailure/Destination")
+                            .cloned(),
                         starting_position: s("StartingPosition")
                             .unwrap_or_else(|| "TRIM_HORIZON".into()),
                     }),
@@ -260,8 +284,10 @@ impl FunctionSpec {
             .pointer("/EventInvokeConfig/MaximumRetryAttempts")
             .and_then(Value::as_u64)
             .map_or(2, |n| n as u32);
-        let async_on_failure =
-            r.properties.pointer("/EventInvokeConfig/DestinationConfig/OnFailure/Destination").cloned();
+        let async_on_failure = r
+            .properties
+            .pointer("/EventInvokeConfig/DestinationConfig/OnFailure/Destination")
+            .cloned();
         Ok(FunctionSpec {
             logical_id: id.clone(),
             binary,
@@ -314,7 +340,9 @@ fn to_json(v: &serde_yaml::Value) -> Result<Value, LocalError> {
                     Y::Number(n) => n.to_string(),
                     Y::Bool(b) => b.to_string(),
                     other => {
-                        return Err(LocalError::Template(format!("unsupported mapping key {other:?}")))
+                        return Err(LocalError::Template(format!(
+                            "unsupported mapping key {other:?}"
+                        )))
                     }
                 };
                 out.insert(key, to_json(v)?);
@@ -332,9 +360,7 @@ fn to_json(v: &serde_yaml::Value) -> Result<Value, LocalError> {
                     let parts = match inner {
                         Value::String(s) => match s.split_once('.') {
                             Some((a, b)) => Value::Array(vec![a.into(), b.into()]),
-                            None => {
-                                return Err(LocalError::Template(format!("bad !GetAtt {s}")))
-                            }
+                            None => return Err(LocalError::Template(format!("bad !GetAtt {s}"))),
                         },
                         other => other,
                     };
@@ -355,7 +381,11 @@ fn to_json(v: &serde_yaml::Value) -> Result<Value, LocalError> {
 pub fn resolve(v: &Value, ctx: &Context, names: &dyn Names) -> Result<Value, LocalError> {
     match v {
         Value::Object(m) if m.len() == 1 => {
-            let (k, arg) = m.iter().next().map(|(k, a)| (k.as_str(), a)).unwrap_or(("", v));
+            let (k, arg) = m
+                .iter()
+                .next()
+                .map(|(k, a)| (k.as_str(), a))
+                .unwrap_or(("", v));
             match k {
                 "Ref" => {
                     let name = arg
@@ -417,7 +447,9 @@ pub fn resolve(v: &Value, ctx: &Context, names: &dyn Names) -> Result<Value, Loc
             Ok(Value::Object(out))
         }
         Value::Array(a) => Ok(Value::Array(
-            a.iter().map(|v| resolve(v, ctx, names)).collect::<Result<_, _>>()?,
+            a.iter()
+                .map(|v| resolve(v, ctx, names))
+                .collect::<Result<_, _>>()?,
         )),
         other => Ok(other.clone()),
     }
@@ -543,8 +575,9 @@ mod tests {
 
     #[test]
     fn unresolvable_reference_is_a_clear_error() {
-        let t = Template::parse("Resources:\n  X:\n    Type: T\n    Properties:\n      A: !Ref Nope\n")
-            .unwrap();
+        let t =
+            Template::parse("Resources:\n  X:\n    Type: T\n    Properties:\n      A: !Ref Nope\n")
+                .unwrap();
         let err = resolve(&t.resources["X"].properties, &ctx(), &Fixed).unwrap_err();
         assert!(err.to_string().contains("Nope"), "{err}");
     }

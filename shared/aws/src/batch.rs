@@ -85,7 +85,11 @@ impl<'a> KinesisBatch<'a> {
             })
             .collect();
         let n = records.len();
-        KinesisBatch { records, groups: vec![None; n], outcomes: vec![Outcome::Pending; n] }
+        KinesisBatch {
+            records,
+            groups: vec![None; n],
+            outcomes: vec![Outcome::Pending; n],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -116,7 +120,9 @@ impl<'a> KinesisBatch<'a> {
     }
 
     fn group(&self, index: usize) -> &str {
-        self.groups[index].as_deref().unwrap_or(self.records[index].partition_key)
+        self.groups[index]
+            .as_deref()
+            .unwrap_or(self.records[index].partition_key)
     }
 
     pub fn succeed(&mut self, index: usize) {
@@ -167,7 +173,10 @@ impl<'a> KinesisBatch<'a> {
     }
 
     pub fn summary(&self) -> Summary {
-        let mut s = Summary { records: self.records.len(), ..Summary::default() };
+        let mut s = Summary {
+            records: self.records.len(),
+            ..Summary::default()
+        };
         for o in &self.outcomes {
             match o {
                 Outcome::Succeeded => s.succeeded += 1,
@@ -226,14 +235,20 @@ mod tests {
     }
 
     fn failed(resp: &KinesisEventResponse) -> Vec<String> {
-        resp.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
+        resp.batch_item_failures
+            .iter()
+            .filter_map(|f| f.item_identifier.clone())
+            .collect()
     }
 
     #[test]
     fn failures_cascade_within_a_group_only() {
         let ev = event(&["a", "b", "a", "b", "a"]);
         let mut batch = KinesisBatch::new(&ev);
-        assert_eq!(batch.records()[0].origin(), "kinesis:shardId-000000000007:100");
+        assert_eq!(
+            batch.records()[0].origin(),
+            "kinesis:shardId-000000000007:100"
+        );
         assert_eq!(batch.records()[0].data, b"{}");
         for i in 0..5 {
             batch.succeed(i);
@@ -241,7 +256,15 @@ mod tests {
         batch.fail(2, "boom");
         let resp = batch.response();
         assert_eq!(failed(&resp), vec!["102", "104"]);
-        assert_eq!(batch.summary(), Summary { records: 5, succeeded: 3, handled: 0, failed: 2 });
+        assert_eq!(
+            batch.summary(),
+            Summary {
+                records: 5,
+                succeeded: 3,
+                handled: 0,
+                failed: 2
+            }
+        );
     }
 
     #[test]
@@ -266,9 +289,12 @@ mod tests {
         let ev = event(&["a", "b"]);
         let batch = KinesisBatch::new(&ev);
         let decoded = batch.decode(|r| Ok::<_, ()>(r.index * 10));
-        assert_eq!(decoded.iter().map(|(r, d)| (r.index, *d)).collect::<Vec<_>>(), vec![
-            (0, Ok(0)),
-            (1, Ok(10))
-        ]);
+        assert_eq!(
+            decoded
+                .iter()
+                .map(|(r, d)| (r.index, *d))
+                .collect::<Vec<_>>(),
+            vec![(0, Ok(0)), (1, Ok(10))]
+        );
     }
 }

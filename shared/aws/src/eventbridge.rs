@@ -25,8 +25,17 @@ pub struct EventBridgeBus {
 }
 
 impl EventBridgeBus {
+    /// Builds the client from the process's one `SdkConfig`.
+    pub fn from_conf(config: &aws_config::SdkConfig, bus_name: impl Into<String>) -> Self {
+        Self::new(Client::new(config), bus_name)
+    }
+
     pub fn new(client: Client, bus_name: impl Into<String>) -> Self {
-        EventBridgeBus { client, bus_name: bus_name.into(), backoff: Backoff::default() }
+        EventBridgeBus {
+            client,
+            bus_name: bus_name.into(),
+            backoff: Backoff::default(),
+        }
     }
 
     /// Overrides the retry policy for failed entries.
@@ -58,7 +67,13 @@ impl EventBridgeBus {
             let entries: Vec<PutEventsRequestEntry> =
                 pending.iter().map(|&i| self.entry(&events[i])).collect();
             let mut retry: Vec<(usize, PortError)> = Vec::new();
-            match self.client.put_events().set_entries(Some(entries)).send().await {
+            match self
+                .client
+                .put_events()
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
                 Err(e) => {
                     let err = classify(&e, STAGE);
                     if err.is_retryable() {
@@ -87,10 +102,18 @@ impl EventBridgeBus {
                                     let reason =
                                         format!("{code}: {}", r.error_message().unwrap_or(""));
                                     if is_transient_code(code) {
-                                        retry.push((i, PortError::Transient { stage: STAGE, reason }));
+                                        retry.push((
+                                            i,
+                                            PortError::Transient {
+                                                stage: STAGE,
+                                                reason,
+                                            },
+                                        ));
                                     } else {
-                                        results[i] =
-                                            Some(Err(PortError::Permanent { stage: STAGE, reason }));
+                                        results[i] = Some(Err(PortError::Permanent {
+                                            stage: STAGE,
+                                            reason,
+                                        }));
                                     }
                                 }
                             },
@@ -124,7 +147,10 @@ impl EventBridgeBus {
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
-                    Err(PortError::Transient { stage: STAGE, reason: "not attempted".into() })
+                    Err(PortError::Transient {
+                        stage: STAGE,
+                        reason: "not attempted".into(),
+                    })
                 })
             })
             .collect()

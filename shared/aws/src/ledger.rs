@@ -11,6 +11,7 @@
 //! names `pk`, `sk`, `expires_at` and `count` are reserved and cannot be overwritten.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -35,11 +36,43 @@ const RESERVED: [&str; 4] = [PK, SK, EXPIRES_AT, COUNT];
 pub struct DynamoLedger {
     client: Client,
     table: String,
+    clock: LedgerClock,
+}
+
+/// What "now" is when deciding whether a record has expired: the wall clock, or (for a
+/// replay of past events, e.g. `ember-local`) a clock that follows event time.
+#[derive(Clone)]
+pub struct LedgerClock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl std::fmt::Debug for LedgerClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LedgerClock({})", (self.0)())
+    }
+}
+
+impl Default for LedgerClock {
+    fn default() -> Self {
+        LedgerClock(Arc::new(Utc::now))
+    }
 }
 
 impl DynamoLedger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoLedger { client, table: table.into() }
+        DynamoLedger {
+            client,
+            table: table.into(),
+            clock: LedgerClock::default(),
+        }
+    }
+
+    /// Uses `now` instead of the wall clock for expiry decisions.
+    pub fn with_clock(mut self, now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = LedgerClock(Arc::new(now));
+        self
+    }
+
+    fn now_secs(&self) -> i64 {
+        (self.clock.0)().timestamp()
     }
 
     /// Builds the client from the process-wide SDK configuration.
@@ -59,13 +92,12 @@ impl DynamoLedger {
     }
 }
 
-fn now_secs() -> i64 {
-    Utc::now().timestamp()
-}
-
 /// Converts the caller's JSON object into item attributes (reserved names refused).
 fn attrs_to_item(attrs: &serde_json::Value) -> PortResult<HashMap<String, AttributeValue>> {
-    let permanent = |reason: String| PortError::Permanent { stage: "ledger.encode", reason };
+    let permanent = |reason: String| PortError::Permanent {
+        stage: "ledger.encode",
+        reason,
+    };
     match attrs {
         serde_json::Value::Null => Ok(HashMap::new()),
         serde_json::Value::Object(map) => {
@@ -97,9 +129,11 @@ fn item_to_json(
         Some(AttributeValue::S(s)) => s,
         _ => String::new(),
     };
-    let value: serde_json::Value = serde_dynamo::aws_sdk_dynamodb_1::from_item(item).map_err(|e| {
-        PortError::Permanent { stage: "ledger.decode", reason: format!("record {sk}: {e}") }
-    })?;
+    let value: serde_json::Value =
+        serde_dynamo::aws_sdk_dynamodb_1::from_item(item).map_err(|e| PortError::Permanent {
+            stage: "ledger.decode",
+            reason: format!("record {sk}: {e}"),
+        })?;
     Ok(Some((sk, value)))
 }
 
@@ -115,7 +149,10 @@ impl Ledger for DynamoLedger {
         let mut item = attrs_to_item(attrs)?;
         item.extend(Self::key(pk, sk));
         if let Some(at) = expires_at {
-            item.insert(EXPIRES_AT.to_owned(), AttributeValue::N(at.timestamp().to_string()));
+            item.insert(
+                EXPIRES_AT.to_owned(),
+                AttributeValue::N(at.timestamp().to_string()),
+            );
         }
         let outcome = self
             .client
@@ -125,12 +162,17 @@ impl Ledger for DynamoLedger {
             .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":now", AttributeValue::N(now_secs().to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(self.now_secs().to_string()))
             .send()
             .await;
         match outcome {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(classify(&e, "ledger.claim")),
@@ -148,13 +190,17 @@ impl Ledger for DynamoLedger {
             .await
             .map_err(|e| classify(&e, "ledger.get"))?;
         match out.item {
-            Some(item) => Ok(item_to_json(item, now_secs())?.map(|(_, v)| v)),
+            Some(item) => Ok(item_to_json(item, self.now_secs())?.map(|(_, v)| v)),
             None => Ok(None),
         }
     }
 
-    async fn query(&self, pk: &str, sk_prefix: &str) -> PortResult<Vec<(String, serde_json::Value)>> {
-        let now = now_secs();
+    async fn query(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+    ) -> PortResult<Vec<(String, serde_json::Value)>> {
+        let now = self.now_secs();
         let mut records = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -220,7 +266,12 @@ impl Ledger for DynamoLedger {
         };
         match request.send().await {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(classify(&e, "ledger.increment")),
@@ -261,6 +312,9 @@ mod tests {
         assert_eq!(item_to_json(item.clone(), 100).unwrap(), None);
         let (sk, value) = item_to_json(item, 99).unwrap().unwrap();
         assert_eq!(sk, "s");
-        assert_eq!(value, serde_json::json!({"campaign": "c", "expires_at": 100}));
+        assert_eq!(
+            value,
+            serde_json::json!({"campaign": "c", "expires_at": 100})
+        );
     }
 }

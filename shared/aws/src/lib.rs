@@ -18,12 +18,12 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod eventbridge;
-pub mod profiles;
-pub mod retry;
-pub mod sqs;
 pub mod kinesis;
 pub mod ledger;
+pub mod profiles;
+pub mod retry;
 pub mod sesv2;
+pub mod sqs;
 pub mod telemetry;
 
 pub use config::sdk_config;

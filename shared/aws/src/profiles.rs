@@ -22,8 +22,16 @@ pub struct DynamoProfileStore {
 }
 
 impl DynamoProfileStore {
+    /// Builds the client from the process's one `SdkConfig`.
+    pub fn from_conf(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(config), table)
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoProfileStore { client, table: table.into() }
+        DynamoProfileStore {
+            client,
+            table: table.into(),
+        }
     }
 
     pub fn table(&self) -> &str {
@@ -36,9 +44,7 @@ impl DynamoProfileStore {
 }
 
 /// Converts a profile to its DynamoDB item.
-pub fn to_item(
-    profile: &Profile,
-) -> PortResult<std::collections::HashMap<String, AttributeValue>> {
+pub fn to_item(profile: &Profile) -> PortResult<std::collections::HashMap<String, AttributeValue>> {
     serde_dynamo::aws_sdk_dynamodb_1::to_item(profile).map_err(|e| PortError::Permanent {
         stage: "profile.encode",
         reason: format!("profile {} cannot be encoded: {e}", profile.id),
@@ -71,7 +77,11 @@ impl ProfileStore for DynamoProfileStore {
 
     async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
         let item = to_item(profile)?;
-        let request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
         let request = if expected_version == 0 {
             request
                 .condition_expression("attribute_not_exists(#id)")

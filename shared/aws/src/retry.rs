@@ -22,13 +22,21 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { max_attempts: 4, base: Duration::from_millis(50), cap: Duration::from_secs(2) }
+        Backoff {
+            max_attempts: 4,
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(2),
+        }
     }
 }
 
 impl Backoff {
     pub fn new(max_attempts: u32, base: Duration, cap: Duration) -> Self {
-        Backoff { max_attempts: max_attempts.max(1), base, cap }
+        Backoff {
+            max_attempts: max_attempts.max(1),
+            base,
+            cap,
+        }
     }
 
     /// The upper bound of the wait after failed attempt `attempt` (0-based).

@@ -34,7 +34,13 @@ pub fn sanitize_tag(s: &str) -> String {
     let clean: String = s
         .chars()
         .take(MAX_TAG_LEN)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if clean.is_empty() {
         "_".to_owned()
@@ -55,7 +61,11 @@ impl SesMailer {
     /// `configuration_set`: the SES configuration set (`SES_CONFIGURATION_SET`); `None` sends
     /// without one (no event publishing — only sensible for local runs).
     pub fn new(client: Client, configuration_set: Option<String>) -> Self {
-        SesMailer { client, configuration_set, backoff: Backoff::default() }
+        SesMailer {
+            client,
+            configuration_set,
+            backoff: Backoff::default(),
+        }
     }
 
     pub fn from_conf(config: &aws_config::SdkConfig, configuration_set: Option<String>) -> Self {
@@ -89,18 +99,35 @@ impl SesMailer {
 }
 
 fn build_err(e: impl std::fmt::Display) -> PortError {
-    PortError::Permanent { stage: STAGE_SEND, reason: format!("cannot build request: {e}") }
+    PortError::Permanent {
+        stage: STAGE_SEND,
+        reason: format!("cannot build request: {e}"),
+    }
 }
 
 /// The Simple content: UTF-8 subject, HTML and text bodies, custom headers.
 pub fn build_content(message: &EmailMessage) -> PortResult<EmailContent> {
-    let utf8 = |data: &str| Content::builder().data(data).charset("UTF-8").build().map_err(build_err);
-    let mut simple = Message::builder()
-        .subject(utf8(&message.subject)?)
-        .body(Body::builder().html(utf8(&message.html)?).text(utf8(&message.text)?).build());
+    let utf8 = |data: &str| {
+        Content::builder()
+            .data(data)
+            .charset("UTF-8")
+            .build()
+            .map_err(build_err)
+    };
+    let mut simple = Message::builder().subject(utf8(&message.subject)?).body(
+        Body::builder()
+            .html(utf8(&message.html)?)
+            .text(utf8(&message.text)?)
+            .build(),
+    );
     for (name, value) in &message.headers {
-        simple = simple
-            .headers(MessageHeader::builder().name(name).value(value).build().map_err(build_err)?);
+        simple = simple.headers(
+            MessageHeader::builder()
+                .name(name)
+                .value(value)
+                .build()
+                .map_err(build_err)?,
+        );
     }
     Ok(EmailContent::builder().simple(simple.build()).build())
 }
@@ -124,21 +151,35 @@ fn classify_send(err: &aws_sdk_sesv2::error::SdkError<SendEmailError>) -> PortEr
     let reason = aws_sdk_sesv2::error::DisplayErrorContext(err).to_string();
     match err.as_service_error() {
         Some(SendEmailError::TooManyRequestsException(_))
-        | Some(SendEmailError::LimitExceededException(_)) => {
-            PortError::Transient { stage: STAGE_SEND, reason }
-        }
+        | Some(SendEmailError::LimitExceededException(_)) => PortError::Transient {
+            stage: STAGE_SEND,
+            reason,
+        },
         // SES' own words for a recipient it refuses; a sandbox's unverified *sender* is not
         // the recipient's fault.
         Some(SendEmailError::MessageRejected(e))
-            if !e.message().unwrap_or_default().to_ascii_lowercase().contains("not verified") =>
+            if !e
+                .message()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .contains("not verified") =>
         {
-            PortError::Permanent { stage: STAGE_RECIPIENT, reason }
+            PortError::Permanent {
+                stage: STAGE_RECIPIENT,
+                reason,
+            }
         }
         Some(SendEmailError::BadRequestException(e)) if mentions_address(e.message()) => {
-            PortError::Permanent { stage: STAGE_RECIPIENT, reason }
+            PortError::Permanent {
+                stage: STAGE_RECIPIENT,
+                reason,
+            }
         }
         _ if err.code() == Some("InvalidParameterValue") && mentions_address(err.message()) => {
-            PortError::Permanent { stage: STAGE_RECIPIENT, reason }
+            PortError::Permanent {
+                stage: STAGE_RECIPIENT,
+                reason,
+            }
         }
         _ => match classify(err, STAGE_SEND) {
             PortError::Permanent { stage, .. } => PortError::Permanent { stage, reason },
@@ -181,10 +222,19 @@ mod tests {
             html: "<p>Hi</p>".into(),
             text: "Hi".into(),
             headers: vec![
-                ("List-Unsubscribe".into(), "<https://x.example/u?t=1>".into()),
-                ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
+                (
+                    "List-Unsubscribe".into(),
+                    "<https://x.example/u?t=1>".into(),
+                ),
+                (
+                    "List-Unsubscribe-Post".into(),
+                    "List-Unsubscribe=One-Click".into(),
+                ),
             ],
-            tags: vec![("campaign".into(), "cart_abandonment".into()), ("profile_id".into(), "anon:a b".into())],
+            tags: vec![
+                ("campaign".into(), "cart_abandonment".into()),
+                ("profile_id".into(), "anon:a b".into()),
+            ],
         }
     }
 
@@ -205,7 +255,14 @@ mod tests {
         let body = simple.body().unwrap();
         assert_eq!(body.html().map(|c| c.data()), Some("<p>Hi</p>"));
         assert_eq!(body.text().map(|c| c.data()), Some("Hi"));
-        let headers: Vec<_> = simple.headers().iter().map(|h| (h.name(), h.value())).collect();
-        assert_eq!(headers[1], ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"));
+        let headers: Vec<_> = simple
+            .headers()
+            .iter()
+            .map(|h| (h.name(), h.value()))
+            .collect();
+        assert_eq!(
+            headers[1],
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+        );
     }
 }

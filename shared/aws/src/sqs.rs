@@ -29,8 +29,17 @@ pub struct SqsDeadLetterSink {
 }
 
 impl SqsDeadLetterSink {
+    /// Builds the client from the process's one `SdkConfig`.
+    pub fn from_conf(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::new(Client::new(config), queue_url)
+    }
+
     pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
-        SqsDeadLetterSink { client, queue_url: queue_url.into(), backoff: Backoff::default() }
+        SqsDeadLetterSink {
+            client,
+            queue_url: queue_url.into(),
+            backoff: Backoff::default(),
+        }
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -53,7 +62,10 @@ impl SqsDeadLetterSink {
                     .id(i.to_string())
                     .message_body(&bodies[i])
                     .build()
-                    .map_err(|e| PortError::Permanent { stage: STAGE, reason: e.to_string() })?;
+                    .map_err(|e| PortError::Permanent {
+                        stage: STAGE,
+                        reason: e.to_string(),
+                    })?;
                 entries.push(entry);
             }
             let (retry, last_error): (Vec<usize>, PortError) = match self
@@ -80,15 +92,29 @@ impl SqsDeadLetterSink {
                     for f in out.failed() {
                         let reason = format!("{}: {}", f.code(), f.message().unwrap_or(""));
                         if f.sender_fault() {
-                            return Err(PortError::Permanent { stage: STAGE, reason });
+                            return Err(PortError::Permanent {
+                                stage: STAGE,
+                                reason,
+                            });
                         }
                         reasons.push(reason);
                         if let Ok(i) = f.id().parse::<usize>() {
                             retry.push(i);
                         }
                     }
-                    tracing::warn!(stage = STAGE, failed = retry.len(), attempt, "failed entries");
-                    (retry, PortError::Transient { stage: STAGE, reason: reasons.join("; ") })
+                    tracing::warn!(
+                        stage = STAGE,
+                        failed = retry.len(),
+                        attempt,
+                        "failed entries"
+                    );
+                    (
+                        retry,
+                        PortError::Transient {
+                            stage: STAGE,
+                            reason: reasons.join("; "),
+                        },
+                    )
                 }
             };
             if retry.is_empty() {
@@ -165,7 +191,13 @@ mod tests {
         assert!(back.reason.contains("truncated"), "{}", back.reason);
         assert_eq!(back.origin, letter.origin);
 
-        let small = DeadLetter { raw_base64: "e30=".into(), ..letter };
-        assert_eq!(serde_json::from_str::<DeadLetter>(&body(&small)).unwrap(), small);
+        let small = DeadLetter {
+            raw_base64: "e30=".into(),
+            ..letter
+        };
+        assert_eq!(
+            serde_json::from_str::<DeadLetter>(&body(&small)).unwrap(),
+            small
+        );
     }
 }

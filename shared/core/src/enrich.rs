@@ -170,23 +170,71 @@ pub struct LineItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fact {
-    PageView { url: Option<String>, title: Option<String> },
-    ProductView { product: Product },
-    AddToCart { item: LineItem, currency: String },
+    PageView {
+        url: Option<String>,
+        title: Option<String>,
+    },
+    ProductView {
+        product: Product,
+    },
+    AddToCart {
+        item: LineItem,
+        currency: String,
+    },
     /// Removes `quantity` units, or the whole line when `None`.
-    RemoveFromCart { sku: String, quantity: Option<u32> },
-    CheckoutStarted { checkout_id: Option<String>, total_minor: Option<i64>, currency: Option<String> },
-    Purchase { order_id: String, total_minor: i64, currency: String, items: Vec<LineItem> },
-    EmailOpened { campaign: String, message_id: String },
-    EmailClicked { campaign: String, message_id: String, link: Option<String> },
+    RemoveFromCart {
+        sku: String,
+        quantity: Option<u32>,
+    },
+    CheckoutStarted {
+        checkout_id: Option<String>,
+        total_minor: Option<i64>,
+        currency: Option<String>,
+    },
+    Purchase {
+        order_id: String,
+        total_minor: i64,
+        currency: String,
+        items: Vec<LineItem>,
+    },
+    EmailOpened {
+        campaign: String,
+        message_id: String,
+    },
+    EmailClicked {
+        campaign: String,
+        message_id: String,
+        link: Option<String>,
+    },
     /// Stated heat preference in Scoville heat units; `stated` is the original input.
-    HeatPreference { shu: u32, stated: String, source: Option<String> },
-    PollAnswer { poll_id: Option<String>, question_id: String, answer: String },
-    ConsentChanged { channel: Channel, granted: bool },
+    HeatPreference {
+        shu: u32,
+        stated: String,
+        source: Option<String>,
+    },
+    PollAnswer {
+        poll_id: Option<String>,
+        question_id: String,
+        answer: String,
+    },
+    ConsentChanged {
+        channel: Channel,
+        granted: bool,
+    },
     /// The anonymous visitor `anonymous_id` is the user `user_id`.
-    Identify { user_id: String, anonymous_id: String },
-    ProfileUpdated { email: Option<String>, name: Option<String>, timezone: Option<String> },
-    EmailSuppressed { reason: SuppressionReason, message_id: Option<String> },
+    Identify {
+        user_id: String,
+        anonymous_id: String,
+    },
+    ProfileUpdated {
+        email: Option<String>,
+        name: Option<String>,
+        timezone: Option<String>,
+    },
+    EmailSuppressed {
+        reason: SuppressionReason,
+        message_id: Option<String>,
+    },
 }
 
 /// Parses, validates and enriches one raw record.
@@ -200,7 +248,10 @@ pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent, Vec<Pr
 pub fn enrich(envelope: Envelope) -> Result<EnrichedEvent, Vec<Problem>> {
     let mut problems = Vec::new();
     let fact = {
-        let mut p = Payload { value: &envelope.payload, problems: &mut problems };
+        let mut p = Payload {
+            value: &envelope.payload,
+            problems: &mut problems,
+        };
         fact_of(&envelope, &mut p)
     };
     let utm = match envelope.context.page_url.as_deref() {
@@ -217,7 +268,12 @@ pub fn enrich(envelope: Envelope) -> Result<EnrichedEvent, Vec<Problem>> {
         }
     }
     match fact {
-        Some(fact) if problems.is_empty() => Ok(EnrichedEvent { envelope, fact, utm, device }),
+        Some(fact) if problems.is_empty() => Ok(EnrichedEvent {
+            envelope,
+            fact,
+            utm,
+            device,
+        }),
         _ => {
             if problems.is_empty() {
                 problems.push(Problem::new("/payload", "payload could not be read"));
@@ -243,7 +299,8 @@ impl Payload<'_> {
             None => None,
             Some(Value::String(s)) => Some(s.trim().to_owned()),
             Some(_) => {
-                self.problems.push(Problem::new(format!("{base}/{key}"), "must be a string"));
+                self.problems
+                    .push(Problem::new(format!("{base}/{key}"), "must be a string"));
                 None
             }
         }
@@ -253,9 +310,11 @@ impl Payload<'_> {
         let v = self.opt_str(at, base, key);
         if v.as_deref().is_none_or(str::is_empty) {
             if Self::field(at, key).is_none() {
-                self.problems.push(Problem::new(format!("{base}/{key}"), "is required"));
+                self.problems
+                    .push(Problem::new(format!("{base}/{key}"), "is required"));
             } else if v.is_some() {
-                self.problems.push(Problem::new(format!("{base}/{key}"), "must not be empty"));
+                self.problems
+                    .push(Problem::new(format!("{base}/{key}"), "must not be empty"));
             }
             return None;
         }
@@ -264,10 +323,17 @@ impl Payload<'_> {
 
     fn opt_u32(&mut self, at: &Value, base: &str, key: &str) -> Option<u32> {
         let v = Self::field(at, key)?;
-        match v.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| (1..=1000).contains(n)) {
+        match v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=1000).contains(n))
+        {
             Some(n) => Some(n),
             None => {
-                self.problems.push(Problem::new(format!("{base}/{key}"), "must be an integer 1..=1000"));
+                self.problems.push(Problem::new(
+                    format!("{base}/{key}"),
+                    "must be an integer 1..=1000",
+                ));
                 None
             }
         }
@@ -279,13 +345,18 @@ impl Payload<'_> {
             self.problems.push(Problem::new(path, "is required"));
             return None;
         };
-        to_minor(v, currency).map_err(|m| self.problems.push(Problem::new(path, m))).ok()
+        to_minor(v, currency)
+            .map_err(|m| self.problems.push(Problem::new(path, m)))
+            .ok()
     }
 
     fn currency(&mut self, at: &Value, base: &str, key: &str) -> Option<String> {
         let c = self.opt_str(at, base, key)?;
         if currency_exponent(&c).is_none() {
-            self.problems.push(Problem::new(format!("{base}/{key}"), format!("unknown ISO 4217 currency '{c}'")));
+            self.problems.push(Problem::new(
+                format!("{base}/{key}"),
+                format!("unknown ISO 4217 currency '{c}'"),
+            ));
             return None;
         }
         Some(c)
@@ -297,13 +368,20 @@ impl Payload<'_> {
         let quantity = match Self::field(at, "quantity") {
             Some(_) => self.opt_u32(at, base, "quantity"),
             None => {
-                self.problems.push(Problem::new(format!("{base}/quantity"), "is required"));
+                self.problems
+                    .push(Problem::new(format!("{base}/quantity"), "is required"));
                 None
             }
         };
         let price = currency.and_then(|c| self.money(at, base, "price", c));
         let url = self.opt_str(at, base, "url");
-        Some(LineItem { sku: sku?, name: name?, quantity: quantity?, unit_price_minor: price?, url })
+        Some(LineItem {
+            sku: sku?,
+            name: name?,
+            quantity: quantity?,
+            unit_price_minor: price?,
+            url,
+        })
     }
 }
 
@@ -312,7 +390,9 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
     let b = "/payload";
     Some(match envelope.event_type {
         EventType::PageView => Fact::PageView {
-            url: p.opt_str(v, b, "url").or_else(|| envelope.context.page_url.clone()),
+            url: p
+                .opt_str(v, b, "url")
+                .or_else(|| envelope.context.page_url.clone()),
             title: p.opt_str(v, b, "title"),
         },
         EventType::ProductView => {
@@ -323,25 +403,43 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
                 (None, _) => None,
                 (Some(_), Some(c)) => p.money(v, b, "price", c),
                 (Some(_), None) => {
-                    p.problems.push(Problem::new("/payload/currency", "is required with price"));
+                    p.problems
+                        .push(Problem::new("/payload/currency", "is required with price"));
                     None
                 }
             };
-            let url = p.opt_str(v, b, "url").or_else(|| envelope.context.page_url.clone());
-            Fact::ProductView { product: Product { sku: sku?, name, price_minor, currency, url } }
+            let url = p
+                .opt_str(v, b, "url")
+                .or_else(|| envelope.context.page_url.clone());
+            Fact::ProductView {
+                product: Product {
+                    sku: sku?,
+                    name,
+                    price_minor,
+                    currency,
+                    url,
+                },
+            }
         }
         EventType::AddToCart => {
             let currency = p.currency(v, b, "currency");
             if currency.is_none() && Payload::field(v, "currency").is_none() {
-                p.problems.push(Problem::new("/payload/currency", "is required"));
+                p.problems
+                    .push(Problem::new("/payload/currency", "is required"));
             }
             let item = p.line(v, b, currency.as_deref());
-            Fact::AddToCart { item: item?, currency: currency? }
+            Fact::AddToCart {
+                item: item?,
+                currency: currency?,
+            }
         }
         EventType::RemoveFromCart => {
             let sku = p.str(v, b, "sku");
             let quantity = p.opt_u32(v, b, "quantity");
-            Fact::RemoveFromCart { sku: sku?, quantity }
+            Fact::RemoveFromCart {
+                sku: sku?,
+                quantity,
+            }
         }
         EventType::CheckoutStarted => {
             let checkout_id = p.opt_str(v, b, "checkout_id");
@@ -350,17 +448,23 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
                 (None, _) => None,
                 (Some(_), Some(c)) => p.money(v, b, "total", c),
                 (Some(_), None) => {
-                    p.problems.push(Problem::new("/payload/currency", "is required with total"));
+                    p.problems
+                        .push(Problem::new("/payload/currency", "is required with total"));
                     None
                 }
             };
-            Fact::CheckoutStarted { checkout_id, total_minor, currency }
+            Fact::CheckoutStarted {
+                checkout_id,
+                total_minor,
+                currency,
+            }
         }
         EventType::Purchase => {
             let order_id = p.str(v, b, "order_id");
             let currency = p.currency(v, b, "currency");
             if currency.is_none() && Payload::field(v, "currency").is_none() {
-                p.problems.push(Problem::new("/payload/currency", "is required"));
+                p.problems
+                    .push(Problem::new("/payload/currency", "is required"));
             }
             let total = currency.as_deref().and_then(|c| p.money(v, b, "total", c));
             let mut items = Vec::new();
@@ -375,7 +479,8 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
                     }
                 }
                 Some(_) => {
-                    p.problems.push(Problem::new("/payload/items", "must be an array"));
+                    p.problems
+                        .push(Problem::new("/payload/items", "must be an array"));
                     items_ok = false;
                 }
                 None => {}
@@ -383,23 +488,36 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
             if !items_ok {
                 return None;
             }
-            Fact::Purchase { order_id: order_id?, total_minor: total?, currency: currency?, items }
+            Fact::Purchase {
+                order_id: order_id?,
+                total_minor: total?,
+                currency: currency?,
+                items,
+            }
         }
         EventType::EmailOpened => {
             let campaign = p.str(v, b, "campaign");
             let message_id = p.str(v, b, "message_id");
-            Fact::EmailOpened { campaign: campaign?, message_id: message_id? }
+            Fact::EmailOpened {
+                campaign: campaign?,
+                message_id: message_id?,
+            }
         }
         EventType::EmailClicked => {
             let campaign = p.str(v, b, "campaign");
             let message_id = p.str(v, b, "message_id");
             let link = p.opt_str(v, b, "link");
-            Fact::EmailClicked { campaign: campaign?, message_id: message_id?, link }
+            Fact::EmailClicked {
+                campaign: campaign?,
+                message_id: message_id?,
+                link,
+            }
         }
         EventType::HeatPreference => {
             let source = p.opt_str(v, b, "source");
             let Some(value) = Payload::field(v, "value") else {
-                p.problems.push(Problem::new("/payload/value", "is required"));
+                p.problems
+                    .push(Problem::new("/payload/value", "is required"));
                 return None;
             };
             match heat_to_shu(value) {
@@ -408,7 +526,11 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
                         Value::String(s) => s.trim().to_owned(),
                         other => other.to_string(),
                     };
-                    Fact::HeatPreference { shu, stated, source }
+                    Fact::HeatPreference {
+                        shu,
+                        stated,
+                        source,
+                    }
                 }
                 Err(m) => {
                     p.problems.push(Problem::new("/payload/value", m));
@@ -420,14 +542,21 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
             let poll_id = p.opt_str(v, b, "poll_id");
             let question_id = p.str(v, b, "question_id");
             let answer = p.str(v, b, "answer");
-            Fact::PollAnswer { poll_id, question_id: question_id?, answer: answer? }
+            Fact::PollAnswer {
+                poll_id,
+                question_id: question_id?,
+                answer: answer?,
+            }
         }
         EventType::ConsentChanged => {
             let channel = p.str(v, b, "channel");
             let channel = match channel.as_deref().map(|c| (c, Channel::parse(c))) {
                 Some((_, Some(c))) => Some(c),
                 Some((c, None)) => {
-                    p.problems.push(Problem::new("/payload/channel", format!("unknown channel '{c}'")));
+                    p.problems.push(Problem::new(
+                        "/payload/channel",
+                        format!("unknown channel '{c}'"),
+                    ));
                     None
                 }
                 None => None,
@@ -435,28 +564,46 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
             let granted = match Payload::field(v, "granted") {
                 Some(Value::Bool(g)) => Some(*g),
                 _ => {
-                    p.problems.push(Problem::new("/payload/granted", "must be true or false"));
+                    p.problems
+                        .push(Problem::new("/payload/granted", "must be true or false"));
                     None
                 }
             };
-            Fact::ConsentChanged { channel: channel?, granted: granted? }
+            Fact::ConsentChanged {
+                channel: channel?,
+                granted: granted?,
+            }
         }
         EventType::Identify => {
-            let user_id = p.opt_str(v, b, "user_id").or_else(|| envelope.user_id.clone());
-            let anonymous_id = p.opt_str(v, b, "anonymous_id").or_else(|| envelope.anonymous_id.clone());
+            let user_id = p
+                .opt_str(v, b, "user_id")
+                .or_else(|| envelope.user_id.clone());
+            let anonymous_id = p
+                .opt_str(v, b, "anonymous_id")
+                .or_else(|| envelope.anonymous_id.clone());
             if user_id.as_deref().is_none_or(str::is_empty) {
-                p.problems.push(Problem::new("/user_id", "identify needs a user_id"));
+                p.problems
+                    .push(Problem::new("/user_id", "identify needs a user_id"));
             }
             if anonymous_id.as_deref().is_none_or(str::is_empty) {
-                p.problems.push(Problem::new("/anonymous_id", "identify needs an anonymous_id"));
+                p.problems.push(Problem::new(
+                    "/anonymous_id",
+                    "identify needs an anonymous_id",
+                ));
             }
             if let (Some(env_user), Some(user)) = (&envelope.user_id, &user_id) {
                 if env_user != user {
-                    p.problems.push(Problem::new("/payload/user_id", "differs from the envelope's user_id"));
+                    p.problems.push(Problem::new(
+                        "/payload/user_id",
+                        "differs from the envelope's user_id",
+                    ));
                     return None;
                 }
             }
-            Fact::Identify { user_id: user_id.filter(|s| !s.is_empty())?, anonymous_id: anonymous_id.filter(|s| !s.is_empty())? }
+            Fact::Identify {
+                user_id: user_id.filter(|s| !s.is_empty())?,
+                anonymous_id: anonymous_id.filter(|s| !s.is_empty())?,
+            }
         }
         EventType::ProfileUpdated => {
             let email = p.opt_str(v, b, "email");
@@ -465,7 +612,10 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
             let mut ok = true;
             if let Some(e) = &email {
                 if !plausible_email(e) {
-                    p.problems.push(Problem::new("/payload/email", "is not a plausible email address"));
+                    p.problems.push(Problem::new(
+                        "/payload/email",
+                        "is not a plausible email address",
+                    ));
                     ok = false;
                 }
             }
@@ -476,13 +626,20 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
                 }
             }
             if email.is_none() && name.is_none() && timezone.is_none() {
-                p.problems.push(Problem::new("/payload", "needs at least one of email, name, timezone"));
+                p.problems.push(Problem::new(
+                    "/payload",
+                    "needs at least one of email, name, timezone",
+                ));
                 ok = false;
             }
             if !ok {
                 return None;
             }
-            Fact::ProfileUpdated { email: email.map(|e| e.to_ascii_lowercase()), name, timezone }
+            Fact::ProfileUpdated {
+                email: email.map(|e| e.to_ascii_lowercase()),
+                name,
+                timezone,
+            }
         }
         EventType::EmailSuppressed => {
             let reason = match p.str(v, b, "reason").as_deref() {
@@ -491,13 +648,19 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
                 Some("erasure") => Some(SuppressionReason::Erasure),
                 Some("unsubscribe") => Some(SuppressionReason::Unsubscribe),
                 Some(other) => {
-                    p.problems.push(Problem::new("/payload/reason", format!("unknown reason '{other}'")));
+                    p.problems.push(Problem::new(
+                        "/payload/reason",
+                        format!("unknown reason '{other}'"),
+                    ));
                     None
                 }
                 None => None,
             };
             let message_id = p.opt_str(v, b, "message_id");
-            Fact::EmailSuppressed { reason: reason?, message_id }
+            Fact::EmailSuppressed {
+                reason: reason?,
+                message_id,
+            }
         }
     })
 }
@@ -505,7 +668,9 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
 /// A syntactic plausibility check only (one `@`, non-empty local part, dotted domain, no
 /// spaces); deliverability is SES's job.
 pub fn plausible_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else { return false };
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && s.len() <= 254
         && !domain.contains('@')
@@ -523,21 +688,22 @@ fn check_timezone(tz: &str, path: &str) -> Result<(), Problem> {
 }
 
 const ZERO_DECIMAL: &[&str] = &[
-    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV",
-    "XAF", "XOF", "XPF",
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+    "VUV", "XAF", "XOF", "XPF",
 ];
 const THREE_DECIMAL: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
 const TWO_DECIMAL: &[&str] = &[
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN",
-    "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CNY", "COP",
-    "CRC", "CUP", "CVE", "CZK", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
-    "GEL", "GHS", "GIP", "GMD", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IRR",
-    "JMD", "KES", "KGS", "KHR", "KPW", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "MAD", "MDL",
-    "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN",
-    "NIO", "NOK", "NPR", "NZD", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "RUB",
-    "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
-    "SZL", "THB", "TJS", "TMT", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "USD", "UYU", "UZS", "VES",
-    "WST", "XCD", "YER", "ZAR", "ZMW", "ZWL",
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF",
+    "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR",
+    "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF",
+    "IDR", "ILS", "INR", "IRR", "JMD", "KES", "KGS", "KHR", "KPW", "KYD", "KZT", "LAK", "LBP",
+    "LKR", "LRD", "LSL", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
+    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "PAB", "PEN", "PGK",
+    "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "RUB", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD",
+    "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TOP",
+    "TRY", "TTD", "TWD", "TZS", "UAH", "USD", "UYU", "UZS", "VES", "WST", "XCD", "YER", "ZAR",
+    "ZMW", "ZWL",
 ];
 
 /// Number of minor-unit digits of an ISO 4217 currency, `None` if the code is unknown.
@@ -555,7 +721,8 @@ pub fn currency_exponent(code: &str) -> Option<u32> {
 
 /// Converts a major-unit amount (decimal string or JSON number) to minor units, exactly.
 pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
-    let exponent = currency_exponent(currency).ok_or_else(|| format!("unknown ISO 4217 currency '{currency}'"))?;
+    let exponent = currency_exponent(currency)
+        .ok_or_else(|| format!("unknown ISO 4217 currency '{currency}'"))?;
     let text = match amount {
         Value::String(s) => s.trim().to_owned(),
         // serde_json prints the shortest representation that round-trips, so 12.5 -> "12.5".
@@ -572,22 +739,37 @@ pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
     }
     let frac = frac.trim_end_matches('0');
     if frac.len() > exponent as usize {
-        return Err(format!("'{text}' has more decimals than {currency} allows ({exponent})"));
+        return Err(format!(
+            "'{text}' has more decimals than {currency} allows ({exponent})"
+        ));
     }
     let int = int.trim_start_matches('0');
     if int.len() > 10 {
         return Err(format!("'{text}' is implausibly large"));
     }
-    let major: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("'{text}' is not a number"))? };
+    let major: i64 = if int.is_empty() {
+        0
+    } else {
+        int.parse()
+            .map_err(|_| format!("'{text}' is not a number"))?
+    };
     if major > MAX_AMOUNT_MAJOR {
-        return Err(format!("'{text}' is implausibly large (max {MAX_AMOUNT_MAJOR} {currency})"));
+        return Err(format!(
+            "'{text}' is implausibly large (max {MAX_AMOUNT_MAJOR} {currency})"
+        ));
     }
     let scale = 10_i64.pow(exponent);
     let mut minor_frac = frac.to_owned();
     while minor_frac.len() < exponent as usize {
         minor_frac.push('0');
     }
-    let minor_frac: i64 = if minor_frac.is_empty() { 0 } else { minor_frac.parse().map_err(|_| format!("'{text}' is not a number"))? };
+    let minor_frac: i64 = if minor_frac.is_empty() {
+        0
+    } else {
+        minor_frac
+            .parse()
+            .map_err(|_| format!("'{text}' is not a number"))?
+    };
     Ok(major * scale + minor_frac)
 }
 
@@ -595,7 +777,10 @@ pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
 pub fn heat_to_shu(value: &Value) -> Result<u32, String> {
     match value {
         Value::Number(n) => {
-            let shu = n.as_f64().filter(|f| f.is_finite()).ok_or("is not a finite number")?;
+            let shu = n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or("is not a finite number")?;
             shu_in_range(shu)
         }
         Value::String(s) => {
@@ -606,7 +791,8 @@ pub fn heat_to_shu(value: &Value) -> Result<u32, String> {
             if let Some(shu) = numeric_shu(&text) {
                 return shu_in_range(shu);
             }
-            text_to_shu(&text).ok_or_else(|| format!("could not understand heat preference '{}'", s.trim()))
+            text_to_shu(&text)
+                .ok_or_else(|| format!("could not understand heat preference '{}'", s.trim()))
         }
         _ => Err("must be a number of Scoville units or a text".to_owned()),
     }
@@ -616,7 +802,9 @@ fn shu_in_range(shu: f64) -> Result<u32, String> {
     if shu < 0.0 {
         Err(format!("{shu} SHU is negative"))
     } else if shu > f64::from(MAX_SHU) {
-        Err(format!("{shu} SHU is implausible (max {MAX_SHU}, pure capsaicin)"))
+        Err(format!(
+            "{shu} SHU is implausible (max {MAX_SHU}, pure capsaicin)"
+        ))
     } else {
         // In range 0..=16e6 by the checks above, so the cast cannot truncate.
         Ok(shu.round() as u32)
@@ -626,12 +814,21 @@ fn shu_in_range(shu: f64) -> Result<u32, String> {
 /// `"50000"`, `"50,000"`, `"50_000 shu"`, `"-5"` → number; anything with letters besides a
 /// trailing `shu`/`scoville` → `None` (treated as text).
 fn numeric_shu(text: &str) -> Option<f64> {
-    let t = text.trim_end_matches("scoville").trim_end_matches("shu").trim();
-    let t: String = t.chars().filter(|c| !matches!(c, ',' | '_' | ' ')).collect();
+    let t = text
+        .trim_end_matches("scoville")
+        .trim_end_matches("shu")
+        .trim();
+    let t: String = t
+        .chars()
+        .filter(|c| !matches!(c, ',' | '_' | ' '))
+        .collect();
     if t.is_empty() || !t.chars().any(|c| c.is_ascii_digit()) {
         return None;
     }
-    if !t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') {
+    if !t
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+    {
         return None;
     }
     t.parse::<f64>().ok().filter(|f| f.is_finite())
@@ -639,14 +836,51 @@ fn numeric_shu(text: &str) -> Option<f64> {
 
 fn text_to_shu(text: &str) -> Option<u32> {
     let normalised: String = text.replace(['-', '_'], " ");
-    let words: Vec<&str> = normalised.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = normalised
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .collect();
     let joined = format!(" {} ", words.join(" "));
     let has = |phrases: &[&str]| phrases.iter().any(|p| joined.contains(&format!(" {p} ")));
-    const NONE: &[&str] = &["none", "no heat", "not spicy", "no spice", "nothing spicy", "hate spicy", "zero", "not at all spicy"];
-    const SOFT: &[&str] = &["not too hot", "not very hot", "not that hot", "not too spicy", "a little", "a bit", "gentle", "mild", "little heat"];
+    const NONE: &[&str] = &[
+        "none",
+        "no heat",
+        "not spicy",
+        "no spice",
+        "nothing spicy",
+        "hate spicy",
+        "zero",
+        "not at all spicy",
+    ];
+    const SOFT: &[&str] = &[
+        "not too hot",
+        "not very hot",
+        "not that hot",
+        "not too spicy",
+        "a little",
+        "a bit",
+        "gentle",
+        "mild",
+        "little heat",
+    ];
     const EXTREME: &[&str] = &[
-        "extra hot", "very hot", "really hot", "super hot", "hottest", "extreme", "extremely hot", "insane", "reaper", "ghost",
-        "scorpion", "nuclear", "melt", "as hot as possible", "very spicy", "really spicy", "super spicy",
+        "extra hot",
+        "very hot",
+        "really hot",
+        "super hot",
+        "hottest",
+        "extreme",
+        "extremely hot",
+        "insane",
+        "reaper",
+        "ghost",
+        "scorpion",
+        "nuclear",
+        "melt",
+        "as hot as possible",
+        "very spicy",
+        "really spicy",
+        "super spicy",
     ];
     const MEDIUM: &[&str] = &["medium", "moderate", "some heat", "in between", "middle"];
     const HOT: &[&str] = &["hot", "spicy", "heat", "fire", "fiery"];
@@ -672,7 +906,10 @@ pub fn utm_of(page_url: &str) -> Result<BTreeMap<String, String>, Problem> {
     let mut utm = BTreeMap::new();
     for (k, v) in url.query_pairs() {
         let key = k.to_ascii_lowercase();
-        if matches!(key.as_str(), "utm_source" | "utm_medium" | "utm_campaign" | "utm_term" | "utm_content") {
+        if matches!(
+            key.as_str(),
+            "utm_source" | "utm_medium" | "utm_campaign" | "utm_term" | "utm_content"
+        ) {
             let v = v.trim();
             if !v.is_empty() {
                 utm.insert(key, v.chars().take(200).collect());
@@ -693,11 +930,32 @@ pub fn device_class(user_agent: &str) -> DeviceClass {
     let any = |needles: &[&str]| needles.iter().any(|n| ua.contains(n));
     if ua.trim().is_empty() {
         DeviceClass::Unknown
-    } else if any(&["bot", "crawler", "spider", "slurp", "curl/", "wget", "python-requests", "headless", "facebookexternalhit", "preview"]) {
+    } else if any(&[
+        "bot",
+        "crawler",
+        "spider",
+        "slurp",
+        "curl/",
+        "wget",
+        "python-requests",
+        "headless",
+        "facebookexternalhit",
+        "preview",
+    ]) {
         DeviceClass::Bot
-    } else if any(&["ipad", "tablet", "kindle", "silk/", "playbook"]) || (ua.contains("android") && !ua.contains("mobile")) {
+    } else if any(&["ipad", "tablet", "kindle", "silk/", "playbook"])
+        || (ua.contains("android") && !ua.contains("mobile"))
+    {
         DeviceClass::Tablet
-    } else if any(&["mobi", "iphone", "ipod", "android", "windows phone", "blackberry", "opera mini"]) {
+    } else if any(&[
+        "mobi",
+        "iphone",
+        "ipod",
+        "android",
+        "windows phone",
+        "blackberry",
+        "opera mini",
+    ]) {
         DeviceClass::Mobile
     } else if any(&["windows nt", "macintosh", "x11", "linux", "cros"]) {
         DeviceClass::Desktop
@@ -734,7 +992,11 @@ mod tests {
         assert_eq!(to_minor(&json!(1500), "JPY"), Ok(1500));
         assert_eq!(to_minor(&json!("1.234"), "KWD"), Ok(1234));
         assert_eq!(to_minor(&json!("1.5"), "BHD"), Ok(1500));
-        assert_eq!(to_minor(&json!("12.500"), "EUR"), Ok(1250), "trailing zeros are fine");
+        assert_eq!(
+            to_minor(&json!("12.500"), "EUR"),
+            Ok(1250),
+            "trailing zeros are fine"
+        );
         assert_eq!(to_minor(&json!("0"), "EUR"), Ok(0));
     }
 
@@ -831,13 +1093,22 @@ mod tests {
 
     #[test]
     fn add_to_cart_is_normalised() {
-        let mut v = event("add_to_cart", json!({"sku": "HS-1", "name": "Ghost", "price": "12.50", "currency": "EUR", "quantity": 2}));
+        let mut v = event(
+            "add_to_cart",
+            json!({"sku": "HS-1", "name": "Ghost", "price": "12.50", "currency": "EUR", "quantity": 2}),
+        );
         v["context"] = json!({"page_url": "https://shop.example/?utm_source=ig", "user_agent": "Mozilla/5.0 (iPhone; Mobile)"});
         let e = decode_value(&v).unwrap();
         assert_eq!(
             e.fact,
             Fact::AddToCart {
-                item: LineItem { sku: "HS-1".into(), name: "Ghost".into(), quantity: 2, unit_price_minor: 1250, url: None },
+                item: LineItem {
+                    sku: "HS-1".into(),
+                    name: "Ghost".into(),
+                    quantity: 2,
+                    unit_price_minor: 1250,
+                    url: None
+                },
                 currency: "EUR".into()
             }
         );
@@ -854,7 +1125,11 @@ mod tests {
         );
         let problems = decode_value(&v).unwrap_err();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, vec!["/payload/total", "/payload/items/0/price"], "{problems:?}");
+        assert_eq!(
+            paths,
+            vec!["/payload/total", "/payload/items/0/price"],
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -864,15 +1139,35 @@ mod tests {
             json!({"order_id": "o-1", "total": 25, "currency": "EUR",
                    "items": [{"sku": "A", "name": "A", "price": "12.50", "quantity": 2}]}),
         );
-        let Fact::Purchase { total_minor, currency, items, .. } = decode_value(&v).unwrap().fact else { panic!() };
-        assert_eq!((total_minor, currency.as_str(), items[0].unit_price_minor), (2500, "EUR", 1250));
+        let Fact::Purchase {
+            total_minor,
+            currency,
+            items,
+            ..
+        } = decode_value(&v).unwrap().fact
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (total_minor, currency.as_str(), items[0].unit_price_minor),
+            (2500, "EUR", 1250)
+        );
     }
 
     #[test]
     fn unknown_currency_is_a_problem() {
-        let v = event("add_to_cart", json!({"sku": "A", "name": "A", "price": "1", "currency": "ABC", "quantity": 1}));
+        let v = event(
+            "add_to_cart",
+            json!({"sku": "A", "name": "A", "price": "1", "currency": "ABC", "quantity": 1}),
+        );
         let problems = decode_value(&v).unwrap_err();
-        assert_eq!(problems, vec![Problem::new("/payload/currency", "unknown ISO 4217 currency 'ABC'")]);
+        assert_eq!(
+            problems,
+            vec![Problem::new(
+                "/payload/currency",
+                "unknown ISO 4217 currency 'ABC'"
+            )]
+        );
     }
 
     #[test]
@@ -880,8 +1175,18 @@ mod tests {
         let problems = decode_value(&event("heat_preference", json!({"value": -10}))).unwrap_err();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "/payload/value");
-        let e = decode_value(&event("heat_preference", json!({"value": "I like it really hot"}))).unwrap();
-        assert!(matches!(e.fact, Fact::HeatPreference { shu: SHU_EXTRA_HOT, .. }));
+        let e = decode_value(&event(
+            "heat_preference",
+            json!({"value": "I like it really hot"}),
+        ))
+        .unwrap();
+        assert!(matches!(
+            e.fact,
+            Fact::HeatPreference {
+                shu: SHU_EXTRA_HOT,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -889,31 +1194,65 @@ mod tests {
         let mut v = event("identify", json!({}));
         v["anonymous_id"] = json!("a-9");
         let e = decode_value(&v).unwrap();
-        assert_eq!(e.fact, Fact::Identify { user_id: "u-1".into(), anonymous_id: "a-9".into() });
+        assert_eq!(
+            e.fact,
+            Fact::Identify {
+                user_id: "u-1".into(),
+                anonymous_id: "a-9".into()
+            }
+        );
         let problems = decode_value(&event("identify", json!({}))).unwrap_err();
         assert_eq!(problems[0].path, "/anonymous_id");
     }
 
     #[test]
     fn profile_updated_checks_email_and_timezone() {
-        let e = decode_value(&event("profile_updated", json!({"email": "Ana@Example.COM", "timezone": "Europe/Berlin"}))).unwrap();
+        let e = decode_value(&event(
+            "profile_updated",
+            json!({"email": "Ana@Example.COM", "timezone": "Europe/Berlin"}),
+        ))
+        .unwrap();
         assert_eq!(
             e.fact,
-            Fact::ProfileUpdated { email: Some("ana@example.com".into()), name: None, timezone: Some("Europe/Berlin".into()) }
+            Fact::ProfileUpdated {
+                email: Some("ana@example.com".into()),
+                name: None,
+                timezone: Some("Europe/Berlin".into())
+            }
         );
-        let problems =
-            decode_value(&event("profile_updated", json!({"email": "not an email", "timezone": "Mars/Olympus"}))).unwrap_err();
+        let problems = decode_value(&event(
+            "profile_updated",
+            json!({"email": "not an email", "timezone": "Mars/Olympus"}),
+        ))
+        .unwrap_err();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, vec!["/payload/email", "/payload/timezone"]);
     }
 
     #[test]
     fn consent_and_suppression_are_typed() {
-        let e = decode_value(&event("consent_changed", json!({"channel": "email", "granted": false}))).unwrap();
-        assert_eq!(e.fact, Fact::ConsentChanged { channel: Channel::Email, granted: false });
+        let e = decode_value(&event(
+            "consent_changed",
+            json!({"channel": "email", "granted": false}),
+        ))
+        .unwrap();
+        assert_eq!(
+            e.fact,
+            Fact::ConsentChanged {
+                channel: Channel::Email,
+                granted: false
+            }
+        );
         let e = decode_value(&event("email_suppressed", json!({"reason": "complaint"}))).unwrap();
-        assert_eq!(e.fact, Fact::EmailSuppressed { reason: SuppressionReason::Complaint, message_id: None });
-        let problems = decode_value(&event("email_suppressed", json!({"reason": "bored"}))).unwrap_err();
+        assert_eq!(
+            e.fact,
+            Fact::EmailSuppressed {
+                reason: SuppressionReason::Complaint,
+                message_id: None
+            }
+        );
+        let problems =
+            decode_value(&event("email_suppressed", json!({"reason": "bored"}))).unwrap_err();
         assert_eq!(problems[0].path, "/payload/reason");
     }
 
@@ -931,16 +1270,37 @@ mod tests {
     fn every_type_has_a_fixture_that_enriches() {
         let payloads = [
             ("page_view", json!({"title": "Home"})),
-            ("product_view", json!({"sku": "A", "price": 3, "currency": "USD"})),
-            ("add_to_cart", json!({"sku": "A", "name": "A", "price": 3, "currency": "USD", "quantity": 1})),
+            (
+                "product_view",
+                json!({"sku": "A", "price": 3, "currency": "USD"}),
+            ),
+            (
+                "add_to_cart",
+                json!({"sku": "A", "name": "A", "price": 3, "currency": "USD", "quantity": 1}),
+            ),
             ("remove_from_cart", json!({"sku": "A"})),
-            ("checkout_started", json!({"total": "3.00", "currency": "USD"})),
-            ("purchase", json!({"order_id": "o", "total": 3, "currency": "USD", "items": []})),
+            (
+                "checkout_started",
+                json!({"total": "3.00", "currency": "USD"}),
+            ),
+            (
+                "purchase",
+                json!({"order_id": "o", "total": 3, "currency": "USD", "items": []}),
+            ),
             ("email_opened", json!({"campaign": "c", "message_id": "m"})),
-            ("email_clicked", json!({"campaign": "c", "message_id": "m", "link": "https://x.example"})),
+            (
+                "email_clicked",
+                json!({"campaign": "c", "message_id": "m", "link": "https://x.example"}),
+            ),
             ("heat_preference", json!({"value": "medium"})),
-            ("poll_answer", json!({"question_id": "q", "answer": "smoky"})),
-            ("consent_changed", json!({"channel": "sms", "granted": true})),
+            (
+                "poll_answer",
+                json!({"question_id": "q", "answer": "smoky"}),
+            ),
+            (
+                "consent_changed",
+                json!({"channel": "sms", "granted": true}),
+            ),
             ("identify", json!({"anonymous_id": "a"})),
             ("profile_updated", json!({"name": "Ana"})),
             ("email_suppressed", json!({"reason": "hard_bounce"})),

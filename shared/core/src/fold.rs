@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::enrich::{EnrichedEvent, Fact, LineItem};
 use crate::event::{EventType, ANON_PREFIX};
-use crate::profile::{CartItem, Consent, DayCounters, DecayedValue, Profile, RECENT_EVENT_IDS};
+use crate::profile::{Consent, DayCounters, DecayedValue, Profile, RECENT_EVENT_IDS};
 
 /// Days of daily buckets kept (relative to the newest event seen).
 pub const DAILY_WINDOW_DAYS: i64 = 30;
@@ -34,13 +34,19 @@ pub struct FoldConfig {
 
 impl Default for FoldConfig {
     fn default() -> Self {
-        FoldConfig { heat_half_life: Duration::days(30), attribution_window: Duration::days(7) }
+        FoldConfig {
+            heat_half_life: Duration::days(30),
+            attribution_window: Duration::days(7),
+        }
     }
 }
 
 impl FoldConfig {
     pub fn new(heat_half_life: Duration, attribution_window: Duration) -> Self {
-        FoldConfig { heat_half_life, attribution_window }
+        FoldConfig {
+            heat_half_life,
+            attribution_window,
+        }
     }
 }
 
@@ -77,7 +83,14 @@ fn decay_factor(age: Duration, half_life: Duration) -> f64 {
 impl DecayedValue {
     /// Adds `value` stated at `at` with weight 1, keeping everything decayed to the newest time.
     pub fn add(&mut self, value: f64, at: DateTime<Utc>, half_life: Duration) {
-        self.merge(&DecayedValue { weighted_sum: value, weight: 1.0, as_of: Some(at) }, half_life);
+        self.merge(
+            &DecayedValue {
+                weighted_sum: value,
+                weight: 1.0,
+                as_of: Some(at),
+            },
+            half_life,
+        );
     }
 
     /// Combines two decayed values, decaying both to the later `as_of`.
@@ -131,7 +144,10 @@ impl Profile {
         self.created_at = Some(self.created_at.map_or(at, |c| c.min(at)));
         self.last_seen = Some(self.last_seen.map_or(at, |s| s.max(at)));
 
-        let mut day = DayCounters { events: 1, ..Default::default() };
+        let mut day = DayCounters {
+            events: 1,
+            ..Default::default()
+        };
         match kind {
             EventType::PageView => day.page_views = 1,
             EventType::ProductView => day.product_views = 1,
@@ -143,11 +159,25 @@ impl Profile {
         }
         self.add_day(at, &day);
 
-        if !event.utm.is_empty() && lww(&mut self.trait_times, "utm", at, &format!("{:?}", event.utm), Some(&format!("{:?}", self.utm))) {
+        if !event.utm.is_empty()
+            && lww(
+                &mut self.trait_times,
+                "utm",
+                at,
+                &format!("{:?}", event.utm),
+                Some(&format!("{:?}", self.utm)),
+            )
+        {
             self.utm = event.utm.clone();
         }
         if let Some(device) = event.device {
-            if lww(&mut self.trait_times, "device", at, device.as_str(), self.device.as_deref()) {
+            if lww(
+                &mut self.trait_times,
+                "device",
+                at,
+                device.as_str(),
+                self.device.as_deref(),
+            ) {
                 self.device = Some(device.as_str().to_owned());
             }
         }
@@ -179,7 +209,9 @@ impl Profile {
                 self.touch_cart(at);
             }
             Fact::RemoveFromCart { sku, quantity } => {
-                let Some(line) = self.cart.items.get_mut(sku) else { return };
+                let Some(line) = self.cart.items.get_mut(sku) else {
+                    return;
+                };
                 match quantity {
                     Some(q) if *q < line.quantity => line.quantity -= q,
                     _ => {
@@ -194,13 +226,26 @@ impl Profile {
             Fact::CheckoutStarted { .. } => {
                 self.last_checkout_at = Some(self.last_checkout_at.map_or(at, |c| c.max(at)));
             }
-            Fact::Purchase { total_minor, currency, items, .. } => {
+            Fact::Purchase {
+                total_minor,
+                currency,
+                items,
+                ..
+            } => {
                 self.record_purchase(at, *total_minor, currency);
                 let status = &mut self.email_status;
-                if let (Some(campaign), Some(clicked)) = (&status.last_clicked_campaign, status.last_clicked_at) {
+                if let (Some(campaign), Some(clicked)) =
+                    (&status.last_clicked_campaign, status.last_clicked_at)
+                {
                     if clicked <= at && at - clicked <= config.attribution_window {
-                        *status.attributed_purchases.entry(campaign.clone()).or_default() += 1;
-                        let revenue = status.attributed_revenue_minor.entry(campaign.clone()).or_default();
+                        *status
+                            .attributed_purchases
+                            .entry(campaign.clone())
+                            .or_default() += 1;
+                        let revenue = status
+                            .attributed_revenue_minor
+                            .entry(campaign.clone())
+                            .or_default();
                         *revenue = revenue.saturating_add(*total_minor);
                     }
                 }
@@ -208,7 +253,10 @@ impl Profile {
             }
             Fact::EmailClicked { campaign, .. } => {
                 let status = &mut self.email_status;
-                let newer = match (status.last_clicked_at, status.last_clicked_campaign.as_deref()) {
+                let newer = match (
+                    status.last_clicked_at,
+                    status.last_clicked_campaign.as_deref(),
+                ) {
                     (Some(t), Some(c)) => at > t || (at == t && campaign.as_str() > c),
                     _ => true,
                 };
@@ -218,21 +266,46 @@ impl Profile {
                 }
             }
             Fact::HeatPreference { shu, .. } => {
-                self.heat.get_or_insert_with(DecayedValue::default).add(f64::from(*shu), at, config.heat_half_life);
+                self.heat.get_or_insert_with(DecayedValue::default).add(
+                    f64::from(*shu),
+                    at,
+                    config.heat_half_life,
+                );
             }
-            Fact::PollAnswer { question_id, answer, .. } => {
+            Fact::PollAnswer {
+                question_id,
+                answer,
+                ..
+            } => {
                 let key = format!("poll:{question_id}");
-                if lww(&mut self.trait_times, &key, at, answer, self.poll_answers.get(question_id).map(String::as_str)) {
-                    self.poll_answers.insert(question_id.clone(), answer.clone());
+                if lww(
+                    &mut self.trait_times,
+                    &key,
+                    at,
+                    answer,
+                    self.poll_answers.get(question_id).map(String::as_str),
+                ) {
+                    self.poll_answers
+                        .insert(question_id.clone(), answer.clone());
                 }
             }
             Fact::ConsentChanged { channel, granted } => {
-                self.set_consent(channel.as_str(), &Consent { granted: *granted, at: Some(at) });
+                self.set_consent(
+                    channel.as_str(),
+                    &Consent {
+                        granted: *granted,
+                        at: Some(at),
+                    },
+                );
             }
             Fact::Identify { anonymous_id, .. } => {
                 self.anonymous_ids.insert(anonymous_id.clone());
             }
-            Fact::ProfileUpdated { email, name, timezone } => {
+            Fact::ProfileUpdated {
+                email,
+                name,
+                timezone,
+            } => {
                 if let Some(v) = email {
                     if lww(&mut self.trait_times, "email", at, v, self.email.as_deref()) {
                         self.email = Some(v.clone());
@@ -244,7 +317,13 @@ impl Profile {
                     }
                 }
                 if let Some(v) = timezone {
-                    if lww(&mut self.trait_times, "timezone", at, v, self.timezone.as_deref()) {
+                    if lww(
+                        &mut self.trait_times,
+                        "timezone",
+                        at,
+                        v,
+                        self.timezone.as_deref(),
+                    ) {
                         self.timezone = Some(v.clone());
                     }
                 }
@@ -296,7 +375,10 @@ impl Profile {
 
     fn record_purchase(&mut self, at: DateTime<Utc>, total_minor: i64, currency: &str) {
         self.purchase_count += 1;
-        let total = self.purchase_totals_minor.entry(currency.to_owned()).or_default();
+        let total = self
+            .purchase_totals_minor
+            .entry(currency.to_owned())
+            .or_default();
         *total = total.saturating_add(total_minor);
         let latest = match (self.last_purchase_at, self.currency.as_deref()) {
             (Some(t), Some(c)) => at > t || (at == t && currency > c),
@@ -310,8 +392,12 @@ impl Profile {
     }
 
     fn sync_purchase_total(&mut self) {
-        self.purchase_total_minor =
-            self.currency.as_ref().and_then(|c| self.purchase_totals_minor.get(c)).copied().unwrap_or(0);
+        self.purchase_total_minor = self
+            .currency
+            .as_ref()
+            .and_then(|c| self.purchase_totals_minor.get(c))
+            .copied()
+            .unwrap_or(0);
     }
 
     /// A purchase empties the cart, unless the cart changed after the purchase happened; then
@@ -346,7 +432,8 @@ impl Profile {
     fn prune_daily(&mut self) {
         let Some(newest) = self.last_seen else { return };
         let cutoff = newest.date_naive() - Duration::days(DAILY_WINDOW_DAYS - 1);
-        self.daily.retain(|k, _| parse_day(k).is_some_and(|d| d >= cutoff));
+        self.daily
+            .retain(|k, _| parse_day(k).is_some_and(|d| d >= cutoff));
     }
 
     fn sum_days(&self, days: u32, now: DateTime<Utc>, pick: impl Fn(&DayCounters) -> i64) -> i64 {
@@ -365,19 +452,29 @@ impl Profile {
     /// Events on the last `days` calendar days (UTC) up to and including `now`'s day.
     /// Windows are limited to [`DAILY_WINDOW_DAYS`].
     pub fn events_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
-        self.sum_days(days, now, |c| i64::try_from(c.events).unwrap_or(i64::MAX)).unsigned_abs()
+        self.sum_days(days, now, |c| i64::try_from(c.events).unwrap_or(i64::MAX))
+            .unsigned_abs()
     }
 
     pub fn purchases_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
-        self.sum_days(days, now, |c| i64::try_from(c.purchases).unwrap_or(i64::MAX)).unsigned_abs()
+        self.sum_days(days, now, |c| {
+            i64::try_from(c.purchases).unwrap_or(i64::MAX)
+        })
+        .unsigned_abs()
     }
 
     pub fn page_views_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
-        self.sum_days(days, now, |c| i64::try_from(c.page_views).unwrap_or(i64::MAX)).unsigned_abs()
+        self.sum_days(days, now, |c| {
+            i64::try_from(c.page_views).unwrap_or(i64::MAX)
+        })
+        .unsigned_abs()
     }
 
     pub fn product_views_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
-        self.sum_days(days, now, |c| i64::try_from(c.product_views).unwrap_or(i64::MAX)).unsigned_abs()
+        self.sum_days(days, now, |c| {
+            i64::try_from(c.product_views).unwrap_or(i64::MAX)
+        })
+        .unsigned_abs()
     }
 
     /// Purchase revenue (minor units, all currencies summed) on the last `days` days.
@@ -387,7 +484,11 @@ impl Profile {
 
     /// Number of items (sum of quantities) in the cart.
     pub fn cart_item_count(&self) -> u64 {
-        self.cart.items.values().map(|i| u64::from(i.quantity)).sum()
+        self.cart
+            .items
+            .values()
+            .map(|i| u64::from(i.quantity))
+            .sum()
     }
 
     /// Folds an anonymous visitor's profile into this (user) profile, e.g. after `identify`.
@@ -402,10 +503,12 @@ impl Profile {
             return;
         }
         self.merged_profiles.insert(anon.id.clone());
-        self.merged_profiles.extend(anon.merged_profiles.iter().cloned());
+        self.merged_profiles
+            .extend(anon.merged_profiles.iter().cloned());
         let raw = anon.id.strip_prefix(ANON_PREFIX).unwrap_or(&anon.id);
         self.anonymous_ids.insert(raw.to_owned());
-        self.anonymous_ids.extend(anon.anonymous_ids.iter().cloned());
+        self.anonymous_ids
+            .extend(anon.anonymous_ids.iter().cloned());
 
         for (k, n) in &anon.counts {
             *self.counts.entry(k.clone()).or_default() += n;
@@ -436,11 +539,13 @@ impl Profile {
         self.last_checkout_at = max_opt(self.last_checkout_at, anon.last_checkout_at);
 
         if let Some(h) = &anon.heat {
-            self.heat.get_or_insert_with(DecayedValue::default).merge(h, config.heat_half_life);
+            self.heat
+                .get_or_insert_with(DecayedValue::default)
+                .merge(h, config.heat_half_life);
         }
 
         for (sku, item) in &anon.cart.items {
-            let entry = self.cart.items.entry(sku.clone()).or_insert_with(CartItem::default);
+            let entry = self.cart.items.entry(sku.clone()).or_default();
             // The same product in both carts is one intention, not two.
             if item.quantity > entry.quantity {
                 *entry = item.clone();
@@ -463,7 +568,9 @@ impl Profile {
                 "timezone" => anon.timezone.clone(),
                 "device" => anon.device.clone(),
                 "utm" => Some(format!("{:?}", anon.utm)),
-                k => k.strip_prefix("poll:").and_then(|q| anon.poll_answers.get(q).cloned()),
+                k => k
+                    .strip_prefix("poll:")
+                    .and_then(|q| anon.poll_answers.get(q).cloned()),
             };
             let Some(value) = value else { continue };
             let current = match key.as_str() {
@@ -472,7 +579,9 @@ impl Profile {
                 "timezone" => self.timezone.clone(),
                 "device" => self.device.clone(),
                 "utm" => Some(format!("{:?}", self.utm)),
-                k => k.strip_prefix("poll:").and_then(|q| self.poll_answers.get(q).cloned()),
+                k => k
+                    .strip_prefix("poll:")
+                    .and_then(|q| self.poll_answers.get(q).cloned()),
             };
             if !lww(&mut self.trait_times, key, *at, &value, current.as_deref()) {
                 continue;
@@ -494,13 +603,23 @@ impl Profile {
         let clicked = &anon.email_status;
         if clicked.last_clicked_at > self.email_status.last_clicked_at {
             self.email_status.last_clicked_at = clicked.last_clicked_at;
-            self.email_status.last_clicked_campaign.clone_from(&clicked.last_clicked_campaign);
+            self.email_status
+                .last_clicked_campaign
+                .clone_from(&clicked.last_clicked_campaign);
         }
         for (c, n) in &clicked.attributed_purchases {
-            *self.email_status.attributed_purchases.entry(c.clone()).or_default() += n;
+            *self
+                .email_status
+                .attributed_purchases
+                .entry(c.clone())
+                .or_default() += n;
         }
         for (c, r) in &clicked.attributed_revenue_minor {
-            let total = self.email_status.attributed_revenue_minor.entry(c.clone()).or_default();
+            let total = self
+                .email_status
+                .attributed_revenue_minor
+                .entry(c.clone())
+                .or_default();
             *total = total.saturating_add(*r);
         }
         if let (Some(reason), Some(at)) = (&clicked.suppressed, clicked.suppressed_at) {
@@ -554,7 +673,9 @@ mod tests {
     use crate::event::{Context, Envelope};
 
     fn t(day: u32, hour: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + Duration::days(i64::from(day) - 1) + Duration::hours(i64::from(hour))
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+            + Duration::days(i64::from(day) - 1)
+            + Duration::hours(i64::from(hour))
     }
 
     fn ev(id: &str, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
@@ -594,17 +715,32 @@ mod tests {
 
     fn add(sku: &str, qty: u32, price: i64) -> Fact {
         Fact::AddToCart {
-            item: LineItem { sku: sku.into(), name: format!("Sauce {sku}"), quantity: qty, unit_price_minor: price, url: None },
+            item: LineItem {
+                sku: sku.into(),
+                name: format!("Sauce {sku}"),
+                quantity: qty,
+                unit_price_minor: price,
+                url: None,
+            },
             currency: "EUR".into(),
         }
     }
 
     fn purchase(total: i64) -> Fact {
-        Fact::Purchase { order_id: "o".into(), total_minor: total, currency: "EUR".into(), items: vec![] }
+        Fact::Purchase {
+            order_id: "o".into(),
+            total_minor: total,
+            currency: "EUR".into(),
+            items: vec![],
+        }
     }
 
     fn heat(shu: u32) -> Fact {
-        Fact::HeatPreference { shu, stated: shu.to_string(), source: None }
+        Fact::HeatPreference {
+            shu,
+            stated: shu.to_string(),
+            source: None,
+        }
     }
 
     fn cfg() -> FoldConfig {
@@ -626,13 +762,41 @@ mod tests {
     fn recent_ids_are_bounded_and_drop_the_oldest() {
         let mut p = Profile::new("u-1");
         for i in 0..=RECENT_EVENT_IDS {
-            p.apply(&ev(&format!("e{i}"), t(1, 0), Fact::PageView { url: None, title: None }), &cfg());
+            p.apply(
+                &ev(
+                    &format!("e{i}"),
+                    t(1, 0),
+                    Fact::PageView {
+                        url: None,
+                        title: None,
+                    },
+                ),
+                &cfg(),
+            );
         }
         assert_eq!(p.recent_event_ids.len(), RECENT_EVENT_IDS);
         assert_eq!(p.recent_event_ids.front().map(String::as_str), Some("e1"));
-        let again = ev("e0", t(1, 0), Fact::PageView { url: None, title: None });
-        assert_eq!(p.apply(&again, &cfg()), Applied::Changed, "forgotten id is processed again");
-        let last = ev(&format!("e{RECENT_EVENT_IDS}"), t(1, 0), Fact::PageView { url: None, title: None });
+        let again = ev(
+            "e0",
+            t(1, 0),
+            Fact::PageView {
+                url: None,
+                title: None,
+            },
+        );
+        assert_eq!(
+            p.apply(&again, &cfg()),
+            Applied::Changed,
+            "forgotten id is processed again"
+        );
+        let last = ev(
+            &format!("e{RECENT_EVENT_IDS}"),
+            t(1, 0),
+            Fact::PageView {
+                url: None,
+                title: None,
+            },
+        );
         assert_eq!(p.apply(&last, &cfg()), Applied::Duplicate);
     }
 
@@ -649,15 +813,58 @@ mod tests {
         assert_eq!(p.cart.currency.as_deref(), Some("EUR"));
 
         // Unknown SKU: no-op on the cart (the event is still counted).
-        p.apply(&ev("4", t(1, 3), Fact::RemoveFromCart { sku: "Z".into(), quantity: None }), &cfg());
+        p.apply(
+            &ev(
+                "4",
+                t(1, 3),
+                Fact::RemoveFromCart {
+                    sku: "Z".into(),
+                    quantity: None,
+                },
+            ),
+            &cfg(),
+        );
         assert_eq!(p.cart.updated_at, Some(t(1, 2)));
         assert_eq!(p.cart_item_count(), 4);
 
-        p.apply(&ev("5", t(1, 4), Fact::RemoveFromCart { sku: "A".into(), quantity: Some(2) }), &cfg());
+        p.apply(
+            &ev(
+                "5",
+                t(1, 4),
+                Fact::RemoveFromCart {
+                    sku: "A".into(),
+                    quantity: Some(2),
+                },
+            ),
+            &cfg(),
+        );
         assert_eq!(p.cart.items["A"].quantity, 1);
-        p.apply(&ev("6", t(1, 5), Fact::RemoveFromCart { sku: "A".into(), quantity: Some(1) }), &cfg());
-        assert!(!p.cart.items.contains_key("A"), "quantity 0 removes the line");
-        p.apply(&ev("7", t(1, 6), Fact::RemoveFromCart { sku: "B".into(), quantity: None }), &cfg());
+        p.apply(
+            &ev(
+                "6",
+                t(1, 5),
+                Fact::RemoveFromCart {
+                    sku: "A".into(),
+                    quantity: Some(1),
+                },
+            ),
+            &cfg(),
+        );
+        assert!(
+            !p.cart.items.contains_key("A"),
+            "quantity 0 removes the line"
+        );
+        p.apply(
+            &ev(
+                "7",
+                t(1, 6),
+                Fact::RemoveFromCart {
+                    sku: "B".into(),
+                    quantity: None,
+                },
+            ),
+            &cfg(),
+        );
         assert!(p.cart.items.is_empty());
         assert_eq!(p.cart.currency, None);
 
@@ -673,8 +880,19 @@ mod tests {
         let mut p = Profile::new("u-1");
         p.apply(&ev("1", t(2, 0), add("A", 1, 500)), &cfg());
         p.apply(&ev("2", t(2, 1), add("B", 1, 500)), &cfg());
-        let items = vec![LineItem { sku: "A".into(), name: "A".into(), quantity: 1, unit_price_minor: 500, url: None }];
-        let late = Fact::Purchase { order_id: "o".into(), total_minor: 500, currency: "EUR".into(), items };
+        let items = vec![LineItem {
+            sku: "A".into(),
+            name: "A".into(),
+            quantity: 1,
+            unit_price_minor: 500,
+            url: None,
+        }];
+        let late = Fact::Purchase {
+            order_id: "o".into(),
+            total_minor: 500,
+            currency: "EUR".into(),
+            items,
+        };
         p.apply(&ev("3", t(1, 0), late), &cfg());
         assert_eq!(p.cart.items.keys().collect::<Vec<_>>(), vec!["B"]);
     }
@@ -684,7 +902,18 @@ mod tests {
         let mut p = Profile::new("u-1");
         p.apply(&ev("1", t(3, 0), purchase(1000)), &cfg());
         p.apply(&ev("2", t(1, 0), purchase(250)), &cfg());
-        p.apply(&ev("3", t(2, 0), Fact::CheckoutStarted { checkout_id: None, total_minor: None, currency: None }), &cfg());
+        p.apply(
+            &ev(
+                "3",
+                t(2, 0),
+                Fact::CheckoutStarted {
+                    checkout_id: None,
+                    total_minor: None,
+                    currency: None,
+                },
+            ),
+            &cfg(),
+        );
         assert_eq!(p.purchase_count, 2);
         assert_eq!(p.purchase_total_minor, 1250);
         assert_eq!(p.currency.as_deref(), Some("EUR"));
@@ -726,12 +955,18 @@ mod tests {
     #[test]
     fn daily_buckets_keep_thirty_days_relative_to_the_newest_event() {
         let mut p = Profile::new("u-1");
-        let pv = || Fact::PageView { url: None, title: None };
+        let pv = || Fact::PageView {
+            url: None,
+            title: None,
+        };
         p.apply(&ev("1", t(1, 0), pv()), &cfg());
         p.apply(&ev("2", t(30, 0), pv()), &cfg());
         assert_eq!(p.daily.len(), 2);
         p.apply(&ev("3", t(31, 0), pv()), &cfg());
-        assert_eq!(p.daily.keys().collect::<Vec<_>>(), vec!["2026-11-30", "2026-12-01"]);
+        assert_eq!(
+            p.daily.keys().collect::<Vec<_>>(),
+            vec!["2026-11-30", "2026-12-01"]
+        );
         // An old event arriving late does not resurrect a pruned day.
         p.apply(&ev("4", t(1, 5), pv()), &cfg());
         assert_eq!(p.daily.len(), 2);
@@ -746,7 +981,10 @@ mod tests {
     #[test]
     fn consent_is_last_writer_wins_and_withdrawal_wins_ties() {
         let mut p = Profile::new("u-1");
-        let c = |g| Fact::ConsentChanged { channel: Channel::Email, granted: g };
+        let c = |g| Fact::ConsentChanged {
+            channel: Channel::Email,
+            granted: g,
+        };
         p.apply(&ev("1", t(2, 0), c(true)), &cfg());
         p.apply(&ev("2", t(1, 0), c(false)), &cfg());
         assert!(p.has_consent("email"), "older withdrawal loses");
@@ -764,8 +1002,14 @@ mod tests {
             name: n.map(Into::into),
             timezone: None,
         };
-        p.apply(&ev("1", t(2, 0), upd(Some("new@example.com"), None)), &cfg());
-        p.apply(&ev("2", t(1, 0), upd(Some("old@example.com"), Some("Ana"))), &cfg());
+        p.apply(
+            &ev("1", t(2, 0), upd(Some("new@example.com"), None)),
+            &cfg(),
+        );
+        p.apply(
+            &ev("2", t(1, 0), upd(Some("old@example.com"), Some("Ana"))),
+            &cfg(),
+        );
         assert_eq!(p.email.as_deref(), Some("new@example.com"));
         assert_eq!(p.name.as_deref(), Some("Ana"));
     }
@@ -773,20 +1017,50 @@ mod tests {
     #[test]
     fn clicks_attribute_purchases_within_the_window() {
         let mut p = Profile::new("u-1");
-        let click = Fact::EmailClicked { campaign: "cart_abandoner".into(), message_id: "m".into(), link: None };
+        let click = Fact::EmailClicked {
+            campaign: "cart_abandoner".into(),
+            message_id: "m".into(),
+            link: None,
+        };
         p.apply(&ev("1", t(1, 0), click), &cfg());
-        assert_eq!(p.email_status.last_clicked_campaign.as_deref(), Some("cart_abandoner"));
+        assert_eq!(
+            p.email_status.last_clicked_campaign.as_deref(),
+            Some("cart_abandoner")
+        );
         p.apply(&ev("2", t(3, 0), purchase(2000)), &cfg());
         p.apply(&ev("3", t(9, 0), purchase(500)), &cfg());
         assert_eq!(p.email_status.attributed_purchases["cart_abandoner"], 1);
-        assert_eq!(p.email_status.attributed_revenue_minor["cart_abandoner"], 2000);
+        assert_eq!(
+            p.email_status.attributed_revenue_minor["cart_abandoner"],
+            2000
+        );
     }
 
     #[test]
     fn suppression_is_sticky() {
         let mut p = Profile::new("u-1");
-        p.apply(&ev("1", t(2, 0), Fact::EmailSuppressed { reason: SuppressionReason::Complaint, message_id: None }), &cfg());
-        p.apply(&ev("2", t(3, 0), Fact::EmailSuppressed { reason: SuppressionReason::HardBounce, message_id: None }), &cfg());
+        p.apply(
+            &ev(
+                "1",
+                t(2, 0),
+                Fact::EmailSuppressed {
+                    reason: SuppressionReason::Complaint,
+                    message_id: None,
+                },
+            ),
+            &cfg(),
+        );
+        p.apply(
+            &ev(
+                "2",
+                t(3, 0),
+                Fact::EmailSuppressed {
+                    reason: SuppressionReason::HardBounce,
+                    message_id: None,
+                },
+            ),
+            &cfg(),
+        );
         assert_eq!(p.email_status.suppressed.as_deref(), Some("complaint"));
         assert_eq!(p.email_status.suppressed_at, Some(t(2, 0)));
     }
@@ -794,17 +1068,45 @@ mod tests {
     #[test]
     fn identify_poll_utm_and_device() {
         let mut p = Profile::new("u-1");
-        p.apply(&ev("1", t(1, 0), Fact::Identify { user_id: "u-1".into(), anonymous_id: "a-1".into() }), &cfg());
+        p.apply(
+            &ev(
+                "1",
+                t(1, 0),
+                Fact::Identify {
+                    user_id: "u-1".into(),
+                    anonymous_id: "a-1".into(),
+                },
+            ),
+            &cfg(),
+        );
         assert!(p.anonymous_ids.contains("a-1"));
-        let answer = |a: &str| Fact::PollAnswer { poll_id: None, question_id: "fav".into(), answer: a.into() };
+        let answer = |a: &str| Fact::PollAnswer {
+            poll_id: None,
+            question_id: "fav".into(),
+            answer: a.into(),
+        };
         p.apply(&ev("2", t(2, 0), answer("smoky")), &cfg());
         p.apply(&ev("3", t(1, 0), answer("fruity")), &cfg());
         assert_eq!(p.poll_answers["fav"], "smoky");
-        let mut e = ev("4", t(3, 0), Fact::PageView { url: None, title: None });
+        let mut e = ev(
+            "4",
+            t(3, 0),
+            Fact::PageView {
+                url: None,
+                title: None,
+            },
+        );
         e.utm.insert("utm_source".into(), "news".into());
         e.device = Some(crate::enrich::DeviceClass::Mobile);
         p.apply(&e, &cfg());
-        let mut older = ev("5", t(2, 0), Fact::PageView { url: None, title: None });
+        let mut older = ev(
+            "5",
+            t(2, 0),
+            Fact::PageView {
+                url: None,
+                title: None,
+            },
+        );
         older.utm.insert("utm_source".into(), "ads".into());
         older.device = Some(crate::enrich::DeviceClass::Desktop);
         p.apply(&older, &cfg());
@@ -817,11 +1119,41 @@ mod tests {
         let mut anon = Profile::new("anon:a-1");
         anon.apply(&ev("1", t(1, 0), add("A", 1, 500)), &cfg());
         anon.apply(&ev("2", t(1, 1), heat(50_000)), &cfg());
-        anon.apply(&ev("3", t(1, 2), Fact::ConsentChanged { channel: Channel::Email, granted: true }), &cfg());
-        anon.apply(&ev("4", t(1, 3), Fact::PageView { url: None, title: None }), &cfg());
+        anon.apply(
+            &ev(
+                "3",
+                t(1, 2),
+                Fact::ConsentChanged {
+                    channel: Channel::Email,
+                    granted: true,
+                },
+            ),
+            &cfg(),
+        );
+        anon.apply(
+            &ev(
+                "4",
+                t(1, 3),
+                Fact::PageView {
+                    url: None,
+                    title: None,
+                },
+            ),
+            &cfg(),
+        );
 
         let mut user = Profile::new("u-1");
-        user.apply(&ev("5", t(2, 0), Fact::PageView { url: None, title: None }), &cfg());
+        user.apply(
+            &ev(
+                "5",
+                t(2, 0),
+                Fact::PageView {
+                    url: None,
+                    title: None,
+                },
+            ),
+            &cfg(),
+        );
         user.apply(&ev("6", t(2, 1), heat(50_000)), &cfg());
         user.merge_anonymous(&anon);
         let once = user.clone();
@@ -838,6 +1170,9 @@ mod tests {
         assert_eq!(user.last_seen, Some(t(2, 1)));
         assert_eq!(user.events_in_last(30, t(2, 2)), 6);
         assert!((user.heat_shu().unwrap() - 50_000.0).abs() < 1e-6);
-        assert!(user.recent_event_ids.contains(&"1".to_owned()), "anon event ids stay deduplicated");
+        assert!(
+            user.recent_event_ids.contains(&"1".to_owned()),
+            "anon event ids stay deduplicated"
+        );
     }
 }

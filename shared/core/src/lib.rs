@@ -2,16 +2,20 @@
 //! talks to AWS. This crate never imports `aws_sdk_*`; adapters live in `ember-aws`.
 //!
 //! # Layout
-//! - [`event`]: the versioned event envelope and the list of event types.
-//! - [`schema`]: JSON Schema files (in `schemas/`, embedded at build) and validation that
+//! - [`event`] — the versioned event envelope and the list of event types.
+//! - [`schema`] — JSON Schema files (in `schemas/`, embedded at build) and validation that
 //!   reports every problem with its field path.
-//! - [`enrich`]: normalisation (heat → Scoville units, money → minor units, UTM, device class)
+//! - [`enrich`] — normalisation (heat → Scoville units, money → minor units, UTM, device class)
 //!   turning a validated envelope into a typed [`enrich::EnrichedEvent`].
-//! - [`profile`]: the customer profile and the pure fold of events into it.
-//! - [`segment`]: declarative segment rules (in `rules/`), evaluation and entered/exited diffs.
-//! - [`ports`]: the narrow traits the functions need (profile store, event bus, dead letters,
+//! - [`profile`] — the customer profile (the stored DynamoDB item's shape).
+//! - [`fold`] — the pure fold of enriched events into a profile (dedup, counters, decayed heat,
+//!   cart, consent, attribution) and rolling 7/30-day counters.
+//! - [`segment`] — declarative segment rules (in `rules/`), evaluation and entered/exited diffs.
+//!   The rule language and the trait names are documented there; the heat mapping (stated
+//!   preference → Scoville units) is documented in [`enrich`].
+//! - [`ports`] — the narrow traits the functions need (profile store, event bus, dead letters,
 //!   event stream, mailer) with domain types only.
-//! - [`error`]: the crate's error enum, each variant retryable or not.
+//! - [`error`] — the crate's error enum, each variant retryable or not.
 
 pub mod enrich;
 pub mod error;

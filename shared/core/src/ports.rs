@@ -64,9 +64,15 @@ impl BusEvent {
     /// Rebuilds a bus event from an EventBridge `detail-type` and `detail`.
     pub fn from_parts(detail_type: &str, detail: serde_json::Value) -> Option<BusEvent> {
         match detail_type {
-            "SegmentEntered" => serde_json::from_value(detail).ok().map(BusEvent::SegmentEntered),
-            "SegmentExited" => serde_json::from_value(detail).ok().map(BusEvent::SegmentExited),
-            "CartUpdated" => serde_json::from_value(detail).ok().map(BusEvent::CartUpdated),
+            "SegmentEntered" => serde_json::from_value(detail)
+                .ok()
+                .map(BusEvent::SegmentEntered),
+            "SegmentExited" => serde_json::from_value(detail)
+                .ok()
+                .map(BusEvent::SegmentExited),
+            "CartUpdated" => serde_json::from_value(detail)
+                .ok()
+                .map(BusEvent::CartUpdated),
             _ => None,
         }
     }
@@ -180,7 +186,11 @@ pub trait Ledger: Send + Sync {
     ) -> PortResult<bool>;
     async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>>;
     /// Records under `pk` whose sort key starts with `sk_prefix`, in sort-key order.
-    async fn query(&self, pk: &str, sk_prefix: &str) -> PortResult<Vec<(String, serde_json::Value)>>;
+    async fn query(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+    ) -> PortResult<Vec<(String, serde_json::Value)>>;
     /// Atomically increments counter `count` if it is below `limit`; `Ok(false)` if at limit.
     async fn increment_below(
         &self,

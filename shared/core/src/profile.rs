@@ -128,11 +128,18 @@ pub struct EmailStatus {
 
 impl Profile {
     pub fn new(id: impl Into<String>) -> Self {
-        Profile { id: id.into(), ..Default::default() }
+        Profile {
+            id: id.into(),
+            ..Default::default()
+        }
     }
 
     pub fn cart_value_minor(&self) -> i64 {
-        self.cart.items.values().map(|i| i.unit_price_minor * i64::from(i.quantity)).sum()
+        self.cart
+            .items
+            .values()
+            .map(|i| i.unit_price_minor * i64::from(i.quantity))
+            .sum()
     }
 
     pub fn has_consent(&self, channel: &str) -> bool {
@@ -141,6 +148,9 @@ impl Profile {
 
     /// The decayed heat preference in SHU at its `as_of` time, if any was ever stated.
     pub fn heat_shu(&self) -> Option<f64> {
-        self.heat.as_ref().filter(|h| h.weight > 0.0).map(|h| h.weighted_sum / h.weight)
+        self.heat
+            .as_ref()
+            .filter(|h| h.weight > 0.0)
+            .map(|h| h.weighted_sum / h.weight)
     }
 }

@@ -22,20 +22,76 @@ pub const ENVELOPE_SCHEMA: &str = include_str!("../schemas/envelope.v1.json");
 
 /// `(type, version, schema text)` of every payload schema Ember ships.
 pub const PAYLOAD_SCHEMAS: &[(EventType, u32, &str)] = &[
-    (EventType::PageView, 1, include_str!("../schemas/page_view.v1.json")),
-    (EventType::ProductView, 1, include_str!("../schemas/product_view.v1.json")),
-    (EventType::AddToCart, 1, include_str!("../schemas/add_to_cart.v1.json")),
-    (EventType::RemoveFromCart, 1, include_str!("../schemas/remove_from_cart.v1.json")),
-    (EventType::CheckoutStarted, 1, include_str!("../schemas/checkout_started.v1.json")),
-    (EventType::Purchase, 1, include_str!("../schemas/purchase.v1.json")),
-    (EventType::EmailOpened, 1, include_str!("../schemas/email_opened.v1.json")),
-    (EventType::EmailClicked, 1, include_str!("../schemas/email_clicked.v1.json")),
-    (EventType::HeatPreference, 1, include_str!("../schemas/heat_preference.v1.json")),
-    (EventType::PollAnswer, 1, include_str!("../schemas/poll_answer.v1.json")),
-    (EventType::ConsentChanged, 1, include_str!("../schemas/consent_changed.v1.json")),
-    (EventType::Identify, 1, include_str!("../schemas/identify.v1.json")),
-    (EventType::ProfileUpdated, 1, include_str!("../schemas/profile_updated.v1.json")),
-    (EventType::EmailSuppressed, 1, include_str!("../schemas/email_suppressed.v1.json")),
+    (
+        EventType::PageView,
+        1,
+        include_str!("../schemas/page_view.v1.json"),
+    ),
+    (
+        EventType::ProductView,
+        1,
+        include_str!("../schemas/product_view.v1.json"),
+    ),
+    (
+        EventType::AddToCart,
+        1,
+        include_str!("../schemas/add_to_cart.v1.json"),
+    ),
+    (
+        EventType::RemoveFromCart,
+        1,
+        include_str!("../schemas/remove_from_cart.v1.json"),
+    ),
+    (
+        EventType::CheckoutStarted,
+        1,
+        include_str!("../schemas/checkout_started.v1.json"),
+    ),
+    (
+        EventType::Purchase,
+        1,
+        include_str!("../schemas/purchase.v1.json"),
+    ),
+    (
+        EventType::EmailOpened,
+        1,
+        include_str!("../schemas/email_opened.v1.json"),
+    ),
+    (
+        EventType::EmailClicked,
+        1,
+        include_str!("../schemas/email_clicked.v1.json"),
+    ),
+    (
+        EventType::HeatPreference,
+        1,
+        include_str!("../schemas/heat_preference.v1.json"),
+    ),
+    (
+        EventType::PollAnswer,
+        1,
+        include_str!("../schemas/poll_answer.v1.json"),
+    ),
+    (
+        EventType::ConsentChanged,
+        1,
+        include_str!("../schemas/consent_changed.v1.json"),
+    ),
+    (
+        EventType::Identify,
+        1,
+        include_str!("../schemas/identify.v1.json"),
+    ),
+    (
+        EventType::ProfileUpdated,
+        1,
+        include_str!("../schemas/profile_updated.v1.json"),
+    ),
+    (
+        EventType::EmailSuppressed,
+        1,
+        include_str!("../schemas/email_suppressed.v1.json"),
+    ),
 ];
 
 /// All embedded schemas, compiled once. Cheap to share (`&Registry`) across invocations.
@@ -46,12 +102,17 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("payloads", &self.payloads.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Registry")
+            .field("payloads", &self.payloads.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
 fn compile(name: &str, text: &str) -> Result<Validator, CoreError> {
-    let config = |reason: String| CoreError::Config { what: format!("schema {name}"), reason };
+    let config = |reason: String| CoreError::Config {
+        what: format!("schema {name}"),
+        reason,
+    };
     let schema: Value = serde_json::from_str(text).map_err(|e| config(e.to_string()))?;
     jsonschema::options()
         .should_validate_formats(true)
@@ -64,12 +125,20 @@ fn collect(validator: &Validator, instance: &Value, prefix: &str, problems: &mut
         let at = format!("{prefix}{}", error.instance_path().as_str());
         match error.kind() {
             // Point at the missing field itself rather than at its parent object.
-            ValidationErrorKind::Required { property: Value::String(name) } => {
-                problems.push(Problem::new(format!("{at}/{}", escape(name)), "is required"));
+            ValidationErrorKind::Required {
+                property: Value::String(name),
+            } => {
+                problems.push(Problem::new(
+                    format!("{at}/{}", escape(name)),
+                    "is required",
+                ));
             }
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 for name in unexpected {
-                    problems.push(Problem::new(format!("{at}/{}", escape(name)), "is not an allowed field"));
+                    problems.push(Problem::new(
+                        format!("{at}/{}", escape(name)),
+                        "is not an allowed field",
+                    ));
                 }
             }
             _ => problems.push(Problem::new(at, error.to_string())),
@@ -95,7 +164,11 @@ impl Registry {
 
     /// Versions supported for an event type, ascending.
     pub fn versions(&self, event_type: EventType) -> Vec<u32> {
-        self.payloads.keys().filter(|(t, _)| *t == event_type).map(|(_, v)| *v).collect()
+        self.payloads
+            .keys()
+            .filter(|(t, _)| *t == event_type)
+            .map(|(_, v)| *v)
+            .collect()
     }
 
     /// Validates a decoded JSON document; on success returns the typed envelope.
@@ -111,7 +184,10 @@ impl Registry {
             Some(name) => {
                 let parsed = EventType::parse(name);
                 if parsed.is_none() && !name.is_empty() {
-                    problems.push(Problem::new("/type", format!("unknown event type '{name}'")));
+                    problems.push(Problem::new(
+                        "/type",
+                        format!("unknown event type '{name}'"),
+                    ));
                 }
                 parsed
             }
@@ -127,10 +203,17 @@ impl Registry {
                     }
                 }
                 None => {
-                    let supported = self.versions(t).iter().map(u32::to_string).collect::<Vec<_>>();
+                    let supported = self
+                        .versions(t)
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>();
                     problems.push(Problem::new(
                         "/version",
-                        format!("unsupported version {v} of '{t}' (supported: {})", supported.join(", ")),
+                        format!(
+                            "unsupported version {v} of '{t}' (supported: {})",
+                            supported.join(", ")
+                        ),
                     ));
                 }
             }
@@ -143,9 +226,17 @@ impl Registry {
                 ));
             }
         }
-        let present = |k: &str| object.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        let present = |k: &str| {
+            object
+                .get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        };
         if !present("user_id") && !present("anonymous_id") {
-            problems.push(Problem::new("", "either user_id or anonymous_id is required"));
+            problems.push(Problem::new(
+                "",
+                "either user_id or anonymous_id is required",
+            ));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -207,7 +298,10 @@ mod tests {
         assert!(p.contains(&"/occurred_at"), "{problems:?}");
         assert!(p.contains(&"/payload/quantity"), "{problems:?}");
         assert!(p.contains(&"/payload/price"), "{problems:?}");
-        assert!(p.contains(&"/payload/colour"), "additional property reported: {problems:?}");
+        assert!(
+            p.contains(&"/payload/colour"),
+            "additional property reported: {problems:?}"
+        );
     }
 
     #[test]
@@ -219,7 +313,11 @@ mod tests {
                         "items": [{"sku": "A", "name": "A", "price": "10.00", "quantity": "2"}]}
         });
         let problems = registry().validate(&v).unwrap_err();
-        assert_eq!(paths(&problems), vec!["/payload/items/0/quantity"], "{problems:?}");
+        assert_eq!(
+            paths(&problems),
+            vec!["/payload/items/0/quantity"],
+            "{problems:?}"
+        );
         assert!(problems[0].message.contains("integer"), "{problems:?}");
     }
 
@@ -236,7 +334,10 @@ mod tests {
         let mut v = valid();
         v["type"] = json!("x");
         let problems = registry().validate(&v).unwrap_err();
-        assert_eq!(problems, vec![Problem::new("/type", "unknown event type 'x'")]);
+        assert_eq!(
+            problems,
+            vec![Problem::new("/type", "unknown event type 'x'")]
+        );
     }
 
     #[test]
@@ -245,7 +346,9 @@ mod tests {
         v["version"] = json!(7);
         let problems = registry().validate(&v).unwrap_err();
         assert_eq!(paths(&problems), vec!["/version"]);
-        assert!(problems[0].message.contains("unsupported version 7 of 'add_to_cart'"));
+        assert!(problems[0]
+            .message
+            .contains("unsupported version 7 of 'add_to_cart'"));
     }
 
     #[test]
@@ -253,7 +356,13 @@ mod tests {
         let mut v = valid();
         v["anonymous_id"] = json!(null);
         let problems = registry().validate(&v).unwrap_err();
-        assert_eq!(problems, vec![Problem::new("", "either user_id or anonymous_id is required")]);
+        assert_eq!(
+            problems,
+            vec![Problem::new(
+                "",
+                "either user_id or anonymous_id is required"
+            )]
+        );
     }
 
     #[test]

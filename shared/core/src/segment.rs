@@ -160,7 +160,10 @@ const FIXED_TRAITS: &[(&str, Trait)] = &[
     ("currency", Trait::Currency),
     ("cart.currency", Trait::CartCurrency),
     ("device", Trait::Device),
-    ("email_status.last_clicked_campaign", Trait::LastClickedCampaign),
+    (
+        "email_status.last_clicked_campaign",
+        Trait::LastClickedCampaign,
+    ),
     ("email_status.suppressed", Trait::Suppressed),
     ("identified", Trait::Identified),
 ];
@@ -181,8 +184,11 @@ impl Trait {
             return Some(Trait::Poll(q.to_owned()));
         }
         if let Some(u) = name.strip_prefix("utm.") {
-            return matches!(u, "utm_source" | "utm_medium" | "utm_campaign" | "utm_term" | "utm_content")
-                .then(|| Trait::Utm(u.to_owned()));
+            return matches!(
+                u,
+                "utm_source" | "utm_medium" | "utm_campaign" | "utm_term" | "utm_content"
+            )
+            .then(|| Trait::Utm(u.to_owned()));
         }
         None
     }
@@ -190,14 +196,14 @@ impl Trait {
     pub fn kind(&self) -> Kind {
         use Trait::*;
         match self {
-            CreatedAt | LastSeen | LastPurchaseAt | LastCheckoutAt | CartUpdatedAt | LastClickedAt | SuppressedAt => {
-                Kind::Time
+            CreatedAt | LastSeen | LastPurchaseAt | LastCheckoutAt | CartUpdatedAt
+            | LastClickedAt | SuppressedAt => Kind::Time,
+            CartItemCount | CartValueMinor | PurchaseCount | PurchaseTotalMinor | HeatShu
+            | Events(_) | PageViews(_) | ProductViews(_) | Purchases(_) | Revenue(_) | Count(_) => {
+                Kind::Number
             }
-            CartItemCount | CartValueMinor | PurchaseCount | PurchaseTotalMinor | HeatShu | Events(_) | PageViews(_)
-            | ProductViews(_) | Purchases(_) | Revenue(_) | Count(_) => Kind::Number,
-            Email | Name | Timezone | Currency | CartCurrency | Device | LastClickedCampaign | Poll(_) | Utm(_) => {
-                Kind::Text
-            }
+            Email | Name | Timezone | Currency | CartCurrency | Device | LastClickedCampaign
+            | Poll(_) | Utm(_) => Kind::Text,
             Consent(_) | Suppressed | Identified => Kind::Bool,
         }
     }
@@ -293,12 +299,17 @@ impl Condition {
                     Op::Lt(l) => cmp(l) == Some(Less),
                     Op::Lte(l) => matches!(cmp(l), Some(Less | Equal)),
                     Op::Between(lo, hi) => {
-                        matches!(cmp(lo), Some(Greater | Equal)) && matches!(cmp(hi), Some(Less | Equal))
+                        matches!(cmp(lo), Some(Greater | Equal))
+                            && matches!(cmp(hi), Some(Less | Equal))
                     }
                     Op::Within(d) => matches!(value, TraitValue::Time(t) if now - t <= *d),
                     Op::OlderThan(d) => matches!(value, TraitValue::Time(t) if now - t >= *d),
-                    Op::Before(other) => other.value(p, now).is_some_and(|o| value.partial_cmp(&o) == Some(Less)),
-                    Op::After(other) => other.value(p, now).is_some_and(|o| value.partial_cmp(&o) == Some(Greater)),
+                    Op::Before(other) => other
+                        .value(p, now)
+                        .is_some_and(|o| value.partial_cmp(&o) == Some(Less)),
+                    Op::After(other) => other
+                        .value(p, now)
+                        .is_some_and(|o| value.partial_cmp(&o) == Some(Greater)),
                     Op::Exists(_) => false,
                 }
             }
@@ -337,10 +348,18 @@ impl RuleSet {
 
     /// Parses and validates a rules document (see the module docs for the language).
     pub fn from_yaml(yaml: &str) -> Result<RuleSet, CoreError> {
-        let doc: Yaml = serde_yaml::from_str(yaml)
-            .map_err(|e| CoreError::Config { what: "segment rules".into(), reason: e.to_string() })?;
-        let top = |reason: &str| CoreError::Config { what: "segment rules".into(), reason: reason.into() };
-        let list = doc.get("segments").and_then(Yaml::as_sequence).ok_or_else(|| top("expected a `segments` list"))?;
+        let doc: Yaml = serde_yaml::from_str(yaml).map_err(|e| CoreError::Config {
+            what: "segment rules".into(),
+            reason: e.to_string(),
+        })?;
+        let top = |reason: &str| CoreError::Config {
+            what: "segment rules".into(),
+            reason: reason.into(),
+        };
+        let list = doc
+            .get("segments")
+            .and_then(Yaml::as_sequence)
+            .ok_or_else(|| top("expected a `segments` list"))?;
         let mut rules: Vec<Rule> = Vec::new();
         for (index, entry) in list.iter().enumerate() {
             let rule = parse_rule(entry, index)?;
@@ -354,7 +373,11 @@ impl RuleSet {
 
     /// The names of the segments that hold for `profile` at `now`.
     pub fn evaluate(&self, profile: &Profile, now: DateTime<Utc>) -> BTreeSet<String> {
-        self.rules.iter().filter(|r| r.holds(profile, now)).map(|r| r.name.clone()).collect()
+        self.rules
+            .iter()
+            .filter(|r| r.holds(profile, now))
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&Rule> {
@@ -376,68 +399,119 @@ impl RuleSet {
 }
 
 fn config(rule: &str, reason: impl Into<String>) -> CoreError {
-    CoreError::Config { what: format!("segment rule '{rule}'"), reason: reason.into() }
+    CoreError::Config {
+        what: format!("segment rule '{rule}'"),
+        reason: reason.into(),
+    }
 }
 
 fn parse_rule(entry: &Yaml, index: usize) -> Result<Rule, CoreError> {
-    let name = entry.get("name").and_then(Yaml::as_str).unwrap_or_default().to_owned();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-        return Err(config(&format!("#{index} {name}"), "needs a `name` of lower-case letters, digits and `_`"));
+    let name = entry
+        .get("name")
+        .and_then(Yaml::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(config(
+            &format!("#{index} {name}"),
+            "needs a `name` of lower-case letters, digits and `_`",
+        ));
     }
-    let map = entry.as_mapping().ok_or_else(|| config(&name, "must be a mapping"))?;
+    let map = entry
+        .as_mapping()
+        .ok_or_else(|| config(&name, "must be a mapping"))?;
     for key in map.keys() {
         let key = key.as_str().unwrap_or_default();
         if !matches!(key, "name" | "description" | "delay" | "when") {
             return Err(config(&name, format!("unknown field `{key}`")));
         }
     }
-    let description = entry.get("description").and_then(Yaml::as_str).unwrap_or_default().trim().to_owned();
+    let description = entry
+        .get("description")
+        .and_then(Yaml::as_str)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let delay = match entry.get("delay") {
         None => None,
         Some(d) => Some(parse_duration(d, None).map_err(|e| config(&name, format!("delay: {e}")))?),
     };
-    let when = entry.get("when").ok_or_else(|| config(&name, "needs a `when` condition"))?;
+    let when = entry
+        .get("when")
+        .ok_or_else(|| config(&name, "needs a `when` condition"))?;
     let when = parse_condition(when, delay).map_err(|e| config(&name, e))?;
-    Ok(Rule { name, description, delay, when })
+    Ok(Rule {
+        name,
+        description,
+        delay,
+        when,
+    })
 }
 
 fn parse_condition(y: &Yaml, delay: Option<Duration>) -> Result<Condition, String> {
     let map = y.as_mapping().ok_or("a condition must be a mapping")?;
     let keys: Vec<&str> = map.keys().map(|k| k.as_str().unwrap_or("?")).collect();
     let list = |v: &Yaml, what: &str| -> Result<Vec<Condition>, String> {
-        let items = v.as_sequence().filter(|s| !s.is_empty()).ok_or(format!("`{what}` needs a non-empty list"))?;
+        let items = v
+            .as_sequence()
+            .filter(|s| !s.is_empty())
+            .ok_or(format!("`{what}` needs a non-empty list"))?;
         items.iter().map(|c| parse_condition(c, delay)).collect()
     };
     match keys.as_slice() {
         ["all"] => Ok(Condition::All(list(&map["all"], "all")?)),
         ["any"] => Ok(Condition::Any(list(&map["any"], "any")?)),
-        ["not"] => Ok(Condition::Not(Box::new(parse_condition(&map["not"], delay)?))),
+        ["not"] => Ok(Condition::Not(Box::new(parse_condition(
+            &map["not"],
+            delay,
+        )?))),
         _ if keys.contains(&"trait") => {
             let name = map["trait"].as_str().ok_or("`trait` must be a name")?;
             let subject = Trait::parse(name).ok_or(format!("unknown trait '{name}'"))?;
             let ops: Vec<&str> = keys.iter().copied().filter(|k| *k != "trait").collect();
             let [op] = ops.as_slice() else {
-                return Err(format!("trait '{name}' needs exactly one operator, found {}", ops.len()));
+                return Err(format!(
+                    "trait '{name}' needs exactly one operator, found {}",
+                    ops.len()
+                ));
             };
             let operand = &map[*op];
-            let op = parse_op(op, operand, &subject, delay).map_err(|e| format!("trait '{name}': {e}"))?;
+            let op = parse_op(op, operand, &subject, delay)
+                .map_err(|e| format!("trait '{name}': {e}"))?;
             Ok(Condition::Test { subject, op })
         }
-        _ => Err(format!("unknown condition with keys {keys:?} (expected all, any, not or trait)")),
+        _ => Err(format!(
+            "unknown condition with keys {keys:?} (expected all, any, not or trait)"
+        )),
     }
 }
 
-fn parse_op(op: &str, operand: &Yaml, subject: &Trait, delay: Option<Duration>) -> Result<Op, String> {
+fn parse_op(
+    op: &str,
+    operand: &Yaml,
+    subject: &Trait,
+    delay: Option<Duration>,
+) -> Result<Op, String> {
     let kind = subject.kind();
     let ordered = matches!(kind, Kind::Number | Kind::Time);
-    let time_only = |o: Op| if kind == Kind::Time { Ok(o) } else { Err(format!("`{op}` needs a time trait")) };
+    let time_only = |o: Op| {
+        if kind == Kind::Time {
+            Ok(o)
+        } else {
+            Err(format!("`{op}` needs a time trait"))
+        }
+    };
     let lit = |v: &Yaml| literal(v, kind);
     match op {
         "eq" => Ok(Op::Eq(lit(operand)?)),
         "ne" => Ok(Op::Ne(lit(operand)?)),
-        "gt" | "gte" | "lt" | "lte" | "between" if !ordered => {
-            Err(format!("`{op}` needs a number or time trait; use eq/ne for {kind:?}"))
-        }
+        "gt" | "gte" | "lt" | "lte" | "between" if !ordered => Err(format!(
+            "`{op}` needs a number or time trait; use eq/ne for {kind:?}"
+        )),
         "gt" => Ok(Op::Gt(lit(operand)?)),
         "gte" => Ok(Op::Gte(lit(operand)?)),
         "lt" => Ok(Op::Lt(lit(operand)?)),
@@ -452,27 +526,54 @@ fn parse_op(op: &str, operand: &Yaml, subject: &Trait, delay: Option<Duration>) 
             }
             _ => Err("`between` needs a list [low, high]".into()),
         },
-        "exists" => operand.as_bool().map(Op::Exists).ok_or_else(|| "`exists` needs true or false".into()),
+        "exists" => operand
+            .as_bool()
+            .map(Op::Exists)
+            .ok_or_else(|| "`exists` needs true or false".into()),
         "within" => time_only(Op::Within(parse_duration(operand, delay)?)),
         "older_than" => time_only(Op::OlderThan(parse_duration(operand, delay)?)),
         "before" | "after" => {
-            let other_name = operand.as_str().ok_or(format!("`{op}` needs another trait's name"))?;
+            let other_name = operand
+                .as_str()
+                .ok_or(format!("`{op}` needs another trait's name"))?;
             let other = Trait::parse(other_name).ok_or(format!("unknown trait '{other_name}'"))?;
             if other.kind() != Kind::Time {
-                return Err(format!("`{op}` needs a time trait, '{other_name}' is not one"));
+                return Err(format!(
+                    "`{op}` needs a time trait, '{other_name}' is not one"
+                ));
             }
-            time_only(if op == "before" { Op::Before(other) } else { Op::After(other) })
+            time_only(if op == "before" {
+                Op::Before(other)
+            } else {
+                Op::After(other)
+            })
         }
         other => Err(format!("unknown operator '{other}'")),
     }
 }
 
 fn literal(v: &Yaml, kind: Kind) -> Result<TraitValue, String> {
-    let wrong = || format!("expected a {} literal, got {}", format!("{kind:?}").to_lowercase(), yaml_text(v));
+    let wrong = || {
+        format!(
+            "expected a {} literal, got {}",
+            format!("{kind:?}").to_lowercase(),
+            yaml_text(v)
+        )
+    };
     match kind {
         Kind::Number => match v {
-            Yaml::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(TraitValue::Number).ok_or_else(wrong),
-            Yaml::String(s) => s.replace('_', "").parse::<f64>().ok().filter(|f| f.is_finite()).map(TraitValue::Number).ok_or_else(wrong),
+            Yaml::Number(n) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(TraitValue::Number)
+                .ok_or_else(wrong),
+            Yaml::String(s) => s
+                .replace('_', "")
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(TraitValue::Number)
+                .ok_or_else(wrong),
             _ => Err(wrong()),
         },
         Kind::Time => v
@@ -480,18 +581,25 @@ fn literal(v: &Yaml, kind: Kind) -> Result<TraitValue, String> {
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| TraitValue::Time(t.with_timezone(&Utc)))
             .ok_or_else(wrong),
-        Kind::Text => v.as_str().map(|s| TraitValue::Text(s.to_owned())).ok_or_else(wrong),
+        Kind::Text => v
+            .as_str()
+            .map(|s| TraitValue::Text(s.to_owned()))
+            .ok_or_else(wrong),
         Kind::Bool => v.as_bool().map(TraitValue::Bool).ok_or_else(wrong),
     }
 }
 
 fn yaml_text(v: &Yaml) -> String {
-    serde_yaml::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
+    serde_yaml::to_string(v)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Parses `45s`, `30m`, `2h`, `7d`, `1w` (or `$delay` when the rule has a delay).
 pub fn parse_duration(v: &Yaml, delay: Option<Duration>) -> Result<Duration, String> {
-    let text = v.as_str().ok_or_else(|| format!("bad duration {}: expected e.g. 30m, 2h, 7d", yaml_text(v)))?;
+    let text = v
+        .as_str()
+        .ok_or_else(|| format!("bad duration {}: expected e.g. 30m, 2h, 7d", yaml_text(v)))?;
     let bad = || format!("bad duration '{text}': expected e.g. 45s, 30m, 2h, 7d, 1w");
     if text == "$delay" {
         return delay.ok_or_else(|| "`$delay` used but the rule has no `delay`".to_owned());
@@ -531,7 +639,377 @@ pub fn transitions(
         profile_version,
         cause_event_id: cause_event_id.map(str::to_owned),
     };
-    let entered = after.difference(before).map(|s| BusEvent::SegmentEntered(change(s, "entered")));
-    let exited = before.difference(after).map(|s| BusEvent::SegmentExited(change(s, "exited")));
+    let entered = after
+        .difference(before)
+        .map(|s| BusEvent::SegmentEntered(change(s, "entered")));
+    let exited = before
+        .difference(after)
+        .map(|s| BusEvent::SegmentExited(change(s, "exited")));
     entered.chain(exited).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::enrich::{EnrichedEvent, Fact, LineItem};
+    use crate::event::{Context, Envelope};
+    use crate::fold::FoldConfig;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap()
+    }
+
+    fn rules() -> RuleSet {
+        RuleSet::embedded().unwrap()
+    }
+
+    fn apply(p: &mut Profile, id: &str, at: DateTime<Utc>, event_type: EventType, fact: Fact) {
+        let e = EnrichedEvent {
+            envelope: Envelope {
+                event_id: id.into(),
+                event_type,
+                version: 1,
+                user_id: Some(p.id.clone()),
+                anonymous_id: None,
+                occurred_at: at,
+                source: "test".into(),
+                context: Context::default(),
+                payload: serde_json::Value::Null,
+            },
+            fact,
+            utm: BTreeMap::new(),
+            device: None,
+        };
+        p.apply(&e, &FoldConfig::default());
+    }
+
+    fn add_to_cart(p: &mut Profile, id: &str, at: DateTime<Utc>) {
+        let item = LineItem {
+            sku: "HS-1".into(),
+            name: "Ghost".into(),
+            quantity: 1,
+            unit_price_minor: 1250,
+            url: None,
+        };
+        apply(
+            p,
+            id,
+            at,
+            EventType::AddToCart,
+            Fact::AddToCart {
+                item,
+                currency: "EUR".into(),
+            },
+        );
+    }
+
+    fn purchase(p: &mut Profile, id: &str, at: DateTime<Utc>, total_minor: i64) {
+        let fact = Fact::Purchase {
+            order_id: id.into(),
+            total_minor,
+            currency: "EUR".into(),
+            items: vec![],
+        };
+        apply(p, id, at, EventType::Purchase, fact);
+    }
+
+    fn heat(p: &mut Profile, id: &str, at: DateTime<Utc>, shu: u32) {
+        apply(
+            p,
+            id,
+            at,
+            EventType::HeatPreference,
+            Fact::HeatPreference {
+                shu,
+                stated: String::new(),
+                source: None,
+            },
+        );
+    }
+
+    fn holds(rule: &str, p: &Profile, now: DateTime<Utc>) -> bool {
+        rules().evaluate(p, now).contains(rule)
+    }
+
+    #[test]
+    fn embedded_rules_load() {
+        let r = rules();
+        assert_eq!(
+            r.names().collect::<Vec<_>>(),
+            vec![
+                "cart_abandoner",
+                "high_heat_lover",
+                "mild_explorer",
+                "churn_risk",
+                "big_spender"
+            ]
+        );
+        assert_eq!(r.delay_of("cart_abandoner"), Some(Duration::minutes(30)));
+        assert_eq!(r.delay_of("high_heat_lover"), None);
+        assert!(r
+            .get("cart_abandoner")
+            .is_some_and(|rule| !rule.description.is_empty()));
+    }
+
+    #[test]
+    fn cart_abandoner_waits_for_the_delay_and_clears_on_checkout() {
+        let mut p = Profile::new("u-1");
+        add_to_cart(&mut p, "1", t0());
+        assert!(
+            !holds("cart_abandoner", &p, t0() + Duration::minutes(29)),
+            "before the delay"
+        );
+        assert!(
+            holds("cart_abandoner", &p, t0() + Duration::minutes(30)),
+            "at the delay"
+        );
+        assert!(
+            holds("cart_abandoner", &p, t0() + Duration::hours(5)),
+            "after the delay"
+        );
+
+        apply(
+            &mut p,
+            "2",
+            t0() + Duration::minutes(40),
+            EventType::CheckoutStarted,
+            Fact::CheckoutStarted {
+                checkout_id: None,
+                total_minor: None,
+                currency: None,
+            },
+        );
+        assert!(
+            !holds("cart_abandoner", &p, t0() + Duration::hours(5)),
+            "checkout since the cart change"
+        );
+
+        // A later cart change restarts the clock; the old checkout no longer counts.
+        add_to_cart(&mut p, "3", t0() + Duration::hours(1));
+        assert!(!holds("cart_abandoner", &p, t0() + Duration::minutes(80)));
+        assert!(holds("cart_abandoner", &p, t0() + Duration::minutes(90)));
+
+        purchase(&mut p, "4", t0() + Duration::hours(2), 1250);
+        assert!(
+            !holds("cart_abandoner", &p, t0() + Duration::hours(5)),
+            "purchase empties the cart"
+        );
+    }
+
+    #[test]
+    fn empty_cart_is_never_abandoned() {
+        let p = Profile::new("u-1");
+        assert!(!holds("cart_abandoner", &p, t0()));
+    }
+
+    #[test]
+    fn heat_segments() {
+        let mut hot = Profile::new("u-1");
+        heat(&mut hot, "1", t0(), 300_000);
+        assert!(holds("high_heat_lover", &hot, t0()));
+        heat(&mut hot, "2", t0() + Duration::days(1), 1_000);
+        // (~0.977 * 300k + 1k) / ~1.977 ≈ 149k: still a heat lover.
+        assert!(holds("high_heat_lover", &hot, t0() + Duration::days(1)));
+
+        let mut mild = Profile::new("u-2");
+        heat(&mut mild, "1", t0(), 1_000);
+        assert!(!holds("high_heat_lover", &mild, t0()));
+        assert!(!holds("mild_explorer", &mild, t0()), "needs product views");
+        for i in 0..3 {
+            let product = crate::enrich::Product {
+                sku: "A".into(),
+                name: None,
+                price_minor: None,
+                currency: None,
+                url: None,
+            };
+            apply(
+                &mut mild,
+                &format!("pv{i}"),
+                t0() + Duration::hours(i),
+                EventType::ProductView,
+                Fact::ProductView { product },
+            );
+        }
+        assert!(holds("mild_explorer", &mild, t0() + Duration::days(1)));
+        assert!(
+            !holds("mild_explorer", &mild, t0() + Duration::days(31)),
+            "views fell out of the window"
+        );
+        assert!(
+            !holds("mild_explorer", &Profile::new("u-3"), t0()),
+            "no stated heat"
+        );
+    }
+
+    #[test]
+    fn churn_risk_needs_repeat_purchases_and_absence() {
+        let mut p = Profile::new("u-1");
+        purchase(&mut p, "1", t0(), 1000);
+        assert!(
+            !holds("churn_risk", &p, t0() + Duration::days(40)),
+            "one purchase"
+        );
+        purchase(&mut p, "2", t0() + Duration::days(1), 1000);
+        assert!(!holds("churn_risk", &p, t0() + Duration::days(30)));
+        assert!(holds("churn_risk", &p, t0() + Duration::days(31)));
+    }
+
+    #[test]
+    fn big_spender_lifetime_or_recent() {
+        let mut p = Profile::new("u-1");
+        purchase(&mut p, "1", t0(), 19_999);
+        assert!(!holds("big_spender", &p, t0()));
+        purchase(&mut p, "2", t0(), 1);
+        assert!(holds("big_spender", &p, t0()), "200.00 in 30 days");
+        assert!(
+            !holds("big_spender", &p, t0() + Duration::days(31)),
+            "recent spend expired"
+        );
+        purchase(&mut p, "3", t0() + Duration::days(40), 30_000);
+        assert!(
+            holds("big_spender", &p, t0() + Duration::days(100)),
+            "500.00 lifetime"
+        );
+    }
+
+    #[test]
+    fn operators_cover_the_language() {
+        let yaml = r#"
+segments:
+  - name: eqs
+    when:
+      all:
+        - { trait: device, eq: mobile }
+        - { trait: consent.email, eq: true }
+        - { trait: email_status.suppressed, ne: true }
+        - { trait: counts.page_view, between: [1, 3] }
+        - { trait: counts.purchase, lte: 0 }
+        - { trait: last_seen, within: 1h }
+        - { trait: created_at, gte: "2026-01-01T00:00:00Z" }
+        - not: { trait: email, exists: true }
+        - { trait: identified, eq: true }
+        - { trait: poll.fav, eq: smoky }
+"#;
+        let r = RuleSet::from_yaml(yaml).unwrap();
+        let mut p = Profile::new("u-1");
+        p.device = Some("mobile".into());
+        p.consent.insert(
+            "email".into(),
+            crate::profile::Consent {
+                granted: true,
+                at: Some(t0()),
+            },
+        );
+        p.counts.insert("page_view".into(), 2);
+        p.created_at = Some(t0());
+        p.last_seen = Some(t0());
+        p.poll_answers.insert("fav".into(), "smoky".into());
+        assert!(r.evaluate(&p, t0() + Duration::minutes(59)).contains("eqs"));
+        assert!(!r.evaluate(&p, t0() + Duration::minutes(61)).contains("eqs"));
+        p.email = Some("a@example.com".into());
+        assert!(r.evaluate(&p, t0()).is_empty());
+    }
+
+    fn config_error(yaml: &str) -> String {
+        match RuleSet::from_yaml(yaml) {
+            Err(CoreError::Config { what, reason }) => format!("{what}: {reason}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_rules_are_rejected_with_the_rule_name() {
+        let rule = |when: &str| format!("segments:\n  - name: broken\n    when: {when}\n");
+        for (when, needle) in [
+            ("{ trait: nope, gt: 1 }", "unknown trait 'nope'"),
+            (
+                "{ trait: counts.nope, gt: 1 }",
+                "unknown trait 'counts.nope'",
+            ),
+            (
+                "{ trait: heat_shu, bigger: 1 }",
+                "unknown operator 'bigger'",
+            ),
+            ("{ trait: heat_shu, gt: hot }", "expected a number literal"),
+            ("{ trait: last_seen, older_than: 30 }", "bad duration"),
+            ("{ trait: last_seen, older_than: 3x }", "bad duration '3x'"),
+            ("{ trait: last_seen, within: $delay }", "no `delay`"),
+            ("{ trait: heat_shu, within: 3d }", "needs a time trait"),
+            ("{ trait: email, gt: a }", "needs a number or time trait"),
+            ("{ trait: heat_shu, gt: 1, lt: 5 }", "exactly one operator"),
+            ("{ trait: heat_shu, between: [5, 1] }", "low <= high"),
+            (
+                "{ trait: last_seen, before: heat_shu }",
+                "needs a time trait",
+            ),
+            ("{ all: [] }", "non-empty list"),
+            ("{ some: [] }", "unknown condition"),
+        ] {
+            let err = config_error(&rule(when));
+            assert!(err.starts_with("segment rule 'broken'"), "{when}: {err}");
+            assert!(err.contains(needle), "{when}: {err}");
+        }
+        let err = config_error(
+            "segments:\n  - name: a\n    delay: soon\n    when: { trait: heat_shu, gt: 1 }\n",
+        );
+        assert!(
+            err.contains("segment rule 'a'") && err.contains("bad duration 'soon'"),
+            "{err}"
+        );
+        let err = config_error(
+            "segments:\n  - { name: a, when: { trait: heat_shu, gt: 1 } }\n  - { name: a, when: { trait: heat_shu, gt: 1 } }\n",
+        );
+        assert!(err.contains("defined twice"), "{err}");
+        let err = config_error(
+            "segments:\n  - { name: a, when: { trait: heat_shu, gt: 1 }, delya: 3m }\n",
+        );
+        assert!(err.contains("unknown field `delya`"), "{err}");
+        assert!(config_error("nope: []").contains("segments"));
+    }
+
+    #[test]
+    fn durations() {
+        let d = |s: &str| parse_duration(&Yaml::String(s.into()), Some(Duration::minutes(7)));
+        assert_eq!(d("45s"), Ok(Duration::seconds(45)));
+        assert_eq!(d("30m"), Ok(Duration::minutes(30)));
+        assert_eq!(d("2h"), Ok(Duration::hours(2)));
+        assert_eq!(d("7d"), Ok(Duration::days(7)));
+        assert_eq!(d("1w"), Ok(Duration::weeks(1)));
+        assert_eq!(d("$delay"), Ok(Duration::minutes(7)));
+        for bad in ["", "m", "5", "5y", "-5m", "1.5h", "999999999d"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transitions_have_deterministic_ids() {
+        let before: BTreeSet<String> = ["a", "b"].into_iter().map(String::from).collect();
+        let after: BTreeSet<String> = ["b", "c"].into_iter().map(String::from).collect();
+        let events = transitions("u-1", &before, &after, t0(), 7, Some("e-9"));
+        assert_eq!(events.len(), 2);
+        match &events[0] {
+            BusEvent::SegmentEntered(c) => {
+                assert_eq!(c.id, "u-1:c:entered:7");
+                assert_eq!(
+                    (
+                        c.segment.as_str(),
+                        c.profile_version,
+                        c.cause_event_id.as_deref()
+                    ),
+                    ("c", 7, Some("e-9"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match &events[1] {
+            BusEvent::SegmentExited(c) => assert_eq!(c.id, "u-1:a:exited:7"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(transitions("u-1", &before, &before, t0(), 8, None), vec![]);
+    }
 }

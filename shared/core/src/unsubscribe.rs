@@ -65,7 +65,11 @@ impl Unsubscribe {
         campaign: impl Into<String>,
         issued_at: DateTime<Utc>,
     ) -> Self {
-        Unsubscribe { profile_id: profile_id.into(), campaign: campaign.into(), issued_at }
+        Unsubscribe {
+            profile_id: profile_id.into(),
+            campaign: campaign.into(),
+            issued_at,
+        }
     }
 }
 
@@ -96,7 +100,9 @@ pub struct Keys {
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print secrets.
-        f.debug_struct("Keys").field("count", &self.secrets.len()).finish()
+        f.debug_struct("Keys")
+            .field("count", &self.secrets.len())
+            .finish()
     }
 }
 
@@ -104,7 +110,10 @@ impl Keys {
     /// Secrets, current first. At least one, each at least [`MIN_SECRET_LEN`] bytes.
     pub fn new<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Result<Keys, CoreError> {
         let secrets: Vec<Vec<u8>> = secrets.into_iter().map(|s| s.as_ref().to_vec()).collect();
-        let config = |reason: String| CoreError::Config { what: "unsubscribe secrets".into(), reason };
+        let config = |reason: String| CoreError::Config {
+            what: "unsubscribe secrets".into(),
+            reason,
+        };
         if secrets.is_empty() {
             return Err(config("at least one secret is required".into()));
         }
@@ -152,18 +161,28 @@ pub fn verify(keys: &Keys, token: &str) -> Result<Unsubscribe, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::Malformed("too long"));
     }
-    let (signed, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed("missing signature"))?;
-    let (version, payload) =
-        signed.split_once('.').ok_or(TokenError::Malformed("missing version"))?;
+    let (signed, sig) = token
+        .rsplit_once('.')
+        .ok_or(TokenError::Malformed("missing signature"))?;
+    let (version, payload) = signed
+        .split_once('.')
+        .ok_or(TokenError::Malformed("missing version"))?;
     if version != VERSION {
         return Err(TokenError::UnsupportedVersion);
     }
-    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed("signature is not base64url"))?;
-    if !keys.secrets.iter().any(|s| Keys::mac(s, signed).verify_slice(&sig).is_ok()) {
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Malformed("signature is not base64url"))?;
+    if !keys
+        .secrets
+        .iter()
+        .any(|s| Keys::mac(s, signed).verify_slice(&sig).is_ok())
+    {
         return Err(TokenError::BadSignature);
     }
-    let json =
-        URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed("payload is not base64url"))?;
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
     let payload: Payload =
         serde_json::from_slice(&json).map_err(|_| TokenError::Malformed("payload is not valid"))?;
     if payload.p.is_empty() {
@@ -171,7 +190,11 @@ pub fn verify(keys: &Keys, token: &str) -> Result<Unsubscribe, TokenError> {
     }
     let issued_at = DateTime::from_timestamp(payload.t, 0)
         .ok_or(TokenError::Malformed("issued-at out of range"))?;
-    Ok(Unsubscribe { profile_id: payload.p, campaign: payload.c, issued_at })
+    Ok(Unsubscribe {
+        profile_id: payload.p,
+        campaign: payload.c,
+        issued_at,
+    })
 }
 
 #[cfg(test)]
@@ -180,14 +203,23 @@ mod tests {
     use chrono::TimeZone;
 
     fn claims() -> Unsubscribe {
-        Unsubscribe::new("u-42", "churn_risk", Utc.timestamp_opt(1_790_000_000, 0).unwrap())
+        Unsubscribe::new(
+            "u-42",
+            "churn_risk",
+            Utc.timestamp_opt(1_790_000_000, 0).unwrap(),
+        )
     }
 
     #[test]
     fn round_trips_and_is_url_safe() {
         let keys = Keys::parse("0123456789abcdef-current").unwrap();
         let token = sign(&keys, &claims());
-        assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{token}");
+        assert!(
+            token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "{token}"
+        );
         assert_eq!(verify(&keys, &token).unwrap(), claims());
     }
 
@@ -205,13 +237,25 @@ mod tests {
     fn tampering_is_detected() {
         let keys = Keys::parse("0123456789abcdef-current").unwrap();
         let token = sign(&keys, &claims());
-        let other = sign(&keys, &Unsubscribe::new("u-43", "churn_risk", claims().issued_at));
+        let other = sign(
+            &keys,
+            &Unsubscribe::new("u-43", "churn_risk", claims().issued_at),
+        );
         // Payload of one token with the signature of another.
         let (_, sig) = token.rsplit_once('.').unwrap();
         let (signed, _) = other.rsplit_once('.').unwrap();
-        assert_eq!(verify(&keys, &format!("{signed}.{sig}")), Err(TokenError::BadSignature));
-        assert_eq!(verify(&keys, "garbage"), Err(TokenError::Malformed("missing signature")));
-        assert_eq!(verify(&keys, "v2.abc.def"), Err(TokenError::UnsupportedVersion));
+        assert_eq!(
+            verify(&keys, &format!("{signed}.{sig}")),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(&keys, "garbage"),
+            Err(TokenError::Malformed("missing signature"))
+        );
+        assert_eq!(
+            verify(&keys, "v2.abc.def"),
+            Err(TokenError::UnsupportedVersion)
+        );
         assert!(verify(&keys, &"a".repeat(2000)).is_err());
     }
 
@@ -219,13 +263,21 @@ mod tests {
     fn short_or_missing_secrets_are_refused() {
         assert!(Keys::parse("").is_err());
         assert!(Keys::parse("short").is_err());
-        assert!(!format!("{:?}", Keys::parse("0123456789abcdef-secret").unwrap()).contains("secret"));
+        assert!(
+            !format!("{:?}", Keys::parse("0123456789abcdef-secret").unwrap()).contains("secret")
+        );
     }
 
     #[test]
     fn suppression_key_normalises() {
-        assert_eq!(suppression_key(" Ana@Example.COM \n"), suppression_key("ana@example.com"));
+        assert_eq!(
+            suppression_key(" Ana@Example.COM \n"),
+            suppression_key("ana@example.com")
+        );
         assert_eq!(suppression_key("ana@example.com").len(), 64);
-        assert_ne!(suppression_key("ana@example.com"), suppression_key("bob@example.com"));
+        assert_ne!(
+            suppression_key("ana@example.com"),
+            suppression_key("bob@example.com")
+        );
     }
 }

@@ -54,25 +54,65 @@ fn event(id: String, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
 /// Facts whose effect does not depend on the order they arrive in (no cart, no clicks).
 fn independent_fact() -> impl Strategy<Value = Fact> {
     prop_oneof![
-        Just(Fact::PageView { url: None, title: None }),
+        Just(Fact::PageView {
+            url: None,
+            title: None
+        }),
         "[A-C]".prop_map(|sku| Fact::ProductView {
-            product: ember_core::enrich::Product { sku, name: None, price_minor: None, currency: None, url: None }
+            product: ember_core::enrich::Product {
+                sku,
+                name: None,
+                price_minor: None,
+                currency: None,
+                url: None
+            }
         }),
-        (0u32..400_000).prop_map(|shu| Fact::HeatPreference { shu, stated: shu.to_string(), source: None }),
-        (0usize..3, any::<bool>()).prop_map(|(c, granted)| Fact::ConsentChanged { channel: Channel::ALL[c], granted }),
-        (1i64..100_000, prop_oneof![Just("EUR"), Just("USD")]).prop_map(|(total, c)| Fact::Purchase {
-            order_id: "o".into(),
-            total_minor: total,
-            currency: c.into(),
-            items: vec![]
+        (0u32..400_000).prop_map(|shu| Fact::HeatPreference {
+            shu,
+            stated: shu.to_string(),
+            source: None
         }),
-        Just(Fact::CheckoutStarted { checkout_id: None, total_minor: None, currency: None }),
-        Just(Fact::EmailOpened { campaign: "c".into(), message_id: "m".into() }),
-        ("[a-c]", "(smoky|fruity|garlic)").prop_map(|(q, a)| Fact::PollAnswer { poll_id: None, question_id: q, answer: a }),
-        (proptest::option::of("[a-c]@example\\.com"), proptest::option::of("(Ana|Bo|Cy)")).prop_map(|(email, name)| {
-            Fact::ProfileUpdated { email, name, timezone: Some("Europe/Berlin".into()) }
+        (0usize..3, any::<bool>()).prop_map(|(c, granted)| Fact::ConsentChanged {
+            channel: Channel::ALL[c],
+            granted
         }),
-        "[a-c]".prop_map(|a| Fact::Identify { user_id: "u-1".into(), anonymous_id: a }),
+        (1i64..100_000, prop_oneof![Just("EUR"), Just("USD")]).prop_map(|(total, c)| {
+            Fact::Purchase {
+                order_id: "o".into(),
+                total_minor: total,
+                currency: c.into(),
+                items: vec![],
+            }
+        }),
+        Just(Fact::CheckoutStarted {
+            checkout_id: None,
+            total_minor: None,
+            currency: None
+        }),
+        Just(Fact::EmailOpened {
+            campaign: "c".into(),
+            message_id: "m".into()
+        }),
+        ("[a-c]", "(smoky|fruity|garlic)").prop_map(|(q, a)| Fact::PollAnswer {
+            poll_id: None,
+            question_id: q,
+            answer: a
+        }),
+        (
+            proptest::option::of("[a-c]@example\\.com"),
+            proptest::option::of("(Ana|Bo|Cy)")
+        )
+            .prop_map(|(email, name)| {
+                Fact::ProfileUpdated {
+                    email,
+                    name,
+                    timezone: Some("Europe/Berlin".into()),
+                }
+            }),
+        "[a-c]".prop_map(|a| Fact::Identify {
+            user_id: "u-1".into(),
+            anonymous_id: a
+        }),
     ]
 }
 
@@ -80,7 +120,12 @@ fn independent_fact() -> impl Strategy<Value = Fact> {
 /// some with UTM and device context.
 fn independent_events() -> impl Strategy<Value = Vec<EnrichedEvent>> {
     proptest::collection::vec(
-        (independent_fact(), prop_oneof![0i64..4, 0i64..180], proptest::option::of("(news|ads)"), any::<bool>()),
+        (
+            independent_fact(),
+            prop_oneof![0i64..4, 0i64..180],
+            proptest::option::of("(news|ads)"),
+            any::<bool>(),
+        ),
         1..60,
     )
     .prop_map(|items| {
@@ -95,7 +140,11 @@ fn independent_events() -> impl Strategy<Value = Vec<EnrichedEvent>> {
                 if let Some(source) = utm {
                     e.utm.insert("utm_source".into(), source);
                 }
-                e.device = Some(if mobile { DeviceClass::Mobile } else { DeviceClass::Desktop });
+                e.device = Some(if mobile {
+                    DeviceClass::Mobile
+                } else {
+                    DeviceClass::Desktop
+                });
                 e
             })
             .collect()
@@ -113,12 +162,18 @@ fn fold(events: &[EnrichedEvent]) -> Profile {
 /// Equal up to the order of remembered ids and float rounding of the heat average.
 fn assert_equivalent(a: &Profile, b: &Profile) -> Result<(), TestCaseError> {
     match (a.heat_shu(), b.heat_shu()) {
-        (Some(x), Some(y)) => prop_assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "heat {x} vs {y}"),
+        (Some(x), Some(y)) => {
+            prop_assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "heat {x} vs {y}")
+        }
         (x, y) => prop_assert_eq!(x, y),
     }
     let strip = |p: &Profile| {
         let mut p = p.clone();
-        p.heat = p.heat.map(|h| ember_core::profile::DecayedValue { weighted_sum: 0.0, weight: 0.0, ..h });
+        p.heat = p.heat.map(|h| ember_core::profile::DecayedValue {
+            weighted_sum: 0.0,
+            weight: 0.0,
+            ..h
+        });
         let mut ids: Vec<String> = p.recent_event_ids.drain(..).collect();
         ids.sort();
         (p, ids)

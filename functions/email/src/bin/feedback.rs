@@ -17,9 +17,12 @@ async fn main() -> Result<(), Error> {
     };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let outcomes = deps.handle(&event.payload, chrono::Utc::now()).await.inspect_err(|e| {
-            tracing::error!(error = %e, retryable = e.is_retryable(), "feedback failed");
-        })?;
+        let outcomes = deps
+            .handle(&event.payload, chrono::Utc::now())
+            .await
+            .inspect_err(|e| {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "feedback failed");
+            })?;
         Ok::<usize, Error>(outcomes.len())
     }))
     .await

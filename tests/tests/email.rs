@@ -1,0 +1,536 @@
+//! The email function and the SES feedback loop against the emulator: real DynamoDB profiles
+//! and ledger, real SESv2 `SendEmail` (messages read back from the emulator's mail API),
+//! real Kinesis for the events the feedback produces.
+//!
+//! The handler's clock is injected: "now" is today 12:00 UTC, so quiet hours are decided by
+//! the profile's time zone, not by when the tests run.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use chrono::{DateTime, Duration, Utc};
+use ember_aws::kinesis::KinesisEventStream;
+use ember_aws::ledger::DynamoLedger;
+use ember_aws::profiles::DynamoProfileStore;
+use ember_aws::sesv2::SesMailer;
+use ember_core::ports::{Ledger, ProfileStore};
+use ember_core::profile::{CartItem, Consent, Profile};
+use ember_core::schema::Registry;
+use ember_core::unsubscribe::{suppression_key, Keys, SUPPRESSION_PK};
+use ember_email::feedback::Feedback;
+use ember_email::handler::send_pk;
+use ember_email::timers;
+use ember_email::{Email, Outcome, Settings, Skip};
+use ember_local::mail::{from_sender, sent_emails, SentEmail};
+use ember_tests::api_support::read_stream;
+use ember_tests::emulator::{unique, Aws};
+use serde_json::{json, Value};
+
+type Deps = Email<DynamoProfileStore, DynamoLedger, SesMailer, KinesisEventStream>;
+
+struct Env {
+    aws: Aws,
+    sender: String,
+    stream: String,
+    email: Deps,
+    feedback: Feedback<DynamoLedger, KinesisEventStream>,
+}
+
+/// Today at 12:00 UTC.
+fn noon() -> DateTime<Utc> {
+    Utc::now()
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+async fn env() -> Env {
+    let aws = Aws::from_env().await.expect("emulator environment");
+    let profiles = aws.create_profiles_table().await.expect("profiles table");
+    let ledger = aws
+        .create_table("ledger", "pk", Some("sk"))
+        .await
+        .expect("ledger table");
+    let stream = aws
+        .create_stream("email-feedback", 1)
+        .await
+        .expect("stream");
+    // A sender identity of its own, verified, so this test's mail can be told apart.
+    let domain = format!("{}.example", unique("shop"));
+    let sender = format!("orders@{domain}");
+    aws_sdk_sesv2::Client::new(&aws.config)
+        .create_email_identity()
+        .email_identity(&domain)
+        .send()
+        .await
+        .expect("verify sender identity");
+    let (campaigns, rules, renderer) = ember_email::embedded_config().expect("email config");
+    let email = Email {
+        profiles: DynamoProfileStore::new(aws.dynamodb.clone(), &profiles),
+        ledger: DynamoLedger::new(aws.dynamodb.clone(), &ledger),
+        mailer: SesMailer::from_conf(&aws.config, None),
+        stream: KinesisEventStream::new(aws.kinesis.clone(), &stream),
+        campaigns,
+        rules,
+        renderer,
+        settings: Settings {
+            sender: format!("Ember Hot Sauce Co. <{sender}>"),
+            public_base_url: "https://shop.example".into(),
+            unsubscribe_keys: Keys::parse("integration-test-secret-0001").unwrap(),
+        },
+    };
+    let feedback = Feedback {
+        ledger: DynamoLedger::new(aws.dynamodb.clone(), &ledger),
+        stream: KinesisEventStream::new(aws.kinesis.clone(), &stream),
+    };
+    Env {
+        aws,
+        sender,
+        stream,
+        email,
+        feedback,
+    }
+}
+
+impl Env {
+    async fn mail(&self) -> Vec<SentEmail> {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("endpoint");
+        from_sender(
+            sent_emails(&endpoint).await.expect("read sent mail"),
+            &self.sender,
+        )
+    }
+
+    async fn put(&self, mut profile: Profile) {
+        profile.version = 1;
+        self.email
+            .profiles
+            .put(&profile, 0)
+            .await
+            .expect("write profile");
+    }
+
+    async fn replace(&self, mut profile: Profile) {
+        let stored = self.email.profiles.get(&profile.id).await.unwrap().unwrap();
+        profile.version = stored.version + 1;
+        self.email
+            .profiles
+            .put(&profile, stored.version)
+            .await
+            .expect("update profile");
+    }
+}
+
+/// A repeat customer not seen for 40 days (in `churn_risk`), with consent and an address.
+fn churner(id: &str, address: &str, now: DateTime<Utc>) -> Profile {
+    let mut p = Profile::new(id);
+    p.email = Some(address.into());
+    p.name = Some("Ana López".into());
+    p.timezone = Some("UTC".into());
+    p.purchase_count = 3;
+    p.last_seen = Some(now - Duration::days(40));
+    p.consent.insert(
+        "email".into(),
+        Consent {
+            granted: true,
+            at: Some(now - Duration::days(100)),
+        },
+    );
+    p
+}
+
+fn segment_entered(
+    profile_id: &str,
+    segment: &str,
+    version: u64,
+    at: DateTime<Utc>,
+) -> EventBridgeEvent<Value> {
+    serde_json::from_value(json!({
+        "version": "0", "id": unique("evt"), "detail-type": "SegmentEntered", "source": "ember.enrich",
+        "account": "123456789012", "time": at, "region": "us-east-1", "resources": [],
+        "detail": {"id": format!("{profile_id}:{segment}:entered:{version}"), "profile_id": profile_id,
+                   "segment": segment, "at": at, "profile_version": version}
+    }))
+    .unwrap()
+}
+
+fn cart_updated(p: &Profile) -> EventBridgeEvent<Value> {
+    serde_json::from_value(json!({
+        "version": "0", "id": unique("evt"), "detail-type": "CartUpdated", "source": "ember.enrich",
+        "account": "123456789012", "time": p.cart.updated_at, "region": "us-east-1", "resources": [],
+        "detail": {"id": format!("{}:cart:7", p.id), "profile_id": p.id, "updated_at": p.cart.updated_at,
+                   "item_count": p.cart.items.values().map(|i| i.quantity).sum::<u32>(),
+                   "value_minor": p.cart_value_minor(), "currency": "USD", "profile_version": 7}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn segment_event_sends_one_personalised_email_even_when_replayed() {
+    let env = env().await;
+    let now = noon();
+    let id = unique("u");
+    env.put(churner(&id, "ana@example.com", now)).await;
+    let event = segment_entered(&id, "churn_risk", 5, now);
+
+    let out = env.email.handle(&event, now).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Sent { .. }]), "{out:?}");
+    let mail = env.mail().await;
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0].to, vec!["ana@example.com".to_owned()]);
+    assert_eq!(
+        mail[0].subject,
+        "Ana, we miss you: 15% off your next bottle"
+    );
+    let html = mail[0].html.clone().unwrap_or_default();
+    assert!(
+        html.contains("Hi Ana,") && html.contains("COMEBACK15"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Our best sellers") && html.contains("Huy Fong Sriracha"),
+        "{html}"
+    );
+    assert!(
+        html.contains("https://shop.example/v1/unsubscribe?token=v1."),
+        "{html}"
+    );
+
+    // Replays (EventBridge at-least-once, Lambda retries) and a concurrent duplicate: one mail.
+    let (a, b) = tokio::join!(
+        env.email.handle(&event, now),
+        env.email.handle(&event, now + Duration::seconds(1))
+    );
+    for out in [a.unwrap(), b.unwrap()] {
+        assert!(matches!(&out[..], [Outcome::Duplicate { .. }]), "{out:?}");
+    }
+    assert_eq!(env.mail().await.len(), 1);
+    assert!(env
+        .email
+        .ledger
+        .get(
+            &send_pk(&id),
+            &format!("churn_winback#{id}:churn_risk:entered:5")
+        )
+        .await
+        .unwrap()
+        .is_some());
+
+    // A new trigger of the same campaign the same day: the daily cap holds.
+    let out = env
+        .email
+        .handle(
+            &segment_entered(&id, "churn_risk", 9, now),
+            now + Duration::hours(2),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Skipped {
+                reason: Skip::CampaignCap,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(env.mail().await.len(), 1);
+}
+
+#[tokio::test]
+async fn no_email_without_consent() {
+    let env = env().await;
+    let now = noon();
+    let id = unique("u");
+    let mut p = churner(&id, "ben@example.com", now);
+    p.consent.insert(
+        "email".into(),
+        Consent {
+            granted: false,
+            at: Some(now),
+        },
+    );
+    env.put(p).await;
+    let out = env
+        .email
+        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Skipped {
+                reason: Skip::NoConsent,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert!(env.mail().await.is_empty());
+}
+
+#[tokio::test]
+async fn quiet_hours_defer_and_the_sweeper_sends_after_they_end() {
+    let env = env().await;
+    let now = noon();
+    let id = unique("u");
+    let mut p = churner(&id, "chiyo@example.com", now);
+    p.timezone = Some("Asia/Tokyo".into()); // 12:00 UTC = 21:00 in Tokyo: quiet
+    env.put(p).await;
+    let out = env
+        .email
+        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
+        .await
+        .unwrap();
+    let until = now + Duration::hours(11); // 08:00 in Tokyo
+    assert_eq!(
+        out,
+        vec![Outcome::Deferred {
+            campaign: "churn_winback".into(),
+            until
+        }]
+    );
+    assert!(env.mail().await.is_empty());
+    let timers_due = env
+        .email
+        .ledger
+        .query(&timers::bucket_pk(until), "")
+        .await
+        .unwrap();
+    assert_eq!(timers_due.len(), 1, "{timers_due:?}");
+    assert_eq!(timers_due[0].1["reason"], "quiet_hours");
+
+    // Still night in Tokyo: nothing. Just after 08:00 Tokyo: sent.
+    let night = timers::sweep(&env.email, until - Duration::hours(2))
+        .await
+        .unwrap();
+    assert!(night.outcomes.is_empty(), "{night:?}");
+    assert!(env.mail().await.is_empty());
+    let morning = timers::sweep(&env.email, until + Duration::seconds(70))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&morning.outcomes[..], [Outcome::Sent { .. }]),
+        "{morning:?}"
+    );
+    let mail = env.mail().await;
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].subject.contains("we miss you"));
+    assert!(env
+        .email
+        .ledger
+        .query(&timers::bucket_pk(until), "")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn bounce_feedback_suppresses_and_blocks_the_next_send() {
+    let env = env().await;
+    let now = noon();
+    let id = unique("u");
+    let address = format!("{}@example.com", unique("dana"));
+    env.put(churner(&id, &address, now)).await;
+    env.email
+        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
+        .await
+        .unwrap();
+    let mail = env.mail().await;
+    assert_eq!(mail.len(), 1);
+
+    // SES reports a hard bounce for that message (EventBridge shape, tags as sent).
+    let fixture = std::fs::read_to_string(
+        ember_tests::emulator::workspace_root().join("events/ses/eventbridge-bounce.json"),
+    )
+    .unwrap();
+    let mut bounce: Value = serde_json::from_str(&fixture).unwrap();
+    bounce["detail"]["mail"]["messageId"] = json!(mail[0].id);
+    bounce["detail"]["mail"]["tags"]["profile_id"] =
+        json!([ember_email::tags::encode_profile_id(&id)]);
+    bounce["detail"]["mail"]["tags"]["campaign"] = json!(["churn_winback"]);
+    bounce["detail"]["bounce"]["bouncedRecipients"][0]["emailAddress"] =
+        json!(address.to_uppercase());
+    env.feedback
+        .handle(&bounce, now + Duration::minutes(1))
+        .await
+        .unwrap();
+    env.feedback
+        .handle(&bounce, now + Duration::minutes(2))
+        .await
+        .unwrap(); // SES retries
+
+    let records = read_stream(&env.aws.kinesis, &env.stream).await;
+    let registry = Registry::embedded().unwrap();
+    let ids: std::collections::BTreeSet<String> = records
+        .iter()
+        .map(|(_, e)| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "deterministic ids: {records:?}");
+    let (key, event) = &records[0];
+    assert_eq!(key, &id);
+    assert_eq!(event["type"], "email_suppressed");
+    assert_eq!(event["payload"]["reason"], "hard_bounce");
+    assert_eq!(event["payload"]["message_id"], json!(mail[0].id));
+    registry.validate(event).unwrap();
+    assert!(env
+        .email
+        .ledger
+        .get(SUPPRESSION_PK, &suppression_key(&address))
+        .await
+        .unwrap()
+        .is_some());
+
+    // Before enrich has even folded the event, the next trigger (a day later) is blocked.
+    let later = now + Duration::days(1);
+    let out = env
+        .email
+        .handle(&segment_entered(&id, "churn_risk", 11, later), later)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Skipped {
+                reason: Skip::Suppressed,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(env.mail().await.len(), 1);
+}
+
+#[tokio::test]
+async fn rejected_address_is_reported_as_suppressed_and_not_retried() {
+    let env = env().await;
+    let now = noon();
+    let id = unique("u");
+    env.put(churner(&id, "not-an-address", now)).await;
+    let out = env
+        .email
+        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &out[..],
+            [Outcome::Skipped {
+                reason: Skip::Rejected,
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    let records = read_stream(&env.aws.kinesis, &env.stream).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].1["type"], "email_suppressed");
+    Registry::embedded()
+        .unwrap()
+        .validate(&records[0].1)
+        .unwrap();
+    assert!(env
+        .email
+        .ledger
+        .get(SUPPRESSION_PK, &suppression_key("not-an-address"))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(env.mail().await.is_empty());
+}
+
+fn cart_holder(id: &str, now: DateTime<Utc>) -> Profile {
+    let mut p = churner(id, "eli@example.com", now);
+    p.purchase_count = 0;
+    p.name = Some("Eli".into());
+    p.last_seen = Some(now);
+    p.cart.currency = Some("USD".into());
+    p.cart.updated_at = Some(now);
+    p.cart.items.insert(
+        "sauce-last-dab-apollo".into(),
+        CartItem {
+            name: "The Last Dab: Apollo".into(),
+            quantity: 1,
+            unit_price_minor: 2999,
+            url: Some("https://shop.example/products/last-dab-apollo".into()),
+        },
+    );
+    p.cart.items.insert(
+        "sauce-tabasco-original".into(),
+        CartItem {
+            name: "Tabasco Original Red".into(),
+            quantity: 3,
+            unit_price_minor: 549,
+            url: None,
+        },
+    );
+    p
+}
+
+#[tokio::test]
+async fn cart_abandonment_sends_after_the_delay_and_checkout_cancels_it() {
+    let env = env().await;
+    let t0 = noon();
+    let (buyer, abandoner) = (unique("u"), unique("u"));
+    for id in [&buyer, &abandoner] {
+        let p = cart_holder(id, t0);
+        env.put(p.clone()).await;
+        let out = env
+            .email
+            .handle(&cart_updated(&p), t0 + Duration::seconds(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![Outcome::Scheduled {
+                campaign: "cart_abandonment".into(),
+                due: t0 + Duration::hours(1)
+            }]
+        );
+    }
+    // The buyer checks out (enrich folds it: checkout time after the cart change).
+    let mut checked_out = cart_holder(&buyer, t0);
+    checked_out.last_checkout_at = Some(t0 + Duration::minutes(10));
+    env.replace(checked_out).await;
+
+    let early = timers::sweep(&env.email, t0 + Duration::minutes(40))
+        .await
+        .unwrap();
+    assert!(early.outcomes.is_empty(), "{early:?}");
+    assert!(env.mail().await.is_empty());
+
+    let due = timers::sweep(&env.email, t0 + Duration::minutes(62))
+        .await
+        .unwrap();
+    assert_eq!(due.outcomes.len(), 2, "{due:?}");
+    assert_eq!(
+        due.outcomes.iter().filter(|o| o.is_sent()).count(),
+        1,
+        "{due:?}"
+    );
+    assert!(due.outcomes.iter().any(|o| matches!(
+        o,
+        Outcome::Skipped {
+            reason: Skip::NoLongerApplies,
+            ..
+        }
+    )));
+    let mail = env.mail().await;
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(
+        mail[0].subject,
+        "Eli, your The Last Dab: Apollo and more are still waiting"
+    );
+    let html = mail[0].html.clone().unwrap_or_default();
+    assert!(
+        html.contains("Tabasco Original Red") && html.contains("$16.47") && html.contains("$46.46"),
+        "{html}"
+    );
+
+    // The sweep is done with those buckets: running it again sends nothing more.
+    let again = timers::sweep(&env.email, t0 + Duration::minutes(63))
+        .await
+        .unwrap();
+    assert!(again.outcomes.is_empty(), "{again:?}");
+    assert_eq!(env.mail().await.len(), 1);
+}
