@@ -7,13 +7,15 @@
 //! 2. valid events are grouped by profile key, keeping stream order per key. Anonymous
 //!    profiles are processed first (so an `identify` later in the batch merges their newest
 //!    state), then identified ones; distinct keys run concurrently (bounded).
-//! 3. per key: read the profile once, publish a pending outbox, fold every event (duplicates
-//!    skipped), merge anonymous profiles on `identify`, evaluate segments, write ONCE with the
-//!    optimistic version check (on conflict: re-read and refold, bounded), then publish the
-//!    segment and cart events. Events that cannot be published are stored in the profile's
-//!    outbox with a second conditional write, and the key's records are failed so Lambda
-//!    retries; the retry publishes the outbox first. A replay therefore never publishes an
-//!    event twice from a successful write, and nothing is lost when EventBridge fails.
+//! 3. per key: read the profile once, publish its pending outbox, fold every event
+//!    (duplicates skipped), merge anonymous profiles on `identify`, evaluate segments, write
+//!    ONCE with the optimistic version check (on conflict: re-read and refold, bounded), then
+//!    publish the segment and cart events. Events that cannot be published are stored in the
+//!    profile's outbox with a second conditional write, and the key's records are failed so
+//!    Lambda retries; the retry publishes the outbox first. While the outbox still cannot be
+//!    published, new events are folded anyway and queued behind it in the same single write.
+//!    A replay therefore never publishes an event twice from a successful write, and nothing
+//!    is lost when EventBridge fails.
 //! 4. after a failure for a key, the key's later records in the batch are failed too
 //!    ([`KinesisBatch`] keeps that rule); other keys are unaffected.
 //!
@@ -429,8 +431,10 @@ where
                     match self.store.get(&profile.id).await? {
                         Some(latest) => profile = latest,
                         None => {
-                            profile.version = 0;
-                            profile.outbox.clear();
+                            // Erased meanwhile (the API's erasure endpoint): never re-create
+                            // it; its events concern a profile that no longer exists.
+                            tracing::info!(profile_id = %profile.id, "profile erased; its bus events are dropped");
+                            return Ok(());
                         }
                     }
                 }

@@ -209,24 +209,21 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
-        Command::Serve {
-            template,
-            listen,
-            api_key,
-        } => {
+        Command::Serve { template, listen, api_key, admin_key, parameters, env_file } => {
             let sdk = ember_aws::sdk_config().await;
             let clock = Arc::new(SimClock::wall());
             let opts = PipelineOptions {
                 template,
                 listen,
                 api_key: api_key.clone(),
+                admin_key,
+                parameters: parameters.into_iter().collect(),
                 ..Default::default()
             };
             let pipeline = Pipeline::start(&opts, &sdk, clock.clone()).await?;
-            println!(
-                "Ember API on {} (x-api-key: {api_key}); Ctrl-C stops and deletes the resources",
-                pipeline.base_url()
-            );
+            pipeline.write_env_file(&env_file)?;
+            println!("Ember API on {} (x-api-key: {api_key}); Ctrl-C stops and deletes the resources", pipeline.base_url());
+            println!("functions' environment: {} (for cargo lambda watch --env-file)", env_file.display());
             let period = pipeline.schedule_period().unwrap_or(60);
             let mut ticker = tokio::time::interval(std::time::Duration::from_secs(period));
             loop {
