@@ -8,6 +8,7 @@ cd "$ROOT"
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash infra/lint-template.sh
 
 echo "== emulator"
 # Stop the emulator afterwards only if this run started it.

@@ -92,12 +92,22 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// The mail this test's sender sent. moto's state dump fails now and then (HTTP 500)
+    /// while other tests change state concurrently: retried.
     async fn mail(&self) -> Vec<SentEmail> {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("endpoint");
-        from_sender(
-            sent_emails(&endpoint).await.expect("read sent mail"),
-            &self.sender,
-        )
+        let mut attempt = 0;
+        loop {
+            match sent_emails(&endpoint).await {
+                Ok(all) => return from_sender(all, &self.sender),
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    eprintln!("mail read failed (attempt {attempt}): {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("read sent mail: {e}"),
+            }
+        }
     }
 
     async fn put(&self, mut profile: Profile) {

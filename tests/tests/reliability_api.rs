@@ -50,7 +50,10 @@ async fn every_accepted_event_is_on_the_stream_exactly_once() {
     let direct = Aws::from_env().await.expect("emulator");
     let stream = direct.create_stream("rel-api", 2).await.unwrap();
     let profiles = direct.create_profiles_table().await.unwrap();
-    let ledger = direct.create_table("rel-api-ledger", "pk", Some("sk")).await.unwrap();
+    let ledger = direct
+        .create_table("rel-api-ledger", "pk", Some("sk"))
+        .await
+        .unwrap();
     let via_proxy = proxy.sdk_config(1, Duration::from_secs(5)).await;
     let retry = RetryPolicy {
         max_attempts: 2,
@@ -63,7 +66,9 @@ async fn every_accepted_event_is_on_the_stream_exactly_once() {
         ledger: Box::new(DynamoLedger::from_conf(&direct.config, &ledger)),
         registry: Registry::embedded().unwrap(),
         config: config(),
-        clock: Box::new(FixedClock(DateTime::from_timestamp(1_795_168_805, 0).unwrap())),
+        clock: Box::new(FixedClock(
+            DateTime::from_timestamp(1_795_168_805, 0).unwrap(),
+        )),
     };
 
     let run = unique("api");
@@ -73,15 +78,22 @@ async fn every_accepted_event_is_on_the_stream_exactly_once() {
         .into_iter()
         .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
         .collect();
-    let all_ids: Vec<String> =
-        events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+    let all_ids: Vec<String> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
 
     // Whole-call throttling on every 4th PutRecords, and 1 in 3 records failing in the first
     // six calls that get through; the adapter retries once, the client resends the rest.
     let throttled = proxy.add(Rule::new(op::KINESIS_PUT_RECORDS, Fault::Throttle).every(4));
     let partial = proxy.add(
-        Rule::new(op::KINESIS_PUT_RECORDS, Fault::PartialFailure { entries: Schedule::Every(3) })
-            .first(6),
+        Rule::new(
+            op::KINESIS_PUT_RECORDS,
+            Fault::PartialFailure {
+                entries: Schedule::Every(3),
+            },
+        )
+        .first(6),
     );
 
     let mut pending = events.clone();
@@ -122,8 +134,14 @@ async fn every_accepted_event_is_on_the_stream_exactly_once() {
     proxy.clear_rules();
     let mut on_stream: BTreeMap<String, usize> = BTreeMap::new();
     for (key, event) in read_stream(&direct.kinesis, &stream).await {
-        assert_eq!(Some(key.as_str()), event["user_id"].as_str(), "partition key = profile key");
-        *on_stream.entry(event["event_id"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        assert_eq!(
+            Some(key.as_str()),
+            event["user_id"].as_str(),
+            "partition key = profile key"
+        );
+        *on_stream
+            .entry(event["event_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
     }
     assert_eq!(on_stream.len(), all_ids.len());
     let duplicates: Vec<_> = on_stream.iter().filter(|(_, n)| **n != 1).collect();

@@ -287,7 +287,7 @@ where
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, EmailError> {
         let mut sorted: Vec<&Candidate<'_>> = candidates.iter().collect();
-        sorted.sort_by(|a, b| b.campaign.priority.cmp(&a.campaign.priority));
+        sorted.sort_by_key(|c| std::cmp::Reverse(c.campaign.priority));
         let Some(profile) = self
             .profiles
             .get(profile_id)

@@ -11,9 +11,12 @@ use ember_core::ports::{
 };
 use ember_core::profile::Profile;
 
+/// `(pk, sk)` → `(attributes, expiry)`.
+type Records = BTreeMap<(String, String), (serde_json::Value, Option<DateTime<Utc>>)>;
+
 #[derive(Default)]
 pub struct MemoryLedger {
-    pub records: Mutex<BTreeMap<(String, String), (serde_json::Value, Option<DateTime<Utc>>)>>,
+    pub records: Mutex<Records>,
 }
 
 impl MemoryLedger {

@@ -209,7 +209,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
-        Command::Serve { template, listen, api_key, admin_key, parameters, env_file } => {
+        Command::Serve {
+            template,
+            listen,
+            api_key,
+            admin_key,
+            parameters,
+            env_file,
+        } => {
             let sdk = ember_aws::sdk_config().await;
             let clock = Arc::new(SimClock::wall());
             let opts = PipelineOptions {
@@ -222,14 +229,23 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let pipeline = Pipeline::start(&opts, &sdk, clock.clone()).await?;
             pipeline.write_env_file(&env_file)?;
-            println!("Ember API on {} (x-api-key: {api_key}); Ctrl-C stops and deletes the resources", pipeline.base_url());
-            println!("functions' environment: {} (for cargo lambda watch --env-file)", env_file.display());
+            println!(
+                "Ember API on {} (x-api-key: {api_key}); Ctrl-C stops and deletes the resources",
+                pipeline.base_url()
+            );
+            println!(
+                "functions' environment: {} (for cargo lambda watch --env-file)",
+                env_file.display()
+            );
             let period = pipeline.schedule_period().unwrap_or(60);
             let mut ticker = tokio::time::interval(std::time::Duration::from_secs(period));
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             loop {
                 tokio::select! {
                     _ = ticker.tick() => { pipeline.fire_schedules(clock.now()).await?; }
                     _ = tokio::signal::ctrl_c() => break,
+                    _ = terminate.recv() => break,
                 }
             }
             pipeline.stop(true).await;

@@ -436,16 +436,36 @@ impl Pipeline {
         for f in &self.stack.functions {
             vars.extend(self.stack.environment(f)?);
         }
-        for k in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+        for k in [
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
             if let Ok(v) = std::env::var(k) {
                 vars.insert(k.to_owned(), v);
             }
         }
-        let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let quote = |v: &str| {
+            if v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:@,+=".contains(c))
+            {
+                v.to_owned()
+            } else {
+                format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        };
+        let text: String = vars
+            .iter()
+            .map(|(k, v)| format!("{k}={}\n", quote(v)))
+            .collect();
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
         }
-        std::fs::write(path, text).map_err(|e| LocalError::io(format!("writing {}", path.display()), e))
+        std::fs::write(path, text)
+            .map_err(|e| LocalError::io(format!("writing {}", path.display()), e))
     }
 
     /// Sender address (without display name).
