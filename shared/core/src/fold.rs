@@ -55,10 +55,8 @@ impl FoldConfig {
 pub enum Applied {
     /// The event id was processed before; nothing changed.
     Duplicate,
-    /// The event was folded in and changed the profile's traits.
+    /// The event was folded in (its id remembered, counters and traits updated).
     Changed,
-    /// The event was recorded (its id remembered) but no trait changed.
-    Unchanged,
 }
 
 /// `YYYY-MM-DD` (UTC) of a timestamp: the key of [`Profile::daily`].
@@ -133,9 +131,6 @@ impl Profile {
         if self.recent_event_ids.iter().any(|seen| seen == id) {
             return Applied::Duplicate;
         }
-        let ids = std::mem::take(&mut self.recent_event_ids);
-        let before = self.clone();
-        self.recent_event_ids = ids;
         self.remember(id);
 
         let at = event.envelope.occurred_at;
@@ -184,14 +179,7 @@ impl Profile {
 
         self.apply_fact(&event.fact, at, config);
 
-        let ids = std::mem::take(&mut self.recent_event_ids);
-        let changed = *self != before;
-        self.recent_event_ids = ids;
-        if changed {
-            Applied::Changed
-        } else {
-            Applied::Unchanged
-        }
+        Applied::Changed
     }
 
     fn apply_fact(&mut self, fact: &Fact, at: DateTime<Utc>, config: &FoldConfig) {
