@@ -14,16 +14,20 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-started_here=0
-if [ -z "${AWS_ENDPOINT_URL:-}" ] && ! { [ -f .emulator/pid ] && kill -0 "$(cat .emulator/pid)" 2>/dev/null; }; then
-  started_here=1
+if [ -n "${AWS_ENDPOINT_URL:-}" ]; then
+  echo "== using the emulator at $AWS_ENDPOINT_URL"
+else
+  started_here=0
+  if ! { [ -f .emulator/pid ] && kill -0 "$(cat .emulator/pid)" 2>/dev/null; }; then
+    started_here=1
+  fi
+  bash infra/emulator.sh start
+  if [ "$started_here" = 1 ]; then
+    trap 'bash infra/emulator.sh stop' EXIT
+  fi
+  # shellcheck disable=SC1091
+  source .emulator/env
 fi
-bash infra/emulator.sh start
-if [ "$started_here" = 1 ]; then
-  trap 'bash infra/emulator.sh stop' EXIT
-fi
-# shellcheck disable=SC1091
-source .emulator/env
 
 echo "== building ember-local"
 cargo build -p ember-local --locked --quiet

@@ -191,14 +191,13 @@ fn href(url: String) -> minijinja::Value {
 /// Human-readable Scoville units: `2,200`, `1,000,000`.
 pub fn format_shu(shu: u64) -> String {
     let digits = shu.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|g| std::str::from_utf8(g).unwrap_or_default())
+        .collect();
+    groups.join(",")
 }
 
 /// The first name to greet with: the first word of the profile name, if it looks like one.

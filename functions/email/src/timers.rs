@@ -144,8 +144,9 @@ where
         bucket += Duration::minutes(1);
     }
     if bucket != start {
-        // Not atomic, and need not be: one sweeper runs at a time (reserved concurrency 1), and
-        // a lost cursor only means re-reading the last hour (handled timers are gone).
+        // Not atomic, and need not be: two overlapping sweeps (a run longer than a minute)
+        // read the same timers, but every send is claimed first, so nothing goes out twice;
+        // a lost cursor only means re-reading the last hour (handled timers are deleted).
         email
             .ledger
             .delete(CURSOR_PK, CURSOR_SK)

@@ -2,8 +2,9 @@
 //! reports what the pipeline did.
 //!
 //! Events are posted in `occurred_at` order, window by window (`sweep_every` of event time):
-//! inside a window, each person's events go one after another (so a cart precedes its
-//! purchase on the stream), different people in parallel. Between windows the pipeline is
+//! inside a window, each person's events go in order in one `/v1/events/batch` request (so a
+//! cart precedes its purchase on the stream; a refused batch is re-posted event by event to
+//! `/v1/events` so each refusal is reported), different people in parallel. Between windows the pipeline is
 //! drained, the clock moves to the next tick, and the scheduled functions (the sweeper) fire
 //! at that simulated time. After the last event the clock keeps ticking for `tail` so due
 //! timers (cart abandonment) fire.
@@ -291,6 +292,7 @@ pub async fn replay(
     );
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let url = format!("{}/v1/events", p.base_url());
+    let batch_url = format!("{}/v1/events/batch", p.base_url());
     let step = opts.sweep_every.max(chrono::Duration::seconds(
         p.schedule_period().unwrap_or(60) as i64
     ));
@@ -344,27 +346,50 @@ pub async fn replay(
             .map(|(_, evs)| {
                 let client = client.clone();
                 let url = url.clone();
+                let batch_url = batch_url.clone();
                 let bar = bar.clone();
                 let activity = &p.activity;
                 let key = p.api_key.clone();
                 async move {
-                    let mut out = Vec::new();
-                    for e in evs {
-                        let id = e
-                            .get("event_id")
-                            .and_then(Value::as_str)
-                            .unwrap_or("?")
-                            .to_owned();
+                    let mark = |e: &Value| {
                         let now = Instant::now();
-                        if let Ok(mut m) = activity.posted_at.lock() {
-                            m.insert(id.clone(), now);
+                        if let Some(id) = e.get("event_id").and_then(Value::as_str) {
+                            if let Ok(mut m) = activity.posted_at.lock() {
+                                m.insert(id.to_owned(), now);
+                            }
                         }
                         if let Some(k) = profile_key(e) {
                             if let Ok(mut m) = activity.posted_by_profile.lock() {
                                 m.insert(k, now);
                             }
                         }
-                        out.push((id, post(&client, &url, &key, e).await));
+                    };
+                    let id_of = |e: &Value| {
+                        e.get("event_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_owned()
+                    };
+                    // One person's events of this window go in one batch request (in order);
+                    // the batch endpoint is all-or-nothing, so a refused batch is re-sent
+                    // event by event to tell exactly which event was refused and why.
+                    if evs.len() > 1 {
+                        evs.iter().for_each(|e| mark(e));
+                        let body = serde_json::json!({ "events": evs });
+                        if let Ok((status, text)) = post(&client, &batch_url, &key, &body).await {
+                            if (200..300).contains(&status) {
+                                bar.inc(evs.len() as u64);
+                                return evs
+                                    .iter()
+                                    .map(|e| (id_of(e), Ok((status, text.clone()))))
+                                    .collect();
+                            }
+                        }
+                    }
+                    let mut out = Vec::new();
+                    for e in evs {
+                        mark(e);
+                        out.push((id_of(e), post(&client, &url, &key, e).await));
                         bar.inc(1);
                     }
                     out
