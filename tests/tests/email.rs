@@ -435,6 +435,7 @@ async fn rejected_address_is_reported_as_suppressed_and_not_retried() {
     let records = read_stream(&env.aws.kinesis, &env.stream).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].1["type"], "email_suppressed");
+    assert_eq!(records[0].1["payload"]["reason"], "invalid_address");
     Registry::embedded()
         .unwrap()
         .validate(&records[0].1)

@@ -575,9 +575,7 @@ where
             occurred_at: now,
             source: "ember.email".into(),
             context: Context::default(),
-            // The event schema knows hard_bounce (what a refused address is); the ledger record
-            // above keeps the precise reason.
-            payload: json!({"reason": "hard_bounce"}),
+            payload: json!({"reason": "invalid_address"}),
         };
         identify(&mut envelope, &profile.id);
         put_all(&self.stream, vec![stream_record(&envelope)?]).await

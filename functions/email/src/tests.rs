@@ -442,6 +442,7 @@ async fn rejected_recipient_is_suppressed_and_reported_not_retried() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["type"], "email_suppressed");
     assert_eq!(events[0]["user_id"], "u-1001");
+    assert_eq!(events[0]["payload"]["reason"], "invalid_address");
     // The envelope passes Ember's own schema validation (enrich would accept it).
     let registry = ember_core::schema::Registry::embedded().unwrap();
     registry.validate(&events[0]).unwrap();

@@ -133,15 +133,30 @@ pub enum SuppressionReason {
     Complaint,
     Erasure,
     Unsubscribe,
+    /// SES refused the address itself (malformed or non-existent domain).
+    InvalidAddress,
 }
 
 impl SuppressionReason {
+    pub const ALL: [SuppressionReason; 5] = [
+        SuppressionReason::HardBounce,
+        SuppressionReason::Complaint,
+        SuppressionReason::Erasure,
+        SuppressionReason::Unsubscribe,
+        SuppressionReason::InvalidAddress,
+    ];
+
+    pub fn parse(name: &str) -> Option<SuppressionReason> {
+        SuppressionReason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SuppressionReason::HardBounce => "hard_bounce",
             SuppressionReason::Complaint => "complaint",
             SuppressionReason::Erasure => "erasure",
             SuppressionReason::Unsubscribe => "unsubscribe",
+            SuppressionReason::InvalidAddress => "invalid_address",
         }
     }
 }
@@ -643,10 +658,9 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
         }
         EventType::EmailSuppressed => {
             let reason = match p.str(v, b, "reason").as_deref() {
-                Some("hard_bounce") => Some(SuppressionReason::HardBounce),
-                Some("complaint") => Some(SuppressionReason::Complaint),
-                Some("erasure") => Some(SuppressionReason::Erasure),
-                Some("unsubscribe") => Some(SuppressionReason::Unsubscribe),
+                Some(name) if SuppressionReason::parse(name).is_some() => {
+                    SuppressionReason::parse(name)
+                }
                 Some(other) => {
                     p.problems.push(Problem::new(
                         "/payload/reason",
