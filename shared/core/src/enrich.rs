@@ -147,7 +147,9 @@ impl SuppressionReason {
     ];
 
     pub fn parse(name: &str) -> Option<SuppressionReason> {
-        SuppressionReason::ALL.into_iter().find(|r| r.as_str() == name)
+        SuppressionReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
     }
 
     pub fn as_str(self) -> &'static str {
