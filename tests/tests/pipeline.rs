@@ -2,6 +2,9 @@
 //! HTTP API -> Kinesis -> enrich -> EventBridge -> email (+ the sweeper on the event-time
 //! clock), against the emulator. Replays events/pipeline/small.jsonl and checks the profiles
 //! in DynamoDB, the segment and cart events on the bus, and the emails the emulator sent.
+//! small.jsonl starts with backfilled history: a repeat customer whose last visit lies ~40
+//! days before the rest, so the scheduled re-evaluation (on the event-time clock) flags them
+//! churn_risk and the churn_winback email goes out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +56,7 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
         aws.get_profile(&table, "u-cart").await,
         aws.get_profile(&table, "u-buyer").await,
         aws.get_profile(&table, "u-heat").await,
+        aws.get_profile(&table, "u-churn").await,
     );
     // The email's one-click unsubscribe link works against the same pipeline: the API puts a
     // consent change on the stream and enrich folds it into the profile.
@@ -75,21 +79,21 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
 
     // The API refused exactly the malformed event, with a 4xx reason.
     assert!(summary.drained, "the pipeline did not drain");
-    assert_eq!(summary.events, 15);
-    assert_eq!(summary.accepted, 14);
+    assert_eq!(summary.events, 19);
+    assert_eq!(summary.accepted, 18);
     assert_eq!(summary.rejected.len(), 1, "{:?}", summary.rejected);
     assert_eq!(summary.rejected[0].event_id, "small-015");
     assert!((400..500).contains(&summary.rejected[0].status));
     assert_eq!(
-        summary.kinesis_records, 14,
+        summary.kinesis_records, 18,
         "every accepted event went through the stream once"
     );
     assert_eq!(summary.kinesis_on_failure, 0);
     assert_eq!(summary.queues.get("DeadLetterQueue"), Some(&0));
 
     // Profiles folded by enrich.
-    assert_eq!(summary.profiles, 4);
-    let (cart, buyer, heat) = profiles;
+    assert_eq!(summary.profiles, 5);
+    let (cart, buyer, heat, churner) = profiles;
     let cart = cart.expect("read").expect("u-cart profile");
     assert_eq!(cart.email.as_deref(), Some("cart.shopper@example.com"));
     assert!(cart.has_consent("email"));
@@ -99,6 +103,14 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert_eq!(buyer.purchase_total_minor, 63_600);
     let heat = heat.expect("read").expect("u-heat profile");
     assert!(heat.heat_shu().is_some_and(|h| h >= 50_000.0));
+    // The churner: no event since late September; the hourly re-evaluation flagged them.
+    let churner = churner.expect("read").expect("u-churn profile");
+    assert_eq!(churner.purchase_count, 2);
+    assert!(
+        churner.segments.contains("churn_risk"),
+        "{:?}",
+        churner.segments
+    );
 
     // Segment and cart events on the bus.
     let entered_by = |who: &str, seg: &str| {
@@ -108,6 +120,15 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     };
     assert!(entered_by("u-heat", "high_heat_lover"), "{entered:?}");
     assert!(entered_by("u-buyer", "big_spender"), "{entered:?}");
+    assert!(entered_by("u-churn", "churn_risk"), "{entered:?}");
+    assert_eq!(
+        entered
+            .iter()
+            .filter(|e| e["detail"]["segment"] == "churn_risk")
+            .count(),
+        1,
+        "only the churner, once: {entered:?}"
+    );
     assert!(cart_updates
         .iter()
         .any(|e| e["detail"]["profile_id"] == "u-cart" && e["detail"]["item_count"] == 1));
@@ -125,6 +146,27 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert_eq!(to("cart.shopper@example.com"), 1, "{:#?}", summary.emails);
     assert_eq!(to("buyer@example.com"), 0);
     assert_eq!(to("no.consent@example.com"), 0);
+    // The churn_winback email (segment_entered churn_risk, no delay), once.
+    assert_eq!(to("churn.shopper@example.com"), 1, "{:#?}", summary.emails);
+    let winback = summary
+        .emails
+        .iter()
+        .find(|e| e.to.iter().any(|t| t == "churn.shopper@example.com"))
+        .expect("winback email");
+    assert!(
+        winback.subject.contains("miss you") && winback.subject.contains("15%"),
+        "churn_winback subject: {}",
+        winback.subject
+    );
+    assert!(
+        winback
+            .html
+            .as_deref()
+            .unwrap_or_default()
+            .contains("COMEBACK15"),
+        "the winback offer code is in the email: {:?}",
+        winback.html
+    );
     let mail = summary
         .emails
         .iter()

@@ -40,7 +40,7 @@ fn http_routes_match_the_api_route_table() {
 #[test]
 fn functions_use_binaries_the_workspace_builds() {
     let t = template();
-    let built = ["api", "enrich", "email", "feedback"];
+    let built = ["api", "enrich", "reevaluate", "email", "feedback"];
     for f in t.functions().expect("functions") {
         assert!(
             built.contains(&f.binary.as_str()),
@@ -113,16 +113,44 @@ fn event_sources_carry_the_settings_the_handlers_rely_on() {
     ] {
         assert!(api.environment.contains_key(name), "api needs {name}");
     }
-    let sweeper = fns
-        .iter()
-        .find(|f| {
+    let scheduled = |logical_id: &str| {
+        let f = fns
+            .iter()
+            .find(|f| f.logical_id == logical_id)
+            .unwrap_or_else(|| panic!("{logical_id} is in the template"));
+        assert!(
             f.events
                 .iter()
-                .any(|e| matches!(e, EventSource::Schedule { .. }))
-        })
-        .expect("a scheduled function");
+                .any(|e| matches!(e, EventSource::Schedule { .. })),
+            "{logical_id} runs on a schedule"
+        );
+        f
+    };
+    let sweeper = scheduled("SweeperFunction");
     assert_eq!(
         sweeper.binary, "email",
         "the email binary sweeps on its schedule"
+    );
+    let reevaluate = scheduled("ReevaluateFunction");
+    assert_eq!(
+        reevaluate.binary, "reevaluate",
+        "time-based segments are re-evaluated by the reevaluate binary"
+    );
+    for name in ["PROFILES_TABLE", "EVENT_BUS_NAME", "SCAN_TOTAL_SEGMENTS"] {
+        assert!(
+            reevaluate.environment.contains_key(name),
+            "reevaluate needs {name}"
+        );
+    }
+    let total = reevaluate.environment["SCAN_TOTAL_SEGMENTS"]
+        .as_str()
+        .expect("SCAN_TOTAL_SEGMENTS is a string");
+    assert!(
+        ember_enrich::ReevaluateConfig::from_lookup(|n| match n {
+            "SCAN_TOTAL_SEGMENTS" => Some(total.to_owned()),
+            _ => Some("x".to_owned()),
+        })
+        .is_ok(),
+        "SCAN_TOTAL_SEGMENTS {total:?} is accepted by the binary"
     );
 }

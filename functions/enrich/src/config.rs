@@ -7,6 +7,7 @@ use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::fold::FoldConfig;
 
 use crate::handler::Enricher;
+use crate::reevaluate::{Reevaluator, DEFAULT_TOTAL_SEGMENTS};
 
 /// The function's errors; only initialisation can fail (the handler reports per record).
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,74 @@ impl Deps {
     }
 }
 
+/// Settings of the `reevaluate` binary, read from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReevaluateConfig {
+    /// `PROFILES_TABLE`
+    pub profiles_table: String,
+    /// `EVENT_BUS_NAME`
+    pub event_bus_name: String,
+    /// `SCAN_TOTAL_SEGMENTS` (optional, default 4): parallel scan segments per run.
+    pub total_segments: u32,
+}
+
+impl ReevaluateConfig {
+    pub fn from_env() -> Result<ReevaluateConfig, EnrichError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment in production).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<ReevaluateConfig, EnrichError> {
+        let required = |name: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| {
+                    EnrichError::Config(format!("environment variable {name} is not set"))
+                })
+        };
+        let total_segments = match lookup("SCAN_TOTAL_SEGMENTS").filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_TOTAL_SEGMENTS,
+            Some(raw) => raw
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    EnrichError::Config(format!(
+                        "SCAN_TOTAL_SEGMENTS must be a whole number from 1 to 1000000, got {raw:?}"
+                    ))
+                })?,
+        };
+        Ok(ReevaluateConfig {
+            profiles_table: required("PROFILES_TABLE")?,
+            event_bus_name: required("EVENT_BUS_NAME")?,
+            total_segments,
+        })
+    }
+}
+
+/// The production re-evaluation: real DynamoDB and EventBridge adapters.
+pub type ReevaluateDeps = Reevaluator<DynamoProfileStore, EventBridgeBus>;
+
+impl ReevaluateDeps {
+    /// Builds the adapters from one `SdkConfig` (clients are created once per process).
+    pub fn from_config(
+        sdk: &SdkConfig,
+        config: &ReevaluateConfig,
+    ) -> Result<ReevaluateDeps, EnrichError> {
+        Ok(Reevaluator::new(
+            DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.profiles_table),
+            EventBridgeBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                &config.event_bus_name,
+            ),
+            config.total_segments,
+        )?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +196,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("DEAD_LETTER_QUEUE_URL"), "{err}");
+    }
+
+    #[test]
+    fn reevaluate_settings_default_and_validate_the_segment_count() {
+        let base = [("PROFILES_TABLE", "p"), ("EVENT_BUS_NAME", "b")];
+        let c = ReevaluateConfig::from_lookup(env(&base)).unwrap();
+        assert_eq!(c.total_segments, DEFAULT_TOTAL_SEGMENTS);
+        let mut with = base.to_vec();
+        with.push(("SCAN_TOTAL_SEGMENTS", "8"));
+        assert_eq!(
+            ReevaluateConfig::from_lookup(env(&with))
+                .unwrap()
+                .total_segments,
+            8
+        );
+        with.pop();
+        with.push(("SCAN_TOTAL_SEGMENTS", "0"));
+        let err = ReevaluateConfig::from_lookup(env(&with))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SCAN_TOTAL_SEGMENTS"), "{err}");
+        let err = ReevaluateConfig::from_lookup(env(&base[..1]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("EVENT_BUS_NAME"), "{err}");
     }
 }

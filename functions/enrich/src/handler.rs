@@ -28,7 +28,10 @@
 //! Segment evaluation time: the newest `occurred_at` among the key's events in the batch,
 //! capped at the current time. Evaluating at event time (not at the wall clock) keeps a replay
 //! of the same batch deterministic; time-driven changes (cart abandonment) are re-checked by
-//! the email function's timers via `CartUpdated`.
+//! the email function's timers via `CartUpdated`; time-based segments (`churn_risk`) by the
+//! scheduled re-evaluation ([`crate::reevaluate`], binary `reevaluate`).
+//!
+//! The write-then-publish/outbox step is [`crate::outbox`], shared with the re-evaluation.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -54,6 +57,8 @@ use ember_core::segment::RuleSet;
 use ember_core::EventType;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
+
+use crate::outbox::{self, as_publish_failure, KeyStats};
 
 /// How many profile keys are processed at the same time.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -84,14 +89,6 @@ pub struct BatchStats {
     /// Optimistic-lock conflicts that forced a re-read and refold.
     pub conflicts: usize,
     pub failed_records: usize,
-}
-
-/// What processing one key did.
-#[derive(Debug, Default, Clone, Copy)]
-struct KeyStats {
-    writes: usize,
-    published: usize,
-    conflicts: usize,
 }
 
 /// A key failed; the writes and publishes it did before failing still count.
@@ -308,20 +305,8 @@ where
 
         // Events a previous attempt stored but could not publish go out first. Those that
         // still fail stay in the outbox, ahead of anything this batch adds.
-        let pending = std::mem::take(&mut profile.outbox);
-        let mut outbox_error = None;
-        if !pending.is_empty() {
-            let results = self.bus.publish(&pending).await;
-            for (event, result) in pending.iter().zip(results) {
-                match result {
-                    Ok(()) => stats.published += 1,
-                    Err(e) => {
-                        outbox_error.get_or_insert(e);
-                        profile.outbox.push(event.clone());
-                    }
-                }
-            }
-        }
+        let pending = profile.outbox.len();
+        let outbox_error = outbox::publish_pending(&self.bus, &mut profile, stats).await;
 
         let mut changed = false;
         let mut last_event_id: Option<&str> = None;
@@ -338,7 +323,7 @@ where
                 }
             }
         }
-        let outbox_unchanged = profile.outbox.len() == pending.len();
+        let outbox_unchanged = profile.outbox.len() == pending;
         if !changed && outbox_unchanged {
             // A pure replay (nothing to write), or the bus still fails (outbox kept as is).
             return match outbox_error {
@@ -366,85 +351,19 @@ where
                 publish.push(cart_updated(&profile, at));
             }
         }
-        if let Some(e) = outbox_error {
-            // The bus is failing: fold anyway (nothing is lost if retries run out), queue the
-            // new events behind the old ones in the same single write, retry the records.
-            profile.outbox.extend(publish);
-            self.store.put(&profile, expected).await?;
-            stats.writes += 1;
-            tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
-            return Err(as_publish_failure(e));
-        }
-        self.store.put(&profile, expected).await?;
-        stats.writes += 1;
-        if publish.is_empty() {
-            return Ok(());
-        }
-
-        let results = self.bus.publish(&publish).await;
-        let mut failed = Vec::new();
-        let mut first_error = None;
-        for (event, result) in publish.into_iter().zip(results) {
-            match result {
-                Ok(()) => stats.published += 1,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    failed.push(event);
-                }
-            }
-        }
-        let Some(error) = first_error else {
-            return Ok(());
-        };
-        self.store_outbox(profile, failed, stats)
-            .await
-            .map_err(as_publish_failure)?;
-        Err(as_publish_failure(error))
-    }
-
-    /// Stores unpublished events in the profile's outbox (second conditional write). On a
-    /// conflict the newest profile is re-read and the events appended to its outbox.
-    async fn store_outbox(
-        &self,
-        mut profile: Profile,
-        failed: Vec<BusEvent>,
-        stats: &mut KeyStats,
-    ) -> PortResult<()> {
-        let mut attempt = 0;
-        loop {
-            let expected = profile.version;
-            for event in &failed {
-                if !profile.outbox.contains(event) {
-                    profile.outbox.push(event.clone());
-                }
-            }
-            profile.version = expected + 1;
-            match self.store.put(&profile, expected).await {
-                Ok(()) => {
-                    stats.writes += 1;
-                    tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
-                    return Ok(());
-                }
-                Err(PortError::Conflict(_)) if self.conflict_backoff.can_retry(attempt) => {
-                    self.conflict_backoff.wait(attempt).await;
-                    attempt += 1;
-                    match self.store.get(&profile.id).await? {
-                        Some(latest) => profile = latest,
-                        None => {
-                            // Erased meanwhile (the API's erasure endpoint): never re-create
-                            // it; its events concern a profile that no longer exists.
-                            tracing::info!(profile_id = %profile.id, "profile erased; its bus events are dropped");
-                            return Ok(());
-                        }
-                    }
-                }
-                Err(e) => {
-                    let ids: Vec<String> = failed.iter().map(event_id).collect();
-                    tracing::error!(profile_id = %profile.id, error = %e, events = ?ids, "outbox write failed: bus events lost");
-                    return Err(e);
-                }
-            }
-        }
+        outbox::write_then_publish(
+            outbox::Ports {
+                store: &self.store,
+                bus: &self.bus,
+                backoff: &self.conflict_backoff,
+            },
+            profile,
+            expected,
+            publish,
+            outbox_error,
+            stats,
+        )
+        .await
     }
 
     /// Merges `anon:<anon_id>` into `profile` and marks the anonymous profile merged. The mark
@@ -546,25 +465,6 @@ pub fn cart_updated(profile: &Profile, at: DateTime<Utc>) -> BusEvent {
         currency: profile.cart.currency.clone(),
         profile_version: profile.version,
     })
-}
-
-fn event_id(event: &BusEvent) -> String {
-    match event {
-        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
-        BusEvent::CartUpdated(c) => c.id.clone(),
-    }
-}
-
-/// A publish failure always fails the key's records (so Lambda retries and the outbox is
-/// published then), whether EventBridge called it transient or not.
-fn as_publish_failure(error: PortError) -> PortError {
-    match error {
-        PortError::Conflict(reason) => PortError::Transient {
-            stage: "publish",
-            reason,
-        },
-        other => other,
-    }
 }
 
 #[cfg(test)]

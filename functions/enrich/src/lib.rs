@@ -5,12 +5,19 @@
 //! # Layout
 //! - [`handler`]: the batch handler, generic over the `ProfileStore`, `EventBus` and
 //!   `DeadLetterSink` ports (tests pass the real adapters against the emulator).
+//! - [`outbox`]: write-then-publish with the profile outbox, shared by both entry points.
+//! - [`reevaluate`]: the scheduled re-evaluation of time-based segments (binary `reevaluate`):
+//!   a parallel scan of the profiles table, rewriting only profiles whose membership changed.
 //! - [`config`]: configuration from the environment and the production dependencies
 //!   ([`Deps`]: DynamoDB, EventBridge and SQS adapters built once per process).
+//! - `bin/reevaluate.rs`: the `reevaluate` binary's initialisation (EventBridge schedule).
 //! - `main.rs`: initialisation only (telemetry, config, clients), then `lambda_runtime::run`.
 
 pub mod config;
 pub mod handler;
+pub mod outbox;
+pub mod reevaluate;
 
-pub use config::{Config, Deps, EnrichError};
+pub use config::{Config, Deps, EnrichError, ReevaluateConfig, ReevaluateDeps};
 pub use handler::{BatchStats, Enricher};
+pub use reevaluate::{Reevaluator, RunStats};

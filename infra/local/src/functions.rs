@@ -113,6 +113,21 @@ pub async fn build(
                 })
             })))
         }
+        "reevaluate" => {
+            let config = ember_enrich::ReevaluateConfig::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
+            let deps = Arc::new(ember_enrich::ReevaluateDeps::from_config(sdk, &config).map_err(|e| config_error(binary, e))?);
+            Ok(Handler::Json(Arc::new(move |event| {
+                let deps = deps.clone();
+                Box::pin(async move {
+                    // The schedule's `time` is the run's clock (pollers::scheduled_event).
+                    let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
+                        serde_json::from_value(event).map_err(|e| format!("not a Scheduled Event: {e}"))?;
+                    let request_id = uuid::Uuid::new_v4().to_string();
+                    let stats = deps.handle(&event, &request_id).await.map_err(|e| e.to_string())?;
+                    serde_json::to_value(stats).map_err(|e| e.to_string())
+                })
+            })))
+        }
         "email" => {
             let (campaigns, rules, renderer) =
                 ember_email::embedded_config().map_err(|e| config_error(binary, e))?;
@@ -169,7 +184,7 @@ pub async fn build(
             })))
         }
         other => Err(LocalError::Template(format!(
-            "binary {other} has no in-process handler in ember-local (known: api, enrich, email, feedback)"
+            "binary {other} has no in-process handler in ember-local (known: api, enrich, reevaluate, email, feedback)"
         ))),
     }
 }

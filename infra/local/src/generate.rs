@@ -1,7 +1,11 @@
 //! A deterministic generator of realistic traffic for a hot-sauce shop: `users` shoppers over
 //! `days` days of event time, each with a persona — cart abandoners, buyers, heat lovers,
 //! churners (busy at first, then silent), browsers (some anonymous first, identified later) —
-//! plus a few malformed events the API must refuse. Same seed, same file, byte for byte
+//! plus lapsed customers (backfilled history: two purchases and their last visit 35–60 days
+//! before `start`, so the scheduled segment re-evaluation flags them `churn_risk` and the
+//! `churn_winback` email goes out during the replay) and a few malformed events the API must
+//! refuse. Lapsed customers use their own random stream, so adding them leaves every other
+//! shopper's events unchanged. Same seed, same file, byte for byte
 //! (ChaCha8 is portable; no wall clock, no hash-map order).
 
 use chrono::{DateTime, Duration, Utc};
@@ -17,6 +21,9 @@ pub struct GenerateOptions {
     pub days: i64,
     /// Malformed events mixed in (the API refuses them with a 4xx).
     pub invalid: usize,
+    /// Lapsed repeat customers with backfilled history before `start` (ids after the
+    /// `users` shoppers), each with an email address and email consent.
+    pub lapsed: usize,
 }
 
 impl Default for GenerateOptions {
@@ -29,6 +36,7 @@ impl Default for GenerateOptions {
                 .unwrap_or_default(),
             days: 7,
             invalid: 3,
+            lapsed: 12,
         }
     }
 }
@@ -40,6 +48,8 @@ pub enum Persona {
     HeatLover,
     Churner,
     Browser,
+    /// Backfilled history: two purchases, last seen 35+ days before the sample starts.
+    Lapsed,
 }
 
 impl Persona {
@@ -50,6 +60,7 @@ impl Persona {
             Persona::HeatLover => "heat_lover",
             Persona::Churner => "churner",
             Persona::Browser => "browser",
+            Persona::Lapsed => "lapsed",
         }
     }
 }
@@ -136,6 +147,9 @@ const AGENTS: &[&str] = &[
 ];
 
 const SHOP: &str = "https://shop.example";
+
+/// Seed offset of the lapsed customers' random stream.
+const LAPSED_STREAM: u64 = 0x4C41_5053_4544;
 
 struct Gen {
     rng: ChaCha8Rng,
@@ -440,6 +454,8 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                     }
                 }
             }
+            // Never rolled here: lapsed customers are generated after the shoppers.
+            Persona::Lapsed => {}
             Persona::Browser => {
                 let sessions = g.rng.random_range(1..4);
                 for k in 0..sessions {
@@ -478,6 +494,57 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
         };
         g.event(&s, at, kind, "/", payload);
     }
+    // Lapsed repeat customers: history backfilled before `start`, from their own random
+    // stream and generated last (every other event stays byte for byte the same).
+    let main_rng = std::mem::replace(
+        &mut g.rng,
+        ChaCha8Rng::seed_from_u64(opts.seed ^ LAPSED_STREAM),
+    );
+    for k in 0..opts.lapsed {
+        let i = opts.users + k;
+        let (zone, offset, locale) = ZONES[g.rng.random_range(0..ZONES.len())];
+        let s = Shopper {
+            user_id: format!("u-{i:04}"),
+            anonymous_id: None,
+            identified: true,
+            zone,
+            locale,
+            offset_hours: offset,
+            agent: AGENTS[g.rng.random_range(0..AGENTS.len())],
+        };
+        personas.push((s.user_id.clone(), Persona::Lapsed));
+        // First purchase 45–60 days before the sample, the second (their last visit) 35–40
+        // (local waking hours: at least ~33.7 days before `start`).
+        let first_day = -g.rng.random_range(45..=60);
+        let mut t = g.session_start(opts.start, first_day, &s);
+        g.event(
+            &s,
+            t,
+            "profile_updated",
+            "/account",
+            json!({ "email": format!("shopper{i:04}@example.com"), "name": NAMES[i % NAMES.len()], "timezone": zone }),
+        );
+        t += Duration::seconds(2);
+        g.event(
+            &s,
+            t,
+            "consent_changed",
+            "/account/preferences",
+            json!({ "channel": "email", "granted": true }),
+        );
+        for day in [first_day, -g.rng.random_range(35..=40)] {
+            t = g
+                .session_start(opts.start, day, &s)
+                .max(t + Duration::minutes(30));
+            let hot = g.rng.random_bool(0.3);
+            let seen = g.browse(&s, &mut t, 1, hot);
+            if let Some(p) = seen.first().copied() {
+                g.add_to_cart(&s, &mut t, p, 1);
+                g.purchase(&s, &mut t, &[(p, 1)]);
+            }
+        }
+    }
+    g.rng = main_rng;
     g.out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     (g.out.into_iter().map(|(_, _, e)| e).collect(), personas)
 }
@@ -505,7 +572,7 @@ mod tests {
         let (a, personas) = generate(&o);
         let (b, _) = generate(&o);
         assert_eq!(to_jsonl(&a), to_jsonl(&b));
-        assert_eq!(personas.len(), 40);
+        assert_eq!(personas.len(), 40 + o.lapsed);
         let times: Vec<&str> = a
             .iter()
             .map(|e| e["occurred_at"].as_str().unwrap())
@@ -523,15 +590,63 @@ mod tests {
             users: 60,
             ..Default::default()
         };
-        let (events, _) = generate(&o);
+        let (events, personas) = generate(&o);
+        let lapsed: std::collections::BTreeSet<&str> = personas
+            .iter()
+            .filter(|(_, p)| *p == Persona::Lapsed)
+            .map(|(u, _)| u.as_str())
+            .collect();
+        assert_eq!(lapsed.len(), o.lapsed);
         let end = o.start + Duration::days(o.days + 1);
         let mut ids = std::collections::BTreeSet::new();
         for e in &events {
             let t: DateTime<Utc> = e["occurred_at"].as_str().unwrap().parse().unwrap();
-            assert!(t >= o.start - Duration::hours(12) && t < end, "{t}");
+            if lapsed.contains(e["user_id"].as_str().unwrap_or_default()) {
+                // Backfilled history, all of it over 30 days before the sample starts.
+                assert!(t >= o.start - Duration::days(61), "{t}");
+                assert!(t < o.start - Duration::days(32), "{t}");
+            } else {
+                assert!(t >= o.start - Duration::hours(12) && t < end, "{t}");
+            }
             assert!(ids.insert(e["event_id"].as_str().unwrap().to_owned()));
         }
         assert!(events.iter().any(|e| e["type"] == "purchase"));
         assert!(events.iter().any(|e| e["type"] == "identify"));
+    }
+
+    #[test]
+    fn lapsed_customers_are_repeat_buyers_with_consent_and_leave_the_others_unchanged() {
+        let o = GenerateOptions {
+            users: 30,
+            lapsed: 4,
+            ..Default::default()
+        };
+        let (events, personas) = generate(&o);
+        for (user, _) in personas.iter().filter(|(_, p)| *p == Persona::Lapsed) {
+            let mine: Vec<&Value> = events.iter().filter(|e| e["user_id"] == *user).collect();
+            let purchases = mine.iter().filter(|e| e["type"] == "purchase").count();
+            assert_eq!(purchases, 2, "{user}");
+            assert!(mine
+                .iter()
+                .any(|e| e["type"] == "consent_changed" && e["payload"]["granted"] == true));
+            assert!(mine.iter().any(|e| e["type"] == "profile_updated"
+                && e["payload"]["email"]
+                    .as_str()
+                    .is_some_and(|m| m.contains('@'))));
+        }
+        // Without lapsed customers, everyone else's events are exactly the same.
+        let (plain, _) = generate(&GenerateOptions {
+            lapsed: 0,
+            ..o.clone()
+        });
+        let others: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                !personas
+                    .iter()
+                    .any(|(u, p)| *p == Persona::Lapsed && e["user_id"] == *u)
+            })
+            .collect();
+        assert_eq!(others, plain.iter().collect::<Vec<_>>());
     }
 }

@@ -36,6 +36,9 @@ enum Command {
         /// Malformed events mixed in.
         #[arg(long, default_value_t = 3)]
         invalid: usize,
+        /// Lapsed repeat customers with history 35–60 days before the start (churn_risk).
+        #[arg(long, default_value_t = 12)]
+        lapsed: usize,
         /// Output file ("-" for stdout).
         #[arg(long, default_value = "events/pipeline/sample.jsonl")]
         out: String,
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             days,
             start,
             invalid,
+            lapsed,
             out,
         } => {
             let (events, personas) = generate(&GenerateOptions {
@@ -130,6 +134,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 start,
                 days,
                 invalid,
+                lapsed,
             });
             let text = to_jsonl(&events);
             if out == "-" {

@@ -66,6 +66,8 @@ struct Schedule {
     rule_arn: String,
     every: Option<u64>,
     invoke: JsonFn,
+    /// When it last fired (simulated time): a schedule fires again once its rate has passed.
+    last: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 /// A running local pipeline.
@@ -261,6 +263,7 @@ impl Pipeline {
                             ),
                             every: template::rate_seconds(expression),
                             invoke: h.clone(),
+                            last: std::sync::Mutex::new(None),
                         });
                     }
                     (ev, _) => {
@@ -394,9 +397,28 @@ impl Pipeline {
         self.schedules.iter().filter_map(|s| s.every).min()
     }
 
-    /// Invokes every scheduled function once, as its rule would at `at`.
+    /// Invokes every scheduled function that is due at `at`, as its rule would: a `rate(...)`
+    /// schedule fires on the first tick and then once its rate has passed since it last fired
+    /// (an hourly re-evaluation does not run on every one-minute sweeper tick); other
+    /// expressions fire on every tick.
     pub async fn fire_schedules(&self, at: DateTime<Utc>) -> Result<(), LocalError> {
         for s in &self.schedules {
+            let due = {
+                let mut last = s.last.lock().unwrap_or_else(|e| e.into_inner());
+                let due = match (*last, s.every) {
+                    (Some(prev), Some(every)) => {
+                        at - prev >= chrono::Duration::seconds(every.min(i64::MAX as u64) as i64)
+                    }
+                    _ => true,
+                };
+                if due {
+                    *last = Some(at);
+                }
+                due
+            };
+            if !due {
+                continue;
+            }
             let event = pollers::scheduled_event(
                 &s.rule_arn,
                 &self.stack.ctx.account_id,

@@ -122,7 +122,60 @@ impl ProfileStore for DynamoProfileStore {
             .map_err(|e| classify(&e, "profile.delete"))?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
+
+    async fn scan(
+        &self,
+        segment: u32,
+        total: u32,
+        start: Option<String>,
+    ) -> PortResult<(Vec<Profile>, Option<String>)> {
+        if total == 0 || segment >= total {
+            return Err(PortError::Permanent {
+                stage: "profile.scan",
+                reason: format!("scan segment {segment} of {total} does not exist"),
+            });
+        }
+        let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        let mut request = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .segment(to_i32(segment))
+            .total_segments(to_i32(total))
+            .limit(SCAN_PAGE_SIZE);
+        if let Some(id) = start {
+            let (k, v) = Self::key(&id);
+            request = request.exclusive_start_key(k, v);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| classify(&e, "profile.scan"))?;
+        // An item that no longer decodes must not block the rest of the table: it is
+        // logged (by key only) and left as is.
+        let mut profiles = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            let id = item
+                .get(KEY_ATTRIBUTE)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            match from_item(item) {
+                Ok(p) => profiles.push(p),
+                Err(e) => tracing::warn!(profile_id = %id, error = %e, "scanned profile skipped"),
+            }
+        }
+        let next = out
+            .last_evaluated_key
+            .and_then(|mut key| key.remove(KEY_ATTRIBUTE))
+            .and_then(|v| v.as_s().ok().cloned());
+        Ok((profiles, next))
+    }
 }
+
+/// Items per scan page (DynamoDB also stops a page at 1 MB).
+pub const SCAN_PAGE_SIZE: i32 = 100;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,184 @@
+//! Write-then-publish with an outbox: the one path by which profile changes reach the bus,
+//! shared by the Kinesis handler ([`crate::handler`]) and the scheduled re-evaluation
+//! ([`crate::reevaluate`]).
+//!
+//! 1. [`publish_pending`]: events a previous write stored but could not publish go out first;
+//!    those that still fail stay in the outbox, ahead of anything new.
+//! 2. [`write_then_publish`]: the profile is written ONCE with the optimistic version check,
+//!    then its new bus events are published. Events that cannot be published are stored in the
+//!    profile's outbox with a second conditional write ([`store_outbox`]) and the call fails, so
+//!    the caller retries later and the retry publishes the outbox first. While the outbox
+//!    cannot be published, new events are queued behind it in the same single write.
+
+use ember_aws::retry::Backoff;
+use ember_core::ports::{BusEvent, EventBus, PortError, PortResult, ProfileStore};
+use ember_core::profile::Profile;
+
+/// The ports (and conflict backoff) the write-then-publish path needs.
+pub struct Ports<'a, S, B> {
+    pub store: &'a S,
+    pub bus: &'a B,
+    /// Backoff between conflict retries of the outbox write.
+    pub backoff: &'a Backoff,
+}
+
+impl<S, B> Clone for Ports<'_, S, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, B> Copy for Ports<'_, S, B> {}
+
+/// What one profile's processing did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStats {
+    pub writes: usize,
+    pub published: usize,
+    /// Optimistic-lock conflicts.
+    pub conflicts: usize,
+}
+
+/// Publishes `profile.outbox`; events that fail stay in it (in order). Returns the first
+/// publish error, if any.
+pub async fn publish_pending<B: EventBus>(
+    bus: &B,
+    profile: &mut Profile,
+    stats: &mut KeyStats,
+) -> Option<PortError> {
+    let pending = std::mem::take(&mut profile.outbox);
+    let mut outbox_error = None;
+    if pending.is_empty() {
+        return None;
+    }
+    let results = bus.publish(&pending).await;
+    for (event, result) in pending.iter().zip(results) {
+        match result {
+            Ok(()) => stats.published += 1,
+            Err(e) => {
+                outbox_error.get_or_insert(e);
+                profile.outbox.push(event.clone());
+            }
+        }
+    }
+    outbox_error
+}
+
+/// Writes `profile` (its version already bumped) if the store still holds `expected`, then
+/// publishes `publish`. With `outbox_error` set (the bus failed on the pending outbox), the new
+/// events are queued in the outbox in the same write and the call fails with that error.
+/// `Conflict` from the first write means "re-read and retry"; a publish failure is returned as
+/// a retryable error after the unpublished events were stored in the outbox.
+pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
+    ports: Ports<'_, S, B>,
+    mut profile: Profile,
+    expected: u64,
+    publish: Vec<BusEvent>,
+    outbox_error: Option<PortError>,
+    stats: &mut KeyStats,
+) -> PortResult<()> {
+    let Ports {
+        store,
+        bus,
+        backoff,
+    } = ports;
+    if let Some(e) = outbox_error {
+        // The bus is failing: write anyway (nothing is lost if retries run out), queue the new
+        // events behind the old ones in the same single write, retry later.
+        profile.outbox.extend(publish);
+        store.put(&profile, expected).await?;
+        stats.writes += 1;
+        tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
+        return Err(as_publish_failure(e));
+    }
+    store.put(&profile, expected).await?;
+    stats.writes += 1;
+    if publish.is_empty() {
+        return Ok(());
+    }
+
+    let results = bus.publish(&publish).await;
+    let mut failed = Vec::new();
+    let mut first_error = None;
+    for (event, result) in publish.into_iter().zip(results) {
+        match result {
+            Ok(()) => stats.published += 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                failed.push(event);
+            }
+        }
+    }
+    let Some(error) = first_error else {
+        return Ok(());
+    };
+    store_outbox(store, backoff, profile, failed, stats)
+        .await
+        .map_err(as_publish_failure)?;
+    Err(as_publish_failure(error))
+}
+
+/// Stores unpublished events in the profile's outbox (second conditional write). On a
+/// conflict the newest profile is re-read and the events appended to its outbox.
+pub async fn store_outbox<S: ProfileStore>(
+    store: &S,
+    backoff: &Backoff,
+    mut profile: Profile,
+    failed: Vec<BusEvent>,
+    stats: &mut KeyStats,
+) -> PortResult<()> {
+    let mut attempt = 0;
+    loop {
+        let expected = profile.version;
+        for event in &failed {
+            if !profile.outbox.contains(event) {
+                profile.outbox.push(event.clone());
+            }
+        }
+        profile.version = expected + 1;
+        match store.put(&profile, expected).await {
+            Ok(()) => {
+                stats.writes += 1;
+                tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
+                return Ok(());
+            }
+            Err(PortError::Conflict(_)) if backoff.can_retry(attempt) => {
+                backoff.wait(attempt).await;
+                attempt += 1;
+                match store.get(&profile.id).await? {
+                    Some(latest) => profile = latest,
+                    None => {
+                        // Erased meanwhile (the API's erasure endpoint): never re-create it;
+                        // its events concern a profile that no longer exists.
+                        tracing::info!(profile_id = %profile.id, "profile erased; its bus events are dropped");
+                        return Ok(());
+                    }
+                }
+            }
+            Err(e) => {
+                let ids: Vec<String> = failed.iter().map(event_id).collect();
+                tracing::error!(profile_id = %profile.id, error = %e, events = ?ids, "outbox write failed: bus events lost");
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn event_id(event: &BusEvent) -> String {
+    match event {
+        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
+        BusEvent::CartUpdated(c) => c.id.clone(),
+    }
+}
+
+/// A publish failure always fails the caller (so it retries and the outbox is published
+/// then), whether EventBridge called it transient or not.
+pub fn as_publish_failure(error: PortError) -> PortError {
+    match error {
+        PortError::Conflict(reason) => PortError::Transient {
+            stage: "publish",
+            reason,
+        },
+        other => other,
+    }
+}
