@@ -188,7 +188,7 @@ mod tests {
         p.version = 3;
         p.counts.insert("page_view".into(), 2);
         p.segments.insert("spicy".into());
-        p.recent_event_ids.push_back("e1".into());
+        p.recent_event_ids.push("e1", 10);
         p.outbox.push(BusEvent::SegmentEntered(SegmentChange {
             id: "u-1:spicy:entered:3".into(),
             profile_id: "u-1".into(),

@@ -128,7 +128,7 @@ impl Profile {
     /// (the store bumps it).
     pub fn apply(&mut self, event: &EnrichedEvent, config: &FoldConfig) -> Applied {
         let id = &event.envelope.event_id;
-        if self.recent_event_ids.iter().any(|seen| seen == id) {
+        if self.recent_event_ids.contains(id) {
             return Applied::Duplicate;
         }
         self.remember(id);
@@ -323,10 +323,7 @@ impl Profile {
     }
 
     fn remember(&mut self, id: &str) {
-        self.recent_event_ids.push_back(id.to_owned());
-        while self.recent_event_ids.len() > RECENT_EVENT_IDS {
-            self.recent_event_ids.pop_front();
-        }
+        self.recent_event_ids.push(id, RECENT_EVENT_IDS);
     }
 
     /// Consent is last-writer-wins by time; on equal times a withdrawal wins.
@@ -614,9 +611,7 @@ impl Profile {
             self.suppress(reason, at);
         }
         for id in &anon.recent_event_ids {
-            if !self.recent_event_ids.contains(id) {
-                self.remember(id);
-            }
+            self.remember(id);
         }
     }
 }
@@ -1159,7 +1154,7 @@ mod tests {
         assert_eq!(user.events_in_last(30, t(2, 2)), 6);
         assert!((user.heat_shu().unwrap() - 50_000.0).abs() < 1e-6);
         assert!(
-            user.recent_event_ids.contains(&"1".to_owned()),
+            user.recent_event_ids.contains("1"),
             "anon event ids stay deduplicated"
         );
     }

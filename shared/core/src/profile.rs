@@ -3,7 +3,7 @@
 //! Field layout is the contract between enrichment (the only writer of traits), the email
 //! function and the API's export/erasure endpoints. Folding events in lives in `fold.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,7 @@ pub struct Profile {
     /// Bus events written but not yet confirmed as published (outbox); re-published on retry.
     pub outbox: Vec<BusEvent>,
     /// The most recent processed event ids, oldest first, at most [`RECENT_EVENT_IDS`].
-    pub recent_event_ids: VecDeque<String>,
+    pub recent_event_ids: EventIds,
     /// Purchase totals in minor units per currency; `purchase_total_minor` is the entry for
     /// `currency` (the currency of the latest purchase).
     pub purchase_totals_minor: BTreeMap<String, i64>,
@@ -152,5 +152,84 @@ impl Profile {
             .as_ref()
             .filter(|h| h.weight > 0.0)
             .map(|h| h.weighted_sum / h.weight)
+    }
+}
+
+/// The most recent processed event ids, oldest first, at most a bound; with a hash index so
+/// the duplicate check on the hot path is O(1). Stored (and compared) as the ordered list.
+#[derive(Debug, Clone, Default)]
+pub struct EventIds {
+    order: VecDeque<String>,
+    index: HashSet<String>,
+}
+
+impl EventIds {
+    pub fn contains(&self, id: &str) -> bool {
+        self.index.contains(id)
+    }
+
+    /// Remembers `id` (if new), dropping the oldest ids beyond `bound`.
+    pub fn push(&mut self, id: &str, bound: usize) {
+        if !self.index.insert(id.to_owned()) {
+            return;
+        }
+        self.order.push_back(id.to_owned());
+        while self.order.len() > bound {
+            if let Some(old) = self.order.pop_front() {
+                self.index.remove(&old);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    pub fn front(&self) -> Option<&String> {
+        self.order.front()
+    }
+
+    pub fn back(&self) -> Option<&String> {
+        self.order.back()
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.order.iter()
+    }
+}
+
+impl PartialEq for EventIds {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order
+    }
+}
+
+impl Serialize for EventIds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(&self.order)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventIds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ids = Vec::<String>::deserialize(deserializer)?;
+        let mut out = EventIds::default();
+        for id in &ids {
+            out.push(id, usize::MAX);
+        }
+        Ok(out)
+    }
+}
+
+impl<'a> IntoIterator for &'a EventIds {
+    type Item = &'a String;
+    type IntoIter = std::collections::vec_deque::Iter<'a, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.order.iter()
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use chrono::DateTime;
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{CoreError, Problem};
@@ -121,6 +122,10 @@ fn compile(name: &str, text: &str) -> Result<Validator, CoreError> {
 }
 
 fn collect(validator: &Validator, instance: &Value, prefix: &str, problems: &mut Vec<Problem>) {
+    // The common case is valid input: `is_valid` short-circuits and builds no error paths.
+    if validator.is_valid(instance) {
+        return;
+    }
     for error in validator.iter_errors(instance) {
         let at = format!("{prefix}{}", error.instance_path().as_str());
         match error.kind() {
@@ -241,7 +246,7 @@ impl Registry {
         if !problems.is_empty() {
             return Err(problems);
         }
-        serde_json::from_value(value.clone()).map_err(|e| vec![Problem::new("", e.to_string())])
+        Envelope::deserialize(value).map_err(|e| vec![Problem::new("", e.to_string())])
     }
 }
 

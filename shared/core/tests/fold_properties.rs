@@ -174,7 +174,10 @@ fn assert_equivalent(a: &Profile, b: &Profile) -> Result<(), TestCaseError> {
             weight: 0.0,
             ..h
         });
-        let mut ids: Vec<String> = p.recent_event_ids.drain(..).collect();
+        let mut ids: Vec<String> = std::mem::take(&mut p.recent_event_ids)
+            .iter()
+            .cloned()
+            .collect();
         ids.sort();
         (p, ids)
     };
