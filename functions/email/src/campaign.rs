@@ -344,10 +344,10 @@ mod tests {
         Known {
             segment: &|s| match s {
                 "cart_abandoner" => Some(Some(Duration::minutes(30))),
-                "churn_risk" => Some(None),
+                "churn_risk" | "high_heat_lover" | "mild_explorer" => Some(None),
                 _ => None,
             },
-            template: &|t| ["cart_abandonment", "churn_winback"].contains(&t),
+            template: &|t| ["cart_abandonment", "churn_winback", "heat_match"].contains(&t),
         }
     }
 
@@ -369,6 +369,14 @@ mod tests {
         assert!(c
             .triggered_by(Trigger::SegmentEntered, Some("cart_abandoner"))
             .is_empty());
+        for (segment, campaign) in [
+            ("high_heat_lover", "heat_match"),
+            ("mild_explorer", "mild_discovery"),
+        ] {
+            let found = c.triggered_by(Trigger::SegmentEntered, Some(segment));
+            assert_eq!(found.len(), 1, "{segment}");
+            assert_eq!(found[0].name, campaign);
+        }
     }
 
     #[test]

@@ -49,6 +49,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         "churn_winback.txt",
         include_str!("../templates/churn_winback.txt"),
     ),
+    (
+        "heat_match.subject.txt",
+        include_str!("../templates/heat_match.subject.txt"),
+    ),
+    (
+        "heat_match.html",
+        include_str!("../templates/heat_match.html"),
+    ),
+    (
+        "heat_match.txt",
+        include_str!("../templates/heat_match.txt"),
+    ),
 ];
 
 /// How many products an email recommends.
@@ -252,6 +264,8 @@ struct EmailContext {
     cart: Option<CartView>,
     offer: Option<OfferView>,
     heat_shu: Option<u64>,
+    /// `heat_shu` formatted for people, e.g. `50,000`.
+    heat_label: Option<String>,
     recommendations: Vec<ProductView>,
     recommendation_basis: Basis,
 }
@@ -369,6 +383,7 @@ impl Renderer {
                     .to_string(),
             }),
             heat_shu: heat.map(|h| h.round().max(0.0) as u64),
+            heat_label: heat.map(|h| format_shu(h.round().max(0.0) as u64)),
             recommendations: products
                 .into_iter()
                 .map(|p| ProductView {
@@ -530,6 +545,43 @@ mod tests {
         assert!(out.text.contains("December 7, 2026"));
         assert!(out.text.contains("Our best sellers"));
         assert!(out.text.contains("Huy Fong Sriracha"));
+    }
+
+    #[test]
+    fn heat_match_recommends_bottles_at_the_customers_heat_level() {
+        let r = Renderer::embedded().unwrap();
+        let c = campaigns(&r);
+        let mut p = Profile::new("u-3");
+        p.name = Some("Bo".into());
+        p.heat = Some(DecayedValue {
+            weighted_sum: 600_000.0,
+            weight: 2.0,
+            as_of: None,
+        });
+        let out = r
+            .render(c.get("heat_match").unwrap(), &p, &links(), now())
+            .unwrap();
+        assert_eq!(
+            out.subject,
+            "Bo, sauces matched to your heat level (300,000 SHU)"
+        );
+        assert!(out.text.contains("around 300,000 Scoville heat units"));
+        assert!(out.text.contains("Matched to your heat level:"));
+        assert!(!out.text.contains("Our best sellers"));
+        assert!(!out.html.contains("{{") && !out.text.contains("{{"));
+
+        // No stated heat: no number in the subject, best sellers instead.
+        let out = r
+            .render(
+                c.get("mild_discovery").unwrap(),
+                &Profile::new("u-4"),
+                &links(),
+                now(),
+            )
+            .unwrap();
+        assert_eq!(out.subject, "Sauces matched to your heat level");
+        assert!(out.text.starts_with("Hi there,"));
+        assert!(out.text.contains("Our best sellers"));
     }
 
     #[test]
