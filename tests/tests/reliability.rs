@@ -284,8 +284,6 @@ async fn dynamodb_throttling_and_500s_apply_every_event_exactly_once() {
 }
 
 #[tokio::test]
-#[ignore = "known bug in functions/enrich: after a profile write whose answer was lost, the \
-            retry sees every event as a duplicate and never publishes the events of that write"]
 async fn ambiguous_profile_writes_lose_no_bus_event() {
     // The write reaches DynamoDB but its answer is lost (connection dropped): the retry sees a
     // version conflict, re-reads and finds every event already applied.

@@ -86,12 +86,12 @@ pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
         // The bus is failing: write anyway (nothing is lost if retries run out), queue the new
         // events behind the old ones in the same single write, retry later.
         profile.outbox.extend(publish);
-        store.put(&profile, expected).await?;
+        put_once(store, &profile, expected).await?;
         stats.writes += 1;
         tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
         return Err(as_publish_failure(e));
     }
-    store.put(&profile, expected).await?;
+    put_once(store, &profile, expected).await?;
     stats.writes += 1;
     if publish.is_empty() {
         return Ok(());
@@ -116,6 +116,34 @@ pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
         .await
         .map_err(as_publish_failure)?;
     Err(as_publish_failure(error))
+}
+
+/// Writes `profile` over version `expected`. A failed write may still have landed: its answer
+/// was lost (timeout, dropped connection), or the SDK re-sent a write that had succeeded and
+/// the re-send failed its own version check. Left at that, the retry would find every event
+/// already applied and never publish this write's bus events. So before reporting a conflict
+/// or transient failure, read the profile back: if the stored item is this very write (same
+/// version, same remembered event ids, same segments), the write landed.
+async fn put_once<S: ProfileStore>(store: &S, profile: &Profile, expected: u64) -> PortResult<()> {
+    let error = match store.put(profile, expected).await {
+        Ok(()) => return Ok(()),
+        Err(e @ PortError::Permanent { .. }) => return Err(e),
+        Err(e) => e,
+    };
+    match store.get(&profile.id).await {
+        Ok(Some(stored)) if is_same_write(&stored, profile) => {
+            tracing::info!(profile_id = %profile.id, version = profile.version, %error, "write landed although its answer failed");
+            Ok(())
+        }
+        _ => Err(error),
+    }
+}
+
+fn is_same_write(stored: &Profile, ours: &Profile) -> bool {
+    stored.version == ours.version
+        && stored.recent_event_ids == ours.recent_event_ids
+        && stored.segments == ours.segments
+        && stored.outbox == ours.outbox
 }
 
 /// Stores unpublished events in the profile's outbox (second conditional write). On a
