@@ -58,7 +58,7 @@ use ember_core::EventType;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
-use crate::outbox::{self, as_publish_failure, KeyStats};
+use crate::outbox::{self, as_publish_failure, KeyStats, Written};
 
 /// How many profile keys are processed at the same time.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -206,6 +206,8 @@ where
             .into_iter()
             .partition(|(key, _)| key.starts_with(ANON_PREFIX));
         let mut failed_anon: HashSet<String> = HashSet::new();
+        // Written profiles whose bus events are published together after both phases.
+        let mut written: Vec<(String, Vec<usize>, Written)> = Vec::new();
         for (n, phase) in [anon, known].into_iter().enumerate() {
             let (phase, blocked): (Vec<_>, Vec<_>) = phase.into_iter().partition(|(_, events)| {
                 n == 0
@@ -234,12 +236,16 @@ where
                 .await;
             for (key, events, result) in results {
                 match result {
-                    Ok(s) => {
+                    Ok((s, w)) => {
                         stats.writes += s.writes;
                         stats.published += s.published;
                         stats.conflicts += s.conflicts;
-                        for (index, _) in &events {
-                            batch.succeed(*index);
+                        let indices = events.iter().map(|(index, _)| *index);
+                        match w {
+                            Some(w) if !w.events.is_empty() => {
+                                written.push((key, indices.collect(), w));
+                            }
+                            _ => indices.for_each(|index| batch.succeed(index)),
                         }
                     }
                     Err(KeyFailure { error, stats: s }) => {
@@ -258,6 +264,31 @@ where
             }
         }
 
+        // 3. One publish for the whole batch (≤10 entries per PutEvents call).
+        let (owners, profiles): (Vec<_>, Vec<_>) = written
+            .into_iter()
+            .map(|(key, indices, w)| ((key, indices), w))
+            .unzip();
+        let ports = outbox::Ports {
+            store: &self.store,
+            bus: &self.bus,
+            backoff: &self.conflict_backoff,
+        };
+        let published = outbox::publish_written(ports, profiles, self.concurrency).await;
+        for ((key, indices), (result, s)) in owners.into_iter().zip(published) {
+            stats.writes += s.writes;
+            stats.published += s.published;
+            match result {
+                Ok(()) => indices.into_iter().for_each(|index| batch.succeed(index)),
+                Err(error) => {
+                    tracing::warn!(profile_id = %key, error = %error, records = indices.len(), "bus events kept in the outbox; records retried");
+                    for index in indices {
+                        batch.fail(index, error.to_string());
+                    }
+                }
+            }
+        }
+
         let response = batch.response();
         stats.failed_records = response.batch_item_failures.len();
         (response, stats, started.elapsed())
@@ -268,12 +299,12 @@ where
         &self,
         key: &str,
         events: &[(usize, EnrichedEvent)],
-    ) -> Result<KeyStats, KeyFailure> {
+    ) -> Result<(KeyStats, Option<Written>), KeyFailure> {
         let mut total = KeyStats::default();
         let mut attempt = 0;
         loop {
             match self.try_key(key, events, &mut total).await {
-                Ok(()) => return Ok(total),
+                Ok(written) => return Ok((total, written)),
                 Err(PortError::Conflict(reason)) if self.conflict_backoff.can_retry(attempt) => {
                     tracing::debug!(profile_id = %key, attempt, %reason, "version conflict, refolding");
                     total.conflicts += 1;
@@ -290,13 +321,14 @@ where
         }
     }
 
-    /// One read-fold-write-publish round for a key. `Conflict` means "re-read and retry".
+    /// One read-fold-write round for a key; returns the written profile with the bus events
+    /// still to publish (none for a pure replay). `Conflict` means "re-read and retry".
     async fn try_key(
         &self,
         key: &str,
         events: &[(usize, EnrichedEvent)],
         stats: &mut KeyStats,
-    ) -> PortResult<()> {
+    ) -> PortResult<Option<Written>> {
         let stored = self.store.get(key).await?;
         let expected = stored.as_ref().map_or(0, |p| p.version);
         let mut profile = stored.unwrap_or_else(|| Profile::new(key));
@@ -327,7 +359,7 @@ where
         if !changed && outbox_unchanged {
             // A pure replay (nothing to write), or the bus still fails (outbox kept as is).
             return match outbox_error {
-                None => Ok(()),
+                None => Ok(None),
                 Some(e) => Err(as_publish_failure(e)),
             };
         }
@@ -351,19 +383,9 @@ where
                 publish.push(cart_updated(&profile, at));
             }
         }
-        outbox::write_then_publish(
-            outbox::Ports {
-                store: &self.store,
-                bus: &self.bus,
-                backoff: &self.conflict_backoff,
-            },
-            profile,
-            expected,
-            publish,
-            outbox_error,
-            stats,
-        )
-        .await
+        outbox::write(&self.store, profile, expected, publish, outbox_error, stats)
+            .await
+            .map(Some)
     }
 
     /// Merges `anon:<anon_id>` into `profile` and marks the anonymous profile merged. The mark

@@ -4,15 +4,18 @@
 //!
 //! 1. [`publish_pending`]: events a previous write stored but could not publish go out first;
 //!    those that still fail stay in the outbox, ahead of anything new.
-//! 2. [`write_then_publish`]: the profile is written ONCE with the optimistic version check,
-//!    then its new bus events are published. Events that cannot be published are stored in the
-//!    profile's outbox with a second conditional write ([`store_outbox`]) and the call fails, so
-//!    the caller retries later and the retry publishes the outbox first. While the outbox
-//!    cannot be published, new events are queued behind it in the same single write.
+//! 2. [`write`]: the profile is written ONCE with the optimistic version check; a write whose
+//!    answer was lost is recognised by reading it back ([`put_once`]).
+//! 3. [`publish_written`]: the new bus events of all profiles written in a batch are published
+//!    together (≤10 per PutEvents call). Events that cannot be published are stored in their
+//!    profile's outbox with a second conditional write ([`store_outbox`]) and that profile
+//!    fails, so the caller retries later and the retry publishes the outbox first. While the
+//!    outbox cannot be published, new events are queued behind it in the same single write.
 
 use ember_aws::retry::Backoff;
 use ember_core::ports::{BusEvent, EventBus, PortError, PortResult, ProfileStore};
 use ember_core::profile::Profile;
+use futures::stream::{self, StreamExt};
 
 /// The ports (and conflict backoff) the write-then-publish path needs.
 pub struct Ports<'a, S, B> {
@@ -64,24 +67,25 @@ pub async fn publish_pending<B: EventBus>(
     outbox_error
 }
 
-/// Writes `profile` (its version already bumped) if the store still holds `expected`, then
-/// publishes `publish`. With `outbox_error` set (the bus failed on the pending outbox), the new
-/// events are queued in the outbox in the same write and the call fails with that error.
-/// `Conflict` from the first write means "re-read and retry"; a publish failure is returned as
-/// a retryable error after the unpublished events were stored in the outbox.
-pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
-    ports: Ports<'_, S, B>,
+/// A profile that has been written, with the bus events its write produced, still to publish.
+#[derive(Debug)]
+pub struct Written {
+    pub profile: Profile,
+    pub events: Vec<BusEvent>,
+}
+
+/// Writes `profile` (its version already bumped) if the store still holds `expected`, and
+/// hands back the events to publish. With `outbox_error` set (the bus failed on the pending
+/// outbox), the new events are queued in the outbox in the same write and the call fails
+/// with that error. `Conflict` means "re-read and retry".
+pub async fn write<S: ProfileStore>(
+    store: &S,
     mut profile: Profile,
     expected: u64,
     publish: Vec<BusEvent>,
     outbox_error: Option<PortError>,
     stats: &mut KeyStats,
-) -> PortResult<()> {
-    let Ports {
-        store,
-        bus,
-        backoff,
-    } = ports;
+) -> PortResult<Written> {
     if let Some(e) = outbox_error {
         // The bus is failing: write anyway (nothing is lost if retries run out), queue the new
         // events behind the old ones in the same single write, retry later.
@@ -93,29 +97,93 @@ pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
     }
     put_once(store, &profile, expected).await?;
     stats.writes += 1;
-    if publish.is_empty() {
-        return Ok(());
-    }
+    Ok(Written {
+        profile,
+        events: publish,
+    })
+}
 
-    let results = bus.publish(&publish).await;
-    let mut failed = Vec::new();
-    let mut first_error = None;
-    for (event, result) in publish.into_iter().zip(results) {
-        match result {
-            Ok(()) => stats.published += 1,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                failed.push(event);
+/// Publishes the events of many written profiles together, so a batch costs
+/// ⌈events / 10⌉ PutEvents calls rather than one per profile. A profile whose events could
+/// not all be published keeps them in its outbox (second conditional write) and gets the
+/// publish failure, so its records are retried; the others get `Ok`. Results are in input
+/// order, with each profile's publishing stats.
+pub async fn publish_written<S: ProfileStore, B: EventBus>(
+    ports: Ports<'_, S, B>,
+    written: Vec<Written>,
+    concurrency: usize,
+) -> Vec<(PortResult<()>, KeyStats)> {
+    let all: Vec<BusEvent> = written
+        .iter()
+        .flat_map(|w| w.events.iter().cloned())
+        .collect();
+    let mut results = if all.is_empty() {
+        Vec::new()
+    } else {
+        ports.bus.publish(&all).await
+    }
+    .into_iter();
+    let mut failures = Vec::new();
+    let mut out: Vec<(PortResult<()>, KeyStats)> = Vec::with_capacity(written.len());
+    for (i, w) in written.into_iter().enumerate() {
+        let mut stats = KeyStats::default();
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for event in w.events {
+            match results.next() {
+                Some(Ok(())) => stats.published += 1,
+                Some(Err(e)) => {
+                    first_error.get_or_insert(e);
+                    failed.push(event);
+                }
+                None => {
+                    first_error.get_or_insert(PortError::Transient {
+                        stage: "publish",
+                        reason: "the bus returned fewer results than events".into(),
+                    });
+                    failed.push(event);
+                }
             }
         }
+        out.push((Ok(()), stats));
+        if let Some(error) = first_error {
+            failures.push((i, w.profile, failed, error));
+        }
     }
-    let Some(error) = first_error else {
-        return Ok(());
-    };
-    store_outbox(store, backoff, profile, failed, stats)
+    let stored: Vec<_> = stream::iter(failures)
+        .map(|(i, profile, failed, error)| async move {
+            let mut stats = KeyStats::default();
+            let stored =
+                store_outbox(ports.store, ports.backoff, profile, failed, &mut stats).await;
+            (i, stats, stored.and(Err(error)).map_err(as_publish_failure))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for (i, stats, result) in stored {
+        out[i].0 = result;
+        out[i].1.writes += stats.writes;
+    }
+    out
+}
+
+/// [`write`] then [`publish_written`] for a single profile.
+pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
+    ports: Ports<'_, S, B>,
+    profile: Profile,
+    expected: u64,
+    publish: Vec<BusEvent>,
+    outbox_error: Option<PortError>,
+    stats: &mut KeyStats,
+) -> PortResult<()> {
+    let written = write(ports.store, profile, expected, publish, outbox_error, stats).await?;
+    let (result, published) = publish_written(ports, vec![written], 1)
         .await
-        .map_err(as_publish_failure)?;
-    Err(as_publish_failure(error))
+        .pop()
+        .unwrap_or((Ok(()), KeyStats::default()));
+    stats.published += published.published;
+    stats.writes += published.writes;
+    result
 }
 
 /// Writes `profile` over version `expected`. A failed write may still have landed: its answer
