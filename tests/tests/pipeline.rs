@@ -79,13 +79,13 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
 
     // The API refused exactly the malformed event, with a 4xx reason.
     assert!(summary.drained, "the pipeline did not drain");
-    assert_eq!(summary.events, 19);
-    assert_eq!(summary.accepted, 18);
+    assert_eq!(summary.events, 20);
+    assert_eq!(summary.accepted, 19);
     assert_eq!(summary.rejected.len(), 1, "{:?}", summary.rejected);
     assert_eq!(summary.rejected[0].event_id, "small-015");
     assert!((400..500).contains(&summary.rejected[0].status));
     assert_eq!(
-        summary.kinesis_records, 18,
+        summary.kinesis_records, 19,
         "every accepted event went through the stream once"
     );
     assert_eq!(summary.kinesis_on_failure, 0);
@@ -146,6 +146,26 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert_eq!(to("cart.shopper@example.com"), 1, "{:#?}", summary.emails);
     assert_eq!(to("buyer@example.com"), 0);
     assert_eq!(to("no.consent@example.com"), 0);
+    // The heat_match email (segment_entered high_heat_lover), once, with bottles at their heat.
+    assert_eq!(to("heat.lover@example.com"), 1, "{:#?}", summary.emails);
+    let heat_mail = summary
+        .emails
+        .iter()
+        .find(|e| e.to.iter().any(|t| t == "heat.lover@example.com"))
+        .expect("heat_match email");
+    assert_eq!(
+        heat_mail.subject,
+        "Hiro, sauces matched to your heat level (900,000 SHU)"
+    );
+    assert!(
+        heat_mail
+            .html
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Matched to your heat level"),
+        "{:?}",
+        heat_mail.html
+    );
     // The churn_winback email (segment_entered churn_risk, no delay), once.
     assert_eq!(to("churn.shopper@example.com"), 1, "{:#?}", summary.emails);
     let winback = summary
