@@ -494,95 +494,11 @@ mod tests {
     //! The handler against in-memory ports (the integration tests in `tests/` use the real
     //! adapters against the emulator), fed with the fixtures in `events/kinesis/`.
 
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-
-    use async_trait::async_trait;
+    use std::sync::atomic::Ordering;
 
     use super::*;
 
-    #[derive(Default)]
-    struct MemoryStore {
-        profiles: Mutex<HashMap<String, Profile>>,
-        puts: AtomicUsize,
-        /// Writes of these profile ids fail (throttled).
-        failing: Mutex<HashSet<String>>,
-    }
-
-    #[async_trait]
-    impl ProfileStore for MemoryStore {
-        async fn get(&self, id: &str) -> PortResult<Option<Profile>> {
-            Ok(self.profiles.lock().unwrap().get(id).cloned())
-        }
-        async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
-            if self.failing.lock().unwrap().contains(&profile.id) {
-                return Err(PortError::Transient {
-                    stage: "test.put",
-                    reason: "throttled".into(),
-                });
-            }
-            let mut map = self.profiles.lock().unwrap();
-            let current = map.get(&profile.id).map_or(0, |p| p.version);
-            if current != expected_version {
-                return Err(PortError::Conflict(format!("{} at {current}", profile.id)));
-            }
-            self.puts.fetch_add(1, Ordering::SeqCst);
-            map.insert(profile.id.clone(), profile.clone());
-            Ok(())
-        }
-        async fn delete(&self, id: &str) -> PortResult<bool> {
-            Ok(self.profiles.lock().unwrap().remove(id).is_some())
-        }
-    }
-
-    /// Records published events; fails every publish while `down` is set.
-    #[derive(Default)]
-    struct MemoryBus {
-        published: Mutex<Vec<BusEvent>>,
-        down: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait]
-    impl EventBus for MemoryBus {
-        async fn publish(&self, events: &[BusEvent]) -> Vec<PortResult<()>> {
-            if self.down.load(Ordering::SeqCst) {
-                return events
-                    .iter()
-                    .map(|_| {
-                        Err(PortError::Transient {
-                            stage: "test.bus",
-                            reason: "down".into(),
-                        })
-                    })
-                    .collect();
-            }
-            self.published
-                .lock()
-                .unwrap()
-                .extend(events.iter().cloned());
-            events.iter().map(|_| Ok(())).collect()
-        }
-    }
-
-    #[derive(Default)]
-    struct MemoryDlq {
-        letters: Mutex<Vec<DeadLetter>>,
-        down: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait]
-    impl DeadLetterSink for MemoryDlq {
-        async fn send(&self, letters: &[DeadLetter]) -> PortResult<()> {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(PortError::Transient {
-                    stage: "test.dlq",
-                    reason: "down".into(),
-                });
-            }
-            self.letters.lock().unwrap().extend(letters.iter().cloned());
-            Ok(())
-        }
-    }
+    use crate::testkit::{MemoryBus, MemoryDlq, MemoryStore};
 
     type TestEnricher = Enricher<MemoryStore, MemoryBus, MemoryDlq>;
 

@@ -17,6 +17,8 @@ pub mod config;
 pub mod handler;
 pub mod outbox;
 pub mod reevaluate;
+#[cfg(test)]
+mod testkit;
 
 pub use config::{Config, Deps, EnrichError, ReevaluateConfig, ReevaluateDeps};
 pub use handler::{BatchStats, Enricher};

@@ -263,9 +263,7 @@ mod tests {
     //! The re-evaluation against in-memory ports with a paginating parallel scan (the
     //! integration test in `tests/tests/reevaluate.rs` uses DynamoDB and EventBridge).
 
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Mutex;
+    use std::sync::atomic::Ordering;
 
     use async_trait::async_trait;
     use chrono::TimeZone;
@@ -273,77 +271,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Default)]
-    struct MemoryStore {
-        profiles: Mutex<BTreeMap<String, Profile>>,
-        puts: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ProfileStore for MemoryStore {
-        async fn get(&self, id: &str) -> PortResult<Option<Profile>> {
-            Ok(self.profiles.lock().unwrap().get(id).cloned())
-        }
-        async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
-            let mut map = self.profiles.lock().unwrap();
-            let current = map.get(&profile.id).map_or(0, |p| p.version);
-            if current != expected_version {
-                return Err(PortError::Conflict(format!("{} at {current}", profile.id)));
-            }
-            self.puts.fetch_add(1, Ordering::SeqCst);
-            map.insert(profile.id.clone(), profile.clone());
-            Ok(())
-        }
-        async fn delete(&self, id: &str) -> PortResult<bool> {
-            Ok(self.profiles.lock().unwrap().remove(id).is_some())
-        }
-        /// Segments by the id's byte sum; pages of 2 so pagination is exercised.
-        async fn scan(
-            &self,
-            segment: u32,
-            total: u32,
-            start: Option<String>,
-        ) -> PortResult<(Vec<Profile>, Option<String>)> {
-            let map = self.profiles.lock().unwrap();
-            let mine: Vec<Profile> = map
-                .values()
-                .filter(|p| p.id.bytes().map(u32::from).sum::<u32>() % total == segment)
-                .filter(|p| start.as_ref().is_none_or(|s| p.id > *s))
-                .take(2)
-                .cloned()
-                .collect();
-            let next = (mine.len() == 2).then(|| mine[1].id.clone());
-            Ok((mine, next))
-        }
-    }
-
-    #[derive(Default)]
-    struct MemoryBus {
-        published: Mutex<Vec<BusEvent>>,
-        down: AtomicBool,
-    }
-
-    #[async_trait]
-    impl EventBus for MemoryBus {
-        async fn publish(&self, events: &[BusEvent]) -> Vec<PortResult<()>> {
-            if self.down.load(Ordering::SeqCst) {
-                return events
-                    .iter()
-                    .map(|_| {
-                        Err(PortError::Transient {
-                            stage: "test.bus",
-                            reason: "down".into(),
-                        })
-                    })
-                    .collect();
-            }
-            self.published
-                .lock()
-                .unwrap()
-                .extend(events.iter().cloned());
-            events.iter().map(|_| Ok(())).collect()
-        }
-    }
+    use crate::testkit::{MemoryBus, MemoryStore};
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
