@@ -14,7 +14,7 @@
 //! - every segment/cart event of the reference is on the bus (read via rule → SQS) exactly
 //!   once, and nothing else is.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -93,7 +93,7 @@ fn batch(w: &Workload) -> KinesisEvent {
 
 /// The fault-free outcome: final profiles and published events of one in-memory run.
 struct Reference {
-    profiles: HashMap<String, Profile>,
+    profiles: BTreeMap<String, Profile>,
     events: Vec<BusEvent>,
     invalid_origins: BTreeSet<String>,
 }

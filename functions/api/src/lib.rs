@@ -106,7 +106,6 @@ mod tests {
     use async_trait::async_trait;
     use chrono::{DateTime, Utc};
     use ember_core::ports::{PortResult, StreamRecord};
-    use ember_core::profile::Profile;
     use serde_json::{json, Value};
 
     use super::*;
@@ -181,21 +180,6 @@ mod tests {
         }
     }
 
-    struct NoProfiles;
-
-    #[async_trait]
-    impl ProfileStore for NoProfiles {
-        async fn get(&self, _: &str) -> PortResult<Option<Profile>> {
-            Ok(None)
-        }
-        async fn put(&self, _: &Profile, _: u64) -> PortResult<()> {
-            Ok(())
-        }
-        async fn delete(&self, _: &str) -> PortResult<bool> {
-            Ok(false)
-        }
-    }
-
     fn deps(memory: &Memory) -> Deps {
         let config = ApiConfig::from_lookup(|name| {
             Some(match name {
@@ -210,7 +194,7 @@ mod tests {
         .unwrap();
         Deps {
             stream: Box::new(memory.clone()),
-            profiles: Box::new(NoProfiles),
+            profiles: Box::new(ember_core::memory::MemoryProfileStore::default()),
             ledger: Box::new(memory.clone()),
             registry: Registry::embedded().unwrap(),
             config,

@@ -1,15 +1,14 @@
 //! In-memory implementations of the ports for unit tests (the integration tests in `tests/`
 //! use the real DynamoDB, SESv2 and Kinesis adapters against the emulator).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ember_core::ports::{
-    EmailMessage, EventStream, Ledger, Mailer, PortError, PortResult, ProfileStore, StreamRecord,
+    EmailMessage, EventStream, Ledger, Mailer, PortError, PortResult, StreamRecord,
 };
-use ember_core::profile::Profile;
 
 /// `(pk, sk)` → `(attributes, expiry)`.
 type Records = BTreeMap<(String, String), (serde_json::Value, Option<DateTime<Utc>>)>;
@@ -102,46 +101,7 @@ impl Ledger for MemoryLedger {
     }
 }
 
-#[derive(Default)]
-pub struct MemoryProfiles {
-    pub profiles: Mutex<HashMap<String, Profile>>,
-}
-
-impl MemoryProfiles {
-    pub fn with(profile: Profile) -> Self {
-        let store = MemoryProfiles::default();
-        store.set(profile);
-        store
-    }
-
-    pub fn set(&self, profile: Profile) {
-        self.profiles
-            .lock()
-            .unwrap()
-            .insert(profile.id.clone(), profile);
-    }
-}
-
-#[async_trait]
-impl ProfileStore for MemoryProfiles {
-    async fn get(&self, id: &str) -> PortResult<Option<Profile>> {
-        Ok(self.profiles.lock().unwrap().get(id).cloned())
-    }
-
-    async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
-        let mut map = self.profiles.lock().unwrap();
-        let stored = map.get(&profile.id).map_or(0, |p| p.version);
-        if stored != expected_version {
-            return Err(PortError::Conflict(profile.id.clone()));
-        }
-        map.insert(profile.id.clone(), profile.clone());
-        Ok(())
-    }
-
-    async fn delete(&self, id: &str) -> PortResult<bool> {
-        Ok(self.profiles.lock().unwrap().remove(id).is_some())
-    }
-}
+pub type MemoryProfiles = ember_core::memory::MemoryProfileStore;
 
 /// Records sent messages; answers with scripted results first, then message ids.
 #[derive(Default)]

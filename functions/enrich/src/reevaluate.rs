@@ -271,7 +271,7 @@ mod tests {
 
     use super::*;
 
-    use crate::testkit::{MemoryBus, MemoryStore};
+    use crate::testkit::{memory_store, MemoryBus, MemoryStore};
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
@@ -287,7 +287,7 @@ mod tests {
     }
 
     fn reevaluator(profiles: Vec<Profile>) -> Reevaluator<MemoryStore, MemoryBus> {
-        let store = MemoryStore::default();
+        let store = memory_store();
         for p in profiles {
             store.profiles.lock().unwrap().insert(p.id.clone(), p);
         }
@@ -397,7 +397,7 @@ mod tests {
                 self.0.scan(s, t, c).await
             }
         }
-        let inner = MemoryStore::default();
+        let inner = memory_store();
         inner
             .profiles
             .lock()

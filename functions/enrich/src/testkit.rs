@@ -1,66 +1,19 @@
 //! In-memory ports for the crate's unit tests (the integration tests in `tests/` use the real
 //! DynamoDB, EventBridge and SQS adapters against the emulator).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use ember_core::ports::{
-    BusEvent, DeadLetter, DeadLetterSink, EventBus, PortError, PortResult, ProfileStore,
-};
-use ember_core::profile::Profile;
+use ember_core::ports::{BusEvent, DeadLetter, DeadLetterSink, EventBus, PortError, PortResult};
 
-/// Profiles with DynamoDB's version check; a paginating parallel scan (pages of 2, segments
-/// by the id's byte sum) so pagination is exercised.
-#[derive(Default)]
-pub struct MemoryStore {
-    pub profiles: Mutex<BTreeMap<String, Profile>>,
-    pub puts: AtomicUsize,
-    /// Writes of these profile ids fail (throttled).
-    pub failing: Mutex<HashSet<String>>,
-}
+/// Profiles with DynamoDB's version check; scan pages of 2 so pagination is exercised.
+pub type MemoryStore = ember_core::memory::MemoryProfileStore;
 
-#[async_trait]
-impl ProfileStore for MemoryStore {
-    async fn get(&self, id: &str) -> PortResult<Option<Profile>> {
-        Ok(self.profiles.lock().unwrap().get(id).cloned())
-    }
-    async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
-        if self.failing.lock().unwrap().contains(&profile.id) {
-            return Err(PortError::Transient {
-                stage: "test.put",
-                reason: "throttled".into(),
-            });
-        }
-        let mut map = self.profiles.lock().unwrap();
-        let current = map.get(&profile.id).map_or(0, |p| p.version);
-        if current != expected_version {
-            return Err(PortError::Conflict(format!("{} at {current}", profile.id)));
-        }
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        map.insert(profile.id.clone(), profile.clone());
-        Ok(())
-    }
-    async fn delete(&self, id: &str) -> PortResult<bool> {
-        Ok(self.profiles.lock().unwrap().remove(id).is_some())
-    }
-    async fn scan(
-        &self,
-        segment: u32,
-        total: u32,
-        start: Option<String>,
-    ) -> PortResult<(Vec<Profile>, Option<String>)> {
-        let map = self.profiles.lock().unwrap();
-        let mine: Vec<Profile> = map
-            .values()
-            .filter(|p| p.id.bytes().map(u32::from).sum::<u32>() % total == segment)
-            .filter(|p| start.as_ref().is_none_or(|s| p.id > *s))
-            .take(2)
-            .cloned()
-            .collect();
-        let next = (mine.len() == 2).then(|| mine[1].id.clone());
-        Ok((mine, next))
+pub fn memory_store() -> MemoryStore {
+    MemoryStore {
+        page_size: 2,
+        ..Default::default()
     }
 }
 

@@ -15,12 +15,14 @@
 //!   preference → Scoville units) is documented in [`enrich`].
 //! - [`ports`] — the narrow traits the functions need (profile store, event bus, dead letters,
 //!   event stream, mailer) with domain types only.
+//! - [`memory`] — an in-memory profile store with the same contract (tests, benchmarks).
 //! - [`error`] — the crate's error enum, each variant retryable or not.
 
 pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod fold;
+pub mod memory;
 pub mod ports;
 pub mod profile;
 pub mod schema;

@@ -148,19 +148,12 @@ pub trait ProfileStore: Send + Sync {
     /// One page of a parallel scan: segment `segment` of `total` (DynamoDB `Segment` /
     /// `TotalSegments`), starting after the cursor `start` (`None` = from the beginning).
     /// Returns the page's profiles and the cursor of the next page (`None` = segment done).
-    /// Stores that cannot scan answer with a permanent error (the default).
     async fn scan(
         &self,
         segment: u32,
         total: u32,
         start: Option<String>,
-    ) -> PortResult<(Vec<Profile>, Option<String>)> {
-        let _ = (segment, total, start);
-        Err(PortError::Permanent {
-            stage: "profile.scan",
-            reason: "this profile store does not support scans".to_owned(),
-        })
-    }
+    ) -> PortResult<(Vec<Profile>, Option<String>)>;
 }
 
 #[async_trait]
