@@ -71,6 +71,15 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
         Some(url) => Some(one_click(url).await),
         None => None,
     };
+    // An unknown path reaches the api function through the template's catch-all route and
+    // gets its JSON 404 (not API Gateway's own answer).
+    let unknown = match &link {
+        Some(url) => {
+            let base = &url[..url.find("/v1/").expect("api path")];
+            Some(get(&format!("{base}/v1/nothing-here")).await)
+        }
+        None => None,
+    };
     pipeline.drain(Duration::from_secs(30)).await;
     let after_unsubscribe = aws.get_profile(&table, "u-cart").await;
     pipeline.stop(true).await;
@@ -205,6 +214,10 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
         (200..300).contains(&status),
         "one-click unsubscribe answered {status}"
     );
+    let (status, body) = unknown.expect("unknown-path request");
+    assert_eq!(status, 404, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON error body");
+    assert_eq!(body["error"], "not_found", "{body}");
     let after = after_unsubscribe.expect("read").expect("u-cart profile");
     assert!(
         !after.has_consent("email"),
@@ -238,4 +251,23 @@ async fn one_click(url: &str) -> u16 {
         .expect("unsubscribe POST")
         .status()
         .as_u16()
+}
+
+/// GET `url`: status and body.
+async fn get(url: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = url.parse().expect("url");
+    let response = client.get(uri).await.expect("GET");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }

@@ -26,6 +26,10 @@ fn http_routes_match_the_api_route_table() {
             }
         }
     }
+    assert!(
+        in_template.remove(&("ANY".to_owned(), "/{proxy+}".to_owned())),
+        "the catch-all route sends unknown paths to the api function for JSON 404/405"
+    );
     let in_code: BTreeSet<(String, String)> = ember_api::router::ROUTES
         .iter()
         .flat_map(|r| {

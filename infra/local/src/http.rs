@@ -34,6 +34,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether the path ends in a greedy `{name+}` parameter.
+    pub fn is_greedy(&self) -> bool {
+        self.path.ends_with("+}")
+    }
+
     /// Path parameters when `path` matches this route's template (`{name}` = one segment,
     /// `{name+}` = the rest).
     pub fn matches(&self, method: &str, path: &str) -> Option<BTreeMap<String, String>> {
@@ -131,10 +136,13 @@ async fn respond(
     };
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path().to_owned();
-    let Some((route, handler, params)) = routes
-        .iter()
-        .find_map(|(r, h)| r.matches(&method, &path).map(|p| (r, h, p)))
-    else {
+    // Like API Gateway, a specific route wins over a greedy (`{proxy+}`) one.
+    let Some((route, handler, params)) = [false, true].into_iter().find_map(|greedy| {
+        routes
+            .iter()
+            .filter(|(r, _)| r.is_greedy() == greedy)
+            .find_map(|(r, h)| r.matches(&method, &path).map(|p| (r, h, p)))
+    }) else {
         return plain(404, r#"{"message":"Not Found"}"#);
     };
     let event = v2_event(&parts, &body, route, &params, local, peer);
