@@ -9,9 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use ember_local::clock::SimClock;
-use ember_local::replay::read_jsonl;
+use ember_local::replay::{first_event_time, read_jsonl};
 use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
 use ember_tests::emulator::{workspace_root, Aws};
 use serde_json::Value;
@@ -33,7 +32,7 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     let aws = Aws::from_env().await.expect("emulator environment");
     let root = workspace_root();
     let events = read_jsonl(&root.join("events/pipeline/small.jsonl")).expect("sample");
-    let start: DateTime<Utc> = "2026-11-03T09:00:00Z".parse().expect("time");
+    let start = first_event_time(&events).expect("timed events");
     let clock = Arc::new(SimClock::starting_at(start));
     let opts = PipelineOptions {
         template: root.join("template.yaml"),
@@ -112,7 +111,7 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert_eq!(buyer.purchase_total_minor, 63_600);
     let heat = heat.expect("read").expect("u-heat profile");
     assert!(heat.heat_shu().is_some_and(|h| h >= 50_000.0));
-    // The churner: no event since late September; the hourly re-evaluation flagged them.
+    // The churner: no event since late September; the scheduled re-evaluation flagged them.
     let churner = churner.expect("read").expect("u-churn profile");
     assert_eq!(churner.purchase_count, 2);
     assert!(
@@ -206,7 +205,13 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
         html.contains("Ghost Pepper Reserve"),
         "the email shows the abandoned product: {html}"
     );
-    assert!(summary.sweeps > 0);
+    assert!(summary.scheduled_runs.values().all(|n| *n > 0));
+    assert_eq!(
+        summary.scheduled_runs.len(),
+        2,
+        "{:?}",
+        summary.scheduled_runs
+    );
     let link = link.expect("the email has an unsubscribe link");
     assert!(link.starts_with("http://127.0.0.1:"), "{link}");
     let status = unsubscribed.expect("unsubscribe request");

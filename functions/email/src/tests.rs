@@ -267,6 +267,13 @@ async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
     assert_eq!(email.mailer.count(), 0);
     assert_eq!(email.ledger.keys("timer#").len(), 1);
     assert_eq!(email.ledger.keys("timer#")[0].0, "timer#2026-11-21T07:00");
+    assert_eq!(
+        email.ledger.keys("timer-index#"),
+        vec![(
+            "timer-index#2026-11-21T07".to_owned(),
+            "2026-11-21T07:00".to_owned()
+        )]
+    );
     // A replay during the night writes no second timer and sends nothing.
     email
         .handle(&event(CHURN), late + Duration::minutes(5))
@@ -279,6 +286,8 @@ async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
         .await
         .unwrap();
     assert!(night.outcomes.is_empty());
+    // First run: the hour before 05:00, one index read, no bucket.
+    assert_eq!((night.index_reads, night.buckets), (1, 0));
     let morning = timers::sweep(&email, at("2026-11-21T07:01:30Z"))
         .await
         .unwrap();
@@ -286,8 +295,45 @@ async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
         matches!(&morning.outcomes[..], [Outcome::Sent { .. }]),
         "{morning:?}"
     );
+    // Hours 05, 06 and 07 of the index; only the marked minute is read.
+    assert_eq!((morning.index_reads, morning.buckets), (3, 1));
     assert_eq!(email.mailer.count(), 1);
     assert!(email.ledger.keys("timer#").is_empty());
+}
+
+#[tokio::test]
+async fn a_late_sweeper_reads_the_index_per_hour_and_never_beyond_the_timer_ttl() {
+    let mut p = churner();
+    p.timezone = Some("Europe/Berlin".into());
+    let email = email_with(p, None);
+    // Deferred to 07:00 UTC by quiet hours; the cursor is set at 05:00.
+    email
+        .handle(&event(CHURN), at("2026-11-20T21:30:00Z"))
+        .await
+        .unwrap();
+    timers::sweep(&email, at("2026-11-21T05:00:00Z"))
+        .await
+        .unwrap();
+    // The sweeper was down for two days: 50 hours of index, one bucket, the email goes out.
+    let late = timers::sweep(&email, at("2026-11-23T07:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((late.index_reads, late.buckets, late.timers), (50, 1, 1));
+    assert!(
+        matches!(&late.outcomes[..], [Outcome::Sent { .. }]),
+        "{late:?}"
+    );
+    assert_eq!(
+        late.next_bucket,
+        Some(at("2026-11-23T07:00:00Z")),
+        "the cursor moved to now"
+    );
+    // Down for a month: only the last TIMER_TTL_DAYS are read (older timers have expired).
+    let month = timers::sweep(&email, at("2026-12-23T07:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(month.index_reads, timers::TIMER_TTL_DAYS * 24);
+    assert_eq!(email.mailer.count(), 1);
 }
 
 #[tokio::test]

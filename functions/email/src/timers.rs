@@ -1,13 +1,20 @@
 //! Timers for delayed and deferred sends, and the sweeper that fires them.
 //!
 //! A timer is a ledger record in the minute bucket of its due time:
-//! pk `timer#<YYYY-MM-DDTHH:MM>` (UTC), sk `<profile>#<campaign>#<trigger id>`. The sweeper
-//! (EventBridge schedule, `rate(1 minute)`) keeps a cursor (pk `sweeper`, sk `cursor`: the
-//! first bucket not yet swept), reads every complete bucket from the cursor up to now (at most
-//! [`MAX_BUCKETS`] per run), re-reads each profile, re-evaluates the segment rules *now* and
-//! sends only if the campaign still applies (a cart timer also needs the cart unchanged since
-//! the timer was set: a later change set its own timer, a checkout emptied it). Handled timers
-//! are deleted; the cursor only advances past buckets whose timers were all handled.
+//! pk `timer#<YYYY-MM-DDTHH:MM>` (UTC), sk `<profile>#<campaign>#<trigger id>`. Before the
+//! timer is written, its bucket is marked in a sparse hourly index (pk
+//! `timer-index#<YYYY-MM-DDTHH>`, sk `<YYYY-MM-DDTHH:MM>`), so the sweeper reads only minutes
+//! that hold timers: one index query per hour of catch-up instead of one query per minute.
+//!
+//! The sweeper (EventBridge schedule, `rate(1 minute)`) keeps a cursor (pk `sweeper`, sk
+//! `cursor`: the first minute not yet swept), reads the index from the cursor up to now (never
+//! further back than [`TIMER_TTL_DAYS`], whose timers have expired), and for every marked,
+//! complete bucket (at most [`MAX_BUCKETS`] per run) re-reads each profile, re-evaluates the
+//! segment rules *now* and sends only if the campaign still applies (a cart timer also needs
+//! the cart unchanged since the timer was set: a later change set its own timer, a checkout
+//! emptied it). Handled timers are deleted; the cursor only advances past buckets whose
+//! timers were all handled. Index markers are never deleted (the cursor has passed them);
+//! they expire with their timers.
 
 use std::collections::BTreeMap;
 
@@ -21,13 +28,14 @@ use crate::handler::{timer_candidate, Candidate, Email, Outcome, Skip};
 
 pub const CURSOR_PK: &str = "sweeper";
 pub const CURSOR_SK: &str = "cursor";
-/// Buckets read per run (4 hours of minutes): a long outage catches up over several runs.
+/// Non-empty buckets swept per run: a long outage with many timers catches up over several runs.
 pub const MAX_BUCKETS: i64 = 240;
 /// Where a first run (no cursor) starts.
 pub const FIRST_LOOKBACK_MINUTES: i64 = 60;
 /// Timers not fired within this time after they were due are dropped by TTL.
 pub const TIMER_TTL_DAYS: i64 = 7;
 const BUCKET_FORMAT: &str = "%Y-%m-%dT%H:%M";
+const HOUR_FORMAT: &str = "%Y-%m-%dT%H";
 
 /// A pending send, as stored in the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,9 +54,22 @@ fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(Duration::minutes(1)).unwrap_or(t)
 }
 
+fn hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(Duration::hours(1)).unwrap_or(t)
+}
+
 /// The ledger partition of the minute bucket holding `t`.
 pub fn bucket_pk(t: DateTime<Utc>) -> String {
     format!("timer#{}", minute(t).format(BUCKET_FORMAT))
+}
+
+/// The index partition listing the non-empty buckets of the hour holding `t`.
+pub fn index_pk(t: DateTime<Utc>) -> String {
+    format!("timer-index#{}", hour(t).format(HOUR_FORMAT))
+}
+
+fn index_sk(bucket: DateTime<Utc>) -> String {
+    minute(bucket).format(BUCKET_FORMAT).to_string()
 }
 
 pub fn timer_sk(profile_id: &str, campaign: &str, trigger_id: &str) -> String {
@@ -85,13 +106,21 @@ where
     let bucket = due.max(minute(now) + Duration::minutes(1));
     let attrs = serde_json::to_value(&timer)
         .map_err(|e| EmailError::InvalidEvent(format!("timer: {e}")))?;
+    let expires = Some(bucket + Duration::days(TIMER_TTL_DAYS));
+    // Index first: a marker without a timer costs the sweeper one empty read, a timer
+    // without a marker would never fire.
+    email
+        .ledger
+        .claim(&index_pk(bucket), &index_sk(bucket), &json!({}), expires)
+        .await
+        .map_err(EmailError::port("timer.index"))?;
     email
         .ledger
         .claim(
             &bucket_pk(bucket),
             &timer_sk(profile_id, &timer.campaign, &timer.trigger_id),
             &attrs,
-            Some(bucket + Duration::days(TIMER_TTL_DAYS)),
+            expires,
         )
         .await
         .map_err(EmailError::port("timer.put"))?;
@@ -101,6 +130,9 @@ where
 /// What a sweep did.
 #[derive(Debug, Default, PartialEq)]
 pub struct SweepReport {
+    /// Hours of the index read.
+    pub index_reads: i64,
+    /// Non-empty buckets swept.
     pub buckets: i64,
     pub timers: usize,
     pub outcomes: Vec<Outcome>,
@@ -130,19 +162,10 @@ where
         .and_then(|c| c.get("next_bucket"))
         .and_then(|v| v.as_str())
         .and_then(parse_bucket)
-        .unwrap_or(current - Duration::minutes(FIRST_LOOKBACK_MINUTES));
+        .unwrap_or(current - Duration::minutes(FIRST_LOOKBACK_MINUTES))
+        .max(current - Duration::days(TIMER_TTL_DAYS));
     let mut report = SweepReport::default();
-    let mut bucket = start;
-    let mut failure = None;
-    while bucket < current && report.buckets < MAX_BUCKETS {
-        if let Err(e) = sweep_bucket(email, bucket, now, &mut report).await {
-            tracing::error!(bucket = %bucket_pk(bucket), error = %e, "sweep stopped; bucket will be retried");
-            failure = Some(e);
-            break;
-        }
-        report.buckets += 1;
-        bucket += Duration::minutes(1);
-    }
+    let (bucket, failure) = sweep_from(email, start, current, now, &mut report).await;
     if bucket != start {
         // Not atomic, and need not be: two overlapping sweeps (a run longer than a minute)
         // read the same timers, but every send is claimed first, so nothing goes out twice;
@@ -162,6 +185,7 @@ where
     }
     report.next_bucket = Some(bucket);
     tracing::info!(
+        index_reads = report.index_reads,
         buckets = report.buckets,
         timers = report.timers,
         sent = report.outcomes.iter().filter(|o| o.is_sent()).count(),
@@ -171,6 +195,51 @@ where
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// Sweeps the marked buckets in `[start, current)` in order; returns the first bucket not
+/// swept (`current` when done) and the failure that stopped the sweep, if any.
+async fn sweep_from<P, L, M, S>(
+    email: &Email<P, L, M, S>,
+    start: DateTime<Utc>,
+    current: DateTime<Utc>,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> (DateTime<Utc>, Option<EmailError>)
+where
+    P: ProfileStore,
+    L: Ledger,
+    M: Mailer,
+    S: EventStream,
+{
+    let mut h = hour(start);
+    while h < current {
+        let markers = match email.ledger.query(&index_pk(h), "").await {
+            Ok(m) => m,
+            Err(e) => {
+                let e = EmailError::port("timer.index")(e);
+                tracing::error!(index = %index_pk(h), error = %e, "sweep stopped; hour will be re-read");
+                return (start.max(h), Some(e));
+            }
+        };
+        report.index_reads += 1;
+        let buckets = markers
+            .iter()
+            .filter_map(|(sk, _)| parse_bucket(sk))
+            .filter(|b| *b >= start && *b < current);
+        for bucket in buckets {
+            if report.buckets >= MAX_BUCKETS {
+                return (bucket, None);
+            }
+            if let Err(e) = sweep_bucket(email, bucket, now, report).await {
+                tracing::error!(bucket = %bucket_pk(bucket), error = %e, "sweep stopped; bucket will be retried");
+                return (bucket, Some(e));
+            }
+            report.buckets += 1;
+        }
+        h += Duration::hours(1);
+    }
+    (current.max(start), None)
 }
 
 async fn sweep_bucket<P, L, M, S>(

@@ -13,6 +13,9 @@ pub struct Activity {
     /// Any unit of work done by any poller (used to detect quiescence).
     work: AtomicU64,
     idle: Mutex<BTreeMap<String, u64>>,
+    /// Wakes idle pollers when a drain starts a round, so a round costs one request per
+    /// poller rather than a full idle pause.
+    wake: tokio::sync::Notify,
     pub kinesis_records: AtomicU64,
     pub kinesis_batches: AtomicU64,
     pub kinesis_batch_retries: AtomicU64,
@@ -21,7 +24,8 @@ pub struct Activity {
     pub rule_events: AtomicU64,
     pub rule_events_by_type: Mutex<BTreeMap<String, u64>>,
     pub async_failures: AtomicU64,
-    pub sweeps: AtomicU64,
+    /// Scheduled invocations by function (sweeper, re-evaluation).
+    pub scheduled_runs: Mutex<BTreeMap<String, u64>>,
     pub handler_errors: AtomicU64,
     /// Wall-clock latency (ms) from posting an event to the email handler finishing the
     /// segment/cart event it caused.
@@ -48,6 +52,14 @@ impl Activity {
         if let Ok(mut idle) = self.idle.lock() {
             let e = idle.entry(poller.to_owned()).or_insert(0);
             *e = (*e).max(epoch);
+        }
+    }
+
+    /// An idle poller's pause: up to `d`, cut short when a drain wants a new round.
+    pub async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.wake.notified() => {}
         }
     }
 
@@ -82,6 +94,8 @@ impl Activity {
                 if Instant::now() > deadline {
                     return false;
                 }
+                // Repeated: a poller that read the old epoch pauses after the first wake-up.
+                self.wake.notify_waiters();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             if self.work.load(Ordering::SeqCst) == work_before {
@@ -91,7 +105,8 @@ impl Activity {
     }
 
     /// Records posting-to-now for the event that caused a bus event (its `cause_event_id`),
-    /// or else for the latest event posted for its profile.
+    /// or else for the latest event posted for `profile_id` (pass `None` for bus events not
+    /// caused by an ingest).
     pub fn record_latency(&self, cause_event_id: Option<&str>, profile_id: Option<&str>) {
         let by_cause =
             cause_event_id.and_then(|c| self.posted_at.lock().ok().and_then(|m| m.get(c).copied()));
@@ -152,6 +167,28 @@ mod tests {
             }
         });
         assert!(a.drain(Duration::from_secs(2)).await);
+        h.abort();
+    }
+
+    #[tokio::test]
+    async fn drain_wakes_pollers_in_a_long_pause() {
+        let a = std::sync::Arc::new(Activity::default());
+        a.register("p");
+        let b = a.clone();
+        let h = tokio::spawn(async move {
+            loop {
+                let e = b.epoch();
+                b.idle("p", e);
+                b.pause(Duration::from_secs(30)).await;
+            }
+        });
+        let started = Instant::now();
+        assert!(a.drain(Duration::from_secs(5)).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "drain waited out the pause: {:?}",
+            started.elapsed()
+        );
         h.abort();
     }
 }

@@ -390,9 +390,24 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
             }
             Persona::Buyer | Persona::HeatLover => {
                 let hot = persona == Persona::HeatLover;
+                // Some buyers say they like it mild (a level, free text or a number) and
+                // browse more: the mild_explorer segment.
+                let mild = !hot && g.rng.random_bool(0.4);
                 let sessions = g.rng.random_range(1..4);
                 let mut day = first_day;
-                for _ in 0..sessions {
+                for session in 0..sessions {
+                    if mild && session == 0 {
+                        let said =
+                            ["mild", "not too spicy please", "2500"][g.rng.random_range(0..3)];
+                        t += Duration::seconds(g.rng.random_range(10..60));
+                        g.event(
+                            &s,
+                            t,
+                            "heat_preference",
+                            "/quiz",
+                            json!({ "value": said, "source": "quiz" }),
+                        );
+                    }
                     if hot {
                         let shu = g.rng.random_range(300_000..2_000_000);
                         t += Duration::seconds(g.rng.random_range(10..60));
@@ -408,7 +423,7 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                             g.event(&s, t, "poll_answer", "/quiz", json!({ "poll_id": "heat-quiz", "question_id": "favourite_heat", "answer": "extra hot" }));
                         }
                     }
-                    let views = g.rng.random_range(1..4);
+                    let views = g.rng.random_range(if mild { 3..5 } else { 1..4 });
                     let seen = g.browse(&s, &mut t, views, hot);
                     let mut cart = Vec::new();
                     for p in seen.into_iter().take(2) {

@@ -166,14 +166,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             no_progress,
         } => {
             let events = ember_local::replay::read_jsonl(&input)?;
-            let first = events
-                .iter()
-                .filter_map(|e| {
-                    e.get("occurred_at")
-                        .and_then(|v| v.as_str())
-                        .and_then(|s| s.parse::<DateTime<Utc>>().ok())
-                })
-                .min()
+            let first = ember_local::replay::first_event_time(&events)
                 .ok_or("the input has no events with occurred_at")?;
             let sdk = ember_aws::sdk_config().await;
             let clock = Arc::new(SimClock::starting_at(first));

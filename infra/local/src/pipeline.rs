@@ -425,7 +425,9 @@ impl Pipeline {
                 &self.stack.ctx.region,
                 at,
             );
-            Activity::add(&self.activity.sweeps, 1);
+            if let Ok(mut runs) = self.activity.scheduled_runs.lock() {
+                *runs.entry(s.function.clone()).or_insert(0) += 1;
+            }
             if let Err(e) = (s.invoke)(event).await {
                 Activity::add(&self.activity.handler_errors, 1);
                 tracing::warn!(function = %s.function, error = %e, "scheduled invocation failed");

@@ -28,8 +28,9 @@ use crate::error::{sdk, LocalError};
 use crate::functions::JsonFn;
 use crate::template::KinesisSource;
 
-/// How long an idle poller waits before looking again.
-pub const IDLE_POLL: Duration = Duration::from_millis(15);
+/// How long an idle poller waits before looking again (a drain wakes it at once). The
+/// emulator serves one request at a time, so idle polling competes with real work.
+pub const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// One Kinesis event source mapping, resolved against the provisioned stack.
 #[derive(Clone)]
@@ -151,7 +152,7 @@ async fn run_shard(
         if pending.is_empty() {
             activity.idle(name, epoch);
             tokio::select! {
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = activity.pause(IDLE_POLL) => {}
                 _ = stop.changed() => {}
             }
             continue;
@@ -406,7 +407,7 @@ pub fn start_rule(
             if messages.is_empty() {
                 activity.idle(&d.name, epoch);
                 tokio::select! {
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = activity.pause(IDLE_POLL) => {}
                     _ = stop.changed() => {}
                 }
                 continue;
@@ -455,12 +456,16 @@ async fn deliver(d: &RuleDelivery, invoke: &JsonFn, activity: &Activity, event: 
         match invoke(event.clone()).await {
             Ok(_) => {
                 if d.counted {
-                    activity.record_latency(
-                        event
-                            .pointer("/detail/cause_event_id")
-                            .and_then(Value::as_str),
-                        event.pointer("/detail/profile_id").and_then(Value::as_str),
-                    );
+                    // A cart change carries no cause: its profile's latest post is the
+                    // cause. A segment change without a cause came from the scheduled
+                    // re-evaluation (time passing, not an ingest) and is not a sample.
+                    let cause = event
+                        .pointer("/detail/cause_event_id")
+                        .and_then(Value::as_str);
+                    let profile = (detail_type == "CartUpdated")
+                        .then(|| event.pointer("/detail/profile_id").and_then(Value::as_str))
+                        .flatten();
+                    activity.record_latency(cause, profile);
                 }
                 tracing::debug!(poller = %d.name, detail_type, ms = started.elapsed().as_millis() as u64, "delivered");
                 return;

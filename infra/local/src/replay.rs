@@ -81,7 +81,8 @@ pub struct ReplaySummary {
     pub kinesis_bisections: u64,
     pub kinesis_on_failure: u64,
     pub rule_deliveries: u64,
-    pub sweeps: u64,
+    /// Scheduled invocations by function.
+    pub scheduled_runs: BTreeMap<String, u64>,
     pub latency_p50_ms: Option<u64>,
     pub latency_p99_ms: Option<u64>,
     pub latency_samples: usize,
@@ -138,7 +139,17 @@ impl std::fmt::Display for ReplaySummary {
         {
             writeln!(f, "  {k:<38} {v}")?;
         }
-        writeln!(f, "sweeper runs         {}", self.sweeps)?;
+        let runs: Vec<String> = self
+            .scheduled_runs
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(
+            f,
+            "scheduled runs       {} ({})",
+            self.scheduled_runs.values().sum::<u64>(),
+            runs.join(", ")
+        )?;
         match (self.latency_p50_ms, self.latency_p99_ms) {
             (Some(p50), Some(p99)) => writeln!(
                 f,
@@ -192,6 +203,12 @@ fn occurred_at(e: &Value) -> Option<DateTime<Utc>> {
     e.get("occurred_at")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
+}
+
+/// The earliest `occurred_at` of `events`: where a simulated clock for their replay starts
+/// (it never goes back, so a later start would skip the schedules of earlier events).
+pub fn first_event_time(events: &[Value]) -> Option<DateTime<Utc>> {
+    events.iter().filter_map(occurred_at).min()
 }
 
 /// Which person an event belongs to: the user id, or the user an anonymous id is later
@@ -320,9 +337,11 @@ pub async fn replay(
             // The next event is at/after the tick: drain, move the clock, fire schedules.
             if let (Some(t), Some(tick)) = (occurred_at(&events[i]), next_tick) {
                 drained &= p.drain(opts.drain_timeout).await;
+                // The clock never goes back (a second replay of the same file runs its
+                // schedules at the time reached so far, as real schedules would).
                 let at = align(t).max(tick);
                 p.clock.advance_to(at);
-                p.fire_schedules(at).await?;
+                p.fire_schedules(p.clock.now()).await?;
                 next_tick = Some(at + step);
                 bar.set_message(format!("event time {}", at.format("%a %d %b %H:%M")));
             }
@@ -417,7 +436,7 @@ pub async fn replay(
         while tick <= end {
             drained &= p.drain(opts.drain_timeout).await;
             p.clock.advance_to(tick);
-            p.fire_schedules(tick).await?;
+            p.fire_schedules(p.clock.now()).await?;
             bar.set_message(format!("event time {}", tick.format("%a %d %b %H:%M")));
             tick += step;
         }
@@ -445,7 +464,11 @@ pub async fn collect(p: &Pipeline, s: &mut ReplaySummary) -> Result<(), LocalErr
     s.kinesis_bisections = Activity::get(&a.kinesis_bisections);
     s.kinesis_on_failure = Activity::get(&a.kinesis_on_failure);
     s.rule_deliveries = Activity::get(&a.rule_events);
-    s.sweeps = Activity::get(&a.sweeps);
+    s.scheduled_runs = a
+        .scheduled_runs
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
     let lat = a
         .ingest_to_email_ms
         .lock()
