@@ -10,7 +10,8 @@
 //!   record, one PutEvents per segment change), the baseline Ember is compared against.
 //! - [`alloc`]: a counting global allocator for peak-memory measurements.
 //! - `benches/enrich.rs`: the criterion benchmarks; `src/bin/peak_memory.rs`: peak memory of
-//!   one 10,000-record batch. See `BENCHMARKS.md` at the repository root.
+//!   one 10,000-record batch; `src/bin/cold_start.rs`: each release bootstrap's time to its
+//!   first runtime-API poll. See `BENCHMARKS.md` at the repository root.
 
 pub mod alloc;
 pub mod memory;

@@ -33,7 +33,7 @@ pub struct SetupError {
 
 pub type SetupResult<T> = Result<T, SetupError>;
 
-fn err(step: impl Into<String>, e: impl std::fmt::Display) -> SetupError {
+pub(crate) fn err(step: impl Into<String>, e: impl std::fmt::Display) -> SetupError {
     SetupError {
         step: step.into(),
         reason: e.to_string(),

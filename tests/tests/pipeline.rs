@@ -6,13 +6,12 @@
 //! days before the rest, so the scheduled re-evaluation (on the event-time clock) flags them
 //! churn_risk and the churn_winback email goes out.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use ember_local::clock::SimClock;
-use ember_local::replay::{first_event_time, read_jsonl};
-use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
+use ember_local::replay::read_jsonl;
+use ember_local::{replay, Pipeline};
 use ember_tests::emulator::{workspace_root, Aws};
+use ember_tests::local::start_pipeline;
 use serde_json::Value;
 
 fn bus_events(p: &Pipeline, detail_type: &str) -> Vec<Value> {
@@ -32,21 +31,9 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     let aws = Aws::from_env().await.expect("emulator environment");
     let root = workspace_root();
     let events = read_jsonl(&root.join("events/pipeline/small.jsonl")).expect("sample");
-    let start = first_event_time(&events).expect("timed events");
-    let clock = Arc::new(SimClock::starting_at(start));
-    let opts = PipelineOptions {
-        template: root.join("template.yaml"),
-        ..Default::default()
-    };
-    let pipeline = Pipeline::start(&opts, &aws.config, clock)
+    let (pipeline, ropts) = start_pipeline(&aws, &events)
         .await
         .expect("pipeline starts");
-    let ropts = ReplayOptions {
-        tail: chrono::Duration::hours(6),
-        progress: false,
-        drain_timeout: Duration::from_secs(60),
-        ..Default::default()
-    };
     let result = replay(&pipeline, events, &ropts, None).await;
     let table = pipeline.name_of("ProfilesTable").expect("profiles table");
     let cart_updates = bus_events(&pipeline, "CartUpdated");

@@ -6,15 +6,12 @@
 //! profiles identical (same versions), publish nothing and send no email.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use ember_core::profile::Profile;
-use ember_local::clock::SimClock;
 use ember_local::generate::{generate, GenerateOptions};
-use ember_local::replay::first_event_time;
-use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions, ReplaySummary};
-use ember_tests::emulator::{workspace_root, Aws};
+use ember_local::{replay, Pipeline, ReplaySummary};
+use ember_tests::emulator::Aws;
+use ember_tests::local::start_pipeline;
 
 async fn profiles(aws: &Aws, table: &str) -> BTreeMap<String, Profile> {
     let mut out = BTreeMap::new();
@@ -65,22 +62,9 @@ async fn the_sample_replayed_three_times_gives_identical_profiles_and_the_same_e
         ..Default::default()
     };
     let (events, _) = generate(&gen);
-    let clock = Arc::new(SimClock::starting_at(
-        first_event_time(&events).expect("timed events"),
-    ));
-    let opts = PipelineOptions {
-        template: workspace_root().join("template.yaml"),
-        ..Default::default()
-    };
-    let pipeline = Pipeline::start(&opts, &aws.config, clock)
+    let (pipeline, ropts) = start_pipeline(&aws, &events)
         .await
         .expect("pipeline starts");
-    let ropts = ReplayOptions {
-        tail: chrono::Duration::hours(6),
-        progress: false,
-        drain_timeout: Duration::from_secs(60),
-        ..Default::default()
-    };
     let table = pipeline.name_of("ProfilesTable").expect("profiles table");
 
     let mut runs = Vec::new();

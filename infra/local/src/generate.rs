@@ -396,32 +396,27 @@ pub fn generate(opts: &GenerateOptions) -> (Vec<Value>, Vec<(String, Persona)>) 
                 let sessions = g.rng.random_range(1..4);
                 let mut day = first_day;
                 for session in 0..sessions {
-                    if mild && session == 0 {
-                        let said =
-                            ["mild", "not too spicy please", "2500"][g.rng.random_range(0..3)];
+                    let stated = if mild && session == 0 {
+                        let said = ["mild", "not too spicy please", "2500"];
+                        Some(json!(said[g.rng.random_range(0..said.len())]))
+                    } else if hot {
+                        Some(json!(g.rng.random_range(300_000..2_000_000)))
+                    } else {
+                        None
+                    };
+                    if let Some(value) = stated {
                         t += Duration::seconds(g.rng.random_range(10..60));
                         g.event(
                             &s,
                             t,
                             "heat_preference",
                             "/quiz",
-                            json!({ "value": said, "source": "quiz" }),
+                            json!({ "value": value, "source": "quiz" }),
                         );
                     }
-                    if hot {
-                        let shu = g.rng.random_range(300_000..2_000_000);
-                        t += Duration::seconds(g.rng.random_range(10..60));
-                        g.event(
-                            &s,
-                            t,
-                            "heat_preference",
-                            "/quiz",
-                            json!({ "value": shu, "source": "quiz" }),
-                        );
-                        if g.rng.random_bool(0.5) {
-                            t += Duration::seconds(20);
-                            g.event(&s, t, "poll_answer", "/quiz", json!({ "poll_id": "heat-quiz", "question_id": "favourite_heat", "answer": "extra hot" }));
-                        }
+                    if hot && g.rng.random_bool(0.5) {
+                        t += Duration::seconds(20);
+                        g.event(&s, t, "poll_answer", "/quiz", json!({ "poll_id": "heat-quiz", "question_id": "favourite_heat", "answer": "extra hot" }));
                     }
                     let views = g.rng.random_range(if mild { 3..5 } else { 1..4 });
                     let seen = g.browse(&s, &mut t, views, hot);
