@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
 use crate::enrich::{EnrichedEvent, Fact, LineItem};
 use crate::event::{EventType, ANON_PREFIX};
@@ -61,11 +61,33 @@ pub enum Applied {
 
 /// `YYYY-MM-DD` (UTC) of a timestamp: the key of [`Profile::daily`].
 pub fn day_key(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d").to_string()
+    // Per event on the hot path: plain integer formatting, not chrono's format parser.
+    match at.year() {
+        y @ 0..=9999 => format!("{y:04}-{:02}-{:02}", at.month(), at.day()),
+        _ => at.format("%Y-%m-%d").to_string(),
+    }
 }
 
+/// Reads a [`day_key`]; anything else is `None`.
 fn parse_day(key: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(key, "%Y-%m-%d").ok()
+    let b = key.as_bytes();
+    let canonical = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !canonical {
+        return None;
+    }
+    let num = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)).ok()?, num(5, 7), num(8, 10))
 }
 
 /// `0.5^(age / half_life)`; a non-positive half-life keeps only the newest statements.
@@ -155,13 +177,9 @@ impl Profile {
         self.add_day(at, &day);
 
         if !event.utm.is_empty()
-            && lww(
-                &mut self.trait_times,
-                "utm",
-                at,
-                &format!("{:?}", event.utm),
-                Some(&format!("{:?}", self.utm)),
-            )
+            && lww_by(&mut self.trait_times, "utm", at, || {
+                format!("{:?}", event.utm) > format!("{:?}", self.utm)
+            })
         {
             self.utm = event.utm.clone();
         }
@@ -626,14 +644,28 @@ fn lww(
     new: &str,
     current: Option<&str>,
 ) -> bool {
-    let wins = match times.get(key) {
-        None => true,
-        Some(t) => at > *t || (at == *t && current.is_none_or(|c| new > c)),
-    };
-    if wins {
-        times.insert(key.to_owned(), at);
+    lww_by(times, key, at, || current.is_none_or(|c| new > c))
+}
+
+/// Last writer wins on `at`; on equal times `new_wins_tie` decides (evaluated only then, so
+/// a costly comparison is paid only on ties).
+fn lww_by(
+    times: &mut BTreeMap<String, DateTime<Utc>>,
+    key: &str,
+    at: DateTime<Utc>,
+    new_wins_tie: impl FnOnce() -> bool,
+) -> bool {
+    match times.get_mut(key) {
+        None => {
+            times.insert(key.to_owned(), at);
+            true
+        }
+        Some(t) if at > *t || (at == *t && new_wins_tie()) => {
+            *t = at;
+            true
+        }
+        Some(_) => false,
     }
-    wins
 }
 
 fn min_opt(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -933,6 +965,31 @@ mod tests {
         p.apply(&ev("2", t(3, 0), heat(0)), &config);
         // Two half-lives: weight 1/4 -> 90k * 0.25 / 1.25 = 18k.
         assert!((p.heat_shu().unwrap() - 18_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn day_keys_round_trip_and_only_canonical_keys_parse() {
+        for t in [
+            "2026-11-23T23:59:59Z",
+            "2026-01-05T00:00:00Z",
+            "0999-12-31T12:00:00Z",
+        ] {
+            let at: DateTime<Utc> = t.parse().unwrap();
+            let key = day_key(at);
+            assert_eq!(key, at.format("%Y-%m-%d").to_string());
+            assert_eq!(parse_day(&key), Some(at.date_naive()));
+        }
+        for bad in [
+            "2026-1-05",
+            "2026-13-01",
+            "2026-02-30",
+            "2026/01/05",
+            "+026-01-05",
+            "",
+            "2026-01-0x",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad}");
+        }
     }
 
     #[test]
