@@ -368,6 +368,30 @@ impl Aws {
     }
 }
 
+/// What the enrich and re-evaluation tests share: a profiles table, a custom bus, and a rule
+/// routing Ember's events on that bus to an SQS queue.
+pub struct ProfilesAndBus {
+    pub aws: Aws,
+    pub table: String,
+    pub bus: String,
+    pub events: Queue,
+}
+
+impl ProfilesAndBus {
+    pub async fn new() -> SetupResult<ProfilesAndBus> {
+        let aws = Aws::from_env().await?;
+        let table = aws.create_profiles_table().await?;
+        let bus = aws.create_bus("ember-bus").await?;
+        let events = aws.route_to_queue(&bus, &ember_pattern()).await?;
+        Ok(ProfilesAndBus {
+            aws,
+            table,
+            bus,
+            events,
+        })
+    }
+}
+
 /// An SQS queue created for a test.
 #[derive(Clone, Debug)]
 pub struct Queue {

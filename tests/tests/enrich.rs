@@ -11,7 +11,8 @@ use ember_core::ports::{BusEvent, DeadLetter};
 use ember_core::profile::Profile;
 use ember_enrich::{Config, Deps};
 use ember_tests::emulator::{
-    ember_pattern, failed_sequence_numbers, kinesis_event, kinesis_fixture, unique, Aws, Queue,
+    ember_pattern, failed_sequence_numbers, kinesis_event, kinesis_fixture, unique, Aws,
+    ProfilesAndBus, Queue,
 };
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
 use serde_json::json;
@@ -20,31 +21,25 @@ const QUIET: Duration = Duration::from_millis(400);
 
 /// One test's resources and the handler wired to them.
 struct Env {
-    aws: Aws,
-    table: String,
-    bus: String,
-    events: Queue,
+    base: ProfilesAndBus,
     dlq: Queue,
+}
+
+impl std::ops::Deref for Env {
+    type Target = ProfilesAndBus;
+    fn deref(&self) -> &ProfilesAndBus {
+        &self.base
+    }
 }
 
 impl Env {
     /// Table, bus with a rule → SQS queue, and a dead-letter queue.
     async fn new() -> Env {
-        let aws = Aws::from_env().await.expect("emulator environment");
-        let table = aws.create_profiles_table().await.expect("table");
-        let bus = aws.create_bus("ember-bus").await.expect("bus");
-        let events = aws
-            .route_to_queue(&bus, &ember_pattern())
+        let base = ProfilesAndBus::new()
             .await
-            .expect("rule -> queue");
-        let dlq = aws.create_queue("ember-dlq").await.expect("dlq");
-        Env {
-            aws,
-            table,
-            bus,
-            events,
-            dlq,
-        }
+            .expect("table, bus, rule -> queue");
+        let dlq = base.aws.create_queue("ember-dlq").await.expect("dlq");
+        Env { base, dlq }
     }
 
     /// A handler as the Lambda builds it (a new one per call = a new sandbox).

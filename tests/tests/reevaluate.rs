@@ -10,33 +10,25 @@ use ember_aws::profiles::DynamoProfileStore;
 use ember_core::ports::{BusEvent, ProfileStore};
 use ember_core::profile::Profile;
 use ember_enrich::{ReevaluateConfig, ReevaluateDeps};
-use ember_tests::emulator::{ember_pattern, unique, Aws, Queue};
+use ember_tests::emulator::{unique, ProfilesAndBus};
 use serde_json::json;
 
 const QUIET: Duration = Duration::from_millis(400);
 
-struct Env {
-    aws: Aws,
-    table: String,
-    bus: String,
-    events: Queue,
+struct Env(ProfilesAndBus);
+
+impl std::ops::Deref for Env {
+    type Target = ProfilesAndBus;
+    fn deref(&self) -> &ProfilesAndBus {
+        &self.0
+    }
 }
 
 impl Env {
     async fn new() -> Env {
-        let aws = Aws::from_env().await.expect("emulator environment");
-        let table = aws.create_profiles_table().await.expect("table");
-        let bus = aws.create_bus("ember-bus").await.expect("bus");
-        let events = aws
-            .route_to_queue(&bus, &ember_pattern())
+        Env(ProfilesAndBus::new()
             .await
-            .expect("rule -> queue");
-        Env {
-            aws,
-            table,
-            bus,
-            events,
-        }
+            .expect("table, bus, rule -> queue"))
     }
 
     /// The function as the Lambda builds it from its environment.

@@ -69,21 +69,9 @@ impl Route {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Serves until `stop` turns true.
@@ -207,12 +195,8 @@ fn v2_event(
     }
     let raw_query = parts.uri.query().unwrap_or("").to_owned();
     let mut query = Map::new();
-    for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (
-            percent_decode(&k.replace('+', " ")),
-            percent_decode(&v.replace('+', " ")),
-        );
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        let (k, v) = (k.into_owned(), v.into_owned());
         match query.get_mut(&k) {
             Some(Value::String(existing)) => {
                 existing.push(',');
@@ -292,5 +276,26 @@ mod tests {
             path: "/files/{key+}".into(),
         };
         assert_eq!(any.matches("PUT", "/files/a/b").unwrap()["key"], "a/b");
+    }
+
+    #[test]
+    fn broken_percent_escapes_never_panic() {
+        let r = Route {
+            method: "GET".into(),
+            path: "/v1/profiles/{user_id}".into(),
+        };
+        // A `%` right before a multi-byte character used to slice inside it and panic.
+        assert_eq!(
+            r.matches("GET", "/v1/profiles/%aé").unwrap()["user_id"],
+            "%aé"
+        );
+        assert_eq!(
+            r.matches("GET", "/v1/profiles/u%41").unwrap()["user_id"],
+            "uA"
+        );
+        assert_eq!(
+            r.matches("GET", "/v1/profiles/u%").unwrap()["user_id"],
+            "u%"
+        );
     }
 }

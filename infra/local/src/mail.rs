@@ -298,12 +298,14 @@ fn decode_qp(s: &str) -> String {
                 i += 2;
                 continue;
             }
-            if i + 2 < bytes.len() {
-                if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
+            // Bytes, not `&s[..]`: a `=` before a multi-byte character must not split it.
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
             }
         }
         out.push(bytes[i]);
@@ -370,6 +372,13 @@ pub fn write_emails(dir: &Path, emails: &[SentEmail]) -> Result<PathBuf, LocalEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_printable_decodes_to_the_end_and_never_splits_a_character() {
+        assert_eq!(decode_qp("caf=C3=A9"), "café");
+        assert_eq!(decode_qp("a=\nb"), "ab");
+        assert_eq!(decode_qp("=é and ="), "=é and =");
+    }
 
     #[test]
     fn moto_localstack_and_fakecloud_shapes_parse() {

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::activity::Activity;
 use crate::clock::SimClock;
-use crate::error::{sdk, LocalError};
+use crate::error::LocalError;
 use crate::functions::{self, Handler, HttpFn, JsonFn};
 use crate::http::{self, Route};
 use crate::pollers::{self, KinesisMapping, RuleDelivery};
@@ -315,52 +315,17 @@ impl Pipeline {
         };
         let c = &self.stack.clients;
         let rule = format!("{bus}-observer");
-        c.events
-            .put_rule()
-            .name(&rule)
-            .event_bus_name(&bus)
-            .event_pattern(r#"{"source":["ember.enrich"]}"#)
-            .send()
-            .await
-            .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
-        let q = c
-            .sqs
-            .create_queue()
-            .queue_name(&rule)
-            .send()
-            .await
-            .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
-        let url = q.queue_url().unwrap_or_default().to_owned();
-        let attrs = c
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
-        let arn = attrs
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .cloned()
-            .unwrap_or_default();
-        let target = aws_sdk_eventbridge::types::Target::builder()
-            .id("observer")
-            .arn(arn)
-            .build()
-            .map_err(|e| LocalError::provision(&rule, e))?;
-        let out = c
-            .events
-            .put_targets()
-            .rule(&rule)
-            .event_bus_name(&bus)
-            .targets(target)
-            .send()
-            .await
-            .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
-        if out.failed_entry_count() > 0 {
-            return Err(LocalError::provision(&rule, "observer target refused"));
-        }
+        let queue = self
+            .stack
+            .rule_to_new_queue(
+                &bus,
+                &rule,
+                r#"{"source":["ember.enrich"]}"#,
+                &rule,
+                "observer",
+            )
+            .await?;
+        let url = queue.url.unwrap_or_default();
         let sink = self.bus_events.clone();
         let record: JsonFn = Arc::new(move |event| {
             let sink = sink.clone();

@@ -317,6 +317,55 @@ impl Stack {
         })
     }
 
+    /// Creates (or updates) rule `rule` on `bus` with `pattern`, and a new SQS queue
+    /// `queue_name` as its target `target_id`: how the local run stands in for a Lambda
+    /// target. Returns the queue.
+    pub(crate) async fn rule_to_new_queue(
+        &self,
+        bus: &str,
+        rule: &str,
+        pattern: &str,
+        queue_name: &str,
+        target_id: &str,
+    ) -> Result<Physical, LocalError> {
+        self.clients
+            .events
+            .put_rule()
+            .name(rule)
+            .event_bus_name(bus)
+            .event_pattern(pattern)
+            .send()
+            .await
+            .map_err(|e| LocalError::provision(rule, sdk(e)))?;
+        let queue = self.create_queue(queue_name).await?;
+        let queue_arn = queue
+            .arn
+            .clone()
+            .ok_or_else(|| LocalError::provision(rule, "target queue has no ARN"))?;
+        let target = aws_sdk_eventbridge::types::Target::builder()
+            .id(target_id)
+            .arn(&queue_arn)
+            .build()
+            .map_err(|e| LocalError::provision(rule, e))?;
+        let out = self
+            .clients
+            .events
+            .put_targets()
+            .rule(rule)
+            .event_bus_name(bus)
+            .targets(target)
+            .send()
+            .await
+            .map_err(|e| LocalError::provision(rule, sdk(e)))?;
+        if out.failed_entry_count() > 0 {
+            return Err(LocalError::provision(
+                rule,
+                format!("PutTargets failed: {:?}", out.failed_entries()),
+            ));
+        }
+        Ok(queue)
+    }
+
     async fn create_queue(&self, name: &str) -> Result<Physical, LocalError> {
         let out = self
             .clients
@@ -425,50 +474,22 @@ impl Stack {
                 };
                 let pattern = template::resolve(pattern, &self.ctx, self)?;
                 let rule = truncate(&format!("ember-{stage}-{}-{name}", f.logical_id), 64);
-                self.clients
-                    .events
-                    .put_rule()
-                    .name(&rule)
-                    .event_bus_name(&bus)
-                    .event_pattern(pattern.to_string())
-                    .send()
-                    .await
-                    .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
                 let queue = self
-                    .create_queue(&truncate(&format!("{rule}-target"), 80))
-                    .await?;
-                let queue_arn = queue
-                    .arn
-                    .clone()
-                    .ok_or_else(|| LocalError::provision(&rule, "target queue has no ARN"))?;
-                let target = aws_sdk_eventbridge::types::Target::builder()
-                    .id("local-runner")
-                    .arn(&queue_arn)
-                    .build()
-                    .map_err(|e| LocalError::provision(&rule, e))?;
-                let out = self
-                    .clients
-                    .events
-                    .put_targets()
-                    .rule(&rule)
-                    .event_bus_name(&bus)
-                    .targets(target)
-                    .send()
-                    .await
-                    .map_err(|e| LocalError::provision(&rule, sdk(e)))?;
-                if out.failed_entry_count() > 0 {
-                    return Err(LocalError::provision(
+                    .rule_to_new_queue(
+                        &bus,
                         &rule,
-                        format!("PutTargets failed: {:?}", out.failed_entries()),
-                    ));
-                }
+                        &pattern.to_string(),
+                        &truncate(&format!("{rule}-target"), 80),
+                        "local-runner",
+                    )
+                    .await?;
                 bindings.push(RuleBinding {
                     function: f.logical_id.clone(),
                     event: name.clone(),
                     bus,
                     rule,
                     queue_url: queue.url.clone().unwrap_or_default(),
-                    queue_arn,
+                    queue_arn: queue.arn.clone().unwrap_or_default(),
                 });
             }
         }

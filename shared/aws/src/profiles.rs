@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
-use ember_core::ports::{PortError, PortResult, ProfileStore};
+use ember_core::ports::{check_scan_segment, PortError, PortResult, ProfileStore};
 use ember_core::profile::Profile;
 
 use crate::retry::classify;
@@ -129,12 +129,7 @@ impl ProfileStore for DynamoProfileStore {
         total: u32,
         start: Option<String>,
     ) -> PortResult<(Vec<Profile>, Option<String>)> {
-        if total == 0 || segment >= total {
-            return Err(PortError::Permanent {
-                stage: "profile.scan",
-                reason: format!("scan segment {segment} of {total} does not exist"),
-            });
-        }
+        check_scan_segment(segment, total, "profile.scan")?;
         let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         let mut request = self
             .client

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
-use crate::ports::{PortError, PortResult, ProfileStore};
+use crate::ports::{check_scan_segment, PortError, PortResult, ProfileStore};
 use crate::profile::Profile;
 
 #[derive(Debug)]
@@ -108,12 +108,7 @@ impl ProfileStore for MemoryProfileStore {
         total: u32,
         start: Option<String>,
     ) -> PortResult<(Vec<Profile>, Option<String>)> {
-        if total == 0 || segment >= total {
-            return Err(PortError::Permanent {
-                stage: "memory.scan",
-                reason: format!("segment {segment} of {total} does not exist"),
-            });
-        }
+        check_scan_segment(segment, total, "memory.scan")?;
         let map = lock(&self.profiles);
         let page: Vec<Profile> = map
             .values()

@@ -138,6 +138,18 @@ pub struct EmailMessage {
     pub tags: Vec<(String, String)>,
 }
 
+/// The argument check every [`ProfileStore::scan`] makes: segment `segment` of `total` must
+/// exist (`segment < total`).
+pub fn check_scan_segment(segment: u32, total: u32, stage: &'static str) -> PortResult<()> {
+    if total == 0 || segment >= total {
+        return Err(PortError::Permanent {
+            stage,
+            reason: format!("scan segment {segment} of {total} does not exist"),
+        });
+    }
+    Ok(())
+}
+
 #[async_trait]
 pub trait ProfileStore: Send + Sync {
     async fn get(&self, id: &str) -> PortResult<Option<Profile>>;
