@@ -5,10 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::kinesis::KinesisEventStream;
@@ -17,11 +14,8 @@ use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::ports::{
     BusEvent, DeadLetter, DeadLetterSink, EventBus, EventStream, SegmentChange, StreamRecord,
 };
+use ember_tests::emulator::{ember_pattern, unique, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
 
 async fn proxy() -> FaultProxy {
     FaultProxy::from_env()
@@ -29,111 +23,38 @@ async fn proxy() -> FaultProxy {
         .expect("AWS_ENDPOINT_URL must point at the emulator")
 }
 
-async fn create_table(ddb: &aws_sdk_dynamodb::Client) -> String {
-    let name = unique("faults-table");
-    ddb.create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    name
+/// Resources are created directly on the emulator; only the calls under test go through the
+/// proxy.
+async fn emulator() -> Aws {
+    Aws::from_env().await.expect("emulator environment")
 }
 
-/// A queue that receives everything with `source = ember.enrich` on a fresh bus.
-async fn bus_with_queue(
-    events: &aws_sdk_eventbridge::Client,
-    sqs: &aws_sdk_sqs::Client,
-) -> (String, String) {
-    let bus = unique("faults-bus");
-    events.create_event_bus().name(&bus).send().await.unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("faults-q"))
-        .send()
+async fn create_table() -> String {
+    emulator()
         .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
+        .create_profiles_table()
         .await
-        .unwrap()
-        .attributes
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    let rule = unique("faults-rule");
-    events
-        .put_rule()
-        .name(&rule)
-        .event_bus_name(&bus)
-        .event_pattern(r#"{"source":["ember.enrich"]}"#)
-        .send()
-        .await
-        .unwrap();
-    events
-        .put_targets()
-        .rule(&rule)
-        .event_bus_name(&bus)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("q")
-                .arn(arn)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    (bus, queue_url)
+        .expect("table")
 }
 
-/// Drains a queue until it stays empty, returning the message bodies.
-async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
-    let mut bodies = Vec::new();
-    let mut empty_polls = 0;
-    while empty_polls < 2 {
-        let out = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(if bodies.is_empty() { 1 } else { 0 })
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
-        if messages.is_empty() {
-            empty_polls += 1;
-            continue;
-        }
-        for m in messages {
-            bodies.push(m.body.unwrap_or_default());
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(m.receipt_handle.unwrap_or_default())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
-    bodies
+/// A fresh bus whose Ember events (`source = ember.enrich`) a rule routes to a new queue.
+async fn bus_with_queue() -> (String, String) {
+    let aws = emulator().await;
+    let bus = aws.create_bus("faults-bus").await.expect("bus");
+    let queue = aws
+        .route_to_queue(&bus, &ember_pattern())
+        .await
+        .expect("rule -> queue");
+    (bus, queue.url)
+}
+
+/// Drains a queue until it stays empty for a second, returning the message bodies.
+async fn drain(queue_url: &str) -> Vec<String> {
+    emulator()
+        .await
+        .drain(queue_url, Duration::from_secs(1))
+        .await
+        .expect("drain")
 }
 
 fn segment_event(i: usize) -> BusEvent {
@@ -156,7 +77,7 @@ async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
     let proxy = proxy().await;
     let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
-    let table = create_table(&ddb).await;
+    let table = create_table().await;
 
     let throttle = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).first(2));
     ddb.put_item()
@@ -207,7 +128,7 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
     let proxy = proxy().await;
     let conf = proxy.sdk_config(1, Duration::from_millis(300)).await;
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
-    let table = create_table(&ddb).await;
+    let table = create_table().await;
 
     let stall =
         proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(2))).first(1));
@@ -286,8 +207,7 @@ async fn partial_put_events_failures_are_resent_exactly_once() {
     let proxy = proxy().await;
     let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
     let events = aws_sdk_eventbridge::Client::new(&conf);
-    let sqs = aws_sdk_sqs::Client::new(&conf);
-    let (bus_name, queue_url) = bus_with_queue(&events, &sqs).await;
+    let (bus_name, queue_url) = bus_with_queue().await;
 
     let partial = proxy.add(Rule::new(
         op::EVENTS_PUT_EVENTS,
@@ -308,7 +228,7 @@ async fn partial_put_events_failures_are_resent_exactly_once() {
     assert!(proxy.calls(op::EVENTS_PUT_EVENTS) > 3);
 
     proxy.clear_rules();
-    let bodies = drain(&sqs, &queue_url).await;
+    let bodies = drain(&queue_url).await;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for b in &bodies {
         let v: serde_json::Value = serde_json::from_str(b).unwrap();
@@ -325,8 +245,7 @@ async fn throttled_put_events_exhausting_retries_are_reported_per_entry() {
     let proxy = proxy().await;
     let conf = proxy.sdk_config(2, Duration::from_secs(5)).await;
     let events = aws_sdk_eventbridge::Client::new(&conf);
-    let sqs = aws_sdk_sqs::Client::new(&conf);
-    let (bus_name, _queue) = bus_with_queue(&events, &sqs).await;
+    let (bus_name, _queue) = bus_with_queue().await;
     let throttle = proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle));
     let bus = EventBridgeBus::new(events, &bus_name).with_backoff(Backoff::new(
         2,
@@ -428,14 +347,12 @@ async fn partial_send_message_batch_failures_are_resent() {
     let proxy = proxy().await;
     let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
     let sqs = aws_sdk_sqs::Client::new(&conf);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("faults-dlq"))
-        .send()
+    let queue_url = emulator()
         .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+        .create_queue("faults-dlq")
+        .await
+        .expect("queue")
+        .url;
     let partial = proxy.add(Rule::new(
         op::SQS_SEND_MESSAGE_BATCH,
         Fault::PartialFailure {
@@ -455,7 +372,7 @@ async fn partial_send_message_batch_failures_are_resent() {
     sink.send(&letters).await.unwrap();
     assert!(partial.entries_failed() >= 3);
     proxy.clear_rules();
-    let bodies = drain(&sqs, &queue_url).await;
+    let bodies = drain(&queue_url).await;
     let mut origins: Vec<String> = bodies
         .iter()
         .map(|b| serde_json::from_str::<DeadLetter>(b).unwrap().origin)
