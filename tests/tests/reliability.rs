@@ -30,6 +30,8 @@ use ember_core::profile::Profile;
 use ember_enrich::Enricher;
 use ember_tests::emulator::{self, ember_pattern, failed_sequence_numbers, Aws, Queue};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 type Handler = Enricher<DynamoProfileStore, EventBridgeBus, SqsDeadLetterSink>;
 
@@ -49,8 +51,11 @@ struct Rig {
 /// whose clients go through the fault proxy with `sdk_attempts` SDK attempts per call.
 async fn rig(sdk_attempts: u32) -> Rig {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("ember_enrich=warn,ember_aws=warn")
         .with_test_writer()
+        .finish()
+        .with(ember_aws::telemetry::filter(Some(
+            "ember_enrich=warn,ember_aws=warn",
+        )))
         .try_init();
     let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
     let aws = Aws::from_config(proxy.sdk_config(sdk_attempts, Duration::from_secs(3)).await);

@@ -15,6 +15,8 @@ use ember_core::fold::FoldConfig;
 use ember_enrich::Enricher;
 use ember_tests::emulator::{ember_pattern, kinesis_fixture, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -69,8 +71,11 @@ async fn logs_carry_no_email_addresses_or_secrets() {
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter("info,ember_enrich=debug,ember_aws=debug,ember_core=debug")
         .with_writer(move || writer.clone())
+        .finish()
+        .with(ember_aws::telemetry::filter(Some(
+            "info,ember_enrich=debug,ember_aws=debug,ember_core=debug",
+        )))
         .try_init()
         .expect("the only subscriber of this test binary");
 

@@ -179,6 +179,16 @@ pub fn format_money(minor: i64, currency: &str) -> String {
 /// The `href` filter: an `http(s)` URL escaped for an HTML attribute (`&`, `<`, `>`, quotes)
 /// but with its slashes intact, so SES click tracking can rewrite it. Anything else (e.g.
 /// `javascript:` in a cart item's URL sent by a client) becomes `#`.
+/// `{{ list|length }}`: items of a sequence or map, characters of a string.
+fn length(value: minijinja::Value) -> Result<usize, minijinja::Error> {
+    value.len().ok_or_else(|| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("cannot take the length of {}", value.kind()),
+        )
+    })
+}
+
 fn href(url: String) -> minijinja::Value {
     let url = url.trim();
     let lower = url.to_ascii_lowercase();
@@ -295,6 +305,9 @@ impl Renderer {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("href", href);
+        // minijinja is built without its builtins (binary size); `length` is the one the
+        // templates use.
+        env.add_filter("length", length);
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .map_err(|e| EmailError::Config(format!("template {name}: {e}")))?;
