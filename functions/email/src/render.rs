@@ -438,6 +438,20 @@ mod tests {
     use crate::campaign::{Campaigns, Known};
     use ember_core::profile::{CartItem, DecayedValue};
 
+    #[test]
+    fn length_filter_counts_sequences_maps_and_strings_and_rejects_the_rest() {
+        use minijinja::Value;
+        assert_eq!(length(Value::from(vec![1, 2, 3])).unwrap(), 3);
+        assert_eq!(length(Value::from("héé")).unwrap(), 3);
+        let map: std::collections::BTreeMap<&str, i32> = [("a", 1)].into();
+        assert_eq!(length(Value::from(map)).unwrap(), 1);
+        let err = length(Value::from(42)).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot take the length of number"),
+            "{err}"
+        );
+    }
+
     fn campaigns(r: &Renderer) -> Campaigns {
         let known = Known {
             segment: &|_| Some(None),
