@@ -258,12 +258,16 @@ fn v2_event(
 mod tests {
     use super::*;
 
+    fn route(method: &str, path: &str) -> Route {
+        Route {
+            method: method.into(),
+            path: path.into(),
+        }
+    }
+
     #[test]
     fn routes_match_like_api_gateway() {
-        let r = Route {
-            method: "GET".into(),
-            path: "/v1/profiles/{user_id}".into(),
-        };
+        let r = route("GET", "/v1/profiles/{user_id}");
         assert_eq!(
             r.matches("GET", "/v1/profiles/u%2D1").unwrap()["user_id"],
             "u-1"
@@ -271,19 +275,13 @@ mod tests {
         assert!(r.matches("DELETE", "/v1/profiles/u1").is_none());
         assert!(r.matches("GET", "/v1/profiles").is_none());
         assert!(r.matches("GET", "/v1/profiles/a/b").is_none());
-        let any = Route {
-            method: "ANY".into(),
-            path: "/files/{key+}".into(),
-        };
+        let any = route("ANY", "/files/{key+}");
         assert_eq!(any.matches("PUT", "/files/a/b").unwrap()["key"], "a/b");
     }
 
     #[test]
     fn broken_percent_escapes_never_panic() {
-        let r = Route {
-            method: "GET".into(),
-            path: "/v1/profiles/{user_id}".into(),
-        };
+        let r = route("GET", "/v1/profiles/{user_id}");
         // A `%` right before a multi-byte character used to slice inside it and panic.
         assert_eq!(
             r.matches("GET", "/v1/profiles/%aé").unwrap()["user_id"],
