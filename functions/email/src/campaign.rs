@@ -9,8 +9,13 @@ use serde::Deserialize;
 
 use crate::error::EmailError;
 
-/// The campaigns shipped with Ember.
-pub const EMBEDDED: &str = include_str!("../campaigns.yaml");
+/// The campaigns shipped with Ember: `campaigns.yaml`, converted to JSON by `build.rs` (no
+/// YAML parser in the bootstrap).
+pub const EMBEDDED: &str = include_str!(concat!(env!("OUT_DIR"), "/campaigns.json"));
+
+/// `campaigns.yaml` as written, for tests that derive variants of it.
+#[cfg(test)]
+pub(crate) const SOURCE: &str = include_str!("../campaigns.yaml");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -224,8 +229,10 @@ pub struct Known<'a> {
 }
 
 impl Campaigns {
-    pub fn from_yaml(yaml: &str, known: &Known<'_>) -> Result<Campaigns, EmailError> {
-        let raw: RawFile = serde_yaml::from_str(yaml)
+    /// Parses and validates a campaigns document in its JSON form (`ember_build::json_of_yaml`
+    /// of `campaigns.yaml`, done at build time for [`EMBEDDED`]).
+    pub fn from_json(json: &str, known: &Known<'_>) -> Result<Campaigns, EmailError> {
+        let raw: RawFile = serde_json::from_str(json)
             .map_err(|e| EmailError::Config(format!("campaigns file: {e}")))?;
         let defaults = |reason: String| EmailError::Config(format!("campaign defaults: {reason}"));
         let timezone: Tz = raw
@@ -351,13 +358,17 @@ mod tests {
         }
     }
 
+    fn from_yaml(yaml: &str, known: &Known<'_>) -> Result<Campaigns, EmailError> {
+        Campaigns::from_json(&ember_build::json_of_yaml(yaml).unwrap(), known)
+    }
+
     fn with(campaign: &str) -> String {
         format!("defaults: {{shop_name: S, global_daily_cap: 2}}\ncampaigns:\n{campaign}")
     }
 
     #[test]
     fn embedded_campaigns_are_valid_and_sorted() {
-        let c = Campaigns::from_yaml(EMBEDDED, &known()).unwrap();
+        let c = Campaigns::from_json(EMBEDDED, &known()).unwrap();
         assert_eq!(c.campaigns[0].name, "cart_abandonment");
         assert_eq!(c.campaigns[0].delay, Duration::hours(1));
         assert!(c.campaigns[0].quiet_hours.is_some());
@@ -390,9 +401,7 @@ mod tests {
             ("  - {name: f, trigger: segment_entered, segment: churn_risk, template: churn_winback, daily_cap: 1, quiet_hours: {start: '25:00', end: '08:00'}}", "HH:MM"),
         ];
         for (yaml, needle) in cases {
-            let e = Campaigns::from_yaml(&with(yaml), &known())
-                .unwrap_err()
-                .to_string();
+            let e = from_yaml(&with(yaml), &known()).unwrap_err().to_string();
             let name = &yaml[11..12];
             assert!(
                 e.contains(&format!("campaign \"{name}\"")) && e.contains(needle),

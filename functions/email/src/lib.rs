@@ -43,16 +43,17 @@ pub fn embedded_config() -> Result<(Campaigns, RuleSet, Renderer), EmailError> {
     Ok((campaigns, rules, renderer))
 }
 
-/// Validates a campaigns file against the segment rules and templates.
+/// Validates a campaigns document (the JSON form of `campaigns.yaml`) against the segment
+/// rules and templates.
 pub fn load_campaigns(
-    yaml: &str,
+    json: &str,
     rules: &RuleSet,
     renderer: &Renderer,
 ) -> Result<Campaigns, EmailError> {
     let segment = |name: &str| rules.get(name).map(|r| r.delay);
     let template = |name: &str| renderer.has_template(name);
-    Campaigns::from_yaml(
-        yaml,
+    Campaigns::from_json(
+        json,
         &Known {
             segment: &segment,
             template: &template,

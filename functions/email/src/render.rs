@@ -457,7 +457,7 @@ mod tests {
             segment: &|_| Some(None),
             template: &|t| r.has_template(t),
         };
-        Campaigns::from_yaml(crate::campaign::EMBEDDED, &known).unwrap()
+        Campaigns::from_json(crate::campaign::EMBEDDED, &known).unwrap()
     }
 
     fn links() -> Links<'static> {

@@ -35,7 +35,8 @@ fn keys() -> Keys {
 fn email_with(profile: Profile, campaigns_yaml: Option<&str>) -> TestEmail {
     let (mut campaigns, rules, renderer) = crate::embedded_config().unwrap();
     if let Some(yaml) = campaigns_yaml {
-        campaigns = crate::load_campaigns(yaml, &rules, &renderer).unwrap();
+        let json = ember_build::json_of_yaml(yaml).unwrap();
+        campaigns = crate::load_campaigns(&json, &rules, &renderer).unwrap();
     }
     Email {
         profiles: MemoryProfiles::with(profile),
@@ -223,7 +224,7 @@ async fn frequency_caps_hold_per_campaign_and_globally() {
     assert!(out[0].is_sent(), "{out:?}");
 
     // Global cap 1: a cart email after the win-back the same day is blocked.
-    let yaml = crate::campaign::EMBEDDED.replace("global_daily_cap: 2", "global_daily_cap: 1");
+    let yaml = crate::campaign::SOURCE.replace("global_daily_cap: 2", "global_daily_cap: 1");
     let mut p = cart_holder();
     p.purchase_count = 3;
     p.last_seen = Some(at("2026-10-01T10:00:00Z"));

@@ -1,7 +1,8 @@
 //! Declarative segment rules: which segments a profile is in at a given time.
 //!
-//! Rules live in `rules/segments.yaml`, are embedded at build time and validated when loaded
-//! ([`RuleSet::embedded`], [`RuleSet::from_yaml`]): an unknown trait, an unknown operator, a
+//! Rules live in `rules/segments.yaml`, are embedded at build time (as JSON, converted by
+//! `build.rs`, so no YAML parser ships) and validated when loaded
+//! ([`RuleSet::embedded`], [`RuleSet::from_json`]): an unknown trait, an unknown operator, a
 //! literal of the wrong type or a malformed duration fails with [`CoreError::Config`] naming
 //! the rule.
 //!
@@ -56,7 +57,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
-use serde_yaml::Value as Yaml;
+use serde_json::Value as Doc;
 
 use crate::enrich::Channel;
 use crate::error::CoreError;
@@ -64,8 +65,8 @@ use crate::event::{EventType, ANON_PREFIX};
 use crate::ports::{BusEvent, SegmentChange};
 use crate::profile::Profile;
 
-/// The rules shipped with Ember.
-pub const EMBEDDED_RULES: &str = include_str!("../rules/segments.yaml");
+/// The rules shipped with Ember: `rules/segments.yaml`, converted to JSON by `build.rs`.
+pub const EMBEDDED_RULES: &str = include_str!(concat!(env!("OUT_DIR"), "/segments.json"));
 
 /// The type of a trait's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,12 +344,13 @@ pub struct RuleSet {
 impl RuleSet {
     /// The rules shipped in `rules/segments.yaml`.
     pub fn embedded() -> Result<RuleSet, CoreError> {
-        RuleSet::from_yaml(EMBEDDED_RULES)
+        RuleSet::from_json(EMBEDDED_RULES)
     }
 
-    /// Parses and validates a rules document (see the module docs for the language).
-    pub fn from_yaml(yaml: &str) -> Result<RuleSet, CoreError> {
-        let doc: Yaml = serde_yaml::from_str(yaml).map_err(|e| CoreError::Config {
+    /// Parses and validates a rules document (see the module docs for the language) in its
+    /// JSON form (`ember_build::json_of_yaml` turns the YAML file into it at build time).
+    pub fn from_json(json: &str) -> Result<RuleSet, CoreError> {
+        let doc: Doc = serde_json::from_str(json).map_err(|e| CoreError::Config {
             what: "segment rules".into(),
             reason: e.to_string(),
         })?;
@@ -358,7 +360,7 @@ impl RuleSet {
         };
         let list = doc
             .get("segments")
-            .and_then(Yaml::as_sequence)
+            .and_then(Doc::as_array)
             .ok_or_else(|| top("expected a `segments` list"))?;
         let mut rules: Vec<Rule> = Vec::new();
         for (index, entry) in list.iter().enumerate() {
@@ -405,10 +407,10 @@ fn config(rule: &str, reason: impl Into<String>) -> CoreError {
     }
 }
 
-fn parse_rule(entry: &Yaml, index: usize) -> Result<Rule, CoreError> {
+fn parse_rule(entry: &Doc, index: usize) -> Result<Rule, CoreError> {
     let name = entry
         .get("name")
-        .and_then(Yaml::as_str)
+        .and_then(Doc::as_str)
         .unwrap_or_default()
         .to_owned();
     if name.is_empty()
@@ -422,17 +424,16 @@ fn parse_rule(entry: &Yaml, index: usize) -> Result<Rule, CoreError> {
         ));
     }
     let map = entry
-        .as_mapping()
+        .as_object()
         .ok_or_else(|| config(&name, "must be a mapping"))?;
     for key in map.keys() {
-        let key = key.as_str().unwrap_or_default();
-        if !matches!(key, "name" | "description" | "delay" | "when") {
+        if !matches!(key.as_str(), "name" | "description" | "delay" | "when") {
             return Err(config(&name, format!("unknown field `{key}`")));
         }
     }
     let description = entry
         .get("description")
-        .and_then(Yaml::as_str)
+        .and_then(Doc::as_str)
         .unwrap_or_default()
         .trim()
         .to_owned();
@@ -452,12 +453,12 @@ fn parse_rule(entry: &Yaml, index: usize) -> Result<Rule, CoreError> {
     })
 }
 
-fn parse_condition(y: &Yaml, delay: Option<Duration>) -> Result<Condition, String> {
-    let map = y.as_mapping().ok_or("a condition must be a mapping")?;
-    let keys: Vec<&str> = map.keys().map(|k| k.as_str().unwrap_or("?")).collect();
-    let list = |v: &Yaml, what: &str| -> Result<Vec<Condition>, String> {
+fn parse_condition(y: &Doc, delay: Option<Duration>) -> Result<Condition, String> {
+    let map = y.as_object().ok_or("a condition must be a mapping")?;
+    let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+    let list = |v: &Doc, what: &str| -> Result<Vec<Condition>, String> {
         let items = v
-            .as_sequence()
+            .as_array()
             .filter(|s| !s.is_empty())
             .ok_or(format!("`{what}` needs a non-empty list"))?;
         items.iter().map(|c| parse_condition(c, delay)).collect()
@@ -492,7 +493,7 @@ fn parse_condition(y: &Yaml, delay: Option<Duration>) -> Result<Condition, Strin
 
 fn parse_op(
     op: &str,
-    operand: &Yaml,
+    operand: &Doc,
     subject: &Trait,
     delay: Option<Duration>,
 ) -> Result<Op, String> {
@@ -505,7 +506,7 @@ fn parse_op(
             Err(format!("`{op}` needs a time trait"))
         }
     };
-    let lit = |v: &Yaml| literal(v, kind);
+    let lit = |v: &Doc| literal(v, kind);
     match op {
         "eq" => Ok(Op::Eq(lit(operand)?)),
         "ne" => Ok(Op::Ne(lit(operand)?)),
@@ -516,7 +517,7 @@ fn parse_op(
         "gte" => Ok(Op::Gte(lit(operand)?)),
         "lt" => Ok(Op::Lt(lit(operand)?)),
         "lte" => Ok(Op::Lte(lit(operand)?)),
-        "between" => match operand.as_sequence().map(Vec::as_slice) {
+        "between" => match operand.as_array().map(Vec::as_slice) {
             Some([lo, hi]) => {
                 let (lo, hi) = (lit(lo)?, lit(hi)?);
                 if lo.partial_cmp(&hi) == Some(std::cmp::Ordering::Greater) {
@@ -552,22 +553,22 @@ fn parse_op(
     }
 }
 
-fn literal(v: &Yaml, kind: Kind) -> Result<TraitValue, String> {
+fn literal(v: &Doc, kind: Kind) -> Result<TraitValue, String> {
     let wrong = || {
         format!(
             "expected a {} literal, got {}",
             format!("{kind:?}").to_lowercase(),
-            yaml_text(v)
+            v
         )
     };
     match kind {
         Kind::Number => match v {
-            Yaml::Number(n) => n
+            Doc::Number(n) => n
                 .as_f64()
                 .filter(|f| f.is_finite())
                 .map(TraitValue::Number)
                 .ok_or_else(wrong),
-            Yaml::String(s) => s
+            Doc::String(s) => s
                 .replace('_', "")
                 .parse::<f64>()
                 .ok()
@@ -589,17 +590,11 @@ fn literal(v: &Yaml, kind: Kind) -> Result<TraitValue, String> {
     }
 }
 
-fn yaml_text(v: &Yaml) -> String {
-    serde_yaml::to_string(v)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// Parses `45s`, `30m`, `2h`, `7d`, `1w` (or `$delay` when the rule has a delay).
-pub fn parse_duration(v: &Yaml, delay: Option<Duration>) -> Result<Duration, String> {
+pub fn parse_duration(v: &Doc, delay: Option<Duration>) -> Result<Duration, String> {
     let text = v
         .as_str()
-        .ok_or_else(|| format!("bad duration {}: expected e.g. 30m, 2h, 7d", yaml_text(v)))?;
+        .ok_or_else(|| format!("bad duration {}: expected e.g. 30m, 2h, 7d", v))?;
     let bad = || format!("bad duration '{text}': expected e.g. 45s, 30m, 2h, 7d, 1w");
     if text == "$delay" {
         return delay.ok_or_else(|| "`$delay` used but the rule has no `delay`".to_owned());
@@ -895,7 +890,7 @@ segments:
         - { trait: identified, eq: true }
         - { trait: poll.fav, eq: smoky }
 "#;
-        let r = RuleSet::from_yaml(yaml).unwrap();
+        let r = from_yaml(yaml).unwrap();
         let mut p = Profile::new("u-1");
         p.device = Some("mobile".into());
         p.consent.insert(
@@ -915,8 +910,13 @@ segments:
         assert!(r.evaluate(&p, t0()).is_empty());
     }
 
+    /// The YAML form people write, through the same conversion as `build.rs`.
+    fn from_yaml(yaml: &str) -> Result<RuleSet, CoreError> {
+        RuleSet::from_json(&ember_build::json_of_yaml(yaml).expect("test YAML is well-formed"))
+    }
+
     fn config_error(yaml: &str) -> String {
-        match RuleSet::from_yaml(yaml) {
+        match from_yaml(yaml) {
             Err(CoreError::Config { what, reason }) => format!("{what}: {reason}"),
             other => panic!("expected a config error, got {other:?}"),
         }
@@ -974,7 +974,7 @@ segments:
 
     #[test]
     fn durations() {
-        let d = |s: &str| parse_duration(&Yaml::String(s.into()), Some(Duration::minutes(7)));
+        let d = |s: &str| parse_duration(&Doc::String(s.into()), Some(Duration::minutes(7)));
         assert_eq!(d("45s"), Ok(Duration::seconds(45)));
         assert_eq!(d("30m"), Ok(Duration::minutes(30)));
         assert_eq!(d("2h"), Ok(Duration::hours(2)));

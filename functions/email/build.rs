@@ -1,0 +1,4 @@
+//! Embeds `campaigns.yaml` as JSON (see `ember_build`).
+fn main() {
+    ember_build::embed_yaml_as_json("campaigns.yaml", "campaigns.json");
+}

@@ -1,0 +1,4 @@
+//! Embeds `rules/segments.yaml` as JSON (see `ember_build`).
+fn main() {
+    ember_build::embed_yaml_as_json("rules/segments.yaml", "segments.json");
+}
