@@ -1,6 +1,8 @@
 //! Criterion benchmarks of the enrichment path, in-process (no network):
 //!
 //! - `decode`: JSON parse + schema validation + enrichment per record;
+//! - `stages`: `decode`'s first two stages alone at 1,000 records (`parse`: bytes → `Value`;
+//!   `validate`: schema checks of envelope and payload + the typed envelope);
 //! - `core`: decode + group by profile + fold + one segment evaluation per profile (what the
 //!   handler does between reading and writing profiles);
 //! - `handler`: `Enricher::process` end to end with in-memory ports (empty store each run,
@@ -51,6 +53,35 @@ fn bench_decode(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+fn bench_stages(c: &mut Criterion) {
+    let registry = Registry::embedded().expect("embedded schemas compile");
+    let raw = Workload::new(1_000, 1_000).records();
+    let values: Vec<serde_json::Value> = raw
+        .iter()
+        .map(|(_, bytes)| serde_json::from_slice(bytes).expect("the workload is JSON"))
+        .collect();
+    let mut group = c.benchmark_group("stages");
+    group.throughput(Throughput::Elements(raw.len() as u64));
+    group.bench_function("parse/1000", |b| {
+        b.iter(|| {
+            raw.iter()
+                .filter(|(_, bytes)| {
+                    serde_json::from_slice::<serde_json::Value>(black_box(bytes)).is_ok()
+                })
+                .count()
+        })
+    });
+    group.bench_function("validate/1000", |b| {
+        b.iter(|| {
+            values
+                .iter()
+                .filter(|v| registry.validate(black_box(v)).is_ok())
+                .count()
+        })
+    });
     group.finish();
 }
 
@@ -127,6 +158,6 @@ fn bench_handler(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = configure(&mut Criterion::default());
-    targets = bench_decode, bench_core, bench_handler
+    targets = bench_decode, bench_stages, bench_core, bench_handler
 }
 criterion_main!(benches);

@@ -14,7 +14,7 @@
 
 use std::fmt::{self, Write as _};
 
-use regex_lite::Regex;
+use regex::Regex;
 use serde_json::{Map, Number, Value};
 
 use crate::error::Problem;
@@ -89,8 +89,10 @@ pub struct Node {
     pattern: Option<Regex>,
     minimum: Option<Number>,
     maximum: Option<Number>,
-    /// `properties`, sorted by name for binary search.
-    properties: Vec<(String, Node)>,
+    /// `properties`, sorted by name, plus an unconstrained entry for every `required` name
+    /// that `properties` does not list, so that one pass over the instance finds both.
+    properties: Vec<Property>,
+    /// `required`, in the schema's order (the order missing fields are reported in).
     required: Vec<String>,
     /// `additionalProperties`; `true` unless the schema says `false`.
     additional: bool,
@@ -98,6 +100,14 @@ pub struct Node {
     min_properties: Option<usize>,
     items: Option<Box<Node>>,
     max_items: Option<usize>,
+}
+
+/// One entry of `properties`.
+#[derive(Debug)]
+struct Property {
+    name: String,
+    node: Node,
+    required: bool,
 }
 
 /// Where a value sits in the instance: rendered to a JSON pointer only when a problem is found.
@@ -222,10 +232,12 @@ impl Node {
                 "maximum" => node.maximum = Some(number(at, keyword, value)?),
                 "properties" => {
                     for (name, sub) in object(at, keyword, value)? {
-                        let sub = Node::compile(sub, &format!("{at}/properties/{name}"))?;
-                        node.properties.push((name.clone(), sub));
+                        node.properties.push(Property {
+                            name: name.clone(),
+                            node: Node::compile(sub, &format!("{at}/properties/{name}"))?,
+                            required: false,
+                        });
                     }
-                    node.properties.sort_by(|a, b| a.0.cmp(&b.0));
                 }
                 "required" => node.required = names(at, keyword, value)?,
                 "additionalProperties" => {
@@ -255,7 +267,27 @@ impl Node {
             }
         }
         node.refuse_unsatisfiable(at)?;
+        node.index_required();
         Ok(node)
+    }
+
+    /// Marks the required properties (adding unconstrained ones for names `properties` does
+    /// not list) and sorts them by name for [`Node::find`].
+    fn index_required(&mut self) {
+        for name in &self.required {
+            match self.properties.iter_mut().find(|p| p.name == *name) {
+                Some(p) => p.required = true,
+                None => self.properties.push(Property {
+                    name: name.clone(),
+                    node: Node {
+                        additional: true,
+                        ..Node::default()
+                    },
+                    required: true,
+                }),
+            }
+        }
+        self.properties.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// A name that must be present but may not be: a schema no event could ever satisfy.
@@ -275,11 +307,31 @@ impl Node {
         Ok(())
     }
 
-    fn property(&self, name: &str) -> Option<&Node> {
-        self.properties
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+    fn property(&self, name: &str) -> Option<&Property> {
+        self.properties.iter().find(|p| p.name == name)
+    }
+
+    /// The property called `key`. Instance keys usually come in the same (sorted) order as
+    /// `properties` (serde_json's map is a `BTreeMap`), so the search goes on from `cursor`,
+    /// the position after the previous key's: one or two comparisons per key. A key that is
+    /// not ahead of the cursor is looked up behind it, so any key order gives the right answer.
+    fn find(&self, key: &str, cursor: &mut usize) -> Option<&Property> {
+        let behind = *cursor;
+        while let Some(p) = self.properties.get(*cursor) {
+            match p.name.as_str().cmp(key) {
+                std::cmp::Ordering::Less => *cursor += 1,
+                std::cmp::Ordering::Equal => {
+                    *cursor += 1;
+                    return Some(p);
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let earlier = &self.properties[..behind];
+        earlier
+            .binary_search_by(|p| p.name.as_str().cmp(key))
             .ok()
-            .map(|i| &self.properties[i].1)
+            .map(|i| &earlier[i])
     }
 
     /// Checks `value` (found at `at`) and appends one [`Problem`] per violation.
@@ -379,14 +431,7 @@ impl Node {
         at: Path<'_>,
         out: &mut Vec<Problem>,
     ) {
-        for name in &self.required {
-            if !map.contains_key(name) {
-                out.push(Problem::new(
-                    Path::Key(&at, name).to_string(),
-                    "is required",
-                ));
-            }
-        }
+        let first = out.len();
         for (name, dependents) in &self.dependent_required {
             if !map.contains_key(name) {
                 continue;
@@ -408,15 +453,27 @@ impl Node {
                 ),
             ));
         }
+        let mut cursor = 0;
+        let mut required = 0;
         for (key, item) in map {
-            match self.property(key) {
-                Some(node) => node.check(item, Path::Key(&at, key), out),
+            match self.find(key, &mut cursor) {
+                Some(p) => {
+                    required += usize::from(p.required);
+                    p.node.check(item, Path::Key(&at, key), out);
+                }
                 None if !self.additional => out.push(Problem::new(
                     Path::Key(&at, key).to_string(),
                     "is not an allowed field",
                 )),
                 None => {}
             }
+        }
+        if required < self.required.len() {
+            // Reported first, in the schema's order.
+            let missing = self.required.iter().filter(|n| !map.contains_key(*n));
+            let missing =
+                missing.map(|n| Problem::new(Path::Key(&at, n).to_string(), "is required"));
+            out.splice(first..first, missing.collect::<Vec<_>>());
         }
     }
 
@@ -653,6 +710,34 @@ mod tests {
         assert_eq!(
             problems(&some, json!({})),
             one("", "{} has fewer than 1 property")
+        );
+    }
+
+    #[test]
+    fn properties_are_found_in_any_key_order() {
+        let n = node(json!({
+            "properties": {"b": {}, "d": {}, "f": {}},
+            "required": ["a"]
+        }));
+        let names = |keys: &[&str]| {
+            let mut cursor = 0;
+            keys.iter()
+                .map(|k| n.find(k, &mut cursor).map(|p| p.name.as_str()))
+                .collect::<Vec<_>>()
+        };
+        let all = [Some("a"), Some("b"), Some("d"), Some("f")];
+        assert_eq!(names(&["a", "b", "d", "f"]), all);
+        assert_eq!(
+            names(&["f", "d", "b", "a"]),
+            all.into_iter().rev().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            names(&["d", "a", "f", "b"]),
+            [all[2], all[0], all[3], all[1]]
+        );
+        assert_eq!(
+            names(&["c", "b", "g", "a", "e"]),
+            [None, all[1], None, all[0], None]
         );
     }
 
