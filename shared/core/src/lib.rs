@@ -4,13 +4,15 @@
 //! # Layout
 //! - [`event`] — the versioned event envelope and the list of event types.
 //! - [`schema`] — JSON Schema files (in `schemas/`, embedded at build) and validation that
-//!   reports every problem with its field path.
+//!   reports every problem with its field path; `schema/checker.rs` compiles the draft 2020-12
+//!   subset the files use and refuses any other keyword.
 //! - [`enrich`] — normalisation (heat → Scoville units, money → minor units, UTM, device class)
 //!   turning a validated envelope into a typed [`enrich::EnrichedEvent`].
 //! - [`profile`] — the customer profile (the stored DynamoDB item's shape).
 //! - [`fold`] — the pure fold of enriched events into a profile (dedup, counters, decayed heat,
 //!   cart, consent, attribution) and rolling 7/30-day counters.
-//! - [`segment`] — declarative segment rules (in `rules/`), evaluation and entered/exited diffs.
+//! - [`segment`] — declarative segment rules (in `rules/`, embedded as JSON by `build.rs`),
+//!   evaluation and entered/exited diffs.
 //!   The rule language and the trait names are documented there; the heat mapping (stated
 //!   preference → Scoville units) is documented in [`enrich`].
 //! - [`ports`] — the narrow traits the functions need (profile store, event bus, dead letters,

@@ -151,8 +151,24 @@ fn shown(value: &Value) -> String {
     }
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+const CHARACTERS: (&str, &str) = ("character", "characters");
+const ITEMS: (&str, &str) = ("item", "items");
+const PROPERTIES: (&str, &str) = ("property", "properties");
+
+/// Reports a count limit, e.g. `"abcd" is longer than 3 characters`.
+fn over_limit(
+    out: &mut Vec<Problem>,
+    at: Path<'_>,
+    value: &Value,
+    relation: &str,
+    limit: usize,
+    (one, many): (&str, &str),
+) {
+    let unit = if limit == 1 { one } else { many };
+    out.push(Problem::new(
+        at.to_string(),
+        format!("{} {relation} {limit} {unit}", shown(value)),
+    ));
 }
 
 type Compiled<T> = Result<T, String>;
@@ -375,26 +391,12 @@ impl Node {
         // (a character is 1 to 4 bytes), so the characters are only counted when it does not.
         if let Some(min) = self.min_length {
             if s.len() < min || (s.len() < min.saturating_mul(4) && s.chars().count() < min) {
-                out.push(Problem::new(
-                    at.to_string(),
-                    format!(
-                        "{} is shorter than {}",
-                        shown(value),
-                        plural(min, "character", "characters")
-                    ),
-                ));
+                over_limit(out, at, value, "is shorter than", min, CHARACTERS);
             }
         }
         if let Some(max) = self.max_length {
             if s.len() > max && s.chars().count() > max {
-                out.push(Problem::new(
-                    at.to_string(),
-                    format!(
-                        "{} is longer than {}",
-                        shown(value),
-                        plural(max, "character", "characters")
-                    ),
-                ));
+                over_limit(out, at, value, "is longer than", max, CHARACTERS);
             }
         }
         if let Some(regex) = &self.pattern {
@@ -444,14 +446,7 @@ impl Node {
             }
         }
         if let Some(min) = self.min_properties.filter(|m| map.len() < *m) {
-            out.push(Problem::new(
-                at.to_string(),
-                format!(
-                    "{} has fewer than {}",
-                    shown(value),
-                    plural(min, "property", "properties")
-                ),
-            ));
+            over_limit(out, at, value, "has fewer than", min, PROPERTIES);
         }
         let mut cursor = 0;
         let mut required = 0;
@@ -479,14 +474,7 @@ impl Node {
 
     fn check_array(&self, items: &[Value], value: &Value, at: Path<'_>, out: &mut Vec<Problem>) {
         if let Some(max) = self.max_items.filter(|m| items.len() > *m) {
-            out.push(Problem::new(
-                at.to_string(),
-                format!(
-                    "{} has more than {}",
-                    shown(value),
-                    plural(max, "item", "items")
-                ),
-            ));
+            over_limit(out, at, value, "has more than", max, ITEMS);
         }
         if let Some(node) = &self.items {
             for (i, item) in items.iter().enumerate() {
