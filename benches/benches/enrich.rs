@@ -2,7 +2,10 @@
 //!
 //! - `decode`: JSON parse + schema validation + enrichment per record;
 //! - `stages`: `decode`'s first two stages alone at 1,000 records (`parse`: bytes → `Value`;
-//!   `validate`: schema checks of envelope and payload + the typed envelope);
+//!   `validate`: schema checks of envelope and payload + the typed envelope), and
+//!   `parse_borrowed`: the same bytes into a typed envelope of borrowed strings with the payload
+//!   left as raw JSON, the starting point of the DOM-free decoder BENCHMARKS.md section 1
+//!   sketches (not what Ember runs);
 //! - `core`: decode + group by profile + fold + one segment evaluation per profile (what the
 //!   handler does between reading and writing profiles);
 //! - `handler`: `Enricher::process` end to end with in-memory ports (empty store each run,
@@ -56,6 +59,29 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The envelope with borrowed strings and an unparsed payload, for `stages/parse_borrowed`.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // read only by the deserializer: the bench measures parsing
+struct BorrowedEnvelope<'a> {
+    #[serde(borrow)]
+    event_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    event_type: std::borrow::Cow<'a, str>,
+    version: u32,
+    #[serde(borrow)]
+    user_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    anonymous_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    occurred_at: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    context: std::collections::BTreeMap<&'a str, std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
+
 fn bench_stages(c: &mut Criterion) {
     let registry = Registry::embedded().expect("embedded schemas compile");
     let raw = Workload::new(1_000, 1_000).records();
@@ -70,6 +96,15 @@ fn bench_stages(c: &mut Criterion) {
             raw.iter()
                 .filter(|(_, bytes)| {
                     serde_json::from_slice::<serde_json::Value>(black_box(bytes)).is_ok()
+                })
+                .count()
+        })
+    });
+    group.bench_function("parse_borrowed/1000", |b| {
+        b.iter(|| {
+            raw.iter()
+                .filter(|(_, bytes)| {
+                    serde_json::from_slice::<BorrowedEnvelope>(black_box(bytes)).is_ok()
                 })
                 .count()
         })
