@@ -3,8 +3,9 @@
 //! The schemas live in `schemas/` (`envelope.v1.json` and `<type>.v1.json` per event type),
 //! are embedded into the binary with `include_str!` and compiled once by
 //! [`Registry::embedded`] into `checker`'s nodes (the draft 2020-12 subset the files use;
-//! any other keyword is refused at compile time, so no rule is silently skipped). [`Registry::validate`] reports *every* problem it finds, each with
-//! the JSON pointer of the offending field, e.g. `/payload/items/0/quantity: -1 is less than
+//! any other keyword is refused at compile time, so no rule is silently skipped).
+//! [`Registry::validate`] reports *every* problem it finds, each with the JSON pointer of the
+//! offending field, e.g. `/payload/items/0/quantity: -1 is less than
 //! the minimum of 1` — envelope problems (missing `event_id`, bad `occurred_at`, unknown
 //! `type`, unsupported `version`) included.
 
@@ -19,7 +20,6 @@ use crate::event::{Envelope, EventType};
 
 mod checker;
 
-pub use checker::DIALECT;
 use checker::{Node, Path};
 
 /// The envelope schema, version 1.
