@@ -916,11 +916,25 @@ fn text_to_shu(text: &str) -> Option<u32> {
 }
 
 /// The `utm_*` query parameters of a page URL. Relative or malformed URLs are a problem.
+///
+/// A plain `http(s)://host[:port]/…` URL of unreserved ASCII (what shops send) is checked and
+/// split by [`plain_url_query`] without building a `url::Url`; any other URL goes through the
+/// `url` crate's full WHATWG parser. Both give the same result (property-tested).
 pub fn utm_of(page_url: &str) -> Result<BTreeMap<String, String>, Problem> {
-    let url = url::Url::parse(page_url)
-        .map_err(|e| Problem::new("/context/page_url", format!("is not an absolute URL: {e}")))?;
+    match plain_url_query(page_url) {
+        Some(query) => Ok(utm_pairs(query)),
+        None => {
+            let url = url::Url::parse(page_url).map_err(|e| {
+                Problem::new("/context/page_url", format!("is not an absolute URL: {e}"))
+            })?;
+            Ok(utm_pairs(url.query()))
+        }
+    }
+}
+
+fn utm_pairs(query: Option<&str>) -> BTreeMap<String, String> {
     let mut utm = BTreeMap::new();
-    for (k, v) in url.query_pairs() {
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let key = k.to_ascii_lowercase();
         if matches!(
             key.as_str(),
@@ -932,7 +946,53 @@ pub fn utm_of(page_url: &str) -> Result<BTreeMap<String, String>, Problem> {
             }
         }
     }
-    Ok(utm)
+    utm
+}
+
+/// `Some(query)` when `url` is certainly a valid absolute URL whose query the WHATWG parser
+/// keeps byte for byte: `http://` or `https://`, a lower-case ASCII domain (labels of `a-z`,
+/// `0-9`, `-`; no `xn--` label; the last label starts with a letter, so it is never read
+/// as an IPv4 address), an optional port up to 65535, then only printable ASCII that no
+/// part of the URL percent-encodes or rewrites. `None` means "not sure": the caller uses the
+/// full parser.
+fn plain_url_query(url: &str) -> Option<Option<&str>> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with("xn--")
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let last = host.rsplit('.').next()?;
+    if !host.split('.').all(label_ok) || !last.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return None;
+    }
+    if let Some(port) = port {
+        let digits_ok = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+        if !digits_ok || port.parse::<u32>().ok()? > 65_535 {
+            return None;
+        }
+    }
+    let kept = |b: u8| {
+        b.is_ascii_graphic()
+            && !matches!(
+                b,
+                b'"' | b'\'' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
+    };
+    if !tail.bytes().all(kept) {
+        return None;
+    }
+    let before_fragment = tail.split('#').next().unwrap_or_default();
+    Some(before_fragment.split_once('?').map(|(_, query)| query))
 }
 
 /// Classifies a user agent. Rules, first match wins (case-insensitive substrings):
@@ -1105,6 +1165,87 @@ mod tests {
         assert_eq!(utm["utm_medium"], "email");
         assert_eq!(utm["utm_campaign"], "Ghost Week");
         assert!(utm_of("/relative/path").is_err());
+    }
+
+    /// What the full WHATWG parser makes of a URL: `Some(query)` if it is valid.
+    fn whatwg_query(u: &str) -> Option<Option<String>> {
+        url::Url::parse(u).ok().map(|p| p.query().map(str::to_owned))
+    }
+
+    #[test]
+    fn the_plain_url_shortcut_agrees_with_the_url_parser_on_edge_cases() {
+        let plain = [
+            "https://shop.example",
+            "http://shop.example/",
+            "https://shop.example:8443/p/HS-1?utm_source=a+b&utm_campaign=%C3%A9t%C3%A9#top?x=1",
+            "https://a-b.c0.example/?",
+            "https://1.2.3.example/p?%zz=1&utm_term=%",
+            "https://shop.example#only-fragment",
+        ];
+        for u in plain {
+            let q = plain_url_query(u).unwrap_or_else(|| panic!("{u} is plain"));
+            assert_eq!(whatwg_query(u), Some(q.map(str::to_owned)), "{u}");
+        }
+        let not_plain = [
+            "https://1.2.3.4/p?utm_source=x",
+            "https://1.2.3.400/",
+            "https://shop.123/",
+            "https://shop.0x1f/",
+            "https://Shop.Example/",
+            "https://xn--mnchen-3ya.example/",
+            "https://shop..example/",
+            "https://shop.example./",
+            "https://user@shop.example/",
+            "https://shop.example:65536/",
+            "https://shop.example:/",
+            "https://shop.example/a b",
+            "https://shop.example/?q='x'",
+            "https://shop.example/\\p",
+            "https://shop.example/\tp",
+            "https://shop.example/\u{e9}",
+            " https://shop.example/",
+            "HTTPS://shop.example/",
+            "ftp://shop.example/",
+            "https:shop.example",
+            "/relative",
+        ];
+        for u in not_plain {
+            assert_eq!(plain_url_query(u), None, "{u}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Whenever the shortcut answers, the URL is valid and its query is the parser's,
+        /// so `utm_of` returns the same parameters either way.
+        #[test]
+        fn the_plain_url_shortcut_never_disagrees_with_the_url_parser(
+            scheme in "https://|http://|https://|http://|HTTPS://|ftp://",
+            // Mostly plain, with at most one odd character in the host and one in the tail.
+            host in "([a-z0-9-]{1,4}\\.){0,2}[a-zA-Z0-9_.:@-]?[a-z][a-z0-9-]{0,4}(:[0-9]{0,6})?",
+            tail in "(/[a-z0-9._~%-]{0,5})?(\\?[a-z0-9=&%+._~-]{0,6})?[ '\"<>\\^`{|}\t\u{e9}/?#&=%+a-z]?[a-z0-9=&#?]{0,3}",
+        ) {
+            let u = format!("{scheme}{host}{tail}");
+            if let Some(q) = plain_url_query(&u) {
+                proptest::prop_assert_eq!(whatwg_query(&u), Some(q.map(str::to_owned)));
+                let full = utm_pairs(url::Url::parse(&u).unwrap().query());
+                proptest::prop_assert_eq!(utm_of(&u).unwrap(), full);
+            }
+        }
+
+        #[test]
+        fn plain_shop_urls_take_the_shortcut(
+            host in "[a-z][a-z0-9-]{0,8}(\\.[a-z0-9-]{1,8}){0,2}\\.[a-z]{2,6}",
+            path in "(/[a-zA-Z0-9._~-]{0,10}){0,3}",
+            source in "[a-zA-Z0-9%+._-]{0,12}",
+        ) {
+            proptest::prop_assume!(!host.contains("xn--"));
+            let u = format!("https://{host}{path}?utm_source={source}&x=1");
+            let q = plain_url_query(&u);
+            proptest::prop_assert!(q.is_some(), "{} was not plain", u);
+            proptest::prop_assert_eq!(whatwg_query(&u), q.map(|q| q.map(str::to_owned)));
+        }
     }
 
     #[test]
