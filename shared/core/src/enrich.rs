@@ -357,13 +357,13 @@ impl Payload<'_> {
     }
 
     fn money(&mut self, at: &Value, base: &str, key: &str, currency: &str) -> Option<i64> {
-        let path = format!("{base}/{key}");
+        let problem = |m: String| Problem::new(format!("{base}/{key}"), m);
         let Some(v) = Self::field(at, key) else {
-            self.problems.push(Problem::new(path, "is required"));
+            self.problems.push(problem("is required".to_owned()));
             return None;
         };
         to_minor(v, currency)
-            .map_err(|m| self.problems.push(Problem::new(path, m)))
+            .map_err(|m| self.problems.push(problem(m)))
             .ok()
     }
 
@@ -739,10 +739,10 @@ pub fn currency_exponent(code: &str) -> Option<u32> {
 pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
     let exponent = currency_exponent(currency)
         .ok_or_else(|| format!("unknown ISO 4217 currency '{currency}'"))?;
-    let text = match amount {
-        Value::String(s) => s.trim().to_owned(),
+    let text: std::borrow::Cow<'_, str> = match amount {
+        Value::String(s) => s.trim().into(),
         // serde_json prints the shortest representation that round-trips, so 12.5 -> "12.5".
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => n.to_string().into(),
         _ => return Err("must be a decimal string or a number".to_owned()),
     };
     if text.starts_with('-') {
@@ -774,19 +774,13 @@ pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
             "'{text}' is implausibly large (max {MAX_AMOUNT_MAJOR} {currency})"
         ));
     }
-    let scale = 10_i64.pow(exponent);
-    let mut minor_frac = frac.to_owned();
-    while minor_frac.len() < exponent as usize {
-        minor_frac.push('0');
-    }
-    let minor_frac: i64 = if minor_frac.is_empty() {
-        0
-    } else {
-        minor_frac
-            .parse()
-            .map_err(|_| format!("'{text}' is not a number"))?
-    };
-    Ok(major * scale + minor_frac)
+    // `frac` has at most `exponent` (≤ 3) ASCII digits: pad it to `exponent` digits.
+    let minor_frac = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(exponent as usize)
+        .fold(0_i64, |n, d| n * 10 + i64::from(d - b'0'));
+    Ok(major * 10_i64.pow(exponent) + minor_frac)
 }
 
 /// Maps a stated heat preference to Scoville heat units (table in the module docs).
@@ -1169,7 +1163,9 @@ mod tests {
 
     /// What the full WHATWG parser makes of a URL: `Some(query)` if it is valid.
     fn whatwg_query(u: &str) -> Option<Option<String>> {
-        url::Url::parse(u).ok().map(|p| p.query().map(str::to_owned))
+        url::Url::parse(u)
+            .ok()
+            .map(|p| p.query().map(str::to_owned))
     }
 
     #[test]

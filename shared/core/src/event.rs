@@ -106,12 +106,78 @@ pub struct Envelope {
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_id: Option<String>,
+    #[serde(deserialize_with = "deserialize_timestamp")]
     pub occurred_at: DateTime<Utc>,
     pub source: String,
     #[serde(default)]
     pub context: Context,
     #[serde(default)]
     pub payload: serde_json::Value,
+}
+
+/// Reads an RFC 3339 timestamp like chrono's own `Deserialize` does (same results, same
+/// errors), with [`parse_utc_timestamp`] first for the common `Z` form.
+fn deserialize_timestamp<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DateTime<Utc>, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = DateTime<Utc>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an RFC 3339 formatted date and time string")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DateTime<Utc>, E> {
+            match parse_utc_timestamp(s) {
+                Some(at) => Ok(at),
+                None => s
+                    .parse::<DateTime<chrono::FixedOffset>>()
+                    .map(|at| at.with_timezone(&Utc))
+                    .map_err(E::custom),
+            }
+        }
+    }
+    deserializer.deserialize_str(Visitor)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (1 to 9 fraction digits, seconds 00..=59) read with
+/// integer code; `None` for anything else, which chrono's RFC 3339 parser then decides.
+/// Every event carries one, so this runs once per record.
+pub fn parse_utc_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    let (main, fraction) = match b.len() {
+        20 => (b, &b[19..19]),
+        22..=30 if b[19] == b'.' => (b, &b[20..b.len() - 1]),
+        _ => return None,
+    };
+    let shape = main[4] == b'-'
+        && main[7] == b'-'
+        && main[10] == b'T'
+        && main[13] == b':'
+        && main[16] == b':'
+        && main[b.len() - 1] == b'Z';
+    if !shape || !fraction.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        main[from..to].iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let nanos = fraction
+        .iter()
+        .chain(std::iter::repeat(&b'0'))
+        .take(9)
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    let (second, minute, hour) = (num(17, 19)?, num(14, 16)?, num(11, 13)?);
+    if second > 59 {
+        return None; // leap seconds: chrono's rules
+    }
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
+    Some(
+        date.and_hms_nano_opt(hour, minute, second, nanos)?
+            .and_utc(),
+    )
 }
 
 /// Prefix of profile keys for visitors known only by an anonymous id.
@@ -141,6 +207,82 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", t.as_str()));
         }
         assert_eq!(EventType::parse("nope"), None);
+    }
+
+    /// chrono's own reading of an RFC 3339 timestamp, as `Deserialize` did before.
+    fn chrono_reads(s: &str) -> Option<DateTime<Utc>> {
+        s.parse::<DateTime<chrono::FixedOffset>>()
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+    }
+
+    #[test]
+    fn timestamps_read_like_chrono() {
+        for s in [
+            "2026-11-20T10:00:00Z",
+            "2026-11-20T10:00:00.5Z",
+            "2026-11-20T10:00:00.123456789Z",
+            "0000-01-01T00:00:00Z",
+            "2024-02-29T23:59:59Z",
+        ] {
+            assert!(parse_utc_timestamp(s).is_some(), "{s}");
+            assert_eq!(parse_utc_timestamp(s), chrono_reads(s), "{s}");
+        }
+        for s in [
+            "2026-11-20T10:00:60Z",
+            "2023-02-29T10:00:00Z",
+            "2026-13-20T10:00:00Z",
+            "2026-11-20T24:00:00Z",
+            "2026-11-20t10:00:00Z",
+            "2026-11-20 10:00:00Z",
+            "2026-11-20T10:00:00+01:00",
+            "2026-11-20T10:00:00.Z",
+            "2026-11-20T10:00:00.1234567890Z",
+            "2026-11-20T10:00:0xZ",
+            "+2026-11-20T10:00:00Z",
+        ] {
+            assert_eq!(parse_utc_timestamp(s), None, "{s}");
+        }
+        let e: Result<Envelope, _> = serde_json::from_value(serde_json::json!({
+            "event_id": "e1", "type": "page_view", "version": 1,
+            "occurred_at": "2026-11-20T11:00:00+01:00", "source": "web"
+        }));
+        assert_eq!(
+            e.unwrap().occurred_at,
+            chrono_reads("2026-11-20T10:00:00Z").unwrap()
+        );
+        let e: Result<Envelope, _> = serde_json::from_value(serde_json::json!({
+            "event_id": "e1", "type": "page_view", "version": 1,
+            "occurred_at": "yesterday", "source": "web"
+        }));
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "input contains invalid characters"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Whenever the integer reader answers, chrono agrees with it.
+        #[test]
+        fn the_timestamp_shortcut_never_disagrees_with_chrono(
+            s in "[0-9]{4}-[0-3][0-9]-[0-3][0-9][Tt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{0,10})?([Zz]|[+-]0[0-9]:[0-5][0-9])?",
+        ) {
+            if let Some(at) = parse_utc_timestamp(&s) {
+                proptest::prop_assert_eq!(Some(at), chrono_reads(&s));
+            }
+        }
+
+        #[test]
+        fn plain_utc_timestamps_take_the_shortcut(
+            y in 1970i32..=9999, m in 1u32..=12, d in 1u32..=28, h in 0u32..24, mi in 0u32..60,
+            sec in 0u32..60, fraction in "(\\.[0-9]{1,9})?",
+        ) {
+            let s = format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}{fraction}Z");
+            proptest::prop_assert!(parse_utc_timestamp(&s).is_some(), "{}", s);
+            proptest::prop_assert_eq!(parse_utc_timestamp(&s), chrono_reads(&s));
+        }
     }
 
     #[test]

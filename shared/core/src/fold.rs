@@ -61,11 +61,29 @@ pub enum Applied {
 
 /// `YYYY-MM-DD` (UTC) of a timestamp: the key of [`Profile::daily`].
 pub fn day_key(at: DateTime<Utc>) -> String {
-    // Per event on the hot path: plain integer formatting, not chrono's format parser.
-    match at.year() {
-        y @ 0..=9999 => format!("{y:04}-{:02}-{:02}", at.month(), at.day()),
-        _ => at.format("%Y-%m-%d").to_string(),
+    let mut buf = [0u8; 10];
+    match day_key_into(at, &mut buf) {
+        Some(key) => key.to_owned(),
+        None => at.format("%Y-%m-%d").to_string(),
     }
+}
+
+/// [`day_key`] written into `buf` with integer code, for years 0..=9999 (else `None`): the
+/// fold looks a day up once per event without allocating its key.
+fn day_key_into(at: DateTime<Utc>, buf: &mut [u8; 10]) -> Option<&str> {
+    let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
+    let put = |out: &mut [u8], mut n: u32| {
+        for d in out.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(&mut buf[0..4], year);
+    buf[4] = b'-';
+    put(&mut buf[5..7], at.month());
+    buf[7] = b'-';
+    put(&mut buf[8..10], at.day());
+    std::str::from_utf8(buf).ok()
 }
 
 /// Reads a [`day_key`]; anything else is `None`.
@@ -426,7 +444,11 @@ impl Profile {
         let newest = self.last_seen.unwrap_or(at).max(at).date_naive();
         let cutoff = newest - Duration::days(DAILY_WINDOW_DAYS - 1);
         if at.date_naive() >= cutoff {
-            self.daily.entry(day_key(at)).or_default().add(counters);
+            let mut buf = [0u8; 10];
+            match day_key_into(at, &mut buf).and_then(|k| self.daily.get_mut(k)) {
+                Some(day) => day.add(counters),
+                None => self.daily.entry(day_key(at)).or_default().add(counters),
+            }
         }
         self.prune_daily();
     }
@@ -790,7 +812,7 @@ mod tests {
             );
         }
         assert_eq!(p.recent_event_ids.len(), RECENT_EVENT_IDS);
-        assert_eq!(p.recent_event_ids.front().map(String::as_str), Some("e1"));
+        assert_eq!(p.recent_event_ids.front(), Some("e1"));
         let again = ev(
             "e0",
             t(1, 0),
@@ -973,12 +995,17 @@ mod tests {
             "2026-11-23T23:59:59Z",
             "2026-01-05T00:00:00Z",
             "0999-12-31T12:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
         ] {
             let at: DateTime<Utc> = t.parse().unwrap();
             let key = day_key(at);
             assert_eq!(key, at.format("%Y-%m-%d").to_string());
             assert_eq!(parse_day(&key), Some(at.date_naive()));
         }
+        // Outside 0..=9999 the key is chrono's (and not canonical, so pruned).
+        let at: DateTime<Utc> = "-0001-06-01T00:00:00Z".parse().unwrap();
+        assert_eq!(day_key(at), "-0001-06-01");
         for bad in [
             "2026-1-05",
             "2026-13-01",

@@ -4,6 +4,7 @@
 //! function and the API's export/erasure endpoints. Folding events in lives in `fold.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -157,10 +158,11 @@ impl Profile {
 
 /// The most recent processed event ids, oldest first, at most a bound; with a hash index so
 /// the duplicate check on the hot path is O(1). Stored (and compared) as the ordered list.
+/// The list and the index share each id (one allocation per remembered event).
 #[derive(Debug, Clone, Default)]
 pub struct EventIds {
-    order: VecDeque<String>,
-    index: HashSet<String>,
+    order: VecDeque<Arc<str>>,
+    index: HashSet<Arc<str>>,
 }
 
 impl EventIds {
@@ -170,10 +172,12 @@ impl EventIds {
 
     /// Remembers `id` (if new), dropping the oldest ids beyond `bound`.
     pub fn push(&mut self, id: &str, bound: usize) {
-        if !self.index.insert(id.to_owned()) {
+        if self.index.contains(id) {
             return;
         }
-        self.order.push_back(id.to_owned());
+        let id: Arc<str> = Arc::from(id);
+        self.index.insert(Arc::clone(&id));
+        self.order.push_back(id);
         while self.order.len() > bound {
             if let Some(old) = self.order.pop_front() {
                 self.index.remove(&old);
@@ -189,17 +193,17 @@ impl EventIds {
         self.order.is_empty()
     }
 
-    pub fn front(&self) -> Option<&String> {
-        self.order.front()
+    pub fn front(&self) -> Option<&str> {
+        self.order.front().map(|id| &**id)
     }
 
-    pub fn back(&self) -> Option<&String> {
-        self.order.back()
+    pub fn back(&self) -> Option<&str> {
+        self.order.back().map(|id| &**id)
     }
 
     /// Oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &String> {
-        self.order.iter()
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().map(|id| &**id)
     }
 }
 
@@ -211,7 +215,7 @@ impl PartialEq for EventIds {
 
 impl Serialize for EventIds {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(&self.order)
+        serializer.collect_seq(self.iter())
     }
 }
 
@@ -227,9 +231,10 @@ impl<'de> Deserialize<'de> for EventIds {
 }
 
 impl<'a> IntoIterator for &'a EventIds {
-    type Item = &'a String;
-    type IntoIter = std::collections::vec_deque::Iter<'a, String>;
+    type Item = &'a str;
+    type IntoIter =
+        std::iter::Map<std::collections::vec_deque::Iter<'a, Arc<str>>, fn(&Arc<str>) -> &str>;
     fn into_iter(self) -> Self::IntoIter {
-        self.order.iter()
+        self.order.iter().map(|id| &**id)
     }
 }

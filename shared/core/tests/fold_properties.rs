@@ -176,7 +176,7 @@ fn assert_equivalent(a: &Profile, b: &Profile) -> Result<(), TestCaseError> {
         });
         let mut ids: Vec<String> = std::mem::take(&mut p.recent_event_ids)
             .iter()
-            .cloned()
+            .map(str::to_owned)
             .collect();
         ids.sort();
         (p, ids)
