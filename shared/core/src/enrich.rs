@@ -724,11 +724,13 @@ const TWO_DECIMAL: &[&str] = &[
 
 /// Number of minor-unit digits of an ISO 4217 currency, `None` if the code is unknown.
 pub fn currency_exponent(code: &str) -> Option<u32> {
-    if ZERO_DECIMAL.contains(&code) {
+    // The lists are sorted (tested), so each lookup is a binary search.
+    let listed = |list: &[&str]| list.binary_search(&code).is_ok();
+    if listed(ZERO_DECIMAL) {
         Some(0)
-    } else if THREE_DECIMAL.contains(&code) {
+    } else if listed(THREE_DECIMAL) {
         Some(3)
-    } else if TWO_DECIMAL.contains(&code) {
+    } else if listed(TWO_DECIMAL) {
         Some(2)
     } else {
         None
@@ -926,18 +928,24 @@ pub fn utm_of(page_url: &str) -> Result<BTreeMap<String, String>, Problem> {
     }
 }
 
+/// The UTM parameters Ember keeps; query keys match them case-insensitively.
+const UTM_KEYS: [&str; 5] = [
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+];
+
 fn utm_pairs(query: Option<&str>) -> BTreeMap<String, String> {
     let mut utm = BTreeMap::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let key = k.to_ascii_lowercase();
-        if matches!(
-            key.as_str(),
-            "utm_source" | "utm_medium" | "utm_campaign" | "utm_term" | "utm_content"
-        ) {
-            let v = v.trim();
-            if !v.is_empty() {
-                utm.insert(key, v.chars().take(200).collect());
-            }
+        let Some(key) = UTM_KEYS.iter().find(|u| u.eq_ignore_ascii_case(&k)) else {
+            continue;
+        };
+        let v = v.trim();
+        if !v.is_empty() {
+            utm.insert((*key).to_owned(), v.chars().take(200).collect());
         }
     }
     utm
@@ -1159,6 +1167,21 @@ mod tests {
         assert_eq!(utm["utm_medium"], "email");
         assert_eq!(utm["utm_campaign"], "Ghost Week");
         assert!(utm_of("/relative/path").is_err());
+    }
+
+    #[test]
+    fn currency_lists_are_sorted_and_disjoint() {
+        for list in [ZERO_DECIMAL, THREE_DECIMAL, TWO_DECIMAL] {
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "{list:?}");
+        }
+        let all = [ZERO_DECIMAL, THREE_DECIMAL, TWO_DECIMAL].concat();
+        let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
+        for code in all {
+            assert!(currency_exponent(code).is_some(), "{code}");
+        }
+        assert_eq!(currency_exponent("EURO"), None);
+        assert_eq!(currency_exponent("eur"), None);
     }
 
     /// What the full WHATWG parser makes of a URL: `Some(query)` if it is valid.
