@@ -176,9 +176,6 @@ pub fn format_money(minor: i64, currency: &str) -> String {
     }
 }
 
-/// The `href` filter: an `http(s)` URL escaped for an HTML attribute (`&`, `<`, `>`, quotes)
-/// but with its slashes intact, so SES click tracking can rewrite it. Anything else (e.g.
-/// `javascript:` in a cart item's URL sent by a client) becomes `#`.
 /// `{{ list|length }}`: items of a sequence or map, characters of a string.
 fn length(value: minijinja::Value) -> Result<usize, minijinja::Error> {
     value.len().ok_or_else(|| {
@@ -189,6 +186,9 @@ fn length(value: minijinja::Value) -> Result<usize, minijinja::Error> {
     })
 }
 
+/// The `href` filter: an `http(s)` URL escaped for an HTML attribute (`&`, `<`, `>`, quotes)
+/// but with its slashes intact, so SES click tracking can rewrite it. Anything else (e.g.
+/// `javascript:` in a cart item's URL sent by a client) becomes `#`.
 fn href(url: String) -> minijinja::Value {
     let url = url.trim();
     let lower = url.to_ascii_lowercase();

@@ -776,13 +776,10 @@ pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
             "'{text}' is implausibly large (max {MAX_AMOUNT_MAJOR} {currency})"
         ));
     }
-    // `frac` has at most `exponent` (≤ 3) ASCII digits: pad it to `exponent` digits.
-    let minor_frac = frac
-        .bytes()
-        .chain(std::iter::repeat(b'0'))
-        .take(exponent as usize)
-        .fold(0_i64, |n, d| n * 10 + i64::from(d - b'0'));
-    Ok(major * 10_i64.pow(exponent) + minor_frac)
+    // `frac` is at most `exponent` (≤ 3) ASCII digits, checked above.
+    let minor_frac = crate::digits::fraction(frac.as_bytes(), exponent as usize)
+        .ok_or_else(|| format!("'{text}' is not a number"))?;
+    Ok(major * 10_i64.pow(exponent) + i64::from(minor_frac))
 }
 
 /// Maps a stated heat preference to Scoville heat units (table in the module docs).

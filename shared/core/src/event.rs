@@ -9,6 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::digits;
+
 /// Every event type Ember understands. The string form is the `type` field of the envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -142,32 +144,24 @@ fn deserialize_timestamp<'de, D: serde::Deserializer<'de>>(
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (1 to 9 fraction digits, seconds 00..=59) read with
 /// integer code; `None` for anything else, which chrono's RFC 3339 parser then decides.
 /// Every event carries one, so this runs once per record.
-pub fn parse_utc_timestamp(s: &str) -> Option<DateTime<Utc>> {
+fn parse_utc_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let b = s.as_bytes();
-    let (main, fraction) = match b.len() {
-        20 => (b, &b[19..19]),
-        22..=30 if b[19] == b'.' => (b, &b[20..b.len() - 1]),
+    let fraction = match b.len() {
+        20 => &b[19..19],
+        22..=30 if b[19] == b'.' => &b[20..b.len() - 1],
         _ => return None,
     };
-    let shape = main[4] == b'-'
-        && main[7] == b'-'
-        && main[10] == b'T'
-        && main[13] == b':'
-        && main[16] == b':'
-        && main[b.len() - 1] == b'Z';
-    if !shape || !fraction.iter().all(u8::is_ascii_digit) {
+    let shape = b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[b.len() - 1] == b'Z';
+    if !shape {
         return None;
     }
-    let num = |from: usize, to: usize| -> Option<u32> {
-        main[from..to].iter().try_fold(0u32, |n, d| {
-            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
-        })
-    };
-    let nanos = fraction
-        .iter()
-        .chain(std::iter::repeat(&b'0'))
-        .take(9)
-        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    let num = |from: usize, to: usize| digits::number(&b[from..to]);
+    let nanos = digits::fraction(fraction, 9)?;
     let (second, minute, hour) = (num(17, 19)?, num(14, 16)?, num(11, 13)?);
     if second > 59 {
         return None; // leap seconds: chrono's rules

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
+use crate::digits;
 use crate::enrich::{EnrichedEvent, Fact, LineItem};
 use crate::event::{EventType, ANON_PREFIX};
 use crate::profile::{Consent, DayCounters, DecayedValue, Profile, RECENT_EVENT_IDS};
@@ -89,23 +90,11 @@ fn day_key_into(at: DateTime<Utc>, buf: &mut [u8; 10]) -> Option<&str> {
 /// Reads a [`day_key`]; anything else is `None`.
 fn parse_day(key: &str) -> Option<NaiveDate> {
     let b = key.as_bytes();
-    let canonical = b.len() == 10
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 4 || i == 7 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        });
-    if !canonical {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let num = |from: usize, to: usize| {
-        b[from..to]
-            .iter()
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
-    };
-    NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)).ok()?, num(5, 7), num(8, 10))
+    let num = |from: usize, to: usize| digits::number(&b[from..to]);
+    NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)
 }
 
 /// `0.5^(age / half_life)`; a non-positive half-life keeps only the newest statements.

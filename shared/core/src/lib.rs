@@ -19,7 +19,10 @@
 //!   event stream, mailer) with domain types only.
 //! - [`memory`] — an in-memory profile store with the same contract (tests, benchmarks).
 //! - [`error`] — the crate's error enum, each variant retryable or not.
+//! - `digits` — decimal digits read with integer code on the hot path (timestamps, day keys,
+//!   money).
 
+mod digits;
 pub mod enrich;
 pub mod error;
 pub mod event;

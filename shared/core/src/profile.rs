@@ -194,17 +194,21 @@ impl EventIds {
     }
 
     pub fn front(&self) -> Option<&str> {
-        self.order.front().map(|id| &**id)
+        self.order.front().map(as_str)
     }
 
     pub fn back(&self) -> Option<&str> {
-        self.order.back().map(|id| &**id)
+        self.order.back().map(as_str)
     }
 
     /// Oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.order.iter().map(|id| &**id)
+        self.into_iter()
     }
+}
+
+fn as_str(id: &Arc<str>) -> &str {
+    id
 }
 
 impl PartialEq for EventIds {
@@ -235,6 +239,6 @@ impl<'a> IntoIterator for &'a EventIds {
     type IntoIter =
         std::iter::Map<std::collections::vec_deque::Iter<'a, Arc<str>>, fn(&Arc<str>) -> &str>;
     fn into_iter(self) -> Self::IntoIter {
-        self.order.iter().map(|id| &**id)
+        self.order.iter().map(as_str)
     }
 }
