@@ -1,11 +1,13 @@
 //! Criterion benchmarks of the enrichment path, in-process (no network):
 //!
 //! - `decode`: JSON parse + schema validation + enrichment per record;
-//! - `stages`: `decode`'s first two stages alone at 1,000 records (`parse`: bytes → `Value`;
-//!   `validate`: schema checks of envelope and payload + the typed envelope), and
-//!   `parse_borrowed`: the same bytes into a typed envelope of borrowed strings with the payload
-//!   left as raw JSON, the starting point of the DOM-free decoder BENCHMARKS.md section 1
-//!   sketches (not what Ember runs);
+//! - `stages`: `decode`'s first two stages alone at 1,000 records: `parse_json` (bytes → the
+//!   borrowed `Json` document `decode` reads) and `validate_json` (schema checks of envelope
+//!   and payload + the typed envelope) are what the enrichment runs; `parse` (bytes →
+//!   `serde_json::Value`) and `validate` (the same checks on a `Value`) are the HTTP API's
+//!   path and the enrichment's before 2026-11-24; `parse_borrowed` reads the same bytes into a
+//!   typed envelope of borrowed strings with the payload left as raw JSON (a reference point,
+//!   not what Ember runs);
 //! - `core`: decode + group by profile + fold + one segment evaluation per profile (what the
 //!   handler does between reading and writing profiles);
 //! - `handler`: `Enricher::process` end to end with in-memory ports (empty store each run,
@@ -24,6 +26,7 @@ use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
 use ember_benches::workload::Workload;
 use ember_core::enrich::{decode, EnrichedEvent};
 use ember_core::fold::FoldConfig;
+use ember_core::json::Json;
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
 use ember_core::segment::RuleSet;
@@ -100,6 +103,13 @@ fn bench_stages(c: &mut Criterion) {
                 .count()
         })
     });
+    group.bench_function("parse_json/1000", |b| {
+        b.iter(|| {
+            raw.iter()
+                .filter(|(_, bytes)| Json::parse(black_box(bytes)).is_ok())
+                .count()
+        })
+    });
     group.bench_function("parse_borrowed/1000", |b| {
         b.iter(|| {
             raw.iter()
@@ -114,6 +124,18 @@ fn bench_stages(c: &mut Criterion) {
             values
                 .iter()
                 .filter(|v| registry.validate(black_box(v)).is_ok())
+                .count()
+        })
+    });
+    let documents: Vec<Json<'_>> = raw
+        .iter()
+        .map(|(_, bytes)| Json::parse(bytes).expect("the workload is JSON"))
+        .collect();
+    group.bench_function("validate_json/1000", |b| {
+        b.iter(|| {
+            documents
+                .iter()
+                .filter(|j| registry.validate_json(black_box(j)).is_ok())
                 .count()
         })
     });

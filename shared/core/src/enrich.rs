@@ -45,12 +45,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
 use crate::error::Problem;
 use crate::event::{Envelope, EventType};
+use crate::json::{Json, Shape, View};
 use crate::schema::Registry;
+use serde::{Deserialize, Serialize};
 
 /// Highest accepted amount in major units (one billion of any currency).
 pub const MAX_AMOUNT_MAJOR: i64 = 1_000_000_000;
@@ -67,6 +66,8 @@ pub const SHU_EXTRA_HOT: u32 = 300_000;
 /// A validated, normalised event ready to be folded into a profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnrichedEvent {
+    /// The envelope's fields; its `payload` is `Null` when [`decode`] built it (the payload's
+    /// content is in `fact`).
     pub envelope: Envelope,
     pub fact: Fact,
     /// UTM parameters from `context.page_url` (`utm_source`, `utm_campaign`, …).
@@ -254,19 +255,27 @@ pub enum Fact {
     },
 }
 
-/// Parses, validates and enriches one raw record.
+/// Parses, validates and enriches one raw record. The record is read into a borrowed
+/// [`Json`] (no `Value` is built); the result's `envelope.payload` is `Null`, its content
+/// having been read into `fact`.
 pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent, Vec<Problem>> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
-    enrich(registry.validate(&value)?)
+    let json =
+        Json::parse(bytes).map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
+    let envelope = registry.validate_json(&json)?;
+    match json.get("payload") {
+        Some(payload) => enrich(envelope, payload),
+        None => enrich(envelope, &Json::Null),
+    }
 }
 
-/// Turns a validated envelope into an [`EnrichedEvent`], rejecting implausible values.
-pub fn enrich(envelope: Envelope) -> Result<EnrichedEvent, Vec<Problem>> {
+/// Turns a validated envelope and its payload into an [`EnrichedEvent`], rejecting
+/// implausible values. The payload is not kept: the envelope's `payload` field is left as it
+/// came (`Null` from [`decode`]).
+pub fn enrich<J: View>(envelope: Envelope, payload: &J) -> Result<EnrichedEvent, Vec<Problem>> {
     let mut problems = Vec::new();
     let fact = {
         let mut p = Payload {
-            value: &envelope.payload,
+            value: payload,
             problems: &mut problems,
         };
         fact_of(&envelope, &mut p)
@@ -301,20 +310,20 @@ pub fn enrich(envelope: Envelope) -> Result<EnrichedEvent, Vec<Problem>> {
 }
 
 /// Typed access to the payload, recording a problem for every missing or mistyped field.
-struct Payload<'a> {
-    value: &'a Value,
+struct Payload<'a, J> {
+    value: &'a J,
     problems: &'a mut Vec<Problem>,
 }
 
-impl Payload<'_> {
-    fn field<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+impl<J: View> Payload<'_, J> {
+    fn field<'v>(value: &'v J, key: &str) -> Option<&'v J> {
         value.get(key).filter(|v| !v.is_null())
     }
 
-    fn opt_str(&mut self, at: &Value, base: &str, key: &str) -> Option<String> {
-        match Self::field(at, key) {
+    fn opt_str(&mut self, at: &J, base: &str, key: &str) -> Option<String> {
+        match Self::field(at, key).map(View::shape) {
             None => None,
-            Some(Value::String(s)) => Some(s.trim().to_owned()),
+            Some(Shape::String(s)) => Some(s.trim().to_owned()),
             Some(_) => {
                 self.problems
                     .push(Problem::new(format!("{base}/{key}"), "must be a string"));
@@ -323,7 +332,7 @@ impl Payload<'_> {
         }
     }
 
-    fn str(&mut self, at: &Value, base: &str, key: &str) -> Option<String> {
+    fn str(&mut self, at: &J, base: &str, key: &str) -> Option<String> {
         let v = self.opt_str(at, base, key);
         if v.as_deref().is_none_or(str::is_empty) {
             if Self::field(at, key).is_none() {
@@ -338,7 +347,7 @@ impl Payload<'_> {
         v
     }
 
-    fn opt_u32(&mut self, at: &Value, base: &str, key: &str) -> Option<u32> {
+    fn opt_u32(&mut self, at: &J, base: &str, key: &str) -> Option<u32> {
         let v = Self::field(at, key)?;
         match v
             .as_u64()
@@ -356,7 +365,7 @@ impl Payload<'_> {
         }
     }
 
-    fn money(&mut self, at: &Value, base: &str, key: &str, currency: &str) -> Option<i64> {
+    fn money(&mut self, at: &J, base: &str, key: &str, currency: &str) -> Option<i64> {
         let problem = |m: String| Problem::new(format!("{base}/{key}"), m);
         let Some(v) = Self::field(at, key) else {
             self.problems.push(problem("is required".to_owned()));
@@ -367,7 +376,7 @@ impl Payload<'_> {
             .ok()
     }
 
-    fn currency(&mut self, at: &Value, base: &str, key: &str) -> Option<String> {
+    fn currency(&mut self, at: &J, base: &str, key: &str) -> Option<String> {
         let c = self.opt_str(at, base, key)?;
         if currency_exponent(&c).is_none() {
             self.problems.push(Problem::new(
@@ -379,7 +388,7 @@ impl Payload<'_> {
         Some(c)
     }
 
-    fn line(&mut self, at: &Value, base: &str, currency: Option<&str>) -> Option<LineItem> {
+    fn line(&mut self, at: &J, base: &str, currency: Option<&str>) -> Option<LineItem> {
         let sku = self.str(at, base, "sku");
         let name = self.str(at, base, "name");
         let quantity = match Self::field(at, "quantity") {
@@ -402,7 +411,7 @@ impl Payload<'_> {
     }
 }
 
-fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
+fn fact_of<J: View>(envelope: &Envelope, p: &mut Payload<'_, J>) -> Option<Fact> {
     let v = p.value;
     let b = "/payload";
     Some(match envelope.event_type {
@@ -486,8 +495,8 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
             let total = currency.as_deref().and_then(|c| p.money(v, b, "total", c));
             let mut items = Vec::new();
             let mut items_ok = true;
-            match Payload::field(v, "items") {
-                Some(Value::Array(list)) => {
+            match Payload::field(v, "items").map(View::shape) {
+                Some(Shape::Array(list)) => {
                     for (i, item) in list.iter().enumerate() {
                         match p.line(item, &format!("{b}/items/{i}"), currency.as_deref()) {
                             Some(line) => items.push(line),
@@ -539,9 +548,9 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
             };
             match heat_to_shu(value) {
                 Ok(shu) => {
-                    let stated = match value {
-                        Value::String(s) => s.trim().to_owned(),
-                        other => other.to_string(),
+                    let stated = match value.as_str() {
+                        Some(s) => s.trim().to_owned(),
+                        None => value.to_string(),
                     };
                     Fact::HeatPreference {
                         shu,
@@ -578,8 +587,8 @@ fn fact_of(envelope: &Envelope, p: &mut Payload<'_>) -> Option<Fact> {
                 }
                 None => None,
             };
-            let granted = match Payload::field(v, "granted") {
-                Some(Value::Bool(g)) => Some(*g),
+            let granted = match Payload::field(v, "granted").map(View::shape) {
+                Some(Shape::Bool(g)) => Some(g),
                 _ => {
                     p.problems
                         .push(Problem::new("/payload/granted", "must be true or false"));
@@ -738,13 +747,13 @@ pub fn currency_exponent(code: &str) -> Option<u32> {
 }
 
 /// Converts a major-unit amount (decimal string or JSON number) to minor units, exactly.
-pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
+pub fn to_minor(amount: &impl View, currency: &str) -> Result<i64, String> {
     let exponent = currency_exponent(currency)
         .ok_or_else(|| format!("unknown ISO 4217 currency '{currency}'"))?;
-    let text: std::borrow::Cow<'_, str> = match amount {
-        Value::String(s) => s.trim().into(),
+    let text: std::borrow::Cow<'_, str> = match amount.shape() {
+        Shape::String(s) => s.trim().into(),
         // serde_json prints the shortest representation that round-trips, so 12.5 -> "12.5".
-        Value::Number(n) => n.to_string().into(),
+        Shape::Number(n) => n.to_string().into(),
         _ => return Err("must be a decimal string or a number".to_owned()),
     };
     if text.starts_with('-') {
@@ -783,16 +792,16 @@ pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
 }
 
 /// Maps a stated heat preference to Scoville heat units (table in the module docs).
-pub fn heat_to_shu(value: &Value) -> Result<u32, String> {
-    match value {
-        Value::Number(n) => {
+pub fn heat_to_shu(value: &impl View) -> Result<u32, String> {
+    match value.shape() {
+        Shape::Number(n) => {
             let shu = n
                 .as_f64()
                 .filter(|f| f.is_finite())
                 .ok_or("is not a finite number")?;
             shu_in_range(shu)
         }
-        Value::String(s) => {
+        Shape::String(s) => {
             let text = s.trim().to_lowercase();
             if text.is_empty() {
                 return Err("must not be empty".to_owned());
@@ -1041,7 +1050,7 @@ pub fn device_class(user_agent: &str) -> DeviceClass {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 

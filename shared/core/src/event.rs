@@ -141,6 +141,16 @@ fn deserialize_timestamp<'de, D: serde::Deserializer<'de>>(
     deserializer.deserialize_str(Visitor)
 }
 
+/// An RFC 3339 timestamp (`2026-11-20T10:00:00Z`, `2026-11-20T11:00:00.5+01:00`) as UTC:
+/// the common `Z` form by [`parse_utc_timestamp`], anything else by chrono's RFC 3339 parser.
+pub fn read_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    parse_utc_timestamp(s).or_else(|| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+    })
+}
+
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (1 to 9 fraction digits, seconds 00..=59) read with
 /// integer code; `None` for anything else, which chrono's RFC 3339 parser then decides.
 /// Every event carries one, so this runs once per record.

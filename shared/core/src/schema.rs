@@ -11,12 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use chrono::DateTime;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{CoreError, Problem};
-use crate::event::{Envelope, EventType};
+use crate::event::{read_timestamp, Context, Envelope, EventType};
+use crate::json::{Json, Shape, View};
 
 mod checker;
 
@@ -145,13 +144,26 @@ impl Registry {
     /// Validates a decoded JSON document; on success returns the typed envelope.
     /// On failure returns every problem found, envelope and payload alike.
     pub fn validate(&self, value: &Value) -> Result<Envelope, Vec<Problem>> {
-        let Some(object) = value.as_object() else {
+        let mut envelope = self.check(value)?;
+        envelope.payload = value.get("payload").cloned().unwrap_or_default();
+        Ok(envelope)
+    }
+
+    /// [`Registry::validate`] for a borrowed [`Json`] record, with the same verdicts. The
+    /// envelope comes back without its payload (`Value::Null`); read it from `json`.
+    pub fn validate_json(&self, json: &Json<'_>) -> Result<Envelope, Vec<Problem>> {
+        self.check(json)
+    }
+
+    /// Checks envelope and payload and reads the envelope's fields (all but the payload).
+    fn check<J: View>(&self, value: &J) -> Result<Envelope, Vec<Problem>> {
+        if !value.is_object() {
             return Err(vec![Problem::new("", "the event must be a JSON object")]);
-        };
+        }
         let mut problems = Vec::new();
         self.envelope.check(value, Path::Root(""), &mut problems);
 
-        let event_type = match object.get("type").and_then(Value::as_str) {
+        let event_type = match value.get("type").and_then(View::as_str) {
             Some(name) => {
                 let parsed = EventType::parse(name);
                 if parsed.is_none() && !name.is_empty() {
@@ -164,12 +176,14 @@ impl Registry {
             }
             None => None,
         };
-        let version = object.get("version").and_then(Value::as_u64);
+        let version = value.get("version").and_then(View::as_u64);
+        let mut checked_version = None;
         if let (Some(t), Some(v)) = (event_type, version) {
             let key = u32::try_from(v).ok().map(|v| (t, v));
-            match key.and_then(|k| self.payloads.get(&k)) {
-                Some(node) => {
-                    if let Some(payload) = object.get("payload").filter(|p| p.is_object()) {
+            match key.and_then(|k| Some((k.1, self.payloads.get(&k)?))) {
+                Some((v, node)) => {
+                    checked_version = Some(v);
+                    if let Some(payload) = value.get("payload").filter(|p| p.is_object()) {
                         node.check(payload, Path::Root("/payload"), &mut problems);
                     }
                 }
@@ -188,31 +202,73 @@ impl Registry {
                     ));
                 }
             }
-        }
-        if let Some(ts) = object.get("occurred_at").and_then(Value::as_str) {
-            if DateTime::parse_from_rfc3339(ts).is_err() {
+        } else if let (Some(_), Some(v)) = (event_type, value.get("version")) {
+            let reported = problems.iter().any(|p| p.path == "/version");
+            if version.is_none() && !reported && matches!(v.shape(), Shape::Number(_)) {
+                // `1.0`: an integer to JSON Schema, but not a version number.
                 problems.push(Problem::new(
-                    "/occurred_at",
-                    format!("'{ts}' is not an RFC 3339 timestamp (e.g. 2026-11-20T10:00:00Z)"),
+                    "/version",
+                    format!("{v} is not a version number (write it without a fraction)"),
                 ));
             }
         }
-        let present = |k: &str| {
-            object
-                .get(k)
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty())
+        let occurred_at = match value.get("occurred_at").and_then(View::as_str) {
+            Some(ts) => {
+                let at = read_timestamp(ts);
+                if at.is_none() {
+                    problems.push(Problem::new(
+                        "/occurred_at",
+                        format!("'{ts}' is not an RFC 3339 timestamp (e.g. 2026-11-20T10:00:00Z)"),
+                    ));
+                }
+                at
+            }
+            None => None,
         };
-        if !present("user_id") && !present("anonymous_id") {
+        let text = |k: &str| {
+            value
+                .get(k)
+                .and_then(View::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        if text("user_id").is_none() && text("anonymous_id").is_none() {
             problems.push(Problem::new(
                 "",
                 "either user_id or anonymous_id is required",
             ));
         }
-        if !problems.is_empty() {
-            return Err(problems);
+        // Every field below was checked by the envelope schema above: with no problem found,
+        // each is present (where required) with its type.
+        match (event_type, checked_version, occurred_at) {
+            (Some(event_type), Some(version), Some(occurred_at)) if problems.is_empty() => {
+                let owned = |k: &str| value.get(k).and_then(View::as_str).map(str::to_owned);
+                let context = value.get("context");
+                let in_context = |k: &str| context?.get(k)?.as_str().map(str::to_owned);
+                Ok(Envelope {
+                    event_id: owned("event_id").unwrap_or_default(),
+                    event_type,
+                    version,
+                    user_id: owned("user_id"),
+                    anonymous_id: owned("anonymous_id"),
+                    occurred_at,
+                    source: owned("source").unwrap_or_default(),
+                    context: Context {
+                        user_agent: in_context("user_agent"),
+                        page_url: in_context("page_url"),
+                        referrer: in_context("referrer"),
+                        locale: in_context("locale"),
+                        timezone: in_context("timezone"),
+                    },
+                    payload: Value::Null,
+                })
+            }
+            _ => {
+                if problems.is_empty() {
+                    problems.push(Problem::new("", "the envelope could not be read"));
+                }
+                Err(problems)
+            }
         }
-        Envelope::deserialize(value).map_err(|e| vec![Problem::new("", e.to_string())])
     }
 }
 
@@ -340,6 +396,98 @@ mod tests {
     fn non_objects_are_rejected() {
         let problems = registry().validate(&json!([1, 2])).unwrap_err();
         assert_eq!(problems.len(), 1);
+    }
+
+    /// `text` with the top-level keys of its object in reverse order (the checker must not
+    /// depend on `Value`'s sorted keys).
+    fn reversed(value: &Value) -> String {
+        let entries: Vec<String> = value
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .rev()
+                    .map(|(k, v)| format!("{}:{v}", json!(k)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!("{{{}}}", entries.join(","))
+    }
+
+    #[test]
+    fn borrowed_json_gets_the_same_verdicts_as_value() {
+        let r = registry();
+        let odd = [
+            json!(null),
+            json!(1),
+            json!(1.0),
+            json!(-1),
+            json!(5_000_000_000u64),
+            json!(""),
+            json!("x"),
+            json!("2026-11-20T11:00:00+01:00"),
+            json!([]),
+            json!({}),
+            json!(true),
+        ];
+        let mut cases = vec![valid(), json!([1]), json!("event")];
+        for key in [
+            "event_id",
+            "type",
+            "version",
+            "user_id",
+            "anonymous_id",
+            "occurred_at",
+            "source",
+            "context",
+            "payload",
+        ] {
+            let mut removed = valid();
+            removed.as_object_mut().unwrap().remove(key);
+            cases.push(removed);
+            for v in &odd {
+                let mut changed = valid();
+                changed[key] = v.clone();
+                cases.push(changed);
+            }
+        }
+        for key in ["sku", "quantity", "price", "currency", "extra"] {
+            for v in &odd {
+                let mut changed = valid();
+                changed["payload"][key] = v.clone();
+                cases.push(changed);
+            }
+        }
+        let mut accepted = 0;
+        for case in &cases {
+            let by_value = r.validate(case).map(|mut e| {
+                e.payload = Value::Null;
+                e
+            });
+            accepted += usize::from(by_value.is_ok());
+            let mut texts = vec![case.to_string()];
+            if case.is_object() {
+                texts.push(reversed(case));
+            }
+            for text in texts {
+                let json = Json::parse(text.as_bytes()).unwrap();
+                assert_eq!(r.validate_json(&json), by_value, "{text}");
+            }
+        }
+        // Valid ones among them too: user_id null, the +01:00 timestamp, context {}, …
+        assert!(accepted >= 5, "only {accepted} of {} accepted", cases.len());
+    }
+
+    #[test]
+    fn a_fractional_version_number_is_refused_at_its_path() {
+        let mut v = valid();
+        v["version"] = json!(1.0);
+        assert_eq!(
+            registry().validate(&v).unwrap_err(),
+            vec![Problem::new(
+                "/version",
+                "1.0 is not a version number (write it without a fraction)"
+            )]
+        );
     }
 
     #[test]

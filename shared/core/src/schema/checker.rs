@@ -19,6 +19,7 @@ use regex::Regex;
 use serde_json::{Map, Number, Value};
 
 use crate::error::Problem;
+use crate::json::{Shape, View};
 
 /// The one dialect the schema files may declare in `$schema`.
 const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -61,16 +62,16 @@ impl Kind {
         }
     }
 
-    fn matches(self, value: &Value) -> bool {
+    fn matches<J: View>(self, value: &Shape<'_, J>) -> bool {
         match (self, value) {
-            (Kind::Array, Value::Array(_))
-            | (Kind::Boolean, Value::Bool(_))
-            | (Kind::Null, Value::Null)
-            | (Kind::Number, Value::Number(_))
-            | (Kind::Object, Value::Object(_))
-            | (Kind::String, Value::String(_)) => true,
+            (Kind::Array, Shape::Array(_))
+            | (Kind::Boolean, Shape::Bool(_))
+            | (Kind::Null, Shape::Null)
+            | (Kind::Number, Shape::Number(_))
+            | (Kind::Object, Shape::Object)
+            | (Kind::String, Shape::String(_)) => true,
             // 2020-12: an integer is any number without a fractional part, `1.0` included.
-            (Kind::Integer, Value::Number(n)) => {
+            (Kind::Integer, Shape::Number(n)) => {
                 n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
             }
             _ => false,
@@ -143,7 +144,7 @@ impl fmt::Display for Path<'_> {
 
 /// How an offending value is quoted in a message: its JSON text, cut after 64 characters so
 /// that a long string or object is not echoed back in full.
-fn shown(value: &Value) -> String {
+fn shown(value: &impl fmt::Display) -> String {
     const LIMIT: usize = 64;
     let text = value.to_string();
     match text.char_indices().nth(LIMIT) {
@@ -160,7 +161,7 @@ const PROPERTIES: (&str, &str) = ("property", "properties");
 fn over_limit(
     out: &mut Vec<Problem>,
     at: Path<'_>,
-    value: &Value,
+    value: &impl View,
     relation: &str,
     limit: usize,
     (one, many): (&str, &str),
@@ -328,8 +329,8 @@ impl Node {
         self.properties.iter().find(|p| p.name == name)
     }
 
-    /// The property called `key`. Instance keys usually come in the same (sorted) order as
-    /// `properties` (serde_json's map is a `BTreeMap`), so the search goes on from `cursor`,
+    /// The property called `key`. Instance keys often come in the same (sorted) order as
+    /// `properties` (`Value`'s map is a `BTreeMap`), so the search goes on from `cursor`,
     /// the position after the previous key's: one or two comparisons per key. A key that is
     /// not ahead of the cursor is looked up behind it, so any key order gives the right answer.
     fn find(&self, key: &str, cursor: &mut usize) -> Option<&Property> {
@@ -352,14 +353,15 @@ impl Node {
     }
 
     /// Checks `value` (found at `at`) and appends one [`Problem`] per violation.
-    pub fn check(&self, value: &Value, at: Path<'_>, out: &mut Vec<Problem>) {
-        if !self.types.is_empty() && !self.types.iter().any(|k| k.matches(value)) {
+    pub fn check<J: View>(&self, value: &J, at: Path<'_>, out: &mut Vec<Problem>) {
+        let shape = value.shape();
+        if !self.types.is_empty() && !self.types.iter().any(|k| k.matches(&shape)) {
             // The other keywords only apply to the declared types: nothing more to say.
             out.push(Problem::new(at.to_string(), self.type_message(value)));
             return;
         }
         if let Some(options) = &self.options {
-            if !options.contains(value) {
+            if !options.iter().any(|o| value.same_as(o)) {
                 let listed = Value::Array(options.clone());
                 out.push(Problem::new(
                     at.to_string(),
@@ -367,16 +369,16 @@ impl Node {
                 ));
             }
         }
-        match value {
-            Value::String(s) => self.check_string(s, value, at, out),
-            Value::Number(n) => self.check_number(n, value, at, out),
-            Value::Object(map) => self.check_object(map, value, at, out),
-            Value::Array(items) => self.check_array(items, value, at, out),
-            Value::Null | Value::Bool(_) => {}
+        match shape {
+            Shape::String(s) => self.check_string(s, value, at, out),
+            Shape::Number(n) => self.check_number(n, value, at, out),
+            Shape::Object => self.check_object(value, at, out),
+            Shape::Array(items) => self.check_array(items, value, at, out),
+            Shape::Null | Shape::Bool(_) => {}
         }
     }
 
-    fn type_message(&self, value: &Value) -> String {
+    fn type_message(&self, value: &impl View) -> String {
         let quoted = |k: &Kind| format!("\"{}\"", k.name());
         match self.types.as_slice() {
             [one] => format!("{} is not of type {}", shown(value), quoted(one)),
@@ -387,7 +389,7 @@ impl Node {
         }
     }
 
-    fn check_string(&self, s: &str, value: &Value, at: Path<'_>, out: &mut Vec<Problem>) {
+    fn check_string(&self, s: &str, value: &impl View, at: Path<'_>, out: &mut Vec<Problem>) {
         // Lengths count Unicode scalar values; the byte length decides most cases on its own
         // (a character is 1 to 4 bytes), so the characters are only counted when it does not.
         if let Some(min) = self.min_length {
@@ -410,7 +412,7 @@ impl Node {
         }
     }
 
-    fn check_number(&self, n: &Number, value: &Value, at: Path<'_>, out: &mut Vec<Problem>) {
+    fn check_number(&self, n: &Number, value: &impl View, at: Path<'_>, out: &mut Vec<Problem>) {
         let below = |limit: &Number| compare(n, limit) == std::cmp::Ordering::Less;
         let above = |limit: &Number| compare(n, limit) == std::cmp::Ordering::Greater;
         if let Some(min) = self.minimum.as_ref().filter(|m| below(m)) {
@@ -427,31 +429,26 @@ impl Node {
         }
     }
 
-    fn check_object(
-        &self,
-        map: &Map<String, Value>,
-        value: &Value,
-        at: Path<'_>,
-        out: &mut Vec<Problem>,
-    ) {
+    fn check_object<J: View>(&self, value: &J, at: Path<'_>, out: &mut Vec<Problem>) {
+        let has = |name: &str| value.get(name).is_some();
         let first = out.len();
         for (name, dependents) in &self.dependent_required {
-            if !map.contains_key(name) {
+            if !has(name) {
                 continue;
             }
-            for dependent in dependents.iter().filter(|d| !map.contains_key(*d)) {
+            for dependent in dependents.iter().filter(|d| !has(d)) {
                 out.push(Problem::new(
                     Path::Key(&at, dependent).to_string(),
                     format!("is required when '{name}' is given"),
                 ));
             }
         }
-        if let Some(min) = self.min_properties.filter(|m| map.len() < *m) {
+        if let Some(min) = self.min_properties.filter(|m| value.len() < *m) {
             over_limit(out, at, value, "has fewer than", min, PROPERTIES);
         }
         let mut cursor = 0;
         let mut required = 0;
-        for (key, item) in map {
+        for (key, item) in value.entries() {
             match self.find(key, &mut cursor) {
                 Some(p) => {
                     required += usize::from(p.required);
@@ -466,14 +463,14 @@ impl Node {
         }
         if required < self.required.len() {
             // Reported first, in the schema's order.
-            let missing = self.required.iter().filter(|n| !map.contains_key(*n));
+            let missing = self.required.iter().filter(|n| !has(n));
             let missing =
                 missing.map(|n| Problem::new(Path::Key(&at, n).to_string(), "is required"));
             out.splice(first..first, missing.collect::<Vec<_>>());
         }
     }
 
-    fn check_array(&self, items: &[Value], value: &Value, at: Path<'_>, out: &mut Vec<Problem>) {
+    fn check_array<J: View>(&self, items: &[J], value: &J, at: Path<'_>, out: &mut Vec<Problem>) {
         if let Some(max) = self.max_items.filter(|m| items.len() > *m) {
             over_limit(out, at, value, "has more than", max, ITEMS);
         }
@@ -528,9 +525,16 @@ mod tests {
         Node::compile(&schema, "#").unwrap()
     }
 
+    /// The problems `node` finds in `value`, checked as a `Value` and, with the same result
+    /// asserted, as the borrowed [`crate::json::Json`] the enrichment reads.
     fn problems(node: &Node, value: Value) -> Vec<(String, String)> {
         let mut out = Vec::new();
         node.check(&value, Path::Root(""), &mut out);
+        let text = value.to_string();
+        let json = crate::json::Json::parse(text.as_bytes()).unwrap();
+        let mut borrowed = Vec::new();
+        node.check(&json, Path::Root(""), &mut borrowed);
+        assert_eq!(out, borrowed, "Value and Json disagree on {text}");
         out.into_iter().map(|p| (p.path, p.message)).collect()
     }
 
