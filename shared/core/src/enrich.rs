@@ -943,6 +943,9 @@ const UTM_KEYS: [&str; 5] = [
     "utm_content",
 ];
 
+/// Longest UTM value kept, in characters (longer ones are cut).
+const UTM_VALUE_CHARS: usize = 200;
+
 fn utm_pairs(query: Option<&str>) -> BTreeMap<String, String> {
     let mut utm = BTreeMap::new();
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -951,7 +954,13 @@ fn utm_pairs(query: Option<&str>) -> BTreeMap<String, String> {
         };
         let v = v.trim();
         if !v.is_empty() {
-            utm.insert((*key).to_owned(), v.chars().take(200).collect());
+            // At most 200 characters; 200 bytes or fewer are at most 200 characters.
+            let kept = if v.len() <= UTM_VALUE_CHARS {
+                v.to_owned()
+            } else {
+                v.chars().take(UTM_VALUE_CHARS).collect()
+            };
+            utm.insert((*key).to_owned(), kept);
         }
     }
     utm
@@ -1163,6 +1172,22 @@ mod tests {
         ] {
             assert_eq!(device_class(ua), class, "{ua}");
         }
+    }
+
+    #[test]
+    fn utm_values_are_cut_at_200_characters_not_bytes() {
+        let kept = |value: &str| {
+            let url = format!("https://shop.example/?utm_term={value}");
+            utm_of(&url).unwrap().remove("utm_term").unwrap()
+        };
+        for n in [199, 200] {
+            assert_eq!(kept(&"a".repeat(n)), "a".repeat(n));
+        }
+        assert_eq!(kept(&"a".repeat(201)), "a".repeat(200));
+        // Two bytes per character: 150 characters (300 bytes) stay whole, 250 are cut to 200.
+        assert_eq!(kept(&"é".repeat(150)), "é".repeat(150));
+        assert_eq!(kept(&"é".repeat(250)), "é".repeat(200));
+        assert_eq!(kept(&"%C3%A9".repeat(201)), "é".repeat(200));
     }
 
     #[test]

@@ -164,7 +164,12 @@ impl Profile {
 
         let at = event.envelope.occurred_at;
         let kind = event.envelope.event_type;
-        *self.counts.entry(kind.as_str().to_owned()).or_default() += 1;
+        match self.counts.get_mut(kind.as_str()) {
+            Some(count) => *count += 1,
+            None => {
+                self.counts.insert(kind.as_str().to_owned(), 1);
+            }
+        }
         self.created_at = Some(self.created_at.map_or(at, |c| c.min(at)));
         self.last_seen = Some(self.last_seen.map_or(at, |s| s.max(at)));
 
@@ -187,8 +192,9 @@ impl Profile {
             && lww_by(&mut self.trait_times, "utm", at, || {
                 format!("{:?}", event.utm) > format!("{:?}", self.utm)
             })
+            && self.utm != event.utm
         {
-            self.utm = event.utm.clone();
+            self.utm.clone_from(&event.utm);
         }
         if let Some(device) = event.device {
             if lww(
@@ -197,7 +203,8 @@ impl Profile {
                 at,
                 device.as_str(),
                 self.device.as_deref(),
-            ) {
+            ) && self.device.as_deref() != Some(device.as_str())
+            {
                 self.device = Some(device.as_str().to_owned());
             }
         }
