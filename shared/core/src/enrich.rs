@@ -852,6 +852,23 @@ fn numeric_shu(text: &str) -> Option<f64> {
     t.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
+/// Whether `phrase` (ASCII) occurs in `text` as whole words: `text.contains(" {phrase} ")`
+/// without building that string.
+fn has_phrase(text: &str, phrase: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text.get(from..).and_then(|rest| rest.find(phrase)) {
+        let at = from + found;
+        let before = at.checked_sub(1).map(|i| bytes[i]);
+        if before == Some(b' ') && bytes.get(at + phrase.len()) == Some(&b' ') {
+            return true;
+        }
+        // `phrase` starts with an ASCII byte, so the next byte starts a character.
+        from = at + 1;
+    }
+    false
+}
+
 fn text_to_shu(text: &str) -> Option<u32> {
     let normalised: String = text.replace(['-', '_'], " ");
     let words: Vec<&str> = normalised
@@ -859,7 +876,7 @@ fn text_to_shu(text: &str) -> Option<u32> {
         .filter(|w| !w.is_empty())
         .collect();
     let joined = format!(" {} ", words.join(" "));
-    let has = |phrases: &[&str]| phrases.iter().any(|p| joined.contains(&format!(" {p} ")));
+    let has = |phrases: &[&str]| phrases.iter().any(|p| has_phrase(&joined, p));
     const NONE: &[&str] = &[
         "none",
         "no heat",
@@ -1171,6 +1188,42 @@ mod tests {
             ("SomethingElse/1.0", DeviceClass::Unknown),
         ] {
             assert_eq!(device_class(ua), class, "{ua}");
+        }
+    }
+
+    #[test]
+    fn phrases_match_whole_words_like_a_padded_search() {
+        let padded = |text: &str, p: &str| text.contains(&format!(" {p} "));
+        let texts = [
+            " hot ",
+            " not too hot ",
+            " shot hot ",
+            " hothot hot ",
+            " a bit a bitter ",
+            " a a bit ",
+            " no no heat ",
+            " héhé hot ",
+            " hot",
+            "hot ",
+            " ",
+        ];
+        let phrases = ["hot", "not too hot", "a bit", "no heat", "heat"];
+        for t in texts {
+            for p in phrases {
+                assert_eq!(has_phrase(t, p), padded(t, p), "{t:?} / {p:?}");
+            }
+        }
+        assert!(has_phrase(" hothot hot ", "hot"));
+        assert!(!has_phrase(" hothot ", "hot"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn phrase_search_agrees_with_the_padded_search(
+            text in "[ab é]{0,14}", phrase in "[ab]{1,2}( [ab]{1,2})?",
+        ) {
+            let padded = text.contains(&format!(" {phrase} "));
+            proptest::prop_assert_eq!(has_phrase(&text, &phrase), padded);
         }
     }
 
