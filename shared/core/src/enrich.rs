@@ -43,6 +43,7 @@
 //! with their `utm_` prefix, values at most 200 characters). `context.user_agent` is classified
 //! by [`device_class`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::error::Problem;
@@ -750,7 +751,7 @@ pub fn currency_exponent(code: &str) -> Option<u32> {
 pub fn to_minor(amount: &impl View, currency: &str) -> Result<i64, String> {
     let exponent = currency_exponent(currency)
         .ok_or_else(|| format!("unknown ISO 4217 currency '{currency}'"))?;
-    let text: std::borrow::Cow<'_, str> = match amount.shape() {
+    let text: Cow<'_, str> = match amount.shape() {
         Shape::String(s) => s.trim().into(),
         // serde_json prints the shortest representation that round-trips, so 12.5 -> "12.5".
         Shape::Number(n) => n.to_string().into(),
@@ -965,7 +966,7 @@ const UTM_VALUE_CHARS: usize = 200;
 
 fn utm_pairs(query: Option<&str>) -> BTreeMap<String, String> {
     let mut utm = BTreeMap::new();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    for (k, v) in query_pairs(query.unwrap_or_default()) {
         let Some(key) = UTM_KEYS.iter().find(|u| u.eq_ignore_ascii_case(&k)) else {
             continue;
         };
@@ -981,6 +982,23 @@ fn utm_pairs(query: Option<&str>) -> BTreeMap<String, String> {
         }
     }
     utm
+}
+
+/// The `name=value` pairs of a query, decoded as `application/x-www-form-urlencoded`
+/// exactly like `form_urlencoded::parse`; a pair without `%` or `+` decodes to itself, so
+/// only the others go through the decoder.
+fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| {
+            if pair.contains(['%', '+']) {
+                form_urlencoded::parse(pair.as_bytes()).next()
+            } else {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                Some((Cow::Borrowed(name), Cow::Borrowed(value)))
+            }
+        })
 }
 
 /// `Some(query)` when `url` is certainly a valid absolute URL whose query the WHATWG parser
@@ -1224,6 +1242,24 @@ mod tests {
         ) {
             let padded = text.contains(&format!(" {phrase} "));
             proptest::prop_assert_eq!(has_phrase(&text, &phrase), padded);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Percent signs, pluses, escapes (valid, invalid, non-UTF-8), `=` and `&` in any mix.
+        #[test]
+        fn query_pairs_decode_like_form_urlencoded(
+            query in "([a-cu_=&+]|%(2[0-9B]|3D|26|C3|A9|FF|4)|é){0,24}",
+        ) {
+            let ours: Vec<(String, String)> = query_pairs(&query)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            proptest::prop_assert_eq!(ours, theirs);
         }
     }
 
