@@ -46,11 +46,12 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Problem;
 use crate::event::{Envelope, EventType};
 use crate::json::{Json, Shape, View};
 use crate::schema::Registry;
-use serde::{Deserialize, Serialize};
 
 /// Highest accepted amount in major units (one billion of any currency).
 pub const MAX_AMOUNT_MAJOR: i64 = 1_000_000_000;

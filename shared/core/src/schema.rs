@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(problems.len(), 1);
     }
 
-    /// `text` with the top-level keys of its object in reverse order (the checker must not
+    /// The JSON text of `value` with its top-level keys in reverse order (the checker must not
     /// depend on `Value`'s sorted keys).
     fn reversed(value: &Value) -> String {
         let entries: Vec<String> = value
