@@ -54,7 +54,7 @@ impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
         for record in &event.records {
             let data = record.kinesis.data.0.as_slice();
             let decoded = decode(data, &self.registry).and_then(|e| {
-                let key = e.envelope.profile_key().ok_or_else(|| {
+                let key = e.header.profile_key().ok_or_else(|| {
                     vec![ember_core::error::Problem::new(
                         "/user_id",
                         "missing user id",
@@ -86,7 +86,7 @@ impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
             if profile.apply(&enriched, &self.fold) == Applied::Duplicate {
                 continue;
             }
-            let at = enriched.envelope.occurred_at;
+            let at = enriched.header.occurred_at;
             let version = expected + 1;
             profile.version = version;
             let segments = self.rules.evaluate(&profile, at);
@@ -96,7 +96,7 @@ impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
                 &segments,
                 at,
                 version,
-                Some(&enriched.envelope.event_id),
+                Some(&enriched.header.event_id),
             );
             profile.segments = segments;
             if profile.cart != before_cart {

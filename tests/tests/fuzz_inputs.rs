@@ -82,14 +82,14 @@ fn check_decoded(
 ) {
     match result {
         Ok(event) => {
-            let mut profile = Profile::new(event.envelope.profile_key().unwrap_or_default());
+            let mut profile = Profile::new(event.header.profile_key().unwrap_or_default());
             profile.apply(&event, &FoldConfig::default());
             // A replay of the same event is recognised.
             assert_eq!(
                 profile.apply(&event, &FoldConfig::default()),
                 ember_core::fold::Applied::Duplicate
             );
-            rules().evaluate(&profile, event.envelope.occurred_at);
+            rules().evaluate(&profile, event.header.occurred_at);
         }
         Err(problems) => {
             assert!(!problems.is_empty(), "an error must say what is wrong");

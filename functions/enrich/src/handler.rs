@@ -348,8 +348,8 @@ where
                 continue;
             }
             changed = true;
-            last_event_id = Some(event.envelope.event_id.as_str());
-            if event.envelope.event_type == EventType::Identify {
+            last_event_id = Some(event.header.event_id.as_str());
+            if event.header.event_type == EventType::Identify {
                 if let Some(anon_id) = identify_anonymous_id(event) {
                     self.merge_anonymous(&mut profile, &anon_id, stats).await?;
                 }
@@ -430,7 +430,7 @@ fn decode(
     registry: &Registry,
 ) -> Result<(String, EnrichedEvent), Vec<Problem>> {
     let event = ember_core::enrich::decode(record.data, registry)?;
-    let key = event.envelope.profile_key().ok_or_else(|| {
+    let key = event.header.profile_key().ok_or_else(|| {
         vec![Problem::new(
             "/user_id",
             "either user_id or anonymous_id is required",
@@ -456,14 +456,14 @@ fn dead_letter(record: &BatchRecord<'_>, problems: &[Problem]) -> DeadLetter {
 fn identify_anonymous_id(event: &EnrichedEvent) -> Option<String> {
     match &event.fact {
         Fact::Identify { anonymous_id, .. } => Some(anonymous_id.clone()),
-        _ => event.envelope.anonymous_id.clone(),
+        _ => event.header.anonymous_id.clone(),
     }
     .filter(|a| !a.is_empty())
 }
 
 /// Whether `event` is an `identify` of one of the anonymous profile keys in `keys`.
 fn identifies_one_of(event: &EnrichedEvent, keys: &HashSet<String>) -> bool {
-    event.envelope.event_type == EventType::Identify
+    event.header.event_type == EventType::Identify
         && identify_anonymous_id(event).is_some_and(|a| keys.contains(&format!("{ANON_PREFIX}{a}")))
 }
 
@@ -471,7 +471,7 @@ fn identifies_one_of(event: &EnrichedEvent, keys: &HashSet<String>) -> bool {
 pub fn evaluation_time(events: &[(usize, EnrichedEvent)], now: DateTime<Utc>) -> DateTime<Utc> {
     events
         .iter()
-        .map(|(_, e)| e.envelope.occurred_at)
+        .map(|(_, e)| e.header.occurred_at)
         .max()
         .map_or(now, |t| t.min(now))
 }

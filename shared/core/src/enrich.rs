@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problem;
-use crate::event::{Envelope, EventType};
+use crate::event::{EventHeader, EventType};
 use crate::json::{Json, Shape, View};
 use crate::schema::Registry;
 
@@ -68,9 +68,9 @@ pub const SHU_EXTRA_HOT: u32 = 300_000;
 /// A validated, normalised event ready to be folded into a profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnrichedEvent {
-    /// The envelope's fields; its `payload` is `Null` when [`decode`] built it (the payload's
-    /// content is in `fact`).
-    pub envelope: Envelope,
+    /// The envelope's id, type, identities, time and source; its context and payload are
+    /// read into `fact`, `utm` and `device`.
+    pub header: EventHeader,
     pub fact: Fact,
     /// UTM parameters from `context.page_url` (`utm_source`, `utm_campaign`, …).
     #[serde(default)]
@@ -258,46 +258,48 @@ pub enum Fact {
 }
 
 /// Parses, validates and enriches one raw record. The record is read into a borrowed
-/// [`Json`] (no `Value` is built); the result's `envelope.payload` is `Null`, its content
-/// having been read into `fact`.
+/// [`Json`] (no `Value` is built), and only the header's fields are copied out of it.
 pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent, Vec<Problem>> {
     let json =
         Json::parse(bytes).map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
-    let envelope = registry.validate_json(&json)?;
-    match json.get("payload") {
-        Some(payload) => enrich(envelope, payload),
-        None => enrich(envelope, &Json::Null),
-    }
+    let header = registry.validate_json(&json)?;
+    let payload = json.get("payload").unwrap_or(&Json::Null);
+    enrich(header, json.get("context"), payload)
 }
 
-/// Turns a validated envelope and its payload into an [`EnrichedEvent`], rejecting
-/// implausible values. The payload is not kept: the envelope's `payload` field is left as it
-/// came (`Null` from [`decode`]).
-pub fn enrich<J: View>(envelope: Envelope, payload: &J) -> Result<EnrichedEvent, Vec<Problem>> {
+/// Turns a validated event (its header, its `context` object if it has one, and its payload)
+/// into an [`EnrichedEvent`], rejecting implausible values.
+pub fn enrich<J: View>(
+    header: EventHeader,
+    context: Option<&J>,
+    payload: &J,
+) -> Result<EnrichedEvent, Vec<Problem>> {
+    let in_context = |key: &str| context?.get(key)?.as_str();
+    let page_url = in_context("page_url");
     let mut problems = Vec::new();
     let fact = {
         let mut p = Payload {
             value: payload,
             problems: &mut problems,
         };
-        fact_of(&envelope, &mut p)
+        fact_of(&header, page_url, &mut p)
     };
-    let utm = match envelope.context.page_url.as_deref() {
+    let utm = match page_url {
         Some(url) => utm_of(url).unwrap_or_else(|p| {
             problems.push(p);
             BTreeMap::new()
         }),
         None => BTreeMap::new(),
     };
-    let device = envelope.context.user_agent.as_deref().map(device_class);
-    if let Some(tz) = envelope.context.timezone.as_deref() {
+    let device = in_context("user_agent").map(device_class);
+    if let Some(tz) = in_context("timezone") {
         if let Err(p) = check_timezone(tz, "/context/timezone") {
             problems.push(p);
         }
     }
     match fact {
         Some(fact) if problems.is_empty() => Ok(EnrichedEvent {
-            envelope,
+            header,
             fact,
             utm,
             device,
@@ -413,14 +415,18 @@ impl<J: View> Payload<'_, J> {
     }
 }
 
-fn fact_of<J: View>(envelope: &Envelope, p: &mut Payload<'_, J>) -> Option<Fact> {
+fn fact_of<J: View>(
+    header: &EventHeader,
+    page_url: Option<&str>,
+    p: &mut Payload<'_, J>,
+) -> Option<Fact> {
     let v = p.value;
     let b = "/payload";
-    Some(match envelope.event_type {
+    Some(match header.event_type {
         EventType::PageView => Fact::PageView {
             url: p
                 .opt_str(v, b, "url")
-                .or_else(|| envelope.context.page_url.clone()),
+                .or_else(|| page_url.map(str::to_owned)),
             title: p.opt_str(v, b, "title"),
         },
         EventType::ProductView => {
@@ -438,7 +444,7 @@ fn fact_of<J: View>(envelope: &Envelope, p: &mut Payload<'_, J>) -> Option<Fact>
             };
             let url = p
                 .opt_str(v, b, "url")
-                .or_else(|| envelope.context.page_url.clone());
+                .or_else(|| page_url.map(str::to_owned));
             Fact::ProductView {
                 product: Product {
                     sku: sku?,
@@ -605,10 +611,10 @@ fn fact_of<J: View>(envelope: &Envelope, p: &mut Payload<'_, J>) -> Option<Fact>
         EventType::Identify => {
             let user_id = p
                 .opt_str(v, b, "user_id")
-                .or_else(|| envelope.user_id.clone());
+                .or_else(|| header.user_id.clone());
             let anonymous_id = p
                 .opt_str(v, b, "anonymous_id")
-                .or_else(|| envelope.anonymous_id.clone());
+                .or_else(|| header.anonymous_id.clone());
             if user_id.as_deref().is_none_or(str::is_empty) {
                 p.problems
                     .push(Problem::new("/user_id", "identify needs a user_id"));
@@ -619,7 +625,7 @@ fn fact_of<J: View>(envelope: &Envelope, p: &mut Payload<'_, J>) -> Option<Fact>
                     "identify needs an anonymous_id",
                 ));
             }
-            if let (Some(env_user), Some(user)) = (&envelope.user_id, &user_id) {
+            if let (Some(env_user), Some(user)) = (&header.user_id, &user_id) {
                 if env_user != user {
                     p.problems.push(Problem::new(
                         "/payload/user_id",
@@ -1605,7 +1611,7 @@ mod tests {
         assert_eq!(payloads.len(), EventType::ALL.len());
         for (t, p) in payloads {
             let e = decode_value(&event(t, p)).unwrap_or_else(|e| panic!("{t}: {e:?}"));
-            assert_eq!(e.envelope.event_type.as_str(), t);
+            assert_eq!(e.header.event_type.as_str(), t);
         }
     }
 }

@@ -184,18 +184,85 @@ fn parse_utc_timestamp(s: &str) -> Option<DateTime<Utc>> {
     )
 }
 
+/// What the fold needs of an event's envelope once the enrichment has read its context and
+/// payload (into `EnrichedEvent`'s fact, UTM parameters and device): who, what, when, from
+/// where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventHeader {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub source: String,
+}
+
 /// Prefix of profile keys for visitors known only by an anonymous id.
 pub const ANON_PREFIX: &str = "anon:";
+
+/// The profile an event belongs to: the user id, else `anon:<anonymous_id>`.
+fn profile_key(user_id: Option<&str>, anonymous_id: Option<&str>) -> Option<String> {
+    match (user_id, anonymous_id) {
+        (Some(u), _) if !u.is_empty() => Some(u.to_owned()),
+        (_, Some(a)) if !a.is_empty() => Some(format!("{ANON_PREFIX}{a}")),
+        _ => None,
+    }
+}
 
 impl Envelope {
     /// The profile this event belongs to: the user id, else `anon:<anonymous_id>`.
     /// Also the Kinesis partition key, so one profile's events stay in order on one shard.
     pub fn profile_key(&self) -> Option<String> {
-        match (&self.user_id, &self.anonymous_id) {
-            (Some(u), _) if !u.is_empty() => Some(u.clone()),
-            (_, Some(a)) if !a.is_empty() => Some(format!("{ANON_PREFIX}{a}")),
-            _ => None,
+        profile_key(self.user_id.as_deref(), self.anonymous_id.as_deref())
+    }
+
+    /// Header, context and payload: the inverse of [`Envelope::from_parts`].
+    pub fn into_parts(self) -> (EventHeader, Context, serde_json::Value) {
+        let header = EventHeader {
+            event_id: self.event_id,
+            event_type: self.event_type,
+            version: self.version,
+            user_id: self.user_id,
+            anonymous_id: self.anonymous_id,
+            occurred_at: self.occurred_at,
+            source: self.source,
+        };
+        (header, self.context, self.payload)
+    }
+
+    /// The envelope with its header as given and the context and payload added.
+    pub fn from_parts(header: EventHeader, context: Context, payload: serde_json::Value) -> Self {
+        let EventHeader {
+            event_id,
+            event_type,
+            version,
+            user_id,
+            anonymous_id,
+            occurred_at,
+            source,
+        } = header;
+        Envelope {
+            event_id,
+            event_type,
+            version,
+            user_id,
+            anonymous_id,
+            occurred_at,
+            source,
+            context,
+            payload,
         }
+    }
+}
+
+impl EventHeader {
+    /// [`Envelope::profile_key`] of the event this header came from.
+    pub fn profile_key(&self) -> Option<String> {
+        profile_key(self.user_id.as_deref(), self.anonymous_id.as_deref())
     }
 }
 

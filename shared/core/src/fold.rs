@@ -156,14 +156,14 @@ impl Profile {
     /// Folds one event into the profile. Pure: no I/O, no clock; `self.version` is untouched
     /// (the store bumps it).
     pub fn apply(&mut self, event: &EnrichedEvent, config: &FoldConfig) -> Applied {
-        let id = &event.envelope.event_id;
+        let id = &event.header.event_id;
         if self.recent_event_ids.contains(id) {
             return Applied::Duplicate;
         }
         self.remember(id);
 
-        let at = event.envelope.occurred_at;
-        let kind = event.envelope.event_type;
+        let at = event.header.occurred_at;
+        let kind = event.header.event_type;
         match self.counts.get_mut(kind.as_str()) {
             Some(count) => *count += 1,
             None => {
@@ -703,7 +703,7 @@ mod tests {
 
     use super::*;
     use crate::enrich::{Channel, SuppressionReason};
-    use crate::event::{Context, Envelope};
+    use crate::event::EventHeader;
 
     fn t(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
@@ -729,7 +729,7 @@ mod tests {
             Fact::EmailSuppressed { .. } => EventType::EmailSuppressed,
         };
         EnrichedEvent {
-            envelope: Envelope {
+            header: EventHeader {
                 event_id: id.into(),
                 event_type,
                 version: 1,
@@ -737,8 +737,6 @@ mod tests {
                 anonymous_id: None,
                 occurred_at: at,
                 source: "test".into(),
-                context: Context::default(),
-                payload: serde_json::Value::Null,
             },
             fact,
             utm: BTreeMap::new(),

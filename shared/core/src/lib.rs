@@ -38,4 +38,4 @@ pub mod segment;
 pub mod unsubscribe;
 
 pub use error::CoreError;
-pub use event::{Envelope, EventType};
+pub use event::{Envelope, EventHeader, EventType};

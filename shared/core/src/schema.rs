@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::error::{CoreError, Problem};
-use crate::event::{read_timestamp, Context, Envelope, EventType};
+use crate::event::{read_timestamp, Context, Envelope, EventHeader, EventType};
 use crate::json::{Json, Shape, View};
 
 mod checker;
@@ -144,19 +144,27 @@ impl Registry {
     /// Validates a decoded JSON document; on success returns the typed envelope.
     /// On failure returns every problem found, envelope and payload alike.
     pub fn validate(&self, value: &Value) -> Result<Envelope, Vec<Problem>> {
-        let mut envelope = self.check(value)?;
-        envelope.payload = value.get("payload").cloned().unwrap_or_default();
-        Ok(envelope)
+        let header = self.check(value)?;
+        let text = |k: &str| value.get("context")?.get(k)?.as_str().map(str::to_owned);
+        let context = Context {
+            user_agent: text("user_agent"),
+            page_url: text("page_url"),
+            referrer: text("referrer"),
+            locale: text("locale"),
+            timezone: text("timezone"),
+        };
+        let payload = value.get("payload").cloned().unwrap_or_default();
+        Ok(Envelope::from_parts(header, context, payload))
     }
 
-    /// [`Registry::validate`] for a borrowed [`Json`] record, with the same verdicts. The
-    /// envelope comes back without its payload (`Value::Null`); read it from `json`.
-    pub fn validate_json(&self, json: &Json<'_>) -> Result<Envelope, Vec<Problem>> {
+    /// [`Registry::validate`] for a borrowed [`Json`] record, with the same verdicts. Only the
+    /// header is copied out; context and payload are read from `json` by the enrichment.
+    pub fn validate_json(&self, json: &Json<'_>) -> Result<EventHeader, Vec<Problem>> {
         self.check(json)
     }
 
-    /// Checks envelope and payload and reads the envelope's fields (all but the payload).
-    fn check<J: View>(&self, value: &J) -> Result<Envelope, Vec<Problem>> {
+    /// Checks envelope and payload and reads the envelope's header fields.
+    fn check<J: View>(&self, value: &J) -> Result<EventHeader, Vec<Problem>> {
         if !value.is_object() {
             return Err(vec![Problem::new("", "the event must be a JSON object")]);
         }
@@ -242,9 +250,7 @@ impl Registry {
         match (event_type, checked_version, occurred_at) {
             (Some(event_type), Some(version), Some(occurred_at)) if problems.is_empty() => {
                 let owned = |k: &str| value.get(k).and_then(View::as_str).map(str::to_owned);
-                let context = value.get("context");
-                let in_context = |k: &str| context?.get(k)?.as_str().map(str::to_owned);
-                Ok(Envelope {
+                Ok(EventHeader {
                     event_id: owned("event_id").unwrap_or_default(),
                     event_type,
                     version,
@@ -252,14 +258,6 @@ impl Registry {
                     anonymous_id: owned("anonymous_id"),
                     occurred_at,
                     source: owned("source").unwrap_or_default(),
-                    context: Context {
-                        user_agent: in_context("user_agent"),
-                        page_url: in_context("page_url"),
-                        referrer: in_context("referrer"),
-                        locale: in_context("locale"),
-                        timezone: in_context("timezone"),
-                    },
-                    payload: Value::Null,
                 })
             }
             _ => {
@@ -459,10 +457,7 @@ mod tests {
         }
         let mut accepted = 0;
         for case in &cases {
-            let by_value = r.validate(case).map(|mut e| {
-                e.payload = Value::Null;
-                e
-            });
+            let by_value = r.validate(case).map(|e| e.into_parts().0);
             accepted += usize::from(by_value.is_ok());
             let mut texts = vec![case.to_string()];
             if case.is_object() {

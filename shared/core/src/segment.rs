@@ -651,7 +651,7 @@ mod tests {
 
     use super::*;
     use crate::enrich::{EnrichedEvent, Fact, LineItem};
-    use crate::event::{Context, Envelope};
+    use crate::event::EventHeader;
     use crate::fold::FoldConfig;
 
     fn t0() -> DateTime<Utc> {
@@ -664,7 +664,7 @@ mod tests {
 
     fn apply(p: &mut Profile, id: &str, at: DateTime<Utc>, event_type: EventType, fact: Fact) {
         let e = EnrichedEvent {
-            envelope: Envelope {
+            header: EventHeader {
                 event_id: id.into(),
                 event_type,
                 version: 1,
@@ -672,8 +672,6 @@ mod tests {
                 anonymous_id: None,
                 occurred_at: at,
                 source: "test".into(),
-                context: Context::default(),
-                payload: serde_json::Value::Null,
             },
             fact,
             utm: BTreeMap::new(),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ember_core::enrich::{Channel, DeviceClass, EnrichedEvent, Fact, LineItem};
-use ember_core::event::{Context, Envelope, EventType};
+use ember_core::event::{EventHeader, EventType};
 use ember_core::fold::{Applied, FoldConfig};
 use ember_core::profile::Profile;
 use proptest::prelude::*;
@@ -34,7 +34,7 @@ fn event_type(fact: &Fact) -> EventType {
 
 fn event(id: String, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
     EnrichedEvent {
-        envelope: Envelope {
+        header: EventHeader {
             event_id: id,
             event_type: event_type(&fact),
             version: 1,
@@ -42,8 +42,6 @@ fn event(id: String, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
             anonymous_id: None,
             occurred_at: at,
             source: "proptest".into(),
-            context: Context::default(),
-            payload: serde_json::Value::Null,
         },
         fact,
         utm: BTreeMap::new(),
