@@ -34,6 +34,7 @@
 //! The write-then-publish/outbox step is [`crate::outbox`], shared with the re-evaluation.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -165,18 +166,23 @@ where
         for (record, decoded) in batch.decode(|r| decode(r, &self.registry)) {
             match decoded {
                 Ok((key, event)) => {
-                    let g = *group_of.entry(key.clone()).or_insert_with(|| {
-                        groups.push((key.clone(), Vec::new()));
-                        groups.len() - 1
-                    });
+                    let g = match group_of.get(key.as_str()) {
+                        Some(&g) => g,
+                        None => {
+                            groups.push((key.clone(), Vec::new()));
+                            group_of.insert(key, groups.len() - 1);
+                            groups.len() - 1
+                        }
+                    };
                     groups[g].1.push((record.index, event));
                 }
                 Err(problems) => letters.push((record.index, dead_letter(&record, &problems))),
             }
         }
         for (key, events) in &groups {
+            let name: Arc<str> = Arc::from(key.as_str());
             for (index, _) in events {
-                batch.set_group(*index, key.clone());
+                batch.set_group(*index, Arc::clone(&name));
             }
         }
         if !letters.is_empty() {

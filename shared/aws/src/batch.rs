@@ -12,6 +12,7 @@
 //! order. A record the handler never marked is reported failed: nothing is lost silently.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
@@ -61,7 +62,8 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct KinesisBatch<'a> {
     records: Vec<BatchRecord<'a>>,
-    groups: Vec<Option<String>>,
+    /// Group names, shared between the records of a group.
+    groups: Vec<Option<Arc<str>>>,
     outcomes: Vec<Outcome>,
 }
 
@@ -112,17 +114,12 @@ impl<'a> KinesisBatch<'a> {
         self.records.iter().map(|r| (*r, f(r))).collect()
     }
 
-    /// Puts a record in an ordering group (default: its partition key).
-    pub fn set_group(&mut self, index: usize, group: impl Into<String>) {
+    /// Puts a record in an ordering group (default: its partition key). Pass one `Arc<str>`
+    /// (cloned) for all records of a group to store its name once.
+    pub fn set_group(&mut self, index: usize, group: impl Into<Arc<str>>) {
         if let Some(g) = self.groups.get_mut(index) {
             *g = Some(group.into());
         }
-    }
-
-    fn group(&self, index: usize) -> &str {
-        self.groups[index]
-            .as_deref()
-            .unwrap_or(self.records[index].partition_key)
     }
 
     pub fn succeed(&mut self, index: usize) {
@@ -151,20 +148,21 @@ impl<'a> KinesisBatch<'a> {
     /// Applies the ordering rule (failures of a group cascade to its later records) and marks
     /// pending records failed. Called by [`Self::response`]; idempotent.
     pub fn finish(&mut self) {
-        let mut failed_groups: HashSet<String> = HashSet::new();
-        for i in 0..self.records.len() {
-            let group = self.group(i).to_owned();
-            match &self.outcomes[i] {
+        let mut failed_groups: HashSet<&str> = HashSet::new();
+        let names = self.groups.iter().zip(&self.records);
+        for ((name, record), outcome) in names.zip(self.outcomes.iter_mut()) {
+            let group = name.as_deref().unwrap_or(record.partition_key);
+            match outcome {
                 Outcome::Pending => {
-                    self.outcomes[i] = Outcome::Failed("not processed".into());
+                    *outcome = Outcome::Failed("not processed".into());
                     failed_groups.insert(group);
                 }
                 Outcome::Failed(_) => {
                     failed_groups.insert(group);
                 }
                 Outcome::Succeeded | Outcome::Handled => {
-                    if failed_groups.contains(&group) {
-                        self.outcomes[i] =
+                    if failed_groups.contains(group) {
+                        *outcome =
                             Outcome::Failed("an earlier record of the same key failed".into());
                     }
                 }
