@@ -105,8 +105,10 @@ pub async fn write(stream: &dyn EventStream, prepared: &[Prepared]) -> Written {
     let mut written = Written::default();
     for (index, (p, result)) in prepared.iter().zip(results).enumerate() {
         match result {
-            Ok(_) => written.accepted.push(p.envelope.event_id.clone()),
-            Err(e) => written.failed.push((index, p.envelope.event_id.clone(), e)),
+            Ok(_) => written.accepted.push(p.envelope.header.event_id.clone()),
+            Err(e) => written
+                .failed
+                .push((index, p.envelope.header.event_id.clone(), e)),
         }
     }
     written

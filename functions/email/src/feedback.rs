@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use ember_core::event::{Context, Envelope, EventType};
+use ember_core::event::{Context, Envelope, EventHeader, EventType};
 use ember_core::ports::{EventStream, Ledger};
 use ember_core::unsubscribe::{suppression_key, SUPPRESSION_PK};
 use serde::Deserialize;
@@ -272,20 +272,22 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
                 continue;
             };
             let mut envelope = Envelope {
-                event_id: event_id(&message_id, kind),
-                event_type,
-                version: 1,
-                user_id: None,
-                anonymous_id: None,
-                occurred_at: at.or(record.mail.timestamp).unwrap_or(now),
-                source: "ses".into(),
+                header: EventHeader {
+                    event_id: event_id(&message_id, kind),
+                    event_type,
+                    version: 1,
+                    user_id: None,
+                    anonymous_id: None,
+                    occurred_at: at.or(record.mail.timestamp).unwrap_or(now),
+                    source: "ses".into(),
+                },
                 context: Context::default(),
                 payload,
             };
             identify(&mut envelope, &profile_id);
-            tracing::info!(%profile_id, event_id = %envelope.event_id, event_type = %event_type, "feedback event");
+            tracing::info!(%profile_id, event_id = %envelope.header.event_id, event_type = %event_type, "feedback event");
             outcomes.push(FeedbackOutcome::Event {
-                event_id: envelope.event_id.clone(),
+                event_id: envelope.header.event_id.clone(),
                 event_type,
             });
             pending.push(stream_record(&envelope)?);

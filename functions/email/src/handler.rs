@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Duration, Utc};
 use ember_aws::sesv2::STAGE_RECIPIENT;
-use ember_core::event::{Context, Envelope, EventType, ANON_PREFIX};
+use ember_core::event::{Context, Envelope, EventHeader, EventType, ANON_PREFIX};
 use ember_core::ports::{
     BusEvent, EmailMessage, EventStream, Ledger, Mailer, PortError, ProfileStore, StreamRecord,
 };
@@ -157,8 +157,8 @@ pub fn cart_trigger_id(updated_at: DateTime<Utc>) -> String {
 /// Sets envelope ids for a profile id (`anon:<x>` → anonymous id).
 pub fn identify(envelope: &mut Envelope, profile_id: &str) {
     match profile_id.strip_prefix(ANON_PREFIX) {
-        Some(anon) => envelope.anonymous_id = Some(anon.to_owned()),
-        None => envelope.user_id = Some(profile_id.to_owned()),
+        Some(anon) => envelope.header.anonymous_id = Some(anon.to_owned()),
+        None => envelope.header.user_id = Some(profile_id.to_owned()),
     }
 }
 
@@ -567,13 +567,15 @@ where
             profile.id
         )));
         let mut envelope = Envelope {
-            event_id: format!("email-rejected:{}", &digest[..32]),
-            event_type: EventType::EmailSuppressed,
-            version: 1,
-            user_id: None,
-            anonymous_id: None,
-            occurred_at: now,
-            source: "ember.email".into(),
+            header: EventHeader {
+                event_id: format!("email-rejected:{}", &digest[..32]),
+                event_type: EventType::EmailSuppressed,
+                version: 1,
+                user_id: None,
+                anonymous_id: None,
+                occurred_at: now,
+                source: "ember.email".into(),
+            },
             context: Context::default(),
             payload: json!({"reason": "invalid_address"}),
         };

@@ -97,20 +97,12 @@ pub struct Context {
     pub timezone: Option<String>,
 }
 
-/// The envelope every event travels in (HTTP in, Kinesis, dead letters).
+/// The envelope every event travels in (HTTP in, Kinesis, dead letters): the header's fields,
+/// then `context` and `payload`, all at the top level of the JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub event_type: EventType,
-    pub version: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anonymous_id: Option<String>,
-    #[serde(deserialize_with = "deserialize_timestamp")]
-    pub occurred_at: DateTime<Utc>,
-    pub source: String,
+    #[serde(flatten)]
+    pub header: EventHeader,
     #[serde(default)]
     pub context: Context,
     #[serde(default)]
@@ -197,6 +189,7 @@ pub struct EventHeader {
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_id: Option<String>,
+    #[serde(deserialize_with = "deserialize_timestamp")]
     pub occurred_at: DateTime<Utc>,
     pub source: String,
 }
@@ -204,65 +197,22 @@ pub struct EventHeader {
 /// Prefix of profile keys for visitors known only by an anonymous id.
 pub const ANON_PREFIX: &str = "anon:";
 
-/// The profile an event belongs to: the user id, else `anon:<anonymous_id>`.
-fn profile_key(user_id: Option<&str>, anonymous_id: Option<&str>) -> Option<String> {
-    match (user_id, anonymous_id) {
-        (Some(u), _) if !u.is_empty() => Some(u.to_owned()),
-        (_, Some(a)) if !a.is_empty() => Some(format!("{ANON_PREFIX}{a}")),
-        _ => None,
-    }
-}
-
 impl Envelope {
     /// The profile this event belongs to: the user id, else `anon:<anonymous_id>`.
     /// Also the Kinesis partition key, so one profile's events stay in order on one shard.
     pub fn profile_key(&self) -> Option<String> {
-        profile_key(self.user_id.as_deref(), self.anonymous_id.as_deref())
-    }
-
-    /// Header, context and payload: the inverse of [`Envelope::from_parts`].
-    pub fn into_parts(self) -> (EventHeader, Context, serde_json::Value) {
-        let header = EventHeader {
-            event_id: self.event_id,
-            event_type: self.event_type,
-            version: self.version,
-            user_id: self.user_id,
-            anonymous_id: self.anonymous_id,
-            occurred_at: self.occurred_at,
-            source: self.source,
-        };
-        (header, self.context, self.payload)
-    }
-
-    /// The envelope with its header as given and the context and payload added.
-    pub fn from_parts(header: EventHeader, context: Context, payload: serde_json::Value) -> Self {
-        let EventHeader {
-            event_id,
-            event_type,
-            version,
-            user_id,
-            anonymous_id,
-            occurred_at,
-            source,
-        } = header;
-        Envelope {
-            event_id,
-            event_type,
-            version,
-            user_id,
-            anonymous_id,
-            occurred_at,
-            source,
-            context,
-            payload,
-        }
+        self.header.profile_key()
     }
 }
 
 impl EventHeader {
-    /// [`Envelope::profile_key`] of the event this header came from.
+    /// The profile this event belongs to: the user id, else `anon:<anonymous_id>`.
     pub fn profile_key(&self) -> Option<String> {
-        profile_key(self.user_id.as_deref(), self.anonymous_id.as_deref())
+        match (&self.user_id, &self.anonymous_id) {
+            (Some(u), _) if !u.is_empty() => Some(u.clone()),
+            (_, Some(a)) if !a.is_empty() => Some(format!("{ANON_PREFIX}{a}")),
+            _ => None,
+        }
     }
 }
 
@@ -319,7 +269,7 @@ mod tests {
             "occurred_at": "2026-11-20T11:00:00+01:00", "source": "web"
         }));
         assert_eq!(
-            e.unwrap().occurred_at,
+            e.unwrap().header.occurred_at,
             chrono_reads("2026-11-20T10:00:00Z").unwrap()
         );
         let e: Result<Envelope, _> = serde_json::from_value(serde_json::json!({
@@ -357,6 +307,15 @@ mod tests {
     }
 
     #[test]
+    fn the_header_is_flat_on_the_wire() {
+        let text = r#"{"event_id":"e1","type":"page_view","version":1,"user_id":"u1","occurred_at":"2026-11-20T10:00:00Z","source":"web","context":{"locale":"de-DE"},"payload":{"url":"https://shop.example/"}}"#;
+        let e: Envelope = serde_json::from_str(text).unwrap();
+        assert_eq!(e.header.event_id, "e1");
+        assert_eq!(e.context.locale.as_deref(), Some("de-DE"));
+        assert_eq!(serde_json::to_string(&e).unwrap(), text);
+    }
+
+    #[test]
     fn profile_key_prefers_user_id() {
         let mut e: Envelope = serde_json::from_value(serde_json::json!({
             "event_id": "e1", "type": "page_view", "version": 1, "anonymous_id": "a1",
@@ -364,7 +323,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(e.profile_key().as_deref(), Some("anon:a1"));
-        e.user_id = Some("u1".into());
+        e.header.user_id = Some("u1".into());
         assert_eq!(e.profile_key().as_deref(), Some("u1"));
     }
 }
