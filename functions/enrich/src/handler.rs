@@ -169,9 +169,10 @@ where
                     let g = match group_of.get(key.as_str()) {
                         Some(&g) => g,
                         None => {
+                            let g = groups.len();
                             groups.push((key.clone(), Vec::new()));
-                            group_of.insert(key, groups.len() - 1);
-                            groups.len() - 1
+                            group_of.insert(key, g);
+                            g
                         }
                     };
                     groups[g].1.push((record.index, event));

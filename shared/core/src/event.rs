@@ -121,13 +121,7 @@ fn deserialize_timestamp<'de, D: serde::Deserializer<'de>>(
             f.write_str("an RFC 3339 formatted date and time string")
         }
         fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DateTime<Utc>, E> {
-            match parse_utc_timestamp(s) {
-                Some(at) => Ok(at),
-                None => s
-                    .parse::<DateTime<chrono::FixedOffset>>()
-                    .map(|at| at.with_timezone(&Utc))
-                    .map_err(E::custom),
-            }
+            timestamp_or(s, str::parse).map_err(E::custom)
         }
     }
     deserializer.deserialize_str(Visitor)
@@ -136,11 +130,18 @@ fn deserialize_timestamp<'de, D: serde::Deserializer<'de>>(
 /// An RFC 3339 timestamp (`2026-11-20T10:00:00Z`, `2026-11-20T11:00:00.5+01:00`) as UTC:
 /// the common `Z` form by [`parse_utc_timestamp`], anything else by chrono's RFC 3339 parser.
 pub fn read_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    parse_utc_timestamp(s).or_else(|| {
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|at| at.with_timezone(&Utc))
-    })
+    timestamp_or(s, DateTime::parse_from_rfc3339).ok()
+}
+
+/// `s` as UTC: by [`parse_utc_timestamp`] when it can, else by chrono's `parse`.
+fn timestamp_or(
+    s: &str,
+    parse: impl FnOnce(&str) -> chrono::ParseResult<DateTime<chrono::FixedOffset>>,
+) -> chrono::ParseResult<DateTime<Utc>> {
+    match parse_utc_timestamp(s) {
+        Some(at) => Ok(at),
+        None => parse(s).map(|at| at.with_timezone(&Utc)),
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (1 to 9 fraction digits, seconds 00..=59) read with

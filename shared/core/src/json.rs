@@ -64,15 +64,11 @@ pub trait View: fmt::Display + Sized {
     /// The entries of an object, in its order; nothing for any other value.
     fn entries(&self) -> impl Iterator<Item = (&str, &Self)>;
     /// Number of entries of an object (0 for any other value).
-    fn len(&self) -> usize;
+    fn object_len(&self) -> usize;
     /// The member `key` of an object.
     fn get(&self, key: &str) -> Option<&Self>;
     /// Whether this value equals `other` (an `enum` option of a schema).
     fn same_as(&self, other: &Value) -> bool;
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 
     fn as_str(&self) -> Option<&str> {
         match self.shape() {
@@ -116,7 +112,7 @@ impl View for Value {
             .map(|(k, v)| (k.as_str(), v))
     }
 
-    fn len(&self) -> usize {
+    fn object_len(&self) -> usize {
         self.as_object().map_or(0, serde_json::Map::len)
     }
 
@@ -149,7 +145,7 @@ impl View for Json<'_> {
         entries.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
-    fn len(&self) -> usize {
+    fn object_len(&self) -> usize {
         match self {
             Json::Object(entries) => entries.len(),
             _ => 0,
@@ -375,7 +371,7 @@ mod tests {
         let bytes = br#"{"k":1,"x":true,"k":"two","k":3}"#;
         let json = Json::parse(bytes).unwrap();
         let value: Value = serde_json::from_slice(bytes).unwrap();
-        assert_eq!(json.len(), 2);
+        assert_eq!(json.object_len(), 2);
         assert_eq!(json.get("k").map(ToString::to_string).as_deref(), Some("3"));
         assert!(json.same_as(&value));
         // Past the pairwise limit the sorted check finds the repeat too.
@@ -385,7 +381,7 @@ mod tests {
         }
         text.push_str("\"k7\":\"last\"}");
         let json = Json::parse(text.as_bytes()).unwrap();
-        assert_eq!(json.len(), 40);
+        assert_eq!(json.object_len(), 40);
         assert_eq!(json.get("k7").and_then(View::as_str), Some("last"));
         assert_eq!(json.entries().nth(7).map(|(k, _)| k), Some("k7"));
     }
@@ -459,7 +455,7 @@ mod tests {
             let json = Json::parse(text.as_bytes()).unwrap();
             prop_assert!(json.same_as(&value));
             prop_assert_eq!(json.to_string(), value.to_string());
-            prop_assert_eq!(json.len(), value.len());
+            prop_assert_eq!(json.object_len(), value.object_len());
         }
 
         #[test]

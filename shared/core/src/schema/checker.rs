@@ -443,7 +443,7 @@ impl Node {
                 ));
             }
         }
-        if let Some(min) = self.min_properties.filter(|m| value.len() < *m) {
+        if let Some(min) = self.min_properties.filter(|m| value.object_len() < *m) {
             over_limit(out, at, value, "has fewer than", min, PROPERTIES);
         }
         let mut cursor = 0;
