@@ -24,9 +24,9 @@ fuzz_target!(|data: &[u8]| {
     let (registry, rules) = state();
     match ember_core::enrich::decode(data, registry) {
         Ok(event) => {
-            let mut profile = Profile::new(event.envelope.profile_key().unwrap_or_default());
+            let mut profile = Profile::new(event.header.profile_key().unwrap_or_default());
             profile.apply(&event, &FoldConfig::default());
-            rules.evaluate(&profile, event.envelope.occurred_at);
+            rules.evaluate(&profile, event.header.occurred_at);
         }
         Err(problems) => assert!(!problems.is_empty()),
     }
