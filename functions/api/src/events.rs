@@ -105,10 +105,12 @@ pub async fn write(stream: &dyn EventStream, prepared: &[Prepared]) -> Written {
     let mut written = Written::default();
     for (index, (p, result)) in prepared.iter().zip(results).enumerate() {
         match result {
-            Ok(_) => written.accepted.push(p.envelope.header.event_id.clone()),
+            Ok(_) => written
+                .accepted
+                .push(p.envelope.header.event_id.to_string()),
             Err(e) => written
                 .failed
-                .push((index, p.envelope.header.event_id.clone(), e)),
+                .push((index, p.envelope.header.event_id.to_string(), e)),
         }
     }
     written

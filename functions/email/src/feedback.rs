@@ -273,7 +273,7 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
             };
             let mut envelope = Envelope {
                 header: EventHeader {
-                    event_id: event_id(&message_id, kind),
+                    event_id: event_id(&message_id, kind).into(),
                     event_type,
                     version: 1,
                     user_id: None,
@@ -287,7 +287,7 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
             identify(&mut envelope, &profile_id);
             tracing::info!(%profile_id, event_id = %envelope.header.event_id, event_type = %event_type, "feedback event");
             outcomes.push(FeedbackOutcome::Event {
-                event_id: envelope.header.event_id.clone(),
+                event_id: envelope.header.event_id.to_string(),
                 event_type,
             });
             pending.push(stream_record(&envelope)?);

@@ -157,8 +157,8 @@ pub fn cart_trigger_id(updated_at: DateTime<Utc>) -> String {
 /// Sets envelope ids for a profile id (`anon:<x>` → anonymous id).
 pub fn identify(envelope: &mut Envelope, profile_id: &str) {
     match profile_id.strip_prefix(ANON_PREFIX) {
-        Some(anon) => envelope.header.anonymous_id = Some(anon.to_owned()),
-        None => envelope.header.user_id = Some(profile_id.to_owned()),
+        Some(anon) => envelope.header.anonymous_id = Some(anon.to_owned().into()),
+        None => envelope.header.user_id = Some(profile_id.to_owned().into()),
     }
 }
 
@@ -568,7 +568,7 @@ where
         )));
         let mut envelope = Envelope {
             header: EventHeader {
-                event_id: format!("email-rejected:{}", &digest[..32]),
+                event_id: format!("email-rejected:{}", &digest[..32]).into(),
                 event_type: EventType::EmailSuppressed,
                 version: 1,
                 user_id: None,

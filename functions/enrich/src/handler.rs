@@ -33,6 +33,7 @@
 //!
 //! The write-then-publish/outbox step is [`crate::outbox`], shared with the re-evaluation.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,10 +167,11 @@ where
         for (record, decoded) in batch.decode(|r| decode(r, &self.registry)) {
             match decoded {
                 Ok((key, event)) => {
-                    let g = match group_of.get(key.as_str()) {
+                    let g = match group_of.get(&*key) {
                         Some(&g) => g,
                         None => {
                             let g = groups.len();
+                            let key = key.into_owned();
                             groups.push((key.clone(), Vec::new()));
                             group_of.insert(key, g);
                             g
@@ -233,11 +235,17 @@ where
                     );
                 }
             }
-            let results: Vec<_> = stream::iter(phase)
+            // The tasks are built before the stream, not by a `map` closure kept inside it:
+            // rustc cannot prove such a closure over events borrowed from the batch (`'_`)
+            // general enough for the handler's future to be `Send` (see `send_check`).
+            let tasks: Vec<_> = phase
+                .into_iter()
                 .map(|(key, events)| async move {
                     let result = self.process_key(&key, &events).await;
                     (key, events, result)
                 })
+                .collect();
+            let results: Vec<_> = stream::iter(tasks)
                 .buffer_unordered(self.concurrency.max(1))
                 .collect()
                 .await;
@@ -305,7 +313,7 @@ where
     async fn process_key(
         &self,
         key: &str,
-        events: &[(usize, EnrichedEvent)],
+        events: &[(usize, EnrichedEvent<'_>)],
     ) -> Result<(KeyStats, Option<Written>), KeyFailure> {
         let mut total = KeyStats::default();
         let mut attempt = 0;
@@ -333,7 +341,7 @@ where
     async fn try_key(
         &self,
         key: &str,
-        events: &[(usize, EnrichedEvent)],
+        events: &[(usize, EnrichedEvent<'_>)],
         stats: &mut KeyStats,
     ) -> PortResult<Option<Written>> {
         let stored = self.store.get(key).await?;
@@ -355,10 +363,10 @@ where
                 continue;
             }
             changed = true;
-            last_event_id = Some(event.header.event_id.as_str());
+            last_event_id = Some(event.header.event_id.as_ref());
             if event.header.event_type == EventType::Identify {
                 if let Some(anon_id) = identify_anonymous_id(event) {
-                    self.merge_anonymous(&mut profile, &anon_id, stats).await?;
+                    self.merge_anonymous(&mut profile, anon_id, stats).await?;
                 }
             }
         }
@@ -431,13 +439,13 @@ where
     }
 }
 
-/// Decodes one record into its profile key and enriched event.
-fn decode(
-    record: &BatchRecord<'_>,
+/// Decodes one record into its profile key and enriched event, both borrowing from it.
+fn decode<'a>(
+    record: &BatchRecord<'a>,
     registry: &Registry,
-) -> Result<(String, EnrichedEvent), Vec<Problem>> {
+) -> Result<(Cow<'a, str>, EnrichedEvent<'a>), Vec<Problem>> {
     let event = ember_core::enrich::decode(record.data, registry)?;
-    let key = event.header.profile_key().ok_or_else(|| {
+    let key = event.header.profile_key_ref().ok_or_else(|| {
         vec![Problem::new(
             "/user_id",
             "either user_id or anonymous_id is required",
@@ -460,22 +468,22 @@ fn dead_letter(record: &BatchRecord<'_>, problems: &[Problem]) -> DeadLetter {
 }
 
 /// The anonymous id an `identify` event links (from the enriched fact, else the envelope).
-fn identify_anonymous_id(event: &EnrichedEvent) -> Option<String> {
+fn identify_anonymous_id<'e>(event: &'e EnrichedEvent<'_>) -> Option<&'e str> {
     match &event.fact {
-        Fact::Identify { anonymous_id, .. } => Some(anonymous_id.clone()),
-        _ => event.header.anonymous_id.clone(),
+        Fact::Identify { anonymous_id, .. } => Some(anonymous_id.as_ref()),
+        _ => event.header.anonymous_id.as_deref(),
     }
     .filter(|a| !a.is_empty())
 }
 
 /// Whether `event` is an `identify` of one of the anonymous profile keys in `keys`.
-fn identifies_one_of(event: &EnrichedEvent, keys: &HashSet<String>) -> bool {
+fn identifies_one_of(event: &EnrichedEvent<'_>, keys: &HashSet<String>) -> bool {
     event.header.event_type == EventType::Identify
         && identify_anonymous_id(event).is_some_and(|a| keys.contains(&format!("{ANON_PREFIX}{a}")))
 }
 
 /// The newest `occurred_at` of the key's events, capped at `now`.
-pub fn evaluation_time(events: &[(usize, EnrichedEvent)], now: DateTime<Utc>) -> DateTime<Utc> {
+pub fn evaluation_time(events: &[(usize, EnrichedEvent<'_>)], now: DateTime<Utc>) -> DateTime<Utc> {
     events
         .iter()
         .map(|(_, e)| e.header.occurred_at)

@@ -65,16 +65,21 @@ pub const SHU_MEDIUM: u32 = 10_000;
 pub const SHU_HOT: u32 = 50_000;
 pub const SHU_EXTRA_HOT: u32 = 300_000;
 
-/// A validated, normalised event ready to be folded into a profile.
+/// UTM parameters: `utm_source`, `utm_campaign`, … → value.
+pub type Utm<'a> = BTreeMap<Cow<'a, str>, Cow<'a, str>>;
+
+/// A validated, normalised event ready to be folded into a profile. Its strings borrow from
+/// the record it was decoded from (`'a`) wherever the record holds them as they are (no JSON
+/// escapes, nothing trimmed away but whitespace), so decoding a record copies few of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnrichedEvent {
+pub struct EnrichedEvent<'a> {
     /// The envelope's id, type, identities, time and source; its context and payload are
     /// read into `fact`, `utm` and `device`.
-    pub header: EventHeader,
-    pub fact: Fact,
+    pub header: EventHeader<'a>,
+    pub fact: Fact<'a>,
     /// UTM parameters from `context.page_url` (`utm_source`, `utm_campaign`, …).
     #[serde(default)]
-    pub utm: BTreeMap<String, String>,
+    pub utm: Utm<'a>,
     /// Device class from `context.user_agent`, if one was sent.
     #[serde(default)]
     pub device: Option<DeviceClass>,
@@ -168,74 +173,74 @@ impl SuppressionReason {
 
 /// A product as seen on a product page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Product {
-    pub sku: String,
-    pub name: Option<String>,
+pub struct Product<'a> {
+    pub sku: Cow<'a, str>,
+    pub name: Option<Cow<'a, str>>,
     pub price_minor: Option<i64>,
-    pub currency: Option<String>,
-    pub url: Option<String>,
+    pub currency: Option<Cow<'a, str>>,
+    pub url: Option<Cow<'a, str>>,
 }
 
 /// A cart or order line with its unit price in minor units.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LineItem {
-    pub sku: String,
-    pub name: String,
+pub struct LineItem<'a> {
+    pub sku: Cow<'a, str>,
+    pub name: Cow<'a, str>,
     pub quantity: u32,
     pub unit_price_minor: i64,
-    pub url: Option<String>,
+    pub url: Option<Cow<'a, str>>,
 }
 
 /// The normalised content of an event, one variant per event type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Fact {
+pub enum Fact<'a> {
     PageView {
-        url: Option<String>,
-        title: Option<String>,
+        url: Option<Cow<'a, str>>,
+        title: Option<Cow<'a, str>>,
     },
     ProductView {
-        product: Product,
+        product: Product<'a>,
     },
     AddToCart {
-        item: LineItem,
-        currency: String,
+        item: LineItem<'a>,
+        currency: Cow<'a, str>,
     },
     /// Removes `quantity` units, or the whole line when `None`.
     RemoveFromCart {
-        sku: String,
+        sku: Cow<'a, str>,
         quantity: Option<u32>,
     },
     CheckoutStarted {
-        checkout_id: Option<String>,
+        checkout_id: Option<Cow<'a, str>>,
         total_minor: Option<i64>,
-        currency: Option<String>,
+        currency: Option<Cow<'a, str>>,
     },
     Purchase {
-        order_id: String,
+        order_id: Cow<'a, str>,
         total_minor: i64,
-        currency: String,
-        items: Vec<LineItem>,
+        currency: Cow<'a, str>,
+        items: Vec<LineItem<'a>>,
     },
     EmailOpened {
-        campaign: String,
-        message_id: String,
+        campaign: Cow<'a, str>,
+        message_id: Cow<'a, str>,
     },
     EmailClicked {
-        campaign: String,
-        message_id: String,
-        link: Option<String>,
+        campaign: Cow<'a, str>,
+        message_id: Cow<'a, str>,
+        link: Option<Cow<'a, str>>,
     },
     /// Stated heat preference in Scoville heat units; `stated` is the original input.
     HeatPreference {
         shu: u32,
-        stated: String,
-        source: Option<String>,
+        stated: Cow<'a, str>,
+        source: Option<Cow<'a, str>>,
     },
     PollAnswer {
-        poll_id: Option<String>,
-        question_id: String,
-        answer: String,
+        poll_id: Option<Cow<'a, str>>,
+        question_id: Cow<'a, str>,
+        answer: Cow<'a, str>,
     },
     ConsentChanged {
         channel: Channel,
@@ -243,23 +248,23 @@ pub enum Fact {
     },
     /// The anonymous visitor `anonymous_id` is the user `user_id`.
     Identify {
-        user_id: String,
-        anonymous_id: String,
+        user_id: Cow<'a, str>,
+        anonymous_id: Cow<'a, str>,
     },
     ProfileUpdated {
-        email: Option<String>,
-        name: Option<String>,
-        timezone: Option<String>,
+        email: Option<Cow<'a, str>>,
+        name: Option<Cow<'a, str>>,
+        timezone: Option<Cow<'a, str>>,
     },
     EmailSuppressed {
         reason: SuppressionReason,
-        message_id: Option<String>,
+        message_id: Option<Cow<'a, str>>,
     },
 }
 
 /// Parses, validates and enriches one raw record. The record is read into a borrowed
 /// [`Json`] (no `Value` is built), and only the header's fields are copied out of it.
-pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent, Vec<Problem>> {
+pub fn decode<'a>(bytes: &'a [u8], registry: &Registry) -> Result<EnrichedEvent<'a>, Vec<Problem>> {
     let json =
         Json::parse(bytes).map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
     let header = registry.validate_json(&json)?;
@@ -269,28 +274,30 @@ pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent, Vec<Pr
 
 /// Turns a validated event (its header, its `context` object if it has one, and its payload)
 /// into an [`EnrichedEvent`], rejecting implausible values.
-pub fn enrich<J: View>(
-    header: EventHeader,
-    context: Option<&J>,
-    payload: &J,
-) -> Result<EnrichedEvent, Vec<Problem>> {
-    let in_context = |key: &str| context?.get(key)?.as_str();
-    let page_url = in_context("page_url");
+pub fn enrich<'a>(
+    header: EventHeader<'a>,
+    context: Option<&Json<'a>>,
+    payload: &Json<'a>,
+) -> Result<EnrichedEvent<'a>, Vec<Problem>> {
+    let in_context = |key: &str| context?.get(key);
+    let page_url = in_context("page_url").and_then(Json::text);
     let mut problems = Vec::new();
     let fact = {
         let mut p = Payload {
             value: payload,
             problems: &mut problems,
         };
-        fact_of(&header, page_url, &mut p)
+        fact_of(&header, page_url.as_ref(), &mut p)
     };
-    let utm = match page_url {
-        Some(url) => utm_of(url).unwrap_or_else(|p| {
+    let utm = match page_url.map(utm_of_text) {
+        Some(Err(p)) => {
             problems.push(p);
-            BTreeMap::new()
-        }),
-        None => BTreeMap::new(),
+            Utm::new()
+        }
+        Some(Ok(utm)) => utm,
+        None => Utm::new(),
     };
+    let in_context = |key: &str| in_context(key)?.as_str();
     let device = in_context("user_agent").map(device_class);
     if let Some(tz) = in_context("timezone") {
         if let Err(p) = check_timezone(tz, "/context/timezone") {
@@ -314,20 +321,21 @@ pub fn enrich<J: View>(
 }
 
 /// Typed access to the payload, recording a problem for every missing or mistyped field.
-struct Payload<'a, J> {
-    value: &'a J,
-    problems: &'a mut Vec<Problem>,
+struct Payload<'p, 'a> {
+    value: &'p Json<'a>,
+    problems: &'p mut Vec<Problem>,
 }
 
-impl<J: View> Payload<'_, J> {
-    fn field<'v>(value: &'v J, key: &str) -> Option<&'v J> {
+impl<'a> Payload<'_, 'a> {
+    fn field<'v>(value: &'v Json<'a>, key: &str) -> Option<&'v Json<'a>> {
         value.get(key).filter(|v| !v.is_null())
     }
 
-    fn opt_str(&mut self, at: &J, base: &str, key: &str) -> Option<String> {
-        match Self::field(at, key).map(View::shape) {
+    /// A string member, trimmed (borrowed from the record where it can be).
+    fn opt_str(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
+        match Self::field(at, key) {
             None => None,
-            Some(Shape::String(s)) => Some(s.trim().to_owned()),
+            Some(Json::String(s)) => Some(trimmed(s)),
             Some(_) => {
                 self.problems
                     .push(Problem::new(format!("{base}/{key}"), "must be a string"));
@@ -336,7 +344,7 @@ impl<J: View> Payload<'_, J> {
         }
     }
 
-    fn str(&mut self, at: &J, base: &str, key: &str) -> Option<String> {
+    fn str(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
         let v = self.opt_str(at, base, key);
         if v.as_deref().is_none_or(str::is_empty) {
             if Self::field(at, key).is_none() {
@@ -351,7 +359,7 @@ impl<J: View> Payload<'_, J> {
         v
     }
 
-    fn opt_u32(&mut self, at: &J, base: &str, key: &str) -> Option<u32> {
+    fn opt_u32(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<u32> {
         let v = Self::field(at, key)?;
         match v
             .as_u64()
@@ -369,7 +377,7 @@ impl<J: View> Payload<'_, J> {
         }
     }
 
-    fn money(&mut self, at: &J, base: &str, key: &str, currency: &str) -> Option<i64> {
+    fn money(&mut self, at: &Json<'a>, base: &str, key: &str, currency: &str) -> Option<i64> {
         let problem = |m: String| Problem::new(format!("{base}/{key}"), m);
         let Some(v) = Self::field(at, key) else {
             self.problems.push(problem("is required".to_owned()));
@@ -380,7 +388,7 @@ impl<J: View> Payload<'_, J> {
             .ok()
     }
 
-    fn currency(&mut self, at: &J, base: &str, key: &str) -> Option<String> {
+    fn currency(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
         let c = self.opt_str(at, base, key)?;
         if currency_exponent(&c).is_none() {
             self.problems.push(Problem::new(
@@ -392,7 +400,7 @@ impl<J: View> Payload<'_, J> {
         Some(c)
     }
 
-    fn line(&mut self, at: &J, base: &str, currency: Option<&str>) -> Option<LineItem> {
+    fn line(&mut self, at: &Json<'a>, base: &str, currency: Option<&str>) -> Option<LineItem<'a>> {
         let sku = self.str(at, base, "sku");
         let name = self.str(at, base, "name");
         let quantity = match Self::field(at, "quantity") {
@@ -415,18 +423,16 @@ impl<J: View> Payload<'_, J> {
     }
 }
 
-fn fact_of<J: View>(
-    header: &EventHeader,
-    page_url: Option<&str>,
-    p: &mut Payload<'_, J>,
-) -> Option<Fact> {
+fn fact_of<'a>(
+    header: &EventHeader<'a>,
+    page_url: Option<&Cow<'a, str>>,
+    p: &mut Payload<'_, 'a>,
+) -> Option<Fact<'a>> {
     let v = p.value;
     let b = "/payload";
     Some(match header.event_type {
         EventType::PageView => Fact::PageView {
-            url: p
-                .opt_str(v, b, "url")
-                .or_else(|| page_url.map(str::to_owned)),
+            url: p.opt_str(v, b, "url").or_else(|| page_url.cloned()),
             title: p.opt_str(v, b, "title"),
         },
         EventType::ProductView => {
@@ -442,9 +448,7 @@ fn fact_of<J: View>(
                     None
                 }
             };
-            let url = p
-                .opt_str(v, b, "url")
-                .or_else(|| page_url.map(str::to_owned));
+            let url = p.opt_str(v, b, "url").or_else(|| page_url.cloned());
             Fact::ProductView {
                 product: Product {
                     sku: sku?,
@@ -557,8 +561,8 @@ fn fact_of<J: View>(
             match heat_to_shu(value) {
                 Ok(shu) => {
                     let stated = match value.as_str() {
-                        Some(s) => s.trim().to_owned(),
-                        None => value.to_string(),
+                        Some(_) => p.opt_str(v, b, "value").unwrap_or_default(),
+                        None => Cow::Owned(value.to_string()),
                     };
                     Fact::HeatPreference {
                         shu,
@@ -670,7 +674,10 @@ fn fact_of<J: View>(
                 return None;
             }
             Fact::ProfileUpdated {
-                email: email.map(|e| e.to_ascii_lowercase()),
+                email: email.map(|e| match e.bytes().any(|b| b.is_ascii_uppercase()) {
+                    true => Cow::Owned(e.to_ascii_lowercase()),
+                    false => e,
+                }),
                 name,
                 timezone,
             }
@@ -947,15 +954,38 @@ fn text_to_shu(text: &str) -> Option<u32> {
 /// A plain `http(s)://host[:port]/…` URL of unreserved ASCII (what shops send) is checked and
 /// split by [`plain_url_query`] without building a `url::Url`; any other URL goes through the
 /// `url` crate's full WHATWG parser. Both give the same result (property-tested).
-pub fn utm_of(page_url: &str) -> Result<BTreeMap<String, String>, Problem> {
+pub fn utm_of(page_url: &str) -> Result<Utm<'_>, Problem> {
     match plain_url_query(page_url) {
         Some(query) => Ok(utm_pairs(query)),
         None => {
             let url = url::Url::parse(page_url).map_err(|e| {
                 Problem::new("/context/page_url", format!("is not an absolute URL: {e}"))
             })?;
-            Ok(utm_pairs(url.query()))
+            Ok(owned(utm_pairs(url.query())))
         }
+    }
+}
+
+/// [`utm_of`] a page URL that may borrow from the record or not.
+fn utm_of_text(page_url: Cow<'_, str>) -> Result<Utm<'_>, Problem> {
+    match page_url {
+        Cow::Borrowed(url) => utm_of(url),
+        Cow::Owned(url) => utm_of(&url).map(owned),
+    }
+}
+
+/// UTM parameters that own their values.
+fn owned(utm: Utm<'_>) -> Utm<'static> {
+    utm.into_iter()
+        .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+        .collect()
+}
+
+/// `s` without leading and trailing whitespace, still borrowed if it was.
+fn trimmed<'a>(s: &Cow<'a, str>) -> Cow<'a, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
     }
 }
 
@@ -971,21 +1001,21 @@ const UTM_KEYS: [&str; 5] = [
 /// Longest UTM value kept, in characters (longer ones are cut).
 const UTM_VALUE_CHARS: usize = 200;
 
-fn utm_pairs(query: Option<&str>) -> BTreeMap<String, String> {
-    let mut utm = BTreeMap::new();
+fn utm_pairs(query: Option<&str>) -> Utm<'_> {
+    let mut utm = Utm::new();
     for (k, v) in query_pairs(query.unwrap_or_default()) {
         let Some(key) = UTM_KEYS.iter().find(|u| u.eq_ignore_ascii_case(&k)) else {
             continue;
         };
-        let v = v.trim();
+        let v = trimmed(&v);
         if !v.is_empty() {
             // At most 200 characters; 200 bytes or fewer are at most 200 characters.
             let kept = if v.len() <= UTM_VALUE_CHARS {
-                v.to_owned()
+                v
             } else {
-                v.chars().take(UTM_VALUE_CHARS).collect()
+                Cow::Owned(v.chars().take(UTM_VALUE_CHARS).collect())
             };
-            utm.insert((*key).to_owned(), kept);
+            utm.insert(Cow::Borrowed(*key), kept);
         }
     }
     utm
@@ -1114,8 +1144,9 @@ mod tests {
                "occurred_at": "2026-11-20T10:00:00Z", "source": "web", "payload": payload})
     }
 
-    fn decode_value(v: &Value) -> Result<EnrichedEvent, Vec<Problem>> {
-        decode(&serde_json::to_vec(v).unwrap(), &registry())
+    /// Decodes `v`'s JSON text; the text is leaked so the event can borrow from it.
+    fn decode_value(v: &Value) -> Result<EnrichedEvent<'static>, Vec<Problem>> {
+        decode(serde_json::to_vec(v).unwrap().leak(), &registry())
     }
 
     #[test]
@@ -1274,7 +1305,11 @@ mod tests {
     fn utm_values_are_cut_at_200_characters_not_bytes() {
         let kept = |value: &str| {
             let url = format!("https://shop.example/?utm_term={value}");
-            utm_of(&url).unwrap().remove("utm_term").unwrap()
+            utm_of(&url)
+                .unwrap()
+                .remove("utm_term")
+                .unwrap()
+                .into_owned()
         };
         for n in [199, 200] {
             assert_eq!(kept(&"a".repeat(n)), "a".repeat(n));
@@ -1375,7 +1410,8 @@ mod tests {
             let u = format!("{scheme}{host}{tail}");
             if let Some(q) = plain_url_query(&u) {
                 proptest::prop_assert_eq!(whatwg_query(&u), Some(q.map(str::to_owned)));
-                let full = utm_pairs(url::Url::parse(&u).unwrap().query());
+                let parsed = url::Url::parse(&u).unwrap();
+                let full = utm_pairs(parsed.query());
                 proptest::prop_assert_eq!(utm_of(&u).unwrap(), full);
             }
         }
@@ -1415,7 +1451,7 @@ mod tests {
                 currency: "EUR".into()
             }
         );
-        assert_eq!(e.utm.get("utm_source").map(String::as_str), Some("ig"));
+        assert_eq!(e.utm.get("utm_source").map(|v| &**v), Some("ig"));
         assert_eq!(e.device, Some(DeviceClass::Mobile));
     }
 
@@ -1452,7 +1488,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (total_minor, currency.as_str(), items[0].unit_price_minor),
+            (total_minor, currency.as_ref(), items[0].unit_price_minor),
             (2500, "EUR", 1250)
         );
     }

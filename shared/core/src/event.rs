@@ -6,6 +6,8 @@
 //! ```
 //! The payload's shape is fixed per `(type, version)` by the JSON Schema files in `schemas/`.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -102,7 +104,7 @@ pub struct Context {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     #[serde(flatten)]
-    pub header: EventHeader,
+    pub header: EventHeader<'static>,
     #[serde(default)]
     pub context: Context,
     #[serde(default)]
@@ -179,20 +181,21 @@ fn parse_utc_timestamp(s: &str) -> Option<DateTime<Utc>> {
 
 /// What the fold needs of an event's envelope once the enrichment has read its context and
 /// payload (into `EnrichedEvent`'s fact, UTM parameters and device): who, what, when, from
-/// where.
+/// where. The enrichment borrows its strings from the Kinesis record (`'a`); an [`Envelope`]
+/// owns them (`'static`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventHeader {
-    pub event_id: String,
+pub struct EventHeader<'a> {
+    pub event_id: Cow<'a, str>,
     #[serde(rename = "type")]
     pub event_type: EventType,
     pub version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
+    pub user_id: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anonymous_id: Option<String>,
+    pub anonymous_id: Option<Cow<'a, str>>,
     #[serde(deserialize_with = "deserialize_timestamp")]
     pub occurred_at: DateTime<Utc>,
-    pub source: String,
+    pub source: Cow<'a, str>,
 }
 
 /// Prefix of profile keys for visitors known only by an anonymous id.
@@ -206,12 +209,17 @@ impl Envelope {
     }
 }
 
-impl EventHeader {
+impl<'a> EventHeader<'a> {
     /// The profile this event belongs to: the user id, else `anon:<anonymous_id>`.
     pub fn profile_key(&self) -> Option<String> {
+        self.profile_key_ref().map(Cow::into_owned)
+    }
+
+    /// [`Self::profile_key`] borrowing the user id where it can.
+    pub fn profile_key_ref(&self) -> Option<Cow<'a, str>> {
         match (&self.user_id, &self.anonymous_id) {
             (Some(u), _) if !u.is_empty() => Some(u.clone()),
-            (_, Some(a)) if !a.is_empty() => Some(format!("{ANON_PREFIX}{a}")),
+            (_, Some(a)) if !a.is_empty() => Some(Cow::Owned(format!("{ANON_PREFIX}{a}"))),
             _ => None,
         }
     }

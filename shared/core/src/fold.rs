@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
 use crate::digits;
-use crate::enrich::{EnrichedEvent, Fact, LineItem};
+use crate::enrich::{EnrichedEvent, Fact, LineItem, Utm};
 use crate::event::{EventType, ANON_PREFIX};
 use crate::profile::{Consent, DayCounters, DecayedValue, Profile, RECENT_EVENT_IDS};
 
@@ -192,9 +192,13 @@ impl Profile {
             && lww_by(&mut self.trait_times, "utm", at, || {
                 format!("{:?}", event.utm) > format!("{:?}", self.utm)
             })
-            && self.utm != event.utm
+            && !same_utm(&self.utm, &event.utm)
         {
-            self.utm.clone_from(&event.utm);
+            self.utm = event
+                .utm
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         }
         if let Some(device) = event.device {
             if lww(
@@ -218,24 +222,27 @@ impl Profile {
         match fact {
             Fact::PageView { .. } | Fact::ProductView { .. } | Fact::EmailOpened { .. } => {}
             Fact::AddToCart { item, currency } => {
-                let entry = self.cart.items.entry(item.sku.clone()).or_default();
+                let entry = match self.cart.items.get_mut(&*item.sku) {
+                    Some(entry) => entry,
+                    None => self.cart.items.entry(item.sku.to_string()).or_default(),
+                };
                 entry.quantity = entry.quantity.saturating_add(item.quantity);
-                entry.name.clone_from(&item.name);
+                set(&mut entry.name, &item.name);
                 entry.unit_price_minor = item.unit_price_minor;
-                if item.url.is_some() {
-                    entry.url.clone_from(&item.url);
+                if let Some(url) = &item.url {
+                    set(entry.url.get_or_insert_default(), url);
                 }
-                self.cart.currency = Some(currency.clone());
+                set(self.cart.currency.get_or_insert_default(), currency);
                 self.touch_cart(at);
             }
             Fact::RemoveFromCart { sku, quantity } => {
-                let Some(line) = self.cart.items.get_mut(sku) else {
+                let Some(line) = self.cart.items.get_mut(&**sku) else {
                     return;
                 };
                 match quantity {
                     Some(q) if *q < line.quantity => line.quantity -= q,
                     _ => {
-                        self.cart.items.remove(sku);
+                        self.cart.items.remove(&**sku);
                     }
                 }
                 if self.cart.items.is_empty() {
@@ -277,12 +284,12 @@ impl Profile {
                     status.last_clicked_at,
                     status.last_clicked_campaign.as_deref(),
                 ) {
-                    (Some(t), Some(c)) => at > t || (at == t && campaign.as_str() > c),
+                    (Some(t), Some(c)) => at > t || (at == t && &**campaign > c),
                     _ => true,
                 };
                 if newer {
                     status.last_clicked_at = Some(at);
-                    status.last_clicked_campaign = Some(campaign.clone());
+                    status.last_clicked_campaign = Some(campaign.to_string());
                 }
             }
             Fact::HeatPreference { shu, .. } => {
@@ -303,10 +310,10 @@ impl Profile {
                     &key,
                     at,
                     answer,
-                    self.poll_answers.get(question_id).map(String::as_str),
+                    self.poll_answers.get(&**question_id).map(String::as_str),
                 ) {
                     self.poll_answers
-                        .insert(question_id.clone(), answer.clone());
+                        .insert(question_id.to_string(), answer.to_string());
                 }
             }
             Fact::ConsentChanged { channel, granted } => {
@@ -319,7 +326,7 @@ impl Profile {
                 );
             }
             Fact::Identify { anonymous_id, .. } => {
-                self.anonymous_ids.insert(anonymous_id.clone());
+                self.anonymous_ids.insert(anonymous_id.to_string());
             }
             Fact::ProfileUpdated {
                 email,
@@ -328,12 +335,12 @@ impl Profile {
             } => {
                 if let Some(v) = email {
                     if lww(&mut self.trait_times, "email", at, v, self.email.as_deref()) {
-                        self.email = Some(v.clone());
+                        self.email = Some(v.to_string());
                     }
                 }
                 if let Some(v) = name {
                     if lww(&mut self.trait_times, "name", at, v, self.name.as_deref()) {
-                        self.name = Some(v.clone());
+                        self.name = Some(v.to_string());
                     }
                 }
                 if let Some(v) = timezone {
@@ -344,7 +351,7 @@ impl Profile {
                         v,
                         self.timezone.as_deref(),
                     ) {
-                        self.timezone = Some(v.clone());
+                        self.timezone = Some(v.to_string());
                     }
                 }
             }
@@ -427,7 +434,7 @@ impl Profile {
             self.cart.items.clear();
         } else {
             for item in items {
-                self.cart.items.remove(&item.sku);
+                self.cart.items.remove(&*item.sku);
             }
         }
         if self.cart.items.is_empty() {
@@ -652,6 +659,22 @@ impl Profile {
     }
 }
 
+/// Overwrites `target` with `value`, reusing its buffer.
+fn set(target: &mut String, value: &str) {
+    if target != value {
+        target.clear();
+        target.push_str(value);
+    }
+}
+
+/// Whether a profile's UTM parameters are an event's.
+fn same_utm(profile: &BTreeMap<String, String>, event: &Utm<'_>) -> bool {
+    profile
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .eq(event.iter().map(|(k, v)| (&**k, &**v)))
+}
+
 /// Last-writer-wins check for trait `key`: true if a value stated at `at` replaces the
 /// current one (newer wins; on equal times the greater value wins, so order never matters).
 /// Records `at` when it wins.
@@ -711,7 +734,7 @@ mod tests {
             + Duration::hours(i64::from(hour))
     }
 
-    fn ev(id: &str, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
+    fn ev<'a>(id: &'a str, at: DateTime<Utc>, fact: Fact<'a>) -> EnrichedEvent<'a> {
         let event_type = match &fact {
             Fact::PageView { .. } => EventType::PageView,
             Fact::ProductView { .. } => EventType::ProductView,
@@ -744,11 +767,11 @@ mod tests {
         }
     }
 
-    fn add(sku: &str, qty: u32, price: i64) -> Fact {
+    fn add(sku: &str, qty: u32, price: i64) -> Fact<'_> {
         Fact::AddToCart {
             item: LineItem {
                 sku: sku.into(),
-                name: format!("Sauce {sku}"),
+                name: format!("Sauce {sku}").into(),
                 quantity: qty,
                 unit_price_minor: price,
                 url: None,
@@ -757,7 +780,7 @@ mod tests {
         }
     }
 
-    fn purchase(total: i64) -> Fact {
+    fn purchase(total: i64) -> Fact<'static> {
         Fact::Purchase {
             order_id: "o".into(),
             total_minor: total,
@@ -766,10 +789,10 @@ mod tests {
         }
     }
 
-    fn heat(shu: u32) -> Fact {
+    fn heat(shu: u32) -> Fact<'static> {
         Fact::HeatPreference {
             shu,
-            stated: shu.to_string(),
+            stated: shu.to_string().into(),
             source: None,
         }
     }
@@ -820,8 +843,9 @@ mod tests {
             Applied::Changed,
             "forgotten id is processed again"
         );
+        let last_id = format!("e{RECENT_EVENT_IDS}");
         let last = ev(
-            &format!("e{RECENT_EVENT_IDS}"),
+            &last_id,
             t(1, 0),
             Fact::PageView {
                 url: None,
@@ -1058,7 +1082,7 @@ mod tests {
     #[test]
     fn profile_attributes_are_last_writer_wins_per_field() {
         let mut p = Profile::new("u-1");
-        let upd = |e: Option<&str>, n: Option<&str>| Fact::ProfileUpdated {
+        let upd = |e: Option<&'static str>, n: Option<&'static str>| Fact::ProfileUpdated {
             email: e.map(Into::into),
             name: n.map(Into::into),
             timezone: None,
@@ -1141,7 +1165,7 @@ mod tests {
             &cfg(),
         );
         assert!(p.anonymous_ids.contains("a-1"));
-        let answer = |a: &str| Fact::PollAnswer {
+        let answer = |a: &'static str| Fact::PollAnswer {
             poll_id: None,
             question_id: "fav".into(),
             answer: a.into(),

@@ -43,6 +43,16 @@ impl<'a> Json<'a> {
             Err(_) => serde_json::from_slice(bytes),
         }
     }
+
+    /// A string's text, borrowed from the input when it had no escape sequences (so it can
+    /// outlive the document), else copied; `None` for any other value.
+    pub fn text(&self) -> Option<Cow<'a, str>> {
+        match self {
+            Json::String(Cow::Borrowed(s)) => Some(Cow::Borrowed(s)),
+            Json::String(Cow::Owned(s)) => Some(Cow::Owned(s.clone())),
+            _ => None,
+        }
+    }
 }
 
 /// What a JSON value is, with its content: how [`View`] exposes a document.

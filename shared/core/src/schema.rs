@@ -9,7 +9,10 @@
 //! the minimum of 1` — envelope problems (missing `event_id`, bad `occurred_at`, unknown
 //! `type`, unsupported `version`) included.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 
 use serde_json::Value;
 
@@ -144,7 +147,8 @@ impl Registry {
     /// Validates a decoded JSON document; on success returns the typed envelope.
     /// On failure returns every problem found, envelope and payload alike.
     pub fn validate(&self, value: &Value) -> Result<Envelope, Vec<Problem>> {
-        let header = self.check(value)?;
+        let checked = self.check(value)?;
+        let header = checked.header(|k| Some(Cow::Owned(value.get(k)?.as_str()?.to_owned())));
         let text = |k: &str| value.get("context")?.get(k)?.as_str().map(str::to_owned);
         let context = Context {
             user_agent: text("user_agent"),
@@ -162,13 +166,15 @@ impl Registry {
     }
 
     /// [`Registry::validate`] for a borrowed [`Json`] record, with the same verdicts. Only the
-    /// header is copied out; context and payload are read from `json` by the enrichment.
-    pub fn validate_json(&self, json: &Json<'_>) -> Result<EventHeader, Vec<Problem>> {
-        self.check(json)
+    /// header is read out, its strings borrowed from the record where they have no escapes;
+    /// context and payload are read from `json` by the enrichment.
+    pub fn validate_json<'a>(&self, json: &Json<'a>) -> Result<EventHeader<'a>, Vec<Problem>> {
+        let checked = self.check(json)?;
+        Ok(checked.header(|k| json.get(k)?.text()))
     }
 
-    /// Checks envelope and payload and reads the envelope's header fields.
-    fn check<J: View>(&self, value: &J) -> Result<EventHeader, Vec<Problem>> {
+    /// Checks envelope and payload and reads the envelope's header fields but its strings.
+    fn check<J: View>(&self, value: &J) -> Result<Checked, Vec<Problem>> {
         if !value.is_object() {
             return Err(vec![Problem::new("", "the event must be a JSON object")]);
         }
@@ -253,15 +259,10 @@ impl Registry {
         // each is present (where required) with its type.
         match (event_type, checked_version, occurred_at) {
             (Some(event_type), Some(version), Some(occurred_at)) if problems.is_empty() => {
-                let owned = |k: &str| value.get(k).and_then(View::as_str).map(str::to_owned);
-                Ok(EventHeader {
-                    event_id: owned("event_id").unwrap_or_default(),
+                Ok(Checked {
                     event_type,
                     version,
-                    user_id: owned("user_id"),
-                    anonymous_id: owned("anonymous_id"),
                     occurred_at,
-                    source: owned("source").unwrap_or_default(),
                 })
             }
             _ => {
@@ -270,6 +271,29 @@ impl Registry {
                 }
                 Err(problems)
             }
+        }
+    }
+}
+
+/// The header fields a valid envelope's check has read; its strings come from the document.
+struct Checked {
+    event_type: EventType,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+}
+
+impl Checked {
+    /// The header, with `text` reading a top-level string member of the checked document.
+    /// The envelope schema has checked that the required ones are there.
+    fn header<'a>(self, text: impl Fn(&str) -> Option<Cow<'a, str>>) -> EventHeader<'a> {
+        EventHeader {
+            event_id: text("event_id").unwrap_or_default(),
+            event_type: self.event_type,
+            version: self.version,
+            user_id: text("user_id"),
+            anonymous_id: text("anonymous_id"),
+            occurred_at: self.occurred_at,
+            source: text("source").unwrap_or_default(),
         }
     }
 }

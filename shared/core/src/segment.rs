@@ -668,7 +668,7 @@ mod tests {
                 event_id: id.into(),
                 event_type,
                 version: 1,
-                user_id: Some(p.id.clone()),
+                user_id: Some(p.id.clone().into()),
                 anonymous_id: None,
                 occurred_at: at,
                 source: "test".into(),
@@ -718,7 +718,7 @@ mod tests {
             EventType::HeatPreference,
             Fact::HeatPreference {
                 shu,
-                stated: String::new(),
+                stated: String::new().into(),
                 source: None,
             },
         );

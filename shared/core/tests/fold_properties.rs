@@ -32,10 +32,10 @@ fn event_type(fact: &Fact) -> EventType {
     }
 }
 
-fn event(id: String, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
+fn event(id: String, at: DateTime<Utc>, fact: Fact<'static>) -> EnrichedEvent<'static> {
     EnrichedEvent {
         header: EventHeader {
-            event_id: id,
+            event_id: id.into(),
             event_type: event_type(&fact),
             version: 1,
             user_id: Some("u-1".into()),
@@ -50,7 +50,7 @@ fn event(id: String, at: DateTime<Utc>, fact: Fact) -> EnrichedEvent {
 }
 
 /// Facts whose effect does not depend on the order they arrive in (no cart, no clicks).
-fn independent_fact() -> impl Strategy<Value = Fact> {
+fn independent_fact() -> impl Strategy<Value = Fact<'static>> {
     prop_oneof![
         Just(Fact::PageView {
             url: None,
@@ -58,7 +58,7 @@ fn independent_fact() -> impl Strategy<Value = Fact> {
         }),
         "[A-C]".prop_map(|sku| Fact::ProductView {
             product: ember_core::enrich::Product {
-                sku,
+                sku: sku.into(),
                 name: None,
                 price_minor: None,
                 currency: None,
@@ -67,7 +67,7 @@ fn independent_fact() -> impl Strategy<Value = Fact> {
         }),
         (0u32..400_000).prop_map(|shu| Fact::HeatPreference {
             shu,
-            stated: shu.to_string(),
+            stated: shu.to_string().into(),
             source: None
         }),
         (0usize..3, any::<bool>()).prop_map(|(c, granted)| Fact::ConsentChanged {
@@ -93,8 +93,8 @@ fn independent_fact() -> impl Strategy<Value = Fact> {
         }),
         ("[a-c]", "(smoky|fruity|garlic)").prop_map(|(q, a)| Fact::PollAnswer {
             poll_id: None,
-            question_id: q,
-            answer: a
+            question_id: q.into(),
+            answer: a.into()
         }),
         (
             proptest::option::of("[a-c]@example\\.com"),
@@ -102,21 +102,21 @@ fn independent_fact() -> impl Strategy<Value = Fact> {
         )
             .prop_map(|(email, name)| {
                 Fact::ProfileUpdated {
-                    email,
-                    name,
+                    email: email.map(Into::into),
+                    name: name.map(Into::into),
                     timezone: Some("Europe/Berlin".into()),
                 }
             }),
         "[a-c]".prop_map(|a| Fact::Identify {
             user_id: "u-1".into(),
-            anonymous_id: a
+            anonymous_id: a.into()
         }),
     ]
 }
 
 /// Events with unique ids, timestamps within 90 days (coarse, so ties happen),
 /// some with UTM and device context.
-fn independent_events() -> impl Strategy<Value = Vec<EnrichedEvent>> {
+fn independent_events() -> impl Strategy<Value = Vec<EnrichedEvent<'static>>> {
     proptest::collection::vec(
         (
             independent_fact(),
@@ -136,7 +136,7 @@ fn independent_events() -> impl Strategy<Value = Vec<EnrichedEvent>> {
                 let at = base() + Duration::hours(12 * slot);
                 let mut e = event(format!("e{i}"), at, fact);
                 if let Some(source) = utm {
-                    e.utm.insert("utm_source".into(), source);
+                    e.utm.insert("utm_source".into(), source.into());
                 }
                 e.device = Some(if mobile {
                     DeviceClass::Mobile
@@ -216,7 +216,7 @@ proptest! {
     #[test]
     fn decay_weighs_by_half_life(old in 0u32..1_000_000, new in 0u32..1_000_000, gap_hours in 0i64..(24 * 365), half_life_days in 1i64..90) {
         let config = FoldConfig::new(Duration::days(half_life_days), Duration::days(7));
-        let heat = |shu: u32| Fact::HeatPreference { shu, stated: String::new(), source: None };
+        let heat = |shu: u32| Fact::HeatPreference { shu, stated: String::new().into(), source: None };
         let t0 = base();
         let t1 = t0 + Duration::hours(gap_hours);
         let mut p = Profile::new("u-1");
@@ -241,7 +241,7 @@ proptest! {
                 let q = qty.unwrap_or(1);
                 *model.entry(sku.clone()).or_default() += q;
                 Fact::AddToCart {
-                    item: LineItem { sku: sku.clone(), name: sku.clone(), quantity: q, unit_price_minor: 100, url: None },
+                    item: LineItem { sku: sku.clone().into(), name: sku.clone().into(), quantity: q, unit_price_minor: 100, url: None },
                     currency: "EUR".into(),
                 }
             } else {
@@ -250,7 +250,7 @@ proptest! {
                     (Some(_), _) => { model.remove(&sku); }
                     (None, _) => {}
                 }
-                Fact::RemoveFromCart { sku: sku.clone(), quantity: qty }
+                Fact::RemoveFromCart { sku: sku.clone().into(), quantity: qty }
             };
             p.apply(&event(format!("c{i}"), at, fact), &FoldConfig::default());
             let actual: BTreeMap<String, u32> = p.cart.items.iter().map(|(k, v)| (k.clone(), v.quantity)).collect();

@@ -110,7 +110,7 @@ pub async fn post(deps: &Deps, provider: &str, req: &Request) -> Result<Response
     let prepared = events::prepare_all(&deps.registry, &raw_events)?;
     let ids: Vec<String> = prepared
         .iter()
-        .map(|p| p.envelope.header.event_id.clone())
+        .map(|p| p.envelope.header.event_id.to_string())
         .collect();
 
     let pk = ledger_pk(provider);
