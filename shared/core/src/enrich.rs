@@ -1302,6 +1302,35 @@ mod tests {
     }
 
     #[test]
+    fn strings_borrow_from_the_record_unless_escaped_and_read_the_same_either_way() {
+        let plain = br#"{"event_id":"e-1","type":"add_to_cart","version":1,"user_id":"u-1",
+            "occurred_at":"2026-11-20T10:00:00Z","source":"web",
+            "context":{"page_url":"https://shop.example/p?utm_source=ig&utm_term=%20x"},
+            "payload":{"sku":" HS-1 ","name":"Reaper","price":"9.50","currency":"EUR","quantity":1}}"#;
+        // The same event with every string written with escape sequences.
+        let escaped = br#"{"event_id":"e\u002d1","type":"add_to_cart","version":1,"user_id":"u\u002d1",
+            "occurred_at":"2026-11-20T10:00:00Z","source":"w\u0065b",
+            "context":{"page_url":"https:\/\/shop.example\/p?utm_source=\u0069g&utm_term=%20x"},
+            "payload":{"sku":" HS\u002d1 ","name":"Re\u0061per","price":"9.50","currency":"E\u0055R","quantity":1}}"#;
+        let a = decode(plain, &registry()).unwrap();
+        let b = decode(escaped, &registry()).unwrap();
+        assert_eq!(a, b);
+        let borrowed = |c: &Cow<'_, str>| matches!(c, Cow::Borrowed(_));
+        let Fact::AddToCart { item, currency } = &a.fact else {
+            panic!("{a:?}")
+        };
+        assert_eq!(item.sku, "HS-1", "trimmed");
+        assert!(borrowed(&a.header.event_id) && borrowed(&item.sku) && borrowed(currency));
+        assert!(borrowed(&a.utm["utm_source"]));
+        assert_eq!(a.utm["utm_term"], "x");
+        assert!(!borrowed(&a.utm["utm_term"]), "percent-decoded: a copy");
+        let Fact::AddToCart { item, .. } = &b.fact else {
+            panic!("{b:?}")
+        };
+        assert!(!borrowed(&b.header.event_id) && !borrowed(&item.sku));
+    }
+
+    #[test]
     fn utm_values_are_cut_at_200_characters_not_bytes() {
         let kept = |value: &str| {
             let url = format!("https://shop.example/?utm_term={value}");
