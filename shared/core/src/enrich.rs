@@ -1029,7 +1029,7 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter_map(|pair| {
-            if pair.contains(['%', '+']) {
+            if pair.bytes().any(|b| b == b'%' || b == b'+') {
                 form_urlencoded::parse(pair.as_bytes()).next()
             } else {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -1048,7 +1048,10 @@ fn plain_url_query(url: &str) -> Option<Option<&str>> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let (host, port) = match authority.split_once(':') {
         Some((host, port)) => (host, Some(port)),
