@@ -57,7 +57,7 @@ use ember_core::schema::Registry;
 pub use ember_core::segment::transitions;
 use ember_core::segment::RuleSet;
 use ember_core::EventType;
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::Instrument;
 
 use crate::outbox::{self, as_publish_failure, KeyStats, Written};
@@ -235,20 +235,28 @@ where
                     );
                 }
             }
-            // The tasks are built before the stream, not by a `map` closure kept inside it:
-            // rustc cannot prove such a closure over events borrowed from the batch (`'_`)
-            // general enough for the handler's future to be `Send` (see `send_check`).
-            let tasks: Vec<_> = phase
-                .into_iter()
-                .map(|(key, events)| async move {
-                    let result = self.process_key(&key, &events).await;
-                    (key, events, result)
-                })
-                .collect();
-            let results: Vec<_> = stream::iter(tasks)
-                .buffer_unordered(self.concurrency.max(1))
-                .collect()
-                .await;
+            // At most `concurrency` keys in flight, each future built only when it starts
+            // (a future is ~5 KB). Not `buffer_unordered` over a `map` closure: with events
+            // that borrow from the batch, rustc cannot prove that closure general enough for
+            // the handler's future to be `Send` (see `send_check`).
+            let mut waiting = phase.into_iter();
+            let mut running = FuturesUnordered::new();
+            let mut results = Vec::new();
+            loop {
+                while running.len() < self.concurrency.max(1) {
+                    let Some((key, events)) = waiting.next() else {
+                        break;
+                    };
+                    running.push(async move {
+                        let result = self.process_key(&key, &events).await;
+                        (key, events, result)
+                    });
+                }
+                match running.next().await {
+                    Some(done) => results.push(done),
+                    None => break,
+                }
+            }
             for (key, events, result) in results {
                 match result {
                     Ok((s, w)) => {
