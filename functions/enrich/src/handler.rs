@@ -57,7 +57,7 @@ use ember_core::schema::Registry;
 pub use ember_core::segment::transitions;
 use ember_core::segment::RuleSet;
 use ember_core::EventType;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
 use crate::outbox::{self, as_publish_failure, KeyStats, Written};
@@ -163,20 +163,15 @@ where
         // 1. Decode; collect dead letters.
         let mut letters: Vec<(usize, DeadLetter)> = Vec::new();
         let mut groups: Vec<(String, Vec<(usize, EnrichedEvent)>)> = Vec::new();
-        let mut group_of: HashMap<String, usize> = HashMap::new();
+        // Keyed by the profile key as decoded (borrowed from the record where it can be).
+        let mut group_of: HashMap<Cow<'_, str>, usize> = HashMap::new();
         for (record, decoded) in batch.decode(|r| decode(r, &self.registry)) {
             match decoded {
                 Ok((key, event)) => {
-                    let g = match group_of.get(&*key) {
-                        Some(&g) => g,
-                        None => {
-                            let g = groups.len();
-                            let key = key.into_owned();
-                            groups.push((key.clone(), Vec::new()));
-                            group_of.insert(key, g);
-                            g
-                        }
-                    };
+                    let g = *group_of.entry(key).or_insert_with_key(|key| {
+                        groups.push((key.to_string(), Vec::new()));
+                        groups.len() - 1
+                    });
                     groups[g].1.push((record.index, event));
                 }
                 Err(problems) => letters.push((record.index, dead_letter(&record, &problems))),
@@ -235,29 +230,19 @@ where
                     );
                 }
             }
-            // At most `concurrency` keys in flight, each future built only when it starts
-            // (a future is ~5 KB). Not `buffer_unordered` over a `map` closure: with events
-            // that borrow from the batch, rustc cannot prove that closure general enough for
-            // the handler's future to be `Send` (see `send_check`).
-            let mut waiting = phase.into_iter();
-            let mut running = FuturesUnordered::new();
-            let mut results = Vec::new();
-            loop {
-                while running.len() < self.concurrency.max(1) {
-                    let Some((key, events)) = waiting.next() else {
-                        break;
-                    };
-                    running.push(async move {
-                        let result = self.process_key(&key, &events).await;
-                        (key, events, result)
-                    });
-                }
-                match running.next().await {
-                    Some(done) => results.push(done),
-                    None => break,
-                }
-            }
-            for (key, events, result) in results {
+            // The stream runs over indices into `phase`: a closure taking the groups
+            // themselves, whose events borrow from the batch, trips rustc's check that the
+            // handler's future is `Send` (see `send_check`).
+            let results: Vec<_> = stream::iter(0..phase.len())
+                .map(|i| {
+                    let (key, events) = &phase[i];
+                    async move { (i, self.process_key(key, events).await) }
+                })
+                .buffer_unordered(self.concurrency.max(1))
+                .collect()
+                .await;
+            for (i, result) in results {
+                let (key, events) = &phase[i];
                 match result {
                     Ok((s, w)) => {
                         stats.writes += s.writes;
@@ -266,7 +251,7 @@ where
                         let indices = events.iter().map(|(index, _)| *index);
                         match w {
                             Some(w) if !w.events.is_empty() => {
-                                written.push((key, indices.collect(), w));
+                                written.push((key.clone(), indices.collect(), w));
                             }
                             _ => indices.for_each(|index| batch.succeed(index)),
                         }
@@ -279,7 +264,7 @@ where
                         if n == 0 {
                             failed_anon.insert(key.clone());
                         }
-                        for (index, _) in &events {
+                        for (index, _) in events {
                             batch.fail(*index, error.to_string());
                         }
                     }

@@ -279,8 +279,8 @@ pub fn enrich<'a>(
     context: Option<&Json<'a>>,
     payload: &Json<'a>,
 ) -> Result<EnrichedEvent<'a>, Vec<Problem>> {
-    let in_context = |key: &str| context?.get(key);
-    let page_url = in_context("page_url").and_then(Json::text);
+    let member = |key: &str| context?.get(key);
+    let page_url = member("page_url").and_then(Json::text);
     let mut problems = Vec::new();
     let fact = {
         let mut p = Payload {
@@ -297,9 +297,10 @@ pub fn enrich<'a>(
         Some(Ok(utm)) => utm,
         None => Utm::new(),
     };
-    let in_context = |key: &str| in_context(key)?.as_str();
-    let device = in_context("user_agent").map(device_class);
-    if let Some(tz) = in_context("timezone") {
+    let device = member("user_agent")
+        .and_then(View::as_str)
+        .map(device_class);
+    if let Some(tz) = member("timezone").and_then(View::as_str) {
         if let Err(p) = check_timezone(tz, "/context/timezone") {
             problems.push(p);
         }
@@ -560,9 +561,9 @@ fn fact_of<'a>(
             };
             match heat_to_shu(value) {
                 Ok(shu) => {
-                    let stated = match value.as_str() {
-                        Some(_) => p.opt_str(v, b, "value").unwrap_or_default(),
-                        None => Cow::Owned(value.to_string()),
+                    let stated = match value {
+                        Json::String(s) => trimmed(s),
+                        other => Cow::Owned(other.to_string()),
                     };
                     Fact::HeatPreference {
                         shu,

@@ -13,7 +13,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-
 use serde_json::Value;
 
 use crate::error::{CoreError, Problem};
