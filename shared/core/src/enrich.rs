@@ -749,8 +749,17 @@ const TWO_DECIMAL: &[&str] = &[
 
 /// Number of minor-unit digits of an ISO 4217 currency, `None` if the code is unknown.
 pub fn currency_exponent(code: &str) -> Option<u32> {
-    // The lists are sorted (tested), so each lookup is a binary search.
-    let listed = |list: &[&str]| list.binary_search(&code).is_ok();
+    // Every listed code is three upper-case ASCII letters and the lists are sorted (tested),
+    // so each lookup is a binary search over the codes read as big-endian integers, which
+    // sort as the strings do: a few integer comparisons instead of a `memcmp` call each.
+    fn key(code: &str) -> Option<u32> {
+        match code.as_bytes() {
+            &[a, b, c] => Some(u32::from_be_bytes([0, a, b, c])),
+            _ => None,
+        }
+    }
+    let wanted = key(code)?;
+    let listed = |list: &[&str]| list.binary_search_by_key(&Some(wanted), |c| key(c)).is_ok();
     if listed(ZERO_DECIMAL) {
         Some(0)
     } else if listed(THREE_DECIMAL) {
@@ -1026,17 +1035,41 @@ fn utm_pairs(query: Option<&str>) -> Utm<'_> {
 /// exactly like `form_urlencoded::parse`; a pair without `%` or `+` decodes to itself, so
 /// only the others go through the decoder.
 fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter_map(|pair| {
-            if pair.bytes().any(|b| b == b'%' || b == b'+') {
-                form_urlencoded::parse(pair.as_bytes()).next()
-            } else {
-                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                Some((Cow::Borrowed(name), Cow::Borrowed(value)))
+    let mut rest = query;
+    std::iter::from_fn(move || loop {
+        if rest.is_empty() {
+            return None;
+        }
+        // One scan per pair finds its end, its first `=` and whether it needs decoding.
+        let (mut end, mut equals, mut coded) = (rest.len(), None, false);
+        for (at, c) in rest.bytes().enumerate() {
+            match c {
+                b'&' => {
+                    end = at;
+                    break;
+                }
+                b'=' if equals.is_none() => equals = Some(at),
+                b'%' | b'+' => coded = true,
+                _ => {}
             }
-        })
+        }
+        let pair = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        if pair.is_empty() {
+            continue;
+        }
+        if coded {
+            if let Some(decoded) = form_urlencoded::parse(pair.as_bytes()).next() {
+                return Some(decoded);
+            }
+            continue;
+        }
+        let (name, value) = match equals {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, ""),
+        };
+        return Some((Cow::Borrowed(name), Cow::Borrowed(value)));
+    })
 }
 
 /// `Some(query)` when `url` is certainly a valid absolute URL whose query the WHATWG parser
@@ -1046,46 +1079,73 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)
 /// part of the URL percent-encodes or rewrites. `None` means "not sure": the caller uses the
 /// full parser.
 fn plain_url_query(url: &str) -> Option<Option<&str>> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let end = rest
-        .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (host, port) = match authority.split_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (authority, None),
-    };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && !l.starts_with("xn--")
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    let last = host.rsplit('.').next()?;
-    if !host.split('.').all(label_ok) || !last.starts_with(|c: char| c.is_ascii_lowercase()) {
+    // One pass over the bytes, left to right: scheme, host labels, port, then the rest.
+    let b = url.as_bytes();
+    let mut i = if b.starts_with(b"https://") {
+        8
+    } else if b.starts_with(b"http://") {
+        7
+    } else {
         return None;
+    };
+    let mut label = i;
+    loop {
+        match b.get(i) {
+            Some(b'a'..=b'z' | b'0'..=b'9' | b'-') => i += 1,
+            end => {
+                let text = &b[label..i];
+                if text.is_empty() || text.starts_with(b"xn--") {
+                    return None;
+                }
+                if end == Some(&b'.') {
+                    i += 1;
+                    label = i;
+                    continue;
+                }
+                // The last label: a letter first, so the host is never read as IPv4.
+                if !text[0].is_ascii_lowercase() {
+                    return None;
+                }
+                break;
+            }
+        }
     }
-    if let Some(port) = port {
-        let digits_ok = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
-        if !digits_ok || port.parse::<u32>().ok()? > 65_535 {
+    if b.get(i) == Some(&b':') {
+        let digits = i + 1;
+        let mut port: u32 = 0;
+        i = digits;
+        while let Some(&d @ b'0'..=b'9') = b.get(i) {
+            port = port * 10 + u32::from(d - b'0');
+            i += 1;
+            if i - digits > 5 {
+                return None;
+            }
+        }
+        if i == digits || port > 65_535 {
             return None;
         }
     }
-    let kept = |b: u8| {
-        b.is_ascii_graphic()
-            && !matches!(
-                b,
-                b'"' | b'\'' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
-            )
-    };
-    if !tail.bytes().all(kept) {
+    if !matches!(b.get(i), None | Some(b'/' | b'?' | b'#')) {
         return None;
     }
-    let before_fragment = tail.split('#').next().unwrap_or_default();
-    Some(before_fragment.split_once('?').map(|(_, query)| query))
+    let (mut question, mut fragment) = (None, None);
+    for (at, &c) in b.iter().enumerate().skip(i) {
+        let kept = c.is_ascii_graphic()
+            && !matches!(
+                c,
+                b'"' | b'\'' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            );
+        if !kept {
+            return None;
+        }
+        match c {
+            b'?' if question.is_none() && fragment.is_none() => question = Some(at),
+            b'#' if fragment.is_none() => fragment = Some(at),
+            _ => {}
+        }
+    }
+    // ASCII positions are character boundaries, so slicing here cannot fail.
+    Some(question.and_then(|q| url.get(q + 1..fragment.unwrap_or(b.len()))))
 }
 
 /// Classifies a user agent. Rules, first match wins (case-insensitive substrings):
@@ -1372,10 +1432,26 @@ mod tests {
         let all = [ZERO_DECIMAL, THREE_DECIMAL, TWO_DECIMAL].concat();
         let distinct: std::collections::BTreeSet<_> = all.iter().collect();
         assert_eq!(distinct.len(), all.len());
-        for code in all {
-            assert!(currency_exponent(code).is_some(), "{code}");
+        for code in &all {
+            assert!(
+                code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()),
+                "{code}"
+            );
+        }
+        // Every three-letter code: listed ones get their list's exponent, the rest none.
+        for (a, b, c) in (b'A'..=b'Z')
+            .flat_map(|a| (b'A'..=b'Z').flat_map(move |b| (b'A'..=b'Z').map(move |c| (a, b, c))))
+        {
+            let code = String::from_utf8(vec![a, b, c]).unwrap_or_default();
+            let expected = [(ZERO_DECIMAL, 0), (THREE_DECIMAL, 3), (TWO_DECIMAL, 2)]
+                .iter()
+                .find(|(list, _)| list.contains(&code.as_str()))
+                .map(|&(_, exponent)| exponent);
+            assert_eq!(currency_exponent(&code), expected, "{code}");
         }
         assert_eq!(currency_exponent("EURO"), None);
+        assert_eq!(currency_exponent("EU"), None);
+        assert_eq!(currency_exponent(""), None);
         assert_eq!(currency_exponent("eur"), None);
     }
 
@@ -1395,6 +1471,10 @@ mod tests {
             "https://a-b.c0.example/?",
             "https://1.2.3.example/p?%zz=1&utm_term=%",
             "https://shop.example#only-fragment",
+            "https://shop.example/p#top?utm_source=x",
+            "https://shop.example#?utm_source=x",
+            "https://shop.example?#",
+            "https://shop.example:0/?a=1?b=2#c#d",
         ];
         for u in plain {
             let q = plain_url_query(u).unwrap_or_else(|| panic!("{u} is plain"));
