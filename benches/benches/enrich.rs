@@ -16,7 +16,6 @@
 //! Batches of 100, 1,000 and 10,000 records, with 1 and 1,000 distinct users. Throughput is
 //! reported in records/s. Run: `cargo bench -p ember-benches --bench enrich`.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -158,7 +157,9 @@ fn bench_core(c: &mut Criterion) {
             let id = BenchmarkId::new(format!("users={users}"), records);
             group.bench_with_input(id, &raw, |b, raw| {
                 b.iter(|| {
-                    let mut by_key: HashMap<&str, Vec<EnrichedEvent>> = HashMap::new();
+                    // Hashed like the handler's grouping (foldhash).
+                    let mut by_key: foldhash::HashMap<&str, Vec<EnrichedEvent>> =
+                        Default::default();
                     for (key, bytes) in raw {
                         if let Ok(e) = decode(bytes, &registry) {
                             by_key.entry(key.as_str()).or_default().push(e);

@@ -34,7 +34,7 @@
 //! The write-then-publish/outbox step is [`crate::outbox`], shared with the re-evaluation.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,7 +164,7 @@ where
         let mut letters: Vec<(usize, DeadLetter)> = Vec::new();
         let mut groups: Vec<(String, Vec<(usize, EnrichedEvent)>)> = Vec::new();
         // Keyed by the profile key as decoded (borrowed from the record where it can be).
-        let mut group_of: HashMap<Cow<'_, str>, usize> = HashMap::new();
+        let mut group_of: foldhash::HashMap<Cow<'_, str>, usize> = Default::default();
         for (record, decoded) in batch.decode(|r| decode(r, &self.registry)) {
             match decoded {
                 Ok((key, event)) => {

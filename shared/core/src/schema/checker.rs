@@ -88,7 +88,7 @@ pub struct Node {
     options: Option<Vec<Value>>,
     min_length: Option<usize>,
     max_length: Option<usize>,
-    pattern: Option<Regex>,
+    pattern: Option<Pattern>,
     minimum: Option<Number>,
     maximum: Option<Number>,
     /// `properties`, sorted by name, plus an unconstrained entry for every `required` name
@@ -244,7 +244,7 @@ impl Node {
                         .as_str()
                         .ok_or_else(|| format!("{at}/pattern: must be a string"))?;
                     let regex = Regex::new(source).map_err(|e| format!("{at}/pattern: {e}"))?;
-                    node.pattern = Some(regex);
+                    node.pattern = Some(Pattern::new(regex));
                 }
                 "minimum" => node.minimum = Some(number(at, keyword, value)?),
                 "maximum" => node.maximum = Some(number(at, keyword, value)?),
@@ -402,11 +402,15 @@ impl Node {
                 over_limit(out, at, value, "is longer than", max, CHARACTERS);
             }
         }
-        if let Some(regex) = &self.pattern {
-            if !regex.is_match(s) {
+        if let Some(pattern) = &self.pattern {
+            if !pattern.is_match(s) {
                 out.push(Problem::new(
                     at.to_string(),
-                    format!("{} does not match \"{}\"", shown(value), regex.as_str()),
+                    format!(
+                        "{} does not match \"{}\"",
+                        shown(value),
+                        pattern.regex.as_str()
+                    ),
                 ));
             }
         }
@@ -515,6 +519,105 @@ fn compare(a: &Number, b: &Number) -> std::cmp::Ordering {
     x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
 }
 
+/// A `pattern`: its regex, plus a plain byte test when the pattern is one ASCII character
+/// class repeated between two counts and anchored at both ends (`^[A-Z]{3}$`,
+/// `^[A-Za-z0-9._:-]+$`), which is what the schema files use. For such a pattern the regex
+/// matches exactly the strings of that many bytes, each in the class (a non-ASCII character is
+/// in no ASCII class), so the byte test gives its verdict without running the regex engine.
+#[derive(Debug)]
+struct Pattern {
+    regex: Regex,
+    class: Option<ByteClass>,
+}
+
+#[derive(Debug, PartialEq)]
+struct ByteClass {
+    /// Bit `b` set: ASCII byte `b` is in the class.
+    allowed: u128,
+    min: usize,
+    max: usize,
+}
+
+impl Pattern {
+    fn new(regex: Regex) -> Pattern {
+        let class = ByteClass::of(regex.as_str());
+        Pattern { regex, class }
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match &self.class {
+            Some(class) => {
+                (class.min..=class.max).contains(&s.len())
+                    && s.bytes().all(|b| b < 128 && class.allowed & (1 << b) != 0)
+            }
+            None => self.regex.is_match(s),
+        }
+    }
+}
+
+impl ByteClass {
+    /// The class and counts of `^[…]{n}$`, `^[…]{m,n}$`, `^[…]{m,}$`, `^[…]+$` or `^[…]*$`
+    /// whose class lists only ASCII letters, digits, `.`, `_`, `:`, ranges between two letters
+    /// or two digits, and `-` first or last; `None` for anything else (the regex decides).
+    fn of(source: &str) -> Option<ByteClass> {
+        let inner = source.strip_prefix("^[")?;
+        let (class, repeat) = inner.split_once(']')?;
+        let (min, max) = match repeat.strip_suffix('$')? {
+            "+" => (1, usize::MAX),
+            "*" => (0, usize::MAX),
+            counts => {
+                let counts = counts.strip_prefix('{')?.strip_suffix('}')?;
+                let number = |n: &str| -> Option<usize> {
+                    n.bytes()
+                        .all(|b| b.is_ascii_digit())
+                        .then(|| n.parse().ok())?
+                };
+                match counts.split_once(',') {
+                    None => (number(counts)?, number(counts)?),
+                    Some((min, "")) => (number(min)?, usize::MAX),
+                    Some((min, max)) => (number(min)?, number(max)?),
+                }
+            }
+        };
+        let b = class.as_bytes();
+        let mut allowed = 0u128;
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            let same_kind = |x: u8, y: u8| {
+                (x.is_ascii_lowercase() && y.is_ascii_lowercase())
+                    || (x.is_ascii_uppercase() && y.is_ascii_uppercase())
+                    || (x.is_ascii_digit() && y.is_ascii_digit())
+            };
+            match (c, b.get(i + 1), b.get(i + 2)) {
+                (_, Some(b'-'), Some(&hi)) if same_kind(c, hi) && c <= hi => {
+                    allowed |= (c..=hi).fold(0, |set, x| set | 1 << x);
+                    i += 3;
+                }
+                (b'-', _, _) if i == 0 || i + 1 == b.len() => {
+                    allowed |= 1 << b'-';
+                    i += 1;
+                }
+                (b'.' | b'_' | b':', _, _) => {
+                    allowed |= 1 << c;
+                    i += 1;
+                }
+                _ if c.is_ascii_alphanumeric() && b.get(i + 1) != Some(&b'-') => {
+                    allowed |= 1 << c;
+                    i += 1;
+                }
+                _ if c.is_ascii_alphanumeric() && i + 2 == b.len() => {
+                    // `x-` closing the class: `x` and a literal `-`.
+                    allowed |= 1 << c;
+                    i += 1;
+                }
+                _ => return None,
+            }
+        }
+        (allowed != 0 && min <= max).then_some(ByteClass { allowed, min, max })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -616,6 +719,83 @@ mod tests {
                 &format!("\"{}… is longer than 3 characters", "x".repeat(63))
             )
         );
+    }
+
+    /// Patterns of the byte-test shape and near misses of it; the ones that are not of the
+    /// shape must be left to the regex.
+    const PATTERNS: [(&str, bool); 18] = [
+        ("^[A-Z]{3}$", true),
+        ("^[A-Za-z0-9._:-]+$", true),
+        ("^[-a-c]*$", true),
+        ("^[a-c-]{1,2}$", true),
+        ("^[0-9]{2,}$", true),
+        ("^[a-cX-Z5-7]{0,3}$", true),
+        ("^[a-]{2}$", true),
+        ("^[A-Z]{3}", false),
+        ("[A-Z]{3}$", false),
+        ("^[^A-Z]{3}$", false),
+        ("^[a-c-e]{2}$", false),
+        ("^[\\w]+$", false),
+        ("^[Z-a]+$", false),
+        ("^[0-z]+$", false),
+        ("^[A-Z]{3}x$", false),
+        ("^[A-Z]{3}$|^x$", false),
+        ("^[A-Z]{ 3}$", false),
+        ("^[é]+$", false),
+    ];
+
+    #[test]
+    fn byte_classes_are_taken_only_for_their_shape() {
+        for (source, shape) in PATTERNS {
+            let pattern = Pattern::new(Regex::new(source).unwrap());
+            assert_eq!(pattern.class.is_some(), shape, "{source}");
+        }
+        // Every pattern of the schema files takes the byte test.
+        fn patterns(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(map) => {
+                    out.extend(
+                        map.get("pattern")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                    );
+                    map.values().for_each(|v| patterns(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| patterns(v, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        let texts = crate::schema::PAYLOAD_SCHEMAS
+            .iter()
+            .map(|(_, _, text)| *text);
+        for text in texts.chain([crate::schema::ENVELOPE_SCHEMA]) {
+            patterns(&serde_json::from_str(text).unwrap(), &mut found);
+        }
+        assert!(found.len() >= 5, "{found:?}");
+        for source in found {
+            assert!(ByteClass::of(&source).is_some(), "{source}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// The byte test and the regex agree on every string, for every pattern above.
+        #[test]
+        fn byte_classes_match_like_the_regex(text in "[a-eA-EX-Z0-9._:/ é\\n-]{0,5}") {
+            static COMPILED: std::sync::LazyLock<Vec<Pattern>> = std::sync::LazyLock::new(|| {
+                PATTERNS.iter().map(|(s, _)| Pattern::new(Regex::new(s).unwrap())).collect()
+            });
+            for pattern in COMPILED.iter() {
+                let source = pattern.regex.as_str();
+                proptest::prop_assert_eq!(
+                    pattern.is_match(&text),
+                    pattern.regex.is_match(&text),
+                    "{} on {:?}", source, text
+                );
+            }
+        }
     }
 
     #[test]
