@@ -1542,6 +1542,12 @@ mod tests {
             }
         }
 
+        /// Any text at all gets an answer (parameters or a problem), never a panic.
+        #[test]
+        fn utm_of_takes_any_text(url in "(https?://)?\\PC{0,40}") {
+            let _ = utm_of(&url);
+        }
+
         #[test]
         fn plain_shop_urls_take_the_shortcut(
             host in "[a-z][a-z0-9-]{0,8}(\\.[a-z0-9-]{1,8}){0,2}\\.[a-z]{2,6}",
