@@ -580,34 +580,27 @@ impl ByteClass {
             }
         };
         let b = class.as_bytes();
+        let same_kind = |x: u8, y: u8| {
+            (x.is_ascii_lowercase() && y.is_ascii_lowercase())
+                || (x.is_ascii_uppercase() && y.is_ascii_uppercase())
+                || (x.is_ascii_digit() && y.is_ascii_digit())
+        };
+        // A byte standing for itself: `.`, `_`, `:`, `-` first or last, or a letter or digit
+        // that does not start a range (`x-` closing the class is `x` and a literal `-`).
+        let literal = |c: u8, i: usize| match c {
+            b'.' | b'_' | b':' => true,
+            b'-' => i == 0 || i + 1 == b.len(),
+            _ => c.is_ascii_alphanumeric() && (b.get(i + 1) != Some(&b'-') || i + 2 == b.len()),
+        };
         let mut allowed = 0u128;
         let mut i = 0;
-        while i < b.len() {
-            let c = b[i];
-            let same_kind = |x: u8, y: u8| {
-                (x.is_ascii_lowercase() && y.is_ascii_lowercase())
-                    || (x.is_ascii_uppercase() && y.is_ascii_uppercase())
-                    || (x.is_ascii_digit() && y.is_ascii_digit())
-            };
-            match (c, b.get(i + 1), b.get(i + 2)) {
-                (_, Some(b'-'), Some(&hi)) if same_kind(c, hi) && c <= hi => {
+        while let Some(&c) = b.get(i) {
+            match (b.get(i + 1), b.get(i + 2)) {
+                (Some(b'-'), Some(&hi)) if same_kind(c, hi) && c <= hi => {
                     allowed |= (c..=hi).fold(0, |set, x| set | 1 << x);
                     i += 3;
                 }
-                (b'-', _, _) if i == 0 || i + 1 == b.len() => {
-                    allowed |= 1 << b'-';
-                    i += 1;
-                }
-                (b'.' | b'_' | b':', _, _) => {
-                    allowed |= 1 << c;
-                    i += 1;
-                }
-                _ if c.is_ascii_alphanumeric() && b.get(i + 1) != Some(&b'-') => {
-                    allowed |= 1 << c;
-                    i += 1;
-                }
-                _ if c.is_ascii_alphanumeric() && i + 2 == b.len() => {
-                    // `x-` closing the class: `x` and a literal `-`.
+                _ if literal(c, i) => {
                     allowed |= 1 << c;
                     i += 1;
                 }
