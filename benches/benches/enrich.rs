@@ -8,6 +8,10 @@
 //!   path and the enrichment's before 2026-11-24; `parse_borrowed` reads the same bytes into a
 //!   typed envelope of borrowed strings with the payload left as raw JSON (a reference point,
 //!   not what Ember runs);
+//! - `device`: the user agents of 1,000 records classified, `remembered` (per-thread table,
+//!   what `decode` does) and `computed` (no table): `repeated` are the workload's agents
+//!   (three, repeated as sessions and reduced user-agent strings repeat them), `distinct` are
+//!   1,000 agents that all differ, so every one misses the table (its worst case);
 //! - `core`: decode + group by profile + fold + one segment evaluation per profile (what the
 //!   handler does between reading and writing profiles);
 //! - `handler`: `Enricher::process` end to end with in-memory ports (empty store each run,
@@ -23,7 +27,7 @@ use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
 use ember_benches::workload::Workload;
-use ember_core::enrich::{decode, EnrichedEvent};
+use ember_core::enrich::{decode, device_class, remembered_device_class, EnrichedEvent};
 use ember_core::fold::FoldConfig;
 use ember_core::json::Json;
 use ember_core::profile::Profile;
@@ -141,6 +145,43 @@ fn bench_stages(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_device(c: &mut Criterion) {
+    let repeated: Vec<String> = Workload::new(1_000, 1_000)
+        .records()
+        .iter()
+        .filter_map(|(_, bytes)| {
+            let record: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+            Some(record.pointer("/context/user_agent")?.as_str()?.to_owned())
+        })
+        .collect();
+    let distinct: Vec<String> = repeated
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| format!("{agent} Build/{i}"))
+        .collect();
+    let mut group = c.benchmark_group("device");
+    group.throughput(Throughput::Elements(repeated.len() as u64));
+    for (name, agents) in [("repeated", &repeated), ("distinct", &distinct)] {
+        group.bench_function(format!("remembered/{name}"), |b| {
+            b.iter(|| {
+                agents
+                    .iter()
+                    .map(|a| remembered_device_class(black_box(a)) as usize)
+                    .sum::<usize>()
+            })
+        });
+        group.bench_function(format!("computed/{name}"), |b| {
+            b.iter(|| {
+                agents
+                    .iter()
+                    .map(|a| device_class(black_box(a)) as usize)
+                    .sum::<usize>()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn bench_core(c: &mut Criterion) {
     let registry = Registry::embedded().expect("embedded schemas compile");
     let rules = RuleSet::embedded().expect("embedded rules compile");
@@ -216,6 +257,6 @@ fn bench_handler(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = configure(&mut Criterion::default());
-    targets = bench_decode, bench_stages, bench_core, bench_handler
+    targets = bench_decode, bench_stages, bench_device, bench_core, bench_handler
 }
 criterion_main!(benches);

@@ -41,7 +41,8 @@
 //!
 //! `utm_*` query parameters of `context.page_url` become [`EnrichedEvent::utm`] (keys kept
 //! with their `utm_` prefix, values at most 200 characters). `context.user_agent` is classified
-//! by [`device_class`].
+//! by [`device_class`], remembered per thread for agents seen recently
+//! ([`remembered_device_class`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -299,7 +300,7 @@ pub fn enrich<'a>(
     };
     let device = member("user_agent")
         .and_then(View::as_str)
-        .map(device_class);
+        .map(remembered_device_class);
     if let Some(tz) = member("timezone").and_then(View::as_str) {
         if let Err(p) = check_timezone(tz, "/context/timezone") {
             problems.push(p);
@@ -1142,6 +1143,60 @@ fn plain_url_query(url: &str) -> Option<Option<&str>> {
     Some(question.and_then(|q| url.get(q + 1..fragment.unwrap_or(b.len()))))
 }
 
+/// Slots of the per-thread table behind [`remembered_device_class`] (a power of two).
+const DEVICE_MEMO_SLOTS: usize = 256;
+/// Longest user agent [`remembered_device_class`] keeps, in bytes; longer ones (real agents
+/// are 60–250 bytes) are classified every time, so the table stays under 128 KiB.
+const DEVICE_MEMO_MAX_LEN: usize = 512;
+
+/// Recently classified user agents: a direct-mapped table (the agent's hash picks its slot;
+/// a later agent for the same slot replaces the one there).
+struct DeviceMemo {
+    hasher: foldhash::fast::RandomState,
+    slots: Vec<Option<(Box<str>, DeviceClass)>>,
+}
+
+thread_local! {
+    static DEVICE_MEMO: std::cell::RefCell<DeviceMemo> = std::cell::RefCell::new(DeviceMemo {
+        hasher: foldhash::fast::RandomState::default(),
+        slots: vec![None; DEVICE_MEMO_SLOTS],
+    });
+}
+
+/// [`device_class`], remembered per thread for recently seen agents: the same answer, at the
+/// cost of one hash and one comparison when the agent was seen before.
+///
+/// User agents repeat: every event of a session sends the same one, and browsers that send
+/// reduced user-agent strings send one string for all their users of a version. So most
+/// records of a batch ask about an agent the thread has already classified (and a Lambda
+/// process keeps its thread between invocations). Classifying anew costs ~25 substring
+/// searches over the lower-cased agent. An agent that misses (new, evicted, or chosen to
+/// collide) is classified as before, so a hostile mix of agents costs no more than no table.
+pub fn remembered_device_class(user_agent: &str) -> DeviceClass {
+    if user_agent.len() > DEVICE_MEMO_MAX_LEN {
+        return device_class(user_agent);
+    }
+    DEVICE_MEMO
+        .with(|memo| {
+            // Only `device_class` runs while the table is borrowed, so this never fails; if it
+            // did, the agent would simply be classified without the table.
+            let mut memo = memo.try_borrow_mut().ok()?;
+            let hash = std::hash::BuildHasher::hash_one(&memo.hasher, user_agent);
+            // The top bits pick the slot (foldhash mixes them best).
+            let slot = (hash >> (64 - DEVICE_MEMO_SLOTS.trailing_zeros())) as usize;
+            let entry = memo.slots.get_mut(slot)?;
+            match entry {
+                Some((agent, class)) if **agent == *user_agent => Some(*class),
+                _ => {
+                    let class = device_class(user_agent);
+                    *entry = Some((user_agent.into(), class));
+                    Some(class)
+                }
+            }
+        })
+        .unwrap_or_else(|| device_class(user_agent))
+}
+
 /// Classifies a user agent. Rules, first match wins (case-insensitive substrings):
 /// empty → unknown; `bot`, `crawler`, `spider`, `slurp`, `curl/`, `wget`, `python-requests`,
 /// `headless`, `facebookexternalhit`, `preview` → bot; `ipad`, `tablet`, `kindle`, `silk/`,
@@ -1303,6 +1358,46 @@ mod tests {
         ] {
             assert_eq!(device_class(ua), class, "{ua}");
         }
+    }
+
+    /// 2,000 agents of every class fill the 256 slots many times over, so slots are shared
+    /// and replaced; every answer, first or repeated, must be `device_class`'s.
+    #[test]
+    fn remembered_device_classes_are_device_classes() {
+        let platforms = [
+            "iPhone; CPU iPhone OS 17_0 like Mac OS X",
+            "iPad; CPU OS 17_0 like Mac OS X",
+            "Linux; Android 14; Pixel 8",
+            "Linux; Android 13; SM-X700",
+            "Windows NT 10.0; Win64; x64",
+            "X11; Linux x86_64",
+            "compatible; Googlebot/2.1",
+            "SomethingElse",
+        ];
+        let agents: Vec<String> = (0..2_000)
+            .map(|i| {
+                let tail = if i % 3 == 0 { " Mobile" } else { "" };
+                format!(
+                    "Mozilla/5.0 ({}) Build/{i}{tail}",
+                    platforms[i % platforms.len()]
+                )
+            })
+            .collect();
+        let classes: std::collections::BTreeSet<_> =
+            agents.iter().map(|a| device_class(a).as_str()).collect();
+        assert_eq!(classes.len(), 5, "{classes:?}");
+        for round in 0..3 {
+            for (i, agent) in agents.iter().enumerate() {
+                // Repeats right away, and after other agents took the slot.
+                let again = &agents[(i * 7 + round) % agents.len()];
+                for a in [agent, agent, again] {
+                    assert_eq!(remembered_device_class(a), device_class(a), "{a}");
+                }
+            }
+        }
+        let long = format!("Mozilla/5.0 (iPhone) {}", "x".repeat(DEVICE_MEMO_MAX_LEN));
+        assert_eq!(remembered_device_class(&long), DeviceClass::Mobile);
+        assert_eq!(remembered_device_class(""), DeviceClass::Unknown);
     }
 
     /// What [`text_to_shu`] did before it compared words: a search for each phrase, padded
@@ -1543,6 +1638,13 @@ mod tests {
                 let full = utm_pairs(parsed.query());
                 proptest::prop_assert_eq!(utm_of(&u).unwrap(), full);
             }
+        }
+
+        /// Any text, asked twice: the remembered class is the computed one.
+        #[test]
+        fn remembered_device_class_of_any_text(agent in "\\PC{0,80}") {
+            proptest::prop_assert_eq!(remembered_device_class(&agent), device_class(&agent));
+            proptest::prop_assert_eq!(remembered_device_class(&agent), device_class(&agent));
         }
 
         /// Any text at all gets an answer (parameters or a problem), never a panic.
