@@ -3,11 +3,12 @@
 //! - `decode`: JSON parse + schema validation + enrichment per record;
 //! - `stages`: `decode`'s first two stages alone at 1,000 records: `parse_json` (bytes → the
 //!   borrowed `Json` document `decode` reads) and `validate_json` (schema checks of envelope
-//!   and payload + the typed envelope) are what the enrichment runs; `parse` (bytes →
-//!   `serde_json::Value`) and `validate` (the same checks on a `Value`) are the HTTP API's
-//!   path and the enrichment's before 2026-11-24; `parse_borrowed` reads the same bytes into a
-//!   typed envelope of borrowed strings with the payload left as raw JSON (a reference point,
-//!   not what Ember runs);
+//!   and payload + the typed envelope) are what the enrichment runs; `scan` (serde_json reads
+//!   and checks the same bytes and builds nothing) is the floor of any decoder built on
+//!   serde_json; `parse` (bytes → `serde_json::Value`) and `validate` (the same checks on a
+//!   `Value`) are the HTTP API's path and the enrichment's before 2026-11-24;
+//!   `parse_borrowed` reads the same bytes into a typed envelope of borrowed strings with the
+//!   payload left as raw JSON (a reference point, not what Ember runs);
 //! - `device`: the user agents of 1,000 records classified, `remembered` (per-thread table,
 //!   what `decode` does) and `computed` (no table): `repeated` are the workload's agents
 //!   (three, repeated as sessions and reduced user-agent strings repeat them), `distinct` are
@@ -102,6 +103,18 @@ fn bench_stages(c: &mut Criterion) {
             raw.iter()
                 .filter(|(_, bytes)| {
                     serde_json::from_slice::<serde_json::Value>(black_box(bytes)).is_ok()
+                })
+                .count()
+        })
+    });
+    group.bench_function("scan/1000", |b| {
+        b.iter(|| {
+            raw.iter()
+                .filter(|(_, bytes)| {
+                    // UTF-8 checked first, as `Json::parse` does.
+                    std::str::from_utf8(black_box(bytes)).is_ok_and(|text| {
+                        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+                    })
                 })
                 .count()
         })
