@@ -25,10 +25,15 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
 use ember_benches::workload::Workload;
-use ember_core::enrich::{decode, device_class, remembered_device_class, EnrichedEvent};
+use ember_core::enrich::{
+    decode, device_class, remembered_device_class, DeviceClass, EnrichedEvent,
+};
 use ember_core::fold::FoldConfig;
 use ember_core::json::Json;
 use ember_core::profile::Profile;
@@ -175,24 +180,33 @@ fn bench_device(c: &mut Criterion) {
     let mut group = c.benchmark_group("device");
     group.throughput(Throughput::Elements(repeated.len() as u64));
     for (name, agents) in [("repeated", &repeated), ("distinct", &distinct)] {
-        group.bench_function(format!("remembered/{name}"), |b| {
-            b.iter(|| {
-                agents
-                    .iter()
-                    .map(|a| remembered_device_class(black_box(a)) as usize)
-                    .sum::<usize>()
-            })
-        });
-        group.bench_function(format!("computed/{name}"), |b| {
-            b.iter(|| {
-                agents
-                    .iter()
-                    .map(|a| device_class(black_box(a)) as usize)
-                    .sum::<usize>()
-            })
-        });
+        let remembered = format!("remembered/{name}");
+        classify_all(&mut group, &remembered, agents, remembered_device_class);
+        classify_all(
+            &mut group,
+            &format!("computed/{name}"),
+            agents,
+            device_class,
+        );
     }
     group.finish();
+}
+
+/// Benchmarks `classify` over `agents` (generic, so neither side pays an indirect call).
+fn classify_all(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    agents: &[String],
+    classify: impl Fn(&str) -> DeviceClass,
+) {
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            agents
+                .iter()
+                .map(|a| classify(black_box(a)) as usize)
+                .sum::<usize>()
+        })
+    });
 }
 
 fn bench_core(c: &mut Criterion) {
