@@ -1146,7 +1146,8 @@ fn plain_url_query(url: &str) -> Option<Option<&str>> {
 /// Slots of the per-thread table behind [`remembered_device_class`] (a power of two).
 const DEVICE_MEMO_SLOTS: usize = 256;
 /// Longest user agent [`remembered_device_class`] keeps, in bytes; longer ones (real agents
-/// are 60–250 bytes) are classified every time, so the table stays under 128 KiB.
+/// are 60–300 bytes) are classified every time, so a table holds at most 128 KiB of agents
+/// (and 6 KiB of slots).
 const DEVICE_MEMO_MAX_LEN: usize = 512;
 
 /// Recently classified user agents: a direct-mapped table (the agent's hash picks its slot;
