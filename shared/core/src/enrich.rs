@@ -1172,7 +1172,8 @@ thread_local! {
 /// records of a batch ask about an agent the thread has already classified (and a Lambda
 /// process keeps its thread between invocations). Classifying anew costs ~25 substring
 /// searches over the lower-cased agent. An agent that misses (new, evicted, or chosen to
-/// collide) is classified as before, so a hostile mix of agents costs no more than no table.
+/// collide) is classified as before and copied into its slot: ~11 % more than without the
+/// table (`device/*/distinct` in the benches), so a hostile mix of agents cannot cost more.
 pub fn remembered_device_class(user_agent: &str) -> DeviceClass {
     if user_agent.len() > DEVICE_MEMO_MAX_LEN {
         return device_class(user_agent);
