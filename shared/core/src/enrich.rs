@@ -1402,6 +1402,28 @@ mod tests {
         assert_eq!(remembered_device_class(""), DeviceClass::Unknown);
     }
 
+    /// The table keeps what it classified (agents up to the length limit), so a repeat is
+    /// answered from it; the test threads have a table each.
+    #[test]
+    fn remembered_agents_are_kept_in_the_thread_table() {
+        let kept = |agent: &str| {
+            DEVICE_MEMO.with(|m| {
+                m.borrow()
+                    .slots
+                    .iter()
+                    .flatten()
+                    .any(|(a, _)| &**a == agent)
+            })
+        };
+        let agent = "Mozilla/5.0 (X11; Linux x86_64) remembered-test";
+        let long = format!("Mozilla/5.0 (X11) {}", "y".repeat(DEVICE_MEMO_MAX_LEN));
+        assert!(!kept(agent));
+        assert_eq!(remembered_device_class(agent), DeviceClass::Desktop);
+        assert!(kept(agent));
+        assert_eq!(remembered_device_class(&long), DeviceClass::Desktop);
+        assert!(!kept(&long));
+    }
+
     /// What [`text_to_shu`] did before it compared words: a search for each phrase, padded
     /// with spaces, in the words joined by single spaces.
     fn text_to_shu_by_padded_search(text: &str) -> Option<u32> {
