@@ -29,7 +29,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
+use ember_benches::memory::memory_enricher;
 use ember_benches::workload::Workload;
 use ember_core::enrich::{
     decode, device_class, remembered_device_class, DeviceClass, EnrichedEvent,
@@ -39,7 +39,6 @@ use ember_core::json::Json;
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
 use ember_core::segment::RuleSet;
-use ember_enrich::Enricher;
 
 const SIZES: &[usize] = &[100, 1_000, 10_000];
 const USERS: &[usize] = &[1, 1_000];
@@ -254,13 +253,7 @@ fn bench_handler(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let enricher = Enricher::new(
-        MemoryStore::default(),
-        MemoryBus::default(),
-        MemoryDeadLetters::default(),
-        FoldConfig::default(),
-    )
-    .expect("embedded schemas and rules");
+    let enricher = memory_enricher().expect("embedded schemas and rules");
     let mut group = c.benchmark_group("handler");
     for &users in USERS {
         for &records in SIZES {

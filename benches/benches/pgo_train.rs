@@ -15,11 +15,9 @@
 
 use std::error::Error;
 
-use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
+use ember_benches::memory::memory_enricher;
 use ember_benches::workload::kinesis_event;
 use ember_core::event::Envelope;
-use ember_core::fold::FoldConfig;
-use ember_enrich::Enricher;
 
 /// Records per Lambda invocation (Kinesis event source mapping default).
 const BATCH: usize = 100;
@@ -40,12 +38,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let enricher = Enricher::new(
-        MemoryStore::default(),
-        MemoryBus::default(),
-        MemoryDeadLetters::default(),
-        FoldConfig::default(),
-    )?;
+    let enricher = memory_enricher()?;
 
     let (mut records, mut failed, mut writes) = (0usize, 0usize, 0usize);
     for pass in 0..passes {
@@ -60,11 +53,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             writes += stats.writes;
         }
     }
-    let dead = enricher
-        .dead_letters
-        .letters
-        .lock()
-        .map_or(0, |letters| letters.len());
+    let dead = enricher.dead_letters.len();
     println!(
         "pgo_train: {records} records from {path} ({passes} passes): {writes} profile writes, \
          {dead} dead letters, {failed} records left for retry"

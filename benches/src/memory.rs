@@ -5,7 +5,9 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use ember_core::fold::FoldConfig;
 use ember_core::ports::{BusEvent, DeadLetter, DeadLetterSink, EventBus, PortResult};
+use ember_enrich::Enricher;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -43,4 +45,28 @@ impl DeadLetterSink for MemoryDeadLetters {
         lock(&self.letters).extend_from_slice(letters);
         Ok(())
     }
+}
+
+impl MemoryDeadLetters {
+    pub fn len(&self) -> usize {
+        lock(&self.letters).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.letters).is_empty()
+    }
+}
+
+/// The enrich handler over the in-memory ports, with the embedded schemas and rules and the
+/// default fold settings: what the benchmarks, the peak-memory run and the PGO training run
+/// time.
+pub type MemoryEnricher = Enricher<MemoryStore, MemoryBus, MemoryDeadLetters>;
+
+pub fn memory_enricher() -> Result<MemoryEnricher, ember_core::CoreError> {
+    Enricher::new(
+        MemoryStore::default(),
+        MemoryBus::default(),
+        MemoryDeadLetters::default(),
+        FoldConfig::default(),
+    )
 }

@@ -220,13 +220,7 @@ mod tests {
 
     #[test]
     fn workloads_move_customers_between_segments() {
-        let handler = ember_enrich::Enricher::new(
-            crate::memory::MemoryStore::default(),
-            crate::memory::MemoryBus::default(),
-            crate::memory::MemoryDeadLetters::default(),
-            ember_core::fold::FoldConfig::default(),
-        )
-        .unwrap();
+        let handler = crate::memory::memory_enricher().unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

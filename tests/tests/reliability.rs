@@ -22,7 +22,7 @@ use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::retry::Backoff;
 use ember_aws::sqs::SqsDeadLetterSink;
-use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
+use ember_benches::memory::memory_enricher;
 use ember_benches::workload::Workload;
 use ember_core::fold::FoldConfig;
 use ember_core::ports::{BusEvent, DeadLetter};
@@ -104,13 +104,7 @@ struct Reference {
 }
 
 async fn reference(w: &Workload, event: &KinesisEvent) -> Reference {
-    let handler = Enricher::new(
-        MemoryStore::default(),
-        MemoryBus::default(),
-        MemoryDeadLetters::default(),
-        FoldConfig::default(),
-    )
-    .unwrap();
+    let handler = memory_enricher().unwrap();
     let (response, _, _) = handler.process(event).await;
     assert!(response.batch_item_failures.is_empty());
     let invalid_origins = event

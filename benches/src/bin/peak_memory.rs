@@ -3,10 +3,8 @@
 //! -- [records] [users]` (defaults 10000 and 1000).
 
 use ember_benches::alloc::{self, CountingAlloc};
-use ember_benches::memory::{MemoryBus, MemoryDeadLetters, MemoryStore};
+use ember_benches::memory::memory_enricher;
 use ember_benches::workload::Workload;
-use ember_core::fold::FoldConfig;
-use ember_enrich::Enricher;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -24,12 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     let baseline = alloc::live();
-    let enricher = Enricher::new(
-        MemoryStore::default(),
-        MemoryBus::default(),
-        MemoryDeadLetters::default(),
-        FoldConfig::default(),
-    )?;
+    let enricher = memory_enricher()?;
     let after_init = alloc::live();
 
     // The Lambda payload as the runtime hands it over: JSON text of the KinesisEvent.
