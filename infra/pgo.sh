@@ -7,9 +7,10 @@
 #  4. builds the criterion benchmarks with the profile (-Cprofile-use) and runs them, then the
 #     same benchmarks without it, so both figures come from one run of this script.
 # The two builds live in target/pgo/ (their own target directories: RUSTFLAGS differ, and a
-# shared directory would rebuild everything on every switch). Not part of `make test`: the two
-# fat-LTO builds take ~15 minutes on 2 cores.
-# Usage: bash infra/pgo.sh [criterion filter] (default: the decode and core groups, 1,000 records)
+# shared directory would rebuild everything on every switch). Not part of `make test`: from
+# cold, the two fat-LTO builds and the runs take ~18 minutes on 2 cores.
+# Usage: bash infra/pgo.sh [criterion filter] (default: decode, core and handler with 1,000
+# users, 1,000 records)
 # EMBER_PGO_SAMPLE=path trains on another JSON-lines file; EMBER_PGO_PASSES sets the passes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -65,8 +65,9 @@ fn main() -> Result<(), Box<dyn Error>> {
 }
 
 /// One Kinesis record for `line`: keyed by its profile (as the HTTP API keys it), with the
-/// event id made unique per pass. Lines that are not events are sent as they are (they go to
-/// the dead-letter store, as they would in production).
+/// event id made unique per pass. Lines that are not events are sent as they are: the HTTP API
+/// would refuse them, but a producer writing to the stream directly could send them, and the
+/// handler dead-letters them.
 fn record(line: &str, pass: usize) -> (String, Vec<u8>) {
     let key = serde_json::from_str::<Envelope>(line)
         .ok()
