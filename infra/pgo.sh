@@ -9,8 +9,8 @@
 # The two builds live in target/pgo/ (their own target directories: RUSTFLAGS differ, and a
 # shared directory would rebuild everything on every switch). Not part of `make test`: from
 # cold, the two fat-LTO builds and the runs take ~18 minutes on 2 cores.
-# Usage: bash infra/pgo.sh [criterion filter] (default: decode, core and handler with 1,000
-# users, 1,000 records)
+# Usage: bash infra/pgo.sh [criterion filter] (default: decode, core with 1 and 1,000 users and
+# handler with 1,000 users, each at 1,000 records)
 # EMBER_PGO_SAMPLE=path trains on another JSON-lines file; EMBER_PGO_PASSES sets the passes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
