@@ -179,14 +179,9 @@ fn bench_device(c: &mut Criterion) {
     let mut group = c.benchmark_group("device");
     group.throughput(Throughput::Elements(repeated.len() as u64));
     for (name, agents) in [("repeated", &repeated), ("distinct", &distinct)] {
-        let remembered = format!("remembered/{name}");
+        let (remembered, computed) = (format!("remembered/{name}"), format!("computed/{name}"));
         classify_all(&mut group, &remembered, agents, remembered_device_class);
-        classify_all(
-            &mut group,
-            &format!("computed/{name}"),
-            agents,
-            device_class,
-        );
+        classify_all(&mut group, &computed, agents, device_class);
     }
     group.finish();
 }

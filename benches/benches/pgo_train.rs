@@ -33,7 +33,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         .map_or("events/pipeline/sample.jsonl", String::as_str);
     let passes: usize = args.get(1).map(|p| p.parse()).transpose()?.unwrap_or(3);
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // Each line's partition key, read once (it is the same in every pass).
+    let keyed: Vec<(String, &str)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| (profile_key(l), l))
+        .collect();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -42,7 +47,10 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let (mut records, mut failed, mut writes) = (0usize, 0usize, 0usize);
     for pass in 0..passes {
-        let batch: Vec<(String, Vec<u8>)> = lines.iter().map(|l| record(l, pass)).collect();
+        let batch: Vec<(String, Vec<u8>)> = keyed
+            .iter()
+            .map(|(key, line)| (key.clone(), with_pass(line, pass).into_bytes()))
+            .collect();
         for chunk in batch.chunks(BATCH) {
             // Built without writing JSON text, so that the training counts little beyond what
             // the function itself runs (serde_json's writer would otherwise be the hottest code).
@@ -64,22 +72,25 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// One Kinesis record for `line`: keyed by its profile (as the HTTP API keys it), with the
-/// event id made unique per pass. Lines that are not events are sent as they are: the HTTP API
-/// would refuse them, but a producer writing to the stream directly could send them, and the
-/// handler dead-letters them.
-fn record(line: &str, pass: usize) -> (String, Vec<u8>) {
-    let key = serde_json::from_str::<Envelope>(line)
+/// The partition key of a line: its profile, as the HTTP API keys records. Lines that are not
+/// events get a fixed key and are sent as they are: the HTTP API would refuse them, but a
+/// producer writing to the stream directly could send them, and the handler dead-letters them.
+fn profile_key(line: &str) -> String {
+    serde_json::from_str::<Envelope>(line)
         .ok()
         .and_then(|e| e.profile_key())
-        .unwrap_or_else(|| "invalid".to_owned());
+        .unwrap_or_else(|| "invalid".to_owned())
+}
+
+/// The line with its event id made unique for `pass` (unchanged in the first pass), so later
+/// passes are folded again instead of dropped as duplicates.
+fn with_pass(line: &str, pass: usize) -> String {
     const ID: &str = "\"event_id\":\"";
-    let text = match line.find(ID) {
+    match line.find(ID) {
         Some(at) if pass > 0 => {
             let start = at + ID.len();
             format!("{}pass{pass}-{}", &line[..start], &line[start..])
         }
         _ => line.to_owned(),
-    };
-    (key, text.into_bytes())
+    }
 }
