@@ -59,6 +59,50 @@ pub fn from_item(item: std::collections::HashMap<String, AttributeValue>) -> Por
     })
 }
 
+/// The size DynamoDB bills an item at, estimated by its documented rules ("DynamoDB item
+/// sizes and formats"): attribute names and string/binary values count their bytes, a number
+/// one byte per two significant digits plus one, null and booleans one byte, a list or map
+/// 3 bytes plus one per element plus its elements. A write costs one WCU per started KB of
+/// it, a strongly consistent read one RCU per started 4 KB.
+pub fn item_size(item: &std::collections::HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, v)| name.len() + value_size(v))
+        .sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    const CONTAINER: usize = 3;
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number_size(n),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::L(list) => {
+            CONTAINER + list.iter().map(|e| 1 + value_size(e)).sum::<usize>()
+        }
+        AttributeValue::M(map) => {
+            CONTAINER
+                + map
+                    .iter()
+                    .map(|(k, e)| 1 + k.len() + value_size(e))
+                    .sum::<usize>()
+        }
+        AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
+        AttributeValue::Ns(set) => set.iter().map(|n| number_size(n)).sum(),
+        AttributeValue::Bs(set) => set.iter().map(|b| b.as_ref().len()).sum(),
+        // A type added to the SDK later: count it as a small scalar.
+        _ => 1,
+    }
+}
+
+/// One byte per two significant digits (leading and trailing zeros trimmed), plus one.
+fn number_size(n: &str) -> usize {
+    let mantissa = n.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
+    significant.div_ceil(2) + 1
+}
+
 #[async_trait]
 impl ProfileStore for DynamoProfileStore {
     async fn get(&self, id: &str) -> PortResult<Option<Profile>> {
@@ -176,6 +220,45 @@ pub const SCAN_PAGE_SIZE: i32 = 100;
 mod tests {
     use super::*;
     use ember_core::ports::{BusEvent, SegmentChange};
+
+    #[test]
+    fn item_sizes_follow_the_documented_rules() {
+        let item = |pairs: Vec<(&str, AttributeValue)>| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        // Strings: name + UTF-8 bytes ("é" is two).
+        assert_eq!(
+            item_size(&item(vec![("id", AttributeValue::S("u-é".into()))])),
+            2 + 4
+        );
+        // Numbers: one byte per two significant digits (zeros at either end trimmed) + 1.
+        for (n, size) in [
+            ("0", 1),
+            ("7", 2),
+            ("12", 2),
+            ("123", 3),
+            ("1200", 2),
+            ("-0.0012", 2),
+        ] {
+            assert_eq!(number_size(n), size, "{n}");
+        }
+        // Booleans and null: one byte. Binary: raw bytes, not base64.
+        assert_eq!(item_size(&item(vec![("b", AttributeValue::Bool(true))])), 2);
+        let blob = aws_sdk_dynamodb::primitives::Blob::new(vec![0u8; 10]);
+        assert_eq!(item_size(&item(vec![("x", AttributeValue::B(blob))])), 11);
+        // Lists and maps: 3 bytes + 1 per element + the elements (map keys count too).
+        let list = AttributeValue::L(vec![AttributeValue::S("ab".into()); 2]);
+        assert_eq!(item_size(&item(vec![("ids", list)])), 3 + 3 + 2 * (1 + 2));
+        let map = AttributeValue::M(item(vec![("k", AttributeValue::N("5".into()))]));
+        assert_eq!(item_size(&item(vec![("m", map)])), 1 + 3 + (1 + 1 + 2));
+        assert_eq!(
+            item_size(&item(vec![("e", AttributeValue::L(vec![]))])),
+            1 + 3
+        );
+    }
 
     #[test]
     fn a_profile_round_trips_through_its_item() {

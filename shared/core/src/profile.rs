@@ -228,9 +228,17 @@ impl Serialize for EventIds {
 impl<'de> Deserialize<'de> for EventIds {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let ids = Vec::<String>::deserialize(deserializer)?;
-        let mut out = EventIds::default();
-        for id in &ids {
-            out.push(id, usize::MAX);
+        // A stored ring is usually full (1,000 ids): size both halves once, and hash each id
+        // once (`insert` says whether it was new; a repeated id keeps its first position).
+        let mut out = EventIds {
+            order: VecDeque::with_capacity(ids.len()),
+            index: foldhash::HashSet::with_capacity_and_hasher(ids.len(), Default::default()),
+        };
+        for id in ids {
+            let id: Arc<str> = Arc::from(id);
+            if out.index.insert(Arc::clone(&id)) {
+                out.order.push_back(id);
+            }
         }
         Ok(out)
     }
@@ -242,5 +250,39 @@ impl<'a> IntoIterator for &'a EventIds {
         std::iter::Map<std::collections::vec_deque::Iter<'a, Arc<str>>, fn(&Arc<str>) -> &str>;
     fn into_iter(self) -> Self::IntoIter {
         self.order.iter().map(as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stored_as_their_ordered_list_and_read_back_with_their_index() {
+        let mut ids = EventIds::default();
+        for id in ["e1", "e2", "e3", "e2"] {
+            ids.push(id, 3);
+        }
+        ids.push("e4", 3);
+        let stored = serde_json::to_string(&ids).unwrap();
+        assert_eq!(
+            stored, r#"["e2","e3","e4"]"#,
+            "oldest first, bounded, no repeats"
+        );
+        let back: EventIds = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, ids);
+        assert!(back.contains("e3") && !back.contains("e1"));
+
+        // A stored list with a repeated id (written by hand, or by an older version) keeps
+        // the id once, at its first position, and the index agrees with the list.
+        let back: EventIds = serde_json::from_str(r#"["a","b","a","c"]"#).unwrap();
+        assert_eq!(back.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(back.len(), 3);
+        let mut more = back.clone();
+        more.push("a", 10);
+        assert_eq!(more, back, "a known id is not remembered twice");
+        more.push("d", 3);
+        assert_eq!(more.iter().collect::<Vec<_>>(), ["b", "c", "d"]);
+        assert!(!more.contains("a"), "the dropped id left the index too");
     }
 }
