@@ -98,8 +98,12 @@ fn value_size(v: &AttributeValue) -> usize {
 /// One byte per two significant digits (leading and trailing zeros trimmed), plus one.
 fn number_size(n: &str) -> usize {
     let mantissa = n.split(['e', 'E']).next().unwrap_or_default();
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
+    let significant = mantissa
+        .trim_start_matches(|c: char| c == '0' || !c.is_ascii_digit())
+        .trim_end_matches(['0', '.'])
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count();
     significant.div_ceil(2) + 1
 }
 

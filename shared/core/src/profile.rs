@@ -177,13 +177,18 @@ impl EventIds {
         if self.index.contains(id) {
             return;
         }
-        let id: Arc<str> = Arc::from(id);
-        self.index.insert(Arc::clone(&id));
-        self.order.push_back(id);
+        self.insert(Arc::from(id));
         while self.order.len() > bound {
             if let Some(old) = self.order.pop_front() {
                 self.index.remove(&old);
             }
+        }
+    }
+
+    /// Appends `id` unless the index has it; hashes it once.
+    fn insert(&mut self, id: Arc<str>) {
+        if self.index.insert(Arc::clone(&id)) {
+            self.order.push_back(id);
         }
     }
 
@@ -228,17 +233,14 @@ impl Serialize for EventIds {
 impl<'de> Deserialize<'de> for EventIds {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let ids = Vec::<String>::deserialize(deserializer)?;
-        // A stored ring is usually full (1,000 ids): size both halves once, and hash each id
-        // once (`insert` says whether it was new; a repeated id keeps its first position).
+        // A stored ring is usually full (1,000 ids): size both halves once; a repeated id
+        // keeps its first position.
         let mut out = EventIds {
             order: VecDeque::with_capacity(ids.len()),
             index: foldhash::HashSet::with_capacity_and_hasher(ids.len(), Default::default()),
         };
         for id in ids {
-            let id: Arc<str> = Arc::from(id);
-            if out.index.insert(Arc::clone(&id)) {
-                out.order.push_back(id);
-            }
+            out.insert(Arc::from(id));
         }
         Ok(out)
     }
