@@ -4,8 +4,11 @@
 //!
 //! - `new`: one page view folded into an empty profile;
 //! - `returning`: a customer at the profile's bounds, 1,200 storefront events folded (so the
-//!   de-duplication ring holds its maximum of 1,000 event ids, each about as long as a UUID)
-//!   and a daily bucket for each of the 30 days the rolling windows keep.
+//!   de-duplication ring holds its maximum of 1,000 event ids, each about as long as a UUID
+//!   but not one, so stored as text) and a daily bucket for each of the 30 days the rolling
+//!   windows keep;
+//! - `returning_uuid`: the same customer with event ids that are UUIDs, as the HTTP API
+//!   assigns them and the envelope schema recommends (packed to 16 bytes each).
 //!
 //! Before measuring it prints each item's billed size (DynamoDB's documented rules,
 //! `ember_aws::profiles::item_size`) and the capacity units a write and a strongly consistent
@@ -19,7 +22,7 @@ use ember_aws::profiles::{from_item, item_size, to_item};
 use ember_benches::workload::Workload;
 use ember_core::enrich::decode;
 use ember_core::fold::{day_key, FoldConfig};
-use ember_core::profile::{DayCounters, Profile, RECENT_EVENT_IDS};
+use ember_core::profile::{DayCounters, EventIds, Profile, RECENT_EVENT_IDS};
 use ember_core::schema::Registry;
 use ember_core::segment::RuleSet;
 
@@ -62,8 +65,25 @@ fn returning_customer() -> Profile {
     profile
 }
 
+/// [`returning_customer`] with the 1,000 ids of its ring replaced by (random-looking) UUIDs.
+fn returning_customer_with_uuids() -> Profile {
+    let mut profile = returning_customer();
+    profile.recent_event_ids = EventIds::default();
+    for i in 0..RECENT_EVENT_IDS as u128 {
+        let id = uuid::Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+        profile
+            .recent_event_ids
+            .push(&id.to_string(), RECENT_EVENT_IDS);
+    }
+    profile
+}
+
 fn bench_profile_item(c: &mut Criterion) {
-    let shapes = [("new", customer(1)), ("returning", returning_customer())];
+    let shapes = [
+        ("new", customer(1)),
+        ("returning", returning_customer()),
+        ("returning_uuid", returning_customer_with_uuids()),
+    ];
     for (name, profile) in &shapes {
         let item = to_item(profile).expect("profiles encode");
         let size = item_size(&item);

@@ -1,15 +1,16 @@
 //! The adapters the enrich function uses, against the emulator: the DynamoDB profile store's
-//! optimistic locking, EventBridge publishing in chunks of 10, SQS dead letters in batches.
+//! optimistic locking and packed ring of event ids, EventBridge publishing in chunks of 10, SQS dead letters in batches.
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use ember_aws::eventbridge::EventBridgeBus;
-use ember_aws::profiles::DynamoProfileStore;
+use ember_aws::profiles::{item_size, to_item, DynamoProfileStore};
 use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::ports::{
     BusEvent, DeadLetter, DeadLetterSink, EventBus, PortError, ProfileStore, SegmentChange,
 };
-use ember_core::profile::Profile;
+use ember_core::profile::{Profile, RECENT_EVENT_IDS};
 use ember_tests::emulator::{ember_pattern, unique, Aws};
 
 const QUIET: Duration = Duration::from_millis(400);
@@ -55,6 +56,72 @@ async fn the_profile_store_checks_versions_and_reports_deletes() {
         Err(PortError::Permanent { stage, .. }) => assert_eq!(stage, "profile.get"),
         other => panic!("expected a permanent error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_full_ring_of_event_ids_is_stored_packed_and_old_lists_are_still_read() {
+    let aws = Aws::from_env().await.expect("emulator environment");
+    let table = aws.create_profiles_table().await.expect("table");
+    let store = DynamoProfileStore::from_conf(&aws.config, &table);
+    let id = unique("u");
+    let mut p = Profile::new(&id);
+    p.version = 1;
+    for _ in 0..RECENT_EVENT_IDS + 5 {
+        p.recent_event_ids
+            .push(&uuid::Uuid::new_v4().to_string(), RECENT_EVENT_IDS);
+    }
+    p.recent_event_ids.push("evt-not-a-uuid", RECENT_EVENT_IDS);
+    store.put(&p, 0).await.expect("create");
+
+    // What DynamoDB holds: one binary attribute of 17 bytes per UUID, not a list.
+    let item = aws
+        .get_item(&table, "id", &id)
+        .await
+        .expect("get_item")
+        .expect("stored");
+    let Some(AttributeValue::B(ring)) = item.get("recent_event_ids") else {
+        panic!("the ring is not binary: {:?}", item.get("recent_event_ids"));
+    };
+    assert_eq!(
+        ring.as_ref().len(),
+        1 + 17 * (RECENT_EVENT_IDS - 1) + 1 + 14
+    );
+    let packed_size = item_size(&item);
+    assert!(packed_size < 18_000, "{packed_size} bytes");
+    let back = store.get(&id).await.expect("get").expect("stored");
+    assert_eq!(back, p);
+    assert!(back.recent_event_ids.contains("evt-not-a-uuid"));
+
+    // An item written before packing (the ring as a list of strings) reads the same, and
+    // the next write stores it packed.
+    let mut old = to_item(&p).expect("item");
+    let list = p
+        .recent_event_ids
+        .iter()
+        .map(|e| AttributeValue::S(e.to_owned()))
+        .collect();
+    old.insert("recent_event_ids".into(), AttributeValue::L(list));
+    assert!(
+        item_size(&old) > 2 * packed_size,
+        "{} vs {packed_size} bytes",
+        item_size(&old)
+    );
+    aws.dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(old))
+        .send()
+        .await
+        .expect("put the old form");
+    assert_eq!(store.get(&id).await.expect("get old form"), Some(p.clone()));
+    let mut next = p.clone();
+    next.version = 2;
+    store.put(&next, 1).await.expect("update");
+    let item = aws.get_item(&table, "id", &id).await.expect("get_item");
+    assert!(matches!(
+        item.as_ref().and_then(|i| i.get("recent_event_ids")),
+        Some(AttributeValue::B(_))
+    ));
 }
 
 #[tokio::test]
