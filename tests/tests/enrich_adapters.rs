@@ -98,7 +98,7 @@ async fn a_full_ring_of_event_ids_is_stored_packed_and_old_lists_are_still_read(
     let list = p
         .recent_event_ids
         .iter()
-        .map(|e| AttributeValue::S(e.to_owned()))
+        .map(|e| AttributeValue::S(e.into_owned()))
         .collect();
     old.insert("recent_event_ids".into(), AttributeValue::L(list));
     assert!(

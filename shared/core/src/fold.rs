@@ -653,9 +653,8 @@ impl Profile {
         if let (Some(reason), Some(at)) = (&clicked.suppressed, clicked.suppressed_at) {
             self.suppress(reason, at);
         }
-        for id in &anon.recent_event_ids {
-            self.remember(id);
-        }
+        self.recent_event_ids
+            .absorb(&anon.recent_event_ids, RECENT_EVENT_IDS);
     }
 }
 
@@ -829,7 +828,7 @@ mod tests {
             );
         }
         assert_eq!(p.recent_event_ids.len(), RECENT_EVENT_IDS);
-        assert_eq!(p.recent_event_ids.front(), Some("e1"));
+        assert_eq!(p.recent_event_ids.front().as_deref(), Some("e1"));
         let again = ev(
             "e0",
             t(1, 0),

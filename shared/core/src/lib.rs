@@ -11,6 +11,8 @@
 //! - [`enrich`] — normalisation (heat → Scoville units, money → minor units, UTM, device class)
 //!   turning a validated envelope into a typed [`enrich::EnrichedEvent`].
 //! - [`profile`] — the customer profile (the stored DynamoDB item's shape).
+//! - [`event_ids`] — the profile's ring of recent event ids (de-duplication) and its packed
+//!   stored form.
 //! - [`fold`] — the pure fold of enriched events into a profile (dedup, counters, decayed heat,
 //!   cart, consent, attribution) and rolling 7/30-day counters.
 //! - [`segment`] — declarative segment rules (in `rules/`, embedded as JSON by `build.rs`),
@@ -28,6 +30,7 @@ mod digits;
 pub mod enrich;
 pub mod error;
 pub mod event;
+pub mod event_ids;
 pub mod fold;
 pub mod json;
 pub mod memory;

@@ -174,7 +174,7 @@ fn assert_equivalent(a: &Profile, b: &Profile) -> Result<(), TestCaseError> {
         });
         let mut ids: Vec<String> = std::mem::take(&mut p.recent_event_ids)
             .iter()
-            .map(str::to_owned)
+            .map(std::borrow::Cow::into_owned)
             .collect();
         ids.sort();
         (p, ids)
