@@ -15,11 +15,17 @@ use ember_tests::emulator::{ember_pattern, unique, Aws};
 
 const QUIET: Duration = Duration::from_millis(400);
 
-#[tokio::test]
-async fn the_profile_store_checks_versions_and_reports_deletes() {
+/// The emulator, a new profiles table and the store on it.
+async fn profile_store() -> (Aws, String, DynamoProfileStore) {
     let aws = Aws::from_env().await.expect("emulator environment");
     let table = aws.create_profiles_table().await.expect("table");
     let store = DynamoProfileStore::from_conf(&aws.config, &table);
+    (aws, table, store)
+}
+
+#[tokio::test]
+async fn the_profile_store_checks_versions_and_reports_deletes() {
+    let (aws, _table, store) = profile_store().await;
     let id = unique("u");
 
     assert_eq!(store.get(&id).await.expect("get"), None);
@@ -60,9 +66,7 @@ async fn the_profile_store_checks_versions_and_reports_deletes() {
 
 #[tokio::test]
 async fn a_full_ring_of_event_ids_is_stored_packed_and_old_lists_are_still_read() {
-    let aws = Aws::from_env().await.expect("emulator environment");
-    let table = aws.create_profiles_table().await.expect("table");
-    let store = DynamoProfileStore::from_conf(&aws.config, &table);
+    let (aws, table, store) = profile_store().await;
     let id = unique("u");
     let mut p = Profile::new(&id);
     p.version = 1;
