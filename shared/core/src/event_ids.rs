@@ -75,13 +75,13 @@ impl EventIds {
         }
     }
 
-    /// Remembers `other`'s ids after this ring's own (those it does not have yet), then
-    /// drops the oldest beyond `bound`.
+    /// Remembers `other`'s ids, oldest first, as [`EventIds::push`] would one by one.
     pub fn absorb(&mut self, other: &EventIds, bound: usize) {
         for id in &other.order {
-            self.insert(id.clone());
+            if self.insert(id.clone()) {
+                self.trim(bound);
+            }
         }
-        self.trim(bound);
     }
 
     /// Appends `id` unless its index has it; hashes it once. Whether it was new.
@@ -550,5 +550,19 @@ mod tests {
         assert_eq!(ours.iter().collect::<Vec<_>>(), [uuid, "c", "d"]);
         assert!(!ours.contains("a") && ours.contains(uuid) && ours.contains("d"));
         assert_eq!(ours.len(), 3);
+
+        // Exactly what pushing their ids one by one does, also for an id both rings hold
+        // that the bound pushes out of ours before theirs comes to it.
+        let ring = |ids: &[&str]| {
+            let mut r = EventIds::default();
+            ids.iter().for_each(|id| r.push(id, 3));
+            r
+        };
+        let (mut absorbed, mut pushed) = (ring(&["x", "a", "b"]), ring(&["x", "a", "b"]));
+        let theirs = ring(&["c", "x"]);
+        absorbed.absorb(&theirs, 3);
+        theirs.iter().for_each(|id| pushed.push(&id, 3));
+        assert_eq!(absorbed, pushed);
+        assert_eq!(absorbed.iter().collect::<Vec<_>>(), ["b", "c", "x"]);
     }
 }
