@@ -64,8 +64,9 @@ impl EventIds {
         }
     }
 
-    /// Remembers `id` (if new), dropping the oldest ids beyond `bound`.
-    pub fn push(&mut self, id: &str, bound: usize) {
+    /// Remembers `id` (if new), dropping the oldest ids beyond `bound`. Whether it was new:
+    /// the duplicate check and the remembering in one lookup.
+    pub fn push(&mut self, id: &str, bound: usize) -> bool {
         let added = match Key::of(id) {
             Key::Uuid(bytes) => self.insert(Id::Uuid(bytes)),
             Key::Text(text) => !self.texts.contains(text) && self.insert(Id::Text(text.into())),
@@ -73,6 +74,7 @@ impl EventIds {
         if added {
             self.trim(bound);
         }
+        added
     }
 
     /// Remembers `other`'s ids, oldest first, as [`EventIds::push`] would one by one.
@@ -416,9 +418,9 @@ mod tests {
         assert_eq!(back.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(back.len(), 3);
         let mut more = back.clone();
-        more.push("a", 10);
+        assert!(!more.push("a", 10), "not new");
         assert_eq!(more, back, "a known id is not remembered twice");
-        more.push("d", 3);
+        assert!(more.push("d", 3), "new");
         assert_eq!(more.iter().collect::<Vec<_>>(), ["b", "c", "d"]);
         assert!(!more.contains("a"), "the dropped id left the index too");
     }
@@ -555,13 +557,17 @@ mod tests {
         // that the bound pushes out of ours before theirs comes to it.
         let ring = |ids: &[&str]| {
             let mut r = EventIds::default();
-            ids.iter().for_each(|id| r.push(id, 3));
+            for id in ids {
+                r.push(id, 3);
+            }
             r
         };
         let (mut absorbed, mut pushed) = (ring(&["x", "a", "b"]), ring(&["x", "a", "b"]));
         let theirs = ring(&["c", "x"]);
         absorbed.absorb(&theirs, 3);
-        theirs.iter().for_each(|id| pushed.push(&id, 3));
+        for id in theirs.iter() {
+            pushed.push(&id, 3);
+        }
         assert_eq!(absorbed, pushed);
         assert_eq!(absorbed.iter().collect::<Vec<_>>(), ["b", "c", "x"]);
     }

@@ -156,11 +156,12 @@ impl Profile {
     /// Folds one event into the profile. Pure: no I/O, no clock; `self.version` is untouched
     /// (the store bumps it).
     pub fn apply(&mut self, event: &EnrichedEvent, config: &FoldConfig) -> Applied {
-        let id = &event.header.event_id;
-        if self.recent_event_ids.contains(id) {
+        if !self
+            .recent_event_ids
+            .push(&event.header.event_id, RECENT_EVENT_IDS)
+        {
             return Applied::Duplicate;
         }
-        self.remember(id);
 
         let at = event.header.occurred_at;
         let kind = event.header.event_type;
@@ -359,10 +360,6 @@ impl Profile {
                 self.suppress(reason.as_str(), at);
             }
         }
-    }
-
-    fn remember(&mut self, id: &str) {
-        self.recent_event_ids.push(id, RECENT_EVENT_IDS);
     }
 
     /// Consent is last-writer-wins by time; on equal times a withdrawal wins.
