@@ -518,6 +518,10 @@ async fn export_and_erasure_of_a_profile() {
     user.version = 1;
     user.email = Some("Ana@Example.com".into());
     user.anonymous_ids.insert("anon-fixture-1".into());
+    let event_ids = ["0b6f3c2e-8d1a-4f5b-9c7e-2a4d6e8f0a1b", "evt-1"];
+    for id in event_ids {
+        user.recent_event_ids.push(id, 10);
+    }
     profiles.put(&user, 0).await.expect("put user");
     let mut anon = Profile::new("anon:anon-fixture-1");
     anon.version = 1;
@@ -537,6 +541,8 @@ async fn export_and_erasure_of_a_profile() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["profile"]["id"], "u-fixture-1");
     assert_eq!(body["profile"]["email"], "Ana@Example.com");
+    // Stored packed, exported as the readable list.
+    assert_eq!(body["profile"]["recent_event_ids"], json!(event_ids));
     assert_eq!(body["anonymous_profiles"][0]["id"], "anon:anon-fixture-1");
 
     let (status, body) = env.call("profile-delete-non-admin.json").await;
