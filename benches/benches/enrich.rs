@@ -14,7 +14,8 @@
 //!   (three, repeated as sessions and reduced user-agent strings repeat them), `distinct` are
 //!   1,000 agents that all differ, so every one misses the table (its worst case);
 //! - `core`: decode + group by profile + fold + one segment evaluation per profile (what the
-//!   handler does between reading and writing profiles);
+//!   handler does between reading and writing profiles); `core_uuid_ids`: the same at 1,000
+//!   records with UUID event ids, as the HTTP API assigns them;
 //! - `handler`: `Enricher::process` end to end with in-memory ports (empty store each run,
 //!   so every event is new), including dead-letter, outbox and publish bookkeeping.
 //!
@@ -203,6 +204,9 @@ fn classify_all(
     });
 }
 
+/// Turns the default workload into a variant of it.
+type Shape = fn(Workload) -> Workload;
+
 fn bench_core(c: &mut Criterion) {
     let registry = Registry::embedded().expect("embedded schemas compile");
     let rules = RuleSet::embedded().expect("embedded rules compile");
@@ -211,36 +215,44 @@ fn bench_core(c: &mut Criterion) {
         .with_ymd_and_hms(2026, 11, 21, 0, 0, 0)
         .single()
         .unwrap_or_default();
-    let mut group = c.benchmark_group("core");
-    for &users in USERS {
-        for &records in SIZES {
-            let raw = Workload::new(records, users).records();
-            group.throughput(Throughput::Elements(records as u64));
-            let id = BenchmarkId::new(format!("users={users}"), records);
-            group.bench_with_input(id, &raw, |b, raw| {
-                b.iter(|| {
-                    // Hashed like the handler's grouping (foldhash).
-                    let mut by_key: foldhash::HashMap<&str, Vec<EnrichedEvent>> =
-                        Default::default();
-                    for (key, bytes) in raw {
-                        if let Ok(e) = decode(bytes, &registry) {
-                            by_key.entry(key.as_str()).or_default().push(e);
+    // `core`: every size; `core_uuid_ids`: the same workload with UUID event ids (what the
+    // HTTP API assigns), at 1,000 records.
+    let variants: [(&str, &[usize], Shape); 2] = [
+        ("core", SIZES, |w| w),
+        ("core_uuid_ids", &[1_000], Workload::with_uuid_ids),
+    ];
+    for (name, sizes, shape) in variants {
+        let mut group = c.benchmark_group(name);
+        for &users in USERS {
+            for &records in sizes {
+                let raw = shape(Workload::new(records, users)).records();
+                group.throughput(Throughput::Elements(records as u64));
+                let id = BenchmarkId::new(format!("users={users}"), records);
+                group.bench_with_input(id, &raw, |b, raw| {
+                    b.iter(|| {
+                        // Hashed like the handler's grouping (foldhash).
+                        let mut by_key: foldhash::HashMap<&str, Vec<EnrichedEvent>> =
+                            Default::default();
+                        for (key, bytes) in raw {
+                            if let Ok(e) = decode(bytes, &registry) {
+                                by_key.entry(key.as_str()).or_default().push(e);
+                            }
                         }
-                    }
-                    let mut segments = 0usize;
-                    for (key, events) in by_key {
-                        let mut profile = Profile::new(key);
-                        for e in &events {
-                            black_box(profile.apply(e, &fold));
+                        let mut segments = 0usize;
+                        for (key, events) in by_key {
+                            let mut profile = Profile::new(key);
+                            for e in &events {
+                                black_box(profile.apply(e, &fold));
+                            }
+                            segments += rules.evaluate(&profile, now).len();
                         }
-                        segments += rules.evaluate(&profile, now).len();
-                    }
-                    segments
-                })
-            });
+                        segments
+                    })
+                });
+            }
         }
+        group.finish();
     }
-    group.finish();
 }
 
 fn bench_handler(c: &mut Criterion) {

@@ -15,6 +15,9 @@ pub struct Workload {
     pub user_prefix: String,
     /// Prefix of event ids (`<prefix>-<i>`).
     pub event_prefix: String,
+    /// Event ids are UUIDs (what the HTTP API assigns) instead of `<prefix>-<i>`; derived from
+    /// the prefix, the seed and the index, so still deterministic and unique per prefix.
+    pub uuid_ids: bool,
     pub seed: u64,
     /// Every `invalid_every`-th record is broken (bad JSON or schema violations); 0 = none.
     pub invalid_every: usize,
@@ -27,6 +30,7 @@ impl Workload {
             users: users.max(1),
             user_prefix: "u".into(),
             event_prefix: "evt".into(),
+            uuid_ids: false,
             seed: 7,
             invalid_every: 0,
         }
@@ -36,6 +40,28 @@ impl Workload {
         self.user_prefix = user_prefix.to_owned();
         self.event_prefix = event_prefix.to_owned();
         self
+    }
+
+    pub fn with_uuid_ids(mut self) -> Workload {
+        self.uuid_ids = true;
+        self
+    }
+
+    /// The event id of record `i`.
+    pub fn event_id(&self, i: usize) -> String {
+        if !self.uuid_ids {
+            return format!("{}-{i}", self.event_prefix);
+        }
+        let prefix = self
+            .event_prefix
+            .bytes()
+            .fold(self.seed, |a, b| splitmix(a ^ u64::from(b)));
+        let high = splitmix(prefix ^ (i as u64));
+        let low = splitmix(high ^ 0x5851_F42D_4C95_7F2D);
+        let bytes = (u128::from(high) << 64 | u128::from(low)).to_be_bytes();
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
     }
 
     pub fn with_invalid_every(mut self, every: usize) -> Workload {
@@ -65,11 +91,11 @@ impl Workload {
             .map(|i| {
                 let user = self.user_of(i);
                 let at = base + Duration::seconds(i as i64);
+                let id = self.event_id(i);
                 let bytes = if self.is_invalid(i) {
-                    invalid(i, &user, at, &self.event_prefix)
+                    invalid(i, &user, at, &id)
                 } else {
-                    serde_json::to_vec(&event(i, self.seed, &user, at, &self.event_prefix))
-                        .unwrap_or_default()
+                    serde_json::to_vec(&event(i, self.seed, &user, at, &id)).unwrap_or_default()
                 };
                 (user, bytes)
             })
@@ -131,7 +157,7 @@ const AGENTS: &[&str] = &[
 ];
 
 /// One valid event; the type mix follows a storefront: mostly views, some carts, few orders.
-fn event(i: usize, seed: u64, user: &str, at: DateTime<Utc>, prefix: &str) -> Value {
+fn event(i: usize, seed: u64, user: &str, at: DateTime<Utc>, id: &str) -> Value {
     let r = splitmix(seed.wrapping_add(i as u64 * 31)) % 100;
     let (sku, name, price) = SAUCES[i % SAUCES.len()];
     let context = json!({
@@ -174,7 +200,7 @@ fn event(i: usize, seed: u64, user: &str, at: DateTime<Utc>, prefix: &str) -> Va
         }
     };
     json!({
-        "event_id": format!("{prefix}-{i}"),
+        "event_id": id,
         "type": kind,
         "version": 1,
         "user_id": user,
@@ -186,12 +212,12 @@ fn event(i: usize, seed: u64, user: &str, at: DateTime<Utc>, prefix: &str) -> Va
 }
 
 /// A broken record: alternately not JSON at all, and JSON that violates the schemas.
-fn invalid(i: usize, user: &str, at: DateTime<Utc>, prefix: &str) -> Vec<u8> {
+fn invalid(i: usize, user: &str, at: DateTime<Utc>, id: &str) -> Vec<u8> {
     if i % 2 == 0 {
-        format!("{{\"event_id\": \"{prefix}-{i}\", \"type\": \"page_view\", oops").into_bytes()
+        format!("{{\"event_id\": \"{id}\", \"type\": \"page_view\", oops").into_bytes()
     } else {
         serde_json::to_vec(&json!({
-            "event_id": format!("{prefix}-{i}"), "type": "add_to_cart", "version": 1,
+            "event_id": id, "type": "add_to_cart", "version": 1,
             "user_id": user, "occurred_at": at.to_rfc3339(), "source": "web",
             "payload": {"sku": "HS-HAB-01", "currency": "EURO", "quantity": 0},
         }))
@@ -216,6 +242,25 @@ mod tests {
         }
         assert_eq!(users.len(), 20);
         assert_eq!(w.kinesis_event().records.len(), 300);
+    }
+
+    #[test]
+    fn uuid_event_ids_are_canonical_deterministic_and_unique_per_prefix() {
+        let a = Workload::new(1_000, 10).with_uuid_ids();
+        let b = a.clone().prefixed("u", "other");
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..1_000 {
+            let id = a.event_id(i);
+            let uuid = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(uuid.hyphenated().to_string(), id, "canonical text");
+            assert_eq!(id, a.event_id(i));
+            assert!(seen.insert(id) && seen.insert(b.event_id(i)));
+        }
+        let registry = ember_core::schema::Registry::embedded().unwrap();
+        for (_, bytes) in a.records() {
+            let event = ember_core::enrich::decode(&bytes, &registry).unwrap();
+            assert!(seen.contains(&*event.header.event_id));
+        }
     }
 
     #[test]
