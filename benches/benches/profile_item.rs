@@ -22,19 +22,19 @@ use ember_aws::profiles::{from_item, item_size, to_item};
 use ember_benches::workload::Workload;
 use ember_core::enrich::decode;
 use ember_core::fold::{day_key, FoldConfig};
-use ember_core::profile::{DayCounters, EventIds, Profile, RECENT_EVENT_IDS};
+use ember_core::profile::{DayCounters, Profile, RECENT_EVENT_IDS};
 use ember_core::schema::Registry;
 use ember_core::segment::RuleSet;
 
 /// Event ids of 34–37 characters (`<32 characters>-<n>`), about a UUID's 36.
 const ID_PREFIX: &str = "3b7e1f0c-9d2a-4c6b-8e5f-0a1b2c3d";
 
-/// The profile of the one user of `events` workload events, folded as the handler folds them,
-/// with its segments evaluated.
-fn customer(events: usize) -> Profile {
+/// The profile of the one user of `workload`'s events, folded as the handler folds them, with
+/// its segments evaluated.
+fn customer(workload: Workload) -> Profile {
     let registry = Registry::embedded().expect("embedded schemas compile");
     let rules = RuleSet::embedded().expect("embedded rules compile");
-    let records = Workload::new(events, 1).prefixed("u", ID_PREFIX).records();
+    let records = workload.records();
     let mut profile = Profile::new(records[0].0.clone());
     for (_, bytes) in &records {
         let event = decode(bytes, &registry).expect("workload events are valid");
@@ -45,8 +45,9 @@ fn customer(events: usize) -> Profile {
     profile
 }
 
-fn returning_customer() -> Profile {
-    let mut profile = customer(1_200);
+/// A customer at the profile's bounds: 1,200 events of `workload`'s kind and 30 daily buckets.
+fn returning_customer(workload: fn(Workload) -> Workload) -> Profile {
+    let mut profile = customer(workload(Workload::new(1_200, 1)));
     assert_eq!(profile.recent_event_ids.len(), RECENT_EVENT_IDS);
     let last = profile.last_seen.unwrap_or_default();
     for days_back in 1..30 {
@@ -65,24 +66,15 @@ fn returning_customer() -> Profile {
     profile
 }
 
-/// [`returning_customer`] with the 1,000 ids of its ring replaced by (random-looking) UUIDs.
-fn returning_customer_with_uuids() -> Profile {
-    let mut profile = returning_customer();
-    profile.recent_event_ids = EventIds::default();
-    for i in 0..RECENT_EVENT_IDS as u128 {
-        let id = uuid::Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
-        profile
-            .recent_event_ids
-            .push(&id.to_string(), RECENT_EVENT_IDS);
-    }
-    profile
-}
-
 fn bench_profile_item(c: &mut Criterion) {
+    let text_ids = |w: Workload| w.prefixed("u", ID_PREFIX);
     let shapes = [
-        ("new", customer(1)),
-        ("returning", returning_customer()),
-        ("returning_uuid", returning_customer_with_uuids()),
+        ("new", customer(text_ids(Workload::new(1, 1)))),
+        ("returning", returning_customer(text_ids)),
+        (
+            "returning_uuid",
+            returning_customer(Workload::with_uuid_ids),
+        ),
     ];
     for (name, profile) in &shapes {
         let item = to_item(profile).expect("profiles encode");
