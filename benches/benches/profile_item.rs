@@ -1,6 +1,6 @@
 //! What a profile costs on its way to and from DynamoDB: `to_item` and `from_item` (the
 //! `serde_dynamo` conversions of `shared/aws/src/profiles.rs` that every batch runs once per
-//! profile, on top of the SDK's own JSON encoding of the request) for two customers:
+//! profile, on top of the SDK's own JSON encoding of the request) for three customers:
 //!
 //! - `new`: one page view folded into an empty profile;
 //! - `returning`: a customer at the profile's bounds, 1,200 storefront events folded (so the

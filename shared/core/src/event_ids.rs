@@ -108,11 +108,12 @@ impl EventIds {
         }
     }
 
-    fn with_capacity(n: usize) -> Self {
+    /// An empty ring with room for `uuids` UUID ids and `texts` other ids.
+    fn with_capacity(uuids: usize, texts: usize) -> Self {
         EventIds {
-            order: VecDeque::with_capacity(n),
-            uuids: foldhash::HashSet::with_capacity_and_hasher(n, Default::default()),
-            texts: Default::default(),
+            order: VecDeque::with_capacity(uuids + texts),
+            uuids: foldhash::HashSet::with_capacity_and_hasher(uuids, Default::default()),
+            texts: foldhash::HashSet::with_capacity_and_hasher(texts, Default::default()),
         }
     }
 
@@ -163,11 +164,7 @@ impl EventIds {
                 Packed::Text(_) => texts += 1,
             }
         }
-        let mut out = EventIds {
-            order: VecDeque::with_capacity(uuids + texts),
-            uuids: foldhash::HashSet::with_capacity_and_hasher(uuids, Default::default()),
-            texts: foldhash::HashSet::with_capacity_and_hasher(texts, Default::default()),
-        };
+        let mut out = EventIds::with_capacity(uuids, texts);
         for entry in packed_entries(rest).flatten() {
             match entry {
                 Packed::Uuid(bytes) => {
@@ -256,8 +253,8 @@ impl<'de> serde::de::Visitor<'de> for EventIdsVisitor {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EventIds, A::Error> {
-        // A stored ring is usually full (1,000 ids): size it once.
-        let mut out = EventIds::with_capacity(seq.size_hint().unwrap_or(0));
+        // A stored ring is usually full (1,000 ids, mostly UUIDs): size it once.
+        let mut out = EventIds::with_capacity(seq.size_hint().unwrap_or(0), 0);
         while let Some(id) = seq.next_element::<Cow<'de, str>>()? {
             out.insert_text(&id);
         }
@@ -330,7 +327,9 @@ fn uuid_text(bytes: &[u8; 16]) -> String {
     text.iter().map(|&b| char::from(b)).collect()
 }
 
-/// One entry of [`EventIds::pack`]'s form.
+/// One entry of [`EventIds::pack`]'s form, borrowed. Not a [`Key`] (same shape, but owning
+/// a UUID's bytes): a reader yielding `Key`s, tried in review, read a full ring of UUIDs in
+/// 66 µs instead of 45 µs.
 enum Packed<'a> {
     Uuid(&'a [u8; 16]),
     Text(&'a str),
