@@ -14,6 +14,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub type MemoryStore = ember_core::memory::MemoryProfileStore;
+pub type MemoryClaims = ember_core::memory::MemoryClaims;
 
 #[derive(Debug, Default)]
 pub struct MemoryBus {
@@ -60,11 +61,12 @@ impl MemoryDeadLetters {
 /// The enrich handler over the in-memory ports, with the embedded schemas and rules and the
 /// default fold settings: what the benchmarks, the peak-memory run and the PGO training run
 /// time.
-pub type MemoryEnricher = Enricher<MemoryStore, MemoryBus, MemoryDeadLetters>;
+pub type MemoryEnricher = Enricher<MemoryStore, MemoryClaims, MemoryBus, MemoryDeadLetters>;
 
 pub fn memory_enricher() -> Result<MemoryEnricher, ember_core::CoreError> {
     Enricher::new(
         MemoryStore::default(),
+        MemoryClaims::default(),
         MemoryBus::default(),
         MemoryDeadLetters::default(),
         FoldConfig::default(),

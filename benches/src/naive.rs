@@ -1,15 +1,19 @@
-//! The baseline: what a straightforward per-record Lambda does. For every record it decodes,
-//! reads the profile (GetItem), folds the one event, evaluates the segments, writes the
-//! profile (PutItem) and publishes each segment/cart change with its own `PutEvents`; a bad
-//! record is dead-lettered on its own. It uses the same domain code and adapters as Ember's
-//! handler, so the comparison isolates the batching strategy.
+//! The baseline: what a straightforward per-record Lambda with Powertools-style idempotency
+//! does. For every record it decodes, writes an idempotency record for the event id (a
+//! conditional put, "in progress"; an id already recorded is a duplicate), reads the profile
+//! (GetItem), folds the one event, evaluates the segments, writes the profile (PutItem),
+//! marks the idempotency record completed (a second put), and publishes each segment/cart
+//! change with its own `PutEvents`; a bad record is dead-lettered on its own. It uses the
+//! same domain code and adapters as Ember's handler, so a comparison isolates the strategy.
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use base64::Engine;
 use ember_core::enrich::decode;
 use ember_core::error::describe;
-use ember_core::fold::{Applied, FoldConfig};
-use ember_core::ports::{DeadLetter, DeadLetterSink, EventBus, PortResult, ProfileStore};
+use ember_core::fold::FoldConfig;
+use ember_core::ports::{
+    Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortResult, ProfileStore,
+};
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
 use ember_core::segment::RuleSet;
@@ -22,10 +26,13 @@ pub struct NaiveStats {
     pub dead_letters: usize,
     pub writes: usize,
     pub published: usize,
+    pub duplicates: usize,
 }
 
-pub struct Naive<S, B, D> {
+pub struct Naive<S, C, B, D> {
     pub store: S,
+    /// Where the idempotency records go.
+    pub idempotency: C,
     pub bus: B,
     pub dead_letters: D,
     pub registry: Registry,
@@ -33,10 +40,16 @@ pub struct Naive<S, B, D> {
     pub fold: FoldConfig,
 }
 
-impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
-    pub fn new(store: S, bus: B, dead_letters: D) -> Result<Self, ember_core::CoreError> {
+impl<S: ProfileStore, C: EventClaims, B: EventBus, D: DeadLetterSink> Naive<S, C, B, D> {
+    pub fn new(
+        store: S,
+        idempotency: C,
+        bus: B,
+        dead_letters: D,
+    ) -> Result<Self, ember_core::CoreError> {
         Ok(Naive {
             store,
+            idempotency,
             bus,
             dead_letters,
             registry: Registry::embedded()?,
@@ -79,13 +92,18 @@ impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
                     continue;
                 }
             };
+            let id = &enriched.header.event_id;
+            let origin = format!("naive:{}", record.kinesis.sequence_number);
+            let expires = chrono::Utc::now() + chrono::Duration::days(35);
+            if self.idempotency.claim(id, &origin, expires).await? == Claim::Held {
+                stats.duplicates += 1;
+                continue;
+            }
             let stored = self.store.get(&key).await?;
             let expected = stored.as_ref().map_or(0, |p| p.version);
             let mut profile = stored.unwrap_or_else(|| Profile::new(&key));
             let before_cart = profile.cart.clone();
-            if profile.apply(&enriched, &self.fold) == Applied::Duplicate {
-                continue;
-            }
+            profile.apply(&enriched, &self.fold);
             let at = enriched.header.occurred_at;
             let version = expected + 1;
             profile.version = version;
@@ -103,7 +121,9 @@ impl<S: ProfileStore, B: EventBus, D: DeadLetterSink> Naive<S, B, D> {
                 changes.push(cart_updated(&profile, at));
             }
             self.store.put(&profile, expected).await?;
-            stats.writes += 1;
+            // "Completed": the idempotency record is written again with its result.
+            self.idempotency.claim(id, &origin, expires).await?;
+            stats.writes += 3;
             for change in changes {
                 if let Some(Err(e)) = self.bus.publish(std::slice::from_ref(&change)).await.pop() {
                     return Err(e);

@@ -157,6 +157,11 @@ impl Aws {
         self.create_table("profiles", "id", None).await
     }
 
+    /// The ledger table (send claims, caps, timers, event-id claims): keys `pk` and `sk`.
+    pub async fn create_ledger_table(&self) -> SetupResult<String> {
+        self.create_table("ledger", "pk", Some("sk")).await
+    }
+
     /// Reads one item by its string partition key (consistent read).
     pub async fn get_item(
         &self,
@@ -368,11 +373,12 @@ impl Aws {
     }
 }
 
-/// What the enrich and re-evaluation tests share: a profiles table, a custom bus, and a rule
-/// routing Ember's events on that bus to an SQS queue.
+/// What the enrich and re-evaluation tests share: a profiles table, a ledger table (event-id
+/// claims), a custom bus, and a rule routing Ember's events on that bus to an SQS queue.
 pub struct ProfilesAndBus {
     pub aws: Aws,
     pub table: String,
+    pub ledger: String,
     pub bus: String,
     pub events: Queue,
 }
@@ -381,11 +387,13 @@ impl ProfilesAndBus {
     pub async fn new() -> SetupResult<ProfilesAndBus> {
         let aws = Aws::from_env().await?;
         let table = aws.create_profiles_table().await?;
+        let ledger = aws.create_ledger_table().await?;
         let bus = aws.create_bus("ember-bus").await?;
         let events = aws.route_to_queue(&bus, &ember_pattern()).await?;
         Ok(ProfilesAndBus {
             aws,
             table,
+            ledger,
             bus,
             events,
         })

@@ -12,7 +12,7 @@ use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::sesv2::SesMailer;
 use ember_core::ports::{Ledger, ProfileStore};
-use ember_core::profile::{CartItem, Consent, Profile};
+use ember_core::profile::{CartItem, Consent, Profile, Stamped};
 use ember_core::schema::Registry;
 use ember_core::unsubscribe::{suppression_key, Keys, SUPPRESSION_PK};
 use ember_email::feedback::Feedback;
@@ -133,9 +133,9 @@ impl Env {
 /// A repeat customer not seen for 40 days (in `churn_risk`), with consent and an address.
 fn churner(id: &str, address: &str, now: DateTime<Utc>) -> Profile {
     let mut p = Profile::new(id);
-    p.email = Some(address.into());
-    p.name = Some("Ana López".into());
-    p.timezone = Some("UTC".into());
+    p.email = Some(Stamped::undated(address));
+    p.name = Some(Stamped::undated("Ana López"));
+    p.timezone = Some(Stamped::undated("UTC"));
     p.purchase_count = 3;
     p.last_seen = Some(now - Duration::days(40));
     p.consent.insert(
@@ -285,7 +285,7 @@ async fn quiet_hours_defer_and_the_sweeper_sends_after_they_end() {
     let now = noon();
     let id = unique("u");
     let mut p = churner(&id, "chiyo@example.com", now);
-    p.timezone = Some("Asia/Tokyo".into()); // 12:00 UTC = 21:00 in Tokyo: quiet
+    p.timezone = Some(Stamped::undated("Asia/Tokyo")); // 12:00 UTC = 21:00 in Tokyo: quiet
     env.put(p).await;
     let out = env
         .email
@@ -453,7 +453,7 @@ async fn rejected_address_is_reported_as_suppressed_and_not_retried() {
 fn cart_holder(id: &str, now: DateTime<Utc>) -> Profile {
     let mut p = churner(id, "eli@example.com", now);
     p.purchase_count = 0;
-    p.name = Some("Eli".into());
+    p.name = Some(Stamped::undated("Eli"));
     p.last_seen = Some(now);
     p.cart.currency = Some("USD".into());
     p.cart.updated_at = Some(now);

@@ -1,17 +1,21 @@
 //! The adapters the enrich function uses, against the emulator: the DynamoDB profile store's
-//! optimistic locking and packed ring of event ids, EventBridge publishing in chunks of 10, SQS dead letters in batches.
+//! optimistic locking and legacy items, event-id claims (also when an answer is lost),
+//! EventBridge publishing in chunks of 10, SQS dead letters in batches.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use ember_aws::eventbridge::EventBridgeBus;
-use ember_aws::profiles::{item_size, to_item, DynamoProfileStore};
+use ember_aws::ledger::DynamoLedger;
+use ember_aws::profiles::{item_size, DynamoProfileStore};
 use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::ports::{
-    BusEvent, DeadLetter, DeadLetterSink, EventBus, PortError, ProfileStore, SegmentChange,
+    BusEvent, Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortError, ProfileStore,
+    SegmentChange,
 };
-use ember_core::profile::{Profile, RECENT_EVENT_IDS};
+use ember_core::profile::Profile;
 use ember_tests::emulator::{ember_pattern, unique, Aws};
+use ember_tests::faults::{op, Fault, FaultProxy, Rule};
 
 const QUIET: Duration = Duration::from_millis(400);
 
@@ -65,67 +69,126 @@ async fn the_profile_store_checks_versions_and_reports_deletes() {
 }
 
 #[tokio::test]
-async fn a_full_ring_of_event_ids_is_stored_packed_and_old_lists_are_still_read() {
+async fn an_item_of_the_legacy_form_is_read_and_rewritten_in_the_current_form() {
     let (aws, table, store) = profile_store().await;
     let id = unique("u");
-    let mut p = Profile::new(&id);
-    p.version = 1;
-    for _ in 0..RECENT_EVENT_IDS + 5 {
-        p.recent_event_ids
-            .push(&uuid::Uuid::new_v4().to_string(), RECENT_EVENT_IDS);
-    }
-    p.recent_event_ids.push("evt-not-a-uuid", RECENT_EVENT_IDS);
-    store.put(&p, 0).await.expect("create");
+    // As the previous version stored it: the ring of event ids (a list of 1,000 strings),
+    // trait times in their own map, daily counters keyed by day.
+    let ring: Vec<serde_json::Value> = (0..1_000)
+        .map(|i| serde_json::json!(format!("3b7e1f0c-9d2a-4c6b-8e5f-{i:012}")))
+        .collect();
+    let old = serde_json::json!({
+        "id": id, "version": 7, "last_seen": "2026-11-20T10:00:00Z",
+        "email": "ada@example.com", "name": null, "timezone": null, "device": "mobile",
+        "counts": {"page_view": 1200},
+        "daily": {"2026-11-20": {"events": 5, "page_views": 5, "product_views": 0, "purchases": 0, "revenue_minor": 0}},
+        "trait_times": {"email": "2026-11-01T00:00:00Z", "device": "2026-11-20T10:00:00Z"},
+        "utm": {}, "poll_answers": {}, "outbox": [], "merged_profiles": [],
+        "recent_event_ids": ring,
+        "segments": []
+    });
+    let item: std::collections::HashMap<String, AttributeValue> =
+        serde_dynamo::aws_sdk_dynamodb_1::to_item(old).unwrap();
+    let legacy_size = item_size(&item);
+    aws.dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .expect("put the legacy form");
+    let p = store.get(&id).await.expect("get").expect("stored");
+    assert_eq!(p.version, 7);
+    assert_eq!(p.email(), Some("ada@example.com"));
+    assert_eq!(p.counts["page_view"], 1200);
+    assert_eq!(p.daily.events, vec![5]);
 
-    // What DynamoDB holds: one binary attribute of 17 bytes per UUID, not a list.
+    let mut next = p.clone();
+    next.version = 8;
+    store.put(&next, 7).await.expect("update");
     let item = aws
         .get_item(&table, "id", &id)
         .await
         .expect("get_item")
         .expect("stored");
-    let Some(AttributeValue::B(ring)) = item.get("recent_event_ids") else {
-        panic!("the ring is not binary: {:?}", item.get("recent_event_ids"));
-    };
-    assert_eq!(
-        ring.as_ref().len(),
-        1 + 17 * (RECENT_EVENT_IDS - 1) + 1 + 14
-    );
-    let packed_size = item_size(&item);
-    assert!(packed_size < 18_000, "{packed_size} bytes");
-    let back = store.get(&id).await.expect("get").expect("stored");
-    assert_eq!(back, p);
-    assert!(back.recent_event_ids.contains("evt-not-a-uuid"));
-
-    // An item written before packing (the ring as a list of strings) reads the same, and
-    // the next write stores it packed.
-    let mut old = to_item(&p).expect("item");
-    let list = p
-        .recent_event_ids
-        .iter()
-        .map(|e| AttributeValue::S(e.into_owned()))
-        .collect();
-    old.insert("recent_event_ids".into(), AttributeValue::L(list));
+    for gone in ["recent_event_ids", "trait_times", "merged_profiles"] {
+        assert!(!item.contains_key(gone), "{gone} still stored");
+    }
+    let size = item_size(&item);
     assert!(
-        item_size(&old) > 2 * packed_size,
-        "{} vs {packed_size} bytes",
-        item_size(&old)
+        size < 512 && size * 50 < legacy_size,
+        "{size} vs {legacy_size} bytes"
     );
-    aws.dynamodb
-        .put_item()
-        .table_name(&table)
-        .set_item(Some(old))
-        .send()
-        .await
-        .expect("put the old form");
-    assert_eq!(store.get(&id).await.expect("get old form"), Some(p.clone()));
-    let mut next = p.clone();
-    next.version = 2;
-    store.put(&next, 1).await.expect("update");
-    let item = aws.get_item(&table, "id", &id).await.expect("get_item");
-    assert!(matches!(
-        item.as_ref().and_then(|i| i.get("recent_event_ids")),
-        Some(AttributeValue::B(_))
-    ));
+    assert_eq!(store.get(&id).await.unwrap(), Some(next));
+}
+
+/// The ledger table and the event-id claims on it.
+async fn claims() -> (Aws, DynamoLedger) {
+    let aws = Aws::from_env().await.expect("emulator environment");
+    let table = aws.create_ledger_table().await.expect("ledger");
+    let ledger = DynamoLedger::new(aws.dynamodb.clone(), &table);
+    (aws, ledger)
+}
+
+#[tokio::test]
+async fn an_event_id_is_claimed_once_and_granted_again_to_its_own_record() {
+    let (_aws, ledger) = claims().await;
+    let until = chrono::Utc::now() + chrono::Duration::days(35);
+    let id = unique("evt");
+    assert_eq!(
+        ledger.claim(&id, "shard-1:100", until).await.unwrap(),
+        Claim::Granted
+    );
+    assert_eq!(
+        ledger.claim(&id, "shard-1:100", until).await.unwrap(),
+        Claim::Granted
+    );
+    assert_eq!(
+        ledger.claim(&id, "shard-1:200", until).await.unwrap(),
+        Claim::Held
+    );
+    // Releasing someone else's claim does nothing; releasing our own frees the id.
+    ledger.release(&id, "shard-1:200").await.unwrap();
+    assert_eq!(
+        ledger.claim(&id, "shard-1:200", until).await.unwrap(),
+        Claim::Held
+    );
+    ledger.release(&id, "shard-1:100").await.unwrap();
+    assert_eq!(
+        ledger.claim(&id, "shard-1:200", until).await.unwrap(),
+        Claim::Granted
+    );
+    // An expired claim (TTL deletion is lazy) counts as absent.
+    let old = unique("evt");
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    ledger.claim(&old, "shard-1:1", past).await.unwrap();
+    assert_eq!(
+        ledger.claim(&old, "shard-1:2", until).await.unwrap(),
+        Claim::Granted
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_granted_by_the_sdk_retry_not_taken_for_a_duplicate() {
+    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
+    let aws = Aws::from_config(proxy.sdk_config(3, Duration::from_secs(2)).await);
+    let table = aws.create_ledger_table().await.expect("ledger");
+    let ledger = DynamoLedger::new(aws.dynamodb.clone(), &table);
+    // The put lands, its answer is lost, the SDK sends it again: the condition sees the
+    // record's own claim and succeeds.
+    let lost = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).first(1));
+    let id = unique("evt");
+    let until = chrono::Utc::now() + chrono::Duration::days(35);
+    assert_eq!(
+        ledger.claim(&id, "shard-1:7", until).await.unwrap(),
+        Claim::Granted
+    );
+    assert_eq!(lost.injected(), 1);
+    assert_eq!(proxy.calls(op::DDB_PUT_ITEM), 2, "the SDK retried");
+    assert_eq!(
+        ledger.claim(&id, "shard-1:8", until).await.unwrap(),
+        Claim::Held
+    );
 }
 
 #[tokio::test]

@@ -90,12 +90,12 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert_eq!(summary.profiles, 5);
     let (cart, buyer, heat, churner) = profiles;
     let cart = cart.expect("read").expect("u-cart profile");
-    assert_eq!(cart.email.as_deref(), Some("cart.shopper@example.com"));
+    assert_eq!(cart.email(), Some("cart.shopper@example.com"));
     assert!(cart.has_consent("email"));
     assert_eq!(cart.cart.items.get("SAU-005").map(|i| i.quantity), Some(1));
     let buyer = buyer.expect("read").expect("u-buyer profile");
     assert_eq!(buyer.purchase_count, 1);
-    assert_eq!(buyer.purchase_total_minor, 63_600);
+    assert_eq!(buyer.purchase_total_minor(), 63_600);
     let heat = heat.expect("read").expect("u-heat profile");
     assert!(heat.heat_shu().is_some_and(|h| h >= 50_000.0));
     // The churner: no event since late September; the scheduled re-evaluation flagged them.

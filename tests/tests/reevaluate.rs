@@ -84,7 +84,9 @@ fn buyer(id: &str, purchases: u64, days_ago: i64, now: DateTime<Utc>) -> Profile
     p.created_at = Some(now - chrono::Duration::days(days_ago + 60));
     p.last_seen = Some(now - chrono::Duration::days(days_ago));
     p.purchase_count = purchases;
-    p.purchase_total_minor = 4_200 * purchases as i64;
+    p.purchase_totals_minor
+        .insert("EUR".into(), 4_200 * purchases as i64);
+    p.currency = Some("EUR".into());
     p.last_purchase_at = p.last_seen;
     p
 }
@@ -144,7 +146,10 @@ async fn churners_enter_churn_risk_on_the_schedule_exactly_once() {
 
     let p = env.profile(&churner).await;
     assert!(p.segments.contains("churn_risk"), "{:?}", p.segments);
-    assert_eq!(p.version, 2, "version bumped");
+    assert_eq!(
+        p.version, 3,
+        "written with its transition, then cleared once published"
+    );
     assert!(p.outbox.is_empty());
     let a = env.profile(&active).await;
     assert_eq!(a, before_active, "an unchanged profile is not rewritten");
@@ -177,7 +182,7 @@ async fn churners_enter_churn_risk_on_the_schedule_exactly_once() {
         .expect("second run");
     assert_eq!(again.scanned, 134);
     assert_eq!((again.changed, again.writes, again.published), (0, 0, 0));
-    assert_eq!(env.profile(&churner).await.version, 2);
+    assert_eq!(env.profile(&churner).await.version, 3);
     assert!(env.bus_events().await.is_empty(), "nothing published twice");
 }
 
@@ -200,7 +205,7 @@ async fn a_profile_seen_again_exits_churn_risk_on_the_schedule() {
     assert_eq!((stats.changed, stats.published), (1, 1), "{stats:?}");
     let stored = env.profile(&back).await;
     assert!(!stored.segments.contains("churn_risk"));
-    assert_eq!(stored.version, 2);
+    assert_eq!(stored.version, 3);
     let events = env.bus_events().await;
     assert!(
         matches!(&events[..], [BusEvent::SegmentExited(c)] if c.segment == "churn_risk" && c.profile_id == back),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::sqs::SqsDeadLetterSink;
 use ember_benches::naive::Naive;
@@ -48,8 +49,10 @@ async fn ember_makes_a_fraction_of_the_naive_calls() {
 
     // Naive baseline.
     let naive_table = aws.create_profiles_table().await.unwrap();
+    let naive_ledger = aws.create_ledger_table().await.unwrap();
     let naive = Naive::new(
         DynamoProfileStore::new(aws.dynamodb.clone(), &naive_table),
+        DynamoLedger::new(aws.dynamodb.clone(), &naive_ledger),
         EventBridgeBus::new(aws.eventbridge.clone(), &bus),
         SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url),
     )
@@ -64,8 +67,10 @@ async fn ember_makes_a_fraction_of_the_naive_calls() {
 
     // Ember.
     let table = aws.create_profiles_table().await.unwrap();
+    let ledger = aws.create_ledger_table().await.unwrap();
     let ember = Enricher::new(
         DynamoProfileStore::new(aws.dynamodb.clone(), &table),
+        DynamoLedger::new(aws.dynamodb.clone(), &ledger),
         EventBridgeBus::new(aws.eventbridge.clone(), &bus),
         SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url),
         FoldConfig::default(),
@@ -108,15 +113,16 @@ async fn ember_makes_a_fraction_of_the_naive_calls() {
     );
     assert_eq!(naive_calls[op::SQS_SEND_MESSAGE_BATCH], invalid as u64);
 
-    // Ember: one read and at most one write per distinct profile, dead letters in tens, and
-    // the batch's bus events published together in chunks of ≤10.
+    // Ember: one read and at most one write per distinct profile, one claim per event id,
+    // dead letters in tens, and the batch's bus events published together in chunks of ≤10.
     assert_eq!(stats.users, users);
     assert!(
         ember_calls[op::DDB_GET_ITEM] <= users as u64,
         "{ember_calls:?}"
     );
+    assert_eq!(stats.claims, valid);
     assert!(
-        ember_calls[op::DDB_PUT_ITEM] <= users as u64,
+        ember_calls[op::DDB_PUT_ITEM] <= (users + valid) as u64,
         "{ember_calls:?}"
     );
     assert_eq!(
@@ -131,7 +137,7 @@ async fn ember_makes_a_fraction_of_the_naive_calls() {
         ember_events.len()
     );
     assert!(
-        total(&ember_calls) * 5 < total(&naive_calls),
+        total(&ember_calls) * 2 < total(&naive_calls),
         "{ember_calls:?} vs {naive_calls:?}"
     );
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::retry::Backoff;
 use ember_aws::sqs::SqsDeadLetterSink;
@@ -82,12 +83,14 @@ async fn logs_carry_no_email_addresses_or_secrets() {
     let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
     let aws = Aws::from_config(proxy.sdk_config(1, Duration::from_secs(3)).await);
     let table = aws.create_profiles_table().await.unwrap();
+    let ledger = aws.create_ledger_table().await.unwrap();
     let bus = aws.create_bus("logs-bus").await.unwrap();
     let _queue = aws.route_to_queue(&bus, &ember_pattern()).await.unwrap();
     let dlq = aws.create_queue("logs-dlq").await.unwrap();
     let quick = Backoff::new(2, Duration::from_millis(1), Duration::from_millis(5));
     let handler = Enricher::new(
         DynamoProfileStore::new(aws.dynamodb.clone(), &table),
+        DynamoLedger::new(aws.dynamodb.clone(), &ledger),
         EventBridgeBus::new(aws.eventbridge.clone(), &bus).with_backoff(quick),
         SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url).with_backoff(quick),
         FoldConfig::default(),

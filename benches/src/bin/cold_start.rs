@@ -101,6 +101,7 @@ fn environment(
         parameters: template
             .parameter_values(&overrides)
             .map_err(|e| e.to_string())?,
+        conditions: template.conditions.clone(),
         region: "us-east-1".into(),
         account_id: "000000000000".into(),
         stack_name: "ember-bench".into(),

@@ -75,7 +75,7 @@ pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response
     let mut email_suppressed = false;
     if let Some(email) = profile
         .as_ref()
-        .and_then(|p| p.email.as_deref())
+        .and_then(|p| p.email())
         .filter(|e| !e.trim().is_empty())
     {
         let attrs =

@@ -348,12 +348,7 @@ where
                 return skip(Skip::CartChanged);
             }
         }
-        let Some(address) = profile
-            .email
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        else {
+        let Some(address) = profile.email().map(str::trim).filter(|a| !a.is_empty()) else {
             return skip(Skip::NoAddress);
         };
         if !profile.has_consent("email") {
@@ -387,7 +382,7 @@ where
                 campaign: campaign.name.clone(),
             });
         }
-        let tz = self.campaigns.zone(profile.timezone.as_deref());
+        let tz = self.campaigns.zone(profile.timezone());
         if let Some(until) = campaign.quiet_hours.and_then(|q| q.deferral(now, tz)) {
             timers::schedule(self, &profile.id, candidate, until, "quiet_hours", now).await?;
             return Ok(Outcome::Deferred {

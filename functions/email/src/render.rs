@@ -224,7 +224,7 @@ pub fn format_shu(shu: u64) -> String {
 
 /// The first name to greet with: the first word of the profile name, if it looks like one.
 pub fn first_name(profile: &Profile) -> Option<String> {
-    let name = profile.name.as_deref()?.split_whitespace().next()?;
+    let name = profile.name()?.split_whitespace().next()?;
     let name: String = name.chars().filter(|c| !c.is_control()).take(40).collect();
     (name.chars().any(char::is_alphabetic)).then_some(name)
 }
@@ -436,7 +436,7 @@ impl Renderer {
 mod tests {
     use super::*;
     use crate::campaign::{Campaigns, Known};
-    use ember_core::profile::{CartItem, DecayedValue};
+    use ember_core::profile::{CartItem, DecayedValue, Stamped};
 
     #[test]
     fn length_filter_counts_sequences_maps_and_strings_and_rejects_the_rest() {
@@ -504,7 +504,7 @@ mod tests {
         let r = Renderer::embedded().unwrap();
         let c = campaigns(&r);
         let mut p = Profile::new("u-1");
-        p.name = Some("Ana María López".into());
+        p.name = Some(Stamped::undated("Ana María López"));
         p.cart.currency = Some("EUR".into());
         p.cart.items.insert(
             "sauce-dave-insanity".into(),
@@ -561,7 +561,7 @@ mod tests {
         let r = Renderer::embedded().unwrap();
         let c = campaigns(&r);
         let mut p = Profile::new("u-2");
-        p.name = Some("   ".into());
+        p.name = Some(Stamped::undated("   "));
         let out = r
             .render(c.get("churn_winback").unwrap(), &p, &links(), now())
             .unwrap();
@@ -579,7 +579,7 @@ mod tests {
         let r = Renderer::embedded().unwrap();
         let c = campaigns(&r);
         let mut p = Profile::new("u-3");
-        p.name = Some("Bo".into());
+        p.name = Some(Stamped::undated("Bo"));
         p.heat = Some(DecayedValue {
             weighted_sum: 600_000.0,
             weight: 2.0,

@@ -5,7 +5,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Duration, Utc};
 use ember_aws::sesv2::STAGE_RECIPIENT;
 use ember_core::ports::{Ledger, PortError};
-use ember_core::profile::{CartItem, Consent, Profile};
+use ember_core::profile::{CartItem, Consent, Profile, Stamped};
 use ember_core::unsubscribe::{self, suppression_key, Keys, SUPPRESSION_PK};
 use serde_json::Value;
 
@@ -58,8 +58,8 @@ fn email_with(profile: Profile, campaigns_yaml: Option<&str>) -> TestEmail {
 fn churner() -> Profile {
     let mut p = Profile::new("u-1001");
     p.version = 42;
-    p.email = Some("ana@example.com".into());
-    p.name = Some("Ana López".into());
+    p.email = Some(Stamped::undated("ana@example.com"));
+    p.name = Some(Stamped::undated("Ana López"));
     p.purchase_count = 3;
     p.last_seen = Some(at("2026-10-01T10:00:00Z"));
     p.consent.insert(
@@ -153,7 +153,7 @@ async fn no_send_without_address_consent_or_when_suppressed() {
     let mut no_consent = churner();
     no_consent.consent.clear();
     let mut no_address = churner();
-    no_address.email = Some("  ".into());
+    no_address.email = Some(Stamped::undated("  "));
     let mut flagged = churner();
     flagged.email_status.suppressed = Some("complaint".into());
     for (profile, reason) in [
@@ -252,7 +252,7 @@ async fn frequency_caps_hold_per_campaign_and_globally() {
 #[tokio::test]
 async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
     let mut p = churner();
-    p.timezone = Some("Europe/Berlin".into());
+    p.timezone = Some(Stamped::undated("Europe/Berlin"));
     let email = email_with(p, None);
     // 21:30 UTC = 22:30 in Berlin: inside 21:00–08:00.
     let late = at("2026-11-20T21:30:00Z");
@@ -305,7 +305,7 @@ async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
 #[tokio::test]
 async fn a_late_sweeper_reads_the_index_per_hour_and_never_beyond_the_timer_ttl() {
     let mut p = churner();
-    p.timezone = Some("Europe/Berlin".into());
+    p.timezone = Some(Stamped::undated("Europe/Berlin"));
     let email = email_with(p, None);
     // Deferred to 07:00 UTC by quiet hours; the cursor is set at 05:00.
     email

@@ -2,11 +2,12 @@
 
 use aws_config::SdkConfig;
 use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::fold::FoldConfig;
 
-use crate::handler::Enricher;
+use crate::handler::{Enricher, DEFAULT_DEDUP_WINDOW_DAYS};
 use crate::reevaluate::{Reevaluator, DEFAULT_TOTAL_SEGMENTS};
 
 /// The function's errors; only initialisation can fail (the handler reports per record).
@@ -29,12 +30,16 @@ impl EnrichError {
 pub struct Config {
     /// `PROFILES_TABLE`
     pub profiles_table: String,
+    /// `LEDGER_TABLE`: where event-id claims are kept.
+    pub ledger_table: String,
     /// `EVENT_BUS_NAME`
     pub event_bus_name: String,
     /// `DEAD_LETTER_QUEUE_URL`
     pub dead_letter_queue_url: String,
     /// `HEAT_HALF_LIFE_DAYS` (optional, default 30): half-life of the heat preference decay.
     pub fold: FoldConfig,
+    /// `DEDUP_WINDOW_DAYS` (optional, default 35): how long an event id is remembered.
+    pub dedup_window: chrono::Duration,
 }
 
 impl Config {
@@ -66,30 +71,49 @@ impl Config {
             fold.heat_half_life =
                 chrono::Duration::milliseconds((days * 86_400_000.0).round() as i64);
         }
+        let dedup_days = match lookup("DEDUP_WINDOW_DAYS").filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_DEDUP_WINDOW_DAYS,
+            Some(raw) => raw
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| {
+                    EnrichError::Config(format!(
+                        "DEDUP_WINDOW_DAYS must be a whole number of days from 1 to 3650, got {raw:?}"
+                    ))
+                })?,
+        };
         Ok(Config {
             profiles_table: required("PROFILES_TABLE")?,
+            ledger_table: required("LEDGER_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
             dead_letter_queue_url: required("DEAD_LETTER_QUEUE_URL")?,
             fold,
+            dedup_window: chrono::Duration::days(dedup_days),
         })
     }
 }
 
 /// The production handler: real DynamoDB, EventBridge and SQS adapters.
-pub type Deps = Enricher<DynamoProfileStore, EventBridgeBus, SqsDeadLetterSink>;
+pub type Deps = Enricher<DynamoProfileStore, DynamoLedger, EventBridgeBus, SqsDeadLetterSink>;
 
 impl Deps {
     /// Builds the adapters from one `SdkConfig` (clients are created once per process).
     pub fn from_config(sdk: &SdkConfig, config: &Config) -> Result<Deps, EnrichError> {
-        Ok(Enricher::new(
-            DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.profiles_table),
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let mut deps = Enricher::new(
+            DynamoProfileStore::new(dynamo.clone(), &config.profiles_table),
+            DynamoLedger::new(dynamo, &config.ledger_table),
             EventBridgeBus::new(
                 aws_sdk_eventbridge::Client::new(sdk),
                 &config.event_bus_name,
             ),
             SqsDeadLetterSink::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url),
             config.fold.clone(),
-        )?)
+        )?;
+        deps.dedup_window = config.dedup_window;
+        Ok(deps)
     }
 }
 
@@ -177,11 +201,22 @@ mod tests {
     fn reads_required_and_optional_settings() {
         let base = [
             ("PROFILES_TABLE", "p"),
+            ("LEDGER_TABLE", "l"),
             ("EVENT_BUS_NAME", "b"),
             ("DEAD_LETTER_QUEUE_URL", "q"),
         ];
         let c = Config::from_lookup(env(&base)).unwrap();
         assert_eq!(c.fold, FoldConfig::default());
+        assert_eq!(
+            c.dedup_window,
+            chrono::Duration::days(DEFAULT_DEDUP_WINDOW_DAYS)
+        );
+        let mut days = base.to_vec();
+        days.push(("DEDUP_WINDOW_DAYS", "0"));
+        assert!(Config::from_lookup(env(&days))
+            .unwrap_err()
+            .to_string()
+            .contains("DEDUP_WINDOW_DAYS"));
         let mut with = base.to_vec();
         with.push(("HEAT_HALF_LIFE_DAYS", "14"));
         let c = Config::from_lookup(env(&with)).unwrap();
@@ -192,7 +227,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("HEAT_HALF_LIFE_DAYS"));
-        let err = Config::from_lookup(env(&base[..2]))
+        let err = Config::from_lookup(env(&base[..3]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("DEAD_LETTER_QUEUE_URL"), "{err}");

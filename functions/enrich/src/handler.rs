@@ -7,34 +7,32 @@
 //! 2. valid events are grouped by profile key, keeping stream order per key. Anonymous
 //!    profiles are processed first (so an `identify` later in the batch merges their newest
 //!    state), then identified ones; distinct keys run concurrently (bounded).
-//! 3. per key: read the profile once, publish its pending outbox, fold every event
-//!    (duplicates skipped), merge anonymous profiles on `identify`, evaluate segments, write
-//!    ONCE with the optimistic version check (on conflict: re-read and refold, bounded), then
-//!    publish the segment and cart events. Events that cannot be published are stored in the
-//!    profile's outbox with a second conditional write, and the key's records are failed so
-//!    Lambda retries; the retry publishes the outbox first. While the outbox still cannot be
-//!    published, new events are folded anyway and queued behind it in the same single write.
-//!    A replay therefore never publishes an event twice from a successful write, and nothing
-//!    is lost when EventBridge fails.
-//! 4. after a failure for a key, the key's later records in the batch are failed too
-//!    ([`KinesisBatch`] keeps that rule); other keys are unaffected.
+//! 3. per key ([`Enricher::process_key`]): read the profile once, then decide which events are
+//!    new, exactly once:
+//!    - a record at or below the profile's stream watermark was applied already (a retried,
+//!      bisected or replayed batch): skipped without any call;
+//!    - every other event's id is claimed ([`EventClaims`], one conditional put each, granted
+//!      again to the same record): an id another record holds is a duplicate (a re-sent
+//!      event, a redelivered webhook, a `PutRecords` the SDK retried after a lost answer).
 //!
-//! Known limits: bus events are computed and written in one step and published right after;
-//! if the process dies between the write and `PutEvents` (e.g. a Lambda timeout) those events
-//! are not re-sent, because the replayed records are then duplicates. Keep the function's
-//! timeout well above the batch latency. Events still sent with only an anonymous id after
-//! that id was merged are folded into the (merged) anonymous profile.
+//!    Then: settle the stored outbox ([`crate::outbox`]), fold the new events, merge anonymous
+//!    profiles on `identify`, evaluate segments, advance the watermark, and write ONCE with
+//!    the optimistic version check (on conflict: re-read and refold, bounded), the new bus
+//!    events stored in the same write.
+//! 4. the bus events of every written profile are published together. A key whose write or
+//!    publish fails has its records failed (later records of the key too: order is kept);
+//!    a key that can never be written (the stored item does not decode, the item would be over
+//!    DynamoDB's limit, any other permanent error) has its records dead-lettered with the
+//!    cause and its claims released, so one poison profile never blocks the shard.
 //!
 //! Segment evaluation time: the newest `occurred_at` among the key's events in the batch,
 //! capped at the current time. Evaluating at event time (not at the wall clock) keeps a replay
 //! of the same batch deterministic; time-driven changes (cart abandonment) are re-checked by
 //! the email function's timers via `CartUpdated`; time-based segments (`churn_risk`) by the
 //! scheduled re-evaluation ([`crate::reevaluate`], binary `reevaluate`).
-//!
-//! The write-then-publish/outbox step is [`crate::outbox`], shared with the re-evaluation.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,15 +45,17 @@ use ember_aws::retry::Backoff;
 use ember_core::enrich::{EnrichedEvent, Fact};
 use ember_core::error::{describe, Problem};
 use ember_core::event::ANON_PREFIX;
-use ember_core::fold::{Applied, FoldConfig};
+use ember_core::fold::FoldConfig;
 use ember_core::ports::{
-    BusEvent, CartChange, DeadLetter, DeadLetterSink, EventBus, PortError, PortResult, ProfileStore,
+    BusEvent, CartChange, Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortError,
+    PortResult, ProfileStore,
 };
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
 /// Re-exported: the segment diff the handler publishes (`ember_core::segment::transitions`).
 pub use ember_core::segment::transitions;
 use ember_core::segment::RuleSet;
+use ember_core::watermark::Position;
 use ember_core::EventType;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
@@ -66,15 +66,20 @@ use crate::outbox::{self, as_publish_failure, KeyStats, Written};
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Attempts per key when the optimistic version check fails (someone else wrote first).
 pub const DEFAULT_CONFLICT_ATTEMPTS: u32 = 5;
+/// How long an event id is remembered after it was processed (`DEDUP_WINDOW_DAYS`).
+pub const DEFAULT_DEDUP_WINDOW_DAYS: i64 = 35;
 
 /// Everything the handler needs, built once per process.
-pub struct Enricher<S, B, D> {
+pub struct Enricher<S, C, B, D> {
     pub store: S,
+    pub claims: C,
     pub bus: B,
     pub dead_letters: D,
     pub registry: Registry,
     pub rules: RuleSet,
     pub fold: FoldConfig,
+    /// How long claims on event ids last: a re-sent id within it is a duplicate.
+    pub dedup_window: chrono::Duration,
     pub concurrency: usize,
     /// Backoff between conflict retries of one key (attempts = `max_attempts`).
     pub conflict_backoff: Backoff,
@@ -88,9 +93,20 @@ pub struct BatchStats {
     pub dead_letters: usize,
     pub writes: usize,
     pub published: usize,
+    /// Records skipped: at or below the watermark, or an event id another record holds.
+    pub duplicates: usize,
+    /// Event-id claims made.
+    pub claims: usize,
     /// Optimistic-lock conflicts that forced a re-read and refold.
     pub conflicts: usize,
     pub failed_records: usize,
+}
+
+/// One event of a key's group, with the record it came in.
+struct Keyed<'a> {
+    index: usize,
+    position: Position<'a>,
+    event: EnrichedEvent<'a>,
 }
 
 /// A key failed; the writes and publishes it did before failing still count.
@@ -100,26 +116,42 @@ struct KeyFailure {
     stats: KeyStats,
 }
 
-impl<S, B, D> Enricher<S, B, D>
+/// What processing one key did.
+#[derive(Debug, Default)]
+struct KeyDone {
+    stats: KeyStats,
+    written: Option<Written>,
+    duplicates: usize,
+    claims: usize,
+    /// The key's records from this one on (index into its group) were not processed: a claim
+    /// failed. They are failed so Lambda retries them, in order.
+    failed_from: Option<(usize, PortError)>,
+}
+
+impl<S, C, B, D> Enricher<S, C, B, D>
 where
     S: ProfileStore,
+    C: EventClaims,
     B: EventBus,
     D: DeadLetterSink,
 {
     /// Builds the handler with the embedded schemas and rules.
     pub fn new(
         store: S,
+        claims: C,
         bus: B,
         dead_letters: D,
         fold: FoldConfig,
     ) -> Result<Self, ember_core::CoreError> {
         Ok(Enricher {
             store,
+            claims,
             bus,
             dead_letters,
             registry: Registry::embedded()?,
             rules: RuleSet::embedded()?,
             fold,
+            dedup_window: chrono::Duration::days(DEFAULT_DEDUP_WINDOW_DAYS),
             concurrency: DEFAULT_CONCURRENCY,
             conflict_backoff: Backoff::new(
                 DEFAULT_CONFLICT_ATTEMPTS,
@@ -140,6 +172,8 @@ where
             dead_letters = stats.dead_letters,
             writes = stats.writes,
             published = stats.published,
+            duplicates = stats.duplicates,
+            claims = stats.claims,
             conflicts = stats.conflicts,
             failed_records = stats.failed_records,
             latency_ms = elapsed.as_millis() as u64,
@@ -162,7 +196,7 @@ where
 
         // 1. Decode; collect dead letters.
         let mut letters: Vec<(usize, DeadLetter)> = Vec::new();
-        let mut groups: Vec<(String, Vec<(usize, EnrichedEvent)>)> = Vec::new();
+        let mut groups: Vec<(String, Vec<Keyed<'_>>)> = Vec::new();
         // Keyed by the profile key as decoded (borrowed from the record where it can be).
         let mut group_of: foldhash::HashMap<Cow<'_, str>, usize> = Default::default();
         for (record, decoded) in batch.decode(|r| decode(r, &self.registry)) {
@@ -172,37 +206,25 @@ where
                         groups.push((key.to_string(), Vec::new()));
                         groups.len() - 1
                     });
-                    groups[g].1.push((record.index, event));
+                    groups[g].1.push(Keyed {
+                        index: record.index,
+                        position: Position::new(record.shard_id, record.sequence_number),
+                        event,
+                    });
                 }
-                Err(problems) => letters.push((record.index, dead_letter(&record, &problems))),
+                Err(problems) => letters.push((
+                    record.index,
+                    dead_letter(&record, stage_of(&problems), &describe(&problems)),
+                )),
             }
         }
         for (key, events) in &groups {
             let name: Arc<str> = Arc::from(key.as_str());
-            for (index, _) in events {
-                batch.set_group(*index, Arc::clone(&name));
+            for e in events {
+                batch.set_group(e.index, Arc::clone(&name));
             }
         }
-        if !letters.is_empty() {
-            for (index, letter) in &letters {
-                tracing::warn!(origin = %letter.origin, stage = %letter.stage, index, "record dead-lettered");
-            }
-            let only: Vec<DeadLetter> = letters.iter().map(|(_, l)| l.clone()).collect();
-            match self.dead_letters.send(&only).await {
-                Ok(()) => {
-                    stats.dead_letters = letters.len();
-                    for (index, _) in &letters {
-                        batch.handled(*index);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, count = letters.len(), "dead-letter send failed");
-                    for (index, _) in &letters {
-                        batch.fail(*index, format!("dead-letter send failed: {e}"));
-                    }
-                }
-            }
-        }
+        stats.dead_letters += self.send_dead_letters(&mut batch, letters).await;
 
         // 2. Anonymous profiles first, then identified ones; keys concurrently.
         stats.users = groups.len();
@@ -212,20 +234,24 @@ where
         let mut failed_anon: HashSet<String> = HashSet::new();
         // Written profiles whose bus events are published together after both phases.
         let mut written: Vec<(String, Vec<usize>, Written)> = Vec::new();
+        let mut poisoned: Vec<(usize, DeadLetter)> = Vec::new();
         for (n, phase) in [anon, known].into_iter().enumerate() {
             let (phase, blocked): (Vec<_>, Vec<_>) = phase.into_iter().partition(|(_, events)| {
                 n == 0
                     || !events
                         .iter()
-                        .any(|(_, e)| identifies_one_of(e, &failed_anon))
+                        .any(|e| identifies_one_of(&e.event, &failed_anon))
             });
             // An identify must not merge an anonymous profile whose own records of this batch
             // failed: they would be folded after the merge and never reach the user.
-            for (key, events) in blocked {
-                tracing::warn!(profile_id = %key, "identify waits for its anonymous profile");
-                for (index, _) in &events {
+            for (_, events) in blocked {
+                tracing::warn!(
+                    records = events.len(),
+                    "identify waits for its anonymous profile"
+                );
+                for e in &events {
                     batch.fail(
-                        *index,
+                        e.index,
                         "the anonymous profile it identifies failed in this batch",
                     );
                 }
@@ -244,33 +270,61 @@ where
             for (i, result) in results {
                 let (key, events) = &phase[i];
                 match result {
-                    Ok((s, w)) => {
-                        stats.writes += s.writes;
-                        stats.published += s.published;
-                        stats.conflicts += s.conflicts;
-                        let indices = events.iter().map(|(index, _)| *index);
-                        match w {
+                    Ok(done) => {
+                        add_key_stats(&mut stats, &done.stats);
+                        stats.duplicates += done.duplicates;
+                        stats.claims += done.claims;
+                        let end = match &done.failed_from {
+                            Some((end, error)) => {
+                                tracing::warn!(error = %error, records = events.len() - end, "claims failed; the key's later records are retried");
+                                for e in &events[*end..] {
+                                    batch.fail(e.index, error.to_string());
+                                }
+                                *end
+                            }
+                            None => events.len(),
+                        };
+                        let indices = events[..end].iter().map(|e| e.index);
+                        match done.written {
                             Some(w) if !w.events.is_empty() => {
                                 written.push((key.clone(), indices.collect(), w));
                             }
                             _ => indices.for_each(|index| batch.succeed(index)),
                         }
                     }
-                    Err(KeyFailure { error, stats: s }) => {
-                        stats.writes += s.writes;
-                        stats.published += s.published;
-                        stats.conflicts += s.conflicts;
-                        tracing::warn!(profile_id = %key, error = %error, records = events.len(), "profile processing failed");
+                    Err(KeyFailure {
+                        error: error @ PortError::Permanent { .. },
+                        stats: s,
+                    }) => {
+                        add_key_stats(&mut stats, &s);
+                        tracing::error!(error = %error, records = events.len(), "profile cannot be written; its records are dead-lettered");
+                        self.release_claims(events).await;
+                        let (stage, reason) = match &error {
+                            PortError::Permanent { stage, reason } => (*stage, reason.as_str()),
+                            _ => ("profile", ""),
+                        };
+                        for e in events {
+                            let record = batch.records()[e.index];
+                            poisoned.push((e.index, dead_letter(&record, stage, reason)));
+                        }
                         if n == 0 {
                             failed_anon.insert(key.clone());
                         }
-                        for (index, _) in events {
-                            batch.fail(*index, error.to_string());
+                    }
+                    Err(KeyFailure { error, stats: s }) => {
+                        add_key_stats(&mut stats, &s);
+                        tracing::warn!(error = %error, records = events.len(), "profile processing failed; records retried");
+                        if n == 0 {
+                            failed_anon.insert(key.clone());
+                        }
+                        for e in events {
+                            batch.fail(e.index, error.to_string());
                         }
                     }
                 }
             }
         }
+        stats.dead_letters += self.send_dead_letters(&mut batch, poisoned).await;
 
         // 3. One publish for the whole batch (≤10 entries per PutEvents call).
         let (owners, profiles): (Vec<_>, Vec<_>) = written
@@ -283,13 +337,12 @@ where
             backoff: &self.conflict_backoff,
         };
         let published = outbox::publish_written(ports, profiles, self.concurrency).await;
-        for ((key, indices), (result, s)) in owners.into_iter().zip(published) {
-            stats.writes += s.writes;
-            stats.published += s.published;
+        for ((_, indices), (result, s)) in owners.into_iter().zip(published) {
+            add_key_stats(&mut stats, &s);
             match result {
                 Ok(()) => indices.into_iter().for_each(|index| batch.succeed(index)),
                 Err(error) => {
-                    tracing::warn!(profile_id = %key, error = %error, records = indices.len(), "bus events kept in the outbox; records retried");
+                    tracing::warn!(error = %error, records = indices.len(), "bus events kept in the outbox; records retried");
                     for index in indices {
                         batch.fail(index, error.to_string());
                     }
@@ -302,134 +355,253 @@ where
         (response, stats, started.elapsed())
     }
 
-    /// Processes one key's events, retrying the whole read-fold-write on version conflicts.
-    async fn process_key(
+    /// Sends dead letters; their records count as handled, or fail if the send fails.
+    async fn send_dead_letters(
         &self,
-        key: &str,
-        events: &[(usize, EnrichedEvent<'_>)],
-    ) -> Result<(KeyStats, Option<Written>), KeyFailure> {
-        let mut total = KeyStats::default();
+        batch: &mut KinesisBatch<'_>,
+        letters: Vec<(usize, DeadLetter)>,
+    ) -> usize {
+        if letters.is_empty() {
+            return 0;
+        }
+        for (index, letter) in &letters {
+            tracing::warn!(origin = %letter.origin, stage = %letter.stage, index, "record dead-lettered");
+        }
+        let only: Vec<DeadLetter> = letters.iter().map(|(_, l)| l.clone()).collect();
+        match self.dead_letters.send(&only).await {
+            Ok(()) => {
+                for (index, _) in &letters {
+                    batch.handled(*index);
+                }
+                letters.len()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, count = letters.len(), "dead-letter send failed");
+                for (index, _) in &letters {
+                    batch.fail(*index, format!("dead-letter send failed: {e}"));
+                }
+                0
+            }
+        }
+    }
+
+    /// Releases the claims a dead-lettered key's records hold, so a redrive applies them.
+    async fn release_claims(&self, events: &[Keyed<'_>]) {
+        for e in events {
+            let origin = e.position.to_string();
+            if let Err(error) = self.claims.release(&e.event.header.event_id, &origin).await {
+                tracing::warn!(%error, origin, "claim not released; a redrive of the record needs it released first");
+            }
+        }
+    }
+
+    /// Processes one key's events, retrying the whole read-fold-write on version conflicts.
+    async fn process_key(&self, key: &str, events: &[Keyed<'_>]) -> Result<KeyDone, KeyFailure> {
+        let mut done = KeyDone::default();
+        // Claim answers are kept across conflict retries: a claim is asked once per record.
+        let mut claimed: HashMap<usize, Claim> = HashMap::new();
         let mut attempt = 0;
         loop {
-            match self.try_key(key, events, &mut total).await {
-                Ok(written) => return Ok((total, written)),
+            match self.try_key(key, events, &mut claimed, &mut done).await {
+                Ok(written) => {
+                    done.written = written;
+                    return Ok(done);
+                }
                 Err(PortError::Conflict(reason)) if self.conflict_backoff.can_retry(attempt) => {
-                    tracing::debug!(profile_id = %key, attempt, %reason, "version conflict, refolding");
-                    total.conflicts += 1;
+                    tracing::debug!(attempt, %reason, "version conflict, refolding");
+                    done.stats.conflicts += 1;
                     self.conflict_backoff.wait(attempt).await;
                     attempt += 1;
                 }
                 Err(error) => {
                     return Err(KeyFailure {
                         error,
-                        stats: total,
+                        stats: done.stats,
                     })
                 }
             }
         }
     }
 
+    /// Which of `events` are new to `profile`: not at or below its watermark, not a repeat of
+    /// an earlier record of this batch, and with a granted claim on their event id. Claims
+    /// already answered (an earlier round of this key) are not asked again.
+    async fn new_events(
+        &self,
+        profile: &Profile,
+        events: &[Keyed<'_>],
+        claimed: &mut HashMap<usize, Claim>,
+        done: &mut KeyDone,
+    ) -> (Vec<usize>, Option<(usize, PortError)>) {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut candidates = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            if profile.stream.covers(&e.position) || !seen.insert(&e.event.header.event_id) {
+                continue;
+            }
+            candidates.push(i);
+        }
+        let expires_at = Utc::now() + self.dedup_window;
+        let asks: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|i| !claimed.contains_key(&events[*i].index))
+            .collect();
+        let answers = futures::future::join_all(asks.iter().map(|i| {
+            let e = &events[*i];
+            let origin = e.position.to_string();
+            async move {
+                self.claims
+                    .claim(&e.event.header.event_id, &origin, expires_at)
+                    .await
+            }
+        }))
+        .await;
+        done.claims += asks.len();
+        // The first claim that failed stops the key there: what comes before it is folded
+        // (progress even when some calls keep failing), the rest is retried in order.
+        let mut cutoff: Option<(usize, PortError)> = None;
+        for (i, answer) in asks.iter().zip(answers) {
+            match answer {
+                Ok(claim) => {
+                    claimed.insert(events[*i].index, claim);
+                }
+                Err(e) => {
+                    if cutoff.as_ref().is_none_or(|(c, _)| i < c) {
+                        cutoff = Some((*i, e));
+                    }
+                }
+            }
+        }
+        let end = cutoff.as_ref().map_or(events.len(), |(c, _)| *c);
+        let fresh: Vec<usize> = candidates
+            .into_iter()
+            .filter(|i| *i < end && claimed.get(&events[*i].index) == Some(&Claim::Granted))
+            .collect();
+        done.duplicates = end - fresh.len();
+        (fresh, cutoff)
+    }
+
     /// One read-fold-write round for a key; returns the written profile with the bus events
-    /// still to publish (none for a pure replay). `Conflict` means "re-read and retry".
+    /// still to publish (none when nothing was new). `Conflict` means "re-read and retry".
     async fn try_key(
         &self,
         key: &str,
-        events: &[(usize, EnrichedEvent<'_>)],
-        stats: &mut KeyStats,
+        events: &[Keyed<'_>],
+        claimed: &mut HashMap<usize, Claim>,
+        done: &mut KeyDone,
     ) -> PortResult<Option<Written>> {
         let stored = self.store.get(key).await?;
         let expected = stored.as_ref().map_or(0, |p| p.version);
         let mut profile = stored.unwrap_or_else(|| Profile::new(key));
+        let (fresh, cutoff) = self.new_events(&profile, events, claimed, done).await;
+        let events = match cutoff {
+            Some((0, error)) => return Err(error),
+            Some((end, error)) => {
+                done.failed_from = Some((end, error));
+                &events[..end]
+            }
+            None => {
+                done.failed_from = None;
+                events
+            }
+        };
         let before_segments = profile.segments.clone();
         let before_cart = profile.cart.clone();
 
-        // Events a previous attempt stored but could not publish go out first. Those that
-        // still fail stay in the outbox, ahead of anything this batch adds.
-        let pending = profile.outbox.len();
-        let outbox_error = outbox::publish_pending(&self.bus, &mut profile, stats).await;
+        // What an earlier write left in the outbox is settled first (see `outbox`).
+        let positions: Vec<Position<'_>> = events.iter().map(|e| e.position).collect();
+        let settled =
+            outbox::settle(&self.bus, &mut profile, Some(&positions), &mut done.stats).await;
 
-        let mut changed = false;
-        let mut last_event_id: Option<&str> = None;
-        for (_, event) in events {
-            let applied = profile.apply(event, &self.fold);
-            if applied == Applied::Duplicate {
-                continue;
-            }
-            changed = true;
-            last_event_id = Some(event.header.event_id.as_ref());
+        for &i in &fresh {
+            let event = &events[i].event;
+            profile.apply(event, &self.fold);
             if event.header.event_type == EventType::Identify {
                 if let Some(anon_id) = identify_anonymous_id(event) {
-                    self.merge_anonymous(&mut profile, anon_id, stats).await?;
+                    self.merge_anonymous(&mut profile, anon_id, event, &mut done.stats)
+                        .await?;
                 }
             }
         }
-        let outbox_unchanged = profile.outbox.len() == pending;
-        if !changed && outbox_unchanged {
-            // A pure replay (nothing to write), or the bus still fails (outbox kept as is).
-            return match outbox_error {
+        if fresh.is_empty() && !settled.needs_write() {
+            // Nothing new (a redelivery or duplicates), and the outbox needs no write.
+            return match settled.error {
                 None => Ok(None),
                 Some(e) => Err(as_publish_failure(e)),
             };
+        }
+        for e in events {
+            profile.stream.advance(&e.position);
         }
 
         let version = expected + 1;
         profile.version = version;
         let mut publish = Vec::new();
-        if changed {
-            let at = evaluation_time(events, Utc::now());
+        if !fresh.is_empty() {
+            let keyed: Vec<&EnrichedEvent<'_>> = fresh.iter().map(|i| &events[*i].event).collect();
+            let at = evaluation_time(keyed.iter().copied(), Utc::now());
             let segments = self.rules.evaluate(&profile, at);
-            publish = transitions(
-                &profile.id,
-                &before_segments,
-                &segments,
-                at,
-                version,
-                last_event_id,
-            );
+            let cause = keyed.last().map(|e| e.header.event_id.as_ref());
+            publish = transitions(&profile.id, &before_segments, &segments, at, version, cause);
             profile.segments = segments;
             if profile.cart != before_cart {
                 publish.push(cart_updated(&profile, at));
             }
         }
-        outbox::write(&self.store, profile, expected, publish, outbox_error, stats)
-            .await
-            .map(Some)
+        let last = events.last().map(|e| e.position);
+        outbox::write(
+            &self.store,
+            profile,
+            expected,
+            publish,
+            last,
+            settled.error,
+            &mut done.stats,
+        )
+        .await
+        .map(Some)
     }
 
-    /// Merges `anon:<anon_id>` into `profile` and marks the anonymous profile merged. The mark
-    /// is written before the user profile, so a failure in between only repeats the merge.
+    /// Merges `anon:<anon_id>` into `profile`, once. The anonymous profile is marked first
+    /// (`merged_into`, and `merged_by` = the identify event), so a failure before the user
+    /// profile is written only repeats the merge when that same identify event is retried; a
+    /// later identify of the same visitor finds it merged and only links the id.
     async fn merge_anonymous(
         &self,
         profile: &mut Profile,
         anon_id: &str,
+        identify: &EnrichedEvent<'_>,
         stats: &mut KeyStats,
     ) -> PortResult<()> {
         let anon_key = format!("{ANON_PREFIX}{anon_id}");
         let Some(mut anon) = self.store.get(&anon_key).await? else {
-            profile.anonymous_ids.insert(anon_key);
             return Ok(());
         };
-        match anon.merged_into.as_deref() {
-            Some(into) if into != profile.id => {
-                tracing::warn!(profile_id = %profile.id, anonymous = %anon_key, merged_into = %into, "anonymous profile already merged elsewhere");
-                profile.anonymous_ids.insert(anon_key);
-                Ok(())
-            }
-            Some(_) => {
-                profile.merge_anonymous(&anon);
-                Ok(())
-            }
-            None => {
-                profile.merge_anonymous(&anon);
+        let event_id: &str = &identify.header.event_id;
+        match (anon.merged_into.as_deref(), anon.merged_by.as_deref()) {
+            (None, _) => {
                 let expected = anon.version;
                 anon.merged_into = Some(profile.id.clone());
+                anon.merged_by = Some(event_id.to_owned());
                 anon.version = expected + 1;
                 self.store.put(&anon, expected).await?;
                 stats.writes += 1;
-                Ok(())
+                profile.merge_anonymous(&anon, &self.fold);
             }
+            (Some(into), Some(by)) if into == profile.id && by == event_id => {
+                profile.merge_anonymous(&anon, &self.fold);
+            }
+            _ => tracing::info!("anonymous profile already merged; id linked only"),
         }
+        Ok(())
     }
+}
+
+fn add_key_stats(stats: &mut BatchStats, s: &KeyStats) {
+    stats.writes += s.writes;
+    stats.published += s.published;
+    stats.conflicts += s.conflicts;
 }
 
 /// Decodes one record into its profile key and enriched event, both borrowing from it.
@@ -447,14 +619,22 @@ fn decode<'a>(
     Ok((key, event))
 }
 
-fn dead_letter(record: &BatchRecord<'_>, problems: &[Problem]) -> DeadLetter {
-    let parse_failure = problems
+fn stage_of(problems: &[Problem]) -> &'static str {
+    if problems
         .iter()
-        .any(|p| p.message.contains("not valid JSON"));
+        .any(|p| p.message.contains("not valid JSON"))
+    {
+        "decode"
+    } else {
+        "validate"
+    }
+}
+
+fn dead_letter(record: &BatchRecord<'_>, stage: &str, reason: &str) -> DeadLetter {
     DeadLetter {
         origin: record.origin(),
-        stage: if parse_failure { "decode" } else { "validate" }.to_owned(),
-        reason: describe(problems),
+        stage: stage.to_owned(),
+        reason: reason.to_owned(),
         raw_base64: base64::engine::general_purpose::STANDARD.encode(record.data),
         at: Utc::now(),
     }
@@ -475,11 +655,14 @@ fn identifies_one_of(event: &EnrichedEvent<'_>, keys: &HashSet<String>) -> bool 
         && identify_anonymous_id(event).is_some_and(|a| keys.contains(&format!("{ANON_PREFIX}{a}")))
 }
 
-/// The newest `occurred_at` of the key's events, capped at `now`.
-pub fn evaluation_time(events: &[(usize, EnrichedEvent<'_>)], now: DateTime<Utc>) -> DateTime<Utc> {
+/// The newest `occurred_at` of the events, capped at `now`.
+pub fn evaluation_time<'a, 'e: 'a>(
+    events: impl IntoIterator<Item = &'a EnrichedEvent<'e>>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
     events
-        .iter()
-        .map(|(_, e)| e.header.occurred_at)
+        .into_iter()
+        .map(|e| e.header.occurred_at)
         .max()
         .map_or(now, |t| t.min(now))
 }
@@ -506,13 +689,14 @@ mod tests {
 
     use super::*;
 
-    use crate::testkit::{MemoryBus, MemoryDlq, MemoryStore};
+    use crate::testkit::{MemoryBus, MemoryClaims, MemoryDlq, MemoryStore};
 
-    type TestEnricher = Enricher<MemoryStore, MemoryBus, MemoryDlq>;
+    type TestEnricher = Enricher<MemoryStore, MemoryClaims, MemoryBus, MemoryDlq>;
 
     fn enricher() -> TestEnricher {
         Enricher::new(
             MemoryStore::default(),
+            MemoryClaims::default(),
             MemoryBus::default(),
             MemoryDlq::default(),
             FoldConfig::default(),
@@ -543,7 +727,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_writes_each_profile_once_and_a_replay_changes_nothing() {
+    async fn a_batch_writes_each_profile_once_and_a_redelivery_writes_nothing() {
         let e = enricher();
         let event = fixture("several-users.json");
         let (response, stats, _) = e.process(&event).await;
@@ -555,13 +739,13 @@ mod tests {
 
         let alice = profile(&e, "u-1001");
         assert_eq!(alice.version, 1);
-        assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(alice.email(), Some("alice@example.com"));
         assert!(alice.has_consent("email"));
         assert_eq!(alice.cart_value_minor(), 2500);
         assert_eq!(alice.heat_shu(), Some(50_000.0));
         let bob = profile(&e, "u-1002");
         assert_eq!(bob.purchase_count, 1);
-        assert_eq!(bob.purchase_total_minor, 2380);
+        assert_eq!(bob.purchase_total_minor(), 2380);
         assert!(!bob.has_consent("email"));
         assert_eq!(
             profile(&e, "anon:a-77").counts.get("product_view"),
@@ -580,17 +764,117 @@ mod tests {
         assert!(carts >= 1, "alice's cart changed");
         assert_eq!(stats.published, published);
 
+        assert_eq!(stats.claims, 13, "one claim per event id");
+        let claims = e.claims.len();
+
+        // Lambda retries the same records: the watermark recognises every one, no claim is
+        // asked, nothing is written. The last write's bus events may not have gone out (the
+        // retry cannot know), so they are published again, with the same ids.
+        let first: Vec<BusEvent> = e.bus.published.lock().unwrap().clone();
         for _ in 0..2 {
             let (response, stats, _) = e.process(&event).await;
             assert!(failed(&response).is_empty());
-            assert_eq!(
-                (stats.writes, stats.published),
-                (0, 0),
-                "a replay is a no-op"
-            );
+            assert_eq!((stats.writes, stats.claims, stats.duplicates), (0, 0, 13));
         }
         assert_eq!(profile(&e, "u-1001"), alice);
-        assert_eq!(e.bus.published.lock().unwrap().len(), published);
+        assert_eq!(e.claims.len(), claims);
+        let all = e.bus.published.lock().unwrap().clone();
+        assert!(
+            all[first.len()..].iter().all(|b| first.contains(b)),
+            "republished events are the same events"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_id_sent_again_in_a_new_record_is_a_duplicate_however_late() {
+        let e = enricher();
+        let order = |seq: u32, id: &str| {
+            single(
+                serde_json::json!({"event_id": id, "type": "purchase", "version": 1,
+                    "user_id": "u-7", "occurred_at": "2026-11-20T09:30:00Z", "source": "payments",
+                    "payload": {"order_id": "o-1", "total": "25.00", "currency": "EUR", "items": []}}),
+                seq,
+            )
+        };
+        let (response, _, _) = e.process(&order(1, "pay-1")).await;
+        assert!(failed(&response).is_empty());
+        // 2,000 other events of the same customer in between roll nothing: ids are claimed
+        // for the dedup window, not kept in a bounded ring.
+        for i in 0..2_000u32 {
+            let view = single(
+                serde_json::json!({"event_id": format!("pv-{i}"), "type": "page_view", "version": 1,
+                    "user_id": "u-7", "occurred_at": "2026-11-20T09:31:00Z", "source": "web",
+                    "payload": {"url": "https://shop.example/"}}),
+                2 + i,
+            );
+            e.process(&view).await;
+        }
+        let (response, stats, _) = e.process(&order(5_000, "pay-1")).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!((stats.duplicates, stats.writes), (1, 0));
+        let p = profile(&e, "u-7");
+        assert_eq!(p.purchase_count, 1);
+        assert_eq!(p.counts["page_view"], 2_000);
+        // A new id is folded.
+        e.process(&order(5_001, "pay-2")).await;
+        assert_eq!(profile(&e, "u-7").purchase_count, 2);
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_cannot_be_made_fails_the_records_and_the_retry_applies_them_once() {
+        let e = enricher();
+        let event = fixture("several-users.json");
+        e.claims.down.store(true, Ordering::SeqCst);
+        let (response, stats, _) = e.process(&event).await;
+        assert_eq!(failed(&response).len(), 13);
+        assert_eq!(stats.writes, 0);
+        e.claims.down.store(false, Ordering::SeqCst);
+        let (response, _, _) = e.process(&event).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(profile(&e, "u-1001").counts["add_to_cart"], 1);
+        assert_eq!(profile(&e, "u-1001").cart_item_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_profile_that_can_never_be_written_is_dead_lettered_and_releases_its_claims() {
+        let e = enricher();
+        e.store.refusing.lock().unwrap().insert("u-1001".into());
+        let event = fixture("several-users.json");
+        let (response, stats, _) = e.process(&event).await;
+        assert!(failed(&response).is_empty(), "nothing blocks the shard");
+        let alice = event
+            .records
+            .iter()
+            .filter(|r| r.kinesis.partition_key == "u-1001")
+            .count();
+        assert_eq!(stats.dead_letters, alice);
+        let letters = e.dead_letters.letters.lock().unwrap().clone();
+        assert!(letters
+            .iter()
+            .all(|l| l.stage == "memory.put" && l.reason.contains("too large")));
+        assert!(
+            e.store.profiles.lock().unwrap().contains_key("u-1002"),
+            "others are written"
+        );
+        // The claims were released: once the cause is fixed, a redrive of the same records
+        // (new positions) applies them.
+        e.store.refusing.lock().unwrap().clear();
+        let mut redriven = event.clone();
+        for r in &mut redriven.records {
+            r.kinesis.sequence_number = format!("9{}", r.kinesis.sequence_number);
+        }
+        e.process(&redriven).await;
+        assert_eq!(profile(&e, "u-1001").counts["add_to_cart"], 1);
+        assert_eq!(profile(&e, "u-1001").cart_item_count(), 2);
+        assert_eq!(
+            profile(&e, "u-1002").counts.values().sum::<u64>(),
+            event
+                .records
+                .iter()
+                .filter(|r| r.kinesis.partition_key == "u-1002")
+                .count() as u64,
+            "u-1002's events are not applied twice"
+        );
     }
 
     #[tokio::test]
@@ -668,7 +952,7 @@ mod tests {
         let alice = profile(&e, "u-1001");
         assert!(!alice.outbox.is_empty());
         assert_eq!(alice.version, 2, "fold write + outbox write");
-        let outbox = alice.outbox.clone();
+        let outbox = alice.outbox.events.clone();
 
         e.bus.down.store(false, Ordering::SeqCst);
         let (response, stats, _) = e.process(&event).await;
@@ -705,7 +989,18 @@ mod tests {
         let anon = profile(&e, "anon:a-900");
         assert_eq!(anon.merged_into.as_deref(), Some("u-3001"));
         let user = profile(&e, "u-3001");
-        assert!(user.anonymous_ids.contains("anon:a-900") || user.anonymous_ids.contains("a-900"));
+        assert!(user.anonymous_ids.contains("a-900"));
+        let identify = fixture("identify.json");
+        let identify_id = identify
+            .records
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.kinesis.data.0).ok())
+            .find(|v| v["type"] == "identify")
+            .and_then(|v| v["event_id"].as_str().map(str::to_owned));
+        assert_eq!(
+            anon.merged_by, identify_id,
+            "marked with the identify that merged it"
+        );
         assert_eq!(
             user.cart.items.get("HS-GHO-03").map(|i| i.quantity),
             Some(1)
@@ -731,7 +1026,7 @@ mod tests {
         e.bus.down.store(true, Ordering::SeqCst);
         let first = fixture("several-users.json");
         e.process(&first).await;
-        let old_outbox = profile(&e, "u-1001").outbox;
+        let old_outbox = profile(&e, "u-1001").outbox.events;
         assert!(!old_outbox.is_empty());
 
         // Still down: a new add_to_cart for alice is folded (one write) and its CartUpdated
@@ -748,12 +1043,14 @@ mod tests {
         assert_eq!(stats.writes, 1);
         let alice = profile(&e, "u-1001");
         assert_eq!(alice.counts.get("add_to_cart"), Some(&2));
-        assert_eq!(&alice.outbox[..old_outbox.len()], &old_outbox[..]);
-        assert!(matches!(alice.outbox.last(), Some(BusEvent::CartUpdated(c)) if c.item_count == 3));
+        assert_eq!(&alice.outbox.events[..old_outbox.len()], &old_outbox[..]);
+        assert!(
+            matches!(alice.outbox.events.last(), Some(BusEvent::CartUpdated(c)) if c.item_count == 3)
+        );
 
         // Back up: the retry publishes everything once, in order, and empties the outbox.
         e.bus.down.store(false, Ordering::SeqCst);
-        let queued = alice.outbox.clone();
+        let queued = alice.outbox.events.clone();
         let (response, _, _) = e.process(&next).await;
         assert!(failed(&response).is_empty());
         assert_eq!(*e.bus.published.lock().unwrap(), queued);
@@ -795,10 +1092,10 @@ mod tests {
         let e = enricher();
         let event = fixture("several-users.json");
         let batch = KinesisBatch::new(&event);
-        let events: Vec<(usize, EnrichedEvent)> = batch
+        let events: Vec<EnrichedEvent> = batch
             .records()
             .iter()
-            .filter_map(|r| decode(r, &e.registry).ok().map(|(_, ev)| (r.index, ev)))
+            .filter_map(|r| decode(r, &e.registry).ok().map(|(_, ev)| ev))
             .collect();
         let newest = "2026-11-20T09:13:00Z".parse::<DateTime<Utc>>().unwrap();
         assert_eq!(evaluation_time(&events, Utc::now()), newest);

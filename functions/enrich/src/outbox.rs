@@ -1,20 +1,27 @@
-//! Write-then-publish with an outbox: the one path by which profile changes reach the bus,
-//! shared by the Kinesis handler ([`crate::handler`]) and the scheduled re-evaluation
-//! ([`crate::reevaluate`]).
+//! Write-then-publish with the profile outbox: the one path by which profile changes reach the
+//! bus, shared by the Kinesis handler ([`crate::handler`]) and the scheduled re-evaluation
+//! ([`crate::reevaluate`]). Nothing is published for a profile that was not written, and no
+//! transition is lost: every bus event is stored in the profile by the write that produced it,
+//! and leaves the outbox only once it is known to be published.
 //!
-//! 1. [`publish_pending`]: events a previous write stored but could not publish go out first;
-//!    those that still fail stay in the outbox, ahead of anything new.
-//! 2. [`write`]: the profile is written ONCE with the optimistic version check; a write whose
-//!    answer was lost is recognised by reading it back ([`put_once`]).
-//! 3. [`publish_written`]: the new bus events of all profiles written in a batch are published
-//!    together (≤10 per PutEvents call). Events that cannot be published are stored in their
-//!    profile's outbox with a second conditional write ([`store_outbox`]) and that profile
-//!    fails, so the caller retries later and the retry publishes the outbox first. While the
-//!    outbox cannot be published, new events are queued behind it in the same single write.
+//! 1. [`settle`]: before a key is folded, what an earlier write left in the outbox is settled.
+//!    For the Kinesis handler the outbox's stream position tells (see
+//!    [`ember_core::profile::Outbox`]): records after it mean it was published (dropped from
+//!    the next write at no cost), the queuing records redelivered mean it may not have been
+//!    (published again; consumers de-duplicate by event id). An outbox marked unpublished, or
+//!    any outbox seen by the re-evaluation, is published first.
+//! 2. [`write`]: the profile is written ONCE with the optimistic version check, its new bus
+//!    events in the same write; a write whose answer was lost is recognised by reading it back.
+//! 3. [`publish_written`]: the new events of all profiles written in a batch are published
+//!    together (≤10 per PutEvents call). A profile whose events could not all be published is
+//!    marked unpublished (second conditional write) and fails, so its records are retried. If
+//!    even that write fails, the records' redelivery publishes the events (step 1). Writes
+//!    without a stream position (the re-evaluation) clear their outbox after publishing.
 
 use ember_aws::retry::Backoff;
 use ember_core::ports::{BusEvent, EventBus, PortError, PortResult, ProfileStore};
-use ember_core::profile::Profile;
+use ember_core::profile::{Outbox, Profile};
+use ember_core::watermark::Position;
 use futures::stream::{self, StreamExt};
 
 /// The ports (and conflict backoff) the write-then-publish path needs.
@@ -42,29 +49,65 @@ pub struct KeyStats {
     pub conflicts: usize,
 }
 
-/// Publishes `profile.outbox`; events that fail stay in it (in order). Returns the first
-/// publish error, if any.
-pub async fn publish_pending<B: EventBus>(
+/// What [`settle`] did to the stored outbox.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// The first publish error; the events that failed stay in the outbox, marked unpublished.
+    pub error: Option<PortError>,
+    /// The outbox changed in a way the store must learn even if nothing else is written.
+    must_write: bool,
+}
+
+impl Settled {
+    pub fn needs_write(&self) -> bool {
+        self.must_write || self.error.is_some()
+    }
+}
+
+/// Settles `profile.outbox` before new events are folded. `positions`: the stream positions
+/// of the records being processed for this profile (`None` outside the Kinesis handler).
+pub async fn settle<B: EventBus>(
     bus: &B,
     profile: &mut Profile,
+    positions: Option<&[Position<'_>]>,
     stats: &mut KeyStats,
-) -> Option<PortError> {
-    let pending = std::mem::take(&mut profile.outbox);
-    let mut outbox_error = None;
-    if pending.is_empty() {
-        return None;
+) -> Settled {
+    if profile.outbox.is_empty() {
+        return Settled::default();
     }
+    let queued_at = profile.outbox.after.as_deref().and_then(Position::parse);
+    let redelivered = match (positions, queued_at) {
+        (Some(positions), Some(queued)) => {
+            if !positions.iter().any(|p| p.at_or_before(&queued)) {
+                // Lambda moved past the queuing records: they reported success, which they do
+                // only once published. Dropped from the next write.
+                profile.outbox = Outbox::default();
+                return Settled::default();
+            }
+            true
+        }
+        _ => false,
+    };
+    let pending = std::mem::take(&mut profile.outbox.events);
     let results = bus.publish(&pending).await;
-    for (event, result) in pending.iter().zip(results) {
+    let mut error = None;
+    for (event, result) in pending.into_iter().zip(results) {
         match result {
             Ok(()) => stats.published += 1,
             Err(e) => {
-                outbox_error.get_or_insert(e);
-                profile.outbox.push(event.clone());
+                error.get_or_insert(e);
+                profile.outbox.events.push(event);
             }
         }
     }
-    outbox_error
+    if error.is_some() || profile.outbox.is_empty() {
+        profile.outbox.after = None;
+    }
+    Settled {
+        error,
+        // A redelivery's republished outbox is dropped by the next write anyway.
+        must_write: !redelivered,
+    }
 }
 
 /// A profile that has been written, with the bus events its write produced, still to publish.
@@ -74,29 +117,35 @@ pub struct Written {
     pub events: Vec<BusEvent>,
 }
 
-/// Writes `profile` (its version already bumped) if the store still holds `expected`, and
-/// hands back the events to publish. With `outbox_error` set (the bus failed on the pending
-/// outbox), the new events are queued in the outbox in the same write and the call fails
-/// with that error. `Conflict` means "re-read and retry".
+/// Writes `profile` (its version already bumped) if the store still holds `expected`, with
+/// `publish` added to its outbox. `last`: the stream position of the last record folded (the
+/// outbox's position); `None` marks the events unpublished until [`publish_written`] clears
+/// them. With `outbox_error` set (the bus failed on the stored outbox), the write still
+/// happens, everything stays marked unpublished, and the call fails with that error.
+/// `Conflict` means "re-read and retry".
 pub async fn write<S: ProfileStore>(
     store: &S,
     mut profile: Profile,
     expected: u64,
     publish: Vec<BusEvent>,
+    last: Option<Position<'_>>,
     outbox_error: Option<PortError>,
     stats: &mut KeyStats,
 ) -> PortResult<Written> {
-    if let Some(e) = outbox_error {
-        // The bus is failing: write anyway (nothing is lost if retries run out), queue the new
-        // events behind the old ones in the same single write, retry later.
-        profile.outbox.extend(publish);
-        put_once(store, &profile, expected).await?;
-        stats.writes += 1;
-        tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
-        return Err(as_publish_failure(e));
-    }
+    profile.outbox.events.extend(publish.iter().cloned());
+    profile.outbox.after = match (&outbox_error, last) {
+        (None, Some(p)) if !profile.outbox.is_empty() => Some(p.to_string()),
+        _ => None,
+    };
     put_once(store, &profile, expected).await?;
     stats.writes += 1;
+    if let Some(e) = outbox_error {
+        tracing::warn!(
+            outbox = profile.outbox.len(),
+            "bus events kept in the outbox"
+        );
+        return Err(as_publish_failure(e));
+    }
     Ok(Written {
         profile,
         events: publish,
@@ -105,9 +154,10 @@ pub async fn write<S: ProfileStore>(
 
 /// Publishes the events of many written profiles together, so a batch costs
 /// ⌈events / 10⌉ PutEvents calls rather than one per profile. A profile whose events could
-/// not all be published keeps them in its outbox (second conditional write) and gets the
-/// publish failure, so its records are retried; the others get `Ok`. Results are in input
-/// order, with each profile's publishing stats.
+/// not all be published gets its outbox marked unpublished (second conditional write) and the
+/// publish failure, so its records are retried; the others get `Ok`. A profile written without
+/// a stream position has its outbox cleared once published. Results are in input order, with
+/// each profile's publishing stats.
 pub async fn publish_written<S: ProfileStore, B: EventBus>(
     ports: Ports<'_, S, B>,
     written: Vec<Written>,
@@ -123,44 +173,57 @@ pub async fn publish_written<S: ProfileStore, B: EventBus>(
         ports.bus.publish(&all).await
     }
     .into_iter();
-    let mut failures = Vec::new();
+    let mut rewrites = Vec::new();
     let mut out: Vec<(PortResult<()>, KeyStats)> = Vec::with_capacity(written.len());
     for (i, w) in written.into_iter().enumerate() {
         let mut stats = KeyStats::default();
-        let mut failed = Vec::new();
+        let mut published = Vec::new();
         let mut first_error = None;
         for event in w.events {
             match results.next() {
-                Some(Ok(())) => stats.published += 1,
+                Some(Ok(())) => {
+                    stats.published += 1;
+                    published.push(event);
+                }
                 Some(Err(e)) => {
                     first_error.get_or_insert(e);
-                    failed.push(event);
                 }
                 None => {
                     first_error.get_or_insert(PortError::Transient {
                         stage: "publish",
                         reason: "the bus returned fewer results than events".into(),
                     });
-                    failed.push(event);
                 }
             }
         }
         out.push((Ok(()), stats));
-        if let Some(error) = first_error {
-            failures.push((i, w.profile, failed, error));
+        let unconfirmed = w.profile.outbox.after.is_none() && !w.profile.outbox.is_empty();
+        if first_error.is_some() || unconfirmed {
+            rewrites.push((i, w.profile, published, first_error));
         }
     }
-    let stored: Vec<_> = stream::iter(failures)
-        .map(|(i, profile, failed, error)| async move {
+    let rewritten: Vec<_> = stream::iter(rewrites)
+        .map(|(i, profile, published, error)| async move {
             let mut stats = KeyStats::default();
-            let stored =
-                store_outbox(ports.store, ports.backoff, profile, failed, &mut stats).await;
-            (i, stats, stored.and(Err(error)).map_err(as_publish_failure))
+            let stored = rewrite_outbox(
+                ports.store,
+                ports.backoff,
+                profile,
+                &published,
+                error.is_some(),
+                &mut stats,
+            )
+            .await;
+            let result = match error {
+                Some(e) => stored.and(Err(as_publish_failure(e))),
+                None => stored,
+            };
+            (i, stats, result)
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    for (i, stats, result) in stored {
+    for (i, stats, result) in rewritten {
         out[i].0 = result;
         out[i].1.writes += stats.writes;
     }
@@ -176,7 +239,16 @@ pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
     outbox_error: Option<PortError>,
     stats: &mut KeyStats,
 ) -> PortResult<()> {
-    let written = write(ports.store, profile, expected, publish, outbox_error, stats).await?;
+    let written = write(
+        ports.store,
+        profile,
+        expected,
+        publish,
+        None,
+        outbox_error,
+        stats,
+    )
+    .await?;
     let (result, published) = publish_written(ports, vec![written], 1)
         .await
         .pop()
@@ -188,10 +260,10 @@ pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
 
 /// Writes `profile` over version `expected`. A failed write may still have landed: its answer
 /// was lost (timeout, dropped connection), or the SDK re-sent a write that had succeeded and
-/// the re-send failed its own version check. Left at that, the retry would find every event
-/// already applied and never publish this write's bus events. So before reporting a conflict
-/// or transient failure, read the profile back: if the stored item is this very write (same
-/// version, same remembered event ids, same segments), the write landed.
+/// the re-send failed its own version check. Left at that, the retry would find every record
+/// below the watermark and never publish this write's bus events. So before reporting a
+/// conflict or transient failure, read the profile back: if the stored item is this very
+/// write (same version, watermark, segments and outbox), the write landed.
 async fn put_once<S: ProfileStore>(store: &S, profile: &Profile, expected: u64) -> PortResult<()> {
     let error = match store.put(profile, expected).await {
         Ok(()) => return Ok(()),
@@ -200,7 +272,7 @@ async fn put_once<S: ProfileStore>(store: &S, profile: &Profile, expected: u64) 
     };
     match store.get(&profile.id).await {
         Ok(Some(stored)) if is_same_write(&stored, profile) => {
-            tracing::info!(profile_id = %profile.id, version = profile.version, %error, "write landed although its answer failed");
+            tracing::info!(version = profile.version, %error, "write landed although its answer failed");
             Ok(())
         }
         _ => Err(error),
@@ -209,33 +281,39 @@ async fn put_once<S: ProfileStore>(store: &S, profile: &Profile, expected: u64) 
 
 fn is_same_write(stored: &Profile, ours: &Profile) -> bool {
     stored.version == ours.version
-        && stored.recent_event_ids == ours.recent_event_ids
+        && stored.stream == ours.stream
         && stored.segments == ours.segments
         && stored.outbox == ours.outbox
 }
 
-/// Stores unpublished events in the profile's outbox (second conditional write). On a
-/// conflict the newest profile is re-read and the events appended to its outbox.
-pub async fn store_outbox<S: ProfileStore>(
+/// After a publish: removes the `published` events from the outbox; events that failed stay,
+/// marked unpublished. One conditional write; on a conflict the newest profile is re-read and
+/// the same change applied to it.
+async fn rewrite_outbox<S: ProfileStore>(
     store: &S,
     backoff: &Backoff,
     mut profile: Profile,
-    failed: Vec<BusEvent>,
+    published: &[BusEvent],
+    failed: bool,
     stats: &mut KeyStats,
 ) -> PortResult<()> {
     let mut attempt = 0;
     loop {
         let expected = profile.version;
-        for event in &failed {
-            if !profile.outbox.contains(event) {
-                profile.outbox.push(event.clone());
-            }
+        profile.outbox.events.retain(|e| !published.contains(e));
+        if failed || profile.outbox.is_empty() {
+            profile.outbox.after = None;
         }
         profile.version = expected + 1;
         match store.put(&profile, expected).await {
             Ok(()) => {
                 stats.writes += 1;
-                tracing::warn!(profile_id = %profile.id, outbox = profile.outbox.len(), "bus events kept in the outbox");
+                if failed {
+                    tracing::warn!(
+                        outbox = profile.outbox.len(),
+                        "bus events kept in the outbox"
+                    );
+                }
                 return Ok(());
             }
             Err(PortError::Conflict(_)) if backoff.can_retry(attempt) => {
@@ -246,24 +324,18 @@ pub async fn store_outbox<S: ProfileStore>(
                     None => {
                         // Erased meanwhile (the API's erasure endpoint): never re-create it;
                         // its events concern a profile that no longer exists.
-                        tracing::info!(profile_id = %profile.id, "profile erased; its bus events are dropped");
+                        tracing::info!("profile erased; its bus events are dropped");
                         return Ok(());
                     }
                 }
             }
             Err(e) => {
-                let ids: Vec<String> = failed.iter().map(event_id).collect();
-                tracing::error!(profile_id = %profile.id, error = %e, events = ?ids, "outbox write failed: bus events lost");
+                // The events stay in the stored outbox with their stream position: the
+                // records' redelivery publishes them.
+                tracing::error!(error = %e, outbox = profile.outbox.len(), "outbox write failed; events wait for the records' retry");
                 return Err(e);
             }
         }
-    }
-}
-
-fn event_id(event: &BusEvent) -> String {
-    match event {
-        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
-        BusEvent::CartUpdated(c) => c.id.clone(),
     }
 }
 

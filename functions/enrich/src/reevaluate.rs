@@ -13,7 +13,7 @@
 //! - merged anonymous profiles (`merged_into` set) are skipped.
 //! - each profile's segments are evaluated at `max(time, last_seen)` (never before the
 //!   profile's own newest event, so a late schedule cannot undo an event-time evaluation).
-//!   Only profiles whose membership changed (or whose outbox holds unpublished events) are
+//!   Only profiles whose membership changed (or whose outbox is marked unpublished) are
 //!   written: version bumped, conditional write on the scanned version, then the transitions
 //!   are published through [`crate::outbox`] — the same write-then-publish/outbox path as the
 //!   Kinesis handler. A version conflict means an event (or another run) wrote first: the
@@ -223,16 +223,18 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
     async fn reevaluate(&self, mut profile: Profile, at: DateTime<Utc>) -> PortResult<Outcome> {
         let at = profile.last_seen.map_or(at, |seen| at.max(seen));
         let segments = self.rules.evaluate(&profile, at);
-        if segments == profile.segments && profile.outbox.is_empty() {
+        // An outbox with a stream position is the Kinesis handler's to settle.
+        let unpublished = !profile.outbox.is_empty() && profile.outbox.after.is_none();
+        if segments == profile.segments && !unpublished {
             return Ok(Outcome::Unchanged);
         }
         let mut stats = KeyStats::default();
         let expected = profile.version;
         let pending = profile.outbox.len();
-        let outbox_error = outbox::publish_pending(&self.bus, &mut profile, &mut stats).await;
+        let settled = outbox::settle(&self.bus, &mut profile, None, &mut stats).await;
         if segments == profile.segments && profile.outbox.len() == pending {
             // Only an outbox, and the bus still fails: nothing to write.
-            return match outbox_error {
+            return match settled.error {
                 None => Ok(Outcome::Unchanged),
                 Some(e) => Err(as_publish_failure(e)),
             };
@@ -250,7 +252,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
             profile,
             expected,
             publish,
-            outbox_error,
+            settled.error,
             &mut stats,
         )
         .await?;
@@ -316,11 +318,14 @@ mod tests {
         assert_eq!(stats.skipped_merged, 1);
         assert_eq!(stats.changed, 7);
         assert_eq!(stats.published, 7);
-        assert_eq!(r.store.puts.load(Ordering::SeqCst), 7);
+        // Two writes per changed profile: the transitions are stored with it, then cleared
+        // once published (a crash in between leaves them for the next run to publish).
+        assert_eq!(r.store.puts.load(Ordering::SeqCst), 14);
         for i in 0..7 {
             let p = stored(&r, &format!("churner-{i}"));
             assert!(p.segments.contains("churn_risk"), "{:?}", p.segments);
-            assert_eq!(p.version, 4);
+            assert!(p.outbox.is_empty());
+            assert_eq!(p.version, 5);
         }
         assert_eq!(stored(&r, "recent").version, 3, "unchanged: not rewritten");
         assert!(stored(&r, "anon:merged").segments.is_empty());
@@ -335,7 +340,7 @@ mod tests {
         // A second run at the same time changes and publishes nothing.
         let again = r.run(now()).await.unwrap();
         assert_eq!((again.changed, again.published, again.writes), (0, 0, 0));
-        assert_eq!(r.store.puts.load(Ordering::SeqCst), 7);
+        assert_eq!(r.store.puts.load(Ordering::SeqCst), 14);
     }
 
     #[tokio::test]

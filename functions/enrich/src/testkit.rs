@@ -9,6 +9,7 @@ use ember_core::ports::{BusEvent, DeadLetter, DeadLetterSink, EventBus, PortErro
 
 /// Profiles with DynamoDB's version check; scan pages of 2 so pagination is exercised.
 pub type MemoryStore = ember_core::memory::MemoryProfileStore;
+pub type MemoryClaims = ember_core::memory::MemoryClaims;
 
 pub fn memory_store() -> MemoryStore {
     MemoryStore {

@@ -138,6 +138,7 @@ impl Pipeline {
             .unwrap_or_else(|| "us-east-1".into());
         let ctx = Context {
             parameters,
+            conditions: template.conditions.clone(),
             region: region.clone(),
             account_id: "000000000000".into(),
             stack_name: format!("ember-{stage}"),

@@ -12,10 +12,11 @@ use serde_json::{Map, Value};
 
 use crate::error::LocalError;
 
-/// A parsed template: parameters and resources, both as JSON in long intrinsic form.
+/// A parsed template: parameters, conditions and resources, as JSON in long intrinsic form.
 #[derive(Debug, Clone)]
 pub struct Template {
     pub parameters: BTreeMap<String, Value>,
+    pub conditions: BTreeMap<String, Value>,
     pub resources: BTreeMap<String, Resource>,
 }
 
@@ -36,10 +37,12 @@ pub trait Names {
     fn attribute(&self, logical_id: &str, attribute: &str) -> Option<String>;
 }
 
-/// Pseudo parameters and parameter values used while resolving.
+/// Pseudo parameters, parameter values and the template's conditions used while resolving.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub parameters: BTreeMap<String, String>,
+    /// The template's `Conditions`, evaluated on demand by `Fn::If`.
+    pub conditions: BTreeMap<String, Value>,
     pub region: String,
     pub account_id: String,
     pub stack_name: String,
@@ -56,11 +59,14 @@ impl Template {
         let yaml: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| LocalError::Template(format!("template is not valid YAML: {e}")))?;
         let json = to_json(&yaml)?;
-        let parameters = json
-            .get("Parameters")
-            .and_then(Value::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let section = |name: &str| -> BTreeMap<String, Value> {
+            json.get(name)
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+        let parameters = section("Parameters");
+        let conditions = section("Conditions");
         let mut resources = BTreeMap::new();
         let res = json
             .get("Resources")
@@ -86,6 +92,7 @@ impl Template {
         }
         Ok(Template {
             parameters,
+            conditions,
             resources,
         })
     }
@@ -420,6 +427,18 @@ pub fn resolve(v: &Value, ctx: &Context, names: &dyn Names) -> Result<Value, Loc
                     }
                     substitute(text, &local, ctx, names).map(Value::String)
                 }
+                "Fn::If" => match arg {
+                    Value::Array(p) if p.len() == 3 => {
+                        let name = p[0].as_str().unwrap_or_default();
+                        let branch = if condition(name, ctx, names)? {
+                            &p[1]
+                        } else {
+                            &p[2]
+                        };
+                        resolve(branch, ctx, names)
+                    }
+                    _ => Err(LocalError::Template(format!("bad If {arg}"))),
+                },
                 "Fn::Join" => match arg {
                     Value::Array(p) if p.len() == 2 => {
                         let sep = p[0].as_str().unwrap_or_default();
@@ -452,6 +471,44 @@ pub fn resolve(v: &Value, ctx: &Context, names: &dyn Names) -> Result<Value, Loc
                 .collect::<Result<_, _>>()?,
         )),
         other => Ok(other.clone()),
+    }
+}
+
+/// Evaluates the template condition `name` (`Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`,
+/// `Condition`).
+fn condition(name: &str, ctx: &Context, names: &dyn Names) -> Result<bool, LocalError> {
+    let body = ctx
+        .conditions
+        .get(name)
+        .ok_or_else(|| LocalError::Template(format!("unknown condition {name}")))?;
+    evaluate(body, ctx, names)
+}
+
+fn evaluate(v: &Value, ctx: &Context, names: &dyn Names) -> Result<bool, LocalError> {
+    let bad = || LocalError::Template(format!("unsupported condition {v}"));
+    let (k, arg) = v
+        .as_object()
+        .filter(|m| m.len() == 1)
+        .and_then(|m| m.iter().next())
+        .ok_or_else(bad)?;
+    let list = || arg.as_array().ok_or_else(bad);
+    match k.as_str() {
+        "Fn::Equals" => match list()?.as_slice() {
+            [a, b] => Ok(scalar(&resolve(a, ctx, names)?) == scalar(&resolve(b, ctx, names)?)),
+            _ => Err(bad()),
+        },
+        "Fn::Not" => match list()?.as_slice() {
+            [c] => Ok(!evaluate(c, ctx, names)?),
+            _ => Err(bad()),
+        },
+        "Fn::And" => list()?
+            .iter()
+            .try_fold(true, |acc, c| Ok(acc && evaluate(c, ctx, names)?)),
+        "Fn::Or" => list()?
+            .iter()
+            .try_fold(false, |acc, c| Ok(acc || evaluate(c, ctx, names)?)),
+        "Condition" => condition(arg.as_str().ok_or_else(bad)?, ctx, names),
+        _ => Err(bad()),
     }
 }
 
@@ -551,6 +608,7 @@ mod tests {
     fn ctx() -> Context {
         Context {
             parameters: [("Stage".to_owned(), "t1".to_owned())].into(),
+            conditions: BTreeMap::new(),
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
             stack_name: "s".into(),
@@ -571,6 +629,25 @@ mod tests {
         assert_eq!(r["C"], "ember-t1-the-bus-us-east-1");
         assert_eq!(r["D"], "${Literal}");
         assert_eq!(r["E"][0], "t1");
+    }
+
+    #[test]
+    fn conditions_choose_the_branch_of_an_if() {
+        let t = Template::parse(
+            "Parameters:\n  Efo:\n    Type: String\n    Default: 'false'\nConditions:\n  UseEfo: !Equals [!Ref Efo, 'true']\n  NoEfo: !Not [!Condition UseEfo]\nResources:\n  X:\n    Type: T\n    Properties:\n      S: !If [UseEfo, !GetAtt C.ConsumerARN, !GetAtt Bus.Name]\n      N: !If [NoEfo, yes, no]\n",
+        )
+        .unwrap();
+        let mut c = ctx();
+        c.conditions = t.conditions.clone();
+        c.parameters.insert("Efo".into(), "false".into());
+        let r = resolve(&t.resources["X"].properties, &c, &Fixed).unwrap();
+        assert_eq!(
+            (r["S"].as_str(), r["N"].as_str()),
+            (Some("the-bus"), Some("yes"))
+        );
+        c.parameters.insert("Efo".into(), "true".into());
+        let err = resolve(&t.resources["X"].properties, &c, &Fixed).unwrap_err();
+        assert!(err.to_string().contains("C.ConsumerARN"), "{err}");
     }
 
     #[test]

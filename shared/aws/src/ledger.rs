@@ -71,8 +71,12 @@ impl DynamoLedger {
         self
     }
 
-    fn now_secs(&self) -> i64 {
+    pub(crate) fn now_secs(&self) -> i64 {
         (self.clock.0)().timestamp()
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Builds the client from the process-wide SDK configuration.

@@ -6,15 +6,21 @@
 //!   the standard `AWS_ENDPOINT_URL*` variables) and the resource names read from env.
 //! - [`telemetry`]: JSON structured logs via tracing-subscriber.
 //! - [`kinesis`]: the event stream (`PutRecords` in chunks of ≤500, failed records retried).
-//! - [`error`]: the crate's error enum and SDK-error classification (retryable or not).
+//! - [`error`]: the crate's error enum.
 //! - [`retry`]: bounded exponential backoff with jitter, and `classify` (SDK error → transient
-//!   or permanent `PortError`, naming the stage).
-//! - [`profiles`]: DynamoDB `ProfileStore` (optimistic version check).
+//!   or permanent `PortError`, naming the stage): the one place errors are classified.
+//! - [`profiles`]: DynamoDB `ProfileStore` (optimistic version check), the item form, its
+//!   billed size, and reading legacy items.
+//! - [`ledger`]: DynamoDB `Ledger` (small keyed records with expiry: send claims, caps,
+//!   suppressions, timers).
+//! - [`claims`]: DynamoDB `EventClaims` in the ledger table (event ids, with their origin).
+//! - [`sesv2`]: SESv2 `Mailer`.
 //! - [`eventbridge`]: EventBridge `EventBus` (per-entry failures retried).
 //! - [`sqs`]: SQS `DeadLetterSink` (per-entry failures retried).
 //! - [`batch`]: Kinesis partial-batch-failure utility (ordered per key).
 
 pub mod batch;
+pub mod claims;
 pub mod config;
 pub mod error;
 pub mod eventbridge;

@@ -1,28 +1,31 @@
 //! The pure fold of enriched events into a [`Profile`]: no I/O, no clock.
 //!
 //! Rules (see [`Profile::apply`]):
-//! - **De-duplication**: an event id seen among the last [`RECENT_EVENT_IDS`] ids is a
-//!   [`Applied::Duplicate`] and changes nothing.
+//! - **De-duplication is not done here**: the caller folds each event once (the enrich
+//!   handler checks the stream watermark and the event-id claim first).
 //! - **Order independence** for independent events: counters are sums, `created_at`/`last_seen`
-//!   are min/max, daily buckets are pruned relative to the newest event ever seen, the heat
-//!   average is decayed to its newest statement, and last-writer-wins traits (consent, email,
-//!   name, time zone, UTM, device, poll answers) compare `occurred_at` with a deterministic
+//!   are min/max, the rolling windows are relative to the newest day seen, the heat average is
+//!   decayed to its newest statement, and last-writer-wins traits (consent, email, name, time
+//!   zone, UTM, device, poll answers: [`Stamped`]) compare `occurred_at` with a deterministic
 //!   tie-break. Cart and attribution depend on order by nature (Kinesis keeps one profile's
 //!   events in order).
 //! - **Heat** is an exponentially time-decayed average: a statement made one half-life before
 //!   the newest one weighs half as much.
+//! - **Bounds**: every collection that grows with input is capped (see `profile.rs`), so a
+//!   profile item stays small however long the customer's history.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 
-use crate::digits;
-use crate::enrich::{EnrichedEvent, Fact, LineItem, Utm};
+use crate::daily::DayCounters;
+use crate::enrich::{EnrichedEvent, Fact, LineItem};
 use crate::event::{EventType, ANON_PREFIX};
-use crate::profile::{Consent, DayCounters, DecayedValue, Profile, RECENT_EVENT_IDS};
-
-/// Days of daily buckets kept (relative to the newest event seen).
-pub const DAILY_WINDOW_DAYS: i64 = 30;
+use crate::profile::{
+    Consent, DecayedValue, Profile, MAX_ANONYMOUS_IDS, MAX_ATTRIBUTED_CAMPAIGNS, MAX_CART_LINES,
+    MAX_CURRENCIES, MAX_POLL_ANSWERS,
+};
+use crate::stamped::{self, Stamped};
 
 /// Tunables of the fold.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,52 +52,6 @@ impl FoldConfig {
             attribution_window,
         }
     }
-}
-
-/// What [`Profile::apply`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The event id was processed before; nothing changed.
-    Duplicate,
-    /// The event was folded in (its id remembered, counters and traits updated).
-    Changed,
-}
-
-/// `YYYY-MM-DD` (UTC) of a timestamp: the key of [`Profile::daily`].
-pub fn day_key(at: DateTime<Utc>) -> String {
-    let mut buf = [0u8; 10];
-    match day_key_into(at, &mut buf) {
-        Some(key) => key.to_owned(),
-        None => at.format("%Y-%m-%d").to_string(),
-    }
-}
-
-/// [`day_key`] written into `buf` with integer code, for years 0..=9999 (else `None`): the
-/// fold looks a day up once per event without allocating its key.
-fn day_key_into(at: DateTime<Utc>, buf: &mut [u8; 10]) -> Option<&str> {
-    let year = u32::try_from(at.year()).ok().filter(|y| *y <= 9999)?;
-    let put = |out: &mut [u8], mut n: u32| {
-        for d in out.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(&mut buf[0..4], year);
-    buf[4] = b'-';
-    put(&mut buf[5..7], at.month());
-    buf[7] = b'-';
-    put(&mut buf[8..10], at.day());
-    std::str::from_utf8(buf).ok()
-}
-
-/// Reads a [`day_key`]; anything else is `None`.
-fn parse_day(key: &str) -> Option<NaiveDate> {
-    let b = key.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |from: usize, to: usize| digits::number(&b[from..to]);
-    NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)
 }
 
 /// `0.5^(age / half_life)`; a non-positive half-life keeps only the newest statements.
@@ -142,27 +99,46 @@ impl DecayedValue {
     }
 }
 
-impl DayCounters {
-    fn add(&mut self, other: &DayCounters) {
-        self.events += other.events;
-        self.page_views += other.page_views;
-        self.product_views += other.product_views;
-        self.purchases += other.purchases;
-        self.revenue_minor = self.revenue_minor.saturating_add(other.revenue_minor);
+/// Inserts into a bounded map: a new key beyond `max` evicts the entry `evict` picks (never
+/// the new key).
+fn insert_bounded<'m, V>(
+    map: &'m mut BTreeMap<String, V>,
+    key: &str,
+    max: usize,
+    evict: impl Fn(&BTreeMap<String, V>, &str) -> Option<String>,
+) -> &'m mut V
+where
+    V: Default,
+{
+    if !map.contains_key(key) {
+        while map.len() >= max.max(1) {
+            match evict(map, key) {
+                Some(k) => {
+                    map.remove(&k);
+                }
+                None => break,
+            }
+        }
     }
+    map.entry(key.to_owned()).or_default()
+}
+
+/// The key (other than `keep`) whose value is smallest by `f`.
+fn smallest_by<V, K: Ord>(
+    map: &BTreeMap<String, V>,
+    keep: &str,
+    f: impl Fn(&V) -> K,
+) -> Option<String> {
+    map.iter()
+        .filter(|(k, _)| k.as_str() != keep)
+        .min_by_key(|(_, v)| f(v))
+        .map(|(k, _)| k.clone())
 }
 
 impl Profile {
-    /// Folds one event into the profile. Pure: no I/O, no clock; `self.version` is untouched
-    /// (the store bumps it).
-    pub fn apply(&mut self, event: &EnrichedEvent, config: &FoldConfig) -> Applied {
-        if !self
-            .recent_event_ids
-            .push(&event.header.event_id, RECENT_EVENT_IDS)
-        {
-            return Applied::Duplicate;
-        }
-
+    /// Folds one event into the profile. Pure: no I/O, no clock, no de-duplication (the caller
+    /// folds each event once); `self.version` is untouched (the store bumps it).
+    pub fn apply(&mut self, event: &EnrichedEvent, config: &FoldConfig) {
         let at = event.header.occurred_at;
         let kind = event.header.event_type;
         match self.counts.get_mut(kind.as_str()) {
@@ -187,46 +163,34 @@ impl Profile {
             day.purchases = 1;
             day.revenue_minor = *total_minor;
         }
-        self.add_day(at, &day);
+        self.daily.add(at.date_naive(), &day);
 
-        if !event.utm.is_empty()
-            && lww_by(&mut self.trait_times, "utm", at, || {
-                format!("{:?}", event.utm) > format!("{:?}", self.utm)
-            })
-            && !same_utm(&self.utm, &event.utm)
-        {
-            self.utm = event
+        if !event.utm.is_empty() {
+            let utm: BTreeMap<String, String> = event
                 .utm
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+            stamped::offer(&mut self.utm, &utm, at, || utm.clone());
         }
         if let Some(device) = event.device {
-            if lww(
-                &mut self.trait_times,
-                "device",
-                at,
-                device.as_str(),
-                self.device.as_deref(),
-            ) && self.device.as_deref() != Some(device.as_str())
-            {
-                self.device = Some(device.as_str().to_owned());
-            }
+            let device = device.as_str().to_owned();
+            stamped::offer(&mut self.device, &device, at, || device.clone());
         }
 
         self.apply_fact(&event.fact, at, config);
-
-        Applied::Changed
     }
 
     fn apply_fact(&mut self, fact: &Fact, at: DateTime<Utc>, config: &FoldConfig) {
         match fact {
             Fact::PageView { .. } | Fact::ProductView { .. } | Fact::EmailOpened { .. } => {}
             Fact::AddToCart { item, currency } => {
-                let entry = match self.cart.items.get_mut(&*item.sku) {
-                    Some(entry) => entry,
-                    None => self.cart.items.entry(item.sku.to_string()).or_default(),
-                };
+                let entry = insert_bounded(
+                    &mut self.cart.items,
+                    &item.sku,
+                    MAX_CART_LINES,
+                    |m, keep| m.keys().find(|k| k.as_str() != keep).cloned(),
+                );
                 entry.quantity = entry.quantity.saturating_add(item.quantity);
                 set(&mut entry.name, &item.name);
                 entry.unit_price_minor = item.unit_price_minor;
@@ -261,22 +225,7 @@ impl Profile {
                 ..
             } => {
                 self.record_purchase(at, *total_minor, currency);
-                let status = &mut self.email_status;
-                if let (Some(campaign), Some(clicked)) =
-                    (&status.last_clicked_campaign, status.last_clicked_at)
-                {
-                    if clicked <= at && at - clicked <= config.attribution_window {
-                        *status
-                            .attributed_purchases
-                            .entry(campaign.clone())
-                            .or_default() += 1;
-                        let revenue = status
-                            .attributed_revenue_minor
-                            .entry(campaign.clone())
-                            .or_default();
-                        *revenue = revenue.saturating_add(*total_minor);
-                    }
-                }
+                self.attribute_purchase(at, *total_minor, config);
                 self.clear_purchased(at, items);
             }
             Fact::EmailClicked { campaign, .. } => {
@@ -305,17 +254,8 @@ impl Profile {
                 answer,
                 ..
             } => {
-                let key = format!("poll:{question_id}");
-                if lww(
-                    &mut self.trait_times,
-                    &key,
-                    at,
-                    answer,
-                    self.poll_answers.get(&**question_id).map(String::as_str),
-                ) {
-                    self.poll_answers
-                        .insert(question_id.to_string(), answer.to_string());
-                }
+                let answer = answer.to_string();
+                self.offer_poll_answer(question_id, Stamped::new(answer, at));
             }
             Fact::ConsentChanged { channel, granted } => {
                 self.set_consent(
@@ -327,32 +267,21 @@ impl Profile {
                 );
             }
             Fact::Identify { anonymous_id, .. } => {
-                self.anonymous_ids.insert(anonymous_id.to_string());
+                self.link_anonymous_id(anonymous_id);
             }
             Fact::ProfileUpdated {
                 email,
                 name,
                 timezone,
             } => {
-                if let Some(v) = email {
-                    if lww(&mut self.trait_times, "email", at, v, self.email.as_deref()) {
-                        self.email = Some(v.to_string());
-                    }
-                }
-                if let Some(v) = name {
-                    if lww(&mut self.trait_times, "name", at, v, self.name.as_deref()) {
-                        self.name = Some(v.to_string());
-                    }
-                }
-                if let Some(v) = timezone {
-                    if lww(
-                        &mut self.trait_times,
-                        "timezone",
-                        at,
-                        v,
-                        self.timezone.as_deref(),
-                    ) {
-                        self.timezone = Some(v.to_string());
+                for (slot, value) in [
+                    (&mut self.email, email),
+                    (&mut self.name, name),
+                    (&mut self.timezone, timezone),
+                ] {
+                    if let Some(v) = value {
+                        let v = v.to_string();
+                        stamped::offer(slot, &v, at, || v.clone());
                     }
                 }
             }
@@ -360,6 +289,68 @@ impl Profile {
                 self.suppress(reason.as_str(), at);
             }
         }
+    }
+
+    /// Adds an anonymous id (bounded: beyond [`MAX_ANONYMOUS_IDS`] the smallest other id goes).
+    pub fn link_anonymous_id(&mut self, anonymous_id: &str) {
+        if self.anonymous_ids.insert(anonymous_id.to_owned()) {
+            while self.anonymous_ids.len() > MAX_ANONYMOUS_IDS {
+                let drop = self
+                    .anonymous_ids
+                    .iter()
+                    .find(|a| a.as_str() != anonymous_id)
+                    .cloned();
+                match drop {
+                    Some(a) => self.anonymous_ids.remove(&a),
+                    None => break,
+                };
+            }
+        }
+    }
+
+    /// A poll answer, last writer wins per question; a new question beyond
+    /// [`MAX_POLL_ANSWERS`] drops the answer given longest ago.
+    fn offer_poll_answer(&mut self, question: &str, answer: Stamped<String>) {
+        if let Some(current) = self.poll_answers.get_mut(question) {
+            if current.yields_to(&answer.value, answer.at) {
+                *current = answer;
+            }
+            return;
+        }
+        while self.poll_answers.len() >= MAX_POLL_ANSWERS {
+            let Some(oldest) = smallest_by(&self.poll_answers, question, |s| s.at) else {
+                break;
+            };
+            self.poll_answers.remove(&oldest);
+        }
+        self.poll_answers.insert(question.to_owned(), answer);
+    }
+
+    /// A purchase within the attribution window after the last click counts for its campaign.
+    fn attribute_purchase(&mut self, at: DateTime<Utc>, total_minor: i64, config: &FoldConfig) {
+        let status = &mut self.email_status;
+        let (Some(campaign), Some(clicked)) =
+            (&status.last_clicked_campaign, status.last_clicked_at)
+        else {
+            return;
+        };
+        if clicked > at || at - clicked > config.attribution_window {
+            return;
+        }
+        let campaign = campaign.clone();
+        *insert_bounded(
+            &mut status.attributed_purchases,
+            &campaign,
+            MAX_ATTRIBUTED_CAMPAIGNS,
+            |m, keep| smallest_by(m, keep, |n| *n),
+        ) += 1;
+        let revenue = insert_bounded(
+            &mut status.attributed_revenue_minor,
+            &campaign,
+            MAX_ATTRIBUTED_CAMPAIGNS,
+            |m, keep| smallest_by(m, keep, |n| *n),
+        );
+        *revenue = revenue.saturating_add(total_minor);
     }
 
     /// Consent is last-writer-wins by time; on equal times a withdrawal wins.
@@ -396,11 +387,6 @@ impl Profile {
 
     fn record_purchase(&mut self, at: DateTime<Utc>, total_minor: i64, currency: &str) {
         self.purchase_count += 1;
-        let total = self
-            .purchase_totals_minor
-            .entry(currency.to_owned())
-            .or_default();
-        *total = total.saturating_add(total_minor);
         let latest = match (self.last_purchase_at, self.currency.as_deref()) {
             (Some(t), Some(c)) => at > t || (at == t && currency > c),
             _ => true,
@@ -408,17 +394,20 @@ impl Profile {
         if latest {
             self.currency = Some(currency.to_owned());
         }
+        let keep = self.currency.clone().unwrap_or_default();
+        let total = insert_bounded(
+            &mut self.purchase_totals_minor,
+            currency,
+            MAX_CURRENCIES,
+            |m, new| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != new && **k != keep)
+                    .min_by_key(|(_, v)| **v)
+                    .map(|(k, _)| k.clone())
+            },
+        );
+        *total = total.saturating_add(total_minor);
         self.last_purchase_at = Some(self.last_purchase_at.map_or(at, |t| t.max(at)));
-        self.sync_purchase_total();
-    }
-
-    fn sync_purchase_total(&mut self) {
-        self.purchase_total_minor = self
-            .currency
-            .as_ref()
-            .and_then(|c| self.purchase_totals_minor.get(c))
-            .copied()
-            .unwrap_or(0);
     }
 
     /// A purchase empties the cart, unless the cart changed after the purchase happened; then
@@ -440,42 +429,12 @@ impl Profile {
         self.touch_cart(at);
     }
 
-    fn add_day(&mut self, at: DateTime<Utc>, counters: &DayCounters) {
-        let newest = self.last_seen.unwrap_or(at).max(at).date_naive();
-        let cutoff = newest - Duration::days(DAILY_WINDOW_DAYS - 1);
-        if at.date_naive() >= cutoff {
-            let mut buf = [0u8; 10];
-            match day_key_into(at, &mut buf).and_then(|k| self.daily.get_mut(k)) {
-                Some(day) => day.add(counters),
-                None => self.daily.entry(day_key(at)).or_default().add(counters),
-            }
-        }
-        self.prune_daily();
-    }
-
-    /// Drops daily buckets older than [`DAILY_WINDOW_DAYS`] before the newest event seen.
-    fn prune_daily(&mut self) {
-        let Some(newest) = self.last_seen else { return };
-        let cutoff = newest.date_naive() - Duration::days(DAILY_WINDOW_DAYS - 1);
-        self.daily
-            .retain(|k, _| parse_day(k).is_some_and(|d| d >= cutoff));
-    }
-
     fn sum_days(&self, days: u32, now: DateTime<Utc>, pick: impl Fn(&DayCounters) -> i64) -> i64 {
-        if days == 0 {
-            return 0;
-        }
-        let today = now.date_naive();
-        let from = today - Duration::days(i64::from(days) - 1);
-        self.daily
-            .iter()
-            .filter(|(k, _)| parse_day(k).is_some_and(|d| d >= from && d <= today))
-            .map(|(_, c)| pick(c))
-            .sum()
+        self.daily.sum(days, now.date_naive(), pick)
     }
 
     /// Events on the last `days` calendar days (UTC) up to and including `now`'s day.
-    /// Windows are limited to [`DAILY_WINDOW_DAYS`].
+    /// Windows are limited to [`crate::daily::WINDOW_DAYS`].
     pub fn events_in_last(&self, days: u32, now: DateTime<Utc>) -> u64 {
         self.sum_days(days, now, |c| i64::try_from(c.events).unwrap_or(i64::MAX))
             .unsigned_abs()
@@ -517,50 +476,45 @@ impl Profile {
     }
 
     /// Folds an anonymous visitor's profile into this (user) profile, e.g. after `identify`.
-    /// Idempotent: merging the same profile again changes nothing.
-    pub fn merge_anonymous(&mut self, anon: &Profile) {
-        self.merge_anonymous_with(anon, &FoldConfig::default());
-    }
-
-    /// [`Profile::merge_anonymous`] with an explicit heat half-life.
-    pub fn merge_anonymous_with(&mut self, anon: &Profile, config: &FoldConfig) {
-        if anon.id == self.id || self.merged_profiles.contains(&anon.id) {
+    /// Not idempotent by itself: the enrich handler merges an anonymous profile once (it marks
+    /// the anonymous profile with the identify event that merged it).
+    pub fn merge_anonymous(&mut self, anon: &Profile, config: &FoldConfig) {
+        if anon.id == self.id {
             return;
         }
-        self.merged_profiles.insert(anon.id.clone());
-        self.merged_profiles
-            .extend(anon.merged_profiles.iter().cloned());
         let raw = anon.id.strip_prefix(ANON_PREFIX).unwrap_or(&anon.id);
-        self.anonymous_ids.insert(raw.to_owned());
-        self.anonymous_ids
-            .extend(anon.anonymous_ids.iter().cloned());
+        self.link_anonymous_id(raw);
+        for a in &anon.anonymous_ids {
+            self.link_anonymous_id(a);
+        }
 
         for (k, n) in &anon.counts {
             *self.counts.entry(k.clone()).or_default() += n;
         }
         self.created_at = min_opt(self.created_at, anon.created_at);
         self.last_seen = max_opt(self.last_seen, anon.last_seen);
-        for (k, c) in &anon.daily {
-            self.daily.entry(k.clone()).or_default().add(c);
-        }
-        self.prune_daily();
+        self.daily.merge(&anon.daily);
 
         self.purchase_count += anon.purchase_count;
         for (c, t) in &anon.purchase_totals_minor {
-            let total = self.purchase_totals_minor.entry(c.clone()).or_default();
+            let keep = self.currency.clone().unwrap_or_default();
+            let total = insert_bounded(
+                &mut self.purchase_totals_minor,
+                c,
+                MAX_CURRENCIES,
+                |m, new| {
+                    m.iter()
+                        .filter(|(k, _)| k.as_str() != new && **k != keep)
+                        .min_by_key(|(_, v)| **v)
+                        .map(|(k, _)| k.clone())
+                },
+            );
             *total = total.saturating_add(*t);
-        }
-        if anon.purchase_totals_minor.is_empty() && anon.purchase_total_minor != 0 {
-            if let Some(c) = &anon.currency {
-                let total = self.purchase_totals_minor.entry(c.clone()).or_default();
-                *total = total.saturating_add(anon.purchase_total_minor);
-            }
         }
         if anon.last_purchase_at > self.last_purchase_at && anon.currency.is_some() {
             self.currency.clone_from(&anon.currency);
         }
         self.last_purchase_at = max_opt(self.last_purchase_at, anon.last_purchase_at);
-        self.sync_purchase_total();
         self.last_checkout_at = max_opt(self.last_checkout_at, anon.last_checkout_at);
 
         if let Some(h) = &anon.heat {
@@ -570,8 +524,10 @@ impl Profile {
         }
 
         for (sku, item) in &anon.cart.items {
-            let entry = self.cart.items.entry(sku.clone()).or_default();
             // The same product in both carts is one intention, not two.
+            let entry = insert_bounded(&mut self.cart.items, sku, MAX_CART_LINES, |m, keep| {
+                m.keys().find(|k| k.as_str() != keep).cloned()
+            });
             if item.quantity > entry.quantity {
                 *entry = item.clone();
             }
@@ -586,43 +542,13 @@ impl Profile {
         for (channel, consent) in &anon.consent {
             self.set_consent(channel, consent);
         }
-        for (key, at) in &anon.trait_times {
-            let value = match key.as_str() {
-                "email" => anon.email.clone(),
-                "name" => anon.name.clone(),
-                "timezone" => anon.timezone.clone(),
-                "device" => anon.device.clone(),
-                "utm" => Some(format!("{:?}", anon.utm)),
-                k => k
-                    .strip_prefix("poll:")
-                    .and_then(|q| anon.poll_answers.get(q).cloned()),
-            };
-            let Some(value) = value else { continue };
-            let current = match key.as_str() {
-                "email" => self.email.clone(),
-                "name" => self.name.clone(),
-                "timezone" => self.timezone.clone(),
-                "device" => self.device.clone(),
-                "utm" => Some(format!("{:?}", self.utm)),
-                k => k
-                    .strip_prefix("poll:")
-                    .and_then(|q| self.poll_answers.get(q).cloned()),
-            };
-            if !lww(&mut self.trait_times, key, *at, &value, current.as_deref()) {
-                continue;
-            }
-            match key.as_str() {
-                "email" => self.email = Some(value),
-                "name" => self.name = Some(value),
-                "timezone" => self.timezone = Some(value),
-                "device" => self.device = Some(value),
-                "utm" => self.utm.clone_from(&anon.utm),
-                k => {
-                    if let Some(q) = k.strip_prefix("poll:") {
-                        self.poll_answers.insert(q.to_owned(), value);
-                    }
-                }
-            }
+        stamped::merge(&mut self.email, &anon.email);
+        stamped::merge(&mut self.name, &anon.name);
+        stamped::merge(&mut self.timezone, &anon.timezone);
+        stamped::merge(&mut self.device, &anon.device);
+        stamped::merge(&mut self.utm, &anon.utm);
+        for (question, answer) in &anon.poll_answers {
+            self.offer_poll_answer(question, answer.clone());
         }
 
         let clicked = &anon.email_status;
@@ -632,26 +558,27 @@ impl Profile {
                 .last_clicked_campaign
                 .clone_from(&clicked.last_clicked_campaign);
         }
+        let status = &mut self.email_status;
         for (c, n) in &clicked.attributed_purchases {
-            *self
-                .email_status
-                .attributed_purchases
-                .entry(c.clone())
-                .or_default() += n;
+            *insert_bounded(
+                &mut status.attributed_purchases,
+                c,
+                MAX_ATTRIBUTED_CAMPAIGNS,
+                |m, keep| smallest_by(m, keep, |n| *n),
+            ) += n;
         }
         for (c, r) in &clicked.attributed_revenue_minor {
-            let total = self
-                .email_status
-                .attributed_revenue_minor
-                .entry(c.clone())
-                .or_default();
+            let total = insert_bounded(
+                &mut status.attributed_revenue_minor,
+                c,
+                MAX_ATTRIBUTED_CAMPAIGNS,
+                |m, keep| smallest_by(m, keep, |n| *n),
+            );
             *total = total.saturating_add(*r);
         }
         if let (Some(reason), Some(at)) = (&clicked.suppressed, clicked.suppressed_at) {
             self.suppress(reason, at);
         }
-        self.recent_event_ids
-            .absorb(&anon.recent_event_ids, RECENT_EVENT_IDS);
     }
 }
 
@@ -660,48 +587,6 @@ fn set(target: &mut String, value: &str) {
     if target != value {
         target.clear();
         target.push_str(value);
-    }
-}
-
-/// Whether a profile's UTM parameters are an event's.
-fn same_utm(profile: &BTreeMap<String, String>, event: &Utm<'_>) -> bool {
-    profile
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .eq(event.iter().map(|(k, v)| (&**k, &**v)))
-}
-
-/// Last-writer-wins check for trait `key`: true if a value stated at `at` replaces the
-/// current one (newer wins; on equal times the greater value wins, so order never matters).
-/// Records `at` when it wins.
-fn lww(
-    times: &mut BTreeMap<String, DateTime<Utc>>,
-    key: &str,
-    at: DateTime<Utc>,
-    new: &str,
-    current: Option<&str>,
-) -> bool {
-    lww_by(times, key, at, || current.is_none_or(|c| new > c))
-}
-
-/// Last writer wins on `at`; on equal times `new_wins_tie` decides (evaluated only then, so
-/// a costly comparison is paid only on ties).
-fn lww_by(
-    times: &mut BTreeMap<String, DateTime<Utc>>,
-    key: &str,
-    at: DateTime<Utc>,
-    new_wins_tie: impl FnOnce() -> bool,
-) -> bool {
-    match times.get_mut(key) {
-        None => {
-            times.insert(key.to_owned(), at);
-            true
-        }
-        Some(t) if at > *t || (at == *t && new_wins_tie()) => {
-            *t = at;
-            true
-        }
-        Some(_) => false,
     }
 }
 
@@ -723,6 +608,7 @@ mod tests {
     use super::*;
     use crate::enrich::{Channel, SuppressionReason};
     use crate::event::EventHeader;
+    use crate::profile::{MAX_ANONYMOUS_IDS, MAX_CART_LINES, MAX_CURRENCIES, MAX_POLL_ANSWERS};
 
     fn t(day: u32, hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
@@ -795,60 +681,6 @@ mod tests {
 
     fn cfg() -> FoldConfig {
         FoldConfig::default()
-    }
-
-    #[test]
-    fn duplicates_change_nothing() {
-        let mut p = Profile::new("u-1");
-        let e = ev("e1", t(1, 0), add("A", 1, 500));
-        assert_eq!(p.apply(&e, &cfg()), Applied::Changed);
-        let snapshot = p.clone();
-        assert_eq!(p.apply(&e, &cfg()), Applied::Duplicate);
-        assert_eq!(p, snapshot);
-        assert_eq!(p.counts["add_to_cart"], 1);
-    }
-
-    #[test]
-    fn recent_ids_are_bounded_and_drop_the_oldest() {
-        let mut p = Profile::new("u-1");
-        for i in 0..=RECENT_EVENT_IDS {
-            p.apply(
-                &ev(
-                    &format!("e{i}"),
-                    t(1, 0),
-                    Fact::PageView {
-                        url: None,
-                        title: None,
-                    },
-                ),
-                &cfg(),
-            );
-        }
-        assert_eq!(p.recent_event_ids.len(), RECENT_EVENT_IDS);
-        assert_eq!(p.recent_event_ids.front().as_deref(), Some("e1"));
-        let again = ev(
-            "e0",
-            t(1, 0),
-            Fact::PageView {
-                url: None,
-                title: None,
-            },
-        );
-        assert_eq!(
-            p.apply(&again, &cfg()),
-            Applied::Changed,
-            "forgotten id is processed again"
-        );
-        let last_id = format!("e{RECENT_EVENT_IDS}");
-        let last = ev(
-            &last_id,
-            t(1, 0),
-            Fact::PageView {
-                url: None,
-                title: None,
-            },
-        );
-        assert_eq!(p.apply(&last, &cfg()), Applied::Duplicate);
     }
 
     #[test]
@@ -966,7 +798,7 @@ mod tests {
             &cfg(),
         );
         assert_eq!(p.purchase_count, 2);
-        assert_eq!(p.purchase_total_minor, 1250);
+        assert_eq!(p.purchase_total_minor(), 1250);
         assert_eq!(p.currency.as_deref(), Some("EUR"));
         assert_eq!(p.last_purchase_at, Some(t(3, 0)));
         assert_eq!(p.last_checkout_at, Some(t(2, 0)));
@@ -1004,53 +836,26 @@ mod tests {
     }
 
     #[test]
-    fn day_keys_round_trip_and_only_canonical_keys_parse() {
-        for t in [
-            "2026-11-23T23:59:59Z",
-            "2026-01-05T00:00:00Z",
-            "0999-12-31T12:00:00Z",
-            "0000-01-01T00:00:00Z",
-            "9999-12-31T23:59:59Z",
-        ] {
-            let at: DateTime<Utc> = t.parse().unwrap();
-            let key = day_key(at);
-            assert_eq!(key, at.format("%Y-%m-%d").to_string());
-            assert_eq!(parse_day(&key), Some(at.date_naive()));
-        }
-        // Outside 0..=9999 the key is chrono's (and not canonical, so pruned).
-        let at: DateTime<Utc> = "-0001-06-01T00:00:00Z".parse().unwrap();
-        assert_eq!(day_key(at), "-0001-06-01");
-        for bad in [
-            "2026-1-05",
-            "2026-13-01",
-            "2026-02-30",
-            "2026/01/05",
-            "+026-01-05",
-            "",
-            "2026-01-0x",
-        ] {
-            assert_eq!(parse_day(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn daily_buckets_keep_thirty_days_relative_to_the_newest_event() {
         let mut p = Profile::new("u-1");
         let pv = || Fact::PageView {
             url: None,
             title: None,
         };
+        let days = |p: &Profile| {
+            p.daily
+                .days()
+                .map(|(d, _)| d.to_string())
+                .collect::<Vec<_>>()
+        };
         p.apply(&ev("1", t(1, 0), pv()), &cfg());
         p.apply(&ev("2", t(30, 0), pv()), &cfg());
-        assert_eq!(p.daily.len(), 2);
+        assert_eq!(days(&p).len(), 2);
         p.apply(&ev("3", t(31, 0), pv()), &cfg());
-        assert_eq!(
-            p.daily.keys().collect::<Vec<_>>(),
-            vec!["2026-11-30", "2026-12-01"]
-        );
+        assert_eq!(days(&p), vec!["2026-12-01", "2026-11-30"]);
         // An old event arriving late does not resurrect a pruned day.
         p.apply(&ev("4", t(1, 5), pv()), &cfg());
-        assert_eq!(p.daily.len(), 2);
+        assert_eq!(days(&p).len(), 2);
         assert_eq!(p.counts["page_view"], 4);
         assert_eq!(p.page_views_in_last(7, t(31, 23)), 2);
         assert_eq!(p.page_views_in_last(1, t(31, 23)), 1);
@@ -1091,8 +896,8 @@ mod tests {
             &ev("2", t(1, 0), upd(Some("old@example.com"), Some("Ana"))),
             &cfg(),
         );
-        assert_eq!(p.email.as_deref(), Some("new@example.com"));
-        assert_eq!(p.name.as_deref(), Some("Ana"));
+        assert_eq!(p.email(), Some("new@example.com"));
+        assert_eq!(p.name(), Some("Ana"));
     }
 
     #[test]
@@ -1168,7 +973,7 @@ mod tests {
         };
         p.apply(&ev("2", t(2, 0), answer("smoky")), &cfg());
         p.apply(&ev("3", t(1, 0), answer("fruity")), &cfg());
-        assert_eq!(p.poll_answers["fav"], "smoky");
+        assert_eq!(p.poll_answer("fav"), Some("smoky"));
         let mut e = ev(
             "4",
             t(3, 0),
@@ -1191,8 +996,8 @@ mod tests {
         older.utm.insert("utm_source".into(), "ads".into());
         older.device = Some(crate::enrich::DeviceClass::Desktop);
         p.apply(&older, &cfg());
-        assert_eq!(p.utm["utm_source"], "news", "last touch by time");
-        assert_eq!(p.device.as_deref(), Some("mobile"));
+        assert_eq!(p.utm()["utm_source"], "news", "last touch by time");
+        assert_eq!(p.device(), Some("mobile"));
     }
 
     #[test]
@@ -1236,10 +1041,7 @@ mod tests {
             &cfg(),
         );
         user.apply(&ev("6", t(2, 1), heat(50_000)), &cfg());
-        user.merge_anonymous(&anon);
-        let once = user.clone();
-        user.merge_anonymous(&anon);
-        assert_eq!(user, once, "merging twice == once");
+        user.merge_anonymous(&anon, &cfg());
 
         assert!(user.anonymous_ids.contains("a-1"));
         assert_eq!(user.counts["page_view"], 2);
@@ -1251,9 +1053,61 @@ mod tests {
         assert_eq!(user.last_seen, Some(t(2, 1)));
         assert_eq!(user.events_in_last(30, t(2, 2)), 6);
         assert!((user.heat_shu().unwrap() - 50_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn collections_that_grow_with_input_are_bounded() {
+        let mut p = Profile::new("u-1");
+        for i in 0..(MAX_CART_LINES + 5) {
+            p.apply(&ev("c", t(1, 0), add(&format!("S{i:03}"), 1, 100)), &cfg());
+        }
+        assert_eq!(p.cart.items.len(), MAX_CART_LINES);
         assert!(
-            user.recent_event_ids.contains("1"),
-            "anon event ids stay deduplicated"
+            p.cart
+                .items
+                .contains_key(&format!("S{:03}", MAX_CART_LINES + 4)),
+            "the newest line stays"
         );
+        for i in 0..(MAX_POLL_ANSWERS + 3) {
+            let q = format!("q{i}");
+            let fact = Fact::PollAnswer {
+                poll_id: None,
+                question_id: q.as_str().into(),
+                answer: "x".into(),
+            };
+            p.apply(
+                &ev("p", t(1, 0) + Duration::minutes(i as i64), fact),
+                &cfg(),
+            );
+        }
+        assert_eq!(p.poll_answers.len(), MAX_POLL_ANSWERS);
+        assert!(p.poll_answer("q0").is_none(), "the oldest answer goes");
+        for i in 0..(MAX_ANONYMOUS_IDS + 4) {
+            let a = format!("a-{i:02}");
+            let fact = Fact::Identify {
+                user_id: "u-1".into(),
+                anonymous_id: a.as_str().into(),
+            };
+            p.apply(&ev("i", t(1, 0), fact), &cfg());
+        }
+        assert_eq!(p.anonymous_ids.len(), MAX_ANONYMOUS_IDS);
+        for (i, c) in ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF", "GGG"]
+            .iter()
+            .enumerate()
+        {
+            let fact = Fact::Purchase {
+                order_id: "o".into(),
+                total_minor: 100,
+                currency: (*c).into(),
+                items: vec![],
+            };
+            p.apply(
+                &ev("b", t(2, 0) + Duration::minutes(i as i64), fact),
+                &cfg(),
+            );
+        }
+        assert_eq!(p.purchase_totals_minor.len(), MAX_CURRENCIES);
+        assert_eq!(p.currency.as_deref(), Some("GGG"));
+        assert_eq!(p.purchase_total_minor(), 100);
     }
 }

@@ -10,27 +10,31 @@
 //!   subset the files use and refuses any other keyword.
 //! - [`enrich`] — normalisation (heat → Scoville units, money → minor units, UTM, device class)
 //!   turning a validated envelope into a typed [`enrich::EnrichedEvent`].
-//! - [`profile`] — the customer profile (the stored DynamoDB item's shape).
-//! - [`event_ids`] — the profile's ring of recent event ids (de-duplication) and its packed
-//!   stored form.
-//! - [`fold`] — the pure fold of enriched events into a profile (dedup, counters, decayed heat,
-//!   cart, consent, attribution) and rolling 7/30-day counters.
+//! - [`profile`] — the customer profile (the stored DynamoDB item's shape) and its bounds.
+//! - [`stamped`] — last-writer-wins values (a value and the time it was stated).
+//! - [`daily`] — per-day counters of the last 30 days, stored as columns, for the rolling
+//!   7/30-day windows.
+//! - [`watermark`] — the per-shard stream position a profile has applied (redelivered records
+//!   change nothing).
+//! - [`fold`] — the pure fold of enriched events into a profile (counters, decayed heat,
+//!   cart, consent, attribution, anonymous merges).
 //! - [`segment`] — declarative segment rules (in `rules/`, embedded as JSON by `build.rs`),
 //!   evaluation and entered/exited diffs.
 //!   The rule language and the trait names are documented there; the heat mapping (stated
 //!   preference → Scoville units) is documented in [`enrich`].
-//! - [`ports`] — the narrow traits the functions need (profile store, event bus, dead letters,
-//!   event stream, mailer) with domain types only.
-//! - [`memory`] — an in-memory profile store with the same contract (tests, benchmarks).
+//! - [`ports`] — the narrow traits the functions need (profile store, event-id claims, event
+//!   bus, dead letters, event stream, mailer) with domain types only.
+//! - [`memory`] — in-memory profile store and event-id claims with the same contracts (tests,
+//!   benchmarks).
 //! - [`error`] — the crate's error enum, each variant retryable or not.
 //! - `digits` — decimal digits read with integer code on the hot path (timestamps, day keys,
 //!   money).
 
+pub mod daily;
 mod digits;
 pub mod enrich;
 pub mod error;
 pub mod event;
-pub mod event_ids;
 pub mod fold;
 pub mod json;
 pub mod memory;
@@ -38,7 +42,9 @@ pub mod ports;
 pub mod profile;
 pub mod schema;
 pub mod segment;
+pub mod stamped;
 pub mod unsubscribe;
+pub mod watermark;
 
 pub use error::CoreError;
 pub use event::{Envelope, EventHeader, EventType};

@@ -1,15 +1,77 @@
-//! An in-memory [`ProfileStore`] for unit tests, benchmarks and local experiments: the same
-//! optimistic version check as the DynamoDB store and a paginated parallel scan, so code
-//! under test meets the same contract.
+//! In-memory ports for unit tests, benchmarks and local experiments, with the same contracts
+//! as the DynamoDB adapters:
+//! - [`MemoryProfileStore`]: the optimistic version check and a paginated parallel scan;
+//! - [`MemoryClaims`]: event-id claims granted again to their own origin, expiring.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
-use crate::ports::{check_scan_segment, PortError, PortResult, ProfileStore};
+use crate::ports::{check_scan_segment, Claim, EventClaims, PortError, PortResult, ProfileStore};
 use crate::profile::Profile;
+
+/// Event-id claims in a map: `event id → (origin, expires at)`.
+#[derive(Debug, Default)]
+pub struct MemoryClaims {
+    pub claims: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
+    /// Claim calls fail as throttled while set (fault injection for tests).
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryClaims {
+    fn check(&self) -> PortResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(PortError::Transient {
+                stage: "memory.claim",
+                reason: "throttled".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.claims).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl EventClaims for MemoryClaims {
+    async fn claim(
+        &self,
+        event_id: &str,
+        origin: &str,
+        expires_at: DateTime<Utc>,
+    ) -> PortResult<Claim> {
+        self.check()?;
+        let mut claims = lock(&self.claims);
+        match claims.get(event_id) {
+            Some((holder, until)) if holder != origin && *until > Utc::now() => Ok(Claim::Held),
+            _ => {
+                claims.insert(event_id.to_owned(), (origin.to_owned(), expires_at));
+                Ok(Claim::Granted)
+            }
+        }
+    }
+
+    async fn release(&self, event_id: &str, origin: &str) -> PortResult<()> {
+        self.check()?;
+        let mut claims = lock(&self.claims);
+        if claims
+            .get(event_id)
+            .is_some_and(|(holder, _)| holder == origin)
+        {
+            claims.remove(event_id);
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub struct MemoryProfileStore {
@@ -18,6 +80,8 @@ pub struct MemoryProfileStore {
     pub puts: AtomicUsize,
     /// Writes of these profile ids fail as throttled (fault injection for tests).
     pub failing: Mutex<HashSet<String>>,
+    /// Writes of these profile ids fail for good, as an item over DynamoDB's size limit.
+    pub refusing: Mutex<HashSet<String>>,
     /// Profiles per scan page.
     pub page_size: usize,
 }
@@ -28,6 +92,7 @@ impl Default for MemoryProfileStore {
             profiles: Mutex::default(),
             puts: AtomicUsize::new(0),
             failing: Mutex::default(),
+            refusing: Mutex::default(),
             page_size: 100,
         }
     }
@@ -82,6 +147,12 @@ impl ProfileStore for MemoryProfileStore {
             return Err(PortError::Transient {
                 stage: "memory.put",
                 reason: "throttled".into(),
+            });
+        }
+        if lock(&self.refusing).contains(&profile.id) {
+            return Err(PortError::Permanent {
+                stage: "memory.put",
+                reason: "item too large".into(),
             });
         }
         let mut map = lock(&self.profiles);
@@ -173,5 +244,40 @@ mod tests {
         assert_eq!(seen, all);
         assert_eq!(store.puts(), 20);
         assert!(block_on(store.scan(4, 4, None)).is_err());
+    }
+
+    #[test]
+    fn claims_are_granted_to_their_origin_again_and_held_against_others() {
+        let claims = MemoryClaims::default();
+        let later = Utc::now() + chrono::Duration::days(1);
+        assert_eq!(
+            block_on(claims.claim("e1", "s:1", later)).unwrap(),
+            Claim::Granted
+        );
+        assert_eq!(
+            block_on(claims.claim("e1", "s:1", later)).unwrap(),
+            Claim::Granted
+        );
+        assert_eq!(
+            block_on(claims.claim("e1", "s:2", later)).unwrap(),
+            Claim::Held
+        );
+        block_on(claims.release("e1", "s:2")).unwrap();
+        assert_eq!(
+            block_on(claims.claim("e1", "s:2", later)).unwrap(),
+            Claim::Held
+        );
+        block_on(claims.release("e1", "s:1")).unwrap();
+        assert_eq!(
+            block_on(claims.claim("e1", "s:2", later)).unwrap(),
+            Claim::Granted
+        );
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        block_on(claims.claim("e2", "s:1", past)).unwrap();
+        assert_eq!(
+            block_on(claims.claim("e2", "s:3", later)).unwrap(),
+            Claim::Granted,
+            "expired"
+        );
     }
 }

@@ -168,6 +168,36 @@ pub trait ProfileStore: Send + Sync {
     ) -> PortResult<(Vec<Profile>, Option<String>)>;
 }
 
+/// The answer to an event-id claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The id was free, or is already held by the same origin (a retry of that very record,
+    /// or a claim whose answer was lost and was retried): fold the event.
+    Granted,
+    /// Another record holds the id within the window: the event is a duplicate.
+    Held,
+}
+
+/// Event ids remembered for a bounded time, each with the origin (the stream position of the
+/// record) that first carried it. This is how a re-sent event id, a redelivered webhook or a
+/// `PutRecords` retried after a lost answer is recognised days later without the profile
+/// growing with the customer's history.
+#[async_trait]
+pub trait EventClaims: Send + Sync {
+    /// Claims `event_id` for `origin` until `expires_at`. Granted again to the same origin, so
+    /// a retried record, or a retried request whose first answer was lost, is never taken for
+    /// a duplicate of itself.
+    async fn claim(
+        &self,
+        event_id: &str,
+        origin: &str,
+        expires_at: DateTime<Utc>,
+    ) -> PortResult<Claim>;
+    /// Gives up `origin`'s claim (its record was dead-lettered, so a redrive may apply it).
+    /// No effect on a claim another origin holds.
+    async fn release(&self, event_id: &str, origin: &str) -> PortResult<()>;
+}
+
 #[async_trait]
 pub trait EventBus: Send + Sync {
     /// Publishes all events (batched ≤10 per call, failed entries retried). Returns, per input

@@ -2,18 +2,38 @@
 //!
 //! Field layout is the contract between enrichment (the only writer of traits), the email
 //! function and the API's export/erasure endpoints. Folding events in lives in `fold.rs`.
+//!
+//! Nothing in a profile grows with the number of events a customer ever sent: counters are
+//! numbers, the rolling windows are at most [`crate::daily::WINDOW_DAYS`] days, and every
+//! collection that grows with input has a bound ([`MAX_CART_LINES`], [`MAX_POLL_ANSWERS`],
+//! [`MAX_ANONYMOUS_IDS`], [`MAX_CURRENCIES`], [`MAX_ATTRIBUTED_CAMPAIGNS`],
+//! [`crate::watermark::MAX_SHARDS`]). De-duplication keeps only a stream watermark here; event
+//! ids live in time-bounded claims outside the profile (`ports::EventClaims`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::daily::{Daily, DayCounters};
 use crate::ports::BusEvent;
+pub use crate::stamped::Stamped;
+pub use crate::watermark::Watermark;
 
-pub use crate::event_ids::{EventIds, PACKED_FORMAT};
+/// Most distinct SKUs a cart holds; adding another drops the line with the smallest SKU.
+pub const MAX_CART_LINES: usize = 25;
+/// Most poll questions remembered; a new one drops the answer given longest ago.
+pub const MAX_POLL_ANSWERS: usize = 20;
+/// Most anonymous ids linked to a profile; a new one drops the smallest (ids are opaque).
+pub const MAX_ANONYMOUS_IDS: usize = 10;
+/// Most currencies with a purchase total; a new one drops the smallest total.
+pub const MAX_CURRENCIES: usize = 5;
+/// Most campaigns with attributed purchases kept per profile.
+pub const MAX_ATTRIBUTED_CAMPAIGNS: usize = 20;
 
-/// How many processed event ids a profile remembers for de-duplication.
-pub const RECENT_EVENT_IDS: usize = 1000;
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -22,62 +42,74 @@ pub struct Profile {
     pub id: String,
     /// Incremented on every write; 0 means "never stored".
     pub version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<DateTime<Utc>>,
-    pub email: Option<String>,
-    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Stamped<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Stamped<String>>,
     /// IANA time zone, e.g. `Europe/Berlin`.
-    pub timezone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<Stamped<String>>,
     /// Number of events seen per event type name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub counts: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub purchase_count: u64,
-    /// Sum of purchase amounts in minor units of `currency`.
-    pub purchase_total_minor: i64,
+    /// Purchase totals in minor units per currency (at most [`MAX_CURRENCIES`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub purchase_totals_minor: BTreeMap<String, i64>,
+    /// Currency of the latest purchase: the one [`Profile::purchase_total_minor`] reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_purchase_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_checkout_at: Option<DateTime<Utc>>,
-    /// Per-day buckets (`YYYY-MM-DD`, UTC) kept for the rolling 7/30-day windows.
-    pub daily: BTreeMap<String, DayCounters>,
+    /// Per-day counters of the last 30 days (UTC), for the rolling 7/30-day windows.
+    #[serde(skip_serializing_if = "Daily::is_empty")]
+    pub daily: Daily,
     /// Time-decayed heat preference in Scoville heat units.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heat: Option<DecayedValue>,
+    #[serde(skip_serializing_if = "Cart::is_empty")]
     pub cart: Cart,
     /// Consent per channel (`email`, `sms`, `push`, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub consent: BTreeMap<String, Consent>,
-    /// Anonymous ids merged into this profile by `identify` events.
+    /// Anonymous ids linked to this profile by `identify` events (at most
+    /// [`MAX_ANONYMOUS_IDS`]).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub anonymous_ids: BTreeSet<String>,
     /// Set on an anonymous profile once it has been merged into a user profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<String>,
-    /// Latest answer per poll question id.
-    pub poll_answers: BTreeMap<String, String>,
+    /// The `identify` event that merged this anonymous profile (only a retry of that event
+    /// merges it again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_by: Option<String>,
+    /// Latest answer per poll question id (at most [`MAX_POLL_ANSWERS`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub poll_answers: BTreeMap<String, Stamped<String>>,
     /// Last-touch UTM parameters.
-    pub utm: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub utm: Option<Stamped<BTreeMap<String, String>>>,
     /// Last device class seen (`mobile`, `tablet`, `desktop`, `bot`, `unknown`).
-    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<Stamped<String>>,
+    #[serde(skip_serializing_if = "EmailStatus::is_empty")]
     pub email_status: EmailStatus,
     /// Segments the profile is currently in.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub segments: BTreeSet<String>,
-    /// Bus events written but not yet confirmed as published (outbox); re-published on retry.
-    pub outbox: Vec<BusEvent>,
-    /// The most recent processed event ids, oldest first, at most [`RECENT_EVENT_IDS`].
-    pub recent_event_ids: EventIds,
-    /// Purchase totals in minor units per currency; `purchase_total_minor` is the entry for
-    /// `currency` (the currency of the latest purchase).
-    pub purchase_totals_minor: BTreeMap<String, i64>,
-    /// When each last-writer-wins trait was last set (event `occurred_at`): `email`, `name`,
-    /// `timezone`, `utm`, `device`, `poll:<question id>`.
-    pub trait_times: BTreeMap<String, DateTime<Utc>>,
-    /// Ids of (anonymous) profiles already merged into this one; merging is idempotent.
-    pub merged_profiles: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DayCounters {
-    pub events: u64,
-    pub page_views: u64,
-    pub product_views: u64,
-    pub purchases: u64,
-    pub revenue_minor: i64,
+    /// Bus events of the last write, until they are known to be published.
+    #[serde(skip_serializing_if = "Outbox::is_empty")]
+    pub outbox: Outbox,
+    /// The newest stream record applied, per shard: a redelivered record is recognised by it.
+    #[serde(skip_serializing_if = "Watermark::is_empty")]
+    pub stream: Watermark,
 }
 
 /// An exponentially time-decayed average: `sum / weight`, both decayed to `as_of`.
@@ -92,10 +124,18 @@ pub struct DecayedValue {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Cart {
-    /// Items by SKU.
+    /// Items by SKU (at most [`MAX_CART_LINES`]).
     pub items: BTreeMap<String, CartItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Cart {
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.currency.is_none() && self.updated_at.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,13 +159,52 @@ pub struct Consent {
 #[serde(default)]
 pub struct EmailStatus {
     /// `hard_bounce`, `complaint`, `erasure`, … once the address must not be mailed again.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_clicked_campaign: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_clicked_at: Option<DateTime<Utc>>,
     /// Purchases attributed to a campaign clicked within the attribution window, by campaign.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub attributed_purchases: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub attributed_revenue_minor: BTreeMap<String, i64>,
+}
+
+impl EmailStatus {
+    pub fn is_empty(&self) -> bool {
+        *self == EmailStatus::default()
+    }
+}
+
+/// Bus events a write produced, kept in the profile until they are known to be out.
+///
+/// `after` is the stream position (`<shard>:<sequence number>`) of the last record folded by
+/// the write that queued them. The handler publishes right after the write and does not
+/// write again on success, so the events stay stored until the next write. That next write
+/// drops them if it folds records *after* `after` (Lambda moved past the queuing records, which
+/// it does only once they reported success, and they report success only once published), and
+/// publishes them again if it sees the queuing records redelivered (the publish may not have
+/// happened). `after: None` means "not published": the next processing publishes them first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Outbox {
+    pub events: Vec<BusEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
 }
 
 impl Profile {
@@ -134,6 +213,42 @@ impl Profile {
             id: id.into(),
             ..Default::default()
         }
+    }
+
+    /// The email address, if one was ever given.
+    pub fn email(&self) -> Option<&str> {
+        self.email.as_ref().map(|s| s.value.as_str())
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_ref().map(|s| s.value.as_str())
+    }
+
+    pub fn timezone(&self) -> Option<&str> {
+        self.timezone.as_ref().map(|s| s.value.as_str())
+    }
+
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_ref().map(|s| s.value.as_str())
+    }
+
+    /// The last-touch UTM parameters (empty if none were seen).
+    pub fn utm(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.utm.as_ref().map_or(&EMPTY, |s| &s.value)
+    }
+
+    pub fn poll_answer(&self, question: &str) -> Option<&str> {
+        self.poll_answers.get(question).map(|s| s.value.as_str())
+    }
+
+    /// Sum of purchase amounts in minor units of `currency` (the latest purchase's).
+    pub fn purchase_total_minor(&self) -> i64 {
+        self.currency
+            .as_ref()
+            .and_then(|c| self.purchase_totals_minor.get(c))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn cart_value_minor(&self) -> i64 {

@@ -228,7 +228,7 @@ impl Trait {
             Trait::CartItemCount => n(p.cart_item_count()),
             Trait::CartValueMinor => i(p.cart_value_minor()),
             Trait::PurchaseCount => n(p.purchase_count),
-            Trait::PurchaseTotalMinor => i(p.purchase_total_minor),
+            Trait::PurchaseTotalMinor => i(p.purchase_total_minor()),
             Trait::HeatShu => p.heat_shu().map(V::Number),
             Trait::Events(d) => n(p.events_in_last(*d, now)),
             Trait::PageViews(d) => n(p.page_views_in_last(*d, now)),
@@ -236,15 +236,15 @@ impl Trait {
             Trait::Purchases(d) => n(p.purchases_in_last(*d, now)),
             Trait::Revenue(d) => i(p.revenue_in_last(*d, now)),
             Trait::Count(e) => n(p.counts.get(e.as_str()).copied().unwrap_or(0)),
-            Trait::Email => s(p.email.as_ref()),
-            Trait::Name => s(p.name.as_ref()),
-            Trait::Timezone => s(p.timezone.as_ref()),
+            Trait::Email => s(p.email.as_ref().map(|v| &v.value)),
+            Trait::Name => s(p.name.as_ref().map(|v| &v.value)),
+            Trait::Timezone => s(p.timezone.as_ref().map(|v| &v.value)),
             Trait::Currency => s(p.currency.as_ref()),
             Trait::CartCurrency => s(p.cart.currency.as_ref()),
-            Trait::Device => s(p.device.as_ref()),
+            Trait::Device => s(p.device.as_ref().map(|v| &v.value)),
             Trait::LastClickedCampaign => s(p.email_status.last_clicked_campaign.as_ref()),
-            Trait::Poll(q) => s(p.poll_answers.get(q)),
-            Trait::Utm(k) => s(p.utm.get(k)),
+            Trait::Poll(q) => s(p.poll_answers.get(q).map(|v| &v.value)),
+            Trait::Utm(k) => s(p.utm().get(k)),
             Trait::Consent(c) => p.consent.get(c.as_str()).map(|c| V::Bool(c.granted)),
             Trait::Suppressed => Some(V::Bool(p.email_status.suppressed.is_some())),
             Trait::Identified => Some(V::Bool(!p.id.starts_with(ANON_PREFIX))),
@@ -647,6 +647,7 @@ pub fn transitions(
 mod tests {
     use std::collections::BTreeMap;
 
+    use crate::profile::Stamped;
     use chrono::TimeZone;
 
     use super::*;
@@ -890,7 +891,7 @@ segments:
 "#;
         let r = from_yaml(yaml).unwrap();
         let mut p = Profile::new("u-1");
-        p.device = Some("mobile".into());
+        p.device = Some(Stamped::new("mobile".into(), t0()));
         p.consent.insert(
             "email".into(),
             crate::profile::Consent {
@@ -901,10 +902,11 @@ segments:
         p.counts.insert("page_view".into(), 2);
         p.created_at = Some(t0());
         p.last_seen = Some(t0());
-        p.poll_answers.insert("fav".into(), "smoky".into());
+        p.poll_answers
+            .insert("fav".into(), Stamped::new("smoky".into(), t0()));
         assert!(r.evaluate(&p, t0() + Duration::minutes(59)).contains("eqs"));
         assert!(!r.evaluate(&p, t0() + Duration::minutes(61)).contains("eqs"));
-        p.email = Some("a@example.com".into());
+        p.email = Some(Stamped::new("a@example.com".into(), t0()));
         assert!(r.evaluate(&p, t0()).is_empty());
     }
 
