@@ -11,13 +11,14 @@ use base64::Engine;
 use ember_core::enrich::decode;
 use ember_core::error::describe;
 use ember_core::fold::FoldConfig;
+use ember_core::outbox::cart_event;
 use ember_core::ports::{
     Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortResult, ProfileStore,
 };
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
 use ember_core::segment::RuleSet;
-use ember_enrich::handler::{cart_updated, transitions};
+use ember_enrich::handler::transitions;
 
 /// What the baseline did with one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,7 +119,7 @@ impl<S: ProfileStore, C: EventClaims, B: EventBus, D: DeadLetterSink> Naive<S, C
             );
             profile.segments = segments;
             if profile.cart != before_cart {
-                changes.push(cart_updated(&profile, at));
+                changes.push(cart_event(&profile, version, at));
             }
             self.store.put(&profile, expected).await?;
             // "Completed": the idempotency record is written again with its result.

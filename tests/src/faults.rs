@@ -206,6 +206,7 @@ struct ActiveRule {
 struct State {
     rules: Mutex<Vec<ActiveRule>>,
     calls: Mutex<BTreeMap<String, u64>>,
+    meter: Mutex<Option<Arc<crate::capacity::CapacityMeter>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -339,6 +340,13 @@ impl FaultProxy {
         lock(&self.state.calls).clone()
     }
 
+    /// A DynamoDB capacity meter over every call forwarded from now on (one per proxy).
+    pub fn meter(&self) -> Arc<crate::capacity::CapacityMeter> {
+        lock(&self.state.meter)
+            .get_or_insert_with(Default::default)
+            .clone()
+    }
+
     pub fn reset_calls(&self) {
         lock(&self.state.calls).clear();
     }
@@ -433,7 +441,25 @@ async fn handle(
     let req = Request::from_parts(parts, body);
 
     match decide(&state, &operation) {
-        Decision::Forward => forward(&client, &upstream, req).await,
+        Decision::Forward => {
+            let meter = lock(&state.meter).clone();
+            match meter {
+                None => forward(&client, &upstream, req).await,
+                Some(meter) => {
+                    let body = req.body().clone();
+                    let response = forward(&client, &upstream, req).await?;
+                    let answer = response.body().clone();
+                    let answer = answer
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    meter.observe(&operation, &body, response.status().as_u16(), &answer);
+                    let (parts, _) = response.into_parts();
+                    Ok(Response::from_parts(parts, Full::new(answer)))
+                }
+            }
+        }
         Decision::Inject(fault, stats, entries) => match fault {
             Fault::Throttle => Ok(error_response(&operation, ErrorKind::Throttle)),
             Fault::ServerError => Ok(error_response(&operation, ErrorKind::Internal)),

@@ -5,9 +5,11 @@
 //! - [`emulator`]: env loading (`.emulator/env`), unique names, provisioning (table, stream,
 //!   queue, bus + rule → SQS), reading queues and items back, Kinesis event builders.
 //! - [`faults`]: a fault-injection proxy between the SDK and the emulator.
+//! - [`capacity`]: DynamoDB capacity units measured from the calls through that proxy.
 //! - [`local`]: the template's local pipeline (ember-local) for end-to-end tests.
 
 pub mod api_support;
+pub mod capacity;
 pub mod emulator;
 pub mod faults;
 pub mod local;

@@ -137,7 +137,7 @@ async fn a_batch_lands_in_dynamodb_and_segment_events_on_the_bus() {
     assert_eq!(alice.device(), Some("desktop"));
     // Published: the events stay stored with the write's stream position until the next
     // write drops them (no second write just to clear them).
-    assert!(alice.outbox.after.is_some());
+    assert!(alice.outbox.by_stream);
     assert!(!alice.stream.is_empty());
 
     let bob = env.profile("u-1002").await;

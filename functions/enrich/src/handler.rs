@@ -46,9 +46,9 @@ use ember_core::enrich::{EnrichedEvent, Fact};
 use ember_core::error::{describe, Problem};
 use ember_core::event::ANON_PREFIX;
 use ember_core::fold::FoldConfig;
+use ember_core::outbox::cart_event;
 use ember_core::ports::{
-    BusEvent, CartChange, Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortError,
-    PortResult, ProfileStore,
+    Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortError, PortResult, ProfileStore,
 };
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
@@ -546,16 +546,15 @@ where
             publish = transitions(&profile.id, &before_segments, &segments, at, version, cause);
             profile.segments = segments;
             if profile.cart != before_cart {
-                publish.push(cart_updated(&profile, at));
+                publish.push(cart_event(&profile, version, at));
             }
         }
-        let last = events.last().map(|e| e.position);
         outbox::write(
             &self.store,
             profile,
             expected,
             publish,
-            last,
+            true,
             settled.error,
             &mut done.stats,
         )
@@ -667,19 +666,6 @@ pub fn evaluation_time<'a, 'e: 'a>(
         .map_or(now, |t| t.min(now))
 }
 
-/// `CartUpdated` with the deterministic id `<profile id>:cart:<profile version>`.
-pub fn cart_updated(profile: &Profile, at: DateTime<Utc>) -> BusEvent {
-    BusEvent::CartUpdated(CartChange {
-        id: format!("{}:cart:{}", profile.id, profile.version),
-        profile_id: profile.id.clone(),
-        updated_at: profile.cart.updated_at.unwrap_or(at),
-        item_count: profile.cart.items.values().map(|i| i.quantity).sum(),
-        value_minor: profile.cart_value_minor(),
-        currency: profile.cart.currency.clone(),
-        profile_version: profile.version,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     //! The handler against in-memory ports (the integration tests in `tests/` use the real
@@ -688,6 +674,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+    use ember_core::ports::BusEvent;
 
     use crate::testkit::{MemoryBus, MemoryClaims, MemoryDlq, MemoryStore};
 

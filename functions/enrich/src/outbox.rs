@@ -6,10 +6,10 @@
 //!
 //! 1. [`settle`]: before a key is folded, what an earlier write left in the outbox is settled.
 //!    For the Kinesis handler the outbox's stream position tells (see
-//!    [`ember_core::profile::Outbox`]): records after it mean it was published (dropped from
-//!    the next write at no cost), the queuing records redelivered mean it may not have been
-//!    (published again; consumers de-duplicate by event id). An outbox marked unpublished, or
-//!    any outbox seen by the re-evaluation, is published first.
+//!    [`ember_core::outbox`]): records after it mean it was published (dropped from the next
+//!    write at no cost), the queuing records redelivered mean it may not have been (published
+//!    again; consumers de-duplicate by event id). An outbox marked unpublished, or any outbox
+//!    seen by the re-evaluation, is published first.
 //! 2. [`write`]: the profile is written ONCE with the optimistic version check, its new bus
 //!    events in the same write; a write whose answer was lost is recognised by reading it back.
 //! 3. [`publish_written`]: the new events of all profiles written in a batch are published
@@ -20,7 +20,7 @@
 
 use ember_aws::retry::Backoff;
 use ember_core::ports::{BusEvent, EventBus, PortError, PortResult, ProfileStore};
-use ember_core::profile::{Outbox, Profile};
+use ember_core::profile::{Changes, Outbox, Profile};
 use ember_core::watermark::Position;
 use futures::stream::{self, StreamExt};
 
@@ -75,10 +75,9 @@ pub async fn settle<B: EventBus>(
     if profile.outbox.is_empty() {
         return Settled::default();
     }
-    let queued_at = profile.outbox.after.as_deref().and_then(Position::parse);
-    let redelivered = match (positions, queued_at) {
-        (Some(positions), Some(queued)) => {
-            if !positions.iter().any(|p| p.at_or_before(&queued)) {
+    let redelivered = match positions {
+        Some(positions) if profile.outbox.by_stream => {
+            if !positions.iter().any(|p| profile.stream.covers(p)) {
                 // Lambda moved past the queuing records: they reported success, which they do
                 // only once published. Dropped from the next write.
                 profile.outbox = Outbox::default();
@@ -88,21 +87,23 @@ pub async fn settle<B: EventBus>(
         }
         _ => false,
     };
-    let pending = std::mem::take(&mut profile.outbox.events);
+    let pending = profile.outbox.pending(profile);
     let results = bus.publish(&pending).await;
     let mut error = None;
+    let mut failed = Vec::new();
     for (event, result) in pending.into_iter().zip(results) {
         match result {
             Ok(()) => stats.published += 1,
             Err(e) => {
                 error.get_or_insert(e);
-                profile.outbox.events.push(event);
+                failed.push(event);
             }
         }
     }
-    if error.is_some() || profile.outbox.is_empty() {
-        profile.outbox.after = None;
-    }
+    // What failed is kept in full: the profile is about to move on from the version the
+    // compact changes describe.
+    profile.outbox.keep_in_full(failed);
+    profile.outbox.by_stream = false;
     Settled {
         error,
         // A redelivery's republished outbox is dropped by the next write anyway.
@@ -118,9 +119,9 @@ pub struct Written {
 }
 
 /// Writes `profile` (its version already bumped) if the store still holds `expected`, with
-/// `publish` added to its outbox. `last`: the stream position of the last record folded (the
-/// outbox's position); `None` marks the events unpublished until [`publish_written`] clears
-/// them. With `outbox_error` set (the bus failed on the stored outbox), the write still
+/// `publish` added to its outbox. `by_stream`: the write advanced the stream watermark (the
+/// Kinesis handler), so the stream tells later whether the events went out; otherwise they are
+/// marked unpublished until [`publish_written`] clears them. With `outbox_error` set (the bus failed on the stored outbox), the write still
 /// happens, everything stays marked unpublished, and the call fails with that error.
 /// `Conflict` means "re-read and retry".
 pub async fn write<S: ProfileStore>(
@@ -128,15 +129,18 @@ pub async fn write<S: ProfileStore>(
     mut profile: Profile,
     expected: u64,
     publish: Vec<BusEvent>,
-    last: Option<Position<'_>>,
+    by_stream: bool,
     outbox_error: Option<PortError>,
     stats: &mut KeyStats,
 ) -> PortResult<Written> {
-    profile.outbox.events.extend(publish.iter().cloned());
-    profile.outbox.after = match (&outbox_error, last) {
-        (None, Some(p)) if !profile.outbox.is_empty() => Some(p.to_string()),
-        _ => None,
-    };
+    if outbox_error.is_some() {
+        // The bus is failing: the new events queue in full behind those that failed.
+        profile.outbox.events.extend(publish.iter().cloned());
+        profile.outbox.by_stream = false;
+    } else {
+        profile.outbox.changes = Changes::of(&publish, profile.version);
+        profile.outbox.by_stream = by_stream && !profile.outbox.is_empty();
+    }
     put_once(store, &profile, expected).await?;
     stats.writes += 1;
     if let Some(e) = outbox_error {
@@ -197,7 +201,7 @@ pub async fn publish_written<S: ProfileStore, B: EventBus>(
             }
         }
         out.push((Ok(()), stats));
-        let unconfirmed = w.profile.outbox.after.is_none() && !w.profile.outbox.is_empty();
+        let unconfirmed = !w.profile.outbox.by_stream && !w.profile.outbox.is_empty();
         if first_error.is_some() || unconfirmed {
             rewrites.push((i, w.profile, published, first_error));
         }
@@ -244,7 +248,7 @@ pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
         profile,
         expected,
         publish,
-        None,
+        false,
         outbox_error,
         stats,
     )
@@ -298,12 +302,19 @@ async fn rewrite_outbox<S: ProfileStore>(
     stats: &mut KeyStats,
 ) -> PortResult<()> {
     let mut attempt = 0;
+    let mut ours = profile.outbox.pending(&profile);
+    ours.retain(|e| !published.contains(e));
     loop {
         let expected = profile.version;
-        profile.outbox.events.retain(|e| !published.contains(e));
-        if failed || profile.outbox.is_empty() {
-            profile.outbox.after = None;
+        let mut remaining = profile.outbox.pending(&profile);
+        for e in &ours {
+            if !remaining.contains(e) {
+                remaining.push(e.clone());
+            }
         }
+        remaining.retain(|e| !published.contains(e));
+        profile.outbox.keep_in_full(remaining);
+        profile.outbox.by_stream = false;
         profile.version = expected + 1;
         match store.put(&profile, expected).await {
             Ok(()) => {

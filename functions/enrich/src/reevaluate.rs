@@ -224,7 +224,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         let at = profile.last_seen.map_or(at, |seen| at.max(seen));
         let segments = self.rules.evaluate(&profile, at);
         // An outbox with a stream position is the Kinesis handler's to settle.
-        let unpublished = !profile.outbox.is_empty() && profile.outbox.after.is_none();
+        let unpublished = !profile.outbox.is_empty() && !profile.outbox.by_stream;
         if segments == profile.segments && !unpublished {
             return Ok(Outcome::Unchanged);
         }

@@ -16,6 +16,8 @@
 //!   7/30-day windows.
 //! - [`watermark`] — the per-shard stream position a profile has applied (redelivered records
 //!   change nothing).
+//! - [`outbox`] — the bus events of a profile's last write, kept compactly in the profile
+//!   until they are known to be published.
 //! - [`fold`] — the pure fold of enriched events into a profile (counters, decayed heat,
 //!   cart, consent, attribution, anonymous merges).
 //! - [`segment`] — declarative segment rules (in `rules/`, embedded as JSON by `build.rs`),
@@ -38,6 +40,7 @@ pub mod event;
 pub mod fold;
 pub mod json;
 pub mod memory;
+pub mod outbox;
 pub mod ports;
 pub mod profile;
 pub mod schema;

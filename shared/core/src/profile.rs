@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crate::daily::{Daily, DayCounters};
-use crate::ports::BusEvent;
+pub use crate::outbox::{Changes, Outbox};
 pub use crate::stamped::Stamped;
 pub use crate::watermark::Watermark;
 
@@ -177,33 +177,6 @@ pub struct EmailStatus {
 impl EmailStatus {
     pub fn is_empty(&self) -> bool {
         *self == EmailStatus::default()
-    }
-}
-
-/// Bus events a write produced, kept in the profile until they are known to be out.
-///
-/// `after` is the stream position (`<shard>:<sequence number>`) of the last record folded by
-/// the write that queued them. The handler publishes right after the write and does not
-/// write again on success, so the events stay stored until the next write. That next write
-/// drops them if it folds records *after* `after` (Lambda moved past the queuing records, which
-/// it does only once they reported success, and they report success only once published), and
-/// publishes them again if it sees the queuing records redelivered (the publish may not have
-/// happened). `after: None` means "not published": the next processing publishes them first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Outbox {
-    pub events: Vec<BusEvent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-}
-
-impl Outbox {
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.events.len()
     }
 }
 

@@ -148,7 +148,7 @@ mod tests {
                 profile_version: 3,
                 cause_event_id: None,
             }));
-        p.outbox.after = Some("shardId-000000000001:42".into());
+        p.outbox.by_stream = true;
         p.stream
             .advance(&Position::new("shardId-000000000001", "42"));
         let item = to_item(&p).unwrap();

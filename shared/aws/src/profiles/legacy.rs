@@ -118,7 +118,7 @@ pub fn upgrade(mut item: HashMap<String, AttributeValue>) -> PortResult<Profile>
     // Legacy outbox entries were stored because publishing had failed: publish them first.
     profile.outbox = Outbox {
         events: legacy.outbox,
-        after: None,
+        ..Outbox::default()
     };
     Ok(profile)
 }

@@ -1,0 +1,183 @@
+//! The profile's outbox: the bus events of its last write, kept in the profile until they are
+//! known to be published, so that no transition is lost when publishing fails or the process
+//! dies between the write and the publish.
+//!
+//! The events of the last write are stored as [`Changes`] (which segments were entered and
+//! exited, whether the cart changed, at which version): about a hundred bytes instead of the
+//! events themselves, rebuilt with the same ids from the profile that was written with them.
+//! Events that could not be published while the profile moved on are kept in full.
+//!
+//! `by_stream` marks changes queued by the enrich handler, whose write also advanced the
+//! profile's stream watermark to the records it folded. The handler publishes right after the
+//! write and does not write again on success, so the changes stay stored until the next write.
+//! That next write drops them if its records are all new (Lambda moved past the queuing
+//! records, which it does only once they reported success, and they report success only once
+//! published), and publishes them again if a record is at or below the watermark: the queuing
+//! records are being redelivered and the publish may not have happened. Without `by_stream`
+//! the events are "not published": the next processing publishes them first.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ports::{BusEvent, CartChange};
+use crate::profile::Profile;
+use crate::segment::transitions;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Outbox {
+    /// What the profile's last write published or is about to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Changes>,
+    /// Events of earlier writes that could not be published, in full.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<BusEvent>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub by_stream: bool,
+}
+
+/// The bus events of one write, by what changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Changes {
+    /// The profile version the write produced (part of every event id).
+    pub version: u64,
+    pub at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub entered: BTreeSet<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub exited: BTreeSet<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cart: bool,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_none() && self.events.is_empty()
+    }
+
+    /// How many events wait.
+    pub fn len(&self) -> usize {
+        self.events.len()
+            + self.changes.as_ref().map_or(0, |c| {
+                c.entered.len() + c.exited.len() + usize::from(c.cart)
+            })
+    }
+
+    /// Every event waiting in the outbox, the full ones first, then the last write's,
+    /// rebuilt from `profile` (the profile stored with them).
+    pub fn pending(&self, profile: &Profile) -> Vec<BusEvent> {
+        let mut all = self.events.clone();
+        if let Some(c) = &self.changes {
+            all.extend(c.events(profile));
+        }
+        all
+    }
+
+    /// Keeps `events` in full (the profile is about to move on from the version they were
+    /// rebuilt against), dropping the compact changes.
+    pub fn keep_in_full(&mut self, events: Vec<BusEvent>) {
+        self.changes = None;
+        self.events = events;
+    }
+}
+
+impl Changes {
+    /// What a write's `events` changed (`None` if nothing is published).
+    pub fn of(events: &[BusEvent], version: u64) -> Option<Changes> {
+        let mut c = Changes {
+            version,
+            ..Changes::default()
+        };
+        for e in events {
+            match e {
+                BusEvent::SegmentEntered(s) => {
+                    c.entered.insert(s.segment.clone());
+                    c.at = Some(s.at);
+                    c.cause.clone_from(&s.cause_event_id);
+                }
+                BusEvent::SegmentExited(s) => {
+                    c.exited.insert(s.segment.clone());
+                    c.at = Some(s.at);
+                    c.cause.clone_from(&s.cause_event_id);
+                }
+                BusEvent::CartUpdated(_) => c.cart = true,
+            }
+        }
+        (!events.is_empty()).then_some(c)
+    }
+
+    /// The events, as the write built them: segment transitions, then the cart event.
+    pub fn events(&self, profile: &Profile) -> Vec<BusEvent> {
+        let at = self.at.or(profile.cart.updated_at).unwrap_or_default();
+        let before: BTreeSet<String> = self.exited.clone();
+        let after: BTreeSet<String> = self.entered.clone();
+        let mut events = transitions(
+            &profile.id,
+            &before,
+            &after,
+            at,
+            self.version,
+            self.cause.as_deref(),
+        );
+        if self.cart {
+            events.push(cart_event(profile, self.version, at));
+        }
+        events
+    }
+}
+
+/// `CartUpdated` for `profile`'s cart at `version`, with the deterministic id
+/// `<profile id>:cart:<version>`.
+pub fn cart_event(profile: &Profile, version: u64, at: DateTime<Utc>) -> BusEvent {
+    BusEvent::CartUpdated(CartChange {
+        id: format!("{}:cart:{version}", profile.id),
+        profile_id: profile.id.clone(),
+        updated_at: profile.cart.updated_at.unwrap_or(at),
+        item_count: profile.cart.items.values().map(|i| i.quantity).sum(),
+        value_minor: profile.cart_value_minor(),
+        currency: profile.cart.currency.clone(),
+        profile_version: version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::CartItem;
+
+    #[test]
+    fn changes_rebuild_the_same_events() {
+        let at: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+        let mut p = Profile::new("u-1");
+        p.version = 7;
+        p.cart.items.insert(
+            "A".into(),
+            CartItem {
+                name: "A".into(),
+                quantity: 2,
+                unit_price_minor: 500,
+                url: None,
+            },
+        );
+        p.cart.updated_at = Some(at);
+        let before: BTreeSet<String> = ["x".to_owned(), "y".to_owned()].into();
+        let after: BTreeSet<String> = ["y".to_owned(), "z".to_owned()].into();
+        let mut events = transitions("u-1", &before, &after, at, 7, Some("e-9"));
+        events.push(cart_event(&p, 7, at));
+        let changes = Changes::of(&events, 7).unwrap();
+        assert_eq!(changes.events(&p), events);
+        assert_eq!(Changes::of(&[], 7), None);
+        let outbox = Outbox {
+            changes: Some(changes),
+            ..Outbox::default()
+        };
+        assert_eq!(outbox.pending(&p), events);
+        // Stored, the changes are small.
+        assert!(serde_json::to_string(&outbox).unwrap().len() < 120);
+    }
+}
