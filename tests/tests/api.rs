@@ -323,7 +323,7 @@ async fn bad_inputs_get_exact_error_bodies_and_write_nothing() {
 }
 
 #[tokio::test]
-async fn signed_payment_becomes_one_purchase_and_duplicates_are_dropped() {
+async fn signed_payment_becomes_one_purchase_and_a_redelivery_is_applied_once() {
     let env = setup().await;
     let (status, body) = env.call("webhook-payments-checkout-completed.json").await;
     assert_eq!(status, 200, "{body}");
@@ -332,18 +332,18 @@ async fn signed_payment_becomes_one_purchase_and_duplicates_are_dropped() {
     let event_id = ember_api::webhooks::derived_id("payments", "purchase:pi_3QfixtureIntent01");
     assert_eq!(body["event_ids"], json!([event_id]));
 
-    // The same delivery again (the provider retried): answered, not written twice.
-    let (status, body) = env.call("webhook-payments-checkout-completed.json").await;
-    assert_eq!(
-        (status, body),
-        (
-            200,
-            json!({"status": "duplicate", "delivery_id": "evt_1QfixtureCheckout01"})
-        )
-    );
+    // The same delivery again (the provider retried): accepted again, the same event id.
+    let (status, again) = env.call("webhook-payments-checkout-completed.json").await;
+    assert_eq!((status, &again["event_ids"]), (200, &json!([event_id])));
 
     let records = env.records().await;
-    assert_eq!(records.len(), 1, "exactly one record: {records:?}");
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0], records[1]);
+    assert_eq!(
+        enriched_purchases(&records, "u-fixture-1").await,
+        1,
+        "applied once"
+    );
     let (key, event) = &records[0];
     assert_eq!(key, "u-fixture-1");
     assert_eq!(event["event_id"], event_id);
@@ -358,13 +358,56 @@ async fn signed_payment_becomes_one_purchase_and_duplicates_are_dropped() {
         !event.to_string().contains("ana@example.com"),
         "no email address on the stream"
     );
+}
 
-    let claim = env
-        .ledger()
-        .get("webhook#payments", "evt_1QfixtureCheckout01")
-        .await
-        .expect("ledger");
-    assert!(claim.is_some(), "delivery id claimed in the ledger");
+/// Folds stream records through the enrich handler (in-memory ports) and returns the
+/// customer's purchase count: what enrichment makes of redeliveries.
+async fn enriched_purchases(records: &[(String, Value)], user: &str) -> u64 {
+    let handler = ember_benches::memory::memory_enricher().expect("handler");
+    let raw: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::to_vec(v).expect("json")))
+        .collect();
+    let event = ember_tests::emulator::kinesis_event("shardId-000000000000", 0, &raw);
+    let (response, _, _) = handler.process(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    handler
+        .store
+        .snapshot()
+        .get(user)
+        .map_or(0, |p| p.purchase_count)
+}
+
+#[tokio::test]
+async fn a_webhook_is_never_answered_before_its_events_are_on_the_stream() {
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(3, Duration::from_secs(3)).await;
+    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
+    // The stream write lands and its answer is lost; the SDK writes again. Whatever the
+    // ledger did before, the provider is answered only once the events are on the stream.
+    let lost = proxy.add(Rule::new(op::KINESIS_PUT_RECORDS, Fault::DropAfterForward).first(1));
+    let (status, body) = env.call("webhook-payments-checkout-completed.json").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("accepted")),
+        "{body}"
+    );
+    assert_eq!(lost.injected(), 1);
+    // The stream is down: 503, so the provider retries; its retry is accepted.
+    let down = proxy.add(Rule::new(op::KINESIS_PUT_RECORDS, Fault::ServerError));
+    let (status, _) = env.call("webhook-payments-checkout-completed.json").await;
+    assert_eq!(status, 503);
+    assert!(down.injected() > 0);
+    proxy.clear_rules();
+    let (status, body) = env.call("webhook-payments-checkout-completed.json").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("accepted")),
+        "{body}"
+    );
+    let records = env.records().await;
+    assert!(records.len() >= 2, "{records:?}");
+    assert_eq!(enriched_purchases(&records, "u-fixture-1").await, 1);
 }
 
 #[tokio::test]
@@ -414,12 +457,6 @@ async fn unverified_webhooks_are_refused_before_anything_is_stored() {
     );
 
     assert!(env.records().await.is_empty());
-    let claim = env
-        .ledger()
-        .get("webhook#payments", "evt_1QfixtureCheckout01")
-        .await
-        .expect("ledger");
-    assert!(claim.is_none(), "nothing claimed for unverified deliveries");
 }
 
 #[tokio::test]
@@ -455,9 +492,15 @@ async fn poll_answers_become_poll_and_heat_events() {
     assert!(records
         .iter()
         .all(|(k, e)| k == "u-fixture-1" && e["source"] == "polls"));
+    // A redelivery carries the same event ids: enrichment applies each once.
+    let first_ids: Vec<Value> = records.iter().map(|(_, e)| e["event_id"].clone()).collect();
     let (status, body) = env.call("webhook-polls.json").await;
-    assert_eq!((status, &body["status"]), (200, &json!("duplicate")));
-    assert_eq!(env.records().await.len(), 3);
+    assert_eq!((status, &body["status"]), (200, &json!("accepted")));
+    let again = env.records().await;
+    assert_eq!(again.len(), 6);
+    assert!(again
+        .iter()
+        .all(|(_, e)| first_ids.contains(&e["event_id"])));
 }
 
 #[tokio::test]
@@ -623,10 +666,7 @@ async fn stream_failures_are_reported_per_entry_never_silently() {
     assert_eq!(body["error"], "partially_accepted");
     assert_eq!(
         body["accepted"],
-        json!([
-            "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d01",
-            "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d03"
-        ])
+        json!(["7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d01"])
     );
     assert_eq!(body["failed"][0]["index"], 1);
     assert_eq!(
@@ -634,14 +674,16 @@ async fn stream_failures_are_reported_per_entry_never_silently() {
         "7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d02"
     );
     assert_eq!(body["failed"][0]["retryable"], true);
+    // The same customer's next event is not written ahead of the failed one: it fails too.
+    assert_eq!(body["failed"][1]["index"], 2);
+    assert_eq!(body["failed"].as_array().map(Vec::len), Some(2));
     let written: Vec<String> = env
         .records()
         .await
         .into_iter()
         .map(|(_, e)| e["event_id"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert_eq!(written.len(), 2);
-    assert!(!written.contains(&"7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d02".to_owned()));
+    assert_eq!(written, ["7d2a1c54-5f0e-4a53-9a53-1f2a3b4c5d01"]);
 }
 
 #[tokio::test]
@@ -661,9 +703,45 @@ async fn failed_records_are_retried_until_written() {
     let (status, body) = env.call("event-batch.json").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(stats.entries_failed(), 1);
-    // Two PutRecords calls: the batch, then only the one failed record.
-    assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 2);
+    // The batch's first record of each customer, the one failed record again, then the
+    // second customer's next record.
+    assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 3);
     assert_eq!(env.records().await.len(), 3, "every record exactly once");
+}
+
+#[tokio::test]
+async fn a_partial_put_records_failure_never_reorders_a_customers_events() {
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(1, Duration::from_secs(5)).await;
+    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
+    // The add_to_cart fails on the first call; the remove_from_cart must not overtake it, or
+    // the cart keeps an item the customer removed and an abandonment email goes out.
+    proxy.add(
+        Rule::new(
+            op::KINESIS_PUT_RECORDS,
+            Fault::PartialFailure {
+                entries: Schedule::First(1),
+            },
+        )
+        .first(1),
+    );
+    let events = json!([
+        {"type": "add_to_cart", "version": 1, "user_id": "u-order-1",
+         "payload": {"sku": "SAU-001", "name": "Smoked Chipotle", "price": "8.90", "currency": "EUR", "quantity": 1}},
+        {"type": "remove_from_cart", "version": 1, "user_id": "u-order-1",
+         "payload": {"sku": "SAU-001"}}
+    ]);
+    let (status, body) = env
+        .call_payload(&with_body("event-batch.json", &events.to_string()))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let types: Vec<String> = env
+        .records()
+        .await
+        .into_iter()
+        .map(|(_, e)| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(types, ["add_to_cart", "remove_from_cart"]);
 }
 
 #[tokio::test]
@@ -674,9 +752,10 @@ async fn kinesis_adapter_sends_at_most_500_records_per_call_and_keeps_order() {
     let aws = Aws::from_env().await.expect("emulator");
     let name = aws.create_stream("api-chunks", 2).await.expect("stream");
     let stream = KinesisEventStream::from_conf(&sdk, &name);
+    // 601 keys, two records each (one only for the last): two waves of ≤601 records.
     let records: Vec<StreamRecord> = (0..1201)
         .map(|i| StreamRecord {
-            partition_key: format!("p-{}", i % 7),
+            partition_key: format!("p-{}", i % 601),
             data: json!({ "n": i }).to_string().into_bytes(),
         })
         .collect();
@@ -687,7 +766,11 @@ async fn kinesis_adapter_sends_at_most_500_records_per_call_and_keeps_order() {
         "{:?}",
         results.iter().find(|r| r.is_err())
     );
-    assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 3, "500 + 500 + 201");
+    assert_eq!(
+        proxy.calls(op::KINESIS_PUT_RECORDS),
+        4,
+        "500 + 101, then 500 + 100"
+    );
     let read = read_stream(&aws.kinesis, &name).await;
     assert_eq!(read.len(), 1201);
     // Within a partition key, records keep their input order.
@@ -710,7 +793,7 @@ async fn a_full_batch_of_500_is_one_put_records_call_and_501_is_refused() {
     let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
     let events: Vec<Value> = (0..501)
         .map(|i| {
-            json!({"type": "page_view", "version": 1, "anonymous_id": format!("a-{}", i % 50),
+            json!({"type": "page_view", "version": 1, "anonymous_id": format!("a-{i}"),
                    "payload": {"url": format!("https://shop.example/p/{i}")}})
         })
         .collect();

@@ -22,6 +22,7 @@ use ember_email::{Email, Outcome, Settings, Skip};
 use ember_local::mail::{from_sender, sent_emails, SentEmail};
 use ember_tests::api_support::read_stream;
 use ember_tests::emulator::{unique, Aws};
+use ember_tests::faults::{op, Fault, FaultProxy, Rule};
 use serde_json::{json, Value};
 
 type Deps = Email<DynamoProfileStore, DynamoLedger, SesMailer, KinesisEventStream>;
@@ -44,7 +45,11 @@ fn noon() -> DateTime<Utc> {
 }
 
 async fn env() -> Env {
-    let aws = Aws::from_env().await.expect("emulator environment");
+    env_on(Aws::from_env().await.expect("emulator environment")).await
+}
+
+/// The function's resources and handler on `aws` (e.g. through a fault proxy).
+async fn env_on(aws: Aws) -> Env {
     let profiles = aws.create_profiles_table().await.expect("profiles table");
     let ledger = aws
         .create_table("ledger", "pk", Some("sk"))
@@ -544,4 +549,110 @@ async fn cart_abandonment_sends_after_the_delay_and_checkout_cancels_it() {
         .unwrap();
     assert!(again.outcomes.is_empty(), "{again:?}");
     assert_eq!(env.mail().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_send_claim_whose_answer_was_lost_still_sends_exactly_once() {
+    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
+    let env = env_on(Aws::from_config(
+        proxy.sdk_config(3, std::time::Duration::from_secs(3)).await,
+    ))
+    .await;
+    let now = noon();
+    let id = unique("u");
+    env.put(churner(&id, "lost.claim@example.com", now)).await;
+    // The first write of the send path is the claim: it lands, its answer is lost, the SDK
+    // sends it again and finds it taken. It must recognise its own claim, not a duplicate.
+    let lost = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).first(1));
+    let event = segment_entered(&id, "churn_risk", 5, now);
+    let out = env.email.handle(&event, now).await.unwrap();
+    assert_eq!(lost.injected(), 1);
+    assert!(matches!(&out[..], [Outcome::Sent { .. }]), "{out:?}");
+    let again = env.email.handle(&event, now).await.unwrap();
+    assert!(
+        matches!(&again[..], [Outcome::Duplicate { .. }]),
+        "{again:?}"
+    );
+    let to_her: Vec<_> = env
+        .mail()
+        .await
+        .into_iter()
+        .filter(|m| m.to == vec!["lost.claim@example.com".to_owned()])
+        .collect();
+    assert_eq!(to_her.len(), 1);
+}
+
+#[tokio::test]
+async fn an_ses_answer_lost_is_recorded_as_unknown_never_sent_twice_and_can_be_redriven() {
+    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
+    let env = env_on(Aws::from_config(
+        proxy.sdk_config(3, std::time::Duration::from_secs(3)).await,
+    ))
+    .await;
+    let now = noon();
+    let id = unique("u");
+    let address = "lost.answer@example.com";
+    env.put(churner(&id, address, now)).await;
+    let mail_to_her = || async {
+        env.mail()
+            .await
+            .into_iter()
+            .filter(|m| m.to == vec![address.to_owned()])
+            .count()
+    };
+    // SES accepts the email and the answer is lost.
+    let lost = proxy.add(Rule::new(op::SESV2_SEND_EMAIL, Fault::DropAfterForward).first(1));
+    let event = segment_entered(&id, "churn_risk", 5, now);
+    let out = env.email.handle(&event, now).await.unwrap();
+    assert_eq!(lost.injected(), 1);
+    assert!(matches!(&out[..], [Outcome::Unknown { .. }]), "{out:?}");
+    assert_eq!(
+        proxy.calls(op::SESV2_SEND_EMAIL),
+        1,
+        "never repeated automatically"
+    );
+    assert_eq!(mail_to_her().await, 1, "SES did send it");
+    let sk = format!("churn_winback#{id}:churn_risk:entered:5");
+    let record = env
+        .email
+        .ledger
+        .get(&send_pk(&id), &sk)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record["state"], "unknown");
+
+    // Lambda retries the event: the record says unknown, nothing is sent.
+    let retry = env
+        .email
+        .handle(&event, now + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert!(matches!(&retry[..], [Outcome::Unknown { .. }]), "{retry:?}");
+    assert_eq!(mail_to_her().await, 1);
+
+    // An operator who checked re-drives it: the next sweep sends it.
+    assert!(env
+        .email
+        .redrive(
+            &id,
+            "churn_winback",
+            &format!("{id}:churn_risk:entered:5"),
+            now
+        )
+        .await
+        .unwrap());
+    let swept = timers::sweep(&env.email, now + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert!(swept.outcomes.iter().any(Outcome::is_sent), "{swept:?}");
+    assert_eq!(mail_to_her().await, 2);
+    let record = env
+        .email
+        .ledger
+        .get(&send_pk(&id), &sk)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record["state"], "sent");
 }

@@ -9,7 +9,6 @@
 //! | `EMBER_UNSUBSCRIBE_SECRETS` | unsubscribe token secrets, current first (see `ember_core::unsubscribe`) | none (unsubscribe answers 500) |
 //! | `EMBER_MAX_BODY_BYTES` | request body limit | 1048576 |
 //! | `EMBER_WEBHOOK_TOLERANCE_SECS` | accepted clock distance of a signed webhook timestamp | 300 |
-//! | `EMBER_WEBHOOK_DEDUP_DAYS` | how long webhook delivery ids are remembered | 30 |
 //!
 //! In the SAM template these are `NoEcho` parameters, so no key is ever in the repository.
 //! They can come from SSM Parameter Store: pass them at deploy time
@@ -67,7 +66,6 @@ pub struct ApiConfig {
     pub unsubscribe_keys: Option<Keys>,
     pub max_body_bytes: usize,
     pub webhook_tolerance: Duration,
-    pub webhook_dedup_ttl: Duration,
 }
 
 impl Default for ApiConfig {
@@ -80,7 +78,6 @@ impl Default for ApiConfig {
             unsubscribe_keys: None,
             max_body_bytes: 1024 * 1024,
             webhook_tolerance: Duration::seconds(300),
-            webhook_dedup_ttl: Duration::days(30),
         }
     }
 }
@@ -120,7 +117,6 @@ impl ApiConfig {
             unsubscribe_keys,
             max_body_bytes: usize::try_from(max_body).map_err(|e| e.to_string())?,
             webhook_tolerance: Duration::seconds(number("EMBER_WEBHOOK_TOLERANCE_SECS", 300)?),
-            webhook_dedup_ttl: Duration::days(number("EMBER_WEBHOOK_DEDUP_DAYS", 30)?),
         })
     }
 

@@ -100,11 +100,10 @@ mod tests {
     //! The handler with fixtures from `events/apigw/` and in-memory ports (the emulator tests
     //! in `tests/tests/api.rs` use the real adapters).
 
-    use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
 
     use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
+    use chrono::DateTime;
     use ember_core::ports::{PortResult, StreamRecord};
     use serde_json::{json, Value};
 
@@ -113,7 +112,7 @@ mod tests {
     #[derive(Clone, Default)]
     struct Memory {
         records: Arc<Mutex<Vec<StreamRecord>>>,
-        ledger: Arc<Mutex<BTreeMap<(String, String), Value>>>,
+        ledger: Arc<ember_core::memory::MemoryLedger>,
     }
 
     #[async_trait]
@@ -127,56 +126,6 @@ mod tests {
                     Ok(all.len().to_string())
                 })
                 .collect()
-        }
-    }
-
-    #[async_trait]
-    impl Ledger for Memory {
-        async fn claim(
-            &self,
-            pk: &str,
-            sk: &str,
-            attrs: &Value,
-            _: Option<DateTime<Utc>>,
-        ) -> PortResult<bool> {
-            let mut l = self.ledger.lock().unwrap();
-            let key = (pk.to_owned(), sk.to_owned());
-            if l.contains_key(&key) {
-                return Ok(false);
-            }
-            l.insert(key, attrs.clone());
-            Ok(true)
-        }
-        async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<Value>> {
-            Ok(self
-                .ledger
-                .lock()
-                .unwrap()
-                .get(&(pk.to_owned(), sk.to_owned()))
-                .cloned())
-        }
-        async fn query(&self, pk: &str, prefix: &str) -> PortResult<Vec<(String, Value)>> {
-            let l = self.ledger.lock().unwrap();
-            Ok(l.iter()
-                .filter(|((p, s), _)| p == pk && s.starts_with(prefix))
-                .map(|((_, s), v)| (s.clone(), v.clone()))
-                .collect())
-        }
-        async fn increment_below(
-            &self,
-            _: &str,
-            _: &str,
-            _: u64,
-            _: Option<DateTime<Utc>>,
-        ) -> PortResult<bool> {
-            Ok(true)
-        }
-        async fn delete(&self, pk: &str, sk: &str) -> PortResult<()> {
-            self.ledger
-                .lock()
-                .unwrap()
-                .remove(&(pk.to_owned(), sk.to_owned()));
-            Ok(())
         }
     }
 
@@ -195,7 +144,7 @@ mod tests {
         Deps {
             stream: Box::new(memory.clone()),
             profiles: Box::new(ember_core::memory::MemoryProfileStore::default()),
-            ledger: Box::new(memory.clone()),
+            ledger: Box::new(memory.ledger.clone()),
             registry: Registry::embedded().unwrap(),
             config,
             clock: Box::new(FixedClock(
@@ -327,29 +276,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn webhook_deliveries_are_processed_once() {
+    async fn webhook_deliveries_are_accepted_each_time_with_the_same_event_ids() {
         let memory = Memory::default();
         let deps = deps(&memory);
-        let (status, body) = call(&deps, "webhook-payments-checkout-completed.json").await;
+        let (status, first) = call(&deps, "webhook-payments-checkout-completed.json").await;
         assert_eq!(
-            (status, &body["status"]),
+            (status, &first["status"]),
             (200, &json!("accepted")),
-            "{body}"
+            "{first}"
         );
-        let (status, body) = call(&deps, "webhook-payments-checkout-completed.json").await;
-        assert_eq!(
-            (status, &body["status"]),
-            (200, &json!("duplicate")),
-            "{body}"
-        );
+        let (status, again) = call(&deps, "webhook-payments-checkout-completed.json").await;
+        assert_eq!((status, &again["event_ids"]), (200, &first["event_ids"]));
         let (status, _) = call(&deps, "webhook-polls.json").await;
         assert_eq!(status, 200);
-        assert_eq!(memory.records.lock().unwrap().len(), 1 + 3);
-        assert!(memory
-            .ledger
-            .lock()
-            .unwrap()
-            .contains_key(&("webhook#polls".into(), "dlv_fixture_0001".into())));
+        assert_eq!(memory.records.lock().unwrap().len(), 2 + 3);
     }
 
     #[tokio::test]

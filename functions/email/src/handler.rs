@@ -4,13 +4,26 @@
 //! Order of checks for one candidate campaign (cheap and side-effect free first):
 //! 1. the campaign still applies (segments re-evaluated now; a cart trigger's cart unchanged);
 //! 2. address present, marketing consent, not suppressed (profile flag or hashed ledger entry);
-//! 3. not sent before (send claim exists → duplicate);
+//! 3. not sent before (a send record exists → duplicate);
 //! 4. outside quiet hours in the user's zone, else deferred to a timer at the window's end;
 //! 5. render (strict templates);
-//! 6. claim `send#<profile>` / `<campaign>#<trigger>` (conditional put) — exactly once;
+//! 6. the send record `send#<profile>` / `<campaign>#<trigger>` ([`SendState`]) is claimed;
 //! 7. frequency caps (campaign per day, global per day; charged once per trigger);
-//! 8. SES send. Transient failure → claim released, error returned, Lambda retries the event.
-//!    Recipient rejected → hashed suppression + `email_suppressed` event, never retried.
+//! 8. SES send, at most once per trigger (see below).
+//!
+//! The send record makes the send at most once and never silently none. It records who holds
+//! it (`owner`, one id per attempt) and a state: `claimed` → `sending` (written just before the
+//! SES call) → `sent`, `rejected`, or `unknown`.
+//! - A claim whose answer was lost is recognised on the retry by its owner (not taken for a
+//!   duplicate). A `claimed` record older than [`SEND_LEASE`] belongs to an attempt that died
+//!   before calling SES: taken over. A fresh `claimed` or `sending` record of another attempt
+//!   means a send in progress: the event is retried later (the timer is kept).
+//! - SES refused the request (throttling, quota): nothing went out; the record goes back to
+//!   `claimed` for the retry. A rejected recipient is suppressed (`rejected`), never retried.
+//! - No answer (timeout, lost connection, SES failure): the email may have gone out. The
+//!   record becomes `unknown`, an error is logged (no address), and nothing is sent again
+//!   automatically; [`Email::redrive`] re-sends one after an operator has checked. A `sending`
+//!   record older than the lease (the attempt died during the call) becomes `unknown` too.
 
 use std::collections::BTreeSet;
 
@@ -19,7 +32,8 @@ use chrono::{DateTime, Duration, Utc};
 use ember_aws::sesv2::STAGE_RECIPIENT;
 use ember_core::event::{Context, Envelope, EventHeader, EventType, ANON_PREFIX};
 use ember_core::ports::{
-    BusEvent, EmailMessage, EventStream, Ledger, Mailer, PortError, ProfileStore, StreamRecord,
+    BusEvent, EmailMessage, EventStream, Ledger, Mailer, PortError, ProfileStore, SendError,
+    StreamRecord,
 };
 use ember_core::profile::Profile;
 use ember_core::segment::RuleSet;
@@ -33,8 +47,44 @@ use crate::render::{Links, Renderer};
 use crate::tags;
 use crate::timers::{self, Timer};
 
-/// How long a send claim is kept: replays older than this could send again.
+/// How long a send record is kept: replays older than this could send again.
 pub const CLAIM_TTL_DAYS: i64 = 90;
+/// How long an attempt may hold a send record before another attempt may act on it: well
+/// above the function's timeout.
+pub const SEND_LEASE: Duration = Duration::minutes(5);
+
+/// The state of a send record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendState {
+    Claimed,
+    Sending,
+    Sent,
+    Rejected,
+    Unknown,
+}
+
+impl SendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendState::Claimed => "claimed",
+            SendState::Sending => "sending",
+            SendState::Sent => "sent",
+            SendState::Rejected => "rejected",
+            SendState::Unknown => "unknown",
+        }
+    }
+
+    fn parse(s: &str) -> Option<SendState> {
+        Some(match s {
+            "claimed" => SendState::Claimed,
+            "sending" => SendState::Sending,
+            "sent" => SendState::Sent,
+            "rejected" => SendState::Rejected,
+            "unknown" => SendState::Unknown,
+            _ => return None,
+        })
+    }
+}
 /// Detail type of the EventBridge schedule that drives the sweeper.
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 
@@ -89,6 +139,10 @@ pub enum Outcome {
     Skipped {
         campaign: String,
         reason: Skip,
+    },
+    /// The SES call got no answer: the email may have gone out. Recorded, not retried.
+    Unknown {
+        campaign: String,
     },
     Ignored {
         reason: String,
@@ -371,16 +425,24 @@ where
             send_pk(&profile.id),
             send_sk(&campaign.name, &candidate.trigger_id),
         );
-        if self
+        let existing = self
             .ledger
             .get(&pk, &sk)
             .await
-            .map_err(EmailError::port("claim.get"))?
-            .is_some()
-        {
-            return Ok(Outcome::Duplicate {
-                campaign: campaign.name.clone(),
-            });
+            .map_err(EmailError::port("claim.get"))?;
+        match existing.as_ref().map(recorded_state) {
+            Some(Recorded::Done) => {
+                return Ok(Outcome::Duplicate {
+                    campaign: campaign.name.clone(),
+                })
+            }
+            Some(Recorded::Unknown) => {
+                return Ok(Outcome::Unknown {
+                    campaign: campaign.name.clone(),
+                })
+            }
+            // Held by an attempt (maybe a dead one): settled when claiming below.
+            Some(Recorded::Held) | None => {}
         }
         let tz = self.campaigns.zone(profile.timezone());
         if let Some(until) = campaign.quiet_hours.and_then(|q| q.deferral(now, tz)) {
@@ -404,17 +466,26 @@ where
         };
         let rendered = self.renderer.render(campaign, profile, &links, now)?;
 
-        let claim_attrs = json!({"campaign": campaign.name, "trigger_id": candidate.trigger_id, "claimed_at": now});
-        let claim_expiry = Some(now + Duration::days(CLAIM_TTL_DAYS));
-        if !self
-            .ledger
-            .claim(&pk, &sk, &claim_attrs, claim_expiry)
-            .await
-            .map_err(EmailError::port("claim"))?
-        {
-            return Ok(Outcome::Duplicate {
-                campaign: campaign.name.clone(),
-            });
+        let record = SendRecord {
+            pk: &pk,
+            sk: &sk,
+            campaign: &campaign.name,
+            trigger_id: &candidate.trigger_id,
+            owner: uuid::Uuid::new_v4().to_string(),
+            now,
+        };
+        match self.claim_send(&record).await? {
+            Claimed::Ours => {}
+            Claimed::Done => {
+                return Ok(Outcome::Duplicate {
+                    campaign: campaign.name.clone(),
+                })
+            }
+            Claimed::Unknown => {
+                return Ok(Outcome::Unknown {
+                    campaign: campaign.name.clone(),
+                })
+            }
         }
         if let Some(reason) = self
             .charge_caps(profile, campaign, &candidate.trigger_id, now, tz)
@@ -448,13 +519,32 @@ where
                 ),
             ],
         };
+        // Just before the call: from here on, a lost answer means "unknown", never "retry".
+        record
+            .advance(&self.ledger, SendState::Claimed, SendState::Sending, None)
+            .await?;
         match self.mailer.send(&message).await {
-            Ok(message_id) => Ok(Outcome::Sent {
-                campaign: campaign.name.clone(),
-                message_id,
-            }),
-            Err(PortError::Permanent { stage, reason }) if stage == STAGE_RECIPIENT => {
-                tracing::warn!(profile_id = %profile.id, campaign = %campaign.name, address_hash = %hashed, %reason, "recipient rejected; suppressing");
+            Ok(message_id) => {
+                record
+                    .advance(
+                        &self.ledger,
+                        SendState::Sending,
+                        SendState::Sent,
+                        Some(&message_id),
+                    )
+                    .await?;
+                Ok(Outcome::Sent {
+                    campaign: campaign.name.clone(),
+                    message_id,
+                })
+            }
+            Err(SendError::NotSent(PortError::Permanent { stage, reason }))
+                if stage == STAGE_RECIPIENT =>
+            {
+                tracing::warn!(campaign = %campaign.name, address_hash = %hashed, reason = %redact(&reason), "recipient rejected; suppressing");
+                record
+                    .advance(&self.ledger, SendState::Sending, SendState::Rejected, None)
+                    .await?;
                 self.suppress_rejected(
                     profile,
                     &hashed,
@@ -465,17 +555,166 @@ where
                 .await?;
                 skip(Skip::Rejected)
             }
-            Err(e) => {
-                // Let a retry of this event send: release the claim (caps stay charged once).
+            Err(SendError::NotSent(e)) => {
+                // Nothing went out: release the record for the retry (caps stay charged once).
                 if let Err(release) = self.ledger.delete(&pk, &sk).await {
-                    tracing::error!(profile_id = %profile.id, campaign = %campaign.name, error = %release, "claim release failed");
+                    tracing::error!(campaign = %campaign.name, error = %release, "send record not released; it becomes unknown after the lease");
                 }
                 Err(EmailError::Port {
                     stage: "ses.send",
                     source: e,
                 })
             }
+            Err(SendError::OutcomeUnknown(reason)) => {
+                tracing::error!(
+                    campaign = %campaign.name,
+                    trigger_id = %candidate.trigger_id,
+                    outcome = "unknown",
+                    reason = %redact(&reason),
+                    "SES gave no answer: the email may have gone out; recorded as unknown, not retried"
+                );
+                record
+                    .advance(&self.ledger, SendState::Sending, SendState::Unknown, None)
+                    .await?;
+                Ok(Outcome::Unknown {
+                    campaign: campaign.name.clone(),
+                })
+            }
         }
+    }
+
+    /// Claims the send record for `record.owner`; see the module doc for what an existing
+    /// record means.
+    async fn claim_send(&self, record: &SendRecord<'_>) -> Result<Claimed, EmailError> {
+        let expiry = Some(record.now + Duration::days(CLAIM_TTL_DAYS));
+        let fresh = record.attrs(SendState::Claimed, None);
+        for _ in 0..2 {
+            if self
+                .ledger
+                .claim(record.pk, record.sk, &fresh, expiry)
+                .await
+                .map_err(EmailError::port("claim"))?
+            {
+                return Ok(Claimed::Ours);
+            }
+            let Some(existing) = self
+                .ledger
+                .get(record.pk, record.sk)
+                .await
+                .map_err(EmailError::port("claim.get"))?
+            else {
+                continue; // deleted meanwhile (capped, released): claim again
+            };
+            let owner = existing["owner"].as_str().unwrap_or_default();
+            if owner == record.owner {
+                return Ok(Claimed::Ours); // our claim landed; its answer was lost
+            }
+            let state = existing["state"].as_str().and_then(SendState::parse);
+            let stale = is_stale(&existing, record.now);
+            let take = |from: SendState, to: SendState| {
+                let expected = serde_json::json!({"owner": owner, "state": from.as_str()});
+                (expected, record.attrs(to, None))
+            };
+            match state {
+                // A record written before send states existed: that send went out.
+                None | Some(SendState::Sent) | Some(SendState::Rejected) => {
+                    return Ok(Claimed::Done)
+                }
+                Some(SendState::Unknown) => return Ok(Claimed::Unknown),
+                Some(SendState::Claimed) if stale => {
+                    // The holder died before calling SES: take the record over.
+                    let (expected, mine) = take(SendState::Claimed, SendState::Claimed);
+                    if self
+                        .ledger
+                        .replace_if(record.pk, record.sk, &expected, &mine, expiry)
+                        .await
+                        .map_err(EmailError::port("claim.takeover"))?
+                    {
+                        return Ok(Claimed::Ours);
+                    }
+                }
+                Some(SendState::Sending) if stale => {
+                    // The holder died during the SES call: the email may have gone out.
+                    let expected =
+                        serde_json::json!({"owner": owner, "state": SendState::Sending.as_str()});
+                    let mut unknown = send_fields(&existing);
+                    unknown["state"] = SendState::Unknown.as_str().into();
+                    self.ledger
+                        .replace_if(record.pk, record.sk, &expected, &unknown, expiry)
+                        .await
+                        .map_err(EmailError::port("claim.unknown"))?;
+                    tracing::error!(campaign = %record.campaign, trigger_id = %record.trigger_id, outcome = "unknown", "a send attempt died during the SES call; recorded as unknown, not retried");
+                    return Ok(Claimed::Unknown);
+                }
+                Some(_) => {
+                    return Err(EmailError::Port {
+                        stage: "claim",
+                        source: PortError::Transient {
+                            stage: "claim",
+                            reason: "another attempt is sending this email; retry later".into(),
+                        },
+                    })
+                }
+            }
+        }
+        Err(EmailError::Port {
+            stage: "claim",
+            source: PortError::Transient {
+                stage: "claim",
+                reason: "the send record changed while it was claimed; retry later".into(),
+            },
+        })
+    }
+
+    /// Lets an operator re-send an email whose outcome is unknown (after checking it did not
+    /// arrive): the record is handed to a new attempt and a timer fires the send at the next
+    /// sweep. `Ok(false)` if the record is not `unknown`.
+    pub async fn redrive(
+        &self,
+        profile_id: &str,
+        campaign: &str,
+        trigger_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EmailError> {
+        let (pk, sk) = (send_pk(profile_id), send_sk(campaign, trigger_id));
+        let Some(existing) = self
+            .ledger
+            .get(&pk, &sk)
+            .await
+            .map_err(EmailError::port("claim.get"))?
+        else {
+            return Ok(false);
+        };
+        if existing["state"].as_str() != Some(SendState::Unknown.as_str()) {
+            return Ok(false);
+        }
+        let Some(campaign_ref) = self.campaigns.get(campaign) else {
+            return Ok(false);
+        };
+        // A `claimed` record past its lease: the next attempt takes it over.
+        let mut handed = send_fields(&existing);
+        handed["state"] = SendState::Claimed.as_str().into();
+        handed["owner"] = "redrive".into();
+        handed["at"] = (now - SEND_LEASE - Duration::seconds(1))
+            .to_rfc3339()
+            .into();
+        let expected = serde_json::json!({"state": SendState::Unknown.as_str()});
+        let expiry = Some(now + Duration::days(CLAIM_TTL_DAYS));
+        if !self
+            .ledger
+            .replace_if(&pk, &sk, &expected, &handed, expiry)
+            .await
+            .map_err(EmailError::port("claim.redrive"))?
+        {
+            return Ok(false);
+        }
+        let candidate = Candidate {
+            campaign: campaign_ref,
+            trigger_id: trigger_id.to_owned(),
+            cart_updated_at: None,
+        };
+        timers::schedule(self, profile_id, &candidate, now, "redrive", now).await?;
+        Ok(true)
     }
 
     /// Charges the campaign and global daily caps once per trigger. `Some(reason)` if capped.
@@ -579,6 +818,147 @@ where
     }
 }
 
+/// One attempt's view of a send record.
+struct SendRecord<'a> {
+    pk: &'a str,
+    sk: &'a str,
+    campaign: &'a str,
+    trigger_id: &'a str,
+    /// This attempt's id.
+    owner: String,
+    now: DateTime<Utc>,
+}
+
+impl SendRecord<'_> {
+    fn attrs(&self, state: SendState, message_id: Option<&str>) -> Value {
+        let mut v = json!({
+            "campaign": self.campaign,
+            "trigger_id": self.trigger_id,
+            "owner": self.owner,
+            "state": state.as_str(),
+            "at": self.now.to_rfc3339(),
+        });
+        if let Some(id) = message_id {
+            v["message_id"] = id.into();
+        }
+        v
+    }
+
+    /// Moves the record from `from` to `to` if this attempt still holds it (compare-and-set,
+    /// safe to retry), retrying transient failures briefly: after a send, losing the state
+    /// would turn "sent" into "unknown".
+    async fn advance<L: Ledger>(
+        &self,
+        ledger: &L,
+        from: SendState,
+        to: SendState,
+        message_id: Option<&str>,
+    ) -> Result<(), EmailError> {
+        let expected = json!({"owner": self.owner, "state": from.as_str()});
+        let attrs = self.attrs(to, message_id);
+        let expiry = Some(self.now + Duration::days(CLAIM_TTL_DAYS));
+        let mut attempt = 0;
+        loop {
+            match ledger
+                .replace_if(self.pk, self.sk, &expected, &attrs, expiry)
+                .await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    return Err(EmailError::Port {
+                        stage: "claim.state",
+                        source: PortError::Conflict(format!(
+                            "send record no longer {} for this attempt",
+                            from.as_str()
+                        )),
+                    })
+                }
+                Err(e) if e.is_retryable() && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                Err(e) => return Err(EmailError::port("claim.state")(e)),
+            }
+        }
+    }
+}
+
+/// What claiming a send record found.
+enum Claimed {
+    /// This attempt holds it: go on.
+    Ours,
+    /// Sent (or refused) before.
+    Done,
+    /// A send whose outcome is unknown: not repeated automatically.
+    Unknown,
+}
+
+/// The fields of a send record (without what the store adds, such as its expiry).
+fn send_fields(record: &Value) -> Value {
+    let mut out = json!({});
+    for name in [
+        "campaign",
+        "trigger_id",
+        "owner",
+        "state",
+        "at",
+        "message_id",
+    ] {
+        if let Some(v) = record.get(name) {
+            out[name] = v.clone();
+        }
+    }
+    out
+}
+
+/// Whether a record's `at` is older than the lease.
+fn is_stale(record: &Value, now: DateTime<Utc>) -> bool {
+    record["at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .is_none_or(|at| now - at.with_timezone(&Utc) > SEND_LEASE)
+}
+
+/// What an existing send record says before an attempt claims it.
+enum Recorded {
+    /// Sent or refused (a record without a state predates send states: it was sent).
+    Done,
+    Unknown,
+    /// Claimed or being sent by an attempt, maybe a dead one.
+    Held,
+}
+
+fn recorded_state(record: &Value) -> Recorded {
+    match record["state"].as_str().and_then(SendState::parse) {
+        None | Some(SendState::Sent) | Some(SendState::Rejected) => Recorded::Done,
+        Some(SendState::Unknown) => Recorded::Unknown,
+        Some(SendState::Claimed) | Some(SendState::Sending) => Recorded::Held,
+    }
+}
+
+/// SES error texts can quote the recipient: addresses are masked before they are logged.
+pub fn redact(text: &str) -> String {
+    text.split_inclusive(|c: char| {
+        c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | ',' | ';' | '(' | ')')
+    })
+    .map(|word| {
+        if word.contains('@') {
+            let trail: String = word
+                .chars()
+                .rev()
+                .take_while(|c| !c.is_alphanumeric())
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("<address>{trail}")
+        } else {
+            word.to_owned()
+        }
+    })
+    .collect()
+}
+
 /// Puts records and fails (retryably) if any could not be written.
 pub async fn put_all<S: EventStream>(
     stream: &S,
@@ -610,6 +990,9 @@ fn log_outcome(profile_id: &str, outcome: &Outcome) {
         }
         Outcome::Scheduled { campaign, due } => {
             tracing::info!(%profile_id, %campaign, %due, "scheduled")
+        }
+        Outcome::Unknown { campaign } => {
+            tracing::warn!(%profile_id, %campaign, "send outcome unknown")
         }
         Outcome::Ignored { reason } => tracing::debug!(%profile_id, %reason, "ignored"),
     }

@@ -4,10 +4,10 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Duration, Utc};
 use ember_aws::sesv2::STAGE_RECIPIENT;
-use ember_core::ports::{Ledger, PortError};
+use ember_core::ports::{Ledger, PortError, SendError};
 use ember_core::profile::{CartItem, Consent, Profile, Stamped};
 use ember_core::unsubscribe::{self, suppression_key, Keys, SUPPRESSION_PK};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::feedback::{Feedback, FeedbackOutcome};
 use crate::handler::{send_pk, Email, Outcome, Settings, Skip};
@@ -436,10 +436,12 @@ async fn cart_abandonment_waits_for_the_delay_and_is_cancelled_by_checkout() {
 async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
     let email = email_with(churner(), None);
     let now = at("2026-11-20T14:05:10Z");
-    email.mailer.fail_next(PortError::Transient {
-        stage: "ses.send",
-        reason: "TooManyRequestsException".into(),
-    });
+    email
+        .mailer
+        .fail_next(SendError::NotSent(PortError::Transient {
+            stage: "ses.send",
+            reason: "TooManyRequestsException".into(),
+        }));
     let err = email.handle(&event(CHURN), now).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(email
@@ -464,10 +466,12 @@ async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
 async fn rejected_recipient_is_suppressed_and_reported_not_retried() {
     let email = email_with(churner(), None);
     let now = at("2026-11-20T14:05:10Z");
-    email.mailer.fail_next(PortError::Permanent {
-        stage: STAGE_RECIPIENT,
-        reason: "MessageRejected".into(),
-    });
+    email
+        .mailer
+        .fail_next(SendError::NotSent(PortError::Permanent {
+            stage: STAGE_RECIPIENT,
+            reason: "MessageRejected".into(),
+        }));
     let out = email.handle(&event(CHURN), now).await.unwrap();
     assert!(
         matches!(
@@ -608,4 +612,79 @@ async fn feedback_maps_ses_events_to_ember_events() {
         .handle(&serde_json::json!({"hello": 1}), now)
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn a_send_record_left_by_a_dead_attempt_is_taken_over_or_recorded_unknown() {
+    let now = at("2026-11-20T14:05:10Z");
+    let (pk, sk) = (
+        send_pk("u-1001"),
+        "churn_winback#u-1001:churn_risk:entered:42",
+    );
+    let record = |state: &str, owner: &str, age_minutes: i64| {
+        json!({"campaign": "churn_winback", "trigger_id": "u-1001:churn_risk:entered:42",
+               "owner": owner, "state": state,
+               "at": (now - Duration::minutes(age_minutes)).to_rfc3339()})
+    };
+    // Died before calling SES (claimed, past the lease): taken over and sent.
+    let email = email_with(churner(), None);
+    email
+        .ledger
+        .claim(&pk, sk, &record("claimed", "dead", 10), None)
+        .await
+        .unwrap();
+    let out = email.handle(&event(CHURN), now).await.unwrap();
+    assert!(out[0].is_sent(), "{out:?}");
+    assert_eq!(
+        email.ledger.get(&pk, sk).await.unwrap().unwrap()["state"],
+        "sent"
+    );
+
+    // Died during the SES call (sending, past the lease): unknown, nothing sent.
+    let email = email_with(churner(), None);
+    email
+        .ledger
+        .claim(&pk, sk, &record("sending", "dead", 10), None)
+        .await
+        .unwrap();
+    let out = email.handle(&event(CHURN), now).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Unknown { .. }]), "{out:?}");
+    assert_eq!(email.mailer.count(), 0);
+    assert_eq!(
+        email.ledger.get(&pk, sk).await.unwrap().unwrap()["state"],
+        "unknown"
+    );
+
+    // Another attempt is sending right now: retried later, not reported as a duplicate.
+    let email = email_with(churner(), None);
+    email
+        .ledger
+        .claim(&pk, sk, &record("sending", "alive", 1), None)
+        .await
+        .unwrap();
+    let err = email.handle(&event(CHURN), now).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(email.mailer.count(), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_recorded_and_never_retried() {
+    let email = email_with(churner(), None);
+    let now = at("2026-11-20T14:05:10Z");
+    email
+        .mailer
+        .fail_next(SendError::OutcomeUnknown("connection reset".into()));
+    let out = email.handle(&event(CHURN), now).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Unknown { .. }]), "{out:?}");
+    let again = email.handle(&event(CHURN), now).await.unwrap();
+    assert!(matches!(&again[..], [Outcome::Unknown { .. }]), "{again:?}");
+    assert_eq!(email.mailer.count(), 0);
+}
+
+#[test]
+fn addresses_are_masked_in_provider_error_texts() {
+    assert_eq!(
+        crate::handler::redact("Email address is not verified: <ana@example.com>, bob@x.y."),
+        "Email address is not verified: <<address>>, <address>."
+    );
 }

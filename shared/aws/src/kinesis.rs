@@ -5,7 +5,16 @@
 //! only the failed ones, with bounded exponential backoff. Each call carries at most 500
 //! records and 5 MiB (the service limits). The caller gets one result per input record, in
 //! input order.
+//!
+//! Order per partition key (one customer's events) is kept under partial failures: records go
+//! out in waves, each call carrying at most one record of a key, and a key's next record only
+//! after its previous one is written. A record that fails for good fails every later record of
+//! its key unsent, so nothing of a customer is ever written ahead of an earlier event.
+//! (Within one call, a later record of a key could succeed while an earlier one fails, and
+//! it could not be taken back: a `remove_from_cart` would land before its `add_to_cart`.)
+//! A batch of `n` records of one customer therefore takes `n` calls.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -261,26 +270,69 @@ where
     }
 }
 
+/// The input indices of each partition key's records, keys in order of first appearance.
+fn queues_by_key(records: &[StreamRecord]) -> Vec<VecDeque<usize>> {
+    let mut slot: HashMap<&str, usize> = HashMap::new();
+    let mut queues: Vec<VecDeque<usize>> = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let q = *slot
+            .entry(record.partition_key.as_str())
+            .or_insert_with(|| {
+                queues.push(VecDeque::new());
+                queues.len() - 1
+            });
+        queues[q].push_back(index);
+    }
+    queues
+}
+
 #[async_trait]
 impl EventStream for KinesisEventStream {
     async fn put(&self, records: &[StreamRecord]) -> Vec<PortResult<String>> {
         let mut results: Vec<Option<PortResult<String>>> = vec![None; records.len()];
-        let mut chunk: Vec<(usize, &StreamRecord)> = Vec::new();
-        let mut chunk_bytes = 0usize;
-        for (index, record) in records.iter().enumerate() {
-            let size = record.data.len() + record.partition_key.len();
-            if !chunk.is_empty()
-                && (chunk.len() == MAX_RECORDS_PER_CALL || chunk_bytes + size > MAX_BYTES_PER_CALL)
-            {
-                self.put_chunk(&chunk, &mut results).await;
-                chunk.clear();
-                chunk_bytes = 0;
+        let mut queues = queues_by_key(records);
+        loop {
+            // One record per key: the head of each key's queue.
+            let wave: Vec<(usize, usize)> = queues
+                .iter()
+                .enumerate()
+                .filter_map(|(q, queue)| queue.front().map(|index| (q, *index)))
+                .collect();
+            if wave.is_empty() {
+                break;
             }
-            chunk.push((index, record));
-            chunk_bytes += size;
-        }
-        if !chunk.is_empty() {
-            self.put_chunk(&chunk, &mut results).await;
+            let mut chunk: Vec<(usize, &StreamRecord)> = Vec::new();
+            let mut chunk_bytes = 0usize;
+            for &(_, index) in &wave {
+                let record = &records[index];
+                let size = record.data.len() + record.partition_key.len();
+                if !chunk.is_empty()
+                    && (chunk.len() == MAX_RECORDS_PER_CALL
+                        || chunk_bytes + size > MAX_BYTES_PER_CALL)
+                {
+                    self.put_chunk(&chunk, &mut results).await;
+                    chunk.clear();
+                    chunk_bytes = 0;
+                }
+                chunk.push((index, record));
+                chunk_bytes += size;
+            }
+            if !chunk.is_empty() {
+                self.put_chunk(&chunk, &mut results).await;
+            }
+            for (q, index) in wave {
+                queues[q].pop_front();
+                if let Some(Err(e)) = &results[index] {
+                    // Never write a customer's later events ahead of this one.
+                    let reason = format!("an earlier record of the same partition key failed: {e}");
+                    for later in queues[q].drain(..) {
+                        results[later] = Some(Err(PortError::Transient {
+                            stage: "kinesis.put_records",
+                            reason: reason.clone(),
+                        }));
+                    }
+                }
+            }
         }
         results
             .into_iter()
@@ -305,6 +357,17 @@ mod tests {
         assert!(p.delay(4) <= Duration::from_millis(400));
         assert!(p.delay(4) >= Duration::from_millis(200));
         assert!(p.delay(30) <= Duration::from_millis(700));
+    }
+
+    #[test]
+    fn records_are_queued_per_key_in_input_order() {
+        let r = |k: &str| StreamRecord {
+            partition_key: k.into(),
+            data: vec![],
+        };
+        let records = [r("a"), r("b"), r("a"), r("c"), r("a")];
+        let queues: Vec<Vec<usize>> = queues_by_key(&records).into_iter().map(Vec::from).collect();
+        assert_eq!(queues, vec![vec![0, 2, 4], vec![1], vec![3]]);
     }
 
     #[test]

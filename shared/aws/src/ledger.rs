@@ -292,6 +292,74 @@ impl Ledger for DynamoLedger {
             .map_err(|e| classify(&e, "ledger.delete"))?;
         Ok(())
     }
+
+    async fn replace_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        expected: &serde_json::Value,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
+        let mut item = attrs_to_item(attrs)?;
+        let expected = attrs_to_item(expected)?;
+        // (every expected attribute holds) OR (every new attribute already holds: our own
+        // call, retried by the SDK after its answer was lost).
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut clause = |prefix: &str, attrs: &HashMap<String, AttributeValue>| -> String {
+            let mut parts: Vec<String> = attrs
+                .iter()
+                .enumerate()
+                .map(|(i, (name, value))| {
+                    names.insert(format!("#{prefix}{i}"), name.clone());
+                    values.insert(format!(":{prefix}{i}"), value.clone());
+                    format!("#{prefix}{i} = :{prefix}{i}")
+                })
+                .collect();
+            parts.sort();
+            if parts.is_empty() {
+                "attribute_exists(#pk)".to_owned()
+            } else {
+                parts.join(" AND ")
+            }
+        };
+        let condition = format!(
+            "attribute_exists(#pk) AND (({}) OR ({}))",
+            clause("e", &expected),
+            clause("n", &item)
+        );
+        names.insert("#pk".to_owned(), PK.to_owned());
+        item.extend(Self::key(pk, sk));
+        if let Some(at) = expires_at {
+            item.insert(
+                EXPIRES_AT.to_owned(),
+                AttributeValue::N(at.timestamp().to_string()),
+            );
+        }
+        let outcome = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify(&e, "ledger.replace_if")),
+        }
+    }
 }
 
 #[cfg(test)]

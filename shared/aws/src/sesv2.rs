@@ -2,13 +2,16 @@
 //! HTML and text parts, custom headers such as RFC 8058 `List-Unsubscribe`), through a
 //! configuration set (so SES publishes bounce/complaint/open/click events), with message tags.
 //!
-//! Errors are classified for the caller:
-//! - throttling / sending quota / 5xx → retried here with backoff, then
-//!   [`PortError::Transient`] (the event is retried by Lambda);
-//! - a rejected *recipient* (bad address, `MessageRejected`) → [`PortError::Permanent`] with
-//!   stage [`STAGE_RECIPIENT`]: the address should be suppressed;
-//! - anything else permanent (unverified sender, missing configuration set, suspended account)
-//!   → [`PortError::Permanent`] with stage [`STAGE_SEND`]: a deployment problem, not the user's.
+//! `SendEmail` has no idempotency key, so a request is never repeated once it may have been
+//! accepted: the client has the SDK's retries off, and errors are classified for the caller:
+//! - SES refused the request (an error answer with a 4xx status): nothing was sent,
+//!   [`SendError::NotSent`]. Throttling and the sending quota are retried here with backoff,
+//!   then [`PortError::Transient`] (the event is retried later); a rejected *recipient* (bad
+//!   address, `MessageRejected`) is [`PortError::Permanent`] with stage [`STAGE_RECIPIENT`]
+//!   (suppress it); anything else (unverified sender, missing configuration set, suspended
+//!   account) is permanent with stage [`STAGE_SEND`], a deployment problem;
+//! - no answer, or a 5xx (timeouts, dropped connections, SES failures): the email may have
+//!   gone out, [`SendError::OutcomeUnknown`]. The caller records it; it is never retried.
 
 use async_trait::async_trait;
 use aws_sdk_sesv2::error::ProvideErrorMetadata;
@@ -17,7 +20,8 @@ use aws_sdk_sesv2::types::{
     Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag,
 };
 use aws_sdk_sesv2::Client;
-use ember_core::ports::{EmailMessage, Mailer, PortError, PortResult};
+use aws_smithy_types::retry::RetryConfig;
+use ember_core::ports::{EmailMessage, Mailer, PortError, PortResult, SendError};
 
 use crate::retry::{classify, Backoff};
 
@@ -59,7 +63,8 @@ pub struct SesMailer {
 
 impl SesMailer {
     /// `configuration_set`: the SES configuration set (`SES_CONFIGURATION_SET`); `None` sends
-    /// without one (no event publishing — only sensible for local runs).
+    /// without one (no event publishing — only sensible for local runs). `client` must not
+    /// retry on its own ([`SesMailer::from_conf`] builds one that does not).
     pub fn new(client: Client, configuration_set: Option<String>) -> Self {
         SesMailer {
             client,
@@ -68,8 +73,12 @@ impl SesMailer {
         }
     }
 
+    /// A client from the process's `SdkConfig`, with the SDK's automatic retries off.
     pub fn from_conf(config: &aws_config::SdkConfig, configuration_set: Option<String>) -> Self {
-        Self::new(Client::new(config), configuration_set)
+        let conf = aws_sdk_sesv2::config::Builder::from(config)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self::new(Client::from_conf(conf), configuration_set)
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -77,9 +86,9 @@ impl SesMailer {
         self
     }
 
-    async fn send_once(&self, message: &EmailMessage) -> PortResult<String> {
-        let content = build_content(message)?;
-        let tags = build_tags(message)?;
+    async fn send_once(&self, message: &EmailMessage) -> Result<String, SendError> {
+        let content = build_content(message).map_err(SendError::NotSent)?;
+        let tags = build_tags(message).map_err(SendError::NotSent)?;
         let out = self
             .client
             .send_email()
@@ -91,10 +100,8 @@ impl SesMailer {
             .send()
             .await
             .map_err(|e| classify_send(&e))?;
-        out.message_id.ok_or_else(|| PortError::Transient {
-            stage: STAGE_SEND,
-            reason: "SES returned no message id".into(),
-        })
+        out.message_id
+            .ok_or_else(|| SendError::OutcomeUnknown("SES answered without a message id".into()))
     }
 }
 
@@ -147,7 +154,22 @@ pub fn build_tags(message: &EmailMessage) -> PortResult<Vec<MessageTag>> {
         .collect()
 }
 
-fn classify_send(err: &aws_sdk_sesv2::error::SdkError<SendEmailError>) -> PortError {
+fn classify_send(err: &aws_sdk_sesv2::error::SdkError<SendEmailError>) -> SendError {
+    let refused = match err {
+        aws_sdk_sesv2::error::SdkError::ServiceError(s) => s.raw().status().is_client_error(),
+        aws_sdk_sesv2::error::SdkError::ConstructionFailure(_) => true,
+        _ => false,
+    };
+    if !refused {
+        return SendError::OutcomeUnknown(
+            aws_sdk_sesv2::error::DisplayErrorContext(err).to_string(),
+        );
+    }
+    SendError::NotSent(classify_refusal(err))
+}
+
+/// A request SES refused: why, and whether it is the recipient's fault.
+fn classify_refusal(err: &aws_sdk_sesv2::error::SdkError<SendEmailError>) -> PortError {
     let reason = aws_sdk_sesv2::error::DisplayErrorContext(err).to_string();
     match err.as_service_error() {
         Some(SendEmailError::TooManyRequestsException(_))
@@ -195,11 +217,13 @@ fn mentions_address(message: Option<&str>) -> bool {
 
 #[async_trait]
 impl Mailer for SesMailer {
-    async fn send(&self, message: &EmailMessage) -> PortResult<String> {
+    async fn send(&self, message: &EmailMessage) -> Result<String, SendError> {
         let mut attempt = 0;
         loop {
             match self.send_once(message).await {
-                Err(e @ PortError::Transient { .. }) if self.backoff.can_retry(attempt) => {
+                Err(SendError::NotSent(e @ PortError::Transient { .. }))
+                    if self.backoff.can_retry(attempt) =>
+                {
                     tracing::warn!(stage = STAGE_SEND, attempt, error = %e, "SES send failed; backing off");
                     self.backoff.wait(attempt).await;
                     attempt += 1;

@@ -1,7 +1,9 @@
 //! In-memory ports for unit tests, benchmarks and local experiments, with the same contracts
 //! as the DynamoDB adapters:
 //! - [`MemoryProfileStore`]: the optimistic version check and a paginated parallel scan;
-//! - [`MemoryClaims`]: event-id claims granted again to their own origin, expiring.
+//! - [`MemoryClaims`]: event-id claims granted again to their own origin, expiring;
+//! - [`MemoryLedger`]: keyed records with conditional create, compare-and-set, counters
+//!   (expiry is stored, not simulated: handlers under test run on fixed clocks).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +12,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::ports::{check_scan_segment, Claim, EventClaims, PortError, PortResult, ProfileStore};
+use crate::ports::{
+    check_scan_segment, Claim, EventClaims, Ledger, PortError, PortResult, ProfileStore,
+};
 use crate::profile::Profile;
 
 /// Event-id claims in a map: `event id → (origin, expires at)`.
@@ -193,6 +197,112 @@ impl ProfileStore for MemoryProfileStore {
     }
 }
 
+/// `(pk, sk)` → `(attributes, expiry)`.
+type Records = BTreeMap<(String, String), (serde_json::Value, Option<DateTime<Utc>>)>;
+
+/// Ledger records in a map.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    pub records: Mutex<Records>,
+}
+
+impl MemoryLedger {
+    /// Keys of the records whose partition key starts with `pk_prefix`.
+    pub fn keys(&self, pk_prefix: &str) -> Vec<(String, String)> {
+        lock(&self.records)
+            .keys()
+            .filter(|k| k.0.starts_with(pk_prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Whether `record` holds every attribute of `wanted` with its value.
+fn holds(record: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    wanted
+        .as_object()
+        .is_some_and(|w| w.iter().all(|(k, v)| record.get(k) == Some(v)))
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn claim(
+        &self,
+        pk: &str,
+        sk: &str,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
+        let mut map = lock(&self.records);
+        let key = (pk.to_owned(), sk.to_owned());
+        if map.contains_key(&key) {
+            return Ok(false);
+        }
+        map.insert(key, (attrs.clone(), expires_at));
+        Ok(true)
+    }
+
+    async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>> {
+        Ok(lock(&self.records)
+            .get(&(pk.to_owned(), sk.to_owned()))
+            .map(|v| v.0.clone()))
+    }
+
+    async fn query(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+    ) -> PortResult<Vec<(String, serde_json::Value)>> {
+        Ok(lock(&self.records)
+            .iter()
+            .filter(|(k, _)| k.0 == pk && k.1.starts_with(sk_prefix))
+            .map(|(k, v)| (k.1.clone(), v.0.clone()))
+            .collect())
+    }
+
+    async fn increment_below(
+        &self,
+        pk: &str,
+        sk: &str,
+        limit: u64,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
+        let mut map = lock(&self.records);
+        let entry = map
+            .entry((pk.to_owned(), sk.to_owned()))
+            .or_insert((serde_json::json!({"count": 0}), expires_at));
+        let count = entry.0["count"].as_u64().unwrap_or(0);
+        if count >= limit {
+            return Ok(false);
+        }
+        entry.0["count"] = (count + 1).into();
+        Ok(true)
+    }
+
+    async fn delete(&self, pk: &str, sk: &str) -> PortResult<()> {
+        lock(&self.records).remove(&(pk.to_owned(), sk.to_owned()));
+        Ok(())
+    }
+
+    async fn replace_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        expected: &serde_json::Value,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
+        let mut map = lock(&self.records);
+        match map.get_mut(&(pk.to_owned(), sk.to_owned())) {
+            Some(record) if holds(&record.0, expected) || holds(&record.0, attrs) => {
+                *record = (attrs.clone(), expires_at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +354,25 @@ mod tests {
         assert_eq!(seen, all);
         assert_eq!(store.puts(), 20);
         assert!(block_on(store.scan(4, 4, None)).is_err());
+    }
+
+    #[test]
+    fn compare_and_set_replaces_only_the_expected_record_and_accepts_its_own_retry() {
+        let l = MemoryLedger::default();
+        let v = |s: &str| serde_json::json!({"state": s, "owner": "a"});
+        assert!(
+            !block_on(l.replace_if("p", "s", &v("x"), &v("y"), None)).unwrap(),
+            "absent"
+        );
+        assert!(block_on(l.claim("p", "s", &v("x"), None)).unwrap());
+        assert!(!block_on(l.claim("p", "s", &v("x"), None)).unwrap());
+        assert!(!block_on(l.replace_if("p", "s", &v("z"), &v("y"), None)).unwrap());
+        assert!(block_on(l.replace_if("p", "s", &v("x"), &v("y"), None)).unwrap());
+        assert!(
+            block_on(l.replace_if("p", "s", &v("x"), &v("y"), None)).unwrap(),
+            "a retry"
+        );
+        assert_eq!(block_on(l.get("p", "s")).unwrap(), Some(v("y")));
     }
 
     #[test]

@@ -217,10 +217,23 @@ pub trait EventStream: Send + Sync {
     async fn put(&self, records: &[StreamRecord]) -> Vec<PortResult<String>>;
 }
 
+/// Why a send failed, as far as the sender can know. A send has no idempotency key, so a
+/// request whose answer is missing must never be repeated automatically.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The provider refused the request: nothing was sent. Retryable or not as the error says.
+    #[error("not sent: {0}")]
+    NotSent(PortError),
+    /// The request may have been accepted (a timeout, a lost answer, a provider failure):
+    /// whether an email went out is unknown.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+}
+
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// Sends one email; returns the provider's message id.
-    async fn send(&self, message: &EmailMessage) -> PortResult<String>;
+    async fn send(&self, message: &EmailMessage) -> Result<String, SendError>;
 }
 
 /// Small keyed records with optional expiry: idempotency keys, send ledger, frequency caps,
@@ -251,4 +264,64 @@ pub trait Ledger: Send + Sync {
         expires_at: Option<DateTime<Utc>>,
     ) -> PortResult<bool>;
     async fn delete(&self, pk: &str, sk: &str) -> PortResult<()>;
+    /// Compare-and-set: replaces the record's attributes with `attrs` if it holds every
+    /// attribute of `expected` with those values, or already holds every attribute of
+    /// `attrs` (a retry of a call whose answer was lost). `Ok(false)` otherwise, or if the
+    /// record does not exist.
+    async fn replace_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        expected: &serde_json::Value,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool>;
+}
+
+/// A shared ledger is a ledger (tests keep a handle on the one the handler uses).
+#[async_trait]
+impl<T: Ledger + ?Sized> Ledger for std::sync::Arc<T> {
+    async fn claim(
+        &self,
+        pk: &str,
+        sk: &str,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
+        (**self).claim(pk, sk, attrs, expires_at).await
+    }
+    async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>> {
+        (**self).get(pk, sk).await
+    }
+    async fn query(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+    ) -> PortResult<Vec<(String, serde_json::Value)>> {
+        (**self).query(pk, sk_prefix).await
+    }
+    async fn increment_below(
+        &self,
+        pk: &str,
+        sk: &str,
+        limit: u64,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
+        (**self).increment_below(pk, sk, limit, expires_at).await
+    }
+    async fn delete(&self, pk: &str, sk: &str) -> PortResult<()> {
+        (**self).delete(pk, sk).await
+    }
+    async fn replace_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        expected: &serde_json::Value,
+        attrs: &serde_json::Value,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> PortResult<bool> {
+        (**self)
+            .replace_if(pk, sk, expected, attrs, expires_at)
+            .await
+    }
 }

@@ -4,13 +4,14 @@
 //! 1. known provider (else 404), body within the limit (else 413);
 //! 2. signature (and, for payments, timestamp window) verified over the raw body (else 401);
 //! 3. JSON parsed and mapped to Ember events, which are validated with the shared schemas;
-//! 4. the delivery id is claimed in the ledger (`pk = webhook#<provider>`, `sk = <delivery id>`,
-//!    expiring after the dedup TTL): a second delivery answers 200 `{"status":"duplicate"}`;
-//! 5. the events go on the stream. If that fails the claim is released, so the provider's
-//!    retry is processed, and the answer is 503.
+//! 4. the events go on the stream; 200 only once they are all there, else 503 so the provider
+//!    retries.
 //!
-//! Event ids are derived from the provider's ids ([`derived_id`]), so even a delivery that
-//! slipped past the ledger is dropped by enrichment's event-id de-duplication.
+//! Nothing is claimed here: event ids are derived from the provider's ids ([`derived_id`]),
+//! so a redelivery puts the same ids on the stream again and enrichment's event-id claims
+//! apply each event once. A claim at the API would turn a lost answer, or a crash between the
+//! claim and the stream write, into a "duplicate" answer for events that never reached the
+//! stream, and the provider would stop retrying a paid order.
 
 pub mod payments;
 pub mod polls;
@@ -47,11 +48,6 @@ pub fn derived_id(provider: &str, key: &str) -> String {
     uuid::Builder::from_custom_bytes(bytes)
         .into_uuid()
         .to_string()
-}
-
-/// The ledger partition of a provider's delivery ids.
-pub fn ledger_pk(provider: &str) -> String {
-    format!("webhook#{provider}")
 }
 
 /// `POST /v1/webhooks/{provider}`.
@@ -113,28 +109,10 @@ pub async fn post(deps: &Deps, provider: &str, req: &Request) -> Result<Response
         .map(|p| p.envelope.header.event_id.to_string())
         .collect();
 
-    let pk = ledger_pk(provider);
-    let expires = now + cfg.webhook_dedup_ttl;
-    let attrs = json!({ "received_at": now.to_rfc3339(), "event_ids": ids });
-    let fresh = deps
-        .ledger
-        .claim(&pk, &delivery_id, &attrs, Some(expires))
-        .await
-        .map_err(|e| ApiError::dependency("ledger.claim", e))?;
-    if !fresh {
-        tracing::info!(provider, delivery_id, "duplicate webhook delivery");
-        return Ok(http::json(
-            StatusCode::OK,
-            &json!({ "status": "duplicate", "delivery_id": delivery_id }),
-        ));
-    }
     let written = events::write(deps.stream.as_ref(), &prepared).await;
     events::log_written("webhook", &written);
     if let Some((_, _, err)) = written.failed.first() {
-        // Let the provider's retry through; the derived ids make a partial write harmless.
-        if let Err(release) = deps.ledger.delete(&pk, &delivery_id).await {
-            tracing::error!(provider, delivery_id, stage = "ledger.delete", error = %release, "could not release webhook claim");
-        }
+        // The provider retries; the derived ids make the events already written harmless.
         return Err(ApiError::dependency("kinesis.put_records", err.clone()));
     }
     tracing::info!(
