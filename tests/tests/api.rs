@@ -847,3 +847,51 @@ async fn kinesis_adapter_keeps_each_call_under_5_mib() {
     assert_eq!(proxy.calls(op::KINESIS_PUT_RECORDS), 2);
     assert_eq!(read_stream(&aws.kinesis, &name).await.len(), 7);
 }
+
+#[tokio::test]
+async fn an_erased_customer_stays_erased_whatever_arrives_later() {
+    let env = setup().await;
+    let profiles = env.profiles();
+    let mut user = Profile::new("u-fixture-1");
+    user.version = 1;
+    user.email = Some(Stamped::undated("Ana@Example.com"));
+    profiles.put(&user, 0).await.expect("put user");
+    let (status, body) = env.call("profile-delete.json").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["tombstoned"], 1);
+    assert!(body["remains"].as_array().is_some_and(|r| !r.is_empty()));
+
+    // An old one-click unsubscribe link: answered, nothing written for the erased profile.
+    let (status, body) = env.call("unsubscribe-one-click.json").await;
+    assert_eq!((status, body), (200, json!({"status": "unsubscribed"})));
+    assert!(env.records().await.is_empty());
+
+    // A late SES open, an event in flight, a replay: enrichment never re-creates the profile.
+    let bus = env.aws.create_bus("erased-bus").await.expect("bus");
+    let dlq = env.aws.create_queue("erased-dlq").await.expect("dlq");
+    let enrich = ember_enrich::Enricher::new(
+        DynamoProfileStore::new(env.aws.dynamodb.clone(), &env.profiles_table),
+        DynamoLedger::from_conf(&env.aws.config, &env.ledger_table),
+        ember_aws::eventbridge::EventBridgeBus::new(env.aws.eventbridge.clone(), &bus),
+        ember_aws::sqs::SqsDeadLetterSink::new(env.aws.sqs.clone(), &dlq.url),
+        ember_core::fold::FoldConfig::default(),
+    )
+    .expect("handler");
+    let late = [
+        json!({"event_id": "late-open", "type": "email_opened", "version": 1, "user_id": "u-fixture-1",
+               "occurred_at": "2026-11-21T08:00:00Z", "source": "ses",
+               "payload": {"campaign": "churn_winback", "message_id": "m-1"}}),
+        json!({"event_id": "late-view", "type": "page_view", "version": 1, "user_id": "u-fixture-1",
+               "occurred_at": "2026-11-21T08:00:01Z", "source": "web",
+               "payload": {"url": "https://shop.example/"}}),
+    ];
+    let raw: Vec<(String, Vec<u8>)> = late
+        .iter()
+        .map(|e| ("u-fixture-1".to_owned(), serde_json::to_vec(e).unwrap()))
+        .collect();
+    let batch = ember_tests::emulator::kinesis_event("shardId-000000000000", 0, &raw);
+    let (response, stats, _) = enrich.process(&batch).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((stats.erased, stats.writes, stats.claims), (2, 0, 0));
+    assert!(profiles.get("u-fixture-1").await.expect("get").is_none());
+}

@@ -362,7 +362,7 @@ async fn bounce_feedback_suppresses_and_blocks_the_next_send() {
     let mut bounce: Value = serde_json::from_str(&fixture).unwrap();
     bounce["detail"]["mail"]["messageId"] = json!(mail[0].id);
     bounce["detail"]["mail"]["tags"]["profile_id"] =
-        json!([ember_email::tags::encode_profile_id(&id)]);
+        json!([ember_email::tags::encode_profile_id(&id).expect("fits")]);
     bounce["detail"]["mail"]["tags"]["campaign"] = json!(["churn_winback"]);
     bounce["detail"]["bounce"]["bouncedRecipients"][0]["emailAddress"] =
         json!(address.to_uppercase());
@@ -655,4 +655,73 @@ async fn an_ses_answer_lost_is_recorded_as_unknown_never_sent_twice_and_can_be_r
         .unwrap()
         .unwrap();
     assert_eq!(record["state"], "sent");
+}
+
+#[tokio::test]
+async fn a_profile_that_cannot_be_read_never_holds_up_the_other_timers() {
+    let env = env().await;
+    let now = noon();
+    let (bad, good) = (unique("u"), unique("u"));
+    // A stored item that no longer decodes as a profile.
+    env.aws
+        .dynamodb
+        .put_item()
+        .table_name(env.email.profiles.table())
+        .item(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S(bad.clone()),
+        )
+        .item(
+            "version",
+            aws_sdk_dynamodb::types::AttributeValue::S("not a number".into()),
+        )
+        .send()
+        .await
+        .expect("poison item");
+    env.put(churner(&good, "good.timer@example.com", now)).await;
+    let campaign = env.email.campaigns.get("churn_winback").expect("campaign");
+    for (id, minutes) in [(&bad, 1), (&good, 2)] {
+        let candidate = ember_email::handler::Candidate {
+            campaign,
+            trigger_id: format!("{id}:churn_risk:entered:1"),
+            cart_updated_at: None,
+        };
+        let due = now + Duration::minutes(minutes);
+        timers::schedule(&env.email, id, &candidate, due, "delay", now)
+            .await
+            .expect("timer");
+    }
+    let report = timers::sweep(&env.email, now + Duration::minutes(5))
+        .await
+        .expect("the sweep settles every bucket");
+    assert_eq!(report.dead_lettered, 1, "{report:?}");
+    assert_eq!(report.outcomes.iter().filter(|o| o.is_sent()).count(), 1);
+    assert_eq!(
+        report.next_bucket,
+        Some(now + Duration::minutes(5)),
+        "the cursor moved past both"
+    );
+    let dead = env
+        .email
+        .ledger
+        .query(timers::DEAD_TIMERS_PK, "")
+        .await
+        .unwrap();
+    let mine: Vec<_> = dead
+        .iter()
+        .filter(|(_, v)| v["profile_id"] == json!(bad))
+        .collect();
+    assert_eq!(mine.len(), 1, "{dead:?}");
+    assert!(
+        mine[0].1["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("decode"),
+        "{mine:?}"
+    );
+    // Nothing of the poison timer is left to fire.
+    let again = timers::sweep(&env.email, now + Duration::minutes(6))
+        .await
+        .unwrap();
+    assert_eq!(again.dead_lettered, 0);
 }

@@ -452,3 +452,89 @@ async fn replaying_a_batch_three_times_changes_nothing() {
     assert_eq!(letters.len(), 3 * expected.invalid_origins.len());
     assert!(!first.is_empty() || expected.events.is_empty());
 }
+
+/// Distinct bus events read from the rig's queue, by id.
+async fn published_ids(rig: &Rig) -> BTreeSet<String> {
+    rig.aws
+        .drain_bus_events(&rig.bus_queue.url, Duration::from_millis(700))
+        .await
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect()
+}
+
+#[tokio::test]
+async fn bus_events_survive_a_failed_publish_whose_outbox_write_also_fails() {
+    let rig = rig(1).await;
+    let w = Workload::new(30, 3).prefixed(&emulator::unique("rel-ob"), &emulator::unique("ob"));
+    let event = batch(&w);
+    let expected: BTreeSet<String> = reference(&w, &event)
+        .await
+        .events
+        .iter()
+        .map(id_of)
+        .collect();
+    assert!(!expected.is_empty());
+    // Every PutEvents fails; the writes of the batch (claims, profiles) land, then the write
+    // that would mark the events unpublished fails too.
+    let writes = w.records().len() + 3;
+    rig.proxy
+        .add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError));
+    rig.proxy
+        .add(Rule::new(op::DDB_PUT_ITEM, Fault::SlowResponse(Duration::ZERO)).first(writes as u64));
+    rig.proxy
+        .add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError));
+    let (response, _, _) = rig.handler.process(&event).await;
+    assert!(
+        !response.batch_item_failures.is_empty(),
+        "the records are retried"
+    );
+    rig.proxy.clear_rules();
+    let mut stored = 0;
+    for id in reference(&w, &event).await.profiles.keys() {
+        let p = rig.aws.get_profile(&rig.table, id).await.unwrap().unwrap();
+        assert_eq!(p.version, 1, "{id}: written once, the second write failed");
+        stored += p.outbox.len();
+    }
+    assert_eq!(
+        stored,
+        expected.len(),
+        "every event is stored with its profile"
+    );
+    // Lambda retries the records: the events stored with the profiles go out.
+    redrive(&rig.handler, &event).await;
+    assert_eq!(published_ids(&rig).await, expected);
+}
+
+#[tokio::test]
+async fn bus_events_of_written_profiles_survive_the_function_dying_before_it_publishes() {
+    let rig = rig(1).await;
+    let w = Workload::new(30, 3).prefixed(&emulator::unique("rel-to"), &emulator::unique("to"));
+    let event = batch(&w);
+    let expected: BTreeSet<String> = reference(&w, &event)
+        .await
+        .events
+        .iter()
+        .map(id_of)
+        .collect();
+    // PutEvents hangs; the invocation times out after the profiles were written (the process
+    // is gone: nothing after the writes runs).
+    rig.proxy.add(Rule::new(
+        op::EVENTS_PUT_EVENTS,
+        Fault::Stall(Duration::from_secs(5)),
+    ));
+    let timed_out = tokio::time::timeout(Duration::from_secs(2), rig.handler.process(&event)).await;
+    assert!(timed_out.is_err(), "the invocation must time out");
+    rig.proxy.clear_rules();
+    for id in reference(&w, &event).await.profiles.keys() {
+        assert!(
+            rig.aws.get_profile(&rig.table, id).await.unwrap().is_some(),
+            "{id} written"
+        );
+    }
+    // Lambda retries the whole batch: every record is below its watermark, nothing is folded
+    // again, and the stored events are published.
+    redrive(&rig.handler, &event).await;
+    assert_eq!(published_ids(&rig).await, expected);
+}

@@ -147,3 +147,47 @@ fn no_broad_managed_policies_are_attached() {
     }
     assert!(problems.is_empty(), "broad managed policies: {problems:?}");
 }
+
+/// Whether a statement's resource names the table (`!GetAtt <table>.Arn`).
+fn on_table(statement: &Value, table: &str) -> bool {
+    format!("{:?}", statement["Resource"]).contains(table)
+}
+
+#[test]
+fn no_permission_no_code_uses_and_ledger_access_is_scoped_by_key() {
+    let template = template();
+    let mut problems = Vec::new();
+    for (resource, statement) in statements(&template) {
+        let actions = strings(&statement["Action"]);
+        let sid = statement["Sid"].as_str().unwrap_or("?").to_owned();
+        // SESv2 SendEmail with Simple content needs ses:SendEmail only.
+        if actions.iter().any(|a| a == "ses:SendRawEmail") {
+            problems.push(format!(
+                "{resource}/{sid}: ses:SendRawEmail is never called"
+            ));
+        }
+        // Enrich reads and writes whole profiles; it never deletes or batch-reads them.
+        if resource == "EnrichRole" && on_table(&statement, "ProfilesTable") {
+            for unused in [
+                "dynamodb:DeleteItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:UpdateItem",
+            ] {
+                if actions.iter().any(|a| a == unused) {
+                    problems.push(format!("{resource}/{sid}: {unused} is never called"));
+                }
+            }
+        }
+        // The ledger holds every function's records: each function reaches only its own
+        // partitions.
+        if on_table(&statement, "LedgerTable") {
+            let keys = &statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+            if strings(keys).is_empty() {
+                problems.push(format!(
+                    "{resource}/{sid}: ledger access without LeadingKeys"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

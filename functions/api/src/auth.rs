@@ -70,6 +70,43 @@ pub fn presented_key(req: &Request) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// What a key may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A key kept on the shop's servers: every event type.
+    Server,
+    /// A key shipped to browsers and apps, so readable by anyone: behavioural events only.
+    Browser,
+}
+
+/// Event types a browser key may send: what a visitor does on the site. Profile updates,
+/// consent, purchases (from the payments provider) and email feedback need a server key, so a
+/// key lifted from a page cannot change someone's address, consent or revenue.
+pub const BROWSER_EVENT_TYPES: &[&str] = &[
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout_started",
+    "heat_preference",
+    "poll_answer",
+    "identify",
+];
+
+/// The scope of the presented key: missing key -> 401, unknown key -> 403.
+pub fn scope(req: &Request, server: &KeyHashes, browser: &KeyHashes) -> Result<Scope, ApiError> {
+    let key = presented_key(req).ok_or(ApiError::MissingCredentials)?;
+    // Both lists are always compared, so timing does not tell which kind a key is.
+    let (is_server, is_browser) = (server.accepts(key), browser.accepts(key));
+    if is_server {
+        Ok(Scope::Server)
+    } else if is_browser {
+        Ok(Scope::Browser)
+    } else {
+        Err(ApiError::InvalidCredentials)
+    }
+}
+
 /// Missing key -> 401, key not in `accepted` -> 403.
 pub fn require(req: &Request, accepted: &KeyHashes) -> Result<(), ApiError> {
     let key = presented_key(req).ok_or(ApiError::MissingCredentials)?;

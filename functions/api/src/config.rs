@@ -2,13 +2,15 @@
 //!
 //! | variable | meaning | default |
 //! | --- | --- | --- |
-//! | `EMBER_API_KEY_HASHES` | comma-separated hex SHA-256 of first-party API keys | none (events refused) |
+//! | `EMBER_API_KEY_HASHES` | comma-separated hex SHA-256 of server API keys (every event type) | none (events refused) |
+//! | `EMBER_BROWSER_KEY_HASHES` | same, for keys shipped to browsers and apps: behavioural events only (see `auth::BROWSER_EVENT_TYPES`) | none |
 //! | `EMBER_ADMIN_KEY_HASHES` | same, for the privacy endpoints | none (privacy refused) |
 //! | `EMBER_PAYMENTS_WEBHOOK_SECRETS` | payments webhook signing secrets, comma-separated (rotation: all are accepted) | none (provider disabled) |
 //! | `EMBER_POLLS_WEBHOOK_SECRETS` | polls webhook signing secrets | none (provider disabled) |
 //! | `EMBER_UNSUBSCRIBE_SECRETS` | unsubscribe token secrets, current first (see `ember_core::unsubscribe`) | none (unsubscribe answers 500) |
 //! | `EMBER_MAX_BODY_BYTES` | request body limit | 1048576 |
 //! | `EMBER_WEBHOOK_TOLERANCE_SECS` | accepted clock distance of a signed webhook timestamp | 300 |
+//! | `EMBER_UNSUBSCRIBE_TOKEN_DAYS` | how long an unsubscribe link works after the email was sent | 180 |
 //!
 //! In the SAM template these are `NoEcho` parameters, so no key is ever in the repository.
 //! They can come from SSM Parameter Store: pass them at deploy time
@@ -60,24 +62,28 @@ impl Secrets {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub api_keys: KeyHashes,
+    pub browser_keys: KeyHashes,
     pub admin_keys: KeyHashes,
     pub payments_secrets: Secrets,
     pub polls_secrets: Secrets,
     pub unsubscribe_keys: Option<Keys>,
     pub max_body_bytes: usize,
     pub webhook_tolerance: Duration,
+    pub unsubscribe_token_ttl: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             api_keys: KeyHashes::default(),
+            browser_keys: KeyHashes::default(),
             admin_keys: KeyHashes::default(),
             payments_secrets: Secrets::default(),
             polls_secrets: Secrets::default(),
             unsubscribe_keys: None,
             max_body_bytes: 1024 * 1024,
             webhook_tolerance: Duration::seconds(300),
+            unsubscribe_token_ttl: Duration::days(180),
         }
     }
 }
@@ -109,6 +115,7 @@ impl ApiConfig {
         let max_body = number("EMBER_MAX_BODY_BYTES", 1024 * 1024)?;
         Ok(ApiConfig {
             api_keys: hashes("EMBER_API_KEY_HASHES")?,
+            browser_keys: hashes("EMBER_BROWSER_KEY_HASHES")?,
             admin_keys: hashes("EMBER_ADMIN_KEY_HASHES")?,
             payments_secrets: Secrets::parse(
                 &get("EMBER_PAYMENTS_WEBHOOK_SECRETS").unwrap_or_default(),
@@ -117,6 +124,7 @@ impl ApiConfig {
             unsubscribe_keys,
             max_body_bytes: usize::try_from(max_body).map_err(|e| e.to_string())?,
             webhook_tolerance: Duration::seconds(number("EMBER_WEBHOOK_TOLERANCE_SECS", 300)?),
+            unsubscribe_token_ttl: Duration::days(number("EMBER_UNSUBSCRIBE_TOKEN_DAYS", 180)?),
         })
     }
 

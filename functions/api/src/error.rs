@@ -55,6 +55,8 @@ pub enum ApiError {
     MissingCredentials,
     #[error("the API key is not valid for this endpoint")]
     InvalidCredentials,
+    #[error("{} event(s) need a server key; a browser key sends behavioural events only", .0.len())]
+    InsufficientScope(Vec<IndexedProblem>),
     #[error("unknown webhook provider {0:?}")]
     UnknownProvider(String),
     #[error("{0}")]
@@ -85,6 +87,7 @@ pub const ERROR_CODES: &[&str] = &[
     "validation_failed",
     "missing_credentials",
     "invalid_credentials",
+    "insufficient_scope",
     "unknown_provider",
     "invalid_signature",
     "stale_timestamp",
@@ -115,7 +118,7 @@ impl ApiError {
             ApiError::MissingCredentials
             | ApiError::InvalidSignature(_)
             | ApiError::StaleTimestamp(_) => StatusCode::UNAUTHORIZED,
-            ApiError::InvalidCredentials => StatusCode::FORBIDDEN,
+            ApiError::InvalidCredentials | ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             ApiError::Dependency { source, .. } if source.is_retryable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -134,6 +137,7 @@ impl ApiError {
             ApiError::ValidationFailed(_) => "validation_failed",
             ApiError::MissingCredentials => "missing_credentials",
             ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::UnknownProvider(_) => "unknown_provider",
             ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::StaleTimestamp(_) => "stale_timestamp",
@@ -157,7 +161,9 @@ impl ApiError {
                 body["line"] = json!(line);
                 body["column"] = json!(column);
             }
-            ApiError::ValidationFailed(problems) => body["problems"] = json!(problems),
+            ApiError::ValidationFailed(problems) | ApiError::InsufficientScope(problems) => {
+                body["problems"] = json!(problems)
+            }
             ApiError::PayloadTooLarge { limit, .. } => body["limit_bytes"] = json!(limit),
             ApiError::MethodNotAllowed { allowed, .. } => body["allowed"] = json!(allowed),
             ApiError::Dependency { .. } => body["retryable"] = json!(self.is_retryable()),
@@ -190,6 +196,7 @@ mod tests {
             ApiError::ValidationFailed(vec![]),
             ApiError::MissingCredentials,
             ApiError::InvalidCredentials,
+            ApiError::InsufficientScope(vec![]),
             ApiError::UnknownProvider("x".into()),
             ApiError::InvalidSignature("x".into()),
             ApiError::StaleTimestamp("x".into()),

@@ -16,6 +16,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 
+use crate::auth::{self, Scope};
 use crate::error::{ApiError, IndexedProblem};
 use crate::{http, Deps};
 
@@ -150,18 +151,51 @@ pub fn written_response(written: &Written) -> Response<Body> {
     )
 }
 
-fn read_json(deps: &Deps, req: &Request) -> Result<Value, ApiError> {
-    crate::auth::require(req, &deps.config.api_keys)?;
+fn read_json(deps: &Deps, req: &Request) -> Result<(Value, Scope), ApiError> {
+    let scope = auth::scope(req, &deps.config.api_keys, &deps.config.browser_keys)?;
     http::require_json(req)?;
     let body = http::body(req, deps.config.max_body_bytes)?;
-    http::parse_json(body)
+    Ok((http::parse_json(body)?, scope))
+}
+
+/// A browser key sends behavioural events only: every other event is listed, nothing is
+/// accepted.
+fn check_scope(scope: Scope, prepared: &[Prepared]) -> Result<(), ApiError> {
+    if scope == Scope::Server {
+        return Ok(());
+    }
+    let refused: Vec<IndexedProblem> = prepared
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            !auth::BROWSER_EVENT_TYPES.contains(&p.envelope.header.event_type.as_str())
+        })
+        .map(|(i, p)| {
+            IndexedProblem::new(
+                i,
+                Problem::new(
+                    "/type",
+                    format!(
+                        "{} events need a server key",
+                        p.envelope.header.event_type.as_str()
+                    ),
+                ),
+            )
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InsufficientScope(refused))
+    }
 }
 
 /// `POST /v1/events`.
 pub async fn post_event(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    let mut event = read_json(deps, req)?;
+    let (mut event, scope) = read_json(deps, req)?;
     fill_defaults(&mut event, deps.clock.now());
     let prepared = prepare_all(&deps.registry, std::slice::from_ref(&event))?;
+    check_scope(scope, &prepared)?;
     let written = write(deps.stream.as_ref(), &prepared).await;
     log_written("events", &written);
     Ok(written_response(&written))
@@ -201,12 +235,14 @@ pub fn batch_entries(body: Value) -> Result<Vec<Value>, ApiError> {
 
 /// `POST /v1/events/batch`.
 pub async fn post_batch(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
-    let mut entries = batch_entries(read_json(deps, req)?)?;
+    let (body, scope) = read_json(deps, req)?;
+    let mut entries = batch_entries(body)?;
     let now = deps.clock.now();
     for entry in &mut entries {
         fill_defaults(entry, now);
     }
     let prepared = prepare_all(&deps.registry, &entries)?;
+    check_scope(scope, &prepared)?;
     let written = write(deps.stream.as_ref(), &prepared).await;
     log_written("events_batch", &written);
     Ok(written_response(&written))

@@ -35,6 +35,7 @@ pub mod unsubscribe;
 pub mod webhooks;
 
 use ember_core::ports::{EventStream, Ledger, ProfileStore};
+use ember_core::privacy::{redact_addresses, redact_path};
 use ember_core::schema::Registry;
 use lambda_http::{Body, Request, RequestExt, Response};
 
@@ -70,9 +71,9 @@ pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
         Ok(response) => response,
         Err(err) => {
             if err.status().is_server_error() {
-                tracing::error!(method, path, code = err.code(), error = %err, "request failed");
+                tracing::error!(method, path = %redact_path(&path), code = err.code(), error = %redact_addresses(&err.to_string()), "request failed");
             } else {
-                tracing::info!(method, path, code = err.code(), error = %err, "request refused");
+                tracing::info!(method, path = %redact_path(&path), code = err.code(), error = %redact_addresses(&err.to_string()), "request refused");
             }
             http::error(&err)
         }
@@ -133,6 +134,7 @@ mod tests {
         let config = ApiConfig::from_lookup(|name| {
             Some(match name {
                 "EMBER_API_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-api-key"),
+                "EMBER_BROWSER_KEY_HASHES" => auth::KeyHashes::hash_key("ember-browser-key"),
                 "EMBER_ADMIN_KEY_HASHES" => auth::KeyHashes::hash_key("ember-fixture-admin-key"),
                 "EMBER_PAYMENTS_WEBHOOK_SECRETS" => "whsec_ember_fixture_payments_1".into(),
                 "EMBER_POLLS_WEBHOOK_SECRETS" => "ember_fixture_polls_secret_1".into(),
@@ -165,6 +167,97 @@ mod tests {
             r.status().as_u16(),
             serde_json::from_slice(body).unwrap_or(Value::Null),
         )
+    }
+
+    /// A fixture request with another key and body.
+    fn with(name: &str, key: &str, body: Option<Value>) -> Request {
+        let path = format!("{}/../../events/apigw/{name}", env!("CARGO_MANIFEST_DIR"));
+        let mut payload: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        payload["headers"]["x-api-key"] = json!(key);
+        if let Some(b) = body {
+            payload["body"] = json!(b.to_string());
+            payload["headers"]["content-length"] = json!(b.to_string().len().to_string());
+        }
+        lambda_http::request::from_str(&payload.to_string()).unwrap()
+    }
+
+    async fn status_and_body(deps: &Deps, req: Request) -> (u16, Value) {
+        let r = handle(deps, req).await;
+        let body: &[u8] = r.body().as_ref();
+        (
+            r.status().as_u16(),
+            serde_json::from_slice(body).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_browser_key_sends_behavioural_events_only() {
+        let memory = Memory::default();
+        let deps = deps(&memory);
+        let view = json!({"type": "page_view", "version": 1, "anonymous_id": "a-1",
+                          "payload": {"url": "https://shop.example/"}});
+        let (status, _) = status_and_body(
+            &deps,
+            with("event-single.json", "ember-browser-key", Some(view.clone())),
+        )
+        .await;
+        assert_eq!(status, 202);
+        let batch = json!([
+            view,
+            {"type": "profile_updated", "version": 1, "user_id": "u-victim",
+             "payload": {"email": "attacker@example.com"}},
+            {"type": "consent_changed", "version": 1, "user_id": "u-victim",
+             "payload": {"channel": "email", "granted": true}},
+        ]);
+        let (status, body) = status_and_body(
+            &deps,
+            with("event-batch.json", "ember-browser-key", Some(batch.clone())),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["error"]),
+            (403, &json!("insufficient_scope")),
+            "{body}"
+        );
+        let indices: Vec<u64> = body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indices, [1, 2], "every refused entry is named");
+        assert_eq!(
+            memory.records.lock().unwrap().len(),
+            1,
+            "nothing of the batch accepted"
+        );
+        // The same batch with a server key is accepted.
+        let (status, _) = status_and_body(
+            &deps,
+            with("event-batch.json", "ember-fixture-api-key", Some(batch)),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+
+    #[tokio::test]
+    async fn an_unsubscribe_link_expires() {
+        let memory = Memory::default();
+        let mut deps = deps(&memory);
+        let (status, _) = call(&deps, "unsubscribe-one-click.json").await;
+        assert_eq!(status, 200);
+        deps.config.unsubscribe_token_ttl = chrono::Duration::seconds(1);
+        let (status, body) = call(&deps, "unsubscribe-one-click.json").await;
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &json!("invalid_token")),
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().unwrap().contains("expired"),
+            "{body}"
+        );
     }
 
     /// The handler's future must be `Send + 'static` when it owns its deps (runtimes and the

@@ -3,19 +3,24 @@
 //! `DELETE /v1/profiles/{user_id}` erases it (GDPR art. 17 / CCPA deletion).
 //!
 //! Erasure, in an order that is safe to repeat after a partial failure:
-//! 1. the address is suppressed first: ledger `pk = suppression`, `sk =`
+//! 1. tombstones for the profile and each merged anonymous profile
+//!    ([`ember_core::ports::Erasures`], kept as hashes of the ids): enrichment never
+//!    re-creates an erased profile, whatever still arrives for it (events in flight, an old
+//!    unsubscribe link, a late SES open or click, a replay), and the unsubscribe endpoint
+//!    writes nothing for it;
+//! 2. the address is suppressed: ledger `pk = suppression`, `sk =`
 //!    [`ember_core::unsubscribe::suppression_key`] (a hash; the address itself is not kept);
-//! 2. merged anonymous profiles (`anon:<id>`) are deleted;
-//! 3. per-profile ledger records are deleted: every partition named by
-//!    [`PROFILE_LEDGER_PARTITIONS`], for the profile and each merged anonymous profile;
-//! 4. the profile item is deleted.
+//! 3. merged anonymous profiles (`anon:<id>`) are deleted;
+//! 4. per-profile ledger records are deleted: every partition named by
+//!    [`PROFILE_LEDGER_PARTITIONS`] and the dead-lettered timers of those profiles;
+//! 5. the profile item is deleted.
 //!
-//! The answer is 202 with what was done. Events still in flight on the stream (at most the
-//! stream's retention) may re-create a small profile; send the erasure again after that window
-//! if you must be certain, or rely on the suppression, which keeps email off regardless.
+//! The answer is 202 with what was done and what remains elsewhere, and for how long
+//! ([`REMAINS`]).
 
 use chrono::SecondsFormat;
 use ember_core::event::ANON_PREFIX;
+use ember_core::ports::Erasures;
 use ember_core::profile::Profile;
 use ember_core::unsubscribe::{suppression_key, SUPPRESSION_PK};
 use lambda_http::http::StatusCode;
@@ -23,6 +28,9 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
 use crate::error::ApiError;
+
+/// The email function's partition of dead-lettered timers (`ember_email::timers`).
+pub const DEAD_TIMERS_PK: &str = "timer-dead";
 use crate::{auth, http, Deps};
 
 /// Ledger partitions holding records about one profile (`{profile}` is replaced by its id):
@@ -30,6 +38,22 @@ use crate::{auth, http, Deps};
 /// minute buckets and expire on their own; when one fires the profile is gone and nothing is
 /// sent (and the suppression holds regardless).
 pub const PROFILE_LEDGER_PARTITIONS: &[&str] = &["send#{profile}", "cap#{profile}"];
+
+/// What erasure cannot reach at once, and when it is gone.
+pub const REMAINS: &[(&str, &str)] = &[
+    (
+        "pending email timers",
+        "fire within 7 days and find no profile: nothing is sent",
+    ),
+    (
+        "raw events in the dead-letter queues",
+        "deleted by the queues' 14-day retention",
+    ),
+    (
+        "event-id claims (event ids and stream positions, no personal data)",
+        "expire after DEDUP_WINDOW_DAYS (35 by default)",
+    ),
+];
 
 async fn load(deps: &Deps, id: &str) -> Result<Option<Profile>, ApiError> {
     deps.profiles
@@ -55,7 +79,7 @@ pub async fn export(deps: &Deps, req: &Request, user_id: &str) -> Result<Respons
         .await?
         .ok_or_else(|| ApiError::ProfileNotFound(user_id.to_owned()))?;
     let anonymous = merged(deps, &profile).await?;
-    tracing::info!(profile_id = user_id, "profile exported");
+    tracing::info!("profile exported");
     Ok(http::json(
         StatusCode::OK,
         &json!({
@@ -71,6 +95,16 @@ pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response
     auth::require(req, &deps.config.admin_keys)?;
     let now = deps.clock.now();
     let profile = load(deps, user_id).await?;
+    let mut ids = vec![user_id.to_owned()];
+    if let Some(p) = &profile {
+        ids.extend(p.anonymous_ids.iter().map(|a| format!("{ANON_PREFIX}{a}")));
+    }
+    for id in &ids {
+        deps.ledger
+            .mark_erased(id, now)
+            .await
+            .map_err(|e| ApiError::dependency("ledger.tombstone", e))?;
+    }
 
     let mut email_suppressed = false;
     if let Some(email) = profile
@@ -103,10 +137,6 @@ pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response
     }
 
     let mut ledger_deleted = 0usize;
-    let mut ids = vec![user_id.to_owned()];
-    if let Some(p) = &profile {
-        ids.extend(p.anonymous_ids.iter().map(|a| format!("{ANON_PREFIX}{a}")));
-    }
     let mut partitions = Vec::new();
     for id in &ids {
         partitions.extend(
@@ -130,13 +160,31 @@ pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response
         }
     }
 
+    // Dead-lettered timers name the profile they were for.
+    let dead = deps
+        .ledger
+        .query(DEAD_TIMERS_PK, "")
+        .await
+        .map_err(|e| ApiError::dependency("ledger.query", e))?;
+    for (sk, timer) in dead {
+        if timer["profile_id"]
+            .as_str()
+            .is_some_and(|p| ids.iter().any(|id| id == p))
+        {
+            deps.ledger
+                .delete(DEAD_TIMERS_PK, &sk)
+                .await
+                .map_err(|e| ApiError::dependency("ledger.delete", e))?;
+            ledger_deleted += 1;
+        }
+    }
+
     let profile_deleted = deps
         .profiles
         .delete(user_id)
         .await
         .map_err(|e| ApiError::dependency("profiles.delete", e))?;
     tracing::info!(
-        profile_id = user_id,
         profile_deleted,
         anonymous_deleted = anonymous_deleted.len(),
         ledger_deleted,
@@ -152,6 +200,11 @@ pub async fn erase(deps: &Deps, req: &Request, user_id: &str) -> Result<Response
             "anonymous_profiles_deleted": anonymous_deleted,
             "ledger_records_deleted": ledger_deleted,
             "email_suppressed": email_suppressed,
+            "tombstoned": ids.len(),
+            "remains": REMAINS
+                .iter()
+                .map(|(what, until)| json!({"what": what, "until": until}))
+                .collect::<Vec<_>>(),
         }),
     ))
 }

@@ -9,6 +9,7 @@
 
 use std::str::FromStr;
 
+use ember_core::ports::Erasures;
 use ember_core::unsubscribe::{self, Unsubscribe};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
 use lambda_http::http::StatusCode;
@@ -49,7 +50,16 @@ fn verify(deps: &Deps, req: &Request) -> Result<Unsubscribe, ApiError> {
         )
     })?;
     let token = token(req, deps.config.max_body_bytes)?;
-    unsubscribe::verify(keys, &token).map_err(|e| ApiError::InvalidToken(e.to_string()))
+    let claims =
+        unsubscribe::verify(keys, &token).map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+    let age = deps.clock.now() - claims.issued_at;
+    if age > deps.config.unsubscribe_token_ttl {
+        return Err(ApiError::InvalidToken(format!(
+            "this unsubscribe link expired {} days after the email was sent; use a link from a newer email",
+            deps.config.unsubscribe_token_ttl.num_days()
+        )));
+    }
+    Ok(claims)
 }
 
 fn page(title: &str, text: &str, form: bool) -> String {
@@ -87,6 +97,16 @@ pub async fn confirm_page(deps: &Deps, req: &Request) -> Result<Response<Body>, 
 pub async fn unsubscribe(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let claims = verify(deps, req)?;
     let now = deps.clock.now();
+    if deps
+        .ledger
+        .is_erased(&claims.profile_id)
+        .await
+        .map_err(|e| ApiError::dependency("ledger.tombstone", e))?
+    {
+        // Erased: nothing is left to unsubscribe, and nothing may bring the profile back.
+        tracing::info!(campaign = %claims.campaign, "unsubscribe of an erased profile: nothing written");
+        return Ok(unsubscribed(req));
+    }
     let mut event = json!({
         "type": "consent_changed", "version": 1, "source": SOURCE,
         "payload": { "channel": "email", "granted": false },
@@ -104,20 +124,21 @@ pub async fn unsubscribe(deps: &Deps, req: &Request) -> Result<Response<Body>, A
     if let Some((_, _, err)) = written.failed.first() {
         return Err(ApiError::dependency("kinesis.put_records", err.clone()));
     }
-    tracing::info!(profile_id = %claims.profile_id, campaign = %claims.campaign, "unsubscribed from email");
+    tracing::info!(campaign = %claims.campaign, "unsubscribed from email");
+    Ok(unsubscribed(req))
+}
+
+fn unsubscribed(req: &Request) -> Response<Body> {
     if http::wants_html(req) {
-        Ok(http::html(
+        http::html(
             StatusCode::OK,
             page(
                 "Unsubscribed",
                 "You will not receive marketing emails from us any more.",
                 false,
             ),
-        ))
+        )
     } else {
-        Ok(http::json(
-            StatusCode::OK,
-            &json!({ "status": "unsubscribed" }),
-        ))
+        http::json(StatusCode::OK, &json!({ "status": "unsubscribed" }))
     }
 }

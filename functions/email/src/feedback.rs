@@ -285,7 +285,7 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
                 payload,
             };
             identify(&mut envelope, &profile_id);
-            tracing::info!(%profile_id, event_id = %envelope.header.event_id, event_type = %event_type, "feedback event");
+            tracing::info!(profile = %ember_core::privacy::masked(&profile_id), event_id = %envelope.header.event_id, event_type = %event_type, "feedback event");
             outcomes.push(FeedbackOutcome::Event {
                 event_id: envelope.header.event_id.to_string(),
                 event_type,

@@ -35,6 +35,7 @@ use ember_core::ports::{
     BusEvent, EmailMessage, EventStream, Ledger, Mailer, PortError, ProfileStore, SendError,
     StreamRecord,
 };
+use ember_core::privacy::masked;
 use ember_core::profile::Profile;
 use ember_core::segment::RuleSet;
 use ember_core::unsubscribe::{self, suppression_key, Keys, Unsubscribe, SUPPRESSION_PK};
@@ -318,7 +319,7 @@ where
             if campaign.delay > Duration::zero() {
                 let due = at + campaign.delay;
                 timers::schedule(self, profile_id, &candidate, due, "delay", now).await?;
-                tracing::info!(profile_id = %profile_id, campaign = %campaign.name, due = %due, "email scheduled");
+                tracing::info!(profile = %masked(profile_id), campaign = %campaign.name, due = %due, "email scheduled");
                 outcomes.push(Outcome::Scheduled {
                     campaign: campaign.name.clone(),
                     due,
@@ -511,13 +512,7 @@ where
                     "List-Unsubscribe=One-Click".into(),
                 ),
             ],
-            tags: vec![
-                (tags::CAMPAIGN.into(), campaign.name.clone()),
-                (
-                    tags::PROFILE_ID.into(),
-                    tags::encode_profile_id(&profile.id),
-                ),
-            ],
+            tags: message_tags(&campaign.name, &profile.id),
         };
         // Just before the call: from here on, a lost answer means "unknown", never "retry".
         record
@@ -568,7 +563,7 @@ where
             Err(SendError::OutcomeUnknown(reason)) => {
                 tracing::error!(
                     campaign = %campaign.name,
-                    trigger_id = %candidate.trigger_id,
+                    trigger_id = %ember_core::privacy::redact_addresses(&candidate.trigger_id),
                     outcome = "unknown",
                     reason = %redact(&reason),
                     "SES gave no answer: the email may have gone out; recorded as unknown, not retried"
@@ -643,7 +638,7 @@ where
                         .replace_if(record.pk, record.sk, &expected, &unknown, expiry)
                         .await
                         .map_err(EmailError::port("claim.unknown"))?;
-                    tracing::error!(campaign = %record.campaign, trigger_id = %record.trigger_id, outcome = "unknown", "a send attempt died during the SES call; recorded as unknown, not retried");
+                    tracing::error!(campaign = %record.campaign, trigger_id = %ember_core::privacy::redact_addresses(record.trigger_id), outcome = "unknown", "a send attempt died during the SES call; recorded as unknown, not retried");
                     return Ok(Claimed::Unknown);
                 }
                 Some(_) => {
@@ -818,6 +813,20 @@ where
     }
 }
 
+/// The message's tags: the campaign, and the profile id when it fits in a tag (see
+/// [`tags`]).
+fn message_tags(campaign: &str, profile_id: &str) -> Vec<(String, String)> {
+    let mut out = vec![(tags::CAMPAIGN.to_owned(), campaign.to_owned())];
+    match tags::encode_profile_id(profile_id) {
+        Some(tag) => out.push((tags::PROFILE_ID.to_owned(), tag)),
+        None => tracing::warn!(
+            profile = %masked(profile_id),
+            "profile id too long for an SES tag: its opens and clicks will not be attributed"
+        ),
+    }
+    out
+}
+
 /// One attempt's view of a send record.
 struct SendRecord<'a> {
     pk: &'a str,
@@ -938,25 +947,7 @@ fn recorded_state(record: &Value) -> Recorded {
 
 /// SES error texts can quote the recipient: addresses are masked before they are logged.
 pub fn redact(text: &str) -> String {
-    text.split_inclusive(|c: char| {
-        c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | ',' | ';' | '(' | ')')
-    })
-    .map(|word| {
-        if word.contains('@') {
-            let trail: String = word
-                .chars()
-                .rev()
-                .take_while(|c| !c.is_alphanumeric())
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            format!("<address>{trail}")
-        } else {
-            word.to_owned()
-        }
-    })
-    .collect()
+    ember_core::privacy::redact_addresses(text)
 }
 
 /// Puts records and fails (retryably) if any could not be written.
@@ -974,27 +965,28 @@ pub async fn put_all<S: EventStream>(
 }
 
 fn log_outcome(profile_id: &str, outcome: &Outcome) {
+    let profile_id = masked(profile_id);
     match outcome {
         Outcome::Sent {
             campaign,
             message_id,
-        } => tracing::info!(%profile_id, %campaign, %message_id, "email sent"),
+        } => tracing::info!(profile = %profile_id, %campaign, %message_id, "email sent"),
         Outcome::Duplicate { campaign } => {
-            tracing::info!(%profile_id, %campaign, "already sent; duplicate trigger")
+            tracing::info!(profile = %profile_id, %campaign, "already sent; duplicate trigger")
         }
         Outcome::Deferred { campaign, until } => {
-            tracing::info!(%profile_id, %campaign, %until, "quiet hours; deferred")
+            tracing::info!(profile = %profile_id, %campaign, %until, "quiet hours; deferred")
         }
         Outcome::Skipped { campaign, reason } => {
-            tracing::info!(%profile_id, %campaign, reason = ?reason, "not sent")
+            tracing::info!(profile = %profile_id, %campaign, reason = ?reason, "not sent")
         }
         Outcome::Scheduled { campaign, due } => {
-            tracing::info!(%profile_id, %campaign, %due, "scheduled")
+            tracing::info!(profile = %profile_id, %campaign, %due, "scheduled")
         }
         Outcome::Unknown { campaign } => {
-            tracing::warn!(%profile_id, %campaign, "send outcome unknown")
+            tracing::warn!(profile = %profile_id, %campaign, "send outcome unknown")
         }
-        Outcome::Ignored { reason } => tracing::debug!(%profile_id, %reason, "ignored"),
+        Outcome::Ignored { reason } => tracing::debug!(profile = %profile_id, %reason, "ignored"),
     }
 }
 

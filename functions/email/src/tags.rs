@@ -1,8 +1,11 @@
 //! Message tags that come back in SES feedback: `campaign` and `profile_id`.
 //!
-//! SES allows only ASCII letters, digits, `_` and `-` in tag values, but profile ids may hold
-//! anything (`anon:…`, e-mail-like ids). Ids that fit are sent as they are; others as
-//! `b64_<base64url>`, which uses only allowed characters and decodes back exactly.
+//! SES allows only ASCII letters, digits, `_` and `-` in tag values, at most 256 of them, but
+//! profile ids may hold anything (`anon:…`, e-mail-like ids). Ids that fit are sent as they
+//! are; others as `b64_<base64url>`, which uses only allowed characters and decodes back
+//! exactly. An id whose encoding would be longer than SES keeps (a long non-ASCII id) gets no
+//! tag at all: a cut tag would decode to another profile. Its feedback still suppresses by
+//! the (hashed) address, but opens and clicks are not attributed.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -18,13 +21,18 @@ fn plain(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The tag value for a profile id (reversible, see the module docs).
-pub fn encode_profile_id(id: &str) -> String {
-    if plain(id) && !id.starts_with(ENCODED) {
+/// Longest tag value SES keeps.
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// The tag value for a profile id (reversible, see the module docs); `None` when it would not
+/// fit in a tag.
+pub fn encode_profile_id(id: &str) -> Option<String> {
+    let tag = if plain(id) && !id.starts_with(ENCODED) {
         id.to_owned()
     } else {
         format!("{ENCODED}{}", URL_SAFE_NO_PAD.encode(id))
-    }
+    };
+    (tag.len() <= MAX_TAG_VALUE).then_some(tag)
 }
 
 /// The profile id a tag value stands for; `None` if it cannot be decoded.
@@ -52,7 +60,7 @@ mod tests {
             "b64_tricky",
             "Ünïcödé id",
         ] {
-            let tag = encode_profile_id(id);
+            let tag = encode_profile_id(id).unwrap();
             assert!(
                 tag.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
@@ -60,7 +68,21 @@ mod tests {
             );
             assert_eq!(decode_profile_id(&tag).as_deref(), Some(id));
         }
-        assert_eq!(encode_profile_id("u-1"), "u-1");
+        assert_eq!(encode_profile_id("u-1").as_deref(), Some("u-1"));
         assert_eq!(decode_profile_id(""), None);
+    }
+
+    #[test]
+    fn an_id_that_would_not_fit_gets_no_tag_rather_than_a_cut_one() {
+        // 128 characters (the schema's limit) of three-byte UTF-8: 384 bytes, 512 in base64.
+        let long = "€".repeat(128);
+        assert_eq!(encode_profile_id(&long), None);
+        for n in 0..200 {
+            let id = "é".repeat(n);
+            if let Some(tag) = encode_profile_id(&id) {
+                assert!(tag.len() <= MAX_TAG_VALUE);
+                assert_eq!(decode_profile_id(&tag).as_deref(), Some(id.as_str()));
+            }
+        }
     }
 }

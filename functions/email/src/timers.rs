@@ -13,8 +13,14 @@
 //! segment rules *now* and sends only if the campaign still applies (a cart timer also needs
 //! the cart unchanged since the timer was set: a later change set its own timer, a checkout
 //! emptied it). Handled timers are deleted; the cursor only advances past buckets whose
-//! timers were all handled. Index markers are never deleted (the cursor has passed them);
-//! they expire with their timers.
+//! timers were all read and settled. Index markers are never deleted (the cursor has passed
+//! them); they expire with their timers.
+//!
+//! One timer never holds up the others: a timer whose send fails is moved to the next
+//! minute's bucket with its attempt count, and after [`MAX_TIMER_ATTEMPTS`] attempts, or at
+//! once when the failure is permanent (say, a stored profile that no longer decodes), it goes
+//! to the dead-letter partition ([`DEAD_TIMERS_PK`], sk `<bucket>#<timer sk>`) with its
+//! reason, for an operator to look at and re-drive. The bucket is settled either way.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +40,12 @@ pub const MAX_BUCKETS: i64 = 240;
 pub const FIRST_LOOKBACK_MINUTES: i64 = 60;
 /// Timers not fired within this time after they were due are dropped by TTL.
 pub const TIMER_TTL_DAYS: i64 = 7;
+/// Attempts of a timer whose send keeps failing before it is dead-lettered.
+pub const MAX_TIMER_ATTEMPTS: u32 = 10;
+/// The ledger partition of timers that could not be fired, with their reasons.
+pub const DEAD_TIMERS_PK: &str = "timer-dead";
+/// How long a dead-lettered timer is kept.
+pub const DEAD_TIMER_TTL_DAYS: i64 = 30;
 const BUCKET_FORMAT: &str = "%Y-%m-%dT%H:%M";
 const HOUR_FORMAT: &str = "%Y-%m-%dT%H";
 
@@ -46,8 +58,15 @@ pub struct Timer {
     pub due_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cart_updated_at: Option<DateTime<Utc>>,
-    /// `delay` or `quiet_hours`.
+    /// `delay`, `quiet_hours` or `redrive`.
     pub reason: String,
+    /// Failed attempts to fire it so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -102,10 +121,24 @@ where
         due_at: due,
         cart_updated_at: candidate.cart_updated_at,
         reason: reason.to_owned(),
+        attempts: 0,
     };
+    put_timer(email, &timer, now).await
+}
+
+/// Writes `timer` into the first bucket the sweeper has not read yet at or after its due time.
+async fn put_timer<P, L, M, S>(
+    email: &Email<P, L, M, S>,
+    timer: &Timer,
+    now: DateTime<Utc>,
+) -> Result<(), EmailError>
+where
+    L: Ledger,
+{
+    let (profile_id, due) = (timer.profile_id.as_str(), timer.due_at);
     let bucket = due.max(minute(now) + Duration::minutes(1));
-    let attrs = serde_json::to_value(&timer)
-        .map_err(|e| EmailError::InvalidEvent(format!("timer: {e}")))?;
+    let attrs =
+        serde_json::to_value(timer).map_err(|e| EmailError::InvalidEvent(format!("timer: {e}")))?;
     let expires = Some(bucket + Duration::days(TIMER_TTL_DAYS));
     // Index first: a marker without a timer costs the sweeper one empty read, a timer
     // without a marker would never fire.
@@ -136,6 +169,10 @@ pub struct SweepReport {
     pub buckets: i64,
     pub timers: usize,
     pub outcomes: Vec<Outcome>,
+    /// Timers whose send failed and that wait in a later bucket.
+    pub retried: usize,
+    /// Timers moved to the dead-letter partition.
+    pub dead_lettered: usize,
     /// The first bucket the next sweep will read.
     pub next_bucket: Option<DateTime<Utc>>,
 }
@@ -189,6 +226,8 @@ where
         buckets = report.buckets,
         timers = report.timers,
         sent = report.outcomes.iter().filter(|o| o.is_sent()).count(),
+        retried = report.retried,
+        dead_lettered = report.dead_lettered,
         "sweep done"
     );
     match failure {
@@ -263,13 +302,26 @@ where
     report.timers += records.len();
     let mut by_profile: BTreeMap<String, Vec<(String, Timer)>> = BTreeMap::new();
     for (sk, value) in records {
-        match serde_json::from_value::<Timer>(value) {
+        match serde_json::from_value::<Timer>(value.clone()) {
             Ok(timer) => by_profile
                 .entry(timer.profile_id.clone())
                 .or_default()
                 .push((sk, timer)),
             Err(e) => {
-                tracing::error!(timer = %sk, error = %e, "unreadable timer dropped");
+                tracing::error!(error = %e, "unreadable timer dead-lettered");
+                let attrs = json!({"raw": value.to_string(), "error": e.to_string(),
+                                   "failed_at": now.to_rfc3339()});
+                email
+                    .ledger
+                    .claim(
+                        DEAD_TIMERS_PK,
+                        &format!("{}#{sk}", index_sk(bucket)),
+                        &attrs,
+                        Some(now + Duration::days(DEAD_TIMER_TTL_DAYS)),
+                    )
+                    .await
+                    .map_err(EmailError::port("timer.dead_letter"))?;
+                report.dead_lettered += 1;
                 email
                     .ledger
                     .delete(&pk, &sk)
@@ -278,7 +330,6 @@ where
             }
         }
     }
-    let mut failure = None;
     for (profile_id, timers) in by_profile {
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for (_, timer) in &timers {
@@ -300,14 +351,62 @@ where
                 }
                 report.outcomes.extend(outcomes);
             }
-            // Keep this profile's timers; carry on with the others, then fail the bucket.
-            Err(e) => failure = Some(e),
+            // Only this profile's timers are held back: retried in the next minute's bucket,
+            // or dead-lettered; the others go on.
+            Err(e) => {
+                for (sk, timer) in timers {
+                    settle_failed(email, bucket, &sk, timer, &e, now, report).await?;
+                }
+            }
         }
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+    Ok(())
+}
+
+/// A timer whose send failed: into the next minute's bucket while attempts are left and the
+/// failure may pass, else into the dead-letter partition with the reason. Its old record
+/// goes once the new one is written.
+async fn settle_failed<P, L, M, S>(
+    email: &Email<P, L, M, S>,
+    bucket: DateTime<Utc>,
+    sk: &str,
+    mut timer: Timer,
+    error: &EmailError,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), EmailError>
+where
+    L: Ledger,
+{
+    timer.attempts += 1;
+    let reason = crate::handler::redact(&error.to_string());
+    if error.is_retryable() && timer.attempts < MAX_TIMER_ATTEMPTS {
+        tracing::warn!(campaign = %timer.campaign, attempts = timer.attempts, error = %reason, "timer failed; retried in the next minute");
+        put_timer(email, &timer, now).await?;
+        report.retried += 1;
+    } else {
+        tracing::error!(campaign = %timer.campaign, attempts = timer.attempts, error = %reason, "timer dead-lettered");
+        let mut attrs = serde_json::to_value(&timer)
+            .map_err(|e| EmailError::InvalidEvent(format!("timer: {e}")))?;
+        attrs["error"] = reason.into();
+        attrs["failed_at"] = now.to_rfc3339().into();
+        email
+            .ledger
+            .claim(
+                DEAD_TIMERS_PK,
+                &format!("{}#{sk}", index_sk(bucket)),
+                &attrs,
+                Some(now + Duration::days(DEAD_TIMER_TTL_DAYS)),
+            )
+            .await
+            .map_err(EmailError::port("timer.dead_letter"))?;
+        report.dead_lettered += 1;
     }
+    email
+        .ledger
+        .delete(&bucket_pk(bucket), sk)
+        .await
+        .map_err(EmailError::port("timer.delete"))
 }
 
 /// Whether an outcome means the timer was cancelled rather than fired.

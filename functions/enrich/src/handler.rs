@@ -48,7 +48,8 @@ use ember_core::event::ANON_PREFIX;
 use ember_core::fold::FoldConfig;
 use ember_core::outbox::cart_event;
 use ember_core::ports::{
-    Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortError, PortResult, ProfileStore,
+    Claim, DeadLetter, DeadLetterSink, Erasures, EventBus, EventClaims, PortError, PortResult,
+    ProfileStore,
 };
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
@@ -97,6 +98,8 @@ pub struct BatchStats {
     pub duplicates: usize,
     /// Event-id claims made.
     pub claims: usize,
+    /// Records of erased profiles, dropped.
+    pub erased: usize,
     /// Optimistic-lock conflicts that forced a re-read and refold.
     pub conflicts: usize,
     pub failed_records: usize,
@@ -123,6 +126,8 @@ struct KeyDone {
     written: Option<Written>,
     duplicates: usize,
     claims: usize,
+    /// Records dropped because their profile was erased.
+    erased: usize,
     /// The key's records from this one on (index into its group) were not processed: a claim
     /// failed. They are failed so Lambda retries them, in order.
     failed_from: Option<(usize, PortError)>,
@@ -131,7 +136,7 @@ struct KeyDone {
 impl<S, C, B, D> Enricher<S, C, B, D>
 where
     S: ProfileStore,
-    C: EventClaims,
+    C: EventClaims + Erasures,
     B: EventBus,
     D: DeadLetterSink,
 {
@@ -174,6 +179,7 @@ where
             published = stats.published,
             duplicates = stats.duplicates,
             claims = stats.claims,
+            erased = stats.erased,
             conflicts = stats.conflicts,
             failed_records = stats.failed_records,
             latency_ms = elapsed.as_millis() as u64,
@@ -274,6 +280,7 @@ where
                         add_key_stats(&mut stats, &done.stats);
                         stats.duplicates += done.duplicates;
                         stats.claims += done.claims;
+                        stats.erased += done.erased;
                         let end = match &done.failed_from {
                             Some((end, error)) => {
                                 tracing::warn!(error = %error, records = events.len() - end, "claims failed; the key's later records are retried");
@@ -492,6 +499,16 @@ where
         done: &mut KeyDone,
     ) -> PortResult<Option<Written>> {
         let stored = self.store.get(key).await?;
+        if stored.is_none() && self.claims.is_erased(key).await? {
+            // An erased customer is never re-created: an old unsubscribe link, a late SES
+            // open or a replayed event of theirs changes nothing.
+            tracing::info!(
+                records = events.len(),
+                "events of an erased profile dropped"
+            );
+            done.erased = events.len();
+            return Ok(None);
+        }
         let expected = stored.as_ref().map_or(0, |p| p.version);
         let mut profile = stored.unwrap_or_else(|| Profile::new(key));
         let (fresh, cutoff) = self.new_events(&profile, events, claimed, done).await;

@@ -182,12 +182,12 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
                         stats.writes += s.writes;
                         stats.published += s.published;
                     }
-                    Err(PortError::Conflict(reason)) => {
-                        tracing::debug!(profile_id = %id, %reason, "written meanwhile, skipped");
+                    Err(PortError::Conflict(_)) => {
+                        tracing::debug!(profile = %ember_core::privacy::masked(&id), "written meanwhile, skipped");
                         stats.conflicts += 1;
                     }
                     Err(e) => {
-                        tracing::warn!(profile_id = %id, error = %e, "re-evaluation of the profile failed");
+                        tracing::warn!(profile = %ember_core::privacy::masked(&id), error = %e, "re-evaluation of the profile failed");
                         stats.failed += 1;
                     }
                 }

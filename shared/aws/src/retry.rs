@@ -93,7 +93,8 @@ pub fn is_transient_code(code: &str) -> bool {
     TRANSIENT_CODES.contains(&code)
 }
 
-/// Maps any SDK error to a [`PortError`] naming the `stage` that failed: throttling, 5xx,
+/// Maps any SDK error to a [`PortError`] naming the `stage` that failed (its text with
+/// addresses redacted): throttling, 5xx,
 /// timeouts and connection failures are transient; everything else (validation, missing
 /// resource, access denied, request construction) is permanent. Callers match the
 /// operation-specific errors they care about (e.g. `ConditionalCheckFailedException`) first.
@@ -101,7 +102,8 @@ pub fn classify<E>(err: &SdkError<E>, stage: &'static str) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let reason = DisplayErrorContext(err).to_string();
+    // SDK and service texts can quote request values; they end up in logs.
+    let reason = ember_core::privacy::redact_addresses(&DisplayErrorContext(err).to_string());
     let transient = match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true

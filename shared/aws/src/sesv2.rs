@@ -161,16 +161,18 @@ fn classify_send(err: &aws_sdk_sesv2::error::SdkError<SendEmailError>) -> SendEr
         _ => false,
     };
     if !refused {
-        return SendError::OutcomeUnknown(
-            aws_sdk_sesv2::error::DisplayErrorContext(err).to_string(),
-        );
+        return SendError::OutcomeUnknown(ember_core::privacy::redact_addresses(
+            &aws_sdk_sesv2::error::DisplayErrorContext(err).to_string(),
+        ));
     }
     SendError::NotSent(classify_refusal(err))
 }
 
 /// A request SES refused: why, and whether it is the recipient's fault.
 fn classify_refusal(err: &aws_sdk_sesv2::error::SdkError<SendEmailError>) -> PortError {
-    let reason = aws_sdk_sesv2::error::DisplayErrorContext(err).to_string();
+    let reason = ember_core::privacy::redact_addresses(
+        &aws_sdk_sesv2::error::DisplayErrorContext(err).to_string(),
+    );
     match err.as_service_error() {
         Some(SendEmailError::TooManyRequestsException(_))
         | Some(SendEmailError::LimitExceededException(_)) => PortError::Transient {

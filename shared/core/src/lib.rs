@@ -29,6 +29,7 @@
 //! - [`memory`] — in-memory profile store and event-id claims with the same contracts (tests,
 //!   benchmarks).
 //! - [`error`] — the crate's error enum, each variant retryable or not.
+//! - [`privacy`] — what may be logged about a person: masked profile ids, redacted addresses.
 //! - `digits` — decimal digits read with integer code on the hot path (timestamps, day keys,
 //!   money).
 
@@ -42,6 +43,7 @@ pub mod json;
 pub mod memory;
 pub mod outbox;
 pub mod ports;
+pub mod privacy;
 pub mod profile;
 pub mod schema;
 pub mod segment;

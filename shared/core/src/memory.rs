@@ -13,14 +13,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::ports::{
-    check_scan_segment, Claim, EventClaims, Ledger, PortError, PortResult, ProfileStore,
+    check_scan_segment, Claim, Erasures, EventClaims, Ledger, PortError, PortResult, ProfileStore,
 };
 use crate::profile::Profile;
 
-/// Event-id claims in a map: `event id → (origin, expires at)`.
+/// Event-id claims in a map: `event id → (origin, expires at)`, and erased profile ids.
 #[derive(Debug, Default)]
 pub struct MemoryClaims {
     pub claims: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
+    pub erased: Mutex<HashSet<String>>,
     /// Claim calls fail as throttled while set (fault injection for tests).
     pub down: std::sync::atomic::AtomicBool,
 }
@@ -194,6 +195,18 @@ impl ProfileStore for MemoryProfileStore {
             .collect();
         let next = (page.len() == self.page_size.max(1)).then(|| page[page.len() - 1].id.clone());
         Ok((page, next))
+    }
+}
+
+#[async_trait]
+impl Erasures for MemoryClaims {
+    async fn is_erased(&self, profile_id: &str) -> PortResult<bool> {
+        Ok(lock(&self.erased).contains(profile_id))
+    }
+
+    async fn mark_erased(&self, profile_id: &str, _: DateTime<Utc>) -> PortResult<()> {
+        lock(&self.erased).insert(profile_id.to_owned());
+        Ok(())
     }
 }
 

@@ -198,6 +198,45 @@ pub trait EventClaims: Send + Sync {
     async fn release(&self, event_id: &str, origin: &str) -> PortResult<()>;
 }
 
+/// Erased customers. Erasure leaves a tombstone per profile id (kept as a hash: the id may be
+/// an email address), and every writer that would create a profile, or a record about one,
+/// checks it first, so an old unsubscribe link, a late SES open or a replayed event never
+/// brings an erased customer back.
+#[async_trait]
+pub trait Erasures: Send + Sync {
+    async fn is_erased(&self, profile_id: &str) -> PortResult<bool>;
+    async fn mark_erased(&self, profile_id: &str, at: DateTime<Utc>) -> PortResult<()>;
+}
+
+/// The ledger record of a profile's tombstone: `erased#<sha-256 of the id>`, `tombstone`.
+pub fn tombstone_key(profile_id: &str) -> (String, &'static str) {
+    use sha2::{Digest, Sha256};
+    (
+        format!(
+            "erased#{}",
+            hex::encode(Sha256::digest(profile_id.as_bytes()))
+        ),
+        "tombstone",
+    )
+}
+
+/// Tombstones live in the ledger.
+#[async_trait]
+impl<L: Ledger + ?Sized> Erasures for L {
+    async fn is_erased(&self, profile_id: &str) -> PortResult<bool> {
+        let (pk, sk) = tombstone_key(profile_id);
+        Ok(self.get(&pk, sk).await?.is_some())
+    }
+
+    async fn mark_erased(&self, profile_id: &str, at: DateTime<Utc>) -> PortResult<()> {
+        let (pk, sk) = tombstone_key(profile_id);
+        // No expiry: it must outlive every copy that could replay the id.
+        self.claim(&pk, sk, &serde_json::json!({"at": at.to_rfc3339()}), None)
+            .await
+            .map(|_| ())
+    }
+}
+
 #[async_trait]
 pub trait EventBus: Send + Sync {
     /// Publishes all events (batched ≤10 per call, failed entries retried). Returns, per input

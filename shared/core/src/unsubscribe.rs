@@ -7,9 +7,9 @@
 //!
 //! Secrets rotate: [`Keys`] holds the current secret first and older ones after it. Tokens are
 //! always signed with the first and verified against all, so emails already sent keep working
-//! while a new secret is rolled out. Tokens do not expire: unsubscribe links must keep working
-//! long after the email was sent (CAN-SPAM demands at least 30 days; old emails get clicked
-//! years later), and a token can do nothing but unsubscribe the profile it names.
+//! while a new secret is rolled out. A token carries its issue time; the API refuses it after
+//! `EMBER_UNSUBSCRIBE_TOKEN_DAYS` (180 by default: CAN-SPAM demands at least 30), and a token
+//! can do nothing but unsubscribe the profile it names (never an erased one).
 //!
 //! ```
 //! use chrono::{TimeZone, Utc};

@@ -91,12 +91,9 @@ impl ProfileStore for DynamoProfileStore {
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(_)) => {
-                    Err(PortError::Conflict(format!(
-                        "profile {} is no longer at version {expected_version}",
-                        profile.id
-                    )))
-                }
+                Some(PutItemError::ConditionalCheckFailedException(_)) => Err(PortError::Conflict(
+                    format!("the profile is no longer at version {expected_version}"),
+                )),
                 _ => Err(classify(&e, "profile.put")),
             },
         }
@@ -151,7 +148,9 @@ impl ProfileStore for DynamoProfileStore {
                 .unwrap_or_default();
             match from_item(item) {
                 Ok(p) => profiles.push(p),
-                Err(e) => tracing::warn!(profile_id = %id, error = %e, "scanned profile skipped"),
+                Err(e) => {
+                    tracing::warn!(profile = %ember_core::privacy::masked(&id), error = %e, "scanned profile skipped")
+                }
             }
         }
         let next = out
