@@ -591,11 +591,17 @@ async fn export_and_erasure_of_a_profile() {
 
     let (status, body) = env.call("profile-delete.json").await;
     assert_eq!(status, 202, "{body}");
+    let mut body = body;
+    let remains = body
+        .as_object_mut()
+        .and_then(|b| b.remove("remains"))
+        .expect("what remains is said");
+    assert_eq!(remains.as_array().map(Vec::len), Some(3));
     assert_eq!(
         body,
         json!({"user_id": "u-fixture-1", "profile_found": true, "profile_deleted": true,
                "anonymous_profiles_deleted": ["anon:anon-fixture-1"], "ledger_records_deleted": 1,
-               "email_suppressed": true})
+               "email_suppressed": true, "tombstoned": 2})
     );
     assert!(env
         .aws

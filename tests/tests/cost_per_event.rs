@@ -443,12 +443,18 @@ async fn a_month_of_traffic_costs_one_read_unit_and_a_fraction_of_the_naive_writ
 
     let ember = &results[&Design::Ember];
     let naive = &results[&Design::Naive];
-    // What holds by design: one consistent read of a profile under 4 KB per event, a profile
-    // item within 2 KB however long the history, and one claim plus one profile write per
-    // event (1 + 1 write units under 1 KB, 1 + 2 up to 2 KB). BENCHMARKS.md section 2 has
-    // the figures and why a heavy customer's write stays at 3 units.
+    // What holds by design: one consistent read of a profile under 4 KB per event (and, for
+    // a customer's first event, one of the erasure tombstone), a profile item within 2 KB
+    // however long the history, and one claim plus one profile write per event (1 + 1 write
+    // units under 1 KB, 1 + 2 up to 2 KB). BENCHMARKS.md section 2 has the figures and why a
+    // heavy customer's write stays at 3 units.
     let (w, r) = ember.all.per_event();
-    assert!(r <= 1.0, "Ember: {r:.3} read units per event");
+    assert!(
+        ember.heavy.per_event().1 <= 1.0,
+        "heavy customers: {:?}",
+        ember.heavy
+    );
+    assert!(r <= 1.05, "Ember: {r:.3} read units per event");
     assert!(
         ember.largest_profile <= 2048,
         "largest profile item {} bytes",

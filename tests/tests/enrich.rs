@@ -481,9 +481,10 @@ async fn aws_calls_per_batch_are_bounded_and_partial_publish_failures_are_resent
     );
     assert_eq!(partial.entries_failed(), 1);
 
-    // 13 records, 3 profiles: one read and one write per profile, one claim per event id;
-    // one PutEvents for the whole batch's 3 events plus one re-send of the failed entry.
-    assert_eq!(proxy.calls(op::DDB_GET_ITEM), 3);
+    // 13 records, 3 profiles: one read and one write per profile (and, as they are new, one
+    // read of their erasure tombstones), one claim per event id; one PutEvents for the whole
+    // batch's 3 events plus one re-send of the failed entry.
+    assert_eq!(proxy.calls(op::DDB_GET_ITEM), 3 + 3);
     assert_eq!(proxy.calls(op::DDB_PUT_ITEM), 3 + 13);
     assert_eq!(proxy.calls(op::EVENTS_PUT_EVENTS), 2);
     assert_eq!(proxy.calls(op::SQS_SEND_MESSAGE_BATCH), 0);
