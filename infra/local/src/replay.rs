@@ -2,7 +2,8 @@
 //! reports what the pipeline did.
 //!
 //! Events are posted in `occurred_at` order, window by window (`sweep_every` of event time):
-//! inside a window, each person's events go in order in one `/v1/events/batch` request (so a
+//! inside a window, each person's events go in order, as a client SDK flushes them: events
+//! less than [`FLUSH_GAP`] apart in one `/v1/events/batch` request, requests in order (so a
 //! cart precedes its purchase on the stream; a refused batch is re-posted event by event to
 //! `/v1/events` so each refusal is reported), different people in parallel. Between windows the pipeline is
 //! drained, the clock moves to the next tick, and the scheduled functions (the sweeper) fire
@@ -10,6 +11,30 @@
 //! timers (cart abandonment) fire.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// Events of one person closer than this (event time) go in one batch request.
+pub const FLUSH_GAP: chrono::Duration = chrono::Duration::seconds(10);
+
+/// A person's events (in order), split where `FLUSH_GAP` or more of event time passes.
+fn flushes<'e>(events: &[&'e Value]) -> Vec<Vec<&'e Value>> {
+    let mut out: Vec<Vec<&Value>> = Vec::new();
+    let mut last: Option<DateTime<Utc>> = None;
+    for e in events {
+        let at = occurred_at(e);
+        let gap = match (last, at) {
+            (Some(l), Some(a)) => a - l >= FLUSH_GAP,
+            _ => false,
+        };
+        if gap || out.is_empty() {
+            out.push(Vec::new());
+        }
+        if let Some(batch) = out.last_mut() {
+            batch.push(e);
+        }
+        last = at.or(last);
+    }
+    out
+}
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -389,27 +414,33 @@ pub async fn replay(
                             .unwrap_or("?")
                             .to_owned()
                     };
-                    // One person's events of this window go in one batch request (in order);
-                    // the batch endpoint is all-or-nothing, so a refused batch is re-sent
+                    // A person's events go out as a client SDK flushes them: the events
+                    // within FLUSH_GAP of each other in one batch request, batches in order.
+                    // The batch endpoint is all-or-nothing, so a refused batch is re-sent
                     // event by event to tell exactly which event was refused and why.
-                    if evs.len() > 1 {
-                        evs.iter().for_each(|e| mark(e));
-                        let body = serde_json::json!({ "events": evs });
-                        if let Ok((status, text)) = post(&client, &batch_url, &key, &body).await {
-                            if (200..300).contains(&status) {
-                                bar.inc(evs.len() as u64);
-                                return evs
-                                    .iter()
-                                    .map(|e| (id_of(e), Ok((status, text.clone()))))
-                                    .collect();
+                    let mut out = Vec::new();
+                    for flush in flushes(&evs) {
+                        if flush.len() > 1 {
+                            flush.iter().for_each(|e| mark(e));
+                            let body = serde_json::json!({ "events": flush });
+                            if let Ok((status, text)) = post(&client, &batch_url, &key, &body).await
+                            {
+                                if (200..300).contains(&status) {
+                                    bar.inc(flush.len() as u64);
+                                    out.extend(
+                                        flush
+                                            .iter()
+                                            .map(|e| (id_of(e), Ok((status, text.clone())))),
+                                    );
+                                    continue;
+                                }
                             }
                         }
-                    }
-                    let mut out = Vec::new();
-                    for e in evs {
-                        mark(e);
-                        out.push((id_of(e), post(&client, &url, &key, e).await));
-                        bar.inc(1);
+                        for e in flush {
+                            mark(e);
+                            out.push((id_of(e), post(&client, &url, &key, e).await));
+                            bar.inc(1);
+                        }
                     }
                     out
                 }
