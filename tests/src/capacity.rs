@@ -46,6 +46,20 @@ struct Inner {
     unpriced: u64,
 }
 
+impl Inner {
+    /// Bills a write of `bytes` to the table and the key.
+    fn write(&mut self, table: String, key: String, bytes: usize) -> &mut TableCapacity {
+        self.per_key
+            .entry((table.clone(), key))
+            .or_default()
+            .write_units += write_units(bytes);
+        let t = self.tables.entry(table).or_default();
+        t.write_units += write_units(bytes);
+        t.writes += 1;
+        t
+    }
+}
+
 /// Sums capacity units per table; shared with the proxy.
 #[derive(Debug, Default)]
 pub struct CapacityMeter {
@@ -105,14 +119,7 @@ impl CapacityMeter {
                 if status == 200 {
                     inner.sizes.insert((table.clone(), key.clone()), size);
                 }
-                inner
-                    .per_key
-                    .entry((table.clone(), key))
-                    .or_default()
-                    .write_units += write_units(billed);
-                let t = inner.tables.entry(table).or_default();
-                t.write_units += write_units(billed);
-                t.writes += 1;
+                let t = inner.write(table, key, billed);
                 t.largest_item = t.largest_item.max(size);
             }
             "UpdateItem" | "DeleteItem" => {
@@ -128,14 +135,7 @@ impl CapacityMeter {
                     inner.sizes.remove(&(table.clone(), key.clone()));
                 }
                 let billed = before.unwrap_or(0).max(after.unwrap_or(0));
-                inner
-                    .per_key
-                    .entry((table.clone(), key))
-                    .or_default()
-                    .write_units += write_units(billed);
-                let t = inner.tables.entry(table).or_default();
-                t.write_units += write_units(billed);
-                t.writes += 1;
+                inner.write(table, key, billed);
             }
             "GetItem" => {
                 let key = key_of(&wire_item(&req["Key"]));

@@ -309,18 +309,8 @@ where
                 .push((sk, timer)),
             Err(e) => {
                 tracing::error!(error = %e, "unreadable timer dead-lettered");
-                let attrs = json!({"raw": value.to_string(), "error": e.to_string(),
-                                   "failed_at": now.to_rfc3339()});
-                email
-                    .ledger
-                    .claim(
-                        DEAD_TIMERS_PK,
-                        &format!("{}#{sk}", index_sk(bucket)),
-                        &attrs,
-                        Some(now + Duration::days(DEAD_TIMER_TTL_DAYS)),
-                    )
-                    .await
-                    .map_err(EmailError::port("timer.dead_letter"))?;
+                let attrs = json!({"raw": value.to_string()});
+                dead_letter(email, bucket, &sk, attrs, &e.to_string(), now).await?;
                 report.dead_lettered += 1;
                 email
                     .ledger
@@ -386,20 +376,9 @@ where
         report.retried += 1;
     } else {
         tracing::error!(campaign = %timer.campaign, attempts = timer.attempts, error = %reason, "timer dead-lettered");
-        let mut attrs = serde_json::to_value(&timer)
+        let attrs = serde_json::to_value(&timer)
             .map_err(|e| EmailError::InvalidEvent(format!("timer: {e}")))?;
-        attrs["error"] = reason.into();
-        attrs["failed_at"] = now.to_rfc3339().into();
-        email
-            .ledger
-            .claim(
-                DEAD_TIMERS_PK,
-                &format!("{}#{sk}", index_sk(bucket)),
-                &attrs,
-                Some(now + Duration::days(DEAD_TIMER_TTL_DAYS)),
-            )
-            .await
-            .map_err(EmailError::port("timer.dead_letter"))?;
+        dead_letter(email, bucket, sk, attrs, &reason, now).await?;
         report.dead_lettered += 1;
     }
     email
@@ -407,6 +386,33 @@ where
         .delete(&bucket_pk(bucket), sk)
         .await
         .map_err(EmailError::port("timer.delete"))
+}
+
+/// Keeps a timer that cannot be fired in the dead-letter partition, with why.
+async fn dead_letter<P, L, M, S>(
+    email: &Email<P, L, M, S>,
+    bucket: DateTime<Utc>,
+    sk: &str,
+    mut attrs: serde_json::Value,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), EmailError>
+where
+    L: Ledger,
+{
+    attrs["error"] = error.into();
+    attrs["failed_at"] = now.to_rfc3339().into();
+    email
+        .ledger
+        .claim(
+            DEAD_TIMERS_PK,
+            &format!("{}#{sk}", index_sk(bucket)),
+            &attrs,
+            Some(now + Duration::days(DEAD_TIMER_TTL_DAYS)),
+        )
+        .await
+        .map_err(EmailError::port("timer.dead_letter"))
+        .map(|_| ())
 }
 
 /// Whether an outcome means the timer was cancelled rather than fired.

@@ -9,12 +9,11 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use ember_core::ports::{Claim, EventClaims, PortResult};
 
-use crate::ledger::{DynamoLedger, EXPIRES_AT, PK, SK};
+use crate::ledger::{conditional_put, DynamoLedger, EXPIRES_AT, PK, SK};
 use crate::retry::classify;
 
 /// The attribute holding the claiming origin.
@@ -54,18 +53,11 @@ impl EventClaims for DynamoLedger {
             .expression_attribute_values(":by", AttributeValue::S(origin.to_owned()))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(Claim::Granted),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(Claim::Held)
-            }
-            Err(e) => Err(classify(&e, "claim.put")),
-        }
+        Ok(if conditional_put(outcome, "claim.put")? {
+            Claim::Granted
+        } else {
+            Claim::Held
+        })
     }
 
     async fn release(&self, event_id: &str, origin: &str) -> PortResult<()> {

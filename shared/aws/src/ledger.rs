@@ -96,6 +96,26 @@ impl DynamoLedger {
     }
 }
 
+/// The outcome of a conditional put: `Ok(true)` if written, `Ok(false)` if its condition
+/// did not hold.
+pub(crate) fn conditional_put<R>(
+    outcome: Result<R, aws_sdk_dynamodb::error::SdkError<PutItemError>>,
+    stage: &'static str,
+) -> PortResult<bool> {
+    match outcome {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(PutItemError::ConditionalCheckFailedException(_))
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(classify(&e, stage)),
+    }
+}
+
 /// Converts the caller's JSON object into item attributes (reserved names refused).
 fn attrs_to_item(attrs: &serde_json::Value) -> PortResult<HashMap<String, AttributeValue>> {
     let permanent = |reason: String| PortError::Permanent {
@@ -169,18 +189,7 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":now", AttributeValue::N(self.now_secs().to_string()))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify(&e, "ledger.claim")),
-        }
+        conditional_put(outcome, "ledger.claim")
     }
 
     async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>> {
@@ -347,18 +356,7 @@ impl Ledger for DynamoLedger {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match outcome {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify(&e, "ledger.replace_if")),
-        }
+        conditional_put(outcome, "ledger.replace_if")
     }
 }
 

@@ -394,6 +394,13 @@ impl Profile {
         if latest {
             self.currency = Some(currency.to_owned());
         }
+        self.add_purchase_total(currency, total_minor);
+        self.last_purchase_at = Some(self.last_purchase_at.map_or(at, |t| t.max(at)));
+    }
+
+    /// Adds to a currency's purchase total; a new currency beyond [`MAX_CURRENCIES`] drops
+    /// the smallest total other than the latest purchase's currency.
+    fn add_purchase_total(&mut self, currency: &str, amount_minor: i64) {
         let keep = self.currency.clone().unwrap_or_default();
         let total = insert_bounded(
             &mut self.purchase_totals_minor,
@@ -406,8 +413,7 @@ impl Profile {
                     .map(|(k, _)| k.clone())
             },
         );
-        *total = total.saturating_add(total_minor);
-        self.last_purchase_at = Some(self.last_purchase_at.map_or(at, |t| t.max(at)));
+        *total = total.saturating_add(amount_minor);
     }
 
     /// A purchase empties the cart, unless the cart changed after the purchase happened; then
@@ -497,19 +503,7 @@ impl Profile {
 
         self.purchase_count += anon.purchase_count;
         for (c, t) in &anon.purchase_totals_minor {
-            let keep = self.currency.clone().unwrap_or_default();
-            let total = insert_bounded(
-                &mut self.purchase_totals_minor,
-                c,
-                MAX_CURRENCIES,
-                |m, new| {
-                    m.iter()
-                        .filter(|(k, _)| k.as_str() != new && **k != keep)
-                        .min_by_key(|(_, v)| **v)
-                        .map(|(k, _)| k.clone())
-                },
-            );
-            *total = total.saturating_add(*t);
+            self.add_purchase_total(c, *t);
         }
         if anon.last_purchase_at > self.last_purchase_at && anon.currency.is_some() {
             self.currency.clone_from(&anon.currency);
