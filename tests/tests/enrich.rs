@@ -540,3 +540,48 @@ async fn a_full_batch_writes_once_per_user() {
     assert_eq!(env.bus_events().await.len(), 50);
     eprintln!("batch of 200 records, 50 users: {} ms", elapsed.as_millis());
 }
+
+#[tokio::test]
+async fn a_profile_that_can_never_be_written_is_dead_lettered_and_the_rest_goes_on() {
+    let env = Env::new().await;
+    // A stored item that no longer decodes: every write of this customer fails for good.
+    env.aws
+        .dynamodb
+        .put_item()
+        .table_name(&env.table)
+        .item(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("u-1001".into()),
+        )
+        .item(
+            "version",
+            aws_sdk_dynamodb::types::AttributeValue::S("not a number".into()),
+        )
+        .send()
+        .await
+        .expect("poison item");
+    let event = kinesis_fixture("several-users.json").expect("fixture");
+    let (response, stats, _) = env.deps().process(&event).await;
+    assert!(
+        failed_sequence_numbers(&response).is_empty(),
+        "nothing blocks the shard: {response:?}"
+    );
+    let alice = seqs_of(&event, "u-1001").len();
+    assert_eq!(stats.dead_letters, alice);
+    let letters: Vec<DeadLetter> = env
+        .aws
+        .drain(&env.dlq.url, QUIET)
+        .await
+        .expect("dlq")
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("json"))
+        .collect();
+    assert_eq!(letters.len(), alice);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.stage == "profile.decode" && !l.raw_base64.is_empty()),
+        "{letters:?}"
+    );
+    assert_eq!(env.profile("u-1002").await.counts.values().sum::<u64>(), 5);
+}
