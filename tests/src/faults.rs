@@ -132,6 +132,9 @@ pub enum Fault {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub matcher: Matcher,
+    /// DynamoDB only: just requests naming this table (`TableName`), e.g. profile writes and
+    /// not the claims that share their operation.
+    pub table: Option<String>,
     pub requests: Schedule,
     pub fault: Fault,
 }
@@ -142,6 +145,7 @@ impl Rule {
     pub fn new(operation: &str, fault: Fault) -> Rule {
         Rule {
             matcher: Matcher::Operation(operation.to_owned()),
+            table: None,
             requests: Schedule::Always,
             fault,
         }
@@ -151,9 +155,16 @@ impl Rule {
     pub fn prefix(prefix: &str, fault: Fault) -> Rule {
         Rule {
             matcher: Matcher::Prefix(prefix.to_owned()),
+            table: None,
             requests: Schedule::Always,
             fault,
         }
+    }
+
+    /// Only requests on this DynamoDB table.
+    pub fn on_table(mut self, table: &str) -> Rule {
+        self.table = Some(table.to_owned());
+        self
     }
 
     /// Only the first `n` matching requests.
@@ -401,15 +412,30 @@ pub fn operation_of<B>(req: &Request<B>) -> String {
     }
 }
 
+/// The `TableName` of a DynamoDB request body.
+fn table_of(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("TableName")?.as_str().map(str::to_owned)
+}
+
 /// What to do with one request, decided under the rules lock.
 enum Decision {
     Forward,
     Inject(Fault, Arc<RuleStats>, Schedule),
 }
 
-fn decide(state: &State, operation: &str) -> Decision {
+fn decide(state: &State, operation: &str, body: &[u8]) -> Decision {
     let rules = lock(&state.rules);
-    for active in rules.iter().filter(|r| r.rule.matcher.matches(operation)) {
+    // Bodies are parsed only while a rule filters on a table.
+    let table = rules
+        .iter()
+        .any(|r| r.rule.table.is_some())
+        .then(|| table_of(body))
+        .flatten();
+    let candidates = rules.iter().filter(|r| {
+        r.rule.matcher.matches(operation) && (r.rule.table.is_none() || r.rule.table == table)
+    });
+    for active in candidates {
         let n = active.stats.matched.fetch_add(1, Ordering::SeqCst) + 1;
         if !active.rule.requests.hits(n) {
             continue;
@@ -440,7 +466,7 @@ async fn handle(
         .to_bytes();
     let req = Request::from_parts(parts, body);
 
-    match decide(&state, &operation) {
+    match decide(&state, &operation, req.body()) {
         Decision::Forward => {
             let meter = lock(&state.meter).clone();
             match meter {
@@ -815,5 +841,25 @@ mod tests {
         assert_eq!(operation_of(&req), op::SESV2_SEND_EMAIL);
         assert!(Matcher::Prefix("DynamoDB_20120810.".into()).matches(op::DDB_GET_ITEM));
         assert!(!Matcher::Operation(op::DDB_GET_ITEM.into()).matches(op::DDB_PUT_ITEM));
+    }
+
+    #[test]
+    fn a_table_rule_counts_and_hits_only_requests_on_its_table() {
+        let state = State::default();
+        let stats = Arc::new(RuleStats::default());
+        lock(&state.rules).push(ActiveRule {
+            rule: Rule::new(op::DDB_PUT_ITEM, Fault::Drop).on_table("profiles"),
+            stats: stats.clone(),
+        });
+        let hit = |body: &str| {
+            matches!(
+                decide(&state, op::DDB_PUT_ITEM, body.as_bytes()),
+                Decision::Inject(..)
+            )
+        };
+        assert!(!hit(r#"{"TableName":"ledger","Item":{}}"#));
+        assert!(!hit("not json"));
+        assert!(hit(r#"{"TableName":"profiles","Item":{}}"#));
+        assert_eq!((stats.matched(), stats.injected()), (1, 1));
     }
 }

@@ -571,6 +571,7 @@ where
                 record
                     .advance(&self.ledger, SendState::Sending, SendState::Unknown, None)
                     .await?;
+                unknown_outcome_metric();
                 Ok(Outcome::Unknown {
                     campaign: campaign.name.clone(),
                 })
@@ -639,6 +640,7 @@ where
                         .await
                         .map_err(EmailError::port("claim.unknown"))?;
                     tracing::error!(campaign = %record.campaign, trigger_id = %ember_core::privacy::redact_addresses(record.trigger_id), outcome = "unknown", "a send attempt died during the SES call; recorded as unknown, not retried");
+                    unknown_outcome_metric();
                     return Ok(Claimed::Unknown);
                 }
                 Some(_) => {
@@ -890,6 +892,14 @@ impl SendRecord<'_> {
             }
         }
     }
+}
+
+/// Counts a send whose outcome is unknown (metric `EmailOutcomeUnknown`; alarm on it: each
+/// one is an email an operator should check and maybe re-drive).
+fn unknown_outcome_metric() {
+    // The deployed function's name (it carries the stage) is what the alarm filters on.
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "email".into());
+    ember_aws::telemetry::count(&[("function", &function)], "EmailOutcomeUnknown", 1.0);
 }
 
 /// What claiming a send record found.
