@@ -9,7 +9,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use ember_core::fold::FoldConfig;
 use ember_core::ports::{BusEvent, DeadLetter};
 use ember_core::profile::Profile;
-use ember_enrich::{Config, Deps};
+use ember_enrich::{Config, Deps, ReevaluateConfig, ReevaluateDeps};
 use ember_tests::emulator::{
     ember_pattern, failed_sequence_numbers, kinesis_event, kinesis_fixture, unique, Aws,
     ProfilesAndBus, Queue,
@@ -95,6 +95,60 @@ fn seqs_of(event: &KinesisEvent, partition_key: &str) -> Vec<String> {
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[tokio::test]
+async fn the_schedule_publishes_its_own_transitions_and_not_the_stream_events_again() {
+    // Enrich publishes alice's cart event and keeps it stored with the stream position (no
+    // second write). Half an hour later the scheduled re-evaluation moves her into
+    // cart_abandoner: it publishes that entry, not her cart event a second time, and leaves
+    // the stream's events stored, so a redelivery of her records can still republish them.
+    let env = Env::new().await;
+    let event = kinesis_fixture("several-users.json").expect("fixture");
+    let (response, _, _) = env.deps().process(&event).await;
+    assert!(failed_sequence_numbers(&response).is_empty());
+    let first = env.bus_events().await;
+    let carts = |events: &[BusEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, BusEvent::CartUpdated(c) if c.profile_id == "u-1001"))
+            .count()
+    };
+    assert_eq!(carts(&first), 1);
+    let alice = env.profile("u-1001").await;
+    assert!(alice.outbox.by_stream && !alice.segments.contains("cart_abandoner"));
+
+    let at = alice.cart.updated_at.expect("a cart") + chrono::Duration::hours(1);
+    let reevaluate = ReevaluateDeps::from_config(
+        &env.aws.config,
+        &ReevaluateConfig {
+            profiles_table: env.table.clone(),
+            event_bus_name: env.bus.clone(),
+            total_segments: 1,
+        },
+    )
+    .expect("deps");
+    let stats = reevaluate.run(at).await.expect("re-evaluation");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    let scheduled = env.bus_events().await;
+    assert!(
+        scheduled.iter().any(|e| matches!(e,
+            BusEvent::SegmentEntered(c) if c.profile_id == "u-1001" && c.segment == "cart_abandoner")),
+        "{scheduled:?}"
+    );
+    assert_eq!(carts(&scheduled), 0, "published twice: {scheduled:?}");
+    let alice = env.profile("u-1001").await;
+    assert!(alice.segments.contains("cart_abandoner"));
+    assert!(alice.outbox.by_stream, "{:?}", alice.outbox);
+
+    // Lambda redelivers the batch (as if the first invocation had died before its publish):
+    // the stream's events go out again, the schedule's do not.
+    let (response, _, _) = env.deps().process(&event).await;
+    assert!(failed_sequence_numbers(&response).is_empty());
+    let redelivered = env.bus_events().await;
+    assert_eq!(carts(&redelivered), 1, "{redelivered:?}");
+    assert!(!redelivered.iter().any(|e| matches!(e,
+        BusEvent::SegmentEntered(c) if c.segment == "cart_abandoner")));
 }
 
 #[tokio::test]

@@ -206,7 +206,7 @@ async fn assert_settled(rig: &Rig, reference: &Reference) -> Vec<BusEvent> {
         let stored = rig.aws.get_profile(&rig.table, id).await.unwrap();
         let stored = stored.unwrap_or_else(|| panic!("profile {id} missing"));
         assert!(
-            stored.outbox.is_empty() || stored.outbox.by_stream,
+            !stored.outbox.has_unpublished(),
             "profile {id} still has unpublished events: {:?}",
             stored.outbox
         );

@@ -8,19 +8,21 @@
 //!    For the Kinesis handler the outbox's stream position tells (see
 //!    [`ember_core::outbox`]): records after it mean it was published (dropped from the next
 //!    write at no cost), the queuing records redelivered mean it may not have been (published
-//!    again; consumers de-duplicate by event id). An outbox marked unpublished, or any outbox
-//!    seen by the re-evaluation, is published first.
+//!    again; consumers de-duplicate by event id). Events marked unpublished are published
+//!    first. The re-evaluation publishes only those: changes held for the stream stay held
+//!    through its writes, so it neither republishes nor loses them.
 //! 2. [`write`]: the profile is written ONCE with the optimistic version check, its new bus
 //!    events in the same write; a write whose answer was lost is recognised by reading it back.
 //! 3. [`publish_written`]: the new events of all profiles written in a batch are published
 //!    together (≤10 per PutEvents call). A profile whose events could not all be published is
 //!    marked unpublished (second conditional write) and fails, so its records are retried. If
 //!    even that write fails, the records' redelivery publishes the events (step 1). Writes
-//!    without a stream position (the re-evaluation) clear their outbox after publishing.
+//!    without a stream position (the re-evaluation) remove their events from the outbox
+//!    after publishing.
 
 use ember_aws::retry::Backoff;
 use ember_core::ports::{BusEvent, EventBus, PortError, PortResult, ProfileStore};
-use ember_core::profile::{Changes, Outbox, Profile};
+use ember_core::profile::{Changes, Profile};
 use ember_core::watermark::Position;
 use futures::stream::{self, StreamExt};
 
@@ -65,29 +67,36 @@ impl Settled {
 }
 
 /// Settles `profile.outbox` before new events are folded. `positions`: the stream positions
-/// of the records being processed for this profile (`None` outside the Kinesis handler).
+/// of the records being processed for this profile (`None` outside the Kinesis handler, which
+/// then publishes only what is marked unpublished and leaves held changes alone).
 pub async fn settle<B: EventBus>(
     bus: &B,
     profile: &mut Profile,
     positions: Option<&[Position<'_>]>,
     stats: &mut KeyStats,
 ) -> Settled {
-    if profile.outbox.is_empty() {
-        return Settled::default();
-    }
-    let redelivered = match positions {
-        Some(positions) if profile.outbox.by_stream => {
-            if !positions.iter().any(|p| profile.stream.covers(p)) {
+    let mut redelivered = false;
+    let pending = match positions {
+        Some(positions) if profile.outbox.held_for_stream() => {
+            if positions.iter().any(|p| profile.stream.covers(p)) {
+                // The queuing records are being redelivered: the publish may not have happened.
+                redelivered = true;
+                let all = profile.outbox.pending(profile);
+                profile.outbox.release_held();
+                all
+            } else {
                 // Lambda moved past the queuing records: they reported success, which they do
                 // only once published. Dropped from the next write.
-                profile.outbox = Outbox::default();
-                return Settled::default();
+                profile.outbox.release_held();
+                profile.outbox.events.clone()
             }
-            true
         }
-        _ => false,
+        _ => profile.outbox.unpublished(profile),
     };
-    let pending = profile.outbox.pending(profile);
+    if pending.is_empty() {
+        return Settled::default();
+    }
+    let had_unpublished = !profile.outbox.events.is_empty();
     let results = bus.publish(&pending).await;
     let mut error = None;
     let mut failed = Vec::new();
@@ -102,12 +111,12 @@ pub async fn settle<B: EventBus>(
     }
     // What failed is kept in full: the profile is about to move on from the version the
     // compact changes describe.
-    profile.outbox.keep_in_full(failed);
-    profile.outbox.by_stream = false;
+    profile.outbox.set_unpublished(failed);
     Settled {
         error,
-        // A redelivery's republished outbox is dropped by the next write anyway.
-        must_write: !redelivered,
+        // A redelivery's republished stream changes are dropped by the next write anyway;
+        // events that were marked unpublished must be cleared by a write.
+        must_write: !redelivered || had_unpublished,
     }
 }
 
@@ -120,8 +129,9 @@ pub struct Written {
 
 /// Writes `profile` (its version already bumped) if the store still holds `expected`, with
 /// `publish` added to its outbox. `by_stream`: the write advanced the stream watermark (the
-/// Kinesis handler), so the stream tells later whether the events went out; otherwise they are
-/// marked unpublished until [`publish_written`] clears them. With `outbox_error` set (the bus failed on the stored outbox), the write still
+/// Kinesis handler), so the events are held for the stream, which tells later whether they
+/// went out; otherwise they are marked unpublished until [`publish_written`] removes them
+/// (beside changes held for the stream, which stay). With `outbox_error` set (the bus failed on the stored outbox), the write still
 /// happens, everything stays marked unpublished, and the call fails with that error.
 /// `Conflict` means "re-read and retry".
 pub async fn write<S: ProfileStore>(
@@ -133,13 +143,13 @@ pub async fn write<S: ProfileStore>(
     outbox_error: Option<PortError>,
     stats: &mut KeyStats,
 ) -> PortResult<Written> {
-    if outbox_error.is_some() {
-        // The bus is failing: the new events queue in full behind those that failed.
+    if outbox_error.is_some() || (!by_stream && profile.outbox.held_for_stream()) {
+        // The bus is failing, or the compact slot is held for the stream: the new events
+        // wait in full, behind any that failed.
         profile.outbox.events.extend(publish.iter().cloned());
-        profile.outbox.by_stream = false;
     } else {
         profile.outbox.changes = Changes::of(&publish, profile.version);
-        profile.outbox.by_stream = by_stream && !profile.outbox.is_empty();
+        profile.outbox.by_stream = by_stream && profile.outbox.changes.is_some();
     }
     put_once(store, &profile, expected).await?;
     stats.writes += 1;
@@ -183,11 +193,11 @@ pub async fn publish_written<S: ProfileStore, B: EventBus>(
         let mut stats = KeyStats::default();
         let mut published = Vec::new();
         let mut first_error = None;
-        for event in w.events {
+        for event in &w.events {
             match results.next() {
                 Some(Ok(())) => {
                     stats.published += 1;
-                    published.push(event);
+                    published.push(event.clone());
                 }
                 Some(Err(e)) => {
                     first_error.get_or_insert(e);
@@ -201,18 +211,18 @@ pub async fn publish_written<S: ProfileStore, B: EventBus>(
             }
         }
         out.push((Ok(()), stats));
-        let unconfirmed = !w.profile.outbox.by_stream && !w.profile.outbox.is_empty();
-        if first_error.is_some() || unconfirmed {
-            rewrites.push((i, w.profile, published, first_error));
+        if first_error.is_some() || w.profile.outbox.has_unpublished() {
+            rewrites.push((i, w.profile, w.events, published, first_error));
         }
     }
     let rewritten: Vec<_> = stream::iter(rewrites)
-        .map(|(i, profile, published, error)| async move {
+        .map(|(i, profile, written, published, error)| async move {
             let mut stats = KeyStats::default();
             let stored = rewrite_outbox(
                 ports.store,
                 ports.backoff,
                 profile,
+                &written,
                 &published,
                 error.is_some(),
                 &mut stats,
@@ -290,31 +300,40 @@ fn is_same_write(stored: &Profile, ours: &Profile) -> bool {
         && stored.outbox == ours.outbox
 }
 
-/// After a publish: removes the `published` events from the outbox; events that failed stay,
-/// marked unpublished. One conditional write; on a conflict the newest profile is re-read and
-/// the same change applied to it.
+/// After a publish of `written` (one write's events): removes the `published` ones from the
+/// outbox; those that failed stay, marked unpublished. Changes held for the stream that are
+/// this write's own leave the held slot (they were published, or now wait unpublished);
+/// another write's held changes stay. One conditional write; on a conflict the newest profile
+/// is re-read and the same change applied to it.
 async fn rewrite_outbox<S: ProfileStore>(
     store: &S,
     backoff: &Backoff,
     mut profile: Profile,
+    written: &[BusEvent],
     published: &[BusEvent],
     failed: bool,
     stats: &mut KeyStats,
 ) -> PortResult<()> {
     let mut attempt = 0;
-    let mut ours = profile.outbox.pending(&profile);
-    ours.retain(|e| !published.contains(e));
     loop {
         let expected = profile.version;
-        let mut remaining = profile.outbox.pending(&profile);
-        for e in &ours {
+        let held = profile
+            .outbox
+            .changes
+            .as_ref()
+            .filter(|_| profile.outbox.held_for_stream())
+            .map(|c| c.events(&profile));
+        if held.is_some_and(|held| held.iter().all(|e| written.contains(e))) {
+            profile.outbox.release_held();
+        }
+        let mut remaining = profile.outbox.unpublished(&profile);
+        for e in written {
             if !remaining.contains(e) {
                 remaining.push(e.clone());
             }
         }
         remaining.retain(|e| !published.contains(e));
-        profile.outbox.keep_in_full(remaining);
-        profile.outbox.by_stream = false;
+        profile.outbox.set_unpublished(remaining);
         profile.version = expected + 1;
         match store.put(&profile, expected).await {
             Ok(()) => {

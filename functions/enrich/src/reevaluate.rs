@@ -223,9 +223,8 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
     async fn reevaluate(&self, mut profile: Profile, at: DateTime<Utc>) -> PortResult<Outcome> {
         let at = profile.last_seen.map_or(at, |seen| at.max(seen));
         let segments = self.rules.evaluate(&profile, at);
-        // An outbox with a stream position is the Kinesis handler's to settle.
-        let unpublished = !profile.outbox.is_empty() && !profile.outbox.by_stream;
-        if segments == profile.segments && !unpublished {
+        // Changes held for the stream are the Kinesis handler's to settle.
+        if segments == profile.segments && !profile.outbox.has_unpublished() {
             return Ok(Outcome::Unchanged);
         }
         let mut stats = KeyStats::default();
@@ -377,6 +376,46 @@ mod tests {
         assert_eq!(published.len(), 1);
         let again = r.run(now()).await.unwrap();
         assert_eq!((again.changed, again.published), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn changes_held_for_the_stream_are_neither_republished_nor_dropped() {
+        use ember_core::profile::{Changes, Outbox};
+        let mut p = repeat_buyer("c", 40);
+        let stream = ember_core::segment::transitions(
+            "c",
+            &Default::default(),
+            &["vip".into()].into(),
+            now(),
+            3,
+            Some("e-1"),
+        );
+        p.outbox = Outbox {
+            changes: Changes::of(&stream, 3),
+            events: Vec::new(),
+            by_stream: true,
+        };
+        let held = p.outbox.clone();
+        let r = reevaluator(vec![p]);
+
+        // The bus fails: the schedule's entry waits beside the held changes.
+        r.bus.down.store(true, Ordering::SeqCst);
+        assert_eq!(r.run(now()).await.unwrap().failed, 1);
+        let p = stored(&r, "c");
+        assert_eq!(p.outbox.changes, held.changes);
+        assert!(p.outbox.by_stream);
+        assert_eq!(p.outbox.events.len(), 1);
+
+        r.bus.down.store(false, Ordering::SeqCst);
+        let stats = r.run(now()).await.unwrap();
+        assert_eq!((stats.changed, stats.published), (1, 1));
+        let published = r.bus.published.lock().unwrap().clone();
+        assert!(
+            matches!(&published[..], [BusEvent::SegmentEntered(c)] if c.segment == "churn_risk"),
+            "{published:?}"
+        );
+        let p = stored(&r, "c");
+        assert_eq!(p.outbox, held, "only the stream settles its changes");
     }
 
     #[tokio::test]

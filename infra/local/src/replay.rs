@@ -11,6 +11,23 @@
 //! timers (cart abandonment) fire.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::activity::{quantile, Activity};
+use crate::error::{sdk, LocalError};
+use crate::mail::{self, SentEmail};
+use crate::pipeline::Pipeline;
 
 /// Events of one person closer than this (event time) go in one batch request.
 pub const FLUSH_GAP: chrono::Duration = chrono::Duration::seconds(10);
@@ -35,23 +52,6 @@ fn flushes<'e>(events: &[&'e Value]) -> Vec<Vec<&'e Value>> {
     }
     out
 }
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
-
-use crate::activity::{quantile, Activity};
-use crate::error::{sdk, LocalError};
-use crate::mail::{self, SentEmail};
-use crate::pipeline::Pipeline;
 
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {

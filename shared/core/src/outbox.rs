@@ -1,20 +1,24 @@
-//! The profile's outbox: the bus events of its last write, kept in the profile until they are
+//! The profile's outbox: the bus events of its writes, kept in the profile until they are
 //! known to be published, so that no transition is lost when publishing fails or the process
 //! dies between the write and the publish.
 //!
-//! The events of the last write are stored as [`Changes`] (which segments were entered and
-//! exited, whether the cart changed, at which version): about a hundred bytes instead of the
-//! events themselves, rebuilt with the same ids from the profile that was written with them.
-//! Events that could not be published while the profile moved on are kept in full.
+//! Two parts:
+//! - `changes`: the events of one write, stored as [`Changes`] (which segments were entered
+//!   and exited, whether the cart changed, at which version): about a hundred bytes instead of
+//!   the events themselves, rebuilt with the same ids from the profile.
+//! - `events`: events not yet published, in full. Whoever processes the profile next
+//!   publishes them first.
 //!
-//! `by_stream` marks changes queued by the enrich handler, whose write also advanced the
+//! `by_stream` marks `changes` queued by the enrich handler, whose write also advanced the
 //! profile's stream watermark to the records it folded. The handler publishes right after the
-//! write and does not write again on success, so the changes stay stored until the next write.
-//! That next write drops them if its records are all new (Lambda moved past the queuing
-//! records, which it does only once they reported success, and they report success only once
-//! published), and publishes them again if a record is at or below the watermark: the queuing
-//! records are being redelivered and the publish may not have happened. Without `by_stream`
-//! the events are "not published": the next processing publishes them first.
+//! write and does not write again on success, so the changes stay stored, *held for the
+//! stream*, until the next enrich write settles them: it drops them if its records are all new
+//! (Lambda moved past the queuing records, which it does only once they reported success, and
+//! they report success only once published), and publishes them again if a record is at or
+//! below the watermark (the queuing records are being redelivered and the publish may not have
+//! happened). Nothing else publishes or drops held changes: the scheduled re-evaluation writes
+//! around them, so its writes neither republish nor lose them. Without `by_stream`, `changes`
+//! are unpublished like `events`.
 
 use std::collections::BTreeSet;
 
@@ -68,8 +72,8 @@ impl Outbox {
             })
     }
 
-    /// Every event waiting in the outbox, the full ones first, then the last write's,
-    /// rebuilt from `profile` (the profile stored with them).
+    /// Every event in the outbox, the full ones first, then the compact ones rebuilt from
+    /// `profile` (the profile stored with them).
     pub fn pending(&self, profile: &Profile) -> Vec<BusEvent> {
         let mut all = self.events.clone();
         if let Some(c) = &self.changes {
@@ -78,11 +82,42 @@ impl Outbox {
         all
     }
 
-    /// Keeps `events` in full (the profile is about to move on from the version they were
-    /// rebuilt against), dropping the compact changes.
-    pub fn keep_in_full(&mut self, events: Vec<BusEvent>) {
-        self.changes = None;
+    /// Whether `changes` are held for the stream (see the module doc).
+    pub fn held_for_stream(&self) -> bool {
+        self.by_stream && self.changes.is_some()
+    }
+
+    /// Whether some event is marked unpublished (anything but held changes).
+    pub fn has_unpublished(&self) -> bool {
+        !self.events.is_empty() || (self.changes.is_some() && !self.by_stream)
+    }
+
+    /// The events marked unpublished: the full ones, then the compact ones unless they are
+    /// held for the stream.
+    pub fn unpublished(&self, profile: &Profile) -> Vec<BusEvent> {
+        if self.by_stream {
+            self.events.clone()
+        } else {
+            self.pending(profile)
+        }
+    }
+
+    /// Replaces what is marked unpublished with `events`, in full (the profile is about to
+    /// move on from the version compact changes were rebuilt against). Held changes stay.
+    pub fn set_unpublished(&mut self, events: Vec<BusEvent>) {
+        if !self.held_for_stream() {
+            self.changes = None;
+            self.by_stream = false;
+        }
         self.events = events;
+    }
+
+    /// Drops the held changes (the stream settled them: published, or about to be again).
+    pub fn release_held(&mut self) {
+        if self.by_stream {
+            self.changes = None;
+            self.by_stream = false;
+        }
     }
 }
 
@@ -179,5 +214,38 @@ mod tests {
         assert_eq!(outbox.pending(&p), events);
         // Stored, the changes are small.
         assert!(serde_json::to_string(&outbox).unwrap().len() < 120);
+    }
+
+    #[test]
+    fn held_changes_are_not_unpublished_and_survive_replacing_what_is() {
+        let at: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
+        let p = Profile::new("u-1");
+        let stream = transitions("u-1", &BTreeSet::new(), &["a".into()].into(), at, 3, None);
+        let scheduled = transitions("u-1", &BTreeSet::new(), &["b".into()].into(), at, 4, None);
+        let mut outbox = Outbox {
+            changes: Changes::of(&stream, 3),
+            events: Vec::new(),
+            by_stream: true,
+        };
+        assert!(outbox.held_for_stream() && !outbox.has_unpublished());
+        assert!(outbox.unpublished(&p).is_empty());
+
+        outbox.set_unpublished(scheduled.clone());
+        assert!(outbox.held_for_stream() && outbox.has_unpublished());
+        assert_eq!(outbox.unpublished(&p), scheduled);
+        assert_eq!(outbox.pending(&p), [scheduled.clone(), stream].concat());
+
+        outbox.release_held();
+        assert!(!outbox.held_for_stream());
+        assert_eq!(outbox.pending(&p), scheduled);
+
+        // Without the mark, changes are unpublished and replaced like the rest.
+        let mut unheld = Outbox {
+            changes: Changes::of(&scheduled, 4),
+            ..Outbox::default()
+        };
+        assert_eq!(unheld.unpublished(&p), scheduled);
+        unheld.set_unpublished(Vec::new());
+        assert!(unheld.is_empty());
     }
 }
