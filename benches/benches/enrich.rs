@@ -26,15 +26,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ember_benches::memory::memory_enricher;
 use ember_benches::workload::Workload;
-use ember_core::enrich::{
-    decode, device_class, remembered_device_class, DeviceClass, EnrichedEvent,
-};
+use ember_core::enrich::{decode, EnrichedEvent};
 use ember_core::fold::FoldConfig;
 use ember_core::json::Json;
 use ember_core::profile::Profile;
@@ -163,47 +158,6 @@ fn bench_stages(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_device(c: &mut Criterion) {
-    let repeated: Vec<String> = Workload::new(1_000, 1_000)
-        .records()
-        .iter()
-        .filter_map(|(_, bytes)| {
-            let record: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-            Some(record.pointer("/context/user_agent")?.as_str()?.to_owned())
-        })
-        .collect();
-    let distinct: Vec<String> = repeated
-        .iter()
-        .enumerate()
-        .map(|(i, agent)| format!("{agent} Build/{i}"))
-        .collect();
-    let mut group = c.benchmark_group("device");
-    group.throughput(Throughput::Elements(repeated.len() as u64));
-    for (name, agents) in [("repeated", &repeated), ("distinct", &distinct)] {
-        let (remembered, computed) = (format!("remembered/{name}"), format!("computed/{name}"));
-        classify_all(&mut group, &remembered, agents, remembered_device_class);
-        classify_all(&mut group, &computed, agents, device_class);
-    }
-    group.finish();
-}
-
-/// Benchmarks `classify` over `agents` (generic, so neither side pays an indirect call).
-fn classify_all(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    id: &str,
-    agents: &[String],
-    classify: impl Fn(&str) -> DeviceClass,
-) {
-    group.bench_function(id, |b| {
-        b.iter(|| {
-            agents
-                .iter()
-                .map(|a| classify(black_box(a)) as usize)
-                .sum::<usize>()
-        })
-    });
-}
-
 /// Turns the default workload into a variant of it.
 type Shape = fn(Workload) -> Workload;
 
@@ -284,6 +238,6 @@ fn bench_handler(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = configure(&mut Criterion::default());
-    targets = bench_decode, bench_stages, bench_device, bench_core, bench_handler
+    targets = bench_decode, bench_stages, bench_core, bench_handler
 }
 criterion_main!(benches);

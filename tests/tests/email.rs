@@ -16,9 +16,9 @@ use ember_core::profile::{CartItem, Consent, Profile, Stamped};
 use ember_core::schema::Registry;
 use ember_core::unsubscribe::{suppression_key, Keys, SUPPRESSION_PK};
 use ember_email::feedback::Feedback;
-use ember_email::handler::send_pk;
+use ember_email::send_record::send_pk;
 use ember_email::timers;
-use ember_email::{Email, Outcome, Settings, Skip};
+use ember_email::{Email, MessageSettings, Outcome, Skip};
 use ember_local::mail::{from_sender, sent_emails, SentEmail};
 use ember_tests::api_support::read_stream;
 use ember_tests::emulator::{unique, Aws};
@@ -77,7 +77,7 @@ async fn env_on(aws: Aws) -> Env {
         campaigns,
         rules,
         renderer,
-        settings: Settings {
+        settings: MessageSettings {
             sender: format!("Ember Hot Sauce Co. <{sender}>"),
             public_base_url: "https://shop.example".into(),
             unsubscribe_keys: Keys::parse("integration-test-secret-0001").unwrap(),

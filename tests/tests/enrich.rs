@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use ember_core::clock::SystemClock;
 use ember_core::fold::FoldConfig;
 use ember_core::ports::{BusEvent, DeadLetter};
 use ember_core::profile::Profile;
-use ember_enrich::{Config, Deps, ReevaluateConfig, ReevaluateDeps};
+use ember_enrich::{Deps, ReevaluateDeps, ReevaluateSettings, Settings};
 use ember_tests::emulator::{
     ember_pattern, failed_sequence_numbers, kinesis_event, kinesis_fixture, unique, Aws,
     ProfilesAndBus, Queue,
@@ -44,7 +45,7 @@ impl Env {
 
     /// A handler as the Lambda builds it (a new one per call = a new sandbox).
     fn deps(&self) -> Deps {
-        let config = Config {
+        let config = Settings {
             profiles_table: self.table.clone(),
             ledger_table: self.ledger.clone(),
             event_bus_name: self.bus.clone(),
@@ -52,7 +53,7 @@ impl Env {
             fold: FoldConfig::default(),
             dedup_window: chrono::Duration::days(35),
         };
-        Deps::from_config(&self.aws.config, &config).expect("deps")
+        Deps::build(&self.aws.config, &config, SystemClock::shared()).expect("deps")
     }
 
     async fn profile(&self, id: &str) -> Profile {
@@ -119,9 +120,9 @@ async fn the_schedule_publishes_its_own_transitions_and_not_the_stream_events_ag
     assert!(alice.outbox.by_stream && !alice.segments.contains("cart_abandoner"));
 
     let at = alice.cart.updated_at.expect("a cart") + chrono::Duration::hours(1);
-    let reevaluate = ReevaluateDeps::from_config(
+    let reevaluate = ReevaluateDeps::build(
         &env.aws.config,
-        &ReevaluateConfig {
+        &ReevaluateSettings {
             profiles_table: env.table.clone(),
             event_bus_name: env.bus.clone(),
             total_segments: 1,
@@ -434,7 +435,7 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
     let dlq = aws.create_queue("ember-dlq").await.expect("dlq");
     // The bus does not exist yet: every PutEvents fails.
     let bus = unique("ember-bus-later");
-    let config = Config {
+    let config = Settings {
         profiles_table: table.clone(),
         ledger_table: ledger,
         event_bus_name: bus.clone(),
@@ -444,7 +445,7 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
     };
     let event = kinesis_fixture("several-users.json").expect("fixture");
 
-    let (response, _, _) = Deps::from_config(&aws.config, &config)
+    let (response, _, _) = Deps::build(&aws.config, &config, SystemClock::shared())
         .expect("deps")
         .process(&event)
         .await;
@@ -471,7 +472,7 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
         .route_to_queue(&bus, &ember_pattern())
         .await
         .expect("rule");
-    let deps = Deps::from_config(&aws.config, &config).expect("deps");
+    let deps = Deps::build(&aws.config, &config, SystemClock::shared()).expect("deps");
     let (response, _, _) = deps.process(&event).await;
     assert!(
         failed_sequence_numbers(&response).is_empty(),
@@ -518,7 +519,7 @@ async fn aws_calls_per_batch_are_bounded_and_partial_publish_failures_are_resent
         .first(1),
     );
     let sdk = proxy.sdk_config(3, Duration::from_secs(5)).await;
-    let config = Config {
+    let config = Settings {
         profiles_table: env.table.clone(),
         ledger_table: env.ledger.clone(),
         event_bus_name: env.bus.clone(),
@@ -526,7 +527,7 @@ async fn aws_calls_per_batch_are_bounded_and_partial_publish_failures_are_resent
         fold: FoldConfig::default(),
         dedup_window: chrono::Duration::days(35),
     };
-    let deps = Deps::from_config(&sdk, &config).expect("deps");
+    let deps = Deps::build(&sdk, &config, SystemClock::shared()).expect("deps");
     let event = kinesis_fixture("several-users.json").expect("fixture");
     let (response, stats, elapsed) = deps.process(&event).await;
     assert!(

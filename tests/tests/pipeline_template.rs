@@ -150,7 +150,7 @@ fn event_sources_carry_the_settings_the_handlers_rely_on() {
         .as_str()
         .expect("SCAN_TOTAL_SEGMENTS is a string");
     assert!(
-        ember_enrich::ReevaluateConfig::from_lookup(|n| match n {
+        ember_enrich::ReevaluateSettings::from_lookup(|n| match n {
             "SCAN_TOTAL_SEGMENTS" => Some(total.to_owned()),
             _ => Some("x".to_owned()),
         })

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use ember_aws::profiles::DynamoProfileStore;
 use ember_core::ports::{BusEvent, ProfileStore};
 use ember_core::profile::Profile;
-use ember_enrich::{ReevaluateConfig, ReevaluateDeps};
+use ember_enrich::{ReevaluateDeps, ReevaluateSettings};
 use ember_tests::emulator::{unique, ProfilesAndBus};
 use serde_json::json;
 
@@ -33,12 +33,12 @@ impl Env {
 
     /// The function as the Lambda builds it from its environment.
     fn deps(&self, total_segments: u32) -> ReevaluateDeps {
-        let config = ReevaluateConfig {
+        let config = ReevaluateSettings {
             profiles_table: self.table.clone(),
             event_bus_name: self.bus.clone(),
             total_segments,
         };
-        ReevaluateDeps::from_config(&self.aws.config, &config).expect("deps")
+        ReevaluateDeps::build(&self.aws.config, &config).expect("deps")
     }
 
     fn store(&self) -> DynamoProfileStore {

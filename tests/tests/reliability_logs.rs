@@ -191,11 +191,17 @@ async fn every_function_with_an_address_as_profile_id(
     use ember_core::ports::ProfileStore;
     use ember_core::profile::{Consent, Profile, Stamped};
     use ember_core::unsubscribe::{sign, Keys, Unsubscribe};
-    use ember_email::{timers, Email, Feedback, Settings};
+    use ember_email::{timers, Email, Feedback, MessageSettings};
     use serde_json::json;
 
     let who = "ana.lopez@example.com";
-    let now = Utc::now();
+    // Yesterday noon (UTC, the profile's zone): outside the campaigns' quiet hours, so the
+    // email is sent (not deferred) whatever time the test runs.
+    let now = (Utc::now() - Days::days(1))
+        .date_naive()
+        .and_hms_opt(12, 0, 0)
+        .expect("noon exists")
+        .and_utc();
     let quick = Backoff::new(2, Duration::from_millis(1), Duration::from_millis(5));
     let profiles = DynamoProfileStore::new(aws.dynamodb.clone(), table);
 
@@ -281,7 +287,7 @@ async fn every_function_with_an_address_as_profile_id(
         campaigns,
         rules,
         renderer,
-        settings: Settings {
+        settings: MessageSettings {
             sender: format!("Shop <shop@{domain}>"),
             public_base_url: "https://shop.example".into(),
             unsubscribe_keys: keys.clone(),

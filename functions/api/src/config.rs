@@ -127,8 +127,38 @@ impl ApiConfig {
             unsubscribe_token_ttl: Duration::days(number("EMBER_UNSUBSCRIBE_TOKEN_DAYS", 180)?),
         })
     }
+}
 
-    pub fn from_env() -> Result<ApiConfig, String> {
+/// Everything the `api` function reads from its environment: its resources and [`ApiConfig`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `STREAM_NAME`
+    pub stream_name: String,
+    /// `PROFILES_TABLE`
+    pub profiles_table: String,
+    /// `LEDGER_TABLE`
+    pub ledger_table: String,
+    pub api: ApiConfig,
+}
+
+impl Settings {
+    /// Reads the settings through `lookup` (the environment in production, the template's
+    /// resolved environment in the local runner).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+        let required = |name: &str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| format!("environment variable {name} is not set"))
+        };
+        Ok(Settings {
+            stream_name: required("STREAM_NAME")?,
+            profiles_table: required("PROFILES_TABLE")?,
+            ledger_table: required("LEDGER_TABLE")?,
+            api: ApiConfig::from_lookup(&lookup)?,
+        })
+    }
+
+    pub fn from_env() -> Result<Settings, String> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 }

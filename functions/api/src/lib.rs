@@ -17,15 +17,18 @@
 //! - [`handle`]: the entry point: route, dispatch, map every error to a JSON response.
 //! - [`router`]: the route table and path matching (404 / 405).
 //! - [`events`]: defaults, schema validation, stream writes and per-entry results.
-//! - [`webhooks`]: signature schemes, provider mappings, ledger de-duplication.
+//! - [`webhooks`]: signature schemes and provider mappings.
 //! - [`unsubscribe`], [`privacy`]: consent withdrawal, export and erasure.
 //! - [`auth`]: hashed API keys, constant-time comparison.
 //! - [`http`]: body limit, content type, JSON parsing and responses.
-//! - [`config`], [`clock`], [`error`]: configuration from env, injectable time, the error enum.
+//! - [`config`]: [`Settings`] from the environment (`Settings::from_lookup`).
+//! - [`deps`]: [`Deps`], the ports a request needs, and `Deps::build`, the one production
+//!   wiring (used by `main.rs` and by the local runner).
+//! - [`error`]: the error enum and its HTTP mapping.
 
 pub mod auth;
-pub mod clock;
 pub mod config;
+pub mod deps;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -34,25 +37,14 @@ pub mod router;
 pub mod unsubscribe;
 pub mod webhooks;
 
-use ember_core::ports::{EventStream, Ledger, ProfileStore};
 use ember_core::privacy::{redact_addresses, redact_path};
-use ember_core::schema::Registry;
 use lambda_http::{Body, Request, RequestExt, Response};
 
-pub use clock::{Clock, FixedClock, SystemClock};
-pub use config::ApiConfig;
+pub use config::{ApiConfig, Settings};
+pub use deps::Deps;
+pub use ember_core::clock::{Clock, FixedClock, SystemClock};
 pub use error::ApiError;
 use router::Endpoint;
-
-/// Everything a request needs, built once per cold start.
-pub struct Deps {
-    pub stream: Box<dyn EventStream>,
-    pub profiles: Box<dyn ProfileStore>,
-    pub ledger: Box<dyn Ledger>,
-    pub registry: Registry,
-    pub config: ApiConfig,
-    pub clock: Box<dyn Clock>,
-}
 
 /// Handles one request. Never fails: every error becomes a JSON response.
 pub async fn handle(deps: &Deps, req: Request) -> Response<Body> {
@@ -117,7 +109,7 @@ mod tests {
     }
 
     #[async_trait]
-    impl EventStream for Memory {
+    impl ember_core::ports::EventStream for Memory {
         async fn put(&self, records: &[StreamRecord]) -> Vec<PortResult<String>> {
             let mut all = self.records.lock().unwrap();
             records
@@ -147,7 +139,7 @@ mod tests {
             stream: Box::new(memory.clone()),
             profiles: Box::new(ember_core::memory::MemoryProfileStore::default()),
             ledger: Box::new(memory.ledger.clone()),
-            registry: Registry::embedded().unwrap(),
+            registry: ember_core::schema::Registry::embedded().unwrap(),
             config,
             clock: Box::new(FixedClock(
                 DateTime::from_timestamp(1_795_168_805, 0).unwrap(),

@@ -9,21 +9,8 @@
 //! 5. render (strict templates);
 //! 6. the send record `send#<profile>` / `<campaign>#<trigger>` ([`SendState`]) is claimed;
 //! 7. frequency caps (campaign per day, global per day; charged once per trigger);
-//! 8. SES send, at most once per trigger (see below).
-//!
-//! The send record makes the send at most once and never silently none. It records who holds
-//! it (`owner`, one id per attempt) and a state: `claimed` → `sending` (written just before the
-//! SES call) → `sent`, `rejected`, or `unknown`.
-//! - A claim whose answer was lost is recognised on the retry by its owner (not taken for a
-//!   duplicate). A `claimed` record older than [`SEND_LEASE`] belongs to an attempt that died
-//!   before calling SES: taken over. A fresh `claimed` or `sending` record of another attempt
-//!   means a send in progress: the event is retried later (the timer is kept).
-//! - SES refused the request (throttling, quota): nothing went out; the record goes back to
-//!   `claimed` for the retry. A rejected recipient is suppressed (`rejected`), never retried.
-//! - No answer (timeout, lost connection, SES failure): the email may have gone out. The
-//!   record becomes `unknown`, an error is logged (no address), and nothing is sent again
-//!   automatically; [`Email::redrive`] re-sends one after an operator has checked. A `sending`
-//!   record older than the lease (the attempt died during the call) becomes `unknown` too.
+//! 8. SES send, at most once per trigger: the send record ([`crate::send_record`]) makes the
+//!    send at most once and never silently none.
 
 use std::collections::BTreeSet;
 
@@ -45,53 +32,19 @@ use sha2::{Digest, Sha256};
 use crate::campaign::{Campaign, Campaigns, Trigger};
 use crate::error::EmailError;
 use crate::render::{Links, Renderer};
+use crate::send_record::{
+    recorded_state, send_pk, send_sk, unknown_outcome_metric, Claimed, Recorded, SendRecord,
+    SendState,
+};
 use crate::tags;
 use crate::timers::{self, Timer};
 
-/// How long a send record is kept: replays older than this could send again.
-pub const CLAIM_TTL_DAYS: i64 = 90;
-/// How long an attempt may hold a send record before another attempt may act on it: well
-/// above the function's timeout.
-pub const SEND_LEASE: Duration = Duration::minutes(5);
-
-/// The state of a send record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendState {
-    Claimed,
-    Sending,
-    Sent,
-    Rejected,
-    Unknown,
-}
-
-impl SendState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SendState::Claimed => "claimed",
-            SendState::Sending => "sending",
-            SendState::Sent => "sent",
-            SendState::Rejected => "rejected",
-            SendState::Unknown => "unknown",
-        }
-    }
-
-    fn parse(s: &str) -> Option<SendState> {
-        Some(match s {
-            "claimed" => SendState::Claimed,
-            "sending" => SendState::Sending,
-            "sent" => SendState::Sent,
-            "rejected" => SendState::Rejected,
-            "unknown" => SendState::Unknown,
-            _ => return None,
-        })
-    }
-}
 /// Detail type of the EventBridge schedule that drives the sweeper.
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 
-/// Deployment settings (from the environment).
+/// How messages are addressed and signed (part of [`crate::Settings`]).
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct MessageSettings {
     /// `From` address (`EMBER_SENDER`), e.g. `Ember Hot Sauce <shop@example.com>`.
     pub sender: String,
     /// Public base URL (`EMBER_PUBLIC_BASE_URL`) for shop and unsubscribe links.
@@ -187,17 +140,7 @@ pub struct Email<P, L, M, S> {
     pub campaigns: Campaigns,
     pub rules: RuleSet,
     pub renderer: Renderer,
-    pub settings: Settings,
-}
-
-/// `send#<profile>`: the partition of a profile's send claims.
-pub fn send_pk(profile_id: &str) -> String {
-    format!("send#{profile_id}")
-}
-
-/// `<campaign>#<trigger id>`: one send claim.
-pub fn send_sk(campaign: &str, trigger_id: &str) -> String {
-    format!("{campaign}#{trigger_id}")
+    pub settings: MessageSettings,
 }
 
 fn cap_pk(profile_id: &str) -> String {
@@ -579,141 +522,6 @@ where
         }
     }
 
-    /// Claims the send record for `record.owner`; see the module doc for what an existing
-    /// record means.
-    async fn claim_send(&self, record: &SendRecord<'_>) -> Result<Claimed, EmailError> {
-        let expiry = Some(record.now + Duration::days(CLAIM_TTL_DAYS));
-        let fresh = record.attrs(SendState::Claimed, None);
-        for _ in 0..2 {
-            if self
-                .ledger
-                .claim(record.pk, record.sk, &fresh, expiry)
-                .await
-                .map_err(EmailError::port("claim"))?
-            {
-                return Ok(Claimed::Ours);
-            }
-            let Some(existing) = self
-                .ledger
-                .get(record.pk, record.sk)
-                .await
-                .map_err(EmailError::port("claim.get"))?
-            else {
-                continue; // deleted meanwhile (capped, released): claim again
-            };
-            let owner = existing["owner"].as_str().unwrap_or_default();
-            if owner == record.owner {
-                return Ok(Claimed::Ours); // our claim landed; its answer was lost
-            }
-            let state = existing["state"].as_str().and_then(SendState::parse);
-            let stale = is_stale(&existing, record.now);
-            let take = |from: SendState, to: SendState| {
-                let expected = serde_json::json!({"owner": owner, "state": from.as_str()});
-                (expected, record.attrs(to, None))
-            };
-            match state {
-                // A record written before send states existed: that send went out.
-                None | Some(SendState::Sent) | Some(SendState::Rejected) => {
-                    return Ok(Claimed::Done)
-                }
-                Some(SendState::Unknown) => return Ok(Claimed::Unknown),
-                Some(SendState::Claimed) if stale => {
-                    // The holder died before calling SES: take the record over.
-                    let (expected, mine) = take(SendState::Claimed, SendState::Claimed);
-                    if self
-                        .ledger
-                        .replace_if(record.pk, record.sk, &expected, &mine, expiry)
-                        .await
-                        .map_err(EmailError::port("claim.takeover"))?
-                    {
-                        return Ok(Claimed::Ours);
-                    }
-                }
-                Some(SendState::Sending) if stale => {
-                    // The holder died during the SES call: the email may have gone out.
-                    let expected =
-                        serde_json::json!({"owner": owner, "state": SendState::Sending.as_str()});
-                    let mut unknown = send_fields(&existing);
-                    unknown["state"] = SendState::Unknown.as_str().into();
-                    self.ledger
-                        .replace_if(record.pk, record.sk, &expected, &unknown, expiry)
-                        .await
-                        .map_err(EmailError::port("claim.unknown"))?;
-                    tracing::error!(campaign = %record.campaign, trigger_id = %ember_core::privacy::redact_addresses(record.trigger_id), outcome = "unknown", "a send attempt died during the SES call; recorded as unknown, not retried");
-                    unknown_outcome_metric();
-                    return Ok(Claimed::Unknown);
-                }
-                Some(_) => {
-                    return Err(EmailError::Port {
-                        stage: "claim",
-                        source: PortError::Transient {
-                            stage: "claim",
-                            reason: "another attempt is sending this email; retry later".into(),
-                        },
-                    })
-                }
-            }
-        }
-        Err(EmailError::Port {
-            stage: "claim",
-            source: PortError::Transient {
-                stage: "claim",
-                reason: "the send record changed while it was claimed; retry later".into(),
-            },
-        })
-    }
-
-    /// Lets an operator re-send an email whose outcome is unknown (after checking it did not
-    /// arrive): the record is handed to a new attempt and a timer fires the send at the next
-    /// sweep. `Ok(false)` if the record is not `unknown`.
-    pub async fn redrive(
-        &self,
-        profile_id: &str,
-        campaign: &str,
-        trigger_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, EmailError> {
-        let (pk, sk) = (send_pk(profile_id), send_sk(campaign, trigger_id));
-        let Some(existing) = self
-            .ledger
-            .get(&pk, &sk)
-            .await
-            .map_err(EmailError::port("claim.get"))?
-        else {
-            return Ok(false);
-        };
-        if existing["state"].as_str() != Some(SendState::Unknown.as_str()) {
-            return Ok(false);
-        }
-        let Some(campaign_ref) = self.campaigns.get(campaign) else {
-            return Ok(false);
-        };
-        // A `claimed` record past its lease: the next attempt takes it over.
-        let mut handed = send_fields(&existing);
-        handed["state"] = SendState::Claimed.as_str().into();
-        handed["owner"] = "redrive".into();
-        handed["at"] = (now - SEND_LEASE - Duration::seconds(1))
-            .to_rfc3339()
-            .into();
-        let expected = serde_json::json!({"state": SendState::Unknown.as_str()});
-        let expiry = Some(now + Duration::days(CLAIM_TTL_DAYS));
-        if !self
-            .ledger
-            .replace_if(&pk, &sk, &expected, &handed, expiry)
-            .await
-            .map_err(EmailError::port("claim.redrive"))?
-        {
-            return Ok(false);
-        }
-        let candidate = Candidate {
-            campaign: campaign_ref,
-            trigger_id: trigger_id.to_owned(),
-            cart_updated_at: None,
-        };
-        timers::schedule(self, profile_id, &candidate, now, "redrive", now).await?;
-        Ok(true)
-    }
-
     /// Charges the campaign and global daily caps once per trigger. `Some(reason)` if capped.
     async fn charge_caps(
         &self,
@@ -827,132 +635,6 @@ fn message_tags(campaign: &str, profile_id: &str) -> Vec<(String, String)> {
         ),
     }
     out
-}
-
-/// One attempt's view of a send record.
-struct SendRecord<'a> {
-    pk: &'a str,
-    sk: &'a str,
-    campaign: &'a str,
-    trigger_id: &'a str,
-    /// This attempt's id.
-    owner: String,
-    now: DateTime<Utc>,
-}
-
-impl SendRecord<'_> {
-    fn attrs(&self, state: SendState, message_id: Option<&str>) -> Value {
-        let mut v = json!({
-            "campaign": self.campaign,
-            "trigger_id": self.trigger_id,
-            "owner": self.owner,
-            "state": state.as_str(),
-            "at": self.now.to_rfc3339(),
-        });
-        if let Some(id) = message_id {
-            v["message_id"] = id.into();
-        }
-        v
-    }
-
-    /// Moves the record from `from` to `to` if this attempt still holds it (compare-and-set,
-    /// safe to retry), retrying transient failures briefly: after a send, losing the state
-    /// would turn "sent" into "unknown".
-    async fn advance<L: Ledger>(
-        &self,
-        ledger: &L,
-        from: SendState,
-        to: SendState,
-        message_id: Option<&str>,
-    ) -> Result<(), EmailError> {
-        let expected = json!({"owner": self.owner, "state": from.as_str()});
-        let attrs = self.attrs(to, message_id);
-        let expiry = Some(self.now + Duration::days(CLAIM_TTL_DAYS));
-        let mut attempt = 0;
-        loop {
-            match ledger
-                .replace_if(self.pk, self.sk, &expected, &attrs, expiry)
-                .await
-            {
-                Ok(true) => return Ok(()),
-                Ok(false) => {
-                    return Err(EmailError::Port {
-                        stage: "claim.state",
-                        source: PortError::Conflict(format!(
-                            "send record no longer {} for this attempt",
-                            from.as_str()
-                        )),
-                    })
-                }
-                Err(e) if e.is_retryable() && attempt < 3 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                }
-                Err(e) => return Err(EmailError::port("claim.state")(e)),
-            }
-        }
-    }
-}
-
-/// Counts a send whose outcome is unknown (metric `EmailOutcomeUnknown`; alarm on it: each
-/// one is an email an operator should check and maybe re-drive).
-fn unknown_outcome_metric() {
-    // The deployed function's name (it carries the stage) is what the alarm filters on.
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "email".into());
-    ember_aws::telemetry::count(&[("function", &function)], "EmailOutcomeUnknown", 1.0);
-}
-
-/// What claiming a send record found.
-enum Claimed {
-    /// This attempt holds it: go on.
-    Ours,
-    /// Sent (or refused) before.
-    Done,
-    /// A send whose outcome is unknown: not repeated automatically.
-    Unknown,
-}
-
-/// The fields of a send record (without what the store adds, such as its expiry).
-fn send_fields(record: &Value) -> Value {
-    let mut out = json!({});
-    for name in [
-        "campaign",
-        "trigger_id",
-        "owner",
-        "state",
-        "at",
-        "message_id",
-    ] {
-        if let Some(v) = record.get(name) {
-            out[name] = v.clone();
-        }
-    }
-    out
-}
-
-/// Whether a record's `at` is older than the lease.
-fn is_stale(record: &Value, now: DateTime<Utc>) -> bool {
-    record["at"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .is_none_or(|at| now - at.with_timezone(&Utc) > SEND_LEASE)
-}
-
-/// What an existing send record says before an attempt claims it.
-enum Recorded {
-    /// Sent or refused (a record without a state predates send states: it was sent).
-    Done,
-    Unknown,
-    /// Claimed or being sent by an attempt, maybe a dead one.
-    Held,
-}
-
-fn recorded_state(record: &Value) -> Recorded {
-    match record["state"].as_str().and_then(SendState::parse) {
-        None | Some(SendState::Sent) | Some(SendState::Rejected) => Recorded::Done,
-        Some(SendState::Unknown) => Recorded::Unknown,
-        Some(SendState::Claimed) | Some(SendState::Sending) => Recorded::Held,
-    }
 }
 
 /// SES error texts can quote the recipient: addresses are masked before they are logged.

@@ -7,18 +7,24 @@
 //! - [`render`]: product catalog (`catalog.json`), recommendations by heat, money formatting
 //!   and the strict minijinja templates (`templates/`).
 //! - [`handler`]: the send flow, generic over the ports (profiles, ledger, mailer, stream).
+//! - [`send_record`]: the send record's states (claimed → sending → sent / rejected /
+//!   unknown), claims with an owner, takeover of stale claims, operator re-drive.
 //! - [`timers`]: delayed and quiet-hours-deferred sends, and the scheduled sweeper.
 //! - [`feedback`]: SES event notifications (EventBridge or SNS) → suppressions and events.
 //! - [`tags`]: SES message tags (`campaign`, reversible `profile_id`).
+//! - [`deps`]: [`Settings::from_lookup`] (the environment) and [`Deps::build`], the one
+//!   production wiring of each binary (`main.rs`, `bin/feedback.rs` and the local runner).
 //! - [`error`]: the crate's error enum (retryable or not).
 //!
 //! Binaries: `email` (segment events and the sweeper's schedule) and `feedback`.
 
 pub mod campaign;
+pub mod deps;
 pub mod error;
 pub mod feedback;
 pub mod handler;
 pub mod render;
+pub mod send_record;
 pub mod tags;
 pub mod timers;
 
@@ -27,9 +33,10 @@ mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use deps::{Deps, FeedbackDeps, FeedbackSettings, Settings};
 pub use error::EmailError;
 pub use feedback::Feedback;
-pub use handler::{Email, Outcome, Settings, Skip};
+pub use handler::{Email, MessageSettings, Outcome, Skip};
 
 use campaign::{Campaigns, Known};
 use ember_core::segment::RuleSet;

@@ -10,7 +10,8 @@ use ember_core::unsubscribe::{self, suppression_key, Keys, SUPPRESSION_PK};
 use serde_json::{json, Value};
 
 use crate::feedback::{Feedback, FeedbackOutcome};
-use crate::handler::{send_pk, Email, Outcome, Settings, Skip};
+use crate::handler::{Email, MessageSettings, Outcome, Skip};
+use crate::send_record::send_pk;
 use crate::testkit::{MemoryLedger, MemoryProfiles, MemoryStream, RecordingMailer};
 use crate::timers;
 
@@ -46,7 +47,7 @@ fn email_with(profile: Profile, campaigns_yaml: Option<&str>) -> TestEmail {
         campaigns,
         rules,
         renderer,
-        settings: Settings {
+        settings: MessageSettings {
             sender: "Ember Hot Sauce Co. <shop@shop.example>".into(),
             public_base_url: "https://shop.example".into(),
             unsubscribe_keys: keys(),

@@ -5,6 +5,7 @@ use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::sqs::SqsDeadLetterSink;
+use ember_core::clock::SharedClock;
 use ember_core::fold::FoldConfig;
 
 use crate::handler::{Enricher, DEFAULT_DEDUP_WINDOW_DAYS};
@@ -25,9 +26,9 @@ impl EnrichError {
     }
 }
 
-/// Settings read from the environment.
+/// What the `enrich` function reads from its environment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub struct Settings {
     /// `PROFILES_TABLE`
     pub profiles_table: String,
     /// `LEDGER_TABLE`: where event-id claims are kept.
@@ -42,13 +43,13 @@ pub struct Config {
     pub dedup_window: chrono::Duration,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Config, EnrichError> {
+impl Settings {
+    pub fn from_env() -> Result<Settings, EnrichError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads the settings through `lookup` (the environment in production).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, EnrichError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, EnrichError> {
         let required = |name: &str| {
             lookup(name)
                 .filter(|v| !v.trim().is_empty())
@@ -84,7 +85,7 @@ impl Config {
                     ))
                 })?,
         };
-        Ok(Config {
+        Ok(Settings {
             profiles_table: required("PROFILES_TABLE")?,
             ledger_table: required("LEDGER_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
@@ -99,12 +100,17 @@ impl Config {
 pub type Deps = Enricher<DynamoProfileStore, DynamoLedger, EventBridgeBus, SqsDeadLetterSink>;
 
 impl Deps {
-    /// Builds the adapters from one `SdkConfig` (clients are created once per process).
-    pub fn from_config(sdk: &SdkConfig, config: &Config) -> Result<Deps, EnrichError> {
+    /// Builds the adapters from one `SdkConfig` (clients are created once per process); the
+    /// claims expire on `clock` (the system clock in production, event time in a replay).
+    pub fn build(
+        sdk: &SdkConfig,
+        config: &Settings,
+        clock: SharedClock,
+    ) -> Result<Deps, EnrichError> {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let mut deps = Enricher::new(
             DynamoProfileStore::new(dynamo.clone(), &config.profiles_table),
-            DynamoLedger::new(dynamo, &config.ledger_table),
+            DynamoLedger::new(dynamo, &config.ledger_table).with_clock(clock),
             EventBridgeBus::new(
                 aws_sdk_eventbridge::Client::new(sdk),
                 &config.event_bus_name,
@@ -119,7 +125,7 @@ impl Deps {
 
 /// Settings of the `reevaluate` binary, read from the environment.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReevaluateConfig {
+pub struct ReevaluateSettings {
     /// `PROFILES_TABLE`
     pub profiles_table: String,
     /// `EVENT_BUS_NAME`
@@ -128,15 +134,15 @@ pub struct ReevaluateConfig {
     pub total_segments: u32,
 }
 
-impl ReevaluateConfig {
-    pub fn from_env() -> Result<ReevaluateConfig, EnrichError> {
+impl ReevaluateSettings {
+    pub fn from_env() -> Result<ReevaluateSettings, EnrichError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads the settings through `lookup` (the environment in production).
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<ReevaluateConfig, EnrichError> {
+    ) -> Result<ReevaluateSettings, EnrichError> {
         let required = |name: &str| {
             lookup(name)
                 .filter(|v| !v.trim().is_empty())
@@ -157,7 +163,7 @@ impl ReevaluateConfig {
                     ))
                 })?,
         };
-        Ok(ReevaluateConfig {
+        Ok(ReevaluateSettings {
             profiles_table: required("PROFILES_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
             total_segments,
@@ -170,9 +176,9 @@ pub type ReevaluateDeps = Reevaluator<DynamoProfileStore, EventBridgeBus>;
 
 impl ReevaluateDeps {
     /// Builds the adapters from one `SdkConfig` (clients are created once per process).
-    pub fn from_config(
+    pub fn build(
         sdk: &SdkConfig,
-        config: &ReevaluateConfig,
+        config: &ReevaluateSettings,
     ) -> Result<ReevaluateDeps, EnrichError> {
         Ok(Reevaluator::new(
             DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.profiles_table),
@@ -205,7 +211,7 @@ mod tests {
             ("EVENT_BUS_NAME", "b"),
             ("DEAD_LETTER_QUEUE_URL", "q"),
         ];
-        let c = Config::from_lookup(env(&base)).unwrap();
+        let c = Settings::from_lookup(env(&base)).unwrap();
         assert_eq!(c.fold, FoldConfig::default());
         assert_eq!(
             c.dedup_window,
@@ -213,21 +219,21 @@ mod tests {
         );
         let mut days = base.to_vec();
         days.push(("DEDUP_WINDOW_DAYS", "0"));
-        assert!(Config::from_lookup(env(&days))
+        assert!(Settings::from_lookup(env(&days))
             .unwrap_err()
             .to_string()
             .contains("DEDUP_WINDOW_DAYS"));
         let mut with = base.to_vec();
         with.push(("HEAT_HALF_LIFE_DAYS", "14"));
-        let c = Config::from_lookup(env(&with)).unwrap();
+        let c = Settings::from_lookup(env(&with)).unwrap();
         assert_eq!(c.fold.heat_half_life, chrono::Duration::days(14));
         with.pop();
         with.push(("HEAT_HALF_LIFE_DAYS", "-1"));
-        assert!(Config::from_lookup(env(&with))
+        assert!(Settings::from_lookup(env(&with))
             .unwrap_err()
             .to_string()
             .contains("HEAT_HALF_LIFE_DAYS"));
-        let err = Config::from_lookup(env(&base[..3]))
+        let err = Settings::from_lookup(env(&base[..3]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("DEAD_LETTER_QUEUE_URL"), "{err}");
@@ -236,23 +242,23 @@ mod tests {
     #[test]
     fn reevaluate_settings_default_and_validate_the_segment_count() {
         let base = [("PROFILES_TABLE", "p"), ("EVENT_BUS_NAME", "b")];
-        let c = ReevaluateConfig::from_lookup(env(&base)).unwrap();
+        let c = ReevaluateSettings::from_lookup(env(&base)).unwrap();
         assert_eq!(c.total_segments, DEFAULT_TOTAL_SEGMENTS);
         let mut with = base.to_vec();
         with.push(("SCAN_TOTAL_SEGMENTS", "8"));
         assert_eq!(
-            ReevaluateConfig::from_lookup(env(&with))
+            ReevaluateSettings::from_lookup(env(&with))
                 .unwrap()
                 .total_segments,
             8
         );
         with.pop();
         with.push(("SCAN_TOTAL_SEGMENTS", "0"));
-        let err = ReevaluateConfig::from_lookup(env(&with))
+        let err = ReevaluateSettings::from_lookup(env(&with))
             .unwrap_err()
             .to_string();
         assert!(err.contains("SCAN_TOTAL_SEGMENTS"), "{err}");
-        let err = ReevaluateConfig::from_lookup(env(&base[..1]))
+        let err = ReevaluateSettings::from_lookup(env(&base[..1]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("EVENT_BUS_NAME"), "{err}");

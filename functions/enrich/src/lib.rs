@@ -8,8 +8,9 @@
 //! - [`outbox`]: write-then-publish with the profile outbox, shared by both entry points.
 //! - [`reevaluate`]: the scheduled re-evaluation of time-based segments (binary `reevaluate`):
 //!   a parallel scan of the profiles table, rewriting only profiles whose membership changed.
-//! - [`config`]: configuration from the environment and the production dependencies
-//!   ([`Deps`]: DynamoDB, EventBridge and SQS adapters built once per process).
+//! - [`config`]: [`Settings::from_lookup`] (the environment) and [`Deps::build`], the one
+//!   production wiring (DynamoDB, EventBridge and SQS adapters, built once per process), used
+//!   by `main.rs` and by the local runner alike; the same pair for `reevaluate`.
 //! - `bin/reevaluate.rs`: the `reevaluate` binary's initialisation (EventBridge schedule).
 //! - `main.rs`: initialisation only (telemetry, config, clients), then `lambda_runtime::run`.
 
@@ -20,6 +21,6 @@ pub mod reevaluate;
 #[cfg(test)]
 mod testkit;
 
-pub use config::{Config, Deps, EnrichError, ReevaluateConfig, ReevaluateDeps};
+pub use config::{Deps, EnrichError, ReevaluateDeps, ReevaluateSettings, Settings};
 pub use handler::{BatchStats, Enricher};
 pub use reevaluate::{Reevaluator, RunStats};

@@ -3,16 +3,16 @@
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use ember_enrich::{Config, Deps};
+use ember_core::clock::SystemClock;
+use ember_enrich::{Deps, Settings};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ember_aws::telemetry::init();
-    let config = Config::from_env()?;
+    let settings = Settings::from_env()?;
     let sdk = ember_aws::sdk_config().await;
-    let deps = Deps::from_config(&sdk, &config)?;
-    let deps = &deps;
+    let deps = &Deps::build(&sdk, &settings, SystemClock::shared())?;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KinesisEvent>| async move {
             Ok::<KinesisEventResponse, Error>(

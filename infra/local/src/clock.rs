@@ -56,6 +56,13 @@ impl SimClock {
     }
 }
 
+/// The functions read "now" through the run's clock (token expiry, ledger TTLs, caps).
+impl ember_core::clock::Clock for SimClock {
+    fn now(&self) -> DateTime<Utc> {
+        SimClock::now(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

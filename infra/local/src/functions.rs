@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 
 use crate::clock::SimClock;
 use crate::error::LocalError;
+use ember_core::clock::{Clock, SharedClock};
 
 pub type JsonFn = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
 pub type HttpFn = Arc<dyn Fn(Request) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
@@ -27,41 +27,10 @@ pub enum Handler {
     Json(JsonFn),
 }
 
-/// The api function's clock, following the run's clock.
-struct ApiClock(Arc<SimClock>);
-
-impl ember_api::Clock for ApiClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
-
 fn config_error(binary: &str, e: impl std::fmt::Display) -> LocalError {
     LocalError::Template(format!(
         "function {binary}: configuration from the template's environment: {e}"
     ))
-}
-
-fn required(
-    env: &BTreeMap<String, String>,
-    binary: &str,
-    name: &str,
-) -> Result<String, LocalError> {
-    env.get(name)
-        .filter(|v| !v.trim().is_empty())
-        .cloned()
-        .ok_or_else(|| config_error(binary, format!("{name} is not set")))
-}
-
-/// The ledger, deciding expiry on the run's clock (a replay of last week's events must not
-/// see its timers and caps as long expired).
-fn ledger(
-    sdk: &SdkConfig,
-    table: String,
-    clock: &Arc<SimClock>,
-) -> ember_aws::ledger::DynamoLedger {
-    let clock = clock.clone();
-    ember_aws::ledger::DynamoLedger::from_conf(sdk, table).with_clock(move || clock.now())
 }
 
 async fn call_api(deps: Arc<ember_api::Deps>, req: Request) -> Response<Body> {
@@ -73,35 +42,22 @@ pub async fn build(
     binary: &str,
     env: &BTreeMap<String, String>,
     sdk: &SdkConfig,
-    clock: Arc<SimClock>,
+    sim: Arc<SimClock>,
 ) -> Result<Handler, LocalError> {
+    let clock: SharedClock = sim;
     let lookup = |name: &str| env.get(name).cloned();
     match binary {
         "api" => {
-            let config = ember_api::ApiConfig::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let registry = ember_core::schema::Registry::embedded().map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_api::Deps {
-                stream: Box::new(ember_aws::kinesis::KinesisEventStream::from_conf(
-                    sdk,
-                    required(env, binary, "STREAM_NAME")?,
-                )),
-                profiles: Box::new(ember_aws::profiles::DynamoProfileStore::new(
-                    aws_sdk_dynamodb::Client::new(sdk),
-                    required(env, binary, "PROFILES_TABLE")?,
-                )),
-                ledger: Box::new(ledger(sdk, required(env, binary, "LEDGER_TABLE")?, &clock)),
-                registry,
-                config,
-                clock: Box::new(ApiClock(clock.clone())),
-            });
+            let settings = ember_api::Settings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
+            let deps = Arc::new(ember_api::Deps::build(sdk, settings, clock).map_err(|e| config_error(binary, e))?);
             Ok(Handler::Http(Arc::new(move |req| {
                 let deps = deps.clone();
                 Box::pin(call_api(deps, req))
             })))
         }
         "enrich" => {
-            let config = ember_enrich::Config::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_enrich::Deps::from_config(sdk, &config).map_err(|e| config_error(binary, e))?);
+            let settings = ember_enrich::Settings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
+            let deps = Arc::new(ember_enrich::Deps::build(sdk, &settings, clock).map_err(|e| config_error(binary, e))?);
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 Box::pin(async move {
@@ -114,8 +70,8 @@ pub async fn build(
             })))
         }
         "reevaluate" => {
-            let config = ember_enrich::ReevaluateConfig::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_enrich::ReevaluateDeps::from_config(sdk, &config).map_err(|e| config_error(binary, e))?);
+            let settings = ember_enrich::ReevaluateSettings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
+            let deps = Arc::new(ember_enrich::ReevaluateDeps::build(sdk, &settings).map_err(|e| config_error(binary, e))?);
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 Box::pin(async move {
@@ -129,34 +85,8 @@ pub async fn build(
             })))
         }
         "email" => {
-            let (campaigns, rules, renderer) =
-                ember_email::embedded_config().map_err(|e| config_error(binary, e))?;
-            let settings = ember_email::Settings {
-                sender: required(env, binary, "EMBER_SENDER")?,
-                public_base_url: required(env, binary, "EMBER_PUBLIC_BASE_URL")?,
-                unsubscribe_keys: ember_core::unsubscribe::Keys::parse(&required(
-                    env,
-                    binary,
-                    "EMBER_UNSUBSCRIBE_SECRETS",
-                )?)
-                .map_err(|e| config_error(binary, e))?,
-            };
-            let deps = Arc::new(ember_email::Email {
-                profiles: ember_aws::profiles::DynamoProfileStore::new(
-                    aws_sdk_dynamodb::Client::new(sdk),
-                    required(env, binary, "PROFILES_TABLE")?,
-                ),
-                ledger: ledger(sdk, required(env, binary, "LEDGER_TABLE")?, &clock),
-                mailer: ember_aws::sesv2::SesMailer::from_conf(
-                    sdk,
-                    env.get("SES_CONFIGURATION_SET").filter(|s| !s.is_empty()).cloned(),
-                ),
-                stream: ember_aws::kinesis::KinesisEventStream::from_conf(sdk, required(env, binary, "STREAM_NAME")?),
-                campaigns,
-                rules,
-                renderer,
-                settings,
-            });
+            let settings = ember_email::Settings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
+            let deps = Arc::new(ember_email::Deps::build(sdk, settings, clock.clone()).map_err(|e| config_error(binary, e))?);
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 let clock = clock.clone();
@@ -170,10 +100,8 @@ pub async fn build(
             })))
         }
         "feedback" => {
-            let deps = Arc::new(ember_email::Feedback {
-                ledger: ledger(sdk, required(env, binary, "LEDGER_TABLE")?, &clock),
-                stream: ember_aws::kinesis::KinesisEventStream::from_conf(sdk, required(env, binary, "STREAM_NAME")?),
-            });
+            let settings = ember_email::FeedbackSettings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
+            let deps = Arc::new(ember_email::FeedbackDeps::build(sdk, settings, clock.clone()));
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 let clock = clock.clone();

@@ -11,7 +11,6 @@
 //! names `pk`, `sk`, `expires_at` and `count` are reserved and cannot be overwritten.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -19,6 +18,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
+use ember_core::clock::{Clock, SharedClock, SystemClock};
 use ember_core::ports::{Ledger, PortError, PortResult};
 
 use crate::retry::classify;
@@ -32,27 +32,20 @@ pub const COUNT: &str = "count";
 const RESERVED: [&str; 4] = [PK, SK, EXPIRES_AT, COUNT];
 
 /// The ledger table (name from configuration, e.g. `LEDGER_TABLE`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DynamoLedger {
     client: Client,
     table: String,
-    clock: LedgerClock,
+    /// What "now" is when deciding whether a record has expired: the wall clock, or (for a
+    /// replay of past events, e.g. `ember-local`) a clock that follows event time.
+    clock: SharedClock,
 }
 
-/// What "now" is when deciding whether a record has expired: the wall clock, or (for a
-/// replay of past events, e.g. `ember-local`) a clock that follows event time.
-#[derive(Clone)]
-pub struct LedgerClock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
-
-impl std::fmt::Debug for LedgerClock {
+impl std::fmt::Debug for DynamoLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LedgerClock({})", (self.0)())
-    }
-}
-
-impl Default for LedgerClock {
-    fn default() -> Self {
-        LedgerClock(Arc::new(Utc::now))
+        f.debug_struct("DynamoLedger")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,18 +54,18 @@ impl DynamoLedger {
         DynamoLedger {
             client,
             table: table.into(),
-            clock: LedgerClock::default(),
+            clock: SystemClock::shared(),
         }
     }
 
-    /// Uses `now` instead of the wall clock for expiry decisions.
-    pub fn with_clock(mut self, now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
-        self.clock = LedgerClock(Arc::new(now));
+    /// Uses `clock` instead of the wall clock for expiry decisions.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
     pub(crate) fn now_secs(&self) -> i64 {
-        (self.clock.0)().timestamp()
+        self.clock.now().timestamp()
     }
 
     pub(crate) fn client(&self) -> &Client {
@@ -93,6 +86,22 @@ impl DynamoLedger {
             (PK.to_owned(), AttributeValue::S(pk.to_owned())),
             (SK.to_owned(), AttributeValue::S(sk.to_owned())),
         ])
+    }
+
+    /// Adds the key and the expiry (if any) to a record's attributes.
+    fn complete(
+        item: &mut HashMap<String, AttributeValue>,
+        pk: &str,
+        sk: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) {
+        item.extend(Self::key(pk, sk));
+        if let Some(at) = expires_at {
+            item.insert(
+                EXPIRES_AT.to_owned(),
+                AttributeValue::N(at.timestamp().to_string()),
+            );
+        }
     }
 }
 
@@ -171,13 +180,7 @@ impl Ledger for DynamoLedger {
         expires_at: Option<DateTime<Utc>>,
     ) -> PortResult<bool> {
         let mut item = attrs_to_item(attrs)?;
-        item.extend(Self::key(pk, sk));
-        if let Some(at) = expires_at {
-            item.insert(
-                EXPIRES_AT.to_owned(),
-                AttributeValue::N(at.timestamp().to_string()),
-            );
-        }
+        Self::complete(&mut item, pk, sk, expires_at);
         let outcome = self
             .client
             .put_item()
@@ -339,13 +342,7 @@ impl Ledger for DynamoLedger {
             clause("n", &item)
         );
         names.insert("#pk".to_owned(), PK.to_owned());
-        item.extend(Self::key(pk, sk));
-        if let Some(at) = expires_at {
-            item.insert(
-                EXPIRES_AT.to_owned(),
-                AttributeValue::N(at.timestamp().to_string()),
-            );
-        }
+        Self::complete(&mut item, pk, sk, expires_at);
         let outcome = self
             .client
             .put_item()

@@ -600,7 +600,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::enrich::{Channel, SuppressionReason};
+    use crate::consent::{Channel, SuppressionReason};
     use crate::event::EventHeader;
     use crate::profile::{MAX_ANONYMOUS_IDS, MAX_CART_LINES, MAX_CURRENCIES, MAX_POLL_ANSWERS};
 

@@ -9,7 +9,8 @@
 //!   reports every problem with its field path; `schema/checker.rs` compiles the draft 2020-12
 //!   subset the files use and refuses any other keyword.
 //! - [`enrich`] — normalisation (heat → Scoville units, money → minor units, UTM, device class)
-//!   turning a validated envelope into a typed [`enrich::EnrichedEvent`].
+//!   turning a validated envelope into a typed [`enrich::EnrichedEvent`]; one file per concern.
+//! - [`consent`] — consent channels and suppression reasons.
 //! - [`profile`] — the customer profile (the stored DynamoDB item's shape) and its bounds.
 //! - [`stamped`] — last-writer-wins values (a value and the time it was stated).
 //! - [`daily`] — per-day counters of the last 30 days, stored as columns, for the rolling
@@ -28,13 +29,14 @@
 //!   bus, dead letters, event stream, mailer) with domain types only.
 //! - [`memory`] — in-memory profile store and event-id claims with the same contracts (tests,
 //!   benchmarks).
+//! - [`clock`] — the injected "now" (system clock in production, fixed or simulated in tests
+//!   and the local runner).
 //! - [`error`] — the crate's error enum, each variant retryable or not.
 //! - [`privacy`] — what may be logged about a person: masked profile ids, redacted addresses.
-//! - `digits` — decimal digits read with integer code on the hot path (timestamps, day keys,
-//!   money).
 
+pub mod clock;
+pub mod consent;
 pub mod daily;
-mod digits;
 pub mod enrich;
 pub mod error;
 pub mod event;

@@ -59,7 +59,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value as Doc;
 
-use crate::enrich::Channel;
+use crate::consent::Channel;
 use crate::error::CoreError;
 use crate::event::{EventType, ANON_PREFIX};
 use crate::ports::{BusEvent, SegmentChange};

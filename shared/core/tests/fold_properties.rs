@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use ember_core::enrich::{Channel, DeviceClass, EnrichedEvent, Fact, LineItem};
+use ember_core::consent::Channel;
+use ember_core::enrich::{DeviceClass, EnrichedEvent, Fact, LineItem};
 use ember_core::event::{EventHeader, EventType};
 use ember_core::fold::FoldConfig;
 use ember_core::profile::Profile;

@@ -3,16 +3,15 @@
 //! the event's time); the response is the run's counters.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use ember_enrich::{ReevaluateConfig, ReevaluateDeps};
+use ember_enrich::{ReevaluateDeps, ReevaluateSettings};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ember_aws::telemetry::init();
-    let config = ReevaluateConfig::from_env()?;
+    let settings = ReevaluateSettings::from_env()?;
     let sdk = ember_aws::sdk_config().await;
-    let deps = ReevaluateDeps::from_config(&sdk, &config)?;
-    let deps = &deps;
+    let deps = &ReevaluateDeps::build(&sdk, &settings)?;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<EventBridgeEvent<serde_json::Value>>| async move {
             let stats = deps

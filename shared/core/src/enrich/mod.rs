@@ -1,0 +1,114 @@
+//! Normalisation of validated envelopes into typed [`Fact`]s.
+//!
+//! Every value that later drives a decision is normalised and checked for plausibility here,
+//! so the fold and the segment rules only ever see clean data. Implausible values are
+//! rejected with a [`Problem`] naming the field.
+//!
+//! # Layout
+//! - this file: [`EnrichedEvent`], [`decode`] (bytes → event) and [`enrich`] (a validated
+//!   envelope → event).
+//! - [`fact`]: [`Fact`], one variant per event type, and its parts.
+//! - `read`: the payload reader, one arm per event type, every problem with its path.
+//! - [`money`]: amounts → exact minor units by ISO 4217 exponent.
+//! - [`heat`]: heat preference → Scoville heat units (the phrase table is there).
+//! - [`utm`]: `utm_*` parameters of the page URL (`url` crate).
+//! - [`device`]: device class from the user agent.
+
+pub mod device;
+pub mod fact;
+pub mod heat;
+pub mod money;
+mod read;
+#[cfg(test)]
+mod tests;
+pub mod utm;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Problem;
+use crate::event::EventHeader;
+use crate::json::{Json, View};
+use crate::schema::Registry;
+
+pub use device::{device_class, DeviceClass};
+pub use fact::{Fact, LineItem, Product};
+pub use heat::{heat_to_shu, MAX_SHU, SHU_EXTRA_HOT, SHU_HOT, SHU_MEDIUM, SHU_MILD, SHU_NONE};
+pub use money::{currency_exponent, to_minor, MAX_AMOUNT_MAJOR};
+pub use read::plausible_email;
+pub use utm::{utm_of, Utm};
+
+/// A validated, normalised event ready to be folded into a profile. Its strings borrow from
+/// the record it was decoded from (`'a`) wherever the record holds them as they are (no JSON
+/// escapes, nothing trimmed away but whitespace), so decoding a record copies few of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrichedEvent<'a> {
+    /// The envelope's id, type, identities, time and source; its context and payload are
+    /// read into `fact`, `utm` and `device`.
+    pub header: EventHeader<'a>,
+    pub fact: Fact<'a>,
+    /// UTM parameters from `context.page_url` (`utm_source`, `utm_campaign`, …).
+    #[serde(default)]
+    pub utm: Utm<'a>,
+    /// Device class from `context.user_agent`, if one was sent.
+    #[serde(default)]
+    pub device: Option<DeviceClass>,
+}
+
+/// Parses, validates and enriches one raw record. The record is read into a borrowed
+/// [`Json`] (no `Value` is built), and only the header's fields are copied out of it.
+pub fn decode<'a>(bytes: &'a [u8], registry: &Registry) -> Result<EnrichedEvent<'a>, Vec<Problem>> {
+    let json =
+        Json::parse(bytes).map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
+    let header = registry.validate_json(&json)?;
+    let payload = json.get("payload").unwrap_or(&Json::Null);
+    enrich(header, json.get("context"), payload)
+}
+
+/// Turns a validated event (its header, its `context` object if it has one, and its payload)
+/// into an [`EnrichedEvent`], rejecting implausible values.
+pub fn enrich<'a>(
+    header: EventHeader<'a>,
+    context: Option<&Json<'a>>,
+    payload: &Json<'a>,
+) -> Result<EnrichedEvent<'a>, Vec<Problem>> {
+    let member = |key: &str| context?.get(key);
+    let page_url = member("page_url").and_then(Json::text);
+    let mut problems = Vec::new();
+    let fact = {
+        let mut p = read::Payload {
+            value: payload,
+            problems: &mut problems,
+        };
+        read::fact_of(&header, page_url.as_ref(), &mut p)
+    };
+    let utm = match page_url.as_deref().map(utm_of) {
+        Some(Err(p)) => {
+            problems.push(p);
+            Utm::new()
+        }
+        Some(Ok(utm)) => utm,
+        None => Utm::new(),
+    };
+    let device = member("user_agent")
+        .and_then(View::as_str)
+        .map(device_class);
+    if let Some(tz) = member("timezone").and_then(View::as_str) {
+        if let Err(p) = read::check_timezone(tz, "/context/timezone") {
+            problems.push(p);
+        }
+    }
+    match fact {
+        Some(fact) if problems.is_empty() => Ok(EnrichedEvent {
+            header,
+            fact,
+            utm,
+            device,
+        }),
+        _ => {
+            if problems.is_empty() {
+                problems.push(Problem::new("/payload", "payload could not be read"));
+            }
+            Err(problems)
+        }
+    }
+}

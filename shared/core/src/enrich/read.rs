@@ -1,0 +1,428 @@
+//! Reading a validated payload into its [`Fact`]: typed field access that records a problem
+//! for every missing or mistyped field, one arm per event type.
+
+use std::borrow::Cow;
+
+use crate::consent::{Channel, SuppressionReason};
+use crate::error::Problem;
+use crate::event::{EventHeader, EventType};
+use crate::json::{Json, Shape, View};
+
+use super::fact::{Fact, LineItem, Product};
+use super::heat::heat_to_shu;
+use super::money::{currency_exponent, to_minor};
+
+/// Typed access to the payload, recording a problem for every missing or mistyped field.
+pub(super) struct Payload<'p, 'a> {
+    pub(super) value: &'p Json<'a>,
+    pub(super) problems: &'p mut Vec<Problem>,
+}
+
+impl<'a> Payload<'_, 'a> {
+    fn field<'v>(value: &'v Json<'a>, key: &str) -> Option<&'v Json<'a>> {
+        value.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A string member, trimmed (borrowed from the record where it can be).
+    fn opt_str(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
+        match Self::field(at, key) {
+            None => None,
+            Some(Json::String(s)) => Some(trimmed(s)),
+            Some(_) => {
+                self.problems
+                    .push(Problem::new(format!("{base}/{key}"), "must be a string"));
+                None
+            }
+        }
+    }
+
+    fn str(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
+        let v = self.opt_str(at, base, key);
+        if v.as_deref().is_none_or(str::is_empty) {
+            if Self::field(at, key).is_none() {
+                self.problems
+                    .push(Problem::new(format!("{base}/{key}"), "is required"));
+            } else if v.is_some() {
+                self.problems
+                    .push(Problem::new(format!("{base}/{key}"), "must not be empty"));
+            }
+            return None;
+        }
+        v
+    }
+
+    fn opt_u32(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<u32> {
+        let v = Self::field(at, key)?;
+        match v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=1000).contains(n))
+        {
+            Some(n) => Some(n),
+            None => {
+                self.problems.push(Problem::new(
+                    format!("{base}/{key}"),
+                    "must be an integer 1..=1000",
+                ));
+                None
+            }
+        }
+    }
+
+    fn money(&mut self, at: &Json<'a>, base: &str, key: &str, currency: &str) -> Option<i64> {
+        let problem = |m: String| Problem::new(format!("{base}/{key}"), m);
+        let Some(v) = Self::field(at, key) else {
+            self.problems.push(problem("is required".to_owned()));
+            return None;
+        };
+        to_minor(v, currency)
+            .map_err(|m| self.problems.push(problem(m)))
+            .ok()
+    }
+
+    fn currency(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
+        let c = self.opt_str(at, base, key)?;
+        if currency_exponent(&c).is_none() {
+            self.problems.push(Problem::new(
+                format!("{base}/{key}"),
+                format!("unknown ISO 4217 currency '{c}'"),
+            ));
+            return None;
+        }
+        Some(c)
+    }
+
+    fn line(&mut self, at: &Json<'a>, base: &str, currency: Option<&str>) -> Option<LineItem<'a>> {
+        let sku = self.str(at, base, "sku");
+        let name = self.str(at, base, "name");
+        let quantity = match Self::field(at, "quantity") {
+            Some(_) => self.opt_u32(at, base, "quantity"),
+            None => {
+                self.problems
+                    .push(Problem::new(format!("{base}/quantity"), "is required"));
+                None
+            }
+        };
+        let price = currency.and_then(|c| self.money(at, base, "price", c));
+        let url = self.opt_str(at, base, "url");
+        Some(LineItem {
+            sku: sku?,
+            name: name?,
+            quantity: quantity?,
+            unit_price_minor: price?,
+            url,
+        })
+    }
+}
+
+pub(super) fn fact_of<'a>(
+    header: &EventHeader<'a>,
+    page_url: Option<&Cow<'a, str>>,
+    p: &mut Payload<'_, 'a>,
+) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    Some(match header.event_type {
+        EventType::PageView => Fact::PageView {
+            url: p.opt_str(v, b, "url").or_else(|| page_url.cloned()),
+            title: p.opt_str(v, b, "title"),
+        },
+        EventType::ProductView => {
+            let sku = p.str(v, b, "sku");
+            let name = p.opt_str(v, b, "name");
+            let currency = p.currency(v, b, "currency");
+            let price_minor = match (Payload::field(v, "price"), currency.as_deref()) {
+                (None, _) => None,
+                (Some(_), Some(c)) => p.money(v, b, "price", c),
+                (Some(_), None) => {
+                    p.problems
+                        .push(Problem::new("/payload/currency", "is required with price"));
+                    None
+                }
+            };
+            let url = p.opt_str(v, b, "url").or_else(|| page_url.cloned());
+            Fact::ProductView {
+                product: Product {
+                    sku: sku?,
+                    name,
+                    price_minor,
+                    currency,
+                    url,
+                },
+            }
+        }
+        EventType::AddToCart => {
+            let currency = p.currency(v, b, "currency");
+            if currency.is_none() && Payload::field(v, "currency").is_none() {
+                p.problems
+                    .push(Problem::new("/payload/currency", "is required"));
+            }
+            let item = p.line(v, b, currency.as_deref());
+            Fact::AddToCart {
+                item: item?,
+                currency: currency?,
+            }
+        }
+        EventType::RemoveFromCart => {
+            let sku = p.str(v, b, "sku");
+            let quantity = p.opt_u32(v, b, "quantity");
+            Fact::RemoveFromCart {
+                sku: sku?,
+                quantity,
+            }
+        }
+        EventType::CheckoutStarted => {
+            let checkout_id = p.opt_str(v, b, "checkout_id");
+            let currency = p.currency(v, b, "currency");
+            let total_minor = match (Payload::field(v, "total"), currency.as_deref()) {
+                (None, _) => None,
+                (Some(_), Some(c)) => p.money(v, b, "total", c),
+                (Some(_), None) => {
+                    p.problems
+                        .push(Problem::new("/payload/currency", "is required with total"));
+                    None
+                }
+            };
+            Fact::CheckoutStarted {
+                checkout_id,
+                total_minor,
+                currency,
+            }
+        }
+        EventType::Purchase => {
+            let order_id = p.str(v, b, "order_id");
+            let currency = p.currency(v, b, "currency");
+            if currency.is_none() && Payload::field(v, "currency").is_none() {
+                p.problems
+                    .push(Problem::new("/payload/currency", "is required"));
+            }
+            let total = currency.as_deref().and_then(|c| p.money(v, b, "total", c));
+            let mut items = Vec::new();
+            let mut items_ok = true;
+            match Payload::field(v, "items").map(View::shape) {
+                Some(Shape::Array(list)) => {
+                    for (i, item) in list.iter().enumerate() {
+                        match p.line(item, &format!("{b}/items/{i}"), currency.as_deref()) {
+                            Some(line) => items.push(line),
+                            None => items_ok = false,
+                        }
+                    }
+                }
+                Some(_) => {
+                    p.problems
+                        .push(Problem::new("/payload/items", "must be an array"));
+                    items_ok = false;
+                }
+                None => {}
+            }
+            if !items_ok {
+                return None;
+            }
+            Fact::Purchase {
+                order_id: order_id?,
+                total_minor: total?,
+                currency: currency?,
+                items,
+            }
+        }
+        EventType::EmailOpened => {
+            let campaign = p.str(v, b, "campaign");
+            let message_id = p.str(v, b, "message_id");
+            Fact::EmailOpened {
+                campaign: campaign?,
+                message_id: message_id?,
+            }
+        }
+        EventType::EmailClicked => {
+            let campaign = p.str(v, b, "campaign");
+            let message_id = p.str(v, b, "message_id");
+            let link = p.opt_str(v, b, "link");
+            Fact::EmailClicked {
+                campaign: campaign?,
+                message_id: message_id?,
+                link,
+            }
+        }
+        EventType::HeatPreference => {
+            let source = p.opt_str(v, b, "source");
+            let Some(value) = Payload::field(v, "value") else {
+                p.problems
+                    .push(Problem::new("/payload/value", "is required"));
+                return None;
+            };
+            match heat_to_shu(value) {
+                Ok(shu) => {
+                    let stated = match value {
+                        Json::String(s) => trimmed(s),
+                        other => Cow::Owned(other.to_string()),
+                    };
+                    Fact::HeatPreference {
+                        shu,
+                        stated,
+                        source,
+                    }
+                }
+                Err(m) => {
+                    p.problems.push(Problem::new("/payload/value", m));
+                    return None;
+                }
+            }
+        }
+        EventType::PollAnswer => {
+            let poll_id = p.opt_str(v, b, "poll_id");
+            let question_id = p.str(v, b, "question_id");
+            let answer = p.str(v, b, "answer");
+            Fact::PollAnswer {
+                poll_id,
+                question_id: question_id?,
+                answer: answer?,
+            }
+        }
+        EventType::ConsentChanged => {
+            let channel = p.str(v, b, "channel");
+            let channel = match channel.as_deref().map(|c| (c, Channel::parse(c))) {
+                Some((_, Some(c))) => Some(c),
+                Some((c, None)) => {
+                    p.problems.push(Problem::new(
+                        "/payload/channel",
+                        format!("unknown channel '{c}'"),
+                    ));
+                    None
+                }
+                None => None,
+            };
+            let granted = match Payload::field(v, "granted").map(View::shape) {
+                Some(Shape::Bool(g)) => Some(g),
+                _ => {
+                    p.problems
+                        .push(Problem::new("/payload/granted", "must be true or false"));
+                    None
+                }
+            };
+            Fact::ConsentChanged {
+                channel: channel?,
+                granted: granted?,
+            }
+        }
+        EventType::Identify => {
+            let user_id = p
+                .opt_str(v, b, "user_id")
+                .or_else(|| header.user_id.clone());
+            let anonymous_id = p
+                .opt_str(v, b, "anonymous_id")
+                .or_else(|| header.anonymous_id.clone());
+            if user_id.as_deref().is_none_or(str::is_empty) {
+                p.problems
+                    .push(Problem::new("/user_id", "identify needs a user_id"));
+            }
+            if anonymous_id.as_deref().is_none_or(str::is_empty) {
+                p.problems.push(Problem::new(
+                    "/anonymous_id",
+                    "identify needs an anonymous_id",
+                ));
+            }
+            if let (Some(env_user), Some(user)) = (&header.user_id, &user_id) {
+                if env_user != user {
+                    p.problems.push(Problem::new(
+                        "/payload/user_id",
+                        "differs from the envelope's user_id",
+                    ));
+                    return None;
+                }
+            }
+            Fact::Identify {
+                user_id: user_id.filter(|s| !s.is_empty())?,
+                anonymous_id: anonymous_id.filter(|s| !s.is_empty())?,
+            }
+        }
+        EventType::ProfileUpdated => {
+            let email = p.opt_str(v, b, "email");
+            let name = p.opt_str(v, b, "name");
+            let timezone = p.opt_str(v, b, "timezone");
+            let mut ok = true;
+            if let Some(e) = &email {
+                if !plausible_email(e) {
+                    p.problems.push(Problem::new(
+                        "/payload/email",
+                        "is not a plausible email address",
+                    ));
+                    ok = false;
+                }
+            }
+            if let Some(tz) = &timezone {
+                if let Err(problem) = check_timezone(tz, "/payload/timezone") {
+                    p.problems.push(problem);
+                    ok = false;
+                }
+            }
+            if email.is_none() && name.is_none() && timezone.is_none() {
+                p.problems.push(Problem::new(
+                    "/payload",
+                    "needs at least one of email, name, timezone",
+                ));
+                ok = false;
+            }
+            if !ok {
+                return None;
+            }
+            Fact::ProfileUpdated {
+                email: email.map(|e| match e.bytes().any(|b| b.is_ascii_uppercase()) {
+                    true => Cow::Owned(e.to_ascii_lowercase()),
+                    false => e,
+                }),
+                name,
+                timezone,
+            }
+        }
+        EventType::EmailSuppressed => {
+            let reason = match p.str(v, b, "reason").as_deref() {
+                Some(name) if SuppressionReason::parse(name).is_some() => {
+                    SuppressionReason::parse(name)
+                }
+                Some(other) => {
+                    p.problems.push(Problem::new(
+                        "/payload/reason",
+                        format!("unknown reason '{other}'"),
+                    ));
+                    None
+                }
+                None => None,
+            };
+            let message_id = p.opt_str(v, b, "message_id");
+            Fact::EmailSuppressed {
+                reason: reason?,
+                message_id,
+            }
+        }
+    })
+}
+
+/// A syntactic plausibility check only (one `@`, non-empty local part, dotted domain, no
+/// spaces); deliverability is SES's job.
+pub fn plausible_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && s.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Accepts IANA time zone names known to the tz database (`Europe/Berlin`, `UTC`).
+pub(super) fn check_timezone(tz: &str, path: &str) -> Result<(), Problem> {
+    tz.parse::<chrono_tz::Tz>()
+        .map(|_| ())
+        .map_err(|_| Problem::new(path, format!("'{tz}' is not an IANA time zone name")))
+}
+
+/// `s` without leading and trailing whitespace, still borrowed if it was.
+fn trimmed<'a>(s: &Cow<'a, str>) -> Cow<'a, str> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+    }
+}
