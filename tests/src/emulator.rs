@@ -195,6 +195,14 @@ impl Aws {
         }
     }
 
+    /// Reads a profile that must exist (panics with its id otherwise: a test's assertion).
+    pub async fn profile(&self, table: &str, id: &str) -> ember_core::profile::Profile {
+        self.get_profile(table, id)
+            .await
+            .expect("get profile")
+            .unwrap_or_else(|| panic!("no profile {id}"))
+    }
+
     /// Creates a Kinesis stream and waits until it is active.
     pub async fn create_stream(&self, prefix: &str, shards: i32) -> SetupResult<String> {
         let name = unique(prefix);

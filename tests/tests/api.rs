@@ -294,27 +294,26 @@ async fn bad_inputs_get_exact_error_bodies_and_write_nothing() {
     );
     assert_eq!(status, 403);
 
-    let (status, body) = env.call("event-wrong-content-type.json").await;
-    assert_eq!(status, 415);
-    assert_eq!(
-        body,
-        json!({"error": "unsupported_media_type", "message": "content-type must be application/json, got text/plain"})
-    );
-
-    let (status, body) = env.call("unknown-route.json").await;
-    assert_eq!(
-        (status, body),
+    let refusals = [
         (
+            "event-wrong-content-type.json",
+            415,
+            json!({"error": "unsupported_media_type", "message": "content-type must be application/json, got text/plain"}),
+        ),
+        (
+            "unknown-route.json",
             404,
-            json!({"error": "not_found", "message": "no route for /v1/nothing-here"})
-        )
-    );
-    let (status, body) = env.call("wrong-method.json").await;
-    assert_eq!(status, 405);
-    assert_eq!(
-        body,
-        json!({"error": "method_not_allowed", "message": "method GET is not allowed here; allowed: POST", "allowed": ["POST"]})
-    );
+            json!({"error": "not_found", "message": "no route for /v1/nothing-here"}),
+        ),
+        (
+            "wrong-method.json",
+            405,
+            json!({"error": "method_not_allowed", "message": "method GET is not allowed here; allowed: POST", "allowed": ["POST"]}),
+        ),
+    ];
+    for (fixture, status, body) in refusals {
+        assert_eq!(env.call(fixture).await, (status, body), "{fixture}");
+    }
 
     assert!(
         env.records().await.is_empty(),
@@ -413,26 +412,23 @@ async fn a_webhook_is_never_answered_before_its_events_are_on_the_stream() {
 #[tokio::test]
 async fn unverified_webhooks_are_refused_before_anything_is_stored() {
     let env = setup().await;
-    let (status, body) = env.call("webhook-payments-bad-signature.json").await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        body,
-        json!({"error": "invalid_signature", "message": "signature does not match the payload with any configured secret"})
-    );
-    let (status, body) = env.call("webhook-payments-unsigned.json").await;
-    assert_eq!(
-        (status, body),
+    let refusals = [
         (
-            401,
-            json!({"error": "invalid_signature", "message": "missing Stripe-Signature header"})
-        )
-    );
-    let (status, body) = env.call("webhook-payments-replayed.json").await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        body,
-        json!({"error": "stale_timestamp", "message": "signature timestamp 1795165200 is 3605 s away from the server time; the tolerance is 300 s (replayed or delayed delivery)"})
-    );
+            "webhook-payments-bad-signature.json",
+            json!({"error": "invalid_signature", "message": "signature does not match the payload with any configured secret"}),
+        ),
+        (
+            "webhook-payments-unsigned.json",
+            json!({"error": "invalid_signature", "message": "missing Stripe-Signature header"}),
+        ),
+        (
+            "webhook-payments-replayed.json",
+            json!({"error": "stale_timestamp", "message": "signature timestamp 1795165200 is 3605 s away from the server time; the tolerance is 300 s (replayed or delayed delivery)"}),
+        ),
+    ];
+    for (fixture, body) in refusals {
+        assert_eq!(env.call(fixture).await, (401, body), "{fixture}");
+    }
     // A tampered body with the original signature.
     let mut tampered = apigw_fixture("webhook-payments-checkout-completed.json");
     let body_text = tampered["body"]

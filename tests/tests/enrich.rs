@@ -57,11 +57,7 @@ impl Env {
     }
 
     async fn profile(&self, id: &str) -> Profile {
-        self.aws
-            .get_profile(&self.table, id)
-            .await
-            .expect("get profile")
-            .unwrap_or_else(|| panic!("no profile {id}"))
+        self.aws.profile(&self.table, id).await
     }
 
     async fn bus_events(&self) -> Vec<BusEvent> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use ember_local::activity::Activity;
 use ember_local::functions::JsonFn;
-use ember_local::pollers::{start_kinesis, KinesisMapping};
+use ember_local::kinesis_mapping::{start_kinesis, KinesisMapping};
 use ember_local::template::KinesisSource;
 use ember_tests::emulator::Aws;
 use serde_json::{json, Value};

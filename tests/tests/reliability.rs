@@ -199,6 +199,20 @@ fn normalised(p: &Profile) -> Profile {
     }
 }
 
+/// A rig with `sdk_attempts`, the batch of a workload of `records` over `users`, and what a
+/// fault-free run of it gives.
+async fn scenario(
+    sdk_attempts: u32,
+    records: usize,
+    users: usize,
+) -> (Rig, KinesisEvent, Reference) {
+    let rig = rig(sdk_attempts).await;
+    let w = workload(records, users);
+    let event = batch(&w);
+    let expected = reference(&w, &event).await;
+    (rig, event, expected)
+}
+
 /// Checks the settled state against the reference; returns the bus events read.
 async fn assert_settled(rig: &Rig, reference: &Reference) -> Vec<BusEvent> {
     rig.proxy.clear_rules();
@@ -295,10 +309,7 @@ fn outcome(events: &[BusEvent]) -> BTreeMap<String, String> {
 
 #[tokio::test]
 async fn dynamodb_throttling_and_500s_apply_every_event_exactly_once() {
-    let rig = rig(1).await;
-    let w = workload(90, 9);
-    let event = batch(&w);
-    let expected = reference(&w, &event).await;
+    let (rig, event, expected) = scenario(1, 90, 9).await;
 
     // Bursts, with no SDK retries so that every fault reaches the handler. (A steady fault
     // rate without SDK retries never settles under Lambda's re-drive: every invocation reads
@@ -321,10 +332,7 @@ async fn ambiguous_profile_writes_lose_no_bus_event() {
     // The write reaches DynamoDB but its answer is lost (connection dropped): the retry sees a
     // version conflict, re-reads and finds every event already applied. Only profile writes:
     // claims are PutItem calls too, and dropping half of everything only slows the test.
-    let rig = rig(1).await;
-    let w = workload(60, 6);
-    let event = batch(&w);
-    let expected = reference(&w, &event).await;
+    let (rig, event, expected) = scenario(1, 60, 6).await;
     let dropped = rig.proxy.add(
         Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward)
             .on_table(&rig.table)
@@ -337,10 +345,7 @@ async fn ambiguous_profile_writes_lose_no_bus_event() {
 
 #[tokio::test]
 async fn eventbridge_partial_failures_and_throttling_publish_each_event_once() {
-    let rig = rig(1).await;
-    let w = workload(90, 9);
-    let event = batch(&w);
-    let expected = reference(&w, &event).await;
+    let (rig, event, expected) = scenario(1, 90, 9).await;
     let entered = expected
         .events
         .iter()
@@ -369,10 +374,7 @@ async fn eventbridge_partial_failures_and_throttling_publish_each_event_once() {
 
 #[tokio::test]
 async fn dead_letter_queue_errors_fail_only_the_broken_records_until_they_land() {
-    let rig = rig(1).await;
-    let w = workload(45, 5);
-    let event = batch(&w);
-    let expected = reference(&w, &event).await;
+    let (rig, event, expected) = scenario(1, 45, 5).await;
 
     let down = rig
         .proxy
@@ -399,10 +401,7 @@ async fn dead_letter_queue_errors_fail_only_the_broken_records_until_they_land()
 
 #[tokio::test]
 async fn everything_at_once_timeouts_included() {
-    let rig = rig(2).await;
-    let w = workload(120, 12);
-    let event = batch(&w);
-    let expected = reference(&w, &event).await;
+    let (rig, event, expected) = scenario(2, 120, 12).await;
     rig.proxy
         .add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(4))).every(7));
     rig.proxy
@@ -417,10 +416,7 @@ async fn everything_at_once_timeouts_included() {
 
 #[tokio::test]
 async fn replaying_a_batch_three_times_changes_nothing() {
-    let rig = rig(3).await;
-    let w = workload(60, 6);
-    let event = batch(&w);
-    let expected = reference(&w, &event).await;
+    let (rig, event, expected) = scenario(3, 60, 6).await;
     assert_eq!(redrive(&rig.handler, &event).await, 1);
     let first = assert_settled(&rig, &expected).await;
 

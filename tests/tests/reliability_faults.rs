@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use ember_aws::eventbridge::EventBridgeBus;
@@ -57,6 +59,34 @@ async fn drain(queue_url: &str) -> Vec<String> {
         .expect("drain")
 }
 
+type DdbResult<T, E> = Result<T, aws_sdk_dynamodb::error::SdkError<E>>;
+
+/// Puts an item with only its key `id`.
+async fn put(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    id: &str,
+) -> DdbResult<PutItemOutput, PutItemError> {
+    ddb.put_item()
+        .table_name(table)
+        .item("id", AttributeValue::S(id.into()))
+        .send()
+        .await
+}
+
+/// Gets the item with key `id`.
+async fn get(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    id: &str,
+) -> DdbResult<GetItemOutput, GetItemError> {
+    ddb.get_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(id.into()))
+        .send()
+        .await
+}
+
 fn segment_event(i: usize) -> BusEvent {
     BusEvent::SegmentEntered(SegmentChange {
         id: format!("u-{i}:spicy:entered:1"),
@@ -80,10 +110,7 @@ async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
     let table = create_table().await;
 
     let throttle = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).first(2));
-    ddb.put_item()
-        .table_name(&table)
-        .item("id", AttributeValue::S("p1".into()))
-        .send()
+    put(&ddb, &table, "p1")
         .await
         .expect("third attempt goes through");
     assert_eq!((throttle.matched(), throttle.injected()), (3, 2));
@@ -94,13 +121,7 @@ async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
     let ddb1 = aws_sdk_dynamodb::Client::new(&conf1);
     proxy.clear_rules();
     let throttle = proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Throttle).first(1));
-    let err = ddb1
-        .get_item()
-        .table_name(&table)
-        .key("id", AttributeValue::S("p1".into()))
-        .send()
-        .await
-        .unwrap_err();
+    let err = get(&ddb1, &table, "p1").await.unwrap_err();
     let err = err.into_service_error();
     assert!(
         err.is_provisioned_throughput_exceeded_exception(),
@@ -111,13 +132,7 @@ async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
     // 500s: retried by the SDK, then classified transient by Ember.
     proxy.clear_rules();
     let boom = proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::ServerError));
-    let err = ddb
-        .get_item()
-        .table_name(&table)
-        .key("id", AttributeValue::S("p1".into()))
-        .send()
-        .await
-        .unwrap_err();
+    let err = get(&ddb, &table, "p1").await.unwrap_err();
     assert_eq!(boom.injected(), 3, "one per SDK attempt");
     let port = ember_aws::retry::classify(&err, "test.get");
     assert!(port.is_retryable(), "{port}");
@@ -133,13 +148,7 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
     let stall =
         proxy.add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(2))).first(1));
     let started = std::time::Instant::now();
-    let err = ddb
-        .get_item()
-        .table_name(&table)
-        .key("id", AttributeValue::S("x".into()))
-        .send()
-        .await
-        .unwrap_err();
+    let err = get(&ddb, &table, "x").await.unwrap_err();
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",
@@ -154,51 +163,25 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
 
     proxy.clear_rules();
     let dropped = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).first(1));
-    let err = ddb
-        .put_item()
-        .table_name(&table)
-        .item("id", AttributeValue::S("ghost".into()))
-        .send()
-        .await
-        .unwrap_err();
+    let err = put(&ddb, &table, "ghost").await.unwrap_err();
     assert!(
         ember_aws::retry::classify(&err, "test").is_retryable(),
         "{err:?}"
     );
     assert_eq!(dropped.injected(), 1);
     // The caller saw a failure, but the write happened: the ambiguous case retries must handle.
-    let item = ddb
-        .get_item()
-        .table_name(&table)
-        .key("id", AttributeValue::S("ghost".into()))
-        .send()
-        .await
-        .unwrap()
-        .item;
+    let item = get(&ddb, &table, "ghost").await.unwrap().item;
     assert!(item.is_some());
 
     proxy.clear_rules();
     let drop = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Drop).first(1));
-    let err = ddb
-        .put_item()
-        .table_name(&table)
-        .item("id", AttributeValue::S("never".into()))
-        .send()
-        .await
-        .unwrap_err();
+    let err = put(&ddb, &table, "never").await.unwrap_err();
     assert!(
         ember_aws::retry::classify(&err, "test").is_retryable(),
         "{err:?}"
     );
     assert_eq!(drop.injected(), 1);
-    let item = ddb
-        .get_item()
-        .table_name(&table)
-        .key("id", AttributeValue::S("never".into()))
-        .send()
-        .await
-        .unwrap()
-        .item;
+    let item = get(&ddb, &table, "never").await.unwrap().item;
     assert!(item.is_none(), "a dropped request never reaches the table");
 }
 

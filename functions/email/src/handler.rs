@@ -107,6 +107,14 @@ impl Outcome {
     pub fn is_sent(&self) -> bool {
         matches!(self, Outcome::Sent { .. })
     }
+
+    /// Why it was skipped, if it was.
+    pub fn skipped(&self) -> Option<Skip> {
+        match self {
+            Outcome::Skipped { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
     /// Whether lower-priority candidates must not be tried after this one.
     fn stops(&self) -> bool {
         !matches!(

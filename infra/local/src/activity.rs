@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How long an idle poller waits before looking again (a drain wakes it at once). The
+/// emulator serves one request at a time, so idle polling competes with real work.
+pub const IDLE_POLL: Duration = Duration::from_millis(100);
+
 /// Live counters of one local run.
 #[derive(Debug, Default)]
 pub struct Activity {

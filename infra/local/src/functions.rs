@@ -75,7 +75,7 @@ pub async fn build(
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 Box::pin(async move {
-                    // The schedule's `time` is the run's clock (pollers::scheduled_event).
+                    // The schedule's `time` is the run's clock (rule_delivery::scheduled_event).
                     let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
                         serde_json::from_value(event).map_err(|e| format!("not a Scheduled Event: {e}"))?;
                     let request_id = uuid::Uuid::new_v4().to_string();

@@ -11,7 +11,7 @@
 //! 3. runs the event sources the template declares, in-process: the HTTP API routes
 //!    ([`http`]), the Kinesis event source mapping with partial failures, bisection, retries
 //!    and the on-failure destination, the EventBridge rules through SQS target queues, and
-//!    the schedules ([`pollers`], [`pipeline`]);
+//!    the schedules ([`kinesis_mapping`], [`rule_delivery`], [`pipeline`]);
 //! 4. replays sample traffic on a clock that follows event time ([`clock`], [`replay`]) and
 //!    reports profiles, segment transitions, emails (read back from the emulator and written
 //!    as HTML by [`mail`]), dead letters and latency.
@@ -22,7 +22,9 @@
 //! - [`provision`]: creating (and deleting) the template's resources on the emulator.
 //! - [`functions`]: binary name -> in-process handler.
 //! - [`http`]: the API Gateway HTTP API (payload 2.0) stand-in.
-//! - [`pollers`]: Kinesis, EventBridge-rule and schedule event sources.
+//! - [`kinesis_mapping`]: Lambda's Kinesis event source mapping (batches, partial failures,
+//!   bisection, retries, on-failure destination).
+//! - [`rule_delivery`]: EventBridge rules (through their SQS targets) and schedules.
 //! - [`activity`]: counters and the drain handshake.
 //! - [`clock`]: the event-time clock.
 //! - [`pipeline`]: starting and stopping everything.
@@ -36,11 +38,12 @@ pub mod error;
 pub mod functions;
 pub mod generate;
 pub mod http;
+pub mod kinesis_mapping;
 pub mod mail;
 pub mod pipeline;
-pub mod pollers;
 pub mod provision;
 pub mod replay;
+pub mod rule_delivery;
 pub mod template;
 
 pub use error::LocalError;

@@ -22,8 +22,9 @@ use crate::clock::SimClock;
 use crate::error::LocalError;
 use crate::functions::{self, Handler, HttpFn, JsonFn};
 use crate::http::{self, Route};
-use crate::pollers::{self, KinesisMapping, RuleDelivery};
+use crate::kinesis_mapping::{self, KinesisMapping};
 use crate::provision::{address_of, Stack};
+use crate::rule_delivery::{self, RuleDelivery};
 use crate::template::{self, Context, EventSource, Template};
 
 /// How to start a local pipeline.
@@ -217,7 +218,7 @@ impl Pipeline {
                             retry_delay: opts.retry_delay,
                         });
                         tasks.extend(
-                            pollers::start_kinesis(
+                            kinesis_mapping::start_kinesis(
                                 mapping,
                                 h.clone(),
                                 activity.clone(),
@@ -248,7 +249,7 @@ impl Pipeline {
                             concurrency: opts.rule_concurrency,
                             counted: true,
                         });
-                        tasks.push(pollers::start_rule(
+                        tasks.push(rule_delivery::start_rule(
                             delivery,
                             h.clone(),
                             activity.clone(),
@@ -348,7 +349,7 @@ impl Pipeline {
             // Instrumentation: kept out of the rule counters.
             counted: false,
         });
-        let handle = pollers::start_rule(delivery, record, self.activity.clone(), stop);
+        let handle = rule_delivery::start_rule(delivery, record, self.activity.clone(), stop);
         self.tasks.push(handle);
         self.observer = Some((rule, bus, url));
         Ok(())
@@ -385,7 +386,7 @@ impl Pipeline {
             if !due {
                 continue;
             }
-            let event = pollers::scheduled_event(
+            let event = rule_delivery::scheduled_event(
                 &s.rule_arn,
                 &self.stack.ctx.account_id,
                 &self.stack.ctx.region,

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use ember_core::ports::{Claim, EventClaims, PortResult};
 
-use crate::ledger::{conditional_put, DynamoLedger, EXPIRES_AT, PK, SK};
+use crate::ledger::{conditional, DynamoLedger, EXPIRES_AT, PK, SK};
 use crate::retry::classify;
 
 /// The attribute holding the claiming origin.
@@ -53,7 +53,7 @@ impl EventClaims for DynamoLedger {
             .expression_attribute_values(":by", AttributeValue::S(origin.to_owned()))
             .send()
             .await;
-        Ok(if conditional_put(outcome, "claim.put")? {
+        Ok(if conditional(outcome, "claim.put")? {
             Claim::Granted
         } else {
             Claim::Held

@@ -13,8 +13,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
@@ -105,19 +104,20 @@ impl DynamoLedger {
     }
 }
 
-/// The outcome of a conditional put: `Ok(true)` if written, `Ok(false)` if its condition
-/// did not hold.
-pub(crate) fn conditional_put<R>(
-    outcome: Result<R, aws_sdk_dynamodb::error::SdkError<PutItemError>>,
+/// The outcome of a conditional write (put, update, delete): `Ok(true)` if written,
+/// `Ok(false)` if its condition did not hold.
+pub(crate) fn conditional<R, E>(
+    outcome: Result<R, SdkError<E>>,
     stage: &'static str,
-) -> PortResult<bool> {
+) -> PortResult<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
     match outcome {
         Ok(_) => Ok(true),
         Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(PutItemError::ConditionalCheckFailedException(_))
-            ) =>
+            if e.as_service_error().and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
         {
             Ok(false)
         }
@@ -192,7 +192,7 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":now", AttributeValue::N(self.now_secs().to_string()))
             .send()
             .await;
-        conditional_put(outcome, "ledger.claim")
+        conditional(outcome, "ledger.claim")
     }
 
     async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>> {
@@ -280,18 +280,7 @@ impl Ledger for DynamoLedger {
                 .expression_attribute_values(":exp", AttributeValue::N(at.timestamp().to_string())),
             None => request.update_expression("ADD #count :one"),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify(&e, "ledger.increment")),
-        }
+        conditional(request.send().await, "ledger.increment")
     }
 
     async fn delete(&self, pk: &str, sk: &str) -> PortResult<()> {
@@ -353,7 +342,7 @@ impl Ledger for DynamoLedger {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        conditional_put(outcome, "ledger.replace_if")
+        conditional(outcome, "ledger.replace_if")
     }
 }
 

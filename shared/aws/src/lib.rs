@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`config`]: one `SdkConfig` per process (rustls + ring HTTP client, endpoints only from
 //!   the standard `AWS_ENDPOINT_URL*` variables) and the resource names read from env.
-//! - [`telemetry`]: JSON structured logs via tracing-subscriber.
-//! - [`kinesis`]: the event stream (`PutRecords` in chunks of ≤500, failed records retried).
+//! - [`telemetry`]: JSON structured logs via tracing-subscriber, and CloudWatch metrics as
+//!   Embedded Metric Format lines.
+//! - [`kinesis`]: the event stream (`PutRecords` in waves of one record per partition key, so
+//!   a retried failure never reorders a customer's events).
 //! - [`error`]: the crate's error enum.
 //! - [`retry`]: bounded exponential backoff with jitter, and `classify` (SDK error → transient
 //!   or permanent `PortError`, naming the stage): the one place errors are classified.

@@ -601,7 +601,6 @@ mod tests {
 
     use super::*;
     use crate::consent::{Channel, SuppressionReason};
-    use crate::event::EventHeader;
     use crate::profile::{MAX_ANONYMOUS_IDS, MAX_CART_LINES, MAX_CURRENCIES, MAX_POLL_ANSWERS};
 
     fn t(day: u32, hour: u32) -> DateTime<Utc> {
@@ -611,36 +610,7 @@ mod tests {
     }
 
     fn ev<'a>(id: &'a str, at: DateTime<Utc>, fact: Fact<'a>) -> EnrichedEvent<'a> {
-        let event_type = match &fact {
-            Fact::PageView { .. } => EventType::PageView,
-            Fact::ProductView { .. } => EventType::ProductView,
-            Fact::AddToCart { .. } => EventType::AddToCart,
-            Fact::RemoveFromCart { .. } => EventType::RemoveFromCart,
-            Fact::CheckoutStarted { .. } => EventType::CheckoutStarted,
-            Fact::Purchase { .. } => EventType::Purchase,
-            Fact::EmailOpened { .. } => EventType::EmailOpened,
-            Fact::EmailClicked { .. } => EventType::EmailClicked,
-            Fact::HeatPreference { .. } => EventType::HeatPreference,
-            Fact::PollAnswer { .. } => EventType::PollAnswer,
-            Fact::ConsentChanged { .. } => EventType::ConsentChanged,
-            Fact::Identify { .. } => EventType::Identify,
-            Fact::ProfileUpdated { .. } => EventType::ProfileUpdated,
-            Fact::EmailSuppressed { .. } => EventType::EmailSuppressed,
-        };
-        EnrichedEvent {
-            header: EventHeader {
-                event_id: id.into(),
-                event_type,
-                version: 1,
-                user_id: Some("u-1".into()),
-                anonymous_id: None,
-                occurred_at: at,
-                source: "test".into(),
-            },
-            fact,
-            utm: BTreeMap::new(),
-            device: None,
-        }
+        EnrichedEvent::of_user(id, "u-1", at, "test", fact)
     }
 
     fn add(sku: &str, qty: u32, price: i64) -> Fact<'_> {

@@ -3,7 +3,8 @@
 //! - [`MemoryProfileStore`]: the optimistic version check and a paginated parallel scan;
 //! - [`MemoryClaims`]: event-id claims granted again to their own origin, expiring;
 //! - [`MemoryLedger`]: keyed records with conditional create, compare-and-set, counters
-//!   (expiry is stored, not simulated: handlers under test run on fixed clocks).
+//!   (expiry is stored, not simulated: handlers under test run on fixed clocks);
+//! - [`environment`]: variables for `Settings::from_lookup`, without touching the process's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,16 @@ use crate::ports::{
     check_scan_segment, Claim, Erasures, EventClaims, Ledger, PortError, PortResult, ProfileStore,
 };
 use crate::profile::Profile;
+
+/// An environment holding `pairs`, read like `std::env::var` (what every function's
+/// `Settings::from_lookup` takes).
+pub fn environment(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
 
 /// Event-id claims in a map: `event id → (origin, expires at)`, and erased profile ids.
 #[derive(Debug, Default)]

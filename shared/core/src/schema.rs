@@ -19,6 +19,8 @@ use crate::error::{CoreError, Problem};
 use crate::event::{read_timestamp, Context, Envelope, EventHeader, EventType};
 use crate::json::{Json, Shape, View};
 
+#[cfg(test)]
+mod against_jsonschema;
 mod checker;
 
 use checker::{Node, Path};

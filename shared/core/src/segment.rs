@@ -645,14 +645,12 @@ pub fn transitions(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use crate::profile::Stamped;
     use chrono::TimeZone;
 
     use super::*;
     use crate::enrich::{EnrichedEvent, Fact, LineItem};
-    use crate::event::EventHeader;
     use crate::fold::FoldConfig;
 
     fn t0() -> DateTime<Utc> {
@@ -663,21 +661,8 @@ mod tests {
         RuleSet::embedded().unwrap()
     }
 
-    fn apply(p: &mut Profile, id: &str, at: DateTime<Utc>, event_type: EventType, fact: Fact) {
-        let e = EnrichedEvent {
-            header: EventHeader {
-                event_id: id.into(),
-                event_type,
-                version: 1,
-                user_id: Some(p.id.clone().into()),
-                anonymous_id: None,
-                occurred_at: at,
-                source: "test".into(),
-            },
-            fact,
-            utm: BTreeMap::new(),
-            device: None,
-        };
+    fn apply(p: &mut Profile, id: &str, at: DateTime<Utc>, fact: Fact) {
+        let e = EnrichedEvent::of_user(id, p.id.clone(), at, "test", fact);
         p.apply(&e, &FoldConfig::default());
     }
 
@@ -693,7 +678,6 @@ mod tests {
             p,
             id,
             at,
-            EventType::AddToCart,
             Fact::AddToCart {
                 item,
                 currency: "EUR".into(),
@@ -708,7 +692,7 @@ mod tests {
             currency: "EUR".into(),
             items: vec![],
         };
-        apply(p, id, at, EventType::Purchase, fact);
+        apply(p, id, at, fact);
     }
 
     fn heat(p: &mut Profile, id: &str, at: DateTime<Utc>, shu: u32) {
@@ -716,7 +700,6 @@ mod tests {
             p,
             id,
             at,
-            EventType::HeatPreference,
             Fact::HeatPreference {
                 shu,
                 stated: String::new().into(),
@@ -770,7 +753,6 @@ mod tests {
             &mut p,
             "2",
             t0() + Duration::minutes(40),
-            EventType::CheckoutStarted,
             Fact::CheckoutStarted {
                 checkout_id: None,
                 total_minor: None,
@@ -825,7 +807,6 @@ mod tests {
                 &mut mild,
                 &format!("pv{i}"),
                 t0() + Duration::hours(i),
-                EventType::ProductView,
                 Fact::ProductView { product },
             );
         }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ember_core::consent::Channel;
 use ember_core::enrich::{DeviceClass, EnrichedEvent, Fact, LineItem};
-use ember_core::event::{EventHeader, EventType};
 use ember_core::fold::FoldConfig;
 use ember_core::profile::Profile;
 use proptest::prelude::*;
@@ -14,40 +13,8 @@ fn base() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 9, 1, 0, 0, 0).unwrap()
 }
 
-fn event_type(fact: &Fact) -> EventType {
-    match fact {
-        Fact::PageView { .. } => EventType::PageView,
-        Fact::ProductView { .. } => EventType::ProductView,
-        Fact::AddToCart { .. } => EventType::AddToCart,
-        Fact::RemoveFromCart { .. } => EventType::RemoveFromCart,
-        Fact::CheckoutStarted { .. } => EventType::CheckoutStarted,
-        Fact::Purchase { .. } => EventType::Purchase,
-        Fact::EmailOpened { .. } => EventType::EmailOpened,
-        Fact::EmailClicked { .. } => EventType::EmailClicked,
-        Fact::HeatPreference { .. } => EventType::HeatPreference,
-        Fact::PollAnswer { .. } => EventType::PollAnswer,
-        Fact::ConsentChanged { .. } => EventType::ConsentChanged,
-        Fact::Identify { .. } => EventType::Identify,
-        Fact::ProfileUpdated { .. } => EventType::ProfileUpdated,
-        Fact::EmailSuppressed { .. } => EventType::EmailSuppressed,
-    }
-}
-
 fn event(id: String, at: DateTime<Utc>, fact: Fact<'static>) -> EnrichedEvent<'static> {
-    EnrichedEvent {
-        header: EventHeader {
-            event_id: id.into(),
-            event_type: event_type(&fact),
-            version: 1,
-            user_id: Some("u-1".into()),
-            anonymous_id: None,
-            occurred_at: at,
-            source: "proptest".into(),
-        },
-        fact,
-        utm: BTreeMap::new(),
-        device: None,
-    }
+    EnrichedEvent::of_user(id, "u-1", at, "proptest", fact)
 }
 
 /// Facts whose effect does not depend on the order they arrive in (no cart, no clicks).

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::consent::{Channel, SuppressionReason};
+use crate::event::EventType;
 
 /// A product as seen on a product page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,4 +96,26 @@ pub enum Fact<'a> {
         reason: SuppressionReason,
         message_id: Option<Cow<'a, str>>,
     },
+}
+
+impl Fact<'_> {
+    /// The event type this fact is the content of.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Fact::PageView { .. } => EventType::PageView,
+            Fact::ProductView { .. } => EventType::ProductView,
+            Fact::AddToCart { .. } => EventType::AddToCart,
+            Fact::RemoveFromCart { .. } => EventType::RemoveFromCart,
+            Fact::CheckoutStarted { .. } => EventType::CheckoutStarted,
+            Fact::Purchase { .. } => EventType::Purchase,
+            Fact::EmailOpened { .. } => EventType::EmailOpened,
+            Fact::EmailClicked { .. } => EventType::EmailClicked,
+            Fact::HeatPreference { .. } => EventType::HeatPreference,
+            Fact::PollAnswer { .. } => EventType::PollAnswer,
+            Fact::ConsentChanged { .. } => EventType::ConsentChanged,
+            Fact::Identify { .. } => EventType::Identify,
+            Fact::ProfileUpdated { .. } => EventType::ProfileUpdated,
+            Fact::EmailSuppressed { .. } => EventType::EmailSuppressed,
+        }
+    }
 }

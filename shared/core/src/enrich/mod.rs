@@ -23,6 +23,9 @@ mod read;
 mod tests;
 pub mod utm;
 
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problem;
@@ -52,6 +55,33 @@ pub struct EnrichedEvent<'a> {
     /// Device class from `context.user_agent`, if one was sent.
     #[serde(default)]
     pub device: Option<DeviceClass>,
+}
+
+impl<'a> EnrichedEvent<'a> {
+    /// An event of `user_id` stating `fact` (version 1, no UTM parameters or device): how
+    /// the scheduled and test paths build events that did not come from a record.
+    pub fn of_user(
+        event_id: impl Into<Cow<'a, str>>,
+        user_id: impl Into<Cow<'a, str>>,
+        occurred_at: DateTime<Utc>,
+        source: impl Into<Cow<'a, str>>,
+        fact: Fact<'a>,
+    ) -> EnrichedEvent<'a> {
+        EnrichedEvent {
+            header: EventHeader {
+                event_id: event_id.into(),
+                event_type: fact.event_type(),
+                version: 1,
+                user_id: Some(user_id.into()),
+                anonymous_id: None,
+                occurred_at,
+                source: source.into(),
+            },
+            fact,
+            utm: Utm::new(),
+            device: None,
+        }
+    }
 }
 
 /// Parses, validates and enriches one raw record. The record is read into a borrowed

@@ -19,6 +19,37 @@ pub(super) struct Payload<'p, 'a> {
 }
 
 impl<'a> Payload<'_, 'a> {
+    /// An optional amount in `currency`; given without a currency it is a problem.
+    fn amount(
+        &mut self,
+        v: &Json<'a>,
+        base: &str,
+        field: &str,
+        currency: Option<&str>,
+    ) -> Option<i64> {
+        match (Self::field(v, field), currency) {
+            (None, _) => None,
+            (Some(_), Some(c)) => self.money(v, base, field, c),
+            (Some(_), None) => {
+                self.problems.push(Problem::new(
+                    format!("{base}/currency"),
+                    format!("is required with {field}"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// The `currency` field, which must be there.
+    fn required_currency(&mut self, v: &Json<'a>, base: &str) -> Option<Cow<'a, str>> {
+        let currency = self.currency(v, base, "currency");
+        if currency.is_none() && Self::field(v, "currency").is_none() {
+            self.problems
+                .push(Problem::new(format!("{base}/currency"), "is required"));
+        }
+        currency
+    }
+
     fn field<'v>(value: &'v Json<'a>, key: &str) -> Option<&'v Json<'a>> {
         value.get(key).filter(|v| !v.is_null())
     }
@@ -115,285 +146,324 @@ impl<'a> Payload<'_, 'a> {
     }
 }
 
+/// What the readers need besides the payload.
+pub(super) struct Read<'r, 'a> {
+    header: &'r EventHeader<'a>,
+    /// `context.page_url`, the default of a page's or product's own URL.
+    page_url: Option<&'r Cow<'a, str>>,
+}
+
 pub(super) fn fact_of<'a>(
     header: &EventHeader<'a>,
     page_url: Option<&Cow<'a, str>>,
     p: &mut Payload<'_, 'a>,
 ) -> Option<Fact<'a>> {
+    // One reader per event type: the payload's fields into its fact, every problem recorded.
+    let r = Read { header, page_url };
+    match header.event_type {
+        EventType::PageView => page_view(p, &r),
+        EventType::ProductView => product_view(p, &r),
+        EventType::AddToCart => add_to_cart(p, &r),
+        EventType::RemoveFromCart => remove_from_cart(p, &r),
+        EventType::CheckoutStarted => checkout_started(p, &r),
+        EventType::Purchase => purchase(p, &r),
+        EventType::EmailOpened => email_opened(p, &r),
+        EventType::EmailClicked => email_clicked(p, &r),
+        EventType::HeatPreference => heat_preference(p, &r),
+        EventType::PollAnswer => poll_answer(p, &r),
+        EventType::ConsentChanged => consent_changed(p, &r),
+        EventType::Identify => identify(p, &r),
+        EventType::ProfileUpdated => profile_updated(p, &r),
+        EventType::EmailSuppressed => email_suppressed(p, &r),
+    }
+}
+
+fn page_view<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> {
     let v = p.value;
     let b = "/payload";
-    Some(match header.event_type {
-        EventType::PageView => Fact::PageView {
-            url: p.opt_str(v, b, "url").or_else(|| page_url.cloned()),
-            title: p.opt_str(v, b, "title"),
+    Some(Fact::PageView {
+        url: p.opt_str(v, b, "url").or_else(|| r.page_url.cloned()),
+        title: p.opt_str(v, b, "title"),
+    })
+}
+
+fn product_view<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let sku = p.str(v, b, "sku");
+    let name = p.opt_str(v, b, "name");
+    let currency = p.currency(v, b, "currency");
+    let price_minor = p.amount(v, b, "price", currency.as_deref());
+    let url = p.opt_str(v, b, "url").or_else(|| r.page_url.cloned());
+    Some(Fact::ProductView {
+        product: Product {
+            sku: sku?,
+            name,
+            price_minor,
+            currency,
+            url,
         },
-        EventType::ProductView => {
-            let sku = p.str(v, b, "sku");
-            let name = p.opt_str(v, b, "name");
-            let currency = p.currency(v, b, "currency");
-            let price_minor = match (Payload::field(v, "price"), currency.as_deref()) {
-                (None, _) => None,
-                (Some(_), Some(c)) => p.money(v, b, "price", c),
-                (Some(_), None) => {
-                    p.problems
-                        .push(Problem::new("/payload/currency", "is required with price"));
-                    None
+    })
+}
+
+fn add_to_cart<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let currency = p.required_currency(v, b);
+    let item = p.line(v, b, currency.as_deref());
+    Some(Fact::AddToCart {
+        item: item?,
+        currency: currency?,
+    })
+}
+
+fn remove_from_cart<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let sku = p.str(v, b, "sku");
+    let quantity = p.opt_u32(v, b, "quantity");
+    Some(Fact::RemoveFromCart {
+        sku: sku?,
+        quantity,
+    })
+}
+
+fn checkout_started<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let checkout_id = p.opt_str(v, b, "checkout_id");
+    let currency = p.currency(v, b, "currency");
+    let total_minor = p.amount(v, b, "total", currency.as_deref());
+    Some(Fact::CheckoutStarted {
+        checkout_id,
+        total_minor,
+        currency,
+    })
+}
+
+fn purchase<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let order_id = p.str(v, b, "order_id");
+    let currency = p.required_currency(v, b);
+    let total = currency.as_deref().and_then(|c| p.money(v, b, "total", c));
+    let mut items = Vec::new();
+    let mut items_ok = true;
+    match Payload::field(v, "items").map(View::shape) {
+        Some(Shape::Array(list)) => {
+            for (i, item) in list.iter().enumerate() {
+                match p.line(item, &format!("{b}/items/{i}"), currency.as_deref()) {
+                    Some(line) => items.push(line),
+                    None => items_ok = false,
                 }
+            }
+        }
+        Some(_) => {
+            p.problems
+                .push(Problem::new("/payload/items", "must be an array"));
+            items_ok = false;
+        }
+        None => {}
+    }
+    if !items_ok {
+        return None;
+    }
+    Some(Fact::Purchase {
+        order_id: order_id?,
+        total_minor: total?,
+        currency: currency?,
+        items,
+    })
+}
+
+fn email_opened<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let campaign = p.str(v, b, "campaign");
+    let message_id = p.str(v, b, "message_id");
+    Some(Fact::EmailOpened {
+        campaign: campaign?,
+        message_id: message_id?,
+    })
+}
+
+fn email_clicked<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let campaign = p.str(v, b, "campaign");
+    let message_id = p.str(v, b, "message_id");
+    let link = p.opt_str(v, b, "link");
+    Some(Fact::EmailClicked {
+        campaign: campaign?,
+        message_id: message_id?,
+        link,
+    })
+}
+
+fn heat_preference<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let source = p.opt_str(v, b, "source");
+    let Some(value) = Payload::field(v, "value") else {
+        p.problems
+            .push(Problem::new("/payload/value", "is required"));
+        return None;
+    };
+    Some(match heat_to_shu(value) {
+        Ok(shu) => {
+            let stated = match value {
+                Json::String(s) => trimmed(s),
+                other => Cow::Owned(other.to_string()),
             };
-            let url = p.opt_str(v, b, "url").or_else(|| page_url.cloned());
-            Fact::ProductView {
-                product: Product {
-                    sku: sku?,
-                    name,
-                    price_minor,
-                    currency,
-                    url,
-                },
+            Fact::HeatPreference {
+                shu,
+                stated,
+                source,
             }
         }
-        EventType::AddToCart => {
-            let currency = p.currency(v, b, "currency");
-            if currency.is_none() && Payload::field(v, "currency").is_none() {
-                p.problems
-                    .push(Problem::new("/payload/currency", "is required"));
-            }
-            let item = p.line(v, b, currency.as_deref());
-            Fact::AddToCart {
-                item: item?,
-                currency: currency?,
-            }
+        Err(m) => {
+            p.problems.push(Problem::new("/payload/value", m));
+            return None;
         }
-        EventType::RemoveFromCart => {
-            let sku = p.str(v, b, "sku");
-            let quantity = p.opt_u32(v, b, "quantity");
-            Fact::RemoveFromCart {
-                sku: sku?,
-                quantity,
-            }
+    })
+}
+
+fn poll_answer<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let poll_id = p.opt_str(v, b, "poll_id");
+    let question_id = p.str(v, b, "question_id");
+    let answer = p.str(v, b, "answer");
+    Some(Fact::PollAnswer {
+        poll_id,
+        question_id: question_id?,
+        answer: answer?,
+    })
+}
+
+fn consent_changed<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let channel = p.str(v, b, "channel");
+    let channel = match channel.as_deref().map(|c| (c, Channel::parse(c))) {
+        Some((_, Some(c))) => Some(c),
+        Some((c, None)) => {
+            p.problems.push(Problem::new(
+                "/payload/channel",
+                format!("unknown channel '{c}'"),
+            ));
+            None
         }
-        EventType::CheckoutStarted => {
-            let checkout_id = p.opt_str(v, b, "checkout_id");
-            let currency = p.currency(v, b, "currency");
-            let total_minor = match (Payload::field(v, "total"), currency.as_deref()) {
-                (None, _) => None,
-                (Some(_), Some(c)) => p.money(v, b, "total", c),
-                (Some(_), None) => {
-                    p.problems
-                        .push(Problem::new("/payload/currency", "is required with total"));
-                    None
-                }
-            };
-            Fact::CheckoutStarted {
-                checkout_id,
-                total_minor,
-                currency,
-            }
+        None => None,
+    };
+    let granted = match Payload::field(v, "granted").map(View::shape) {
+        Some(Shape::Bool(g)) => Some(g),
+        _ => {
+            p.problems
+                .push(Problem::new("/payload/granted", "must be true or false"));
+            None
         }
-        EventType::Purchase => {
-            let order_id = p.str(v, b, "order_id");
-            let currency = p.currency(v, b, "currency");
-            if currency.is_none() && Payload::field(v, "currency").is_none() {
-                p.problems
-                    .push(Problem::new("/payload/currency", "is required"));
-            }
-            let total = currency.as_deref().and_then(|c| p.money(v, b, "total", c));
-            let mut items = Vec::new();
-            let mut items_ok = true;
-            match Payload::field(v, "items").map(View::shape) {
-                Some(Shape::Array(list)) => {
-                    for (i, item) in list.iter().enumerate() {
-                        match p.line(item, &format!("{b}/items/{i}"), currency.as_deref()) {
-                            Some(line) => items.push(line),
-                            None => items_ok = false,
-                        }
-                    }
-                }
-                Some(_) => {
-                    p.problems
-                        .push(Problem::new("/payload/items", "must be an array"));
-                    items_ok = false;
-                }
-                None => {}
-            }
-            if !items_ok {
-                return None;
-            }
-            Fact::Purchase {
-                order_id: order_id?,
-                total_minor: total?,
-                currency: currency?,
-                items,
-            }
+    };
+    Some(Fact::ConsentChanged {
+        channel: channel?,
+        granted: granted?,
+    })
+}
+
+fn identify<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let user_id = p
+        .opt_str(v, b, "user_id")
+        .or_else(|| r.header.user_id.clone());
+    let anonymous_id = p
+        .opt_str(v, b, "anonymous_id")
+        .or_else(|| r.header.anonymous_id.clone());
+    if user_id.as_deref().is_none_or(str::is_empty) {
+        p.problems
+            .push(Problem::new("/user_id", "identify needs a user_id"));
+    }
+    if anonymous_id.as_deref().is_none_or(str::is_empty) {
+        p.problems.push(Problem::new(
+            "/anonymous_id",
+            "identify needs an anonymous_id",
+        ));
+    }
+    if let (Some(env_user), Some(user)) = (&r.header.user_id, &user_id) {
+        if env_user != user {
+            p.problems.push(Problem::new(
+                "/payload/user_id",
+                "differs from the envelope's user_id",
+            ));
+            return None;
         }
-        EventType::EmailOpened => {
-            let campaign = p.str(v, b, "campaign");
-            let message_id = p.str(v, b, "message_id");
-            Fact::EmailOpened {
-                campaign: campaign?,
-                message_id: message_id?,
-            }
+    }
+    Some(Fact::Identify {
+        user_id: user_id.filter(|s| !s.is_empty())?,
+        anonymous_id: anonymous_id.filter(|s| !s.is_empty())?,
+    })
+}
+
+fn profile_updated<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let email = p.opt_str(v, b, "email");
+    let name = p.opt_str(v, b, "name");
+    let timezone = p.opt_str(v, b, "timezone");
+    let mut ok = true;
+    if let Some(e) = &email {
+        if !plausible_email(e) {
+            p.problems.push(Problem::new(
+                "/payload/email",
+                "is not a plausible email address",
+            ));
+            ok = false;
         }
-        EventType::EmailClicked => {
-            let campaign = p.str(v, b, "campaign");
-            let message_id = p.str(v, b, "message_id");
-            let link = p.opt_str(v, b, "link");
-            Fact::EmailClicked {
-                campaign: campaign?,
-                message_id: message_id?,
-                link,
-            }
+    }
+    if let Some(tz) = &timezone {
+        if let Err(problem) = check_timezone(tz, "/payload/timezone") {
+            p.problems.push(problem);
+            ok = false;
         }
-        EventType::HeatPreference => {
-            let source = p.opt_str(v, b, "source");
-            let Some(value) = Payload::field(v, "value") else {
-                p.problems
-                    .push(Problem::new("/payload/value", "is required"));
-                return None;
-            };
-            match heat_to_shu(value) {
-                Ok(shu) => {
-                    let stated = match value {
-                        Json::String(s) => trimmed(s),
-                        other => Cow::Owned(other.to_string()),
-                    };
-                    Fact::HeatPreference {
-                        shu,
-                        stated,
-                        source,
-                    }
-                }
-                Err(m) => {
-                    p.problems.push(Problem::new("/payload/value", m));
-                    return None;
-                }
-            }
+    }
+    if email.is_none() && name.is_none() && timezone.is_none() {
+        p.problems.push(Problem::new(
+            "/payload",
+            "needs at least one of email, name, timezone",
+        ));
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(Fact::ProfileUpdated {
+        email: email.map(|e| match e.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => Cow::Owned(e.to_ascii_lowercase()),
+            false => e,
+        }),
+        name,
+        timezone,
+    })
+}
+
+fn email_suppressed<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+    let v = p.value;
+    let b = "/payload";
+    let reason = match p.str(v, b, "reason").as_deref() {
+        Some(name) if SuppressionReason::parse(name).is_some() => SuppressionReason::parse(name),
+        Some(other) => {
+            p.problems.push(Problem::new(
+                "/payload/reason",
+                format!("unknown reason '{other}'"),
+            ));
+            None
         }
-        EventType::PollAnswer => {
-            let poll_id = p.opt_str(v, b, "poll_id");
-            let question_id = p.str(v, b, "question_id");
-            let answer = p.str(v, b, "answer");
-            Fact::PollAnswer {
-                poll_id,
-                question_id: question_id?,
-                answer: answer?,
-            }
-        }
-        EventType::ConsentChanged => {
-            let channel = p.str(v, b, "channel");
-            let channel = match channel.as_deref().map(|c| (c, Channel::parse(c))) {
-                Some((_, Some(c))) => Some(c),
-                Some((c, None)) => {
-                    p.problems.push(Problem::new(
-                        "/payload/channel",
-                        format!("unknown channel '{c}'"),
-                    ));
-                    None
-                }
-                None => None,
-            };
-            let granted = match Payload::field(v, "granted").map(View::shape) {
-                Some(Shape::Bool(g)) => Some(g),
-                _ => {
-                    p.problems
-                        .push(Problem::new("/payload/granted", "must be true or false"));
-                    None
-                }
-            };
-            Fact::ConsentChanged {
-                channel: channel?,
-                granted: granted?,
-            }
-        }
-        EventType::Identify => {
-            let user_id = p
-                .opt_str(v, b, "user_id")
-                .or_else(|| header.user_id.clone());
-            let anonymous_id = p
-                .opt_str(v, b, "anonymous_id")
-                .or_else(|| header.anonymous_id.clone());
-            if user_id.as_deref().is_none_or(str::is_empty) {
-                p.problems
-                    .push(Problem::new("/user_id", "identify needs a user_id"));
-            }
-            if anonymous_id.as_deref().is_none_or(str::is_empty) {
-                p.problems.push(Problem::new(
-                    "/anonymous_id",
-                    "identify needs an anonymous_id",
-                ));
-            }
-            if let (Some(env_user), Some(user)) = (&header.user_id, &user_id) {
-                if env_user != user {
-                    p.problems.push(Problem::new(
-                        "/payload/user_id",
-                        "differs from the envelope's user_id",
-                    ));
-                    return None;
-                }
-            }
-            Fact::Identify {
-                user_id: user_id.filter(|s| !s.is_empty())?,
-                anonymous_id: anonymous_id.filter(|s| !s.is_empty())?,
-            }
-        }
-        EventType::ProfileUpdated => {
-            let email = p.opt_str(v, b, "email");
-            let name = p.opt_str(v, b, "name");
-            let timezone = p.opt_str(v, b, "timezone");
-            let mut ok = true;
-            if let Some(e) = &email {
-                if !plausible_email(e) {
-                    p.problems.push(Problem::new(
-                        "/payload/email",
-                        "is not a plausible email address",
-                    ));
-                    ok = false;
-                }
-            }
-            if let Some(tz) = &timezone {
-                if let Err(problem) = check_timezone(tz, "/payload/timezone") {
-                    p.problems.push(problem);
-                    ok = false;
-                }
-            }
-            if email.is_none() && name.is_none() && timezone.is_none() {
-                p.problems.push(Problem::new(
-                    "/payload",
-                    "needs at least one of email, name, timezone",
-                ));
-                ok = false;
-            }
-            if !ok {
-                return None;
-            }
-            Fact::ProfileUpdated {
-                email: email.map(|e| match e.bytes().any(|b| b.is_ascii_uppercase()) {
-                    true => Cow::Owned(e.to_ascii_lowercase()),
-                    false => e,
-                }),
-                name,
-                timezone,
-            }
-        }
-        EventType::EmailSuppressed => {
-            let reason = match p.str(v, b, "reason").as_deref() {
-                Some(name) if SuppressionReason::parse(name).is_some() => {
-                    SuppressionReason::parse(name)
-                }
-                Some(other) => {
-                    p.problems.push(Problem::new(
-                        "/payload/reason",
-                        format!("unknown reason '{other}'"),
-                    ));
-                    None
-                }
-                None => None,
-            };
-            let message_id = p.opt_str(v, b, "message_id");
-            Fact::EmailSuppressed {
-                reason: reason?,
-                message_id,
-            }
-        }
+        None => None,
+    };
+    let message_id = p.opt_str(v, b, "message_id");
+    Some(Fact::EmailSuppressed {
+        reason: reason?,
+        message_id,
     })
 }
 
