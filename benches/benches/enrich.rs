@@ -1,18 +1,9 @@
 //! Criterion benchmarks of the enrichment path, in-process (no network):
 //!
 //! - `decode`: JSON parse + schema validation + enrichment per record;
-//! - `stages`: `decode`'s first two stages alone at 1,000 records: `parse_json` (bytes → the
-//!   borrowed `Json` document `decode` reads) and `validate_json` (schema checks of envelope
-//!   and payload + the typed envelope) are what the enrichment runs; `scan` (serde_json reads
-//!   and checks the same bytes and builds nothing) is the floor of any decoder built on
-//!   serde_json; `parse` (bytes → `serde_json::Value`) and `validate` (the same checks on a
-//!   `Value`) are the HTTP API's path and the enrichment's before 2026-11-24;
-//!   `parse_borrowed` reads the same bytes into a typed envelope of borrowed strings with the
-//!   payload left as raw JSON (a reference point, not what Ember runs);
-//! - `device`: the user agents of 1,000 records classified, `remembered` (per-thread table,
-//!   what `decode` does) and `computed` (no table): `repeated` are the workload's agents
-//!   (three, repeated as sessions and reduced user-agent strings repeat them), `distinct` are
-//!   1,000 agents that all differ, so every one misses the table (its worst case);
+//! - `stages`: `decode`'s first two stages alone at 1,000 records: `parse` (bytes →
+//!   `serde_json::Value`) and `validate` (schema checks of envelope and payload + the typed
+//!   envelope);
 //! - `core`: decode + group by profile + fold + one segment evaluation per profile (what the
 //!   handler does between reading and writing profiles); `core_uuid_ids`: the same at 1,000
 //!   records with UUID event ids, as the HTTP API assigns them;
@@ -31,7 +22,6 @@ use ember_benches::memory::memory_enricher;
 use ember_benches::workload::Workload;
 use ember_core::enrich::{decode, EnrichedEvent};
 use ember_core::fold::FoldConfig;
-use ember_core::json::Json;
 use ember_core::profile::Profile;
 use ember_core::schema::Registry;
 use ember_core::segment::RuleSet;
@@ -66,29 +56,6 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
-/// The envelope with borrowed strings and an unparsed payload, for `stages/parse_borrowed`.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)] // read only by the deserializer: the bench measures parsing
-struct BorrowedEnvelope<'a> {
-    #[serde(borrow)]
-    event_id: std::borrow::Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    event_type: std::borrow::Cow<'a, str>,
-    version: u32,
-    #[serde(borrow)]
-    user_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    anonymous_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    occurred_at: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    source: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    context: std::collections::BTreeMap<&'a str, std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    payload: &'a serde_json::value::RawValue,
-}
-
 fn bench_stages(c: &mut Criterion) {
     let registry = Registry::embedded().expect("embedded schemas compile");
     let raw = Workload::new(1_000, 1_000).records();
@@ -107,51 +74,11 @@ fn bench_stages(c: &mut Criterion) {
                 .count()
         })
     });
-    group.bench_function("scan/1000", |b| {
-        b.iter(|| {
-            raw.iter()
-                .filter(|(_, bytes)| {
-                    // UTF-8 checked first, as `Json::parse` does.
-                    std::str::from_utf8(black_box(bytes)).is_ok_and(|text| {
-                        serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-                    })
-                })
-                .count()
-        })
-    });
-    group.bench_function("parse_json/1000", |b| {
-        b.iter(|| {
-            raw.iter()
-                .filter(|(_, bytes)| Json::parse(black_box(bytes)).is_ok())
-                .count()
-        })
-    });
-    group.bench_function("parse_borrowed/1000", |b| {
-        b.iter(|| {
-            raw.iter()
-                .filter(|(_, bytes)| {
-                    serde_json::from_slice::<BorrowedEnvelope>(black_box(bytes)).is_ok()
-                })
-                .count()
-        })
-    });
     group.bench_function("validate/1000", |b| {
         b.iter(|| {
             values
                 .iter()
                 .filter(|v| registry.validate(black_box(v)).is_ok())
-                .count()
-        })
-    });
-    let documents: Vec<Json<'_>> = raw
-        .iter()
-        .map(|(_, bytes)| Json::parse(bytes).expect("the workload is JSON"))
-        .collect();
-    group.bench_function("validate_json/1000", |b| {
-        b.iter(|| {
-            documents
-                .iter()
-                .filter(|j| registry.validate_json(black_box(j)).is_ok())
                 .count()
         })
     });

@@ -217,47 +217,41 @@ async fn batch_validation_is_all_or_nothing_with_every_problem_by_index() {
 async fn bad_inputs_get_exact_error_bodies_and_write_nothing() {
     let env = setup().await;
 
-    let (status, body) = env.call("event-bad-json.json").await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        body,
-        json!({"error": "malformed_json",
-               "message": "request body is not valid JSON: expected value at line 3 column 21",
-               "line": 3, "column": 21})
-    );
-
-    let (status, body) = env.call("event-wrong-types.json").await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        body,
-        json!({"error": "validation_failed", "message": "3 problem(s) found; nothing was accepted", "problems": [
-            {"index": 0, "path": "/user_id", "message": "42 is not of types \"null\", \"string\""},
-            {"index": 0, "path": "/version", "message": "\"1\" is not of type \"integer\""},
-            {"index": 0, "path": "", "message": "either user_id or anonymous_id is required"}
-        ]}),
-        "{body}"
-    );
-
-    let (status, body) = env.call("event-missing-fields.json").await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        body,
-        json!({"error": "validation_failed", "message": "3 problem(s) found; nothing was accepted", "problems": [
-            {"index": 0, "path": "/type", "message": "is required"},
-            {"index": 0, "path": "/version", "message": "is required"},
-            {"index": 0, "path": "/payload", "message": "is required"}
-        ]}),
-        "{body}"
-    );
-
-    let (status, body) = env.call("event-unknown-type.json").await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        body,
-        json!({"error": "validation_failed", "message": "1 problem(s) found; nothing was accepted", "problems": [
-            {"index": 0, "path": "/type", "message": "unknown event type 'teleport'"}
-        ]})
-    );
+    // Each fixture, answered 400 with exactly this body.
+    let exact = [
+        (
+            "event-bad-json.json",
+            json!({"error": "malformed_json",
+                   "message": "request body is not valid JSON: expected value at line 3 column 21",
+                   "line": 3, "column": 21}),
+        ),
+        (
+            "event-wrong-types.json",
+            json!({"error": "validation_failed", "message": "3 problem(s) found; nothing was accepted", "problems": [
+                {"index": 0, "path": "/user_id", "message": "42 is not of types \"null\", \"string\""},
+                {"index": 0, "path": "/version", "message": "\"1\" is not of type \"integer\""},
+                {"index": 0, "path": "", "message": "either user_id or anonymous_id is required"}
+            ]}),
+        ),
+        (
+            "event-missing-fields.json",
+            json!({"error": "validation_failed", "message": "3 problem(s) found; nothing was accepted", "problems": [
+                {"index": 0, "path": "/type", "message": "is required"},
+                {"index": 0, "path": "/version", "message": "is required"},
+                {"index": 0, "path": "/payload", "message": "is required"}
+            ]}),
+        ),
+        (
+            "event-unknown-type.json",
+            json!({"error": "validation_failed", "message": "1 problem(s) found; nothing was accepted", "problems": [
+                {"index": 0, "path": "/type", "message": "unknown event type 'teleport'"}
+            ]}),
+        ),
+    ];
+    for (fixture, expected) in exact {
+        let (status, body) = env.call(fixture).await;
+        assert_eq!((status, &body), (400, &expected), "{fixture}");
+    }
 
     // Oversize: a valid event padded past the 1 MiB limit.
     let mut big: Value = serde_json::from_str(

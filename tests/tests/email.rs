@@ -115,6 +115,19 @@ impl Env {
         }
     }
 
+    /// The email function handling `id`'s `version`th entry into churn_risk (stated at
+    /// `at`) at `now`.
+    async fn churn_risk_entered(
+        &self,
+        id: &str,
+        version: u64,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<Outcome> {
+        let event = segment_entered(id, "churn_risk", version, at);
+        self.email.handle(&event, now).await.unwrap()
+    }
+
     async fn put(&self, mut profile: Profile) {
         profile.version = 1;
         self.email
@@ -237,13 +250,8 @@ async fn segment_event_sends_one_personalised_email_even_when_replayed() {
 
     // A new trigger of the same campaign the same day: the daily cap holds.
     let out = env
-        .email
-        .handle(
-            &segment_entered(&id, "churn_risk", 9, now),
-            now + Duration::hours(2),
-        )
-        .await
-        .unwrap();
+        .churn_risk_entered(&id, 9, now, now + Duration::hours(2))
+        .await;
     assert_eq!(skips(&out), [Some(Skip::CampaignCap)], "{:?}", out);
     assert_eq!(env.mail().await.len(), 1);
 }
@@ -262,11 +270,7 @@ async fn no_email_without_consent() {
         },
     );
     env.put(p).await;
-    let out = env
-        .email
-        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
-        .await
-        .unwrap();
+    let out = env.churn_risk_entered(&id, 5, now, now).await;
     assert_eq!(skips(&out), [Some(Skip::NoConsent)], "{:?}", out);
     assert!(env.mail().await.is_empty());
 }
@@ -279,11 +283,7 @@ async fn quiet_hours_defer_and_the_sweeper_sends_after_they_end() {
     let mut p = churner(&id, "chiyo@example.com", now);
     p.timezone = Some(Stamped::undated("Asia/Tokyo")); // 12:00 UTC = 21:00 in Tokyo: quiet
     env.put(p).await;
-    let out = env
-        .email
-        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
-        .await
-        .unwrap();
+    let out = env.churn_risk_entered(&id, 5, now, now).await;
     let until = now + Duration::hours(11); // 08:00 in Tokyo
     assert_eq!(
         out,
@@ -334,10 +334,7 @@ async fn bounce_feedback_suppresses_and_blocks_the_next_send() {
     let id = unique("u");
     let address = format!("{}@example.com", unique("dana"));
     env.put(churner(&id, &address, now)).await;
-    env.email
-        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
-        .await
-        .unwrap();
+    env.churn_risk_entered(&id, 5, now, now).await;
     let mail = env.mail().await;
     assert_eq!(mail.len(), 1);
 
@@ -385,11 +382,7 @@ async fn bounce_feedback_suppresses_and_blocks_the_next_send() {
 
     // Before enrich has even folded the event, the next trigger (a day later) is blocked.
     let later = now + Duration::days(1);
-    let out = env
-        .email
-        .handle(&segment_entered(&id, "churn_risk", 11, later), later)
-        .await
-        .unwrap();
+    let out = env.churn_risk_entered(&id, 11, later, later).await;
     assert_eq!(skips(&out), [Some(Skip::Suppressed)], "{:?}", out);
     assert_eq!(env.mail().await.len(), 1);
 }
@@ -400,11 +393,7 @@ async fn rejected_address_is_reported_as_suppressed_and_not_retried() {
     let now = noon();
     let id = unique("u");
     env.put(churner(&id, "not-an-address", now)).await;
-    let out = env
-        .email
-        .handle(&segment_entered(&id, "churn_risk", 5, now), now)
-        .await
-        .unwrap();
+    let out = env.churn_risk_entered(&id, 5, now, now).await;
     assert_eq!(skips(&out), [Some(Skip::Rejected)], "{:?}", out);
     let records = read_stream(&env.aws.kinesis, &env.stream).await;
     assert_eq!(records.len(), 1, "{records:?}");

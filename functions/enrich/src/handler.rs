@@ -203,7 +203,7 @@ where
         // 1. Decode; collect dead letters.
         let mut letters: Vec<(usize, DeadLetter)> = Vec::new();
         let mut groups: Vec<(String, Vec<Keyed<'_>>)> = Vec::new();
-        // Keyed by the profile key as decoded (borrowed from the record where it can be).
+        // Keyed by the profile key as decoded.
         let mut group_of: foldhash::HashMap<Cow<'_, str>, usize> = Default::default();
         for (record, decoded) in batch.decode(|r| decode(r, &self.registry)) {
             match decoded {
@@ -263,7 +263,7 @@ where
                 }
             }
             // The stream runs over indices into `phase`: a closure taking the groups
-            // themselves, whose events borrow from the batch, trips rustc's check that the
+            // themselves, whose stream positions borrow from the batch, trips rustc's check that the
             // handler's future is `Send` (see `send_check`).
             let results: Vec<_> = stream::iter(0..phase.len())
                 .map(|i| {
@@ -620,7 +620,7 @@ fn add_key_stats(stats: &mut BatchStats, s: &KeyStats) {
     stats.conflicts += s.conflicts;
 }
 
-/// Decodes one record into its profile key and enriched event, both borrowing from it.
+/// Decodes one record into its profile key and enriched event.
 fn decode<'a>(
     record: &BatchRecord<'a>,
     registry: &Registry,

@@ -3,8 +3,6 @@
 //!
 //! # Layout
 //! - [`event`] — the versioned event envelope and the list of event types.
-//! - [`json`] — the borrowed JSON document records are read into, and the `View` trait the
-//!   checker and the enrichment read documents (it or `serde_json::Value`) through.
 //! - [`schema`] — JSON Schema files (in `schemas/`, embedded at build) and validation that
 //!   reports every problem with its field path; `schema/checker.rs` compiles the draft 2020-12
 //!   subset the files use and refuses any other keyword.
@@ -41,7 +39,6 @@ pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod fold;
-pub mod json;
 pub mod memory;
 pub mod outbox;
 pub mod ports;

@@ -27,7 +27,7 @@
 //! Text matching none of them is rejected. Numbers outside 0 ..= 16 000 000 (pure capsaicin)
 //! are rejected as implausible. A test keeps these lists equal to the code's.
 
-use crate::json::{Shape, View};
+use serde_json::Value;
 
 /// Highest accepted heat preference: pure capsaicin.
 pub const MAX_SHU: u32 = 16_000_000;
@@ -40,16 +40,16 @@ pub const SHU_HOT: u32 = 50_000;
 pub const SHU_EXTRA_HOT: u32 = 300_000;
 
 /// Maps a stated heat preference to Scoville heat units (table in the module docs).
-pub fn heat_to_shu(value: &impl View) -> Result<u32, String> {
-    match value.shape() {
-        Shape::Number(n) => {
+pub fn heat_to_shu(value: &Value) -> Result<u32, String> {
+    match value {
+        Value::Number(n) => {
             let shu = n
                 .as_f64()
                 .filter(|f| f.is_finite())
                 .ok_or("is not a finite number")?;
             shu_in_range(shu)
         }
-        Shape::String(s) => {
+        Value::String(s) => {
             let text = s.trim().to_lowercase();
             if text.is_empty() {
                 return Err("must not be empty".to_owned());

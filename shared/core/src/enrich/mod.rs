@@ -27,10 +27,10 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::Problem;
 use crate::event::EventHeader;
-use crate::json::{Json, View};
 use crate::schema::Registry;
 
 pub use device::{device_class, DeviceClass};
@@ -40,9 +40,9 @@ pub use money::{currency_exponent, to_minor, MAX_AMOUNT_MAJOR};
 pub use read::plausible_email;
 pub use utm::{utm_of, Utm};
 
-/// A validated, normalised event ready to be folded into a profile. Its strings borrow from
-/// the record it was decoded from (`'a`) wherever the record holds them as they are (no JSON
-/// escapes, nothing trimmed away but whitespace), so decoding a record copies few of them.
+/// A validated, normalised event ready to be folded into a profile. [`decode`] gives events
+/// that own their strings (`'static`); the scheduled and test paths may build events that
+/// borrow (`'a`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnrichedEvent<'a> {
     /// The envelope's id, type, identities, time and source; its context and payload are
@@ -84,25 +84,26 @@ impl<'a> EnrichedEvent<'a> {
     }
 }
 
-/// Parses, validates and enriches one raw record. The record is read into a borrowed
-/// [`Json`] (no `Value` is built), and only the header's fields are copied out of it.
-pub fn decode<'a>(bytes: &'a [u8], registry: &Registry) -> Result<EnrichedEvent<'a>, Vec<Problem>> {
-    let json =
-        Json::parse(bytes).map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
-    let header = registry.validate_json(&json)?;
-    let payload = json.get("payload").unwrap_or(&Json::Null);
-    enrich(header, json.get("context"), payload)
+/// Parses, validates and enriches one raw record.
+pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent<'static>, Vec<Problem>> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
+    let header = registry.header(&value)?;
+    let payload = value.get("payload").unwrap_or(&Value::Null);
+    enrich(header, value.get("context"), payload)
 }
 
 /// Turns a validated event (its header, its `context` object if it has one, and its payload)
 /// into an [`EnrichedEvent`], rejecting implausible values.
-pub fn enrich<'a>(
-    header: EventHeader<'a>,
-    context: Option<&Json<'a>>,
-    payload: &Json<'a>,
-) -> Result<EnrichedEvent<'a>, Vec<Problem>> {
+pub fn enrich(
+    header: EventHeader<'static>,
+    context: Option<&Value>,
+    payload: &Value,
+) -> Result<EnrichedEvent<'static>, Vec<Problem>> {
     let member = |key: &str| context?.get(key);
-    let page_url = member("page_url").and_then(Json::text);
+    let page_url = member("page_url")
+        .and_then(Value::as_str)
+        .map(|url| Cow::Owned(url.to_owned()));
     let mut problems = Vec::new();
     let fact = {
         let mut p = read::Payload {
@@ -120,9 +121,9 @@ pub fn enrich<'a>(
         None => Utm::new(),
     };
     let device = member("user_agent")
-        .and_then(View::as_str)
+        .and_then(Value::as_str)
         .map(device_class);
-    if let Some(tz) = member("timezone").and_then(View::as_str) {
+    if let Some(tz) = member("timezone").and_then(Value::as_str) {
         if let Err(p) = read::check_timezone(tz, "/context/timezone") {
             problems.push(p);
         }

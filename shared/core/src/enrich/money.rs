@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use crate::json::{Shape, View};
+use serde_json::Value;
 
 /// Highest accepted amount in major units (one billion of any currency).
 pub const MAX_AMOUNT_MAJOR: i64 = 1_000_000_000;
@@ -48,13 +48,13 @@ pub fn currency_exponent(code: &str) -> Option<u32> {
 }
 
 /// Converts a major-unit amount (decimal string or JSON number) to minor units, exactly.
-pub fn to_minor(amount: &impl View, currency: &str) -> Result<i64, String> {
+pub fn to_minor(amount: &Value, currency: &str) -> Result<i64, String> {
     let exponent = currency_exponent(currency)
         .ok_or_else(|| format!("unknown ISO 4217 currency '{currency}'"))?;
-    let text: Cow<'_, str> = match amount.shape() {
-        Shape::String(s) => s.trim().into(),
+    let text: Cow<'_, str> = match amount {
+        Value::String(s) => s.trim().into(),
         // serde_json prints the shortest representation that round-trips, so 12.5 -> "12.5".
-        Shape::Number(n) => n.to_string().into(),
+        Value::Number(n) => n.to_string().into(),
         _ => return Err("must be a decimal string or a number".to_owned()),
     };
     if text.starts_with('-') {

@@ -1,28 +1,32 @@
 //! Reading a validated payload into its [`Fact`]: typed field access that records a problem
-//! for every missing or mistyped field, one arm per event type.
+//! for every missing or mistyped field, one reader per event type.
 
 use std::borrow::Cow;
+
+use serde_json::Value;
 
 use crate::consent::{Channel, SuppressionReason};
 use crate::error::Problem;
 use crate::event::{EventHeader, EventType};
-use crate::json::{Json, Shape, View};
 
 use super::fact::{Fact, LineItem, Product};
 use super::heat::heat_to_shu;
 use super::money::{currency_exponent, to_minor};
 
+/// A string read from the payload, trimmed.
+type Text = Cow<'static, str>;
+
 /// Typed access to the payload, recording a problem for every missing or mistyped field.
-pub(super) struct Payload<'p, 'a> {
-    pub(super) value: &'p Json<'a>,
+pub(super) struct Payload<'p> {
+    pub(super) value: &'p Value,
     pub(super) problems: &'p mut Vec<Problem>,
 }
 
-impl<'a> Payload<'_, 'a> {
+impl Payload<'_> {
     /// An optional amount in `currency`; given without a currency it is a problem.
     fn amount(
         &mut self,
-        v: &Json<'a>,
+        v: &Value,
         base: &str,
         field: &str,
         currency: Option<&str>,
@@ -41,7 +45,7 @@ impl<'a> Payload<'_, 'a> {
     }
 
     /// The `currency` field, which must be there.
-    fn required_currency(&mut self, v: &Json<'a>, base: &str) -> Option<Cow<'a, str>> {
+    fn required_currency(&mut self, v: &Value, base: &str) -> Option<Text> {
         let currency = self.currency(v, base, "currency");
         if currency.is_none() && Self::field(v, "currency").is_none() {
             self.problems
@@ -50,15 +54,15 @@ impl<'a> Payload<'_, 'a> {
         currency
     }
 
-    fn field<'v>(value: &'v Json<'a>, key: &str) -> Option<&'v Json<'a>> {
+    fn field<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
         value.get(key).filter(|v| !v.is_null())
     }
 
-    /// A string member, trimmed (borrowed from the record where it can be).
-    fn opt_str(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
+    /// A string member, trimmed.
+    fn opt_str(&mut self, at: &Value, base: &str, key: &str) -> Option<Text> {
         match Self::field(at, key) {
             None => None,
-            Some(Json::String(s)) => Some(trimmed(s)),
+            Some(Value::String(s)) => Some(Cow::Owned(s.trim().to_owned())),
             Some(_) => {
                 self.problems
                     .push(Problem::new(format!("{base}/{key}"), "must be a string"));
@@ -67,7 +71,7 @@ impl<'a> Payload<'_, 'a> {
         }
     }
 
-    fn str(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
+    fn str(&mut self, at: &Value, base: &str, key: &str) -> Option<Text> {
         let v = self.opt_str(at, base, key);
         if v.as_deref().is_none_or(str::is_empty) {
             if Self::field(at, key).is_none() {
@@ -82,7 +86,7 @@ impl<'a> Payload<'_, 'a> {
         v
     }
 
-    fn opt_u32(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<u32> {
+    fn opt_u32(&mut self, at: &Value, base: &str, key: &str) -> Option<u32> {
         let v = Self::field(at, key)?;
         match v
             .as_u64()
@@ -100,7 +104,7 @@ impl<'a> Payload<'_, 'a> {
         }
     }
 
-    fn money(&mut self, at: &Json<'a>, base: &str, key: &str, currency: &str) -> Option<i64> {
+    fn money(&mut self, at: &Value, base: &str, key: &str, currency: &str) -> Option<i64> {
         let problem = |m: String| Problem::new(format!("{base}/{key}"), m);
         let Some(v) = Self::field(at, key) else {
             self.problems.push(problem("is required".to_owned()));
@@ -111,7 +115,7 @@ impl<'a> Payload<'_, 'a> {
             .ok()
     }
 
-    fn currency(&mut self, at: &Json<'a>, base: &str, key: &str) -> Option<Cow<'a, str>> {
+    fn currency(&mut self, at: &Value, base: &str, key: &str) -> Option<Text> {
         let c = self.opt_str(at, base, key)?;
         if currency_exponent(&c).is_none() {
             self.problems.push(Problem::new(
@@ -123,7 +127,12 @@ impl<'a> Payload<'_, 'a> {
         Some(c)
     }
 
-    fn line(&mut self, at: &Json<'a>, base: &str, currency: Option<&str>) -> Option<LineItem<'a>> {
+    fn line(
+        &mut self,
+        at: &Value,
+        base: &str,
+        currency: Option<&str>,
+    ) -> Option<LineItem<'static>> {
         let sku = self.str(at, base, "sku");
         let name = self.str(at, base, "name");
         let quantity = match Self::field(at, "quantity") {
@@ -147,17 +156,17 @@ impl<'a> Payload<'_, 'a> {
 }
 
 /// What the readers need besides the payload.
-pub(super) struct Read<'r, 'a> {
-    header: &'r EventHeader<'a>,
+pub(super) struct Read<'r> {
+    header: &'r EventHeader<'static>,
     /// `context.page_url`, the default of a page's or product's own URL.
-    page_url: Option<&'r Cow<'a, str>>,
+    page_url: Option<&'r Text>,
 }
 
-pub(super) fn fact_of<'a>(
-    header: &EventHeader<'a>,
-    page_url: Option<&Cow<'a, str>>,
-    p: &mut Payload<'_, 'a>,
-) -> Option<Fact<'a>> {
+pub(super) fn fact_of(
+    header: &EventHeader<'static>,
+    page_url: Option<&Text>,
+    p: &mut Payload<'_>,
+) -> Option<Fact<'static>> {
     // One reader per event type: the payload's fields into its fact, every problem recorded.
     let r = Read { header, page_url };
     match header.event_type {
@@ -178,7 +187,7 @@ pub(super) fn fact_of<'a>(
     }
 }
 
-fn page_view<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn page_view(p: &mut Payload<'_>, r: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     Some(Fact::PageView {
@@ -187,7 +196,7 @@ fn page_view<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> 
     })
 }
 
-fn product_view<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn product_view(p: &mut Payload<'_>, r: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let sku = p.str(v, b, "sku");
@@ -206,7 +215,7 @@ fn product_view<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a
     })
 }
 
-fn add_to_cart<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn add_to_cart(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let currency = p.required_currency(v, b);
@@ -217,7 +226,7 @@ fn add_to_cart<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>
     })
 }
 
-fn remove_from_cart<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn remove_from_cart(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let sku = p.str(v, b, "sku");
@@ -228,7 +237,7 @@ fn remove_from_cart<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fac
     })
 }
 
-fn checkout_started<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn checkout_started(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let checkout_id = p.opt_str(v, b, "checkout_id");
@@ -241,7 +250,7 @@ fn checkout_started<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fac
     })
 }
 
-fn purchase<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn purchase(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let order_id = p.str(v, b, "order_id");
@@ -249,8 +258,8 @@ fn purchase<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
     let total = currency.as_deref().and_then(|c| p.money(v, b, "total", c));
     let mut items = Vec::new();
     let mut items_ok = true;
-    match Payload::field(v, "items").map(View::shape) {
-        Some(Shape::Array(list)) => {
+    match Payload::field(v, "items") {
+        Some(Value::Array(list)) => {
             for (i, item) in list.iter().enumerate() {
                 match p.line(item, &format!("{b}/items/{i}"), currency.as_deref()) {
                     Some(line) => items.push(line),
@@ -276,7 +285,7 @@ fn purchase<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
     })
 }
 
-fn email_opened<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn email_opened(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let campaign = p.str(v, b, "campaign");
@@ -287,7 +296,7 @@ fn email_opened<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a
     })
 }
 
-fn email_clicked<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn email_clicked(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let campaign = p.str(v, b, "campaign");
@@ -300,7 +309,7 @@ fn email_clicked<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'
     })
 }
 
-fn heat_preference<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn heat_preference(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let source = p.opt_str(v, b, "source");
@@ -312,12 +321,12 @@ fn heat_preference<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact
     Some(match heat_to_shu(value) {
         Ok(shu) => {
             let stated = match value {
-                Json::String(s) => trimmed(s),
-                other => Cow::Owned(other.to_string()),
+                Value::String(s) => s.trim().to_owned(),
+                other => other.to_string(),
             };
             Fact::HeatPreference {
                 shu,
-                stated,
+                stated: Cow::Owned(stated),
                 source,
             }
         }
@@ -328,7 +337,7 @@ fn heat_preference<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact
     })
 }
 
-fn poll_answer<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn poll_answer(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let poll_id = p.opt_str(v, b, "poll_id");
@@ -341,7 +350,7 @@ fn poll_answer<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>
     })
 }
 
-fn consent_changed<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn consent_changed(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let channel = p.str(v, b, "channel");
@@ -356,8 +365,8 @@ fn consent_changed<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact
         }
         None => None,
     };
-    let granted = match Payload::field(v, "granted").map(View::shape) {
-        Some(Shape::Bool(g)) => Some(g),
+    let granted = match Payload::field(v, "granted") {
+        Some(Value::Bool(g)) => Some(*g),
         _ => {
             p.problems
                 .push(Problem::new("/payload/granted", "must be true or false"));
@@ -370,7 +379,7 @@ fn consent_changed<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact
     })
 }
 
-fn identify<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn identify(p: &mut Payload<'_>, r: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let user_id = p
@@ -404,7 +413,7 @@ fn identify<'a>(p: &mut Payload<'_, 'a>, r: &Read<'_, 'a>) -> Option<Fact<'a>> {
     })
 }
 
-fn profile_updated<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn profile_updated(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let email = p.opt_str(v, b, "email");
@@ -446,7 +455,7 @@ fn profile_updated<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact
     })
 }
 
-fn email_suppressed<'a>(p: &mut Payload<'_, 'a>, _: &Read<'_, 'a>) -> Option<Fact<'a>> {
+fn email_suppressed(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
     let v = p.value;
     let b = "/payload";
     let reason = match p.str(v, b, "reason").as_deref() {
@@ -487,12 +496,4 @@ pub(super) fn check_timezone(tz: &str, path: &str) -> Result<(), Problem> {
     tz.parse::<chrono_tz::Tz>()
         .map(|_| ())
         .map_err(|_| Problem::new(path, format!("'{tz}' is not an IANA time zone name")))
-}
-
-/// `s` without leading and trailing whitespace, still borrowed if it was.
-fn trimmed<'a>(s: &Cow<'a, str>) -> Cow<'a, str> {
-    match s {
-        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
-        Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
-    }
 }
