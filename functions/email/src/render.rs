@@ -460,6 +460,22 @@ mod tests {
         Campaigns::from_json(crate::campaign::EMBEDDED, &known).unwrap()
     }
 
+    /// `campaign` rendered for `p` by the embedded templates.
+    fn render(campaign: &str, p: &Profile) -> Result<Rendered, EmailError> {
+        let r = Renderer::embedded().unwrap();
+        let c = campaigns(&r);
+        r.render(c.get(campaign).unwrap(), p, &links(), now())
+    }
+
+    /// A decayed heat preference of `shu` Scoville units.
+    fn heat(shu: f64) -> Option<DecayedValue> {
+        Some(DecayedValue {
+            weighted_sum: shu,
+            weight: 1.0,
+            as_of: None,
+        })
+    }
+
     fn links() -> Links<'static> {
         Links {
             shop_name: "Ember Hot Sauce Co.",
@@ -501,8 +517,6 @@ mod tests {
 
     #[test]
     fn cart_email_is_personalised() {
-        let r = Renderer::embedded().unwrap();
-        let c = campaigns(&r);
         let mut p = Profile::new("u-1");
         p.name = Some(Stamped::undated("Ana María López"));
         p.cart.currency = Some("EUR".into());
@@ -524,14 +538,8 @@ mod tests {
                 url: Some("javascript:alert(1)".into()),
             },
         );
-        p.heat = Some(DecayedValue {
-            weighted_sum: 150_000.0,
-            weight: 1.0,
-            as_of: None,
-        });
-        let out = r
-            .render(c.get("cart_abandonment").unwrap(), &p, &links(), now())
-            .unwrap();
+        p.heat = heat(150_000.0);
+        let out = render("cart_abandonment", &p).unwrap();
         assert_eq!(
             out.subject,
             "Ana, your Dave's Insanity <Sauce> and more are still waiting"
@@ -558,13 +566,9 @@ mod tests {
 
     #[test]
     fn missing_data_falls_back_gracefully() {
-        let r = Renderer::embedded().unwrap();
-        let c = campaigns(&r);
         let mut p = Profile::new("u-2");
         p.name = Some(Stamped::undated("   "));
-        let out = r
-            .render(c.get("churn_winback").unwrap(), &p, &links(), now())
-            .unwrap();
+        let out = render("churn_winback", &p).unwrap();
         assert_eq!(out.subject, "We miss you: 15% off your next bottle");
         assert!(out.text.starts_with("Hi there,"));
         assert!(!out.html.contains("Hi ,"));
@@ -576,18 +580,10 @@ mod tests {
 
     #[test]
     fn heat_match_recommends_bottles_at_the_customers_heat_level() {
-        let r = Renderer::embedded().unwrap();
-        let c = campaigns(&r);
         let mut p = Profile::new("u-3");
         p.name = Some(Stamped::undated("Bo"));
-        p.heat = Some(DecayedValue {
-            weighted_sum: 600_000.0,
-            weight: 2.0,
-            as_of: None,
-        });
-        let out = r
-            .render(c.get("heat_match").unwrap(), &p, &links(), now())
-            .unwrap();
+        p.heat = heat(300_000.0);
+        let out = render("heat_match", &p).unwrap();
         assert_eq!(
             out.subject,
             "Bo, sauces matched to your heat level (300,000 SHU)"
@@ -598,14 +594,7 @@ mod tests {
         assert!(!out.html.contains("{{") && !out.text.contains("{{"));
 
         // No stated heat: no number in the subject, best sellers instead.
-        let out = r
-            .render(
-                c.get("mild_discovery").unwrap(),
-                &Profile::new("u-4"),
-                &links(),
-                now(),
-            )
-            .unwrap();
+        let out = render("mild_discovery", &Profile::new("u-4")).unwrap();
         assert_eq!(out.subject, "Sauces matched to your heat level");
         assert!(out.text.starts_with("Hi there,"));
         assert!(out.text.contains("Our best sellers"));
@@ -613,15 +602,8 @@ mod tests {
 
     #[test]
     fn strict_undefined_fails_template_bugs() {
-        let r = Renderer::embedded().unwrap();
-        let c = campaigns(&r);
         // The cart template needs a cart: rendering it for an empty cart is a bug, not a blank.
-        let err = r.render(
-            c.get("cart_abandonment").unwrap(),
-            &Profile::new("u-3"),
-            &links(),
-            now(),
-        );
+        let err = render("cart_abandonment", &Profile::new("u-3"));
         assert!(matches!(err, Err(EmailError::Render { .. })), "{err:?}");
     }
 }

@@ -588,47 +588,36 @@ async fn a_send_record_left_by_a_dead_attempt_is_taken_over_or_recorded_unknown(
         send_pk("u-1001"),
         "churn_winback#u-1001:churn_risk:entered:42",
     );
-    let record = |state: &str, owner: &str, age_minutes: i64| {
-        json!({"campaign": "churn_winback", "trigger_id": "u-1001:churn_risk:entered:42",
-               "owner": owner, "state": state,
-               "at": (now - Duration::minutes(age_minutes)).to_rfc3339()})
+    // An email function whose ledger holds the send record another attempt left behind.
+    let left_behind = |state: &str, owner: &str, age_minutes: i64| {
+        let record = json!({"campaign": "churn_winback",
+               "trigger_id": "u-1001:churn_risk:entered:42", "owner": owner, "state": state,
+               "at": (now - Duration::minutes(age_minutes)).to_rfc3339()});
+        let (pk, email) = (pk.clone(), email_with(churner(), None));
+        async move {
+            email.ledger.claim(&pk, sk, &record, None).await.unwrap();
+            email
+        }
     };
+    async fn state(email: &TestEmail, pk: &str, sk: &str) -> serde_json::Value {
+        email.ledger.get(pk, sk).await.unwrap().unwrap()["state"].clone()
+    }
+
     // Died before calling SES (claimed, past the lease): taken over and sent.
-    let email = email_with(churner(), None);
-    email
-        .ledger
-        .claim(&pk, sk, &record("claimed", "dead", 10), None)
-        .await
-        .unwrap();
+    let email = left_behind("claimed", "dead", 10).await;
     let out = email.handle(&event(CHURN), now).await.unwrap();
     assert!(out[0].is_sent(), "{out:?}");
-    assert_eq!(
-        email.ledger.get(&pk, sk).await.unwrap().unwrap()["state"],
-        "sent"
-    );
+    assert_eq!(state(&email, &pk, sk).await, "sent");
 
     // Died during the SES call (sending, past the lease): unknown, nothing sent.
-    let email = email_with(churner(), None);
-    email
-        .ledger
-        .claim(&pk, sk, &record("sending", "dead", 10), None)
-        .await
-        .unwrap();
+    let email = left_behind("sending", "dead", 10).await;
     let out = email.handle(&event(CHURN), now).await.unwrap();
     assert!(matches!(&out[..], [Outcome::Unknown { .. }]), "{out:?}");
     assert_eq!(email.mailer.count(), 0);
-    assert_eq!(
-        email.ledger.get(&pk, sk).await.unwrap().unwrap()["state"],
-        "unknown"
-    );
+    assert_eq!(state(&email, &pk, sk).await, "unknown");
 
     // Another attempt is sending right now: retried later, not reported as a duplicate.
-    let email = email_with(churner(), None);
-    email
-        .ledger
-        .claim(&pk, sk, &record("sending", "alive", 1), None)
-        .await
-        .unwrap();
+    let email = left_behind("sending", "alive", 1).await;
     let err = email.handle(&event(CHURN), now).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(email.mailer.count(), 0);
