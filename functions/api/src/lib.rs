@@ -105,7 +105,7 @@ mod tests {
     #[derive(Clone, Default)]
     struct Memory {
         records: Arc<Mutex<Vec<StreamRecord>>>,
-        ledger: Arc<ember_core::memory::MemoryLedger>,
+        ledger: ember_core::memory::MemoryLedger,
     }
 
     #[async_trait]

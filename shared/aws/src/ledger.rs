@@ -181,18 +181,14 @@ impl Ledger for DynamoLedger {
     ) -> PortResult<bool> {
         let mut item = attrs_to_item(attrs)?;
         Self::complete(&mut item, pk, sk, expires_at);
-        let outcome = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":now", AttributeValue::N(self.now_secs().to_string()))
-            .send()
-            .await;
-        conditional(outcome, "ledger.claim")
+        let names = [("#pk", PK), ("#exp", EXPIRES_AT)]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let now = AttributeValue::N(self.now_secs().to_string());
+        let values = [(":now".to_owned(), now)].into();
+        let condition = "attribute_not_exists(#pk) OR #exp <= :now";
+        self.put_if(item, condition, names, values, "ledger.claim")
+            .await
     }
 
     async fn get(&self, pk: &str, sk: &str) -> PortResult<Option<serde_json::Value>> {
@@ -332,6 +328,21 @@ impl Ledger for DynamoLedger {
         );
         names.insert("#pk".to_owned(), PK.to_owned());
         Self::complete(&mut item, pk, sk, expires_at);
+        self.put_if(item, &condition, names, values, "ledger.replace_if")
+            .await
+    }
+}
+
+impl DynamoLedger {
+    /// Puts `item` if `condition` holds: `Ok(false)` when it does not.
+    async fn put_if(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        condition: &str,
+        names: HashMap<String, String>,
+        values: HashMap<String, AttributeValue>,
+        stage: &'static str,
+    ) -> PortResult<bool> {
         let outcome = self
             .client
             .put_item()
@@ -342,7 +353,7 @@ impl Ledger for DynamoLedger {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        conditional(outcome, "ledger.replace_if")
+        conditional(outcome, stage)
     }
 }
 

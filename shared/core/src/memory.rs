@@ -225,9 +225,10 @@ impl Erasures for MemoryClaims {
 type Records = BTreeMap<(String, String), (serde_json::Value, Option<DateTime<Utc>>)>;
 
 /// Ledger records in a map.
-#[derive(Debug, Default)]
+/// Clones share their records, so a test keeps a handle on the ledger a handler uses.
+#[derive(Debug, Default, Clone)]
 pub struct MemoryLedger {
-    pub records: Mutex<Records>,
+    pub records: std::sync::Arc<Mutex<Records>>,
 }
 
 impl MemoryLedger {
