@@ -7,32 +7,26 @@
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Duration, Utc};
-use ember_aws::kinesis::KinesisEventStream;
-use ember_aws::ledger::DynamoLedger;
-use ember_aws::profiles::DynamoProfileStore;
-use ember_aws::sesv2::SesMailer;
+use ember_core::clock::SystemClock;
 use ember_core::ports::{Ledger, ProfileStore};
 use ember_core::profile::{CartItem, Consent, Profile, Stamped};
 use ember_core::schema::Registry;
 use ember_core::unsubscribe::{suppression_key, Keys, SUPPRESSION_PK};
-use ember_email::feedback::Feedback;
 use ember_email::send_record::send_pk;
 use ember_email::timers;
-use ember_email::{Email, MessageSettings, Outcome, Skip};
+use ember_email::{Deps, FeedbackDeps, FeedbackSettings, MessageSettings, Outcome, Settings, Skip};
 use ember_local::mail::{from_sender, sent_emails, SentEmail};
 use ember_tests::api_support::read_stream;
 use ember_tests::emulator::{unique, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule};
 use serde_json::{json, Value};
 
-type Deps = Email<DynamoProfileStore, DynamoLedger, SesMailer, KinesisEventStream>;
-
 struct Env {
     aws: Aws,
     sender: String,
     stream: String,
     email: Deps,
-    feedback: Feedback<DynamoLedger, KinesisEventStream>,
+    feedback: FeedbackDeps,
 }
 
 /// Today at 12:00 UTC.
@@ -68,25 +62,26 @@ async fn env_on(aws: Aws) -> Env {
         .send()
         .await
         .expect("verify sender identity");
-    let (campaigns, rules, renderer) = ember_email::embedded_config().expect("email config");
-    let email = Email {
-        profiles: DynamoProfileStore::new(aws.dynamodb.clone(), &profiles),
-        ledger: DynamoLedger::new(aws.dynamodb.clone(), &ledger),
-        mailer: SesMailer::from_conf(&aws.config, None),
-        stream: KinesisEventStream::new(aws.kinesis.clone(), &stream),
-        campaigns,
-        rules,
-        renderer,
-        settings: MessageSettings {
+    let settings = Settings {
+        profiles_table: profiles,
+        ledger_table: ledger.clone(),
+        stream_name: stream.clone(),
+        configuration_set: None,
+        message: MessageSettings {
             sender: format!("Ember Hot Sauce Co. <{sender}>"),
             public_base_url: "https://shop.example".into(),
             unsubscribe_keys: Keys::parse("integration-test-secret-0001").unwrap(),
         },
     };
-    let feedback = Feedback {
-        ledger: DynamoLedger::new(aws.dynamodb.clone(), &ledger),
-        stream: KinesisEventStream::new(aws.kinesis.clone(), &stream),
-    };
+    let email = Deps::build(&aws.config, settings, SystemClock::shared()).expect("email deps");
+    let feedback = FeedbackDeps::build(
+        &aws.config,
+        FeedbackSettings {
+            ledger_table: ledger,
+            stream_name: stream.clone(),
+        },
+        SystemClock::shared(),
+    );
     Env {
         aws,
         sender,

@@ -187,11 +187,11 @@ async fn every_function_with_an_address_as_profile_id(
     use chrono::{Duration as Days, Utc};
     use ember_api::{handle as api, ApiConfig, Deps as ApiDeps, FixedClock};
     use ember_aws::kinesis::KinesisEventStream;
-    use ember_aws::sesv2::SesMailer;
+    use ember_core::clock::SystemClock;
     use ember_core::ports::ProfileStore;
     use ember_core::profile::{Consent, Profile, Stamped};
     use ember_core::unsubscribe::{sign, Keys, Unsubscribe};
-    use ember_email::{timers, Email, Feedback, MessageSettings};
+    use ember_email::{timers, Deps, FeedbackDeps, FeedbackSettings, MessageSettings, Settings};
     use serde_json::json;
 
     let who = "ana.lopez@example.com";
@@ -277,22 +277,19 @@ async fn every_function_with_an_address_as_profile_id(
         .send()
         .await
         .unwrap();
-    let (campaigns, rules, renderer) = ember_email::embedded_config().unwrap();
     let keys = Keys::parse("log-test-unsubscribe-secret-01").unwrap();
-    let email = Email {
-        profiles: DynamoProfileStore::new(aws.dynamodb.clone(), table),
-        ledger: DynamoLedger::new(aws.dynamodb.clone(), ledger),
-        mailer: SesMailer::from_conf(&aws.config, None),
-        stream: KinesisEventStream::new(aws.kinesis.clone(), &stream),
-        campaigns,
-        rules,
-        renderer,
-        settings: MessageSettings {
+    let settings = Settings {
+        profiles_table: table.to_owned(),
+        ledger_table: ledger.to_owned(),
+        stream_name: stream.clone(),
+        configuration_set: None,
+        message: MessageSettings {
             sender: format!("Shop <shop@{domain}>"),
             public_base_url: "https://shop.example".into(),
             unsubscribe_keys: keys.clone(),
         },
     };
+    let email = Deps::build(&aws.config, settings, SystemClock::shared()).unwrap();
     let entered: aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value> =
         serde_json::from_value(json!({
             "version": "0", "id": "logs-1", "detail-type": "SegmentEntered", "source": "ember.enrich",
@@ -307,10 +304,14 @@ async fn every_function_with_an_address_as_profile_id(
     let _ = timers::sweep(&email, now).await;
 
     // Feedback: a hard bounce tagged with the customer's profile id.
-    let feedback = Feedback {
-        ledger: DynamoLedger::new(aws.dynamodb.clone(), ledger),
-        stream: KinesisEventStream::new(aws.kinesis.clone(), &stream),
-    };
+    let feedback = FeedbackDeps::build(
+        &aws.config,
+        FeedbackSettings {
+            ledger_table: ledger.to_owned(),
+            stream_name: stream.clone(),
+        },
+        SystemClock::shared(),
+    );
     let path = ember_tests::emulator::workspace_root().join("events/ses/eventbridge-bounce.json");
     let mut bounce: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
