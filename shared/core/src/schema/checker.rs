@@ -16,7 +16,7 @@
 
 use std::fmt::{self, Write as _};
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde_json::{Map, Number, Value};
 
 use crate::error::Problem;
@@ -730,6 +730,8 @@ mod tests {
         assert!(refused(json!({"type": []})).contains("must not be empty"));
         assert!(refused(json!({"minLength": -1})).contains("non-negative integer"));
         assert!(refused(json!({"pattern": "("})).starts_with("#/pattern"));
+        // No Unicode tables: a class the engine cannot match is refused, never ignored.
+        assert!(refused(json!({"pattern": "^\\p{L}+$"})).starts_with("#/pattern"));
         assert!(refused(json!({"enum": []})).contains("non-empty"));
         assert!(refused(json!({"required": ["a", "a"]})).contains("listed twice"));
         assert!(refused(json!(true)).contains("must be an object"));
