@@ -91,8 +91,7 @@ pub struct Node {
     pattern: Option<Regex>,
     minimum: Option<Number>,
     maximum: Option<Number>,
-    /// `properties`, plus an unconstrained entry for every `required` name that
-    /// `properties` does not list, so that one pass over the instance finds both.
+    /// `properties`.
     properties: Vec<Property>,
     /// `required`, in the schema's order (the order missing fields are reported in).
     required: Vec<String>,
@@ -109,7 +108,6 @@ pub struct Node {
 struct Property {
     name: String,
     node: Node,
-    required: bool,
 }
 
 /// Where a value sits in the instance: rendered to a JSON pointer only when a problem is found.
@@ -253,7 +251,6 @@ impl Node {
                         node.properties.push(Property {
                             name: name.clone(),
                             node: Node::compile(sub, &format!("{at}/properties/{name}"))?,
-                            required: false,
                         });
                     }
                 }
@@ -285,26 +282,7 @@ impl Node {
             }
         }
         node.refuse_unsatisfiable(at)?;
-        node.index_required();
         Ok(node)
-    }
-
-    /// Marks the required properties, adding unconstrained ones for names `properties` does
-    /// not list.
-    fn index_required(&mut self) {
-        for name in &self.required {
-            match self.properties.iter_mut().find(|p| p.name == *name) {
-                Some(p) => p.required = true,
-                None => self.properties.push(Property {
-                    name: name.clone(),
-                    node: Node {
-                        additional: true,
-                        ..Node::default()
-                    },
-                    required: true,
-                }),
-            }
-        }
     }
 
     /// A name that must be present but may not be: a schema no event could ever satisfy.
@@ -427,13 +405,9 @@ impl Node {
         if let Some(min) = self.min_properties.filter(|m| entries.len() < *m) {
             over_limit(out, at, value, "has fewer than", min, PROPERTIES);
         }
-        let mut required = 0;
         for (key, item) in entries {
             match self.property(key) {
-                Some(p) => {
-                    required += usize::from(p.required);
-                    p.node.check(item, Path::Key(&at, key), out);
-                }
+                Some(p) => p.node.check(item, Path::Key(&at, key), out),
                 None if !self.additional => out.push(Problem::new(
                     Path::Key(&at, key).to_string(),
                     "is not an allowed field",
@@ -441,13 +415,10 @@ impl Node {
                 None => {}
             }
         }
-        if required < self.required.len() {
-            // Reported first, in the schema's order.
-            let missing = self.required.iter().filter(|n| !has(n));
-            let missing =
-                missing.map(|n| Problem::new(Path::Key(&at, n).to_string(), "is required"));
-            out.splice(first..first, missing.collect::<Vec<_>>());
-        }
+        // Missing fields are reported first, in the schema's order.
+        let missing = self.required.iter().filter(|n| !has(n));
+        let missing = missing.map(|n| Problem::new(Path::Key(&at, n).to_string(), "is required"));
+        out.splice(first..first, missing.collect::<Vec<_>>());
     }
 
     fn check_array(&self, items: &[Value], value: &Value, at: Path<'_>, out: &mut Vec<Problem>) {
