@@ -104,29 +104,33 @@ impl Workload {
 
     /// The records as the Lambda `KinesisEvent` the enrich function receives (one shard).
     pub fn kinesis_event(&self) -> KinesisEvent {
-        kinesis_event(&self.records())
+        kinesis_event("shardId-000000000000", 0, &self.records())
     }
 }
 
-/// Builds a `KinesisEvent` (one shard, increasing sequence numbers) from raw records.
-pub fn kinesis_event(records: &[(String, Vec<u8>)]) -> KinesisEvent {
-    let b64 = base64::engine::general_purpose::STANDARD;
+/// Builds a Kinesis event as Lambda delivers it from `(partition key, data)` pairs, with
+/// increasing sequence numbers starting after `first_sequence` on shard `shard_id`.
+pub fn kinesis_event(
+    shard_id: &str,
+    first_sequence: u64,
+    records: &[(String, Vec<u8>)],
+) -> KinesisEvent {
     let records: Vec<Value> = records
         .iter()
         .enumerate()
         .map(|(i, (key, data))| {
-            let seq = format!("4959033827149025660855969253836157109592157598913{:07}", i);
+            let seq = format!("{:056}", first_sequence + i as u64 + 1);
             json!({
                 "kinesis": {
                     "kinesisSchemaVersion": "1.0",
                     "partitionKey": key,
                     "sequenceNumber": seq,
-                    "data": b64.encode(data),
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
                     "approximateArrivalTimestamp": 1_795_600_000.0 + i as f64,
                 },
                 "eventSource": "aws:kinesis",
                 "eventVersion": "1.0",
-                "eventID": format!("shardId-000000000000:{seq}"),
+                "eventID": format!("{shard_id}:{seq}"),
                 "eventName": "aws:kinesis:record",
                 "awsRegion": "us-east-1",
             })

@@ -19,8 +19,14 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
-use base64::Engine;
+use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::ledger::DynamoLedger;
+use ember_aws::profiles::DynamoProfileStore;
+use ember_aws::retry::Backoff;
+use ember_aws::sqs::SqsDeadLetterSink;
+use ember_core::fold::FoldConfig;
 use ember_core::ports::BusEvent;
+use ember_enrich::Enricher;
 use serde_json::{json, Value};
 
 /// Test-support failure, with the step that failed.
@@ -203,6 +209,19 @@ impl Aws {
             .unwrap_or_else(|| panic!("no profile {id}"))
     }
 
+    /// Stores an item under profile `id` that no longer decodes as a profile (its version
+    /// is not a number): a poison item no reader may be blocked by.
+    pub async fn put_undecodable_profile(&self, table: &str, id: &str) {
+        self.dynamodb
+            .put_item()
+            .table_name(table)
+            .item("id", AttributeValue::S(id.into()))
+            .item("version", AttributeValue::S("not a number".into()))
+            .send()
+            .await
+            .expect("poison item");
+    }
+
     /// Creates a Kinesis stream and waits until it is active.
     pub async fn create_stream(&self, prefix: &str, shards: i32) -> SetupResult<String> {
         let name = unique(prefix);
@@ -381,6 +400,10 @@ impl Aws {
     }
 }
 
+/// The enrich handler on the DynamoDB, EventBridge and SQS adapters.
+pub type DynamoEnricher =
+    Enricher<DynamoProfileStore, DynamoLedger, EventBridgeBus, SqsDeadLetterSink>;
+
 /// What the enrich and re-evaluation tests share: a profiles table, a ledger table (event-id
 /// claims), a custom bus, and a rule routing Ember's events on that bus to an SQS queue.
 pub struct ProfilesAndBus {
@@ -393,7 +416,11 @@ pub struct ProfilesAndBus {
 
 impl ProfilesAndBus {
     pub async fn new() -> SetupResult<ProfilesAndBus> {
-        let aws = Aws::from_env().await?;
+        ProfilesAndBus::on(Aws::from_env().await?).await
+    }
+
+    /// The same resources through `aws` (for example clients behind the fault proxy).
+    pub async fn on(aws: Aws) -> SetupResult<ProfilesAndBus> {
         let table = aws.create_profiles_table().await?;
         let ledger = aws.create_ledger_table().await?;
         let bus = aws.create_bus("ember-bus").await?;
@@ -405,6 +432,33 @@ impl ProfilesAndBus {
             bus,
             events,
         })
+    }
+
+    /// An enrich handler on these resources that dead-letters to `dlq_url`, with `backoff`
+    /// for the bus and the queue (tests under faults want quick retries).
+    pub fn enricher(&self, dlq_url: &str, backoff: Backoff) -> DynamoEnricher {
+        let ddb = || self.aws.dynamodb.clone();
+        Enricher::new(
+            DynamoProfileStore::new(ddb(), &self.table),
+            DynamoLedger::new(ddb(), &self.ledger),
+            EventBridgeBus::new(self.aws.eventbridge.clone(), &self.bus).with_backoff(backoff),
+            SqsDeadLetterSink::new(self.aws.sqs.clone(), dlq_url).with_backoff(backoff),
+            FoldConfig::default(),
+        )
+        .expect("the default fold configuration is valid")
+    }
+
+    /// The stored profile `id` (panics when absent: a test expects it).
+    pub async fn profile(&self, id: &str) -> ember_core::profile::Profile {
+        self.aws.profile(&self.table, id).await
+    }
+
+    /// Every Ember event the bus delivered, once the queue stays empty for `quiet`.
+    pub async fn bus_events(&self, quiet: Duration) -> Vec<BusEvent> {
+        self.aws
+            .drain_bus_events(&self.events.url, quiet)
+            .await
+            .expect("read bus queue")
     }
 }
 
@@ -441,36 +495,8 @@ pub fn kinesis_fixture(name: &str) -> SetupResult<KinesisEvent> {
     serde_json::from_str(&text).map_err(|e| err(format!("parse fixture {name}"), e))
 }
 
-/// Builds a Kinesis event as Lambda delivers it from `(partition key, data)` pairs, with
-/// increasing sequence numbers starting after `first_sequence` on shard `shard_id`.
-pub fn kinesis_event(
-    shard_id: &str,
-    first_sequence: u64,
-    records: &[(String, Vec<u8>)],
-) -> KinesisEvent {
-    let records: Vec<Value> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (key, data))| {
-            let seq = format!("{:056}", first_sequence + i as u64 + 1);
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": key,
-                    "sequenceNumber": seq,
-                    "data": base64::engine::general_purpose::STANDARD.encode(data),
-                    "approximateArrivalTimestamp": 1_795_600_000.0 + i as f64,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{shard_id}:{seq}"),
-                "eventName": "aws:kinesis:record",
-                "awsRegion": "us-east-1",
-            })
-        })
-        .collect();
-    serde_json::from_value(json!({ "Records": records })).unwrap_or_default()
-}
+/// Builds a Kinesis event as Lambda delivers it (the benches' builder, shared).
+pub use ember_benches::workload::kinesis_event;
 
 /// Sequence numbers of the failed records in a Kinesis batch response.
 pub fn failed_sequence_numbers(

@@ -56,6 +56,21 @@ fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(NOW, 0).expect("time")
 }
 
+/// An API whose stream writes go through the fault proxy, with `attempts` SDK attempts a
+/// call and the adapter's `retry`.
+async fn behind_proxy(attempts: u32, retry: RetryPolicy) -> (FaultProxy, Env) {
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let sdk = proxy.sdk_config(attempts, Duration::from_secs(10)).await;
+    let env = setup_with(Some((sdk, retry))).await;
+    (proxy, env)
+}
+
+/// The first PutRecords call loses every second record (throttled, not written).
+fn every_second_record_fails_once() -> Rule {
+    let entries = Schedule::Every(2);
+    Rule::new(op::KINESIS_PUT_RECORDS, Fault::PartialFailure { entries }).first(1)
+}
+
 async fn setup_with(stream_sdk: Option<(aws_config::SdkConfig, RetryPolicy)>) -> Env {
     let aws = Aws::from_env().await.expect("emulator");
     let stream = aws.create_stream("api-events", 2).await.expect("stream");
@@ -104,6 +119,16 @@ impl Env {
 
     async fn call(&self, fixture: &str) -> (u16, Value) {
         self.call_payload(&apigw_fixture(fixture)).await
+    }
+
+    /// Calls with a fixture and checks the whole answer.
+    async fn answers(&self, fixture: &str, status: u16, body: Value) {
+        assert_eq!(self.call(fixture).await, (status, body), "{fixture}");
+    }
+
+    /// Calls with a request and checks the whole answer.
+    async fn answers_payload(&self, payload: &Value, status: u16, body: Value) {
+        assert_eq!(self.call_payload(payload).await, (status, body));
     }
 
     async fn records(&self) -> Vec<(String, Value)> {
@@ -306,7 +331,7 @@ async fn bad_inputs_get_exact_error_bodies_and_write_nothing() {
         ),
     ];
     for (fixture, status, body) in refusals {
-        assert_eq!(env.call(fixture).await, (status, body), "{fixture}");
+        env.answers(fixture, status, body).await;
     }
 
     assert!(
@@ -373,9 +398,7 @@ async fn enriched_purchases(records: &[(String, Value)], user: &str) -> u64 {
 
 #[tokio::test]
 async fn a_webhook_is_never_answered_before_its_events_are_on_the_stream() {
-    let proxy = FaultProxy::from_env().await.expect("proxy");
-    let sdk = proxy.sdk_config(3, Duration::from_secs(3)).await;
-    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
+    let (proxy, env) = behind_proxy(3, RetryPolicy::default()).await;
     // The stream write lands and its answer is lost; the SDK writes again. Whatever the
     // ledger did before, the provider is answered only once the events are on the stream.
     let lost = proxy.add(Rule::new(op::KINESIS_PUT_RECORDS, Fault::DropAfterForward).first(1));
@@ -437,14 +460,12 @@ async fn unverified_webhooks_are_refused_before_anything_is_stored() {
     let (status, body) = env.call_payload(&polls).await;
     assert_eq!((status, &body["error"]), (401, &json!("invalid_signature")));
 
-    let (status, body) = env.call("webhook-unknown-provider.json").await;
-    assert_eq!(
-        (status, body),
-        (
-            404,
-            json!({"error": "unknown_provider", "message": "unknown webhook provider \"shipping\""})
-        )
-    );
+    env.answers(
+        "webhook-unknown-provider.json",
+        404,
+        json!({"error": "unknown_provider", "message": "unknown webhook provider \"shipping\""}),
+    )
+    .await;
 
     assert!(env.records().await.is_empty());
 }
@@ -452,14 +473,12 @@ async fn unverified_webhooks_are_refused_before_anything_is_stored() {
 #[tokio::test]
 async fn unhandled_payment_types_are_acknowledged_and_ignored() {
     let env = setup().await;
-    let (status, body) = env.call("webhook-payments-unhandled-type.json").await;
-    assert_eq!(
-        (status, body),
-        (
-            200,
-            json!({"status": "ignored", "reason": "event type invoice.paid is not used by Ember"})
-        )
-    );
+    env.answers(
+        "webhook-payments-unhandled-type.json",
+        200,
+        json!({"status": "ignored", "reason": "event type invoice.paid is not used by Ember"}),
+    )
+    .await;
     assert!(env.records().await.is_empty());
 }
 
@@ -506,8 +525,12 @@ async fn one_click_unsubscribe_withdraws_email_consent() {
     );
     assert!(env.records().await.is_empty());
 
-    let (status, body) = env.call("unsubscribe-one-click.json").await;
-    assert_eq!((status, body), (200, json!({"status": "unsubscribed"})));
+    env.answers(
+        "unsubscribe-one-click.json",
+        200,
+        json!({"status": "unsubscribed"}),
+    )
+    .await;
     let records = env.records().await;
     assert_eq!(records.len(), 1);
     let (key, event) = &records[0];
@@ -520,25 +543,16 @@ async fn one_click_unsubscribe_withdraws_email_consent() {
     );
     assert_eq!(event["occurred_at"], "2026-11-20T10:00:05Z");
 
-    let (status, body) = env.call("unsubscribe-bad-token.json").await;
-    assert_eq!(
-        (status, body),
-        (
-            400,
-            json!({"error": "invalid_token", "message": "token signature does not match any current secret"})
-        )
-    );
+    env.answers("unsubscribe-bad-token.json", 400, json!({"error": "invalid_token", "message": "token signature does not match any current secret"})).await;
     let mut no_token = apigw_fixture("unsubscribe-one-click.json");
     no_token["rawQueryString"] = json!("");
     no_token["queryStringParameters"] = Value::Null;
-    let (status, body) = env.call_payload(&no_token).await;
-    assert_eq!(
-        (status, body),
-        (
-            400,
-            json!({"error": "invalid_token", "message": "missing token"})
-        )
-    );
+    env.answers_payload(
+        &no_token,
+        400,
+        json!({"error": "invalid_token", "message": "missing token"}),
+    )
+    .await;
     assert_eq!(env.records().await.len(), 1);
 }
 
@@ -624,14 +638,12 @@ async fn export_and_erasure_of_a_profile() {
         "only the hash is kept"
     );
 
-    let (status, body) = env.call("profile-export.json").await;
-    assert_eq!(
-        (status, body),
-        (
-            404,
-            json!({"error": "profile_not_found", "message": "no profile \"u-fixture-1\""})
-        )
-    );
+    env.answers(
+        "profile-export.json",
+        404,
+        json!({"error": "profile_not_found", "message": "no profile \"u-fixture-1\""}),
+    )
+    .await;
     // Erasure again is harmless.
     let (status, body) = env.call("profile-delete.json").await;
     assert_eq!((status, &body["profile_found"]), (202, &json!(false)));
@@ -639,23 +651,13 @@ async fn export_and_erasure_of_a_profile() {
 
 #[tokio::test]
 async fn stream_failures_are_reported_per_entry_never_silently() {
-    let proxy = FaultProxy::from_env().await.expect("proxy");
-    let sdk = proxy.sdk_config(1, Duration::from_secs(5)).await;
     // No retries in the adapter: every second record of the call fails for good.
     let no_retry = RetryPolicy {
         max_attempts: 1,
         ..RetryPolicy::default()
     };
-    let env = setup_with(Some((sdk, no_retry))).await;
-    let stats = proxy.add(
-        Rule::new(
-            op::KINESIS_PUT_RECORDS,
-            Fault::PartialFailure {
-                entries: Schedule::Every(2),
-            },
-        )
-        .first(1),
-    );
+    let (proxy, env) = behind_proxy(1, no_retry).await;
+    let stats = proxy.add(every_second_record_fails_once());
     let (status, body) = env.call("event-batch.json").await;
     assert_eq!(status, 207, "{body}");
     assert_eq!(stats.entries_failed(), 1);
@@ -684,18 +686,8 @@ async fn stream_failures_are_reported_per_entry_never_silently() {
 
 #[tokio::test]
 async fn failed_records_are_retried_until_written() {
-    let proxy = FaultProxy::from_env().await.expect("proxy");
-    let sdk = proxy.sdk_config(1, Duration::from_secs(5)).await;
-    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
-    let stats = proxy.add(
-        Rule::new(
-            op::KINESIS_PUT_RECORDS,
-            Fault::PartialFailure {
-                entries: Schedule::Every(2),
-            },
-        )
-        .first(1),
-    );
+    let (proxy, env) = behind_proxy(1, RetryPolicy::default()).await;
+    let stats = proxy.add(every_second_record_fails_once());
     let (status, body) = env.call("event-batch.json").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(stats.entries_failed(), 1);
@@ -707,9 +699,7 @@ async fn failed_records_are_retried_until_written() {
 
 #[tokio::test]
 async fn a_partial_put_records_failure_never_reorders_a_customers_events() {
-    let proxy = FaultProxy::from_env().await.expect("proxy");
-    let sdk = proxy.sdk_config(1, Duration::from_secs(5)).await;
-    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
+    let (proxy, env) = behind_proxy(1, RetryPolicy::default()).await;
     // The add_to_cart fails on the first call; the remove_from_cart must not overtake it, or
     // the cart keeps an item the customer removed and an abandonment email goes out.
     proxy.add(
@@ -784,28 +774,20 @@ async fn kinesis_adapter_sends_at_most_500_records_per_call_and_keeps_order() {
 
 #[tokio::test]
 async fn a_full_batch_of_500_is_one_put_records_call_and_501_is_refused() {
-    let proxy = FaultProxy::from_env().await.expect("proxy");
-    let sdk = proxy.sdk_config(1, Duration::from_secs(10)).await;
-    let env = setup_with(Some((sdk, RetryPolicy::default()))).await;
+    let (proxy, env) = behind_proxy(1, RetryPolicy::default()).await;
     let events: Vec<Value> = (0..501)
         .map(|i| {
             json!({"type": "page_view", "version": 1, "anonymous_id": format!("a-{i}"),
                    "payload": {"url": format!("https://shop.example/p/{i}")}})
         })
         .collect();
-    let (status, body) = env
-        .call_payload(&with_body(
-            "event-batch.json",
-            &Value::Array(events[..501].to_vec()).to_string(),
-        ))
-        .await;
-    assert_eq!(
-        (status, body),
-        (
-            400,
-            json!({"error": "invalid_request", "message": "the batch has 501 events; the limit is 500"})
-        )
-    );
+    let too_many = Value::Array(events[..501].to_vec()).to_string();
+    env.answers_payload(
+        &with_body("event-batch.json", &too_many),
+        400,
+        json!({"error": "invalid_request", "message": "the batch has 501 events; the limit is 500"}),
+    )
+    .await;
     let started = std::time::Instant::now();
     let (status, body) = env
         .call_payload(&with_body(
@@ -858,8 +840,12 @@ async fn an_erased_customer_stays_erased_whatever_arrives_later() {
     assert!(body["remains"].as_array().is_some_and(|r| !r.is_empty()));
 
     // An old one-click unsubscribe link: answered, nothing written for the erased profile.
-    let (status, body) = env.call("unsubscribe-one-click.json").await;
-    assert_eq!((status, body), (200, json!({"status": "unsubscribed"})));
+    env.answers(
+        "unsubscribe-one-click.json",
+        200,
+        json!({"status": "unsubscribed"}),
+    )
+    .await;
     assert!(env.records().await.is_empty());
 
     // A late SES open, an event in flight, a replay: enrichment never re-creates the profile.

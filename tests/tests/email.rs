@@ -94,6 +94,12 @@ async fn env_on(aws: Aws) -> Env {
 impl Env {
     /// The mail this test's sender sent. moto's state dump fails now and then (HTTP 500)
     /// while other tests change state concurrently: retried.
+    /// The one outcome is `skip`, and the emulator holds `mails` emails of this test.
+    async fn assert_skipped(&self, out: &[Outcome], skip: Skip, mails: usize) {
+        assert_eq!(skips(out), [Some(skip)], "{out:?}");
+        assert_eq!(self.mail().await.len(), mails);
+    }
+
     async fn mail(&self) -> Vec<SentEmail> {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("endpoint");
         let mut attempt = 0;
@@ -121,6 +127,13 @@ impl Env {
     ) -> Vec<Outcome> {
         let event = segment_entered(id, "churn_risk", version, at);
         self.email.handle(&event, now).await.unwrap()
+    }
+
+    /// Stores `profile`, then it enters churn_risk at `now` (version 5).
+    async fn store_and_trigger(&self, profile: Profile, now: DateTime<Utc>) -> Vec<Outcome> {
+        let id = profile.id.clone();
+        self.put(profile).await;
+        self.churn_risk_entered(&id, 5, now, now).await
     }
 
     async fn put(&self, mut profile: Profile) {
@@ -247,8 +260,7 @@ async fn segment_event_sends_one_personalised_email_even_when_replayed() {
     let out = env
         .churn_risk_entered(&id, 9, now, now + Duration::hours(2))
         .await;
-    assert_eq!(skips(&out), [Some(Skip::CampaignCap)], "{:?}", out);
-    assert_eq!(env.mail().await.len(), 1);
+    env.assert_skipped(&out, Skip::CampaignCap, 1).await;
 }
 
 #[tokio::test]
@@ -264,10 +276,8 @@ async fn no_email_without_consent() {
             at: Some(now),
         },
     );
-    env.put(p).await;
-    let out = env.churn_risk_entered(&id, 5, now, now).await;
-    assert_eq!(skips(&out), [Some(Skip::NoConsent)], "{:?}", out);
-    assert!(env.mail().await.is_empty());
+    let out = env.store_and_trigger(p, now).await;
+    env.assert_skipped(&out, Skip::NoConsent, 0).await;
 }
 
 #[tokio::test]
@@ -277,8 +287,7 @@ async fn quiet_hours_defer_and_the_sweeper_sends_after_they_end() {
     let id = unique("u");
     let mut p = churner(&id, "chiyo@example.com", now);
     p.timezone = Some(Stamped::undated("Asia/Tokyo")); // 12:00 UTC = 21:00 in Tokyo: quiet
-    env.put(p).await;
-    let out = env.churn_risk_entered(&id, 5, now, now).await;
+    let out = env.store_and_trigger(p, now).await;
     let until = now + Duration::hours(11); // 08:00 in Tokyo
     assert_eq!(
         out,
@@ -328,8 +337,8 @@ async fn bounce_feedback_suppresses_and_blocks_the_next_send() {
     let now = noon();
     let id = unique("u");
     let address = format!("{}@example.com", unique("dana"));
-    env.put(churner(&id, &address, now)).await;
-    env.churn_risk_entered(&id, 5, now, now).await;
+    env.store_and_trigger(churner(&id, &address, now), now)
+        .await;
     let mail = env.mail().await;
     assert_eq!(mail.len(), 1);
 
@@ -378,8 +387,7 @@ async fn bounce_feedback_suppresses_and_blocks_the_next_send() {
     // Before enrich has even folded the event, the next trigger (a day later) is blocked.
     let later = now + Duration::days(1);
     let out = env.churn_risk_entered(&id, 11, later, later).await;
-    assert_eq!(skips(&out), [Some(Skip::Suppressed)], "{:?}", out);
-    assert_eq!(env.mail().await.len(), 1);
+    env.assert_skipped(&out, Skip::Suppressed, 1).await;
 }
 
 #[tokio::test]
@@ -387,8 +395,9 @@ async fn rejected_address_is_reported_as_suppressed_and_not_retried() {
     let env = env().await;
     let now = noon();
     let id = unique("u");
-    env.put(churner(&id, "not-an-address", now)).await;
-    let out = env.churn_risk_entered(&id, 5, now, now).await;
+    let out = env
+        .store_and_trigger(churner(&id, "not-an-address", now), now)
+        .await;
     assert_eq!(skips(&out), [Some(Skip::Rejected)], "{:?}", out);
     let records = read_stream(&env.aws.kinesis, &env.stream).await;
     assert_eq!(records.len(), 1, "{records:?}");
@@ -617,20 +626,8 @@ async fn a_profile_that_cannot_be_read_never_holds_up_the_other_timers() {
     let (bad, good) = (unique("u"), unique("u"));
     // A stored item that no longer decodes as a profile.
     env.aws
-        .dynamodb
-        .put_item()
-        .table_name(env.email.profiles.table())
-        .item(
-            "id",
-            aws_sdk_dynamodb::types::AttributeValue::S(bad.clone()),
-        )
-        .item(
-            "version",
-            aws_sdk_dynamodb::types::AttributeValue::S("not a number".into()),
-        )
-        .send()
-        .await
-        .expect("poison item");
+        .put_undecodable_profile(env.email.profiles.table(), &bad)
+        .await;
     env.put(churner(&good, "good.timer@example.com", now)).await;
     let campaign = env.email.campaigns.get("churn_winback").expect("campaign");
     for (id, minutes) in [(&bad, 1), (&good, 2)] {

@@ -35,6 +35,20 @@ struct Setup {
     failure_url: String,
 }
 
+impl Setup {
+    /// The one message the on-failure destination holds.
+    async fn the_failure_record(&self) -> Value {
+        let quiet = Duration::from_millis(300);
+        let bodies = self
+            .aws
+            .drain(&self.failure_url, quiet)
+            .await
+            .expect("drain");
+        assert_eq!(bodies.len(), 1, "{bodies:?}");
+        serde_json::from_str(&bodies[0]).expect("json")
+    }
+}
+
 async fn setup(max_retries: u32) -> Setup {
     let aws = Aws::from_env().await.expect("emulator environment");
     let stream = aws
@@ -156,13 +170,7 @@ async fn partial_failures_resume_from_the_failed_record_then_go_to_the_destinati
     assert_eq!(calls[3], vec!["r5"]);
     assert_eq!(calls.len(), 4, "{calls:?}");
 
-    let bodies = s
-        .aws
-        .drain(&s.failure_url, Duration::from_millis(300))
-        .await
-        .expect("drain");
-    assert_eq!(bodies.len(), 1, "{bodies:?}");
-    let record: Value = serde_json::from_str(&bodies[0]).expect("json");
+    let record = s.the_failure_record().await;
     assert_eq!(
         record["requestContext"]["condition"],
         "RetryAttemptsExhausted"
@@ -214,13 +222,7 @@ async fn function_errors_are_bisected_down_to_the_poison_record() {
         "each good record exactly once, in order"
     );
     assert_eq!(Activity::get(&activity.kinesis_bisections), 2);
-    let bodies = s
-        .aws
-        .drain(&s.failure_url, Duration::from_millis(300))
-        .await
-        .expect("drain");
-    assert_eq!(bodies.len(), 1, "{bodies:?}");
-    let record: Value = serde_json::from_str(&bodies[0]).expect("json");
+    let record = s.the_failure_record().await;
     assert_eq!(record["KinesisBatchInfo"]["batchSize"], 1);
     assert_eq!(record["KinesisBatchInfo"]["startSequenceNumber"], seqs[2]);
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);

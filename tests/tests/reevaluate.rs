@@ -44,17 +44,6 @@ impl Env {
     fn store(&self) -> DynamoProfileStore {
         DynamoProfileStore::new(self.aws.dynamodb.clone(), &self.table)
     }
-
-    async fn profile(&self, id: &str) -> Profile {
-        self.aws.profile(&self.table, id).await
-    }
-
-    async fn bus_events(&self) -> Vec<BusEvent> {
-        self.aws
-            .drain_bus_events(&self.events.url, QUIET)
-            .await
-            .expect("read bus queue")
-    }
 }
 
 /// The `Scheduled Event` EventBridge delivers, crossing the same JSON boundary as Lambda.
@@ -154,7 +143,7 @@ async fn churners_enter_churn_risk_on_the_schedule_exactly_once() {
     assert_eq!(m.version, 1, "merged anonymous profiles are skipped");
     assert!(m.segments.is_empty());
 
-    let events = env.bus_events().await;
+    let events = env.bus_events(QUIET).await;
     assert_eq!(entered(&events, "churn_risk"), vec![churner.clone()]);
     assert_eq!(events.len(), 1, "{events:?}");
     let BusEvent::SegmentEntered(change) = &events[0] else {
@@ -179,7 +168,10 @@ async fn churners_enter_churn_risk_on_the_schedule_exactly_once() {
     assert_eq!(again.scanned, 134);
     assert_eq!((again.changed, again.writes, again.published), (0, 0, 0));
     assert_eq!(env.profile(&churner).await.version, 3);
-    assert!(env.bus_events().await.is_empty(), "nothing published twice");
+    assert!(
+        env.bus_events(QUIET).await.is_empty(),
+        "nothing published twice"
+    );
 }
 
 #[tokio::test]
@@ -202,7 +194,7 @@ async fn a_profile_seen_again_exits_churn_risk_on_the_schedule() {
     let stored = env.profile(&back).await;
     assert!(!stored.segments.contains("churn_risk"));
     assert_eq!(stored.version, 3);
-    let events = env.bus_events().await;
+    let events = env.bus_events(QUIET).await;
     assert!(
         matches!(&events[..], [BusEvent::SegmentExited(c)] if c.segment == "churn_risk" && c.profile_id == back),
         "{events:?}"

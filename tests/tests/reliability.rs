@@ -15,26 +15,21 @@
 //!   once, and nothing else is.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use ember_aws::eventbridge::EventBridgeBus;
-use ember_aws::ledger::DynamoLedger;
-use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::retry::Backoff;
-use ember_aws::sqs::SqsDeadLetterSink;
 use ember_benches::memory::memory_enricher;
 use ember_benches::workload::Workload;
-use ember_core::fold::FoldConfig;
 use ember_core::ports::{BusEvent, DeadLetter};
 use ember_core::profile::Profile;
-use ember_enrich::Enricher;
-use ember_tests::emulator::{self, ember_pattern, failed_sequence_numbers, Aws, Queue};
-use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
+use ember_tests::emulator::{
+    self, failed_sequence_numbers, Aws, DynamoEnricher, ProfilesAndBus, Queue,
+};
+use ember_tests::faults::{op, Fault, FaultProxy, Rule, RuleStats, Schedule};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-type Handler = Enricher<DynamoProfileStore, DynamoLedger, EventBridgeBus, SqsDeadLetterSink>;
 
 /// Most invocations a batch may need to settle.
 const MAX_ROUNDS: usize = 25;
@@ -45,7 +40,14 @@ struct Rig {
     table: String,
     bus_queue: Queue,
     dlq: Queue,
-    handler: Handler,
+    handler: DynamoEnricher,
+}
+
+impl Rig {
+    /// Injects `rule`'s faults from now on; its counters say what it did.
+    fn inject(&self, rule: Rule) -> Arc<RuleStats> {
+        self.proxy.add(rule)
+    }
 }
 
 /// Provisions a profiles table, a bus routed to a queue and a dead-letter queue, and a handler
@@ -60,26 +62,16 @@ async fn rig(sdk_attempts: u32) -> Rig {
         .try_init();
     let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
     let aws = Aws::from_config(proxy.sdk_config(sdk_attempts, Duration::from_secs(3)).await);
-    let table = aws.create_profiles_table().await.unwrap();
-    let ledger = aws.create_ledger_table().await.unwrap();
-    let bus = aws.create_bus("rel-bus").await.unwrap();
-    let bus_queue = aws.route_to_queue(&bus, &ember_pattern()).await.unwrap();
-    let dlq = aws.create_queue("rel-dlq").await.unwrap();
+    let base = ProfilesAndBus::on(aws).await.unwrap();
+    let dlq = base.aws.create_queue("rel-dlq").await.unwrap();
     let quick = Backoff::new(2, Duration::from_millis(1), Duration::from_millis(5));
-    let mut handler = Enricher::new(
-        DynamoProfileStore::new(aws.dynamodb.clone(), &table),
-        DynamoLedger::new(aws.dynamodb.clone(), &ledger),
-        EventBridgeBus::new(aws.eventbridge.clone(), &bus).with_backoff(quick),
-        SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url).with_backoff(quick),
-        FoldConfig::default(),
-    )
-    .unwrap();
+    let mut handler = base.enricher(&dlq.url, quick);
     handler.conflict_backoff = Backoff::new(5, Duration::from_millis(1), Duration::from_millis(10));
     Rig {
         proxy,
-        aws,
-        table,
-        bus_queue,
+        aws: base.aws,
+        table: base.table,
+        bus_queue: base.events,
         dlq,
         handler,
     }
@@ -141,7 +133,7 @@ async fn reference(w: &Workload, event: &KinesisEvent) -> Reference {
 }
 
 /// Invokes the handler like Lambda until no record fails; returns the number of invocations.
-async fn redrive(handler: &Handler, event: &KinesisEvent) -> usize {
+async fn redrive(handler: &DynamoEnricher, event: &KinesisEvent) -> usize {
     let mut current = event.clone();
     for round in 1..=MAX_ROUNDS {
         let (response, stats, _) = handler.process(&current).await;
@@ -187,6 +179,11 @@ fn id_of(e: &BusEvent) -> String {
         BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
         BusEvent::CartUpdated(c) => c.id.clone(),
     }
+}
+
+/// The ids of the bus events the fault-free reference run publishes.
+async fn reference_event_ids(w: &Workload, event: &KinesisEvent) -> BTreeSet<String> {
+    reference(w, event).await.events.iter().map(id_of).collect()
 }
 
 /// A profile without what legitimately differs between runs: its version (outbox writes add
@@ -315,12 +312,8 @@ async fn dynamodb_throttling_and_500s_apply_every_event_exactly_once() {
     // rate without SDK retries never settles under Lambda's re-drive: every invocation reads
     // every remaining profile again. `everything_at_once_timeouts_included` covers steady
     // rates with the SDK's retries on.)
-    let throttled = rig
-        .proxy
-        .add(Rule::new(op::DDB_GET_ITEM, Fault::Throttle).first(4));
-    let failed_puts = rig
-        .proxy
-        .add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).first(3));
+    let throttled = rig.inject(Rule::new(op::DDB_GET_ITEM, Fault::Throttle).first(4));
+    let failed_puts = rig.inject(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).first(3));
     let rounds = redrive(&rig.handler, &event).await;
     assert!(throttled.injected() > 0 && failed_puts.injected() > 0);
     assert!(rounds > 1, "the faults must have failed records");
@@ -333,7 +326,7 @@ async fn ambiguous_profile_writes_lose_no_bus_event() {
     // version conflict, re-reads and finds every event already applied. Only profile writes:
     // claims are PutItem calls too, and dropping half of everything only slows the test.
     let (rig, event, expected) = scenario(1, 60, 6).await;
-    let dropped = rig.proxy.add(
+    let dropped = rig.inject(
         Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward)
             .on_table(&rig.table)
             .every(2),
@@ -353,10 +346,8 @@ async fn eventbridge_partial_failures_and_throttling_publish_each_event_once() {
         .count();
     assert!(entered > 0, "the workload must move profiles into segments");
 
-    let throttled = rig
-        .proxy
-        .add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle).every(4));
-    let partial = rig.proxy.add(Rule::new(
+    let throttled = rig.inject(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle).every(4));
+    let partial = rig.inject(Rule::new(
         op::EVENTS_PUT_EVENTS,
         Fault::PartialFailure {
             entries: Schedule::Every(2),
@@ -376,11 +367,9 @@ async fn eventbridge_partial_failures_and_throttling_publish_each_event_once() {
 async fn dead_letter_queue_errors_fail_only_the_broken_records_until_they_land() {
     let (rig, event, expected) = scenario(1, 45, 5).await;
 
-    let down = rig
-        .proxy
-        .add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::ServerError).first(2));
+    let down = rig.inject(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::ServerError).first(2));
     // Then a burst of partial failures (every 2nd entry of the next 3 calls).
-    let partial = rig.proxy.add(
+    let partial = rig.inject(
         Rule::new(
             op::SQS_SEND_MESSAGE_BATCH,
             Fault::PartialFailure {
@@ -402,14 +391,10 @@ async fn dead_letter_queue_errors_fail_only_the_broken_records_until_they_land()
 #[tokio::test]
 async fn everything_at_once_timeouts_included() {
     let (rig, event, expected) = scenario(2, 120, 12).await;
-    rig.proxy
-        .add(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(4))).every(7));
-    rig.proxy
-        .add(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).every(3));
-    rig.proxy
-        .add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError).every(5));
-    rig.proxy
-        .add(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::Throttle).first(1));
+    rig.inject(Rule::new(op::DDB_GET_ITEM, Fault::Stall(Duration::from_secs(4))).every(7));
+    rig.inject(Rule::new(op::DDB_PUT_ITEM, Fault::Throttle).every(3));
+    rig.inject(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError).every(5));
+    rig.inject(Rule::new(op::SQS_SEND_MESSAGE_BATCH, Fault::Throttle).first(1));
     redrive(&rig.handler, &event).await;
     assert_settled(&rig, &expected).await;
 }
@@ -468,22 +453,16 @@ async fn bus_events_survive_a_failed_publish_whose_outbox_write_also_fails() {
     let rig = rig(1).await;
     let w = Workload::new(30, 3).prefixed(&emulator::unique("rel-ob"), &emulator::unique("ob"));
     let event = batch(&w);
-    let expected: BTreeSet<String> = reference(&w, &event)
-        .await
-        .events
-        .iter()
-        .map(id_of)
-        .collect();
+    let expected = reference_event_ids(&w, &event).await;
     assert!(!expected.is_empty());
     // Every PutEvents fails; the writes of the batch (claims, profiles) land, then the write
     // that would mark the events unpublished fails too.
     let writes = w.records().len() + 3;
-    rig.proxy
-        .add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError));
-    rig.proxy
-        .add(Rule::new(op::DDB_PUT_ITEM, Fault::SlowResponse(Duration::ZERO)).first(writes as u64));
-    rig.proxy
-        .add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError));
+    rig.inject(Rule::new(op::EVENTS_PUT_EVENTS, Fault::ServerError));
+    rig.inject(
+        Rule::new(op::DDB_PUT_ITEM, Fault::SlowResponse(Duration::ZERO)).first(writes as u64),
+    );
+    rig.inject(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError));
     let (response, _, _) = rig.handler.process(&event).await;
     assert!(
         !response.batch_item_failures.is_empty(),
@@ -511,15 +490,10 @@ async fn bus_events_of_written_profiles_survive_the_function_dying_before_it_pub
     let rig = rig(1).await;
     let w = Workload::new(30, 3).prefixed(&emulator::unique("rel-to"), &emulator::unique("to"));
     let event = batch(&w);
-    let expected: BTreeSet<String> = reference(&w, &event)
-        .await
-        .events
-        .iter()
-        .map(id_of)
-        .collect();
+    let expected = reference_event_ids(&w, &event).await;
     // PutEvents hangs; the invocation times out after the profiles were written (the process
     // is gone: nothing after the writes runs).
-    rig.proxy.add(Rule::new(
+    rig.inject(Rule::new(
         op::EVENTS_PUT_EVENTS,
         Fault::Stall(Duration::from_secs(5)),
     ));

@@ -19,10 +19,14 @@ use ember_core::ports::{
 use ember_tests::emulator::{ember_pattern, unique, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
 
-async fn proxy() -> FaultProxy {
-    FaultProxy::from_env()
+/// The fault proxy and an SDK configuration through it: `attempts` per call, each given
+/// `timeout`.
+async fn proxied(attempts: u32, timeout: Duration) -> (FaultProxy, aws_config::SdkConfig) {
+    let proxy = FaultProxy::from_env()
         .await
-        .expect("AWS_ENDPOINT_URL must point at the emulator")
+        .expect("AWS_ENDPOINT_URL must point at the emulator");
+    let conf = proxy.sdk_config(attempts, timeout).await;
+    (proxy, conf)
 }
 
 /// Resources are created directly on the emulator; only the calls under test go through the
@@ -60,31 +64,36 @@ async fn drain(queue_url: &str) -> Vec<String> {
 }
 
 type DdbResult<T, E> = Result<T, aws_sdk_dynamodb::error::SdkError<E>>;
+type Ddb = aws_sdk_dynamodb::Client;
 
-/// Puts an item with only its key `id`.
-async fn put(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-    id: &str,
-) -> DdbResult<PutItemOutput, PutItemError> {
-    ddb.put_item()
-        .table_name(table)
-        .item("id", AttributeValue::S(id.into()))
-        .send()
-        .await
+/// A put and a get of an item with only its key `id`: the smallest calls to inject into.
+async fn put(ddb: &Ddb, table: &str, id: &str) -> DdbResult<PutItemOutput, PutItemError> {
+    let id = AttributeValue::S(id.into());
+    ddb.put_item().table_name(table).item("id", id).send().await
 }
 
-/// Gets the item with key `id`.
-async fn get(
-    ddb: &aws_sdk_dynamodb::Client,
-    table: &str,
-    id: &str,
-) -> DdbResult<GetItemOutput, GetItemError> {
-    ddb.get_item()
-        .table_name(table)
-        .key("id", AttributeValue::S(id.into()))
-        .send()
-        .await
+async fn get(ddb: &Ddb, table: &str, id: &str) -> DdbResult<GetItemOutput, GetItemError> {
+    let id = AttributeValue::S(id.into());
+    ddb.get_item().table_name(table).key("id", id).send().await
+}
+
+/// Ember's classification of an SDK error says "try again".
+fn assert_retryable<E>(err: &aws_sdk_dynamodb::error::SdkError<E>)
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let port = ember_aws::retry::classify(err, "test");
+    assert!(port.is_retryable(), "{port}: {err:?}");
+}
+
+/// `items` are `distinct` different values, each seen once.
+fn assert_each_once(items: impl IntoIterator<Item = String>, distinct: usize) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for item in items {
+        *seen.entry(item).or_default() += 1;
+    }
+    assert_eq!(seen.len(), distinct, "{seen:?}");
+    assert!(seen.values().all(|n| *n == 1), "duplicates: {seen:?}");
 }
 
 fn segment_event(i: usize) -> BusEvent {
@@ -104,8 +113,7 @@ fn fast_backoff() -> Backoff {
 
 #[tokio::test]
 async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
-    let proxy = proxy().await;
-    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let (proxy, conf) = proxied(3, Duration::from_secs(5)).await;
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
     let table = create_table().await;
 
@@ -140,8 +148,7 @@ async fn dynamodb_throttling_is_retried_by_the_sdk_and_counted() {
 
 #[tokio::test]
 async fn stalls_time_out_and_dropped_answers_still_take_effect() {
-    let proxy = proxy().await;
-    let conf = proxy.sdk_config(1, Duration::from_millis(300)).await;
+    let (proxy, conf) = proxied(1, Duration::from_millis(300)).await;
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
     let table = create_table().await;
 
@@ -159,36 +166,27 @@ async fn stalls_time_out_and_dropped_answers_still_take_effect() {
         "{err:?}"
     );
     assert_eq!(stall.injected(), 1);
-    assert!(ember_aws::retry::classify(&err, "test").is_retryable());
+    assert_retryable(&err);
 
-    proxy.clear_rules();
-    let dropped = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::DropAfterForward).first(1));
-    let err = put(&ddb, &table, "ghost").await.unwrap_err();
-    assert!(
-        ember_aws::retry::classify(&err, "test").is_retryable(),
-        "{err:?}"
-    );
-    assert_eq!(dropped.injected(), 1);
-    // The caller saw a failure, but the write happened: the ambiguous case retries must handle.
-    let item = get(&ddb, &table, "ghost").await.unwrap().item;
-    assert!(item.is_some());
-
-    proxy.clear_rules();
-    let drop = proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::Drop).first(1));
-    let err = put(&ddb, &table, "never").await.unwrap_err();
-    assert!(
-        ember_aws::retry::classify(&err, "test").is_retryable(),
-        "{err:?}"
-    );
-    assert_eq!(drop.injected(), 1);
-    let item = get(&ddb, &table, "never").await.unwrap().item;
-    assert!(item.is_none(), "a dropped request never reaches the table");
+    // A lost answer: the caller sees a failure but the write happened, the ambiguous case
+    // retries must handle. A lost request never reaches the table.
+    for (fault, id, lands) in [
+        (Fault::DropAfterForward, "ghost", true),
+        (Fault::Drop, "never", false),
+    ] {
+        proxy.clear_rules();
+        let dropped = proxy.add(Rule::new(op::DDB_PUT_ITEM, fault).first(1));
+        let err = put(&ddb, &table, id).await.unwrap_err();
+        assert_retryable(&err);
+        assert_eq!(dropped.injected(), 1);
+        let item = get(&ddb, &table, id).await.unwrap().item;
+        assert_eq!(item.is_some(), lands, "{id}");
+    }
 }
 
 #[tokio::test]
 async fn partial_put_events_failures_are_resent_exactly_once() {
-    let proxy = proxy().await;
-    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let (proxy, conf) = proxied(3, Duration::from_secs(5)).await;
     let events = aws_sdk_eventbridge::Client::new(&conf);
     let (bus_name, queue_url) = bus_with_queue().await;
 
@@ -212,21 +210,16 @@ async fn partial_put_events_failures_are_resent_exactly_once() {
 
     proxy.clear_rules();
     let bodies = drain(&queue_url).await;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for b in &bodies {
+    let ids = bodies.iter().map(|b| {
         let v: serde_json::Value = serde_json::from_str(b).unwrap();
-        *seen
-            .entry(v["detail"]["id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
-    }
-    assert_eq!(seen.len(), 25, "{seen:?}");
-    assert!(seen.values().all(|n| *n == 1), "duplicates: {seen:?}");
+        v["detail"]["id"].as_str().unwrap().to_owned()
+    });
+    assert_each_once(ids, 25);
 }
 
 #[tokio::test]
 async fn throttled_put_events_exhausting_retries_are_reported_per_entry() {
-    let proxy = proxy().await;
-    let conf = proxy.sdk_config(2, Duration::from_secs(5)).await;
+    let (proxy, conf) = proxied(2, Duration::from_secs(5)).await;
     let events = aws_sdk_eventbridge::Client::new(&conf);
     let (bus_name, _queue) = bus_with_queue().await;
     let throttle = proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Throttle));
@@ -247,8 +240,7 @@ async fn throttled_put_events_exhausting_retries_are_reported_per_entry() {
 
 #[tokio::test]
 async fn partial_put_records_failures_land_every_record_once() {
-    let proxy = proxy().await;
-    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let (proxy, conf) = proxied(3, Duration::from_secs(5)).await;
     let kinesis = aws_sdk_kinesis::Client::new(&conf);
     let stream = unique("faults-stream");
     kinesis
@@ -303,7 +295,7 @@ async fn partial_put_records_failures_land_every_record_once() {
         .await
         .unwrap()
         .shard_iterator;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut landed = Vec::new();
     while let Some(it) = iterator {
         let out = kinesis
             .get_records()
@@ -314,21 +306,19 @@ async fn partial_put_records_failures_land_every_record_once() {
         if out.records.is_empty() {
             break;
         }
-        for r in &out.records {
-            *seen
-                .entry(String::from_utf8_lossy(r.data.as_ref()).into_owned())
-                .or_default() += 1;
-        }
+        landed.extend(
+            out.records
+                .iter()
+                .map(|r| String::from_utf8_lossy(r.data.as_ref()).into_owned()),
+        );
         iterator = out.next_shard_iterator;
     }
-    assert_eq!(seen.len(), 20, "{seen:?}");
-    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    assert_each_once(landed, 20);
 }
 
 #[tokio::test]
 async fn partial_send_message_batch_failures_are_resent() {
-    let proxy = proxy().await;
-    let conf = proxy.sdk_config(3, Duration::from_secs(5)).await;
+    let (proxy, conf) = proxied(3, Duration::from_secs(5)).await;
     let sqs = aws_sdk_sqs::Client::new(&conf);
     let queue_url = emulator()
         .await
@@ -367,8 +357,7 @@ async fn partial_send_message_batch_failures_are_resent() {
 
 #[tokio::test]
 async fn sesv2_throttling_is_a_429_the_sdk_retries() {
-    let proxy = proxy().await;
-    let conf = proxy.sdk_config(2, Duration::from_secs(5)).await;
+    let (proxy, conf) = proxied(2, Duration::from_secs(5)).await;
     let ses = aws_sdk_sesv2::Client::new(&conf);
     let from = format!("{}@example.com", unique("sender"));
     ses.create_email_identity()

@@ -13,10 +13,7 @@ use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::retry::Backoff;
-use ember_aws::sqs::SqsDeadLetterSink;
-use ember_core::fold::FoldConfig;
-use ember_enrich::Enricher;
-use ember_tests::emulator::{ember_pattern, kinesis_fixture, Aws};
+use ember_tests::emulator::{kinesis_fixture, Aws, ProfilesAndBus};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -84,20 +81,10 @@ async fn logs_carry_no_email_addresses_or_secrets() {
 
     let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
     let aws = Aws::from_config(proxy.sdk_config(1, Duration::from_secs(3)).await);
-    let table = aws.create_profiles_table().await.unwrap();
-    let ledger = aws.create_ledger_table().await.unwrap();
-    let bus = aws.create_bus("logs-bus").await.unwrap();
-    let _queue = aws.route_to_queue(&bus, &ember_pattern()).await.unwrap();
-    let dlq = aws.create_queue("logs-dlq").await.unwrap();
+    let base = ProfilesAndBus::on(aws).await.unwrap();
+    let dlq = base.aws.create_queue("logs-dlq").await.unwrap();
     let quick = Backoff::new(2, Duration::from_millis(1), Duration::from_millis(5));
-    let handler = Enricher::new(
-        DynamoProfileStore::new(aws.dynamodb.clone(), &table),
-        DynamoLedger::new(aws.dynamodb.clone(), &ledger),
-        EventBridgeBus::new(aws.eventbridge.clone(), &bus).with_backoff(quick),
-        SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url).with_backoff(quick),
-        FoldConfig::default(),
-    )
-    .unwrap();
+    let handler = base.enricher(&dlq.url, quick);
 
     // Faults first, so error paths (with SDK error texts) are logged, then a clean pass.
     proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).first(2));
@@ -133,7 +120,7 @@ async fn logs_carry_no_email_addresses_or_secrets() {
     }
 
     proxy.clear_rules();
-    every_function_with_an_address_as_profile_id(&proxy, &aws, &table, &ledger, &bus).await;
+    every_function_with_an_address_as_profile_id(&proxy, &base).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.lines().count() > 5, "nothing was logged:\n{logs}");
@@ -177,13 +164,14 @@ async fn logs_carry_no_email_addresses_or_secrets() {
 }
 
 /// Every function, for a customer whose profile id is an email address.
-async fn every_function_with_an_address_as_profile_id(
-    proxy: &FaultProxy,
-    aws: &Aws,
-    table: &str,
-    ledger: &str,
-    bus: &str,
-) {
+async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: &ProfilesAndBus) {
+    let ProfilesAndBus {
+        aws,
+        table,
+        ledger,
+        bus,
+        ..
+    } = base;
     use chrono::{Duration as Days, Utc};
     use ember_api::{handle as api, ApiConfig, Deps as ApiDeps, FixedClock};
     use ember_aws::kinesis::KinesisEventStream;
@@ -207,14 +195,7 @@ async fn every_function_with_an_address_as_profile_id(
 
     // Enrich and the re-evaluation.
     let dlq = aws.create_queue("logs-dlq-2").await.unwrap();
-    let enrich = Enricher::new(
-        DynamoProfileStore::new(aws.dynamodb.clone(), table),
-        DynamoLedger::new(aws.dynamodb.clone(), ledger),
-        EventBridgeBus::new(aws.eventbridge.clone(), bus).with_backoff(quick),
-        SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url).with_backoff(quick),
-        FoldConfig::default(),
-    )
-    .unwrap();
+    let enrich = base.enricher(&dlq.url, quick);
     let events: Vec<(String, Vec<u8>)> = [
         json!({"type": "profile_updated", "version": 1, "payload": {"email": who, "name": "Ana"}}),
         json!({"type": "add_to_cart", "version": 1, "payload": {"sku": "SAU-001", "name": "Smoked",
