@@ -12,6 +12,7 @@ use ember_core::enrich::decode;
 use ember_core::error::describe;
 use ember_core::fold::FoldConfig;
 use ember_core::outbox::cart_event;
+use ember_core::ports::Decided;
 use ember_core::ports::{
     Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortResult, ProfileStore,
 };
@@ -116,6 +117,7 @@ impl<S: ProfileStore, C: EventClaims, B: EventBus, D: DeadLetterSink> Naive<S, C
                 at,
                 version,
                 Some(&enriched.header.event_id),
+                Decided::default(),
             );
             profile.segments = segments;
             if profile.cart != before_cart {

@@ -67,6 +67,7 @@ async fn env_on(aws: Aws) -> Env {
         ledger_table: ledger.clone(),
         stream_name: stream.clone(),
         configuration_set: None,
+        config_ttl: std::time::Duration::ZERO,
         message: MessageSettings {
             sender: format!("Ember Hot Sauce Co. <{sender}>"),
             public_base_url: "https://shop.example".into(),
@@ -629,7 +630,12 @@ async fn a_profile_that_cannot_be_read_never_holds_up_the_other_timers() {
         .put_undecodable_profile(env.email.profiles.table(), &bad)
         .await;
     env.put(churner(&good, "good.timer@example.com", now)).await;
-    let campaign = env.email.campaigns.get("churn_winback").expect("campaign");
+    let config = env.email.config().await.expect("config");
+    let campaign = config
+        .config
+        .campaigns
+        .get("churn_winback")
+        .expect("campaign");
     for (id, minutes) in [(&bad, 1), (&good, 2)] {
         let candidate = ember_email::handler::Candidate {
             campaign,

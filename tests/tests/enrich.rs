@@ -69,6 +69,7 @@ impl Env {
             dead_letter_queue_url: self.dlq.url.clone(),
             fold: FoldConfig::default(),
             dedup_window: chrono::Duration::days(35),
+            config_ttl: std::time::Duration::ZERO,
         };
         Deps::build(&self.aws.config, &config, SystemClock::shared()).expect("deps")
     }
@@ -126,6 +127,8 @@ async fn the_schedule_publishes_its_own_transitions_and_not_the_stream_events_ag
             profiles_table: env.table.clone(),
             event_bus_name: env.bus.clone(),
             total_segments: 1,
+            ledger_table: env.ledger.clone(),
+            config_ttl: std::time::Duration::ZERO,
         },
     )
     .expect("deps");
@@ -409,6 +412,7 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
         dead_letter_queue_url: dlq.url.clone(),
         fold: FoldConfig::default(),
         dedup_window: chrono::Duration::days(35),
+        config_ttl: std::time::Duration::ZERO,
     };
     let event = kinesis_fixture("several-users.json").expect("fixture");
 
@@ -493,6 +497,7 @@ async fn aws_calls_per_batch_are_bounded_and_partial_publish_failures_are_resent
         dead_letter_queue_url: env.dlq.url.clone(),
         fold: FoldConfig::default(),
         dedup_window: chrono::Duration::days(35),
+        config_ttl: std::time::Duration::ZERO,
     };
     let deps = Deps::build(&sdk, &config, SystemClock::shared()).expect("deps");
     let event = kinesis_fixture("several-users.json").expect("fixture");

@@ -208,6 +208,8 @@ async fn the_bus_publishes_more_than_ten_events_in_chunks() {
                 at: chrono::Utc::now(),
                 profile_version: 1,
                 cause_event_id: Some(format!("e-{i}")),
+                config_version: 0,
+                backfill: false,
             })
         })
         .collect();

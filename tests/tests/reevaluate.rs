@@ -37,6 +37,8 @@ impl Env {
             profiles_table: self.table.clone(),
             event_bus_name: self.bus.clone(),
             total_segments,
+            ledger_table: self.ledger.clone(),
+            config_ttl: std::time::Duration::ZERO,
         };
         ReevaluateDeps::build(&self.aws.config, &config).expect("deps")
     }

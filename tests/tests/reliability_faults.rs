@@ -104,6 +104,8 @@ fn segment_event(i: usize) -> BusEvent {
         at: chrono::Utc::now(),
         profile_version: 1,
         cause_event_id: None,
+        config_version: 0,
+        backfill: false,
     })
 }
 

@@ -264,6 +264,7 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
         ledger_table: ledger.to_owned(),
         stream_name: stream.clone(),
         configuration_set: None,
+        config_ttl: std::time::Duration::ZERO,
         message: MessageSettings {
             sender: format!("Shop <shop@{domain}>"),
             public_base_url: "https://shop.example".into(),

@@ -7,6 +7,8 @@ use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use ember_core::config::Problem;
+
 use crate::error::EmailError;
 
 /// The campaigns shipped with Ember: `campaigns.yaml`, converted to JSON by `build.rs` (no
@@ -81,6 +83,19 @@ pub struct Campaign {
     pub priority: i32,
     pub quiet_hours: Option<QuietHours>,
     pub offer: Option<Offer>,
+    /// Whether entries a configuration publish backfilled send this campaign.
+    pub on_backfill: OnBackfill,
+}
+
+/// What a campaign does with segment entries found by the re-evaluation a configuration
+/// publish starts (customers who met the rule before it existed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackfill {
+    /// Publishing a segment never mass-mails existing customers by accident.
+    #[default]
+    Skip,
+    Send,
 }
 
 impl Campaign {
@@ -108,13 +123,6 @@ pub struct Campaigns {
     pub global_daily_cap: u64,
     /// Sorted by priority, highest first.
     pub campaigns: Vec<Campaign>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    defaults: RawDefaults,
-    campaigns: Vec<RawCampaign>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +165,8 @@ struct RawCampaign {
     quiet_hours: Option<Option<RawQuiet>>,
     #[serde(default)]
     offer: Option<Offer>,
+    #[serde(default)]
+    on_backfill: OnBackfill,
 }
 
 fn zero() -> String {
@@ -221,6 +231,81 @@ fn parse_quiet(q: &RawQuiet) -> Result<QuietHours, String> {
     Ok(quiet)
 }
 
+/// The defaults' time zone and quiet hours.
+fn parse_defaults(d: &RawDefaults) -> Result<(Tz, Option<QuietHours>), String> {
+    let timezone: Tz = d
+        .timezone
+        .parse()
+        .map_err(|_| format!("unknown time zone {:?}", d.timezone))?;
+    let quiet = d.quiet_hours.as_ref().map(parse_quiet).transpose()?;
+    if d.global_daily_cap == 0 {
+        return Err("global_daily_cap must be at least 1".into());
+    }
+    Ok((timezone, quiet))
+}
+
+/// One campaign, checked against the segments and templates that exist.
+fn parse_campaign(
+    c: RawCampaign,
+    default_quiet: Option<QuietHours>,
+    known: &Known<'_>,
+) -> Result<Campaign, String> {
+    if c.name.is_empty()
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+    {
+        return Err("name must be lowercase letters, digits and _".into());
+    }
+    let delay = parse_duration(&c.delay)?;
+    if c.daily_cap == 0 {
+        return Err("daily_cap must be at least 1".into());
+    }
+    if !(known.template)(&c.template) {
+        return Err(format!("unknown template {:?}", c.template));
+    }
+    match (&c.segment, c.trigger) {
+        (None, Trigger::SegmentEntered | Trigger::SegmentExited) => {
+            return Err("segment triggers need a segment".into())
+        }
+        (Some(s), _) => match (known.segment)(s) {
+            None => return Err(format!("unknown segment {s:?}")),
+            Some(Some(rule_delay)) if c.trigger == Trigger::CartUpdated && delay < rule_delay => {
+                return Err(format!(
+                    "delay {} is shorter than segment {s:?} needs ({}s): it could never match",
+                    c.delay,
+                    rule_delay.num_seconds()
+                ))
+            }
+            Some(_) => {}
+        },
+        (None, Trigger::CartUpdated) => {}
+    }
+    if let Some(offer) = &c.offer {
+        if offer.code.trim().is_empty() || offer.percent == 0 || offer.percent > 100 {
+            return Err("offer needs a code and a percent in 1..=100".into());
+        }
+    }
+    let quiet_hours = match &c.quiet_hours {
+        None => default_quiet,
+        Some(None) => None,
+        Some(Some(q)) => Some(parse_quiet(q)?),
+    };
+    Ok(Campaign {
+        name: c.name,
+        trigger: c.trigger,
+        segment: c.segment,
+        template: c.template,
+        delay,
+        daily_cap: c.daily_cap,
+        priority: c.priority,
+        quiet_hours,
+        offer: c.offer,
+        on_backfill: c.on_backfill,
+    })
+}
+
 /// What validation needs to know about the rest of the system.
 pub struct Known<'a> {
     /// Segment names with the delay their rule depends on, if any.
@@ -232,95 +317,73 @@ impl Campaigns {
     /// Parses and validates a campaigns document in its JSON form (`ember_build::json_of_yaml`
     /// of `campaigns.yaml`, done at build time for [`EMBEDDED`]).
     pub fn from_json(json: &str, known: &Known<'_>) -> Result<Campaigns, EmailError> {
-        let raw: RawFile = serde_json::from_str(json)
+        let doc: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| EmailError::Config(format!("campaigns file: {e}")))?;
-        let defaults = |reason: String| EmailError::Config(format!("campaign defaults: {reason}"));
-        let timezone: Tz = raw
-            .defaults
-            .timezone
-            .parse()
-            .map_err(|_| defaults(format!("unknown time zone {:?}", raw.defaults.timezone)))?;
-        let default_quiet = raw
-            .defaults
-            .quiet_hours
-            .as_ref()
-            .map(parse_quiet)
-            .transpose()
-            .map_err(defaults)?;
-        if raw.defaults.global_daily_cap == 0 {
-            return Err(defaults("global_daily_cap must be at least 1".into()));
+        Campaigns::from_doc(&doc, known).map_err(|problems| {
+            let all: Vec<String> = problems.iter().map(Problem::to_string).collect();
+            EmailError::Config(all.join("; "))
+        })
+    }
+
+    /// Validates a campaigns document, reporting every problem with its path
+    /// (`campaigns/defaults/...`, `campaigns/<name>`), not just the first.
+    pub fn from_doc(doc: &serde_json::Value, known: &Known<'_>) -> Result<Campaigns, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if let Some(extra) = doc.as_object().and_then(|o| {
+            o.keys()
+                .find(|k| !matches!(k.as_str(), "defaults" | "campaigns"))
+        }) {
+            problems.push(Problem::new(
+                "campaigns",
+                format!("unknown field `{extra}`"),
+            ));
         }
-        let mut names = BTreeSet::new();
-        let mut campaigns = Vec::with_capacity(raw.campaigns.len());
-        for c in raw.campaigns {
-            let err =
-                |reason: String| EmailError::Config(format!("campaign {:?}: {reason}", c.name));
-            if c.name.is_empty()
-                || !c
-                    .name
-                    .chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
-            {
-                return Err(err("name must be lowercase letters, digits and _".into()));
+        let defaults = serde_json::from_value::<RawDefaults>(doc["defaults"].clone())
+            .map_err(|e| e.to_string())
+            .and_then(|d| parse_defaults(&d).map(|parsed| (d, parsed)));
+        let defaults = match defaults {
+            Ok(d) => Some(d),
+            Err(reason) => {
+                problems.push(Problem::new("campaigns/defaults", reason));
+                None
             }
-            if !names.insert(c.name.clone()) {
-                return Err(err("defined twice".into()));
-            }
-            let delay = parse_duration(&c.delay).map_err(err)?;
-            if c.daily_cap == 0 {
-                return Err(err("daily_cap must be at least 1".into()));
-            }
-            if !(known.template)(&c.template) {
-                return Err(err(format!("unknown template {:?}", c.template)));
-            }
-            match (&c.segment, c.trigger) {
-                (None, Trigger::SegmentEntered | Trigger::SegmentExited) => {
-                    return Err(err("segment triggers need a segment".into()))
-                }
-                (Some(s), _) => match (known.segment)(s) {
-                    None => return Err(err(format!("unknown segment {s:?}"))),
-                    Some(Some(rule_delay)) if c.trigger == Trigger::CartUpdated && delay < rule_delay => {
-                        return Err(err(format!(
-                            "delay {} is shorter than segment {s:?} needs ({}s): it could never match",
-                            c.delay,
-                            rule_delay.num_seconds()
-                        )))
-                    }
-                    Some(_) => {}
-                },
-                (None, Trigger::CartUpdated) => {}
-            }
-            if let Some(offer) = &c.offer {
-                if offer.code.trim().is_empty() || offer.percent == 0 || offer.percent > 100 {
-                    return Err(err("offer needs a code and a percent in 1..=100".into()));
-                }
-            }
-            let quiet_hours = match &c.quiet_hours {
-                None => default_quiet,
-                Some(None) => None,
-                Some(Some(q)) => Some(parse_quiet(q).map_err(err)?),
+        };
+        let Some(list) = doc["campaigns"].as_array() else {
+            problems.push(Problem::new("campaigns", "expected a `campaigns` list"));
+            return Err(problems);
+        };
+        let default_quiet = defaults.as_ref().and_then(|(_, (_, quiet))| *quiet);
+        let mut campaigns: Vec<Campaign> = Vec::with_capacity(list.len());
+        for (index, entry) in list.iter().enumerate() {
+            let name = entry["name"].as_str().unwrap_or_default();
+            let path = if name.is_empty() {
+                format!("campaigns/#{index}")
+            } else {
+                format!("campaigns/{name}")
             };
-            campaigns.push(Campaign {
-                name: c.name,
-                trigger: c.trigger,
-                segment: c.segment,
-                template: c.template,
-                delay,
-                daily_cap: c.daily_cap,
-                priority: c.priority,
-                quiet_hours,
-                offer: c.offer,
-            });
+            let parsed = serde_json::from_value::<RawCampaign>(entry.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|raw| parse_campaign(raw, default_quiet, known));
+            match parsed {
+                Ok(c) if campaigns.iter().any(|o| o.name == c.name) => {
+                    problems.push(Problem::new(path, "defined twice"));
+                }
+                Ok(c) => campaigns.push(c),
+                Err(reason) => problems.push(Problem::new(path, reason)),
+            }
         }
+        let Some((raw, (timezone, _))) = defaults.filter(|_| problems.is_empty()) else {
+            return Err(problems);
+        };
         campaigns.sort_by(|a, b| {
             b.priority
                 .cmp(&a.priority)
                 .then_with(|| a.name.cmp(&b.name))
         });
         Ok(Campaigns {
-            shop_name: raw.defaults.shop_name,
+            shop_name: raw.shop_name,
             timezone,
-            global_daily_cap: raw.defaults.global_daily_cap,
+            global_daily_cap: raw.global_daily_cap,
             campaigns,
         })
     }
@@ -404,10 +467,35 @@ mod tests {
             let e = from_yaml(&with(yaml), &known()).unwrap_err().to_string();
             let name = &yaml[11..12];
             assert!(
-                e.contains(&format!("campaign \"{name}\"")) && e.contains(needle),
+                e.contains(&format!("campaigns/{name}: ")) && e.contains(needle),
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn every_broken_campaign_is_reported_with_its_path() {
+        let yaml = "defaults: {shop_name: S, global_daily_cap: 0}\ncampaigns:\n\
+            - {name: a, trigger: segment_entered, segment: nope, template: churn_winback, daily_cap: 1}\n\
+            - {name: b, trigger: segment_entered, segment: churn_risk, template: churn_winback, daily_cap: 1}\n\
+            - {name: c, trigger: segment_entered, segment: churn_risk, template: churn_winback, daily_cap: 1, typo: 1}\n\
+            - {name: b, trigger: segment_entered, segment: churn_risk, template: churn_winback, daily_cap: 1}\n";
+        let doc: serde_json::Value =
+            serde_json::from_str(&ember_build::json_of_yaml(yaml).unwrap()).unwrap();
+        let problems = Campaigns::from_doc(&doc, &known()).unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "campaigns/defaults",
+                "campaigns/a",
+                "campaigns/c",
+                "campaigns/b"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[2].message.contains("typo"), "{problems:?}");
+        assert_eq!(problems[3].message, "defined twice");
     }
 
     #[test]

@@ -6,7 +6,10 @@ use ember_aws::kinesis::KinesisEventStream;
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::sesv2::SesMailer;
+use std::sync::Arc;
+
 use ember_core::clock::SharedClock;
+use ember_core::config::{ttl_from_lookup, ConfigSource, ConfigStore};
 use ember_core::unsubscribe::Keys;
 
 use crate::error::EmailError;
@@ -33,6 +36,8 @@ pub struct Settings {
     pub configuration_set: Option<String>,
     /// `EMBER_SENDER`, `EMBER_PUBLIC_BASE_URL`, `EMBER_UNSUBSCRIBE_SECRETS`.
     pub message: MessageSettings,
+    /// `CONFIG_TTL_SECONDS` (optional, default 60): how soon a published version is used.
+    pub config_ttl: std::time::Duration,
 }
 
 impl Settings {
@@ -45,6 +50,7 @@ impl Settings {
             ledger_table: required(&lookup, "LEDGER_TABLE")?,
             stream_name: required(&lookup, "STREAM_NAME")?,
             configuration_set: lookup("SES_CONFIGURATION_SET").filter(|s| !s.trim().is_empty()),
+            config_ttl: ttl_from_lookup(&lookup).map_err(EmailError::Config)?,
             message: MessageSettings {
                 sender: required(&lookup, "EMBER_SENDER")?,
                 public_base_url: required(&lookup, "EMBER_PUBLIC_BASE_URL")?,
@@ -70,7 +76,16 @@ impl Deps {
         settings: Settings,
         clock: SharedClock,
     ) -> Result<Deps, EmailError> {
-        let (campaigns, rules, renderer) = crate::embedded_config()?;
+        let store = ConfigStore::new(Arc::new(DynamoLedger::from_conf(
+            sdk,
+            &settings.ledger_table,
+        )));
+        let config = ConfigSource::stored(
+            store,
+            settings.config_ttl,
+            crate::compiled::builtin()?,
+            Box::new(crate::compiled::compile),
+        );
         Ok(Email {
             profiles: DynamoProfileStore::new(
                 aws_sdk_dynamodb::Client::new(sdk),
@@ -79,9 +94,7 @@ impl Deps {
             ledger: DynamoLedger::from_conf(sdk, settings.ledger_table).with_clock(clock),
             mailer: SesMailer::from_conf(sdk, settings.configuration_set),
             stream: KinesisEventStream::from_conf(sdk, settings.stream_name),
-            campaigns,
-            rules,
-            renderer,
+            config,
             settings: settings.message,
         })
     }

@@ -24,20 +24,26 @@ use ember_core::ports::{
 };
 use ember_core::privacy::masked;
 use ember_core::profile::Profile;
-use ember_core::segment::RuleSet;
+use std::sync::Arc;
+
+use ember_core::config::{Active, ConfigSource};
 use ember_core::unsubscribe::{self, suppression_key, Keys, Unsubscribe, SUPPRESSION_PK};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::campaign::{Campaign, Campaigns, Trigger};
+use crate::campaign::{Campaign, Campaigns, OnBackfill, Trigger};
+use crate::compiled::Compiled;
 use crate::error::EmailError;
-use crate::render::{Links, Renderer};
+use crate::render::Links;
 use crate::send_record::{
     recorded_state, send_pk, send_sk, unknown_outcome_metric, Claimed, Recorded, SendRecord,
     SendState,
 };
 use crate::tags;
 use crate::timers::{self, Timer};
+
+/// The header naming the configuration version an email was rendered with.
+pub const CONFIG_VERSION_HEADER: &str = "X-Ember-Config-Version";
 
 /// Detail type of the EventBridge schedule that drives the sweeper.
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
@@ -70,6 +76,9 @@ pub enum Skip {
     Superseded,
     /// SES refused the recipient; suppressed.
     Rejected,
+    /// A segment entry found by a configuration publish's backfill, and the campaign does
+    /// not send on those (`on_backfill: skip`, the default).
+    Backfill,
 }
 
 /// What happened to one (campaign, trigger).
@@ -145,11 +154,13 @@ pub struct Email<P, L, M, S> {
     pub ledger: L,
     pub mailer: M,
     pub stream: S,
-    pub campaigns: Campaigns,
-    pub rules: RuleSet,
-    pub renderer: Renderer,
+    /// Rules, campaigns and templates in force (the built-in ones until a publish).
+    pub config: ConfigSource<Compiled>,
     pub settings: MessageSettings,
 }
+
+/// The configuration version one invocation uses throughout.
+pub type Config = Active<Compiled>;
 
 fn cap_pk(profile_id: &str) -> String {
     format!("cap#{profile_id}")
@@ -212,12 +223,22 @@ where
                 }]),
             };
         };
-        self.handle_bus(&bus, now).await
+        let config = self.config().await?;
+        self.handle_bus(&bus, &config, now).await
+    }
+
+    /// The configuration version in force (one per invocation).
+    pub async fn config(&self) -> Result<Arc<Config>, EmailError> {
+        self.config
+            .active()
+            .await
+            .map_err(EmailError::port("config.read"))
     }
 
     pub async fn handle_bus(
         &self,
         bus: &BusEvent,
+        config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, EmailError> {
         let (trigger, segment, profile_id, trigger_id, at, cart_at) = match bus {
@@ -253,15 +274,26 @@ where
                 )
             }
         };
-        let campaigns = self.campaigns.triggered_by(trigger, segment);
+        let campaigns = config.config.campaigns.triggered_by(trigger, segment);
         if campaigns.is_empty() {
             return Ok(vec![Outcome::Ignored {
                 reason: format!("no campaign for {}", bus.detail_type()),
             }]);
         }
+        let backfill = matches!(
+            bus,
+            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) if c.backfill
+        );
         let mut outcomes = Vec::new();
         let mut immediate = Vec::new();
         for campaign in campaigns {
+            if backfill && campaign.on_backfill == OnBackfill::Skip {
+                outcomes.push(Outcome::Skipped {
+                    campaign: campaign.name.clone(),
+                    reason: Skip::Backfill,
+                });
+                continue;
+            }
             let candidate = Candidate {
                 campaign,
                 trigger_id: trigger_id.clone(),
@@ -280,7 +312,7 @@ where
             }
         }
         if !immediate.is_empty() {
-            outcomes.extend(self.deliver(profile_id, &immediate, now).await?);
+            outcomes.extend(self.deliver(profile_id, &immediate, config, now).await?);
         }
         Ok(outcomes)
     }
@@ -290,6 +322,7 @@ where
         &self,
         profile_id: &str,
         candidates: &[Candidate<'_>],
+        config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Vec<Outcome>, EmailError> {
         let mut sorted: Vec<&Candidate<'_>> = candidates.iter().collect();
@@ -308,7 +341,7 @@ where
                 })
                 .collect());
         };
-        let segments = self.rules.evaluate(&profile, now);
+        let segments = config.config.rules.evaluate(&profile, now);
         let mut outcomes = Vec::with_capacity(sorted.len());
         let mut stopped = false;
         for candidate in sorted {
@@ -318,7 +351,8 @@ where
                     reason: Skip::Superseded,
                 }
             } else {
-                self.try_send(&profile, &segments, candidate, now).await?
+                self.try_send(&profile, &segments, candidate, config, now)
+                    .await?
             };
             stopped |= outcome.stops();
             log_outcome(&profile.id, &outcome);
@@ -332,6 +366,7 @@ where
         profile: &Profile,
         segments: &BTreeSet<String>,
         candidate: &Candidate<'_>,
+        config: &Config,
         now: DateTime<Utc>,
     ) -> Result<Outcome, EmailError> {
         let campaign = candidate.campaign;
@@ -396,7 +431,7 @@ where
             // Held by an attempt (maybe a dead one): settled when claiming below.
             Some(Recorded::Held) | None => {}
         }
-        let tz = self.campaigns.zone(profile.timezone());
+        let tz = config.config.campaigns.zone(profile.timezone());
         if let Some(until) = campaign.quiet_hours.and_then(|q| q.deferral(now, tz)) {
             timers::schedule(self, &profile.id, candidate, until, "quiet_hours", now).await?;
             return Ok(Outcome::Deferred {
@@ -412,11 +447,14 @@ where
         let base = self.settings.public_base_url.trim_end_matches('/');
         let unsubscribe_url = format!("{base}/v1/unsubscribe?token={token}");
         let links = Links {
-            shop_name: &self.campaigns.shop_name,
+            shop_name: &config.config.campaigns.shop_name,
             base_url: base,
             unsubscribe_url: &unsubscribe_url,
         };
-        let rendered = self.renderer.render(campaign, profile, &links, now)?;
+        let rendered = config
+            .config
+            .renderer
+            .render(campaign, profile, &links, now)?;
 
         let record = SendRecord {
             pk: &pk,
@@ -425,6 +463,7 @@ where
             trigger_id: &candidate.trigger_id,
             owner: uuid::Uuid::new_v4().to_string(),
             now,
+            config_version: config.version,
         };
         match self.claim_send(&record).await? {
             Claimed::Ours => {}
@@ -440,7 +479,14 @@ where
             }
         }
         if let Some(reason) = self
-            .charge_caps(profile, campaign, &candidate.trigger_id, now, tz)
+            .charge_caps(
+                profile,
+                campaign,
+                &candidate.trigger_id,
+                config.config.campaigns.global_daily_cap,
+                now,
+                tz,
+            )
             .await?
         {
             self.ledger
@@ -462,6 +508,7 @@ where
                     "List-Unsubscribe-Post".into(),
                     "List-Unsubscribe=One-Click".into(),
                 ),
+                (CONFIG_VERSION_HEADER.into(), config.version.to_string()),
             ],
             tags: message_tags(&campaign.name, &profile.id),
         };
@@ -536,6 +583,7 @@ where
         profile: &Profile,
         campaign: &Campaign,
         trigger_id: &str,
+        global_daily_cap: u64,
         now: DateTime<Utc>,
         tz: chrono_tz::Tz,
     ) -> Result<Option<Skip>, EmailError> {
@@ -568,12 +616,7 @@ where
             Some(Skip::CampaignCap)
         } else if !self
             .ledger
-            .increment_below(
-                &caps,
-                &format!("_all#{day}"),
-                self.campaigns.global_daily_cap,
-                expiry,
-            )
+            .increment_below(&caps, &format!("_all#{day}"), global_daily_cap, expiry)
             .await
             .map_err(EmailError::port("caps.global"))?
         {

@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`campaign`]: declarative campaigns (`campaigns.yaml`), validated at start-up.
+//! - [`compiled`]: one configuration version (rules, campaigns, templates, catalog) compiled
+//!   and cross-checked, every problem with its path; the built-in version.
 //! - [`render`]: product catalog (`catalog.json`), recommendations by heat, money formatting
 //!   and the strict minijinja templates (`templates/`).
 //! - [`handler`]: the send flow, generic over the ports (profiles, ledger, mailer, stream).
@@ -19,6 +21,7 @@
 //! Binaries: `email` (segment events and the sweeper's schedule) and `feedback`.
 
 pub mod campaign;
+pub mod compiled;
 pub mod deps;
 pub mod error;
 pub mod feedback;
@@ -37,33 +40,3 @@ pub use deps::{Deps, FeedbackDeps, FeedbackSettings, Settings};
 pub use error::EmailError;
 pub use feedback::Feedback;
 pub use handler::{Email, MessageSettings, Outcome, Skip};
-
-use campaign::{Campaigns, Known};
-use ember_core::segment::RuleSet;
-use render::Renderer;
-
-/// Loads and cross-validates the embedded campaigns, rules and templates.
-pub fn embedded_config() -> Result<(Campaigns, RuleSet, Renderer), EmailError> {
-    let rules = RuleSet::embedded().map_err(|e| EmailError::Config(e.to_string()))?;
-    let renderer = Renderer::embedded()?;
-    let campaigns = load_campaigns(campaign::EMBEDDED, &rules, &renderer)?;
-    Ok((campaigns, rules, renderer))
-}
-
-/// Validates a campaigns document (the JSON form of `campaigns.yaml`) against the segment
-/// rules and templates.
-pub fn load_campaigns(
-    json: &str,
-    rules: &RuleSet,
-    renderer: &Renderer,
-) -> Result<Campaigns, EmailError> {
-    let segment = |name: &str| rules.get(name).map(|r| r.delay);
-    let template = |name: &str| renderer.has_template(name);
-    Campaigns::from_json(
-        json,
-        &Known {
-            segment: &segment,
-            template: &template,
-        },
-    )
-}

@@ -2,7 +2,10 @@
 //! formatting, and the minijinja templates (`templates/`, embedded) with strict undefined
 //! behaviour, so a template referring to anything the context lacks fails loudly in tests.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
+use ember_core::config::Problem;
 use ember_core::profile::Profile;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -63,6 +66,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The templates shipped in the binary, by file name.
+pub fn embedded_templates() -> BTreeMap<String, String> {
+    TEMPLATES
+        .iter()
+        .map(|(name, source)| ((*name).to_owned(), (*source).to_owned()))
+        .collect()
+}
+
 /// How many products an email recommends.
 pub const RECOMMENDATIONS: usize = 3;
 
@@ -86,8 +97,15 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn from_json(json: &str) -> Result<Catalog, EmailError> {
-        let catalog: Catalog =
+        let value: serde_json::Value =
             serde_json::from_str(json).map_err(|e| EmailError::Config(format!("catalog: {e}")))?;
+        Catalog::from_value(&value)
+    }
+
+    /// The catalog of a configuration document, checked.
+    pub fn from_value(value: &serde_json::Value) -> Result<Catalog, EmailError> {
+        let catalog =
+            Catalog::deserialize(value).map_err(|e| EmailError::Config(format!("catalog: {e}")))?;
         if catalog.products.len() < RECOMMENDATIONS {
             return Err(EmailError::Config(format!(
                 "catalog: fewer than {RECOMMENDATIONS} products"
@@ -301,22 +319,37 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(catalog: Catalog) -> Result<Renderer, EmailError> {
+    /// A renderer of the templates `sources` (file name → source), every syntax error
+    /// reported with its template's path (`templates/<name>`).
+    pub fn new(
+        catalog: Catalog,
+        sources: &BTreeMap<String, String>,
+    ) -> Result<Renderer, Vec<Problem>> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("href", href);
         // minijinja is built without its builtins (binary size); `length` is the one the
         // templates use.
         env.add_filter("length", length);
-        for (name, source) in TEMPLATES {
-            env.add_template(name, source)
-                .map_err(|e| EmailError::Config(format!("template {name}: {e}")))?;
+        let mut problems = Vec::new();
+        for (name, source) in sources {
+            if let Err(e) = env.add_template_owned(name.clone(), source.clone()) {
+                problems.push(Problem::new(format!("templates/{name}"), format!("{e:#}")));
+            }
         }
-        Ok(Renderer { env, catalog })
+        if problems.is_empty() {
+            Ok(Renderer { env, catalog })
+        } else {
+            Err(problems)
+        }
     }
 
+    /// The templates and catalog shipped in the binary.
     pub fn embedded() -> Result<Renderer, EmailError> {
-        Renderer::new(Catalog::from_json(CATALOG)?)
+        Renderer::new(Catalog::from_json(CATALOG)?, &embedded_templates()).map_err(|problems| {
+            let all: Vec<String> = problems.iter().map(Problem::to_string).collect();
+            EmailError::Config(all.join("; "))
+        })
     }
 
     /// Whether all three parts of campaign template `name` exist.

@@ -183,7 +183,8 @@ where
         if existing["state"].as_str() != Some(SendState::Unknown.as_str()) {
             return Ok(false);
         }
-        let Some(campaign_ref) = self.campaigns.get(campaign) else {
+        let config = self.config().await?;
+        let Some(campaign_ref) = config.config.campaigns.get(campaign) else {
             return Ok(false);
         };
         // A `claimed` record past its lease: the next attempt takes it over.
@@ -222,6 +223,8 @@ pub(crate) struct SendRecord<'a> {
     /// This attempt's id.
     pub(crate) owner: String,
     pub(crate) now: DateTime<Utc>,
+    /// The configuration version the email is rendered with.
+    pub(crate) config_version: u64,
 }
 
 impl SendRecord<'_> {
@@ -232,6 +235,7 @@ impl SendRecord<'_> {
             "owner": self.owner,
             "state": state.as_str(),
             "at": self.now.to_rfc3339(),
+            "config_version": self.config_version,
         });
         if let Some(id) = message_id {
             v["message_id"] = id.into();

@@ -34,19 +34,17 @@ fn keys() -> Keys {
 }
 
 fn email_with(profile: Profile, campaigns_yaml: Option<&str>) -> TestEmail {
-    let (mut campaigns, rules, renderer) = crate::embedded_config().unwrap();
+    let mut doc = crate::compiled::embedded_doc();
     if let Some(yaml) = campaigns_yaml {
-        let json = ember_build::json_of_yaml(yaml).unwrap();
-        campaigns = crate::load_campaigns(&json, &rules, &renderer).unwrap();
+        doc.campaigns = serde_json::from_str(&ember_build::json_of_yaml(yaml).unwrap()).unwrap();
     }
+    let compiled = crate::compiled::compile(&doc).unwrap();
     Email {
         profiles: MemoryProfiles::with(profile),
         ledger: MemoryLedger::default(),
         mailer: RecordingMailer::default(),
         stream: MemoryStream::default(),
-        campaigns,
-        rules,
-        renderer,
+        config: ember_core::config::ConfigSource::fixed(compiled),
         settings: MessageSettings {
             sender: "Ember Hot Sauce Co. <shop@shop.example>".into(),
             public_base_url: "https://shop.example".into(),

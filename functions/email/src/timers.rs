@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::EmailError;
-use crate::handler::{timer_candidate, Candidate, Email, Outcome, Skip};
+use crate::handler::{timer_candidate, Candidate, Config, Email, Outcome, Skip};
 
 pub const CURSOR_PK: &str = "sweeper";
 pub const CURSOR_SK: &str = "cursor";
@@ -188,6 +188,7 @@ where
     M: Mailer,
     S: EventStream,
 {
+    let config = email.config().await?;
     let cursor = email
         .ledger
         .get(CURSOR_PK, CURSOR_SK)
@@ -202,7 +203,7 @@ where
         .unwrap_or(current - Duration::minutes(FIRST_LOOKBACK_MINUTES))
         .max(current - Duration::days(TIMER_TTL_DAYS));
     let mut report = SweepReport::default();
-    let (bucket, failure) = sweep_from(email, start, current, now, &mut report).await;
+    let (bucket, failure) = sweep_from(email, &config, start, current, now, &mut report).await;
     if bucket != start {
         // Not atomic, and need not be: two overlapping sweeps (a run longer than a minute)
         // read the same timers, but every send is claimed first, so nothing goes out twice;
@@ -240,6 +241,7 @@ where
 /// swept (`current` when done) and the failure that stopped the sweep, if any.
 async fn sweep_from<P, L, M, S>(
     email: &Email<P, L, M, S>,
+    config: &Config,
     start: DateTime<Utc>,
     current: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -270,7 +272,7 @@ where
             if report.buckets >= MAX_BUCKETS {
                 return (bucket, None);
             }
-            if let Err(e) = sweep_bucket(email, bucket, now, report).await {
+            if let Err(e) = sweep_bucket(email, config, bucket, now, report).await {
                 tracing::error!(bucket = %bucket_pk(bucket), error = %e, "sweep stopped; bucket will be retried");
                 return (bucket, Some(e));
             }
@@ -283,6 +285,7 @@ where
 
 async fn sweep_bucket<P, L, M, S>(
     email: &Email<P, L, M, S>,
+    config: &Config,
     bucket: DateTime<Utc>,
     now: DateTime<Utc>,
     report: &mut SweepReport,
@@ -323,14 +326,14 @@ where
     for (profile_id, timers) in by_profile {
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for (_, timer) in &timers {
-            match timer_candidate(&email.campaigns, timer) {
+            match timer_candidate(&config.config.campaigns, timer) {
                 Some(c) => candidates.push(c),
                 None => report.outcomes.push(Outcome::Ignored {
                     reason: format!("campaign {} no longer exists", timer.campaign),
                 }),
             }
         }
-        match email.deliver(&profile_id, &candidates, now).await {
+        match email.deliver(&profile_id, &candidates, config, now).await {
             Ok(outcomes) => {
                 for (sk, _) in &timers {
                     email

@@ -6,7 +6,10 @@ use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::clock::SharedClock;
+use ember_core::config::{ttl_from_lookup, ConfigDoc, ConfigSource, ConfigStore};
 use ember_core::fold::FoldConfig;
+use ember_core::segment::RuleSet;
+use std::sync::Arc;
 
 use crate::handler::{Enricher, DEFAULT_DEDUP_WINDOW_DAYS};
 use crate::reevaluate::{Reevaluator, DEFAULT_TOTAL_SEGMENTS};
@@ -41,6 +44,8 @@ pub struct Settings {
     pub fold: FoldConfig,
     /// `DEDUP_WINDOW_DAYS` (optional, default 35): how long an event id is remembered.
     pub dedup_window: chrono::Duration,
+    /// `CONFIG_TTL_SECONDS` (optional, default 60): how soon a published version is used.
+    pub config_ttl: std::time::Duration,
 }
 
 impl Settings {
@@ -92,6 +97,7 @@ impl Settings {
             dead_letter_queue_url: required("DEAD_LETTER_QUEUE_URL")?,
             fold,
             dedup_window: chrono::Duration::days(dedup_days),
+            config_ttl: ttl_from_lookup(&lookup).map_err(EnrichError::Config)?,
         })
     }
 }
@@ -110,7 +116,7 @@ impl Deps {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let mut deps = Enricher::new(
             DynamoProfileStore::new(dynamo.clone(), &config.profiles_table),
-            DynamoLedger::new(dynamo, &config.ledger_table).with_clock(clock),
+            DynamoLedger::new(dynamo.clone(), &config.ledger_table).with_clock(clock),
             EventBridgeBus::new(
                 aws_sdk_eventbridge::Client::new(sdk),
                 &config.event_bus_name,
@@ -119,8 +125,25 @@ impl Deps {
             config.fold.clone(),
         )?;
         deps.dedup_window = config.dedup_window;
+        deps.rules = stored_rules(dynamo, &config.ledger_table, config.config_ttl)?;
         Ok(deps)
     }
+}
+
+/// The segment rules of the published configuration in `ledger_table` (the built-in ones
+/// until something is published).
+fn stored_rules(
+    dynamo: aws_sdk_dynamodb::Client,
+    ledger_table: &str,
+    ttl: std::time::Duration,
+) -> Result<ConfigSource<RuleSet>, EnrichError> {
+    let store = ConfigStore::new(Arc::new(DynamoLedger::new(dynamo, ledger_table)));
+    Ok(ConfigSource::stored(
+        store,
+        ttl,
+        RuleSet::embedded()?,
+        Box::new(|doc: &ConfigDoc| RuleSet::from_doc(&doc.segments)),
+    ))
 }
 
 /// Settings of the `reevaluate` binary, read from the environment.
@@ -130,8 +153,12 @@ pub struct ReevaluateSettings {
     pub profiles_table: String,
     /// `EVENT_BUS_NAME`
     pub event_bus_name: String,
+    /// `LEDGER_TABLE`: where the published configuration is.
+    pub ledger_table: String,
     /// `SCAN_TOTAL_SEGMENTS` (optional, default 4): parallel scan segments per run.
     pub total_segments: u32,
+    /// `CONFIG_TTL_SECONDS` (optional, default 60).
+    pub config_ttl: std::time::Duration,
 }
 
 impl ReevaluateSettings {
@@ -166,7 +193,9 @@ impl ReevaluateSettings {
         Ok(ReevaluateSettings {
             profiles_table: required("PROFILES_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
+            ledger_table: required("LEDGER_TABLE")?,
             total_segments,
+            config_ttl: ttl_from_lookup(&lookup).map_err(EnrichError::Config)?,
         })
     }
 }
@@ -180,14 +209,17 @@ impl ReevaluateDeps {
         sdk: &SdkConfig,
         config: &ReevaluateSettings,
     ) -> Result<ReevaluateDeps, EnrichError> {
-        Ok(Reevaluator::new(
-            DynamoProfileStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.profiles_table),
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let mut deps = Reevaluator::new(
+            DynamoProfileStore::new(dynamo.clone(), &config.profiles_table),
             EventBridgeBus::new(
                 aws_sdk_eventbridge::Client::new(sdk),
                 &config.event_bus_name,
             ),
             config.total_segments,
-        )?)
+        )?;
+        deps.rules = stored_rules(dynamo, &config.ledger_table, config.config_ttl)?;
+        Ok(deps)
     }
 }
 
@@ -234,9 +266,20 @@ mod tests {
 
     #[test]
     fn reevaluate_settings_default_and_validate_the_segment_count() {
-        let base = [("PROFILES_TABLE", "p"), ("EVENT_BUS_NAME", "b")];
+        let base = [
+            ("PROFILES_TABLE", "p"),
+            ("EVENT_BUS_NAME", "b"),
+            ("LEDGER_TABLE", "l"),
+        ];
         let c = ReevaluateSettings::from_lookup(env(&base)).unwrap();
         assert_eq!(c.total_segments, DEFAULT_TOTAL_SEGMENTS);
+        assert_eq!(c.config_ttl, std::time::Duration::from_secs(60));
+        let mut with = base.to_vec();
+        with.push(("CONFIG_TTL_SECONDS", "soon"));
+        let err = ReevaluateSettings::from_lookup(env(&with))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CONFIG_TTL_SECONDS"), "{err}");
         let mut with = base.to_vec();
         with.push(("SCAN_TOTAL_SEGMENTS", "8"));
         assert_eq!(

@@ -42,11 +42,13 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use ember_aws::batch::{BatchRecord, KinesisBatch};
 use ember_aws::retry::Backoff;
+use ember_core::config::{Active, ConfigSource};
 use ember_core::enrich::{EnrichedEvent, Fact};
 use ember_core::error::{describe, Problem};
 use ember_core::event::ANON_PREFIX;
 use ember_core::fold::FoldConfig;
 use ember_core::outbox::cart_event;
+use ember_core::ports::Decided;
 use ember_core::ports::{
     Claim, DeadLetter, DeadLetterSink, Erasures, EventBus, EventClaims, PortError, PortResult,
     ProfileStore,
@@ -77,7 +79,8 @@ pub struct Enricher<S, C, B, D> {
     pub bus: B,
     pub dead_letters: D,
     pub registry: Registry,
-    pub rules: RuleSet,
+    /// The segment rules in force (the built-in ones until a configuration is published).
+    pub rules: ConfigSource<RuleSet>,
     pub fold: FoldConfig,
     /// How long claims on event ids last: a re-sent id within it is a duplicate.
     pub dedup_window: chrono::Duration,
@@ -154,7 +157,7 @@ where
             bus,
             dead_letters,
             registry: Registry::embedded()?,
-            rules: RuleSet::embedded()?,
+            rules: ConfigSource::fixed(RuleSet::embedded()?),
             fold,
             dedup_window: chrono::Duration::days(DEFAULT_DEDUP_WINDOW_DAYS),
             concurrency: DEFAULT_CONCURRENCY,
@@ -199,6 +202,20 @@ where
             records: batch.len(),
             ..BatchStats::default()
         };
+        // One configuration version for the whole batch. Unreadable: every record is retried.
+        let rules = match self.rules.active().await {
+            Ok(rules) => rules,
+            Err(error) => {
+                tracing::warn!(%error, "configuration unavailable; the batch is retried");
+                for index in 0..batch.len() {
+                    batch.fail(index, error.to_string());
+                }
+                let response = batch.response();
+                stats.failed_records = response.batch_item_failures.len();
+                return (response, stats, started.elapsed());
+            }
+        };
+        let rules = &*rules;
 
         // 1. Decode; collect dead letters.
         let mut letters: Vec<(usize, DeadLetter)> = Vec::new();
@@ -268,7 +285,7 @@ where
             let results: Vec<_> = stream::iter(0..phase.len())
                 .map(|i| {
                     let (key, events) = &phase[i];
-                    async move { (i, self.process_key(key, events).await) }
+                    async move { (i, self.process_key(key, events, rules).await) }
                 })
                 .buffer_unordered(self.concurrency.max(1))
                 .collect()
@@ -403,13 +420,21 @@ where
     }
 
     /// Processes one key's events, retrying the whole read-fold-write on version conflicts.
-    async fn process_key(&self, key: &str, events: &[Keyed<'_>]) -> Result<KeyDone, KeyFailure> {
+    async fn process_key(
+        &self,
+        key: &str,
+        events: &[Keyed<'_>],
+        rules: &Active<RuleSet>,
+    ) -> Result<KeyDone, KeyFailure> {
         let mut done = KeyDone::default();
         // Claim answers are kept across conflict retries: a claim is asked once per record.
         let mut claimed: HashMap<usize, Claim> = HashMap::new();
         let mut attempt = 0;
         loop {
-            match self.try_key(key, events, &mut claimed, &mut done).await {
+            match self
+                .try_key(key, events, rules, &mut claimed, &mut done)
+                .await
+            {
                 Ok(written) => {
                     done.written = written;
                     return Ok(done);
@@ -495,6 +520,7 @@ where
         &self,
         key: &str,
         events: &[Keyed<'_>],
+        rules: &Active<RuleSet>,
         claimed: &mut HashMap<usize, Claim>,
         done: &mut KeyDone,
     ) -> PortResult<Option<Written>> {
@@ -558,9 +584,21 @@ where
         if !fresh.is_empty() {
             let keyed: Vec<&EnrichedEvent<'_>> = fresh.iter().map(|i| &events[*i].event).collect();
             let at = evaluation_time(keyed.iter().copied(), Utc::now());
-            let segments = self.rules.evaluate(&profile, at);
+            let segments = rules.config.evaluate(&profile, at);
             let cause = keyed.last().map(|e| e.header.event_id.as_ref());
-            publish = transitions(&profile.id, &before_segments, &segments, at, version, cause);
+            let decided = Decided {
+                config_version: rules.version,
+                backfill: false,
+            };
+            publish = transitions(
+                &profile.id,
+                &before_segments,
+                &segments,
+                at,
+                version,
+                cause,
+                decided,
+            );
             profile.segments = segments;
             if profile.cart != before_cart {
                 publish.push(cart_event(&profile, version, at));

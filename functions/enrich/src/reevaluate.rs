@@ -26,6 +26,8 @@ use std::time::Duration;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use ember_aws::retry::Backoff;
+use ember_core::config::ConfigSource;
+use ember_core::ports::Decided;
 use ember_core::ports::{EventBus, PortError, PortResult, ProfileStore};
 use ember_core::profile::Profile;
 use ember_core::segment::{transitions, RuleSet};
@@ -71,12 +73,24 @@ impl RunStats {
 pub struct Reevaluator<S, B> {
     pub store: S,
     pub bus: B,
-    pub rules: RuleSet,
+    /// The segment rules in force (the built-in ones until a configuration is published).
+    pub rules: ConfigSource<RuleSet>,
     /// Parallel scan segments per run (≥ 1).
     pub total_segments: u32,
     pub concurrency: usize,
     /// Retries of a failing scan page, and of the outbox write after a publish failure.
     pub backoff: Backoff,
+}
+
+/// Detail type of the bus event a configuration publish sends: its re-evaluation is a
+/// backfill.
+pub const CONFIG_PUBLISHED: &str = "ConfigPublished";
+
+/// One pass over the table: when, with which rules, and what decided its changes.
+struct Pass<'a> {
+    at: DateTime<Utc>,
+    rules: &'a RuleSet,
+    decided: Decided,
 }
 
 /// What re-evaluating one profile did.
@@ -91,7 +105,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         Ok(Reevaluator {
             store,
             bus,
-            rules: RuleSet::embedded()?,
+            rules: ConfigSource::fixed(RuleSet::embedded()?),
             total_segments: total_segments.max(1),
             concurrency: DEFAULT_CONCURRENCY,
             backoff: Backoff::new(5, Duration::from_millis(50), Duration::from_secs(2)),
@@ -108,7 +122,8 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         let at = event.time.unwrap_or_else(Utc::now);
         let span = tracing::info_span!("reevaluate", request_id, at = %at.to_rfc3339());
         let started = std::time::Instant::now();
-        let result = self.run(at).instrument(span.clone()).await;
+        let backfill = event.detail_type == CONFIG_PUBLISHED;
+        let result = self.pass(at, backfill).instrument(span.clone()).await;
         let _entered = span.enter();
         match &result {
             Ok(s) => tracing::info!(
@@ -127,11 +142,26 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         result
     }
 
-    /// One full pass over the table at `at`, the scan segments concurrently.
+    /// One scheduled pass over the table at `at`.
     pub async fn run(&self, at: DateTime<Utc>) -> PortResult<RunStats> {
+        self.pass(at, false).await
+    }
+
+    /// One full pass over the table at `at` with the rules in force, the scan segments
+    /// concurrently; `backfill` marks its transitions (a configuration publish started it).
+    pub async fn pass(&self, at: DateTime<Utc>, backfill: bool) -> PortResult<RunStats> {
+        let active = self.rules.active().await?;
+        let pass = Pass {
+            at,
+            rules: &active.config,
+            decided: Decided {
+                config_version: active.version,
+                backfill,
+            },
+        };
         let total = self.total_segments.max(1);
         let results: Vec<PortResult<RunStats>> = stream::iter(0..total)
-            .map(|segment| self.run_segment(segment, total, at))
+            .map(|segment| self.run_segment(segment, total, &pass))
             .buffer_unordered(total as usize)
             .collect()
             .await;
@@ -152,12 +182,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
     }
 
     /// Scans segment `segment` of `total` to its end, re-evaluating each page.
-    pub async fn run_segment(
-        &self,
-        segment: u32,
-        total: u32,
-        at: DateTime<Utc>,
-    ) -> PortResult<RunStats> {
+    async fn run_segment(&self, segment: u32, total: u32, pass: &Pass<'_>) -> PortResult<RunStats> {
         let mut stats = RunStats::default();
         let mut cursor: Option<String> = None;
         loop {
@@ -169,7 +194,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
             let outcomes: Vec<(String, PortResult<Outcome>)> = stream::iter(live)
                 .map(|p| async move {
                     let id = p.id.clone();
-                    (id, self.reevaluate(p, at).await)
+                    (id, self.reevaluate(p, pass).await)
                 })
                 .buffer_unordered(self.concurrency.max(1))
                 .collect()
@@ -220,9 +245,9 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
     }
 
     /// Re-evaluates one scanned profile at `at`; writes and publishes only on a change.
-    async fn reevaluate(&self, mut profile: Profile, at: DateTime<Utc>) -> PortResult<Outcome> {
-        let at = profile.last_seen.map_or(at, |seen| at.max(seen));
-        let segments = self.rules.evaluate(&profile, at);
+    async fn reevaluate(&self, mut profile: Profile, pass: &Pass<'_>) -> PortResult<Outcome> {
+        let at = profile.last_seen.map_or(pass.at, |seen| pass.at.max(seen));
+        let segments = pass.rules.evaluate(&profile, at);
         // Changes held for the stream are the Kinesis handler's to settle.
         if segments == profile.segments && !profile.outbox.has_unpublished() {
             return Ok(Outcome::Unchanged);
@@ -240,7 +265,15 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         }
         let version = expected + 1;
         profile.version = version;
-        let publish = transitions(&profile.id, &profile.segments, &segments, at, version, None);
+        let publish = transitions(
+            &profile.id,
+            &profile.segments,
+            &segments,
+            at,
+            version,
+            None,
+            pass.decided,
+        );
         profile.segments = segments;
         outbox::write_then_publish(
             outbox::Ports {
@@ -389,6 +422,7 @@ mod tests {
             now(),
             3,
             Some("e-1"),
+            Decided::default(),
         );
         p.outbox = Outbox {
             changes: Changes::of(&stream, 3),

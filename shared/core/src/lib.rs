@@ -27,12 +27,15 @@
 //!   bus, dead letters, event stream, mailer) with domain types only.
 //! - [`memory`] — in-memory profile store and event-id claims with the same contracts (tests,
 //!   benchmarks).
+//! - [`config`] — runtime configuration (rules, campaigns, templates, catalog) as numbered
+//!   versions in the ledger table, and the per-function cache that compiles the current one.
 //! - [`clock`] — the injected "now" (system clock in production, fixed or simulated in tests
 //!   and the local runner).
 //! - [`error`] — the crate's error enum, each variant retryable or not.
 //! - [`privacy`] — what may be logged about a person: masked profile ids, redacted addresses.
 
 pub mod clock;
+pub mod config;
 pub mod consent;
 pub mod daily;
 pub mod enrich;

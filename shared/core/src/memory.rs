@@ -328,20 +328,22 @@ impl Ledger for MemoryLedger {
     }
 }
 
+/// Runs a future over the in-memory ports to completion: they never await anything, so one
+/// poll completes it (tests of this crate have no runtime).
+#[cfg(test)]
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the memory ports never wait"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        // The store never awaits anything, so one poll completes it.
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("the memory store never waits"),
-        }
-    }
 
     #[test]
     fn version_check_and_scan_pages_cover_every_profile_once() {

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{BusEvent, CartChange};
+use crate::ports::{BusEvent, CartChange, Decided};
 use crate::profile::Profile;
 use crate::segment::transitions;
 
@@ -57,6 +57,15 @@ pub struct Changes {
     pub exited: BTreeSet<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cart: bool,
+    /// The configuration version that decided the segment changes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub config: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Outbox {
@@ -130,15 +139,16 @@ impl Changes {
         };
         for e in events {
             match e {
-                BusEvent::SegmentEntered(s) => {
-                    c.entered.insert(s.segment.clone());
+                BusEvent::SegmentEntered(s) | BusEvent::SegmentExited(s) => {
+                    if matches!(e, BusEvent::SegmentEntered(_)) {
+                        c.entered.insert(s.segment.clone());
+                    } else {
+                        c.exited.insert(s.segment.clone());
+                    }
                     c.at = Some(s.at);
                     c.cause.clone_from(&s.cause_event_id);
-                }
-                BusEvent::SegmentExited(s) => {
-                    c.exited.insert(s.segment.clone());
-                    c.at = Some(s.at);
-                    c.cause.clone_from(&s.cause_event_id);
+                    c.config = s.config_version;
+                    c.backfill = s.backfill;
                 }
                 BusEvent::CartUpdated(_) => c.cart = true,
             }
@@ -158,6 +168,10 @@ impl Changes {
             at,
             self.version,
             self.cause.as_deref(),
+            Decided {
+                config_version: self.config,
+                backfill: self.backfill,
+            },
         );
         if self.cart {
             events.push(cart_event(profile, self.version, at));
@@ -202,7 +216,18 @@ mod tests {
         p.cart.updated_at = Some(at);
         let before: BTreeSet<String> = ["x".to_owned(), "y".to_owned()].into();
         let after: BTreeSet<String> = ["y".to_owned(), "z".to_owned()].into();
-        let mut events = transitions("u-1", &before, &after, at, 7, Some("e-9"));
+        let mut events = transitions(
+            "u-1",
+            &before,
+            &after,
+            at,
+            7,
+            Some("e-9"),
+            Decided {
+                config_version: 3,
+                backfill: true,
+            },
+        );
         events.push(cart_event(&p, 7, at));
         let changes = Changes::of(&events, 7).unwrap();
         assert_eq!(changes.events(&p), events);
@@ -213,15 +238,31 @@ mod tests {
         };
         assert_eq!(outbox.pending(&p), events);
         // Stored, the changes are small.
-        assert!(serde_json::to_string(&outbox).unwrap().len() < 120);
+        assert!(serde_json::to_string(&outbox).unwrap().len() < 150);
     }
 
     #[test]
     fn held_changes_are_not_unpublished_and_survive_replacing_what_is() {
         let at: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
         let p = Profile::new("u-1");
-        let stream = transitions("u-1", &BTreeSet::new(), &["a".into()].into(), at, 3, None);
-        let scheduled = transitions("u-1", &BTreeSet::new(), &["b".into()].into(), at, 4, None);
+        let stream = transitions(
+            "u-1",
+            &BTreeSet::new(),
+            &["a".into()].into(),
+            at,
+            3,
+            None,
+            Decided::default(),
+        );
+        let scheduled = transitions(
+            "u-1",
+            &BTreeSet::new(),
+            &["b".into()].into(),
+            at,
+            4,
+            None,
+            Decided::default(),
+        );
         let mut outbox = Outbox {
             changes: Changes::of(&stream, 3),
             events: Vec::new(),

@@ -90,6 +90,21 @@ pub struct SegmentChange {
     /// The event id that caused the change, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause_event_id: Option<String>,
+    /// The configuration version whose rules decided it (0: the built-in rules).
+    #[serde(default)]
+    pub config_version: u64,
+    /// Found by the re-evaluation a configuration publish started, not caused by the
+    /// customer: campaigns send on it only if they say so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
+}
+
+/// What decided a segment change besides the profile: the configuration version, and
+/// whether the change is a backfill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Decided {
+    pub config_version: u64,
+    pub backfill: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

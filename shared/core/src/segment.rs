@@ -59,10 +59,11 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value as Doc;
 
+use crate::config::Problem;
 use crate::consent::Channel;
 use crate::error::CoreError;
 use crate::event::{EventType, ANON_PREFIX};
-use crate::ports::{BusEvent, SegmentChange};
+use crate::ports::{BusEvent, Decided, SegmentChange};
 use crate::profile::Profile;
 
 /// The rules shipped with Ember: `rules/segments.yaml`, converted to JSON by `build.rs`.
@@ -354,23 +355,45 @@ impl RuleSet {
             what: "segment rules".into(),
             reason: e.to_string(),
         })?;
-        let top = |reason: &str| CoreError::Config {
+        RuleSet::from_doc(&doc).map_err(|problems| CoreError::Config {
             what: "segment rules".into(),
-            reason: reason.into(),
+            reason: problems
+                .iter()
+                .map(Problem::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+
+    /// Validates a rules document, reporting every broken rule (`segments/<name>`), not
+    /// just the first.
+    pub fn from_doc(doc: &Doc) -> Result<RuleSet, Vec<Problem>> {
+        let Some(list) = doc.get("segments").and_then(Doc::as_array) else {
+            return Err(vec![Problem::new("segments", "expected a `segments` list")]);
         };
-        let list = doc
-            .get("segments")
-            .and_then(Doc::as_array)
-            .ok_or_else(|| top("expected a `segments` list"))?;
         let mut rules: Vec<Rule> = Vec::new();
+        let mut problems = Vec::new();
         for (index, entry) in list.iter().enumerate() {
-            let rule = parse_rule(entry, index)?;
-            if rules.iter().any(|r| r.name == rule.name) {
-                return Err(config(&rule.name, "defined twice"));
+            let name = entry.get("name").and_then(Doc::as_str).unwrap_or_default();
+            let path = if name.is_empty() {
+                format!("segments/#{index}")
+            } else {
+                format!("segments/{name}")
+            };
+            match parse_rule(entry, index) {
+                Ok(rule) if rules.iter().any(|r| r.name == rule.name) => {
+                    problems.push(Problem::new(path, "defined twice"));
+                }
+                Ok(rule) => rules.push(rule),
+                Err(CoreError::Config { reason, .. }) => problems.push(Problem::new(path, reason)),
+                Err(other) => problems.push(Problem::new(path, other.to_string())),
             }
-            rules.push(rule);
         }
-        Ok(RuleSet { rules })
+        if problems.is_empty() {
+            Ok(RuleSet { rules })
+        } else {
+            Err(problems)
+        }
     }
 
     /// The names of the segments that hold for `profile` at `now`.
@@ -625,6 +648,7 @@ pub fn transitions(
     at: DateTime<Utc>,
     profile_version: u64,
     cause_event_id: Option<&str>,
+    decided: Decided,
 ) -> Vec<BusEvent> {
     let change = |segment: &str, what: &str| SegmentChange {
         id: format!("{profile_id}:{segment}:{what}:{profile_version}"),
@@ -633,6 +657,8 @@ pub fn transitions(
         at,
         profile_version,
         cause_event_id: cause_event_id.map(str::to_owned),
+        config_version: decided.config_version,
+        backfill: decided.backfill,
     };
     let entered = after
         .difference(before)
@@ -932,14 +958,17 @@ segments:
             ("{ some: [] }", "unknown condition"),
         ] {
             let err = config_error(&rule(when));
-            assert!(err.starts_with("segment rule 'broken'"), "{when}: {err}");
+            assert!(
+                err.starts_with("segment rules: segments/broken: "),
+                "{when}: {err}"
+            );
             assert!(err.contains(needle), "{when}: {err}");
         }
         let err = config_error(
             "segments:\n  - name: a\n    delay: soon\n    when: { trait: heat_shu, gt: 1 }\n",
         );
         assert!(
-            err.contains("segment rule 'a'") && err.contains("bad duration 'soon'"),
+            err.contains("segments/a: ") && err.contains("bad duration 'soon'"),
             "{err}"
         );
         let err = config_error(
@@ -971,7 +1000,15 @@ segments:
     fn transitions_have_deterministic_ids() {
         let before: BTreeSet<String> = ["a", "b"].into_iter().map(String::from).collect();
         let after: BTreeSet<String> = ["b", "c"].into_iter().map(String::from).collect();
-        let events = transitions("u-1", &before, &after, t0(), 7, Some("e-9"));
+        let events = transitions(
+            "u-1",
+            &before,
+            &after,
+            t0(),
+            7,
+            Some("e-9"),
+            Decided::default(),
+        );
         assert_eq!(events.len(), 2);
         match &events[0] {
             BusEvent::SegmentEntered(c) => {
@@ -991,6 +1028,9 @@ segments:
             BusEvent::SegmentExited(c) => assert_eq!(c.id, "u-1:a:exited:7"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(transitions("u-1", &before, &before, t0(), 8, None), vec![]);
+        assert_eq!(
+            transitions("u-1", &before, &before, t0(), 8, None, Decided::default()),
+            vec![]
+        );
     }
 }

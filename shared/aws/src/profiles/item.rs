@@ -147,6 +147,8 @@ mod tests {
                 at: chrono::Utc::now(),
                 profile_version: 3,
                 cause_event_id: None,
+                config_version: 0,
+                backfill: false,
             }));
         p.outbox.by_stream = true;
         p.stream
