@@ -4,153 +4,18 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use ember_api::{handle, ApiConfig, Deps, FixedClock};
 use ember_aws::kinesis::{KinesisEventStream, RetryPolicy};
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_core::ports::{Ledger, ProfileStore};
 use ember_core::profile::{Profile, Stamped};
-use ember_core::schema::Registry;
 use ember_core::unsubscribe::{suppression_key, SUPPRESSION_PK};
-use ember_tests::api_support::{apigw_fixture, read_stream, request};
+use ember_tests::api_support::{
+    apigw_fixture, behind_proxy, every_second_record_fails_once, read_stream, setup, with_body,
+};
 use ember_tests::emulator::Aws;
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
 use serde_json::{json, Value};
-
-// The secrets the fixtures were signed with (test-only values).
-const API_KEY_HASH: &str = "ce65173c82efaf14535ac895bdd8f13bab8fb796ab961323399cd895883c3ba8";
-const ADMIN_KEY_HASH: &str = "3d93918ea4e80c8f76f5943661078299bd6f499a7fac9070ebaf078b3cbe64c3";
-const PAYMENTS_SECRETS: &str = "whsec_rotated_in_later_000001,whsec_ember_fixture_payments_1";
-const POLLS_SECRETS: &str = "ember_fixture_polls_secret_1";
-const UNSUBSCRIBE_SECRETS: &str = "ember-fixture-unsubscribe-secret-1";
-/// The fixtures' payments signatures carry t = 1795168800 (2026-11-20T10:00:00Z).
-const NOW: i64 = 1_795_168_805;
-
-struct Env {
-    aws: Aws,
-    stream: String,
-    profiles_table: String,
-    ledger_table: String,
-    deps: Deps,
-}
-
-fn config() -> ApiConfig {
-    ApiConfig::from_lookup(|name| {
-        Some(
-            match name {
-                "EMBER_API_KEY_HASHES" => API_KEY_HASH,
-                "EMBER_ADMIN_KEY_HASHES" => ADMIN_KEY_HASH,
-                "EMBER_PAYMENTS_WEBHOOK_SECRETS" => PAYMENTS_SECRETS,
-                "EMBER_POLLS_WEBHOOK_SECRETS" => POLLS_SECRETS,
-                "EMBER_UNSUBSCRIBE_SECRETS" => UNSUBSCRIBE_SECRETS,
-                _ => return None,
-            }
-            .to_owned(),
-        )
-    })
-    .expect("config")
-}
-
-fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp(NOW, 0).expect("time")
-}
-
-/// An API whose stream writes go through the fault proxy, with `attempts` SDK attempts a
-/// call and the adapter's `retry`.
-async fn behind_proxy(attempts: u32, retry: RetryPolicy) -> (FaultProxy, Env) {
-    let proxy = FaultProxy::from_env().await.expect("proxy");
-    let sdk = proxy.sdk_config(attempts, Duration::from_secs(10)).await;
-    let env = setup_with(Some((sdk, retry))).await;
-    (proxy, env)
-}
-
-/// The first PutRecords call loses every second record (throttled, not written).
-fn every_second_record_fails_once() -> Rule {
-    let entries = Schedule::Every(2);
-    Rule::new(op::KINESIS_PUT_RECORDS, Fault::PartialFailure { entries }).first(1)
-}
-
-async fn setup_with(stream_sdk: Option<(aws_config::SdkConfig, RetryPolicy)>) -> Env {
-    let aws = Aws::from_env().await.expect("emulator");
-    let stream = aws.create_stream("api-events", 2).await.expect("stream");
-    let profiles_table = aws.create_profiles_table().await.expect("profiles table");
-    let ledger_table = aws
-        .create_table("api-ledger", "pk", Some("sk"))
-        .await
-        .expect("ledger table");
-    let event_stream = match stream_sdk {
-        Some((sdk, retry)) => KinesisEventStream::from_conf(&sdk, &stream).with_retry(retry),
-        None => KinesisEventStream::from_conf(&aws.config, &stream),
-    };
-    let deps = Deps {
-        stream: Box::new(event_stream),
-        profiles: Box::new(DynamoProfileStore::new(
-            aws.dynamodb.clone(),
-            &profiles_table,
-        )),
-        ledger: Box::new(DynamoLedger::from_conf(&aws.config, &ledger_table)),
-        registry: Registry::embedded().expect("schemas"),
-        config: config(),
-        clock: Box::new(FixedClock(now())),
-    };
-    Env {
-        aws,
-        stream,
-        profiles_table,
-        ledger_table,
-        deps,
-    }
-}
-
-async fn setup() -> Env {
-    setup_with(None).await
-}
-
-impl Env {
-    async fn call_payload(&self, payload: &Value) -> (u16, Value) {
-        let response = handle(&self.deps, request(payload)).await;
-        let status = response.status().as_u16();
-        let body: &[u8] = response.body().as_ref();
-        let value = serde_json::from_slice(body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
-        (status, value)
-    }
-
-    async fn call(&self, fixture: &str) -> (u16, Value) {
-        self.call_payload(&apigw_fixture(fixture)).await
-    }
-
-    /// Calls with a fixture and checks the whole answer.
-    async fn answers(&self, fixture: &str, status: u16, body: Value) {
-        assert_eq!(self.call(fixture).await, (status, body), "{fixture}");
-    }
-
-    /// Calls with a request and checks the whole answer.
-    async fn answers_payload(&self, payload: &Value, status: u16, body: Value) {
-        assert_eq!(self.call_payload(payload).await, (status, body));
-    }
-
-    async fn records(&self) -> Vec<(String, Value)> {
-        read_stream(&self.aws.kinesis, &self.stream).await
-    }
-
-    fn ledger(&self) -> DynamoLedger {
-        DynamoLedger::from_conf(&self.aws.config, &self.ledger_table)
-    }
-
-    fn profiles(&self) -> DynamoProfileStore {
-        DynamoProfileStore::new(self.aws.dynamodb.clone(), &self.profiles_table)
-    }
-}
-
-/// A fixture with its body replaced.
-fn with_body(fixture: &str, body: &str) -> Value {
-    let mut payload = apigw_fixture(fixture);
-    payload["body"] = json!(body);
-    payload["headers"]["content-length"] = json!(body.len().to_string());
-    payload
-}
 
 #[tokio::test]
 async fn single_event_is_validated_and_lands_on_the_stream() {

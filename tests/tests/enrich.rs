@@ -75,15 +75,8 @@ impl Env {
     }
 }
 
-fn event_id(e: &BusEvent) -> String {
-    match e {
-        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
-        BusEvent::CartUpdated(c) => c.id.clone(),
-    }
-}
-
 fn ids(events: &[BusEvent]) -> Vec<String> {
-    let mut v: Vec<String> = events.iter().map(event_id).collect();
+    let mut v: Vec<String> = events.iter().map(|e| e.id().to_owned()).collect();
     v.sort();
     v
 }
@@ -462,7 +455,7 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
         .expect("drain");
     let alice_published: Vec<BusEvent> = published
         .into_iter()
-        .filter(|e| event_id(e).starts_with("u-1001:"))
+        .filter(|e| e.id().starts_with("u-1001:"))
         .collect();
     assert_eq!(ids(&alice_published), outbox);
 
@@ -510,8 +503,9 @@ async fn aws_calls_per_batch_are_bounded_and_partial_publish_failures_are_resent
 
     // 13 records, 3 profiles: one read and one write per profile (and, as they are new, one
     // read of their erasure tombstones), one claim per event id; one PutEvents for the whole
-    // batch's 3 events plus one re-send of the failed entry.
-    assert_eq!(proxy.calls(op::DDB_GET_ITEM), 3 + 3);
+    // batch's 3 events plus one re-send of the failed entry. One read of the configuration
+    // version in force (every batch here, with CONFIG_TTL_SECONDS 0; once a minute deployed).
+    assert_eq!(proxy.calls(op::DDB_GET_ITEM), 3 + 3 + 1);
     assert_eq!(proxy.calls(op::DDB_PUT_ITEM), 3 + 13);
     assert_eq!(proxy.calls(op::EVENTS_PUT_EVENTS), 2);
     assert_eq!(proxy.calls(op::SQS_SEND_MESSAGE_BATCH), 0);

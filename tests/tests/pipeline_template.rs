@@ -140,7 +140,12 @@ fn event_sources_carry_the_settings_the_handlers_rely_on() {
         reevaluate.binary, "reevaluate",
         "time-based segments are re-evaluated by the reevaluate binary"
     );
-    for name in ["PROFILES_TABLE", "EVENT_BUS_NAME", "SCAN_TOTAL_SEGMENTS"] {
+    for name in [
+        "PROFILES_TABLE",
+        "EVENT_BUS_NAME",
+        "LEDGER_TABLE",
+        "SCAN_TOTAL_SEGMENTS",
+    ] {
         assert!(
             reevaluate.environment.contains_key(name),
             "reevaluate needs {name}"
@@ -152,6 +157,7 @@ fn event_sources_carry_the_settings_the_handlers_rely_on() {
     assert!(
         ember_enrich::ReevaluateSettings::from_lookup(|n| match n {
             "SCAN_TOTAL_SEGMENTS" => Some(total.to_owned()),
+            "CONFIG_TTL_SECONDS" => None,
             _ => Some("x".to_owned()),
         })
         .is_ok(),

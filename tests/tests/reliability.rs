@@ -171,14 +171,12 @@ fn meaning(e: &BusEvent) -> String {
             "CartUpdated|{}|{}|{}|{:?}|{}",
             c.profile_id, c.item_count, c.value_minor, c.currency, c.updated_at
         ),
+        BusEvent::ConfigPublished(c) => format!("ConfigPublished|{}", c.version),
     }
 }
 
 fn id_of(e: &BusEvent) -> String {
-    match e {
-        BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.id.clone(),
-        BusEvent::CartUpdated(c) => c.id.clone(),
-    }
+    e.id().to_owned()
 }
 
 /// The ids of the bus events the fault-free reference run publishes.
@@ -279,6 +277,7 @@ fn outcome(events: &[BusEvent]) -> BTreeMap<String, String> {
     sorted.sort_by_key(|e| match e {
         BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.profile_version,
         BusEvent::CartUpdated(c) => c.profile_version,
+        BusEvent::ConfigPublished(c) => c.version,
     });
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     for e in sorted {
@@ -287,6 +286,7 @@ fn outcome(events: &[BusEvent]) -> BTreeMap<String, String> {
                 format!("{}|{}", c.profile_id, c.segment)
             }
             BusEvent::CartUpdated(c) => format!("{}|cart", c.profile_id),
+            BusEvent::ConfigPublished(_) => "config".to_owned(),
         };
         if let Some(previous) = last.get(&key) {
             assert!(

@@ -6,31 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::DateTime;
-use ember_api::{handle, ApiConfig, Deps, FixedClock};
-use ember_aws::kinesis::{KinesisEventStream, RetryPolicy};
-use ember_aws::ledger::DynamoLedger;
-use ember_aws::profiles::DynamoProfileStore;
+use ember_api::{handle, Deps};
+use ember_aws::kinesis::RetryPolicy;
 use ember_benches::workload::Workload;
-use ember_core::schema::Registry;
-use ember_tests::api_support::{apigw_fixture, read_stream, request};
-use ember_tests::emulator::{unique, Aws};
-use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
+use ember_tests::api_support::{apigw_fixture, behind_proxy, request};
+use ember_tests::emulator::unique;
+use ember_tests::faults::{op, Fault, Rule, Schedule};
 use serde_json::{json, Value};
-
-/// The API key the `events/apigw` fixtures carry, hashed (test-only value).
-const API_KEY_HASH: &str = "ce65173c82efaf14535ac895bdd8f13bab8fb796ab961323399cd895883c3ba8";
-
-fn config() -> ApiConfig {
-    ApiConfig::from_lookup(|name| match name {
-        "EMBER_API_KEY_HASHES" | "EMBER_ADMIN_KEY_HASHES" => Some(API_KEY_HASH.to_owned()),
-        "EMBER_PAYMENTS_WEBHOOK_SECRETS" => Some("whsec_reliability_payments_1".to_owned()),
-        "EMBER_POLLS_WEBHOOK_SECRETS" => Some("reliability_polls_secret_1".to_owned()),
-        "EMBER_UNSUBSCRIBE_SECRETS" => Some("reliability-unsubscribe-secret-1".to_owned()),
-        _ => None,
-    })
-    .expect("config")
-}
 
 /// `POST /v1/events/batch` with `events` as the body.
 async fn post_batch(deps: &Deps, events: &[Value]) -> (u16, Value) {
@@ -46,30 +28,12 @@ async fn post_batch(deps: &Deps, events: &[Value]) -> (u16, Value) {
 
 #[tokio::test]
 async fn every_accepted_event_is_on_the_stream_exactly_once() {
-    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
-    let direct = Aws::from_env().await.expect("emulator");
-    let stream = direct.create_stream("rel-api", 2).await.unwrap();
-    let profiles = direct.create_profiles_table().await.unwrap();
-    let ledger = direct
-        .create_table("rel-api-ledger", "pk", Some("sk"))
-        .await
-        .unwrap();
-    let via_proxy = proxy.sdk_config(1, Duration::from_secs(5)).await;
     let retry = RetryPolicy {
         max_attempts: 2,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(5),
     };
-    let deps = Deps {
-        stream: Box::new(KinesisEventStream::from_conf(&via_proxy, &stream).with_retry(retry)),
-        profiles: Box::new(DynamoProfileStore::new(direct.dynamodb.clone(), &profiles)),
-        ledger: Box::new(DynamoLedger::from_conf(&direct.config, &ledger)),
-        registry: Registry::embedded().unwrap(),
-        config: config(),
-        clock: Box::new(FixedClock(
-            DateTime::from_timestamp(1_795_168_805, 0).unwrap(),
-        )),
-    };
+    let (proxy, env) = behind_proxy(1, retry).await;
 
     let run = unique("api");
     let events: Vec<Value> = Workload::new(240, 24)
@@ -102,7 +66,7 @@ async fn every_accepted_event_is_on_the_stream_exactly_once() {
     while !pending.is_empty() {
         rounds += 1;
         assert!(rounds <= 10, "the client could not get its events accepted");
-        let (status, body) = post_batch(&deps, &pending).await;
+        let (status, body) = post_batch(&env.deps, &pending).await;
         assert!(matches!(status, 202 | 207 | 503), "{status}: {body}");
         for id in body["accepted"].as_array().into_iter().flatten() {
             accepted.push(id.as_str().unwrap().to_owned());
@@ -133,7 +97,7 @@ async fn every_accepted_event_is_on_the_stream_exactly_once() {
 
     proxy.clear_rules();
     let mut on_stream: BTreeMap<String, usize> = BTreeMap::new();
-    for (key, event) in read_stream(&direct.kinesis, &stream).await {
+    for (key, event) in env.records().await {
         assert_eq!(
             Some(key.as_str()),
             event["user_id"].as_str(),

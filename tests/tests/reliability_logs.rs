@@ -315,7 +315,8 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
     let deps = ApiDeps {
         stream: Box::new(KinesisEventStream::new(aws.kinesis.clone(), &stream)),
         profiles: Box::new(DynamoProfileStore::new(aws.dynamodb.clone(), table)),
-        ledger: Box::new(DynamoLedger::new(aws.dynamodb.clone(), ledger)),
+        ledger: std::sync::Arc::new(DynamoLedger::new(aws.dynamodb.clone(), ledger)),
+        bus: Box::new(EventBridgeBus::new(aws.eventbridge.clone(), bus)),
         registry: ember_core::schema::Registry::embedded().unwrap(),
         config,
         clock: Box::new(FixedClock(now)),

@@ -138,6 +138,8 @@ pub struct Settings {
     pub profiles_table: String,
     /// `LEDGER_TABLE`
     pub ledger_table: String,
+    /// `EVENT_BUS_NAME`: where configuration publishes are announced.
+    pub event_bus_name: String,
     pub api: ApiConfig,
 }
 
@@ -154,6 +156,7 @@ impl Settings {
             stream_name: required("STREAM_NAME")?,
             profiles_table: required("PROFILES_TABLE")?,
             ledger_table: required("LEDGER_TABLE")?,
+            event_bus_name: required("EVENT_BUS_NAME")?,
             api: ApiConfig::from_lookup(&lookup)?,
         })
     }

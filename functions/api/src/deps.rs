@@ -5,7 +5,11 @@ use ember_aws::kinesis::KinesisEventStream;
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_core::clock::{Clock, SharedClock};
-use ember_core::ports::{EventStream, Ledger, ProfileStore};
+use std::sync::Arc;
+
+use ember_aws::eventbridge::EventBridgeBus;
+use ember_core::config::ConfigStore;
+use ember_core::ports::{EventBus, EventStream, Ledger, ProfileStore};
 use ember_core::schema::Registry;
 
 use crate::config::{ApiConfig, Settings};
@@ -14,7 +18,9 @@ use crate::config::{ApiConfig, Settings};
 pub struct Deps {
     pub stream: Box<dyn EventStream>,
     pub profiles: Box<dyn ProfileStore>,
-    pub ledger: Box<dyn Ledger>,
+    pub ledger: Arc<dyn Ledger>,
+    /// Where configuration publishes are announced (`ConfigPublished`).
+    pub bus: Box<dyn EventBus>,
     pub registry: Registry,
     pub config: ApiConfig,
     pub clock: Box<dyn Clock>,
@@ -34,12 +40,23 @@ impl Deps {
                 aws_sdk_dynamodb::Client::new(sdk),
                 settings.profiles_table,
             )),
-            ledger: Box::new(
+            ledger: Arc::new(
                 DynamoLedger::from_conf(sdk, settings.ledger_table).with_clock(clock.clone()),
             ),
+            bus: Box::new(EventBridgeBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                settings.event_bus_name,
+            )),
             registry,
             config: settings.api,
             clock: Box::new(clock),
         })
+    }
+}
+
+impl Deps {
+    /// The configuration versions, in the ledger table.
+    pub fn config_store(&self) -> ConfigStore {
+        ConfigStore::new(self.ledger.clone())
     }
 }

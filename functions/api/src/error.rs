@@ -67,6 +67,14 @@ pub enum ApiError {
     InvalidToken(String),
     #[error("no profile {0:?}")]
     ProfileNotFound(String),
+    #[error("{} problem(s) in the configuration; nothing was published", .0.len())]
+    InvalidConfig(Vec<ember_core::config::Problem>),
+    #[error(
+        "configuration version {0} was published meanwhile; read it and apply the change again"
+    )]
+    ConfigConflict(u64),
+    #[error("no {0} in the configuration")]
+    ConfigItemNotFound(String),
     /// A dependency failed; `stage` names which (e.g. `ledger.claim`).
     #[error("{stage} failed: {source}")]
     Dependency {
@@ -93,6 +101,9 @@ pub const ERROR_CODES: &[&str] = &[
     "stale_timestamp",
     "invalid_token",
     "profile_not_found",
+    "invalid_config",
+    "config_conflict",
+    "config_item_not_found",
     "unavailable",
     "internal",
     "partially_accepted",
@@ -105,15 +116,18 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotFound(_) | ApiError::UnknownProvider(_) | ApiError::ProfileNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound(_)
+            | ApiError::UnknownProvider(_)
+            | ApiError::ProfileNotFound(_)
+            | ApiError::ConfigItemNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ConfigConflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MalformedJson { .. }
             | ApiError::InvalidRequest(_)
             | ApiError::ValidationFailed(_)
+            | ApiError::InvalidConfig(_)
             | ApiError::InvalidToken(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingCredentials
             | ApiError::InvalidSignature(_)
@@ -143,6 +157,9 @@ impl ApiError {
             ApiError::StaleTimestamp(_) => "stale_timestamp",
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::ProfileNotFound(_) => "profile_not_found",
+            ApiError::InvalidConfig(_) => "invalid_config",
+            ApiError::ConfigConflict(_) => "config_conflict",
+            ApiError::ConfigItemNotFound(_) => "config_item_not_found",
             ApiError::Dependency { source, .. } if source.is_retryable() => "unavailable",
             ApiError::Dependency { .. } => "internal",
         }
@@ -164,6 +181,7 @@ impl ApiError {
             ApiError::ValidationFailed(problems) | ApiError::InsufficientScope(problems) => {
                 body["problems"] = json!(problems)
             }
+            ApiError::InvalidConfig(problems) => body["problems"] = json!(problems),
             ApiError::PayloadTooLarge { limit, .. } => body["limit_bytes"] = json!(limit),
             ApiError::MethodNotAllowed { allowed, .. } => body["allowed"] = json!(allowed),
             ApiError::Dependency { .. } => body["retryable"] = json!(self.is_retryable()),
@@ -202,6 +220,9 @@ mod tests {
             ApiError::StaleTimestamp("x".into()),
             ApiError::InvalidToken("x".into()),
             ApiError::ProfileNotFound("x".into()),
+            ApiError::InvalidConfig(vec![]),
+            ApiError::ConfigConflict(2),
+            ApiError::ConfigItemNotFound("segments/x".into()),
             ApiError::dependency(
                 "s",
                 PortError::Transient {

@@ -9,6 +9,9 @@
 //! | `POST /v1/webhooks/{provider}` | HMAC signature | `payments`, `polls` |
 //! | `GET`/`POST /v1/unsubscribe?token=` | signed token | RFC 8058 one-click |
 //! | `GET`/`DELETE /v1/profiles/{user_id}` | admin key | export / erasure |
+//! | `GET /v1/config`, `/v1/config/versions`, `POST /v1/config/rollback` | admin key | the configuration version in force, every version, rollback |
+//! | `GET /v1/{segments,campaigns,templates}[/{name}]`, `PUT`/`DELETE …/{name}` | admin key | runtime configuration, validated and published as a new version (`?dry_run=true`) |
+//! | `GET /v1/segments/{name}/preview`, `POST /v1/segments/preview` | admin key | who matches a segment now (parallel scan) |
 //!
 //! The OpenAPI document `openapi.yaml` beside this crate's `Cargo.toml` describes them; a test
 //! keeps it in step with [`router::ROUTES`] and [`error::ERROR_CODES`].
@@ -19,6 +22,8 @@
 //! - [`events`]: defaults, schema validation, stream writes and per-entry results.
 //! - [`webhooks`]: signature schemes and provider mappings.
 //! - [`unsubscribe`], [`privacy`]: consent withdrawal, export and erasure.
+//! - [`admin`]: the configuration admin API and the one publish path (also used by the
+//!   `ember-local config` command); [`preview`]: segment previews by parallel scan.
 //! - [`auth`]: hashed API keys, constant-time comparison.
 //! - [`http`]: body limit, content type, JSON parsing and responses.
 //! - [`config`]: [`Settings`] from the environment (`Settings::from_lookup`).
@@ -26,12 +31,14 @@
 //!   wiring (used by `main.rs` and by the local runner).
 //! - [`error`]: the error enum and its HTTP mapping.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod deps;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod preview;
 pub mod privacy;
 pub mod router;
 pub mod unsubscribe;
@@ -85,6 +92,19 @@ async fn dispatch(
         Endpoint::Unsubscribe => unsubscribe::unsubscribe(deps, req).await,
         Endpoint::ExportProfile { user_id } => privacy::export(deps, req, &user_id).await,
         Endpoint::DeleteProfile { user_id } => privacy::erase(deps, req, &user_id).await,
+        Endpoint::GetConfig => admin::get_config(deps, req).await,
+        Endpoint::ConfigVersions => admin::versions(deps, req).await,
+        Endpoint::Rollback => admin::rollback(deps, req).await,
+        Endpoint::ListConfig { kind } => admin::list(deps, req, kind).await,
+        Endpoint::GetConfigItem { kind, name } => admin::get(deps, req, kind, &name).await,
+        Endpoint::PutConfigItem { kind, name } => {
+            admin::change(deps, req, kind, &name, false).await
+        }
+        Endpoint::DeleteConfigItem { kind, name } => {
+            admin::change(deps, req, kind, &name, true).await
+        }
+        Endpoint::PreviewSegment { name } => preview::published(deps, req, &name).await,
+        Endpoint::PreviewRule => preview::posted(deps, req).await,
     }
 }
 
@@ -106,6 +126,7 @@ mod tests {
     struct Memory {
         records: Arc<Mutex<Vec<StreamRecord>>>,
         ledger: ember_core::memory::MemoryLedger,
+        bus: ember_core::memory::MemoryBus,
     }
 
     #[async_trait]
@@ -138,7 +159,8 @@ mod tests {
         Deps {
             stream: Box::new(memory.clone()),
             profiles: Box::new(ember_core::memory::MemoryProfileStore::default()),
-            ledger: Box::new(memory.ledger.clone()),
+            ledger: Arc::new(memory.ledger.clone()),
+            bus: Box::new(memory.bus.clone()),
             registry: ember_core::schema::Registry::embedded().unwrap(),
             config,
             clock: Box::new(FixedClock(

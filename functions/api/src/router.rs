@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use matchit::Router;
 
+use crate::admin::Kind;
 use crate::error::ApiError;
 
 /// A path template of the API and the methods it answers.
@@ -22,6 +23,13 @@ pub enum Route {
     Webhook,
     Unsubscribe,
     Profile,
+    Config,
+    ConfigVersions,
+    ConfigRollback,
+    ConfigList(Kind),
+    ConfigItem(Kind),
+    SegmentPreview,
+    RulePreview,
 }
 
 /// Every route the API serves.
@@ -51,6 +59,61 @@ pub const ROUTES: &[RouteSpec] = &[
         methods: &["GET", "DELETE"],
         route: Route::Profile,
     },
+    RouteSpec {
+        path: "/v1/config",
+        methods: &["GET"],
+        route: Route::Config,
+    },
+    RouteSpec {
+        path: "/v1/config/versions",
+        methods: &["GET"],
+        route: Route::ConfigVersions,
+    },
+    RouteSpec {
+        path: "/v1/config/rollback",
+        methods: &["POST"],
+        route: Route::ConfigRollback,
+    },
+    RouteSpec {
+        path: "/v1/segments",
+        methods: &["GET"],
+        route: Route::ConfigList(Kind::Segments),
+    },
+    RouteSpec {
+        path: "/v1/segments/{name}",
+        methods: &["GET", "PUT", "DELETE"],
+        route: Route::ConfigItem(Kind::Segments),
+    },
+    RouteSpec {
+        path: "/v1/segments/{name}/preview",
+        methods: &["GET"],
+        route: Route::SegmentPreview,
+    },
+    RouteSpec {
+        path: "/v1/segments/preview",
+        methods: &["POST"],
+        route: Route::RulePreview,
+    },
+    RouteSpec {
+        path: "/v1/campaigns",
+        methods: &["GET"],
+        route: Route::ConfigList(Kind::Campaigns),
+    },
+    RouteSpec {
+        path: "/v1/campaigns/{name}",
+        methods: &["GET", "PUT", "DELETE"],
+        route: Route::ConfigItem(Kind::Campaigns),
+    },
+    RouteSpec {
+        path: "/v1/templates",
+        methods: &["GET"],
+        route: Route::ConfigList(Kind::Templates),
+    },
+    RouteSpec {
+        path: "/v1/templates/{name}",
+        methods: &["GET", "PUT", "DELETE"],
+        route: Route::ConfigItem(Kind::Templates),
+    },
 ];
 
 /// What a request asks for, with its path parameters decoded.
@@ -63,6 +126,15 @@ pub enum Endpoint {
     Unsubscribe,
     ExportProfile { user_id: String },
     DeleteProfile { user_id: String },
+    GetConfig,
+    ConfigVersions,
+    Rollback,
+    ListConfig { kind: Kind },
+    GetConfigItem { kind: Kind, name: String },
+    PutConfigItem { kind: Kind, name: String },
+    DeleteConfigItem { kind: Kind, name: String },
+    PreviewSegment { name: String },
+    PreviewRule,
 }
 
 fn router() -> &'static Router<&'static RouteSpec> {
@@ -106,6 +178,26 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
         (Route::Profile, "DELETE") => Endpoint::DeleteProfile {
             user_id: param("user_id")?,
         },
+        (Route::Config, "GET") => Endpoint::GetConfig,
+        (Route::ConfigVersions, "GET") => Endpoint::ConfigVersions,
+        (Route::ConfigRollback, "POST") => Endpoint::Rollback,
+        (Route::ConfigList(kind), "GET") => Endpoint::ListConfig { kind },
+        (Route::ConfigItem(kind), "GET") => Endpoint::GetConfigItem {
+            kind,
+            name: param("name")?,
+        },
+        (Route::ConfigItem(kind), "PUT") => Endpoint::PutConfigItem {
+            kind,
+            name: param("name")?,
+        },
+        (Route::ConfigItem(kind), "DELETE") => Endpoint::DeleteConfigItem {
+            kind,
+            name: param("name")?,
+        },
+        (Route::SegmentPreview, "GET") => Endpoint::PreviewSegment {
+            name: param("name")?,
+        },
+        (Route::RulePreview, "POST") => Endpoint::PreviewRule,
         _ => {
             return Err(ApiError::MethodNotAllowed {
                 method,

@@ -273,6 +273,11 @@ where
                     Some(c.updated_at),
                 )
             }
+            BusEvent::ConfigPublished(_) => {
+                return Ok(vec![Outcome::Ignored {
+                    reason: "configuration publishes are for the re-evaluation".into(),
+                }]);
+            }
         };
         let campaigns = config.config.campaigns.triggered_by(trigger, segment);
         if campaigns.is_empty() {

@@ -20,6 +20,9 @@ pub enum LocalError {
         #[source]
         source: std::io::Error,
     },
+    /// The repository's configuration files, or publishing them.
+    #[error("configuration: {0}")]
+    Config(String),
     /// The JSONL sample or a generated event is malformed.
     #[error("input {what}: {reason}")]
     Input { what: String, reason: String },

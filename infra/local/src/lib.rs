@@ -30,10 +30,13 @@
 //! - [`pipeline`]: starting and stopping everything.
 //! - [`replay`]: JSONL replay and the summary. [`generate`]: the deterministic sample.
 //! - [`mail`]: reading sent mail from moto / LocalStack / fakecloud; HTML output.
+//! - [`config_files`]: the configuration as repository files and the `config` command
+//!   (validate, diff, publish, versions, rollback).
 //! - [`error`]: the crate's error enum.
 
 pub mod activity;
 pub mod clock;
+pub mod config_files;
 pub mod error;
 pub mod functions;
 pub mod generate;

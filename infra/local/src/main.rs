@@ -1,4 +1,4 @@
-//! `ember-local`: see the library docs. Subcommands: `generate`, `replay`, `serve`.
+//! `ember-local`: see the library docs. Subcommands: `generate`, `replay`, `serve`, `config`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use ember_aws::eventbridge::EventBridgeBus;
+use ember_aws::ledger::DynamoLedger;
+use ember_core::config::ConfigStore;
 use ember_local::clock::SimClock;
+use ember_local::config_files;
 use ember_local::generate::{generate, to_jsonl, GenerateOptions};
 use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
 
@@ -83,6 +87,38 @@ enum Command {
         #[arg(long, default_value = "out/local.env")]
         env_file: PathBuf,
     },
+    /// The runtime configuration (segments, campaigns, templates, catalog) as the
+    /// repository's files: validate, diff against the published version, publish, roll back.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+        /// The repository root the files are read from.
+        #[arg(long, default_value = ".", global = true)]
+        root: PathBuf,
+        /// The ledger table the versions are in (default: $LEDGER_TABLE).
+        #[arg(long, env = "LEDGER_TABLE", global = true)]
+        ledger_table: Option<String>,
+        /// The bus publishes are announced on (default: $EVENT_BUS_NAME).
+        #[arg(long, env = "EVENT_BUS_NAME", global = true)]
+        event_bus: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Check the files as the functions will (exit 1 with every problem).
+    Validate,
+    /// What the files change against the version in force.
+    Diff,
+    /// Publish the files as the next version (nothing when they are what is in force).
+    Publish {
+        #[arg(long, default_value = "published from the repository")]
+        note: String,
+    },
+    /// Every published version.
+    Versions,
+    /// Put version N's document in force again (as a new version).
+    Rollback { version: u64 },
 }
 
 fn parse_parameter(s: &str) -> Result<(String, String), String> {
@@ -207,6 +243,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
+        Command::Config {
+            action,
+            root,
+            ledger_table,
+            event_bus,
+        } => config_command(action, &root, ledger_table, event_bus).await,
         Command::Serve {
             template,
             listen,
@@ -247,6 +289,87 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             pipeline.stop(true).await;
+            Ok(())
+        }
+    }
+}
+
+async fn config_command(
+    action: ConfigAction,
+    root: &std::path::Path,
+    ledger_table: Option<String>,
+    event_bus: Option<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let local = config_files::load(root)?;
+    let problems = config_files::validate(&local);
+    if let ConfigAction::Validate = action {
+        if problems.is_empty() {
+            println!("configuration files are valid");
+            return Ok(());
+        }
+        return Err(format!(
+            "{} problem(s):\n{}",
+            problems.len(),
+            config_files::report(&problems)
+        )
+        .into());
+    }
+    let sdk = ember_aws::sdk_config().await;
+    let table = ledger_table.ok_or("set --ledger-table or LEDGER_TABLE")?;
+    let store = ConfigStore::new(Arc::new(DynamoLedger::from_conf(&sdk, table)));
+    let bus = || -> Result<EventBridgeBus, String> {
+        let name = event_bus
+            .clone()
+            .ok_or("set --event-bus or EVENT_BUS_NAME")?;
+        Ok(EventBridgeBus::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            name,
+        ))
+    };
+    match action {
+        ConfigAction::Validate => Ok(()),
+        ConfigAction::Diff => {
+            let base = ember_api::admin::current(&store).await?;
+            let lines = config_files::diff(&base.doc, &local);
+            println!("version in force: {}", base.version);
+            if lines.is_empty() {
+                println!("the files are what is in force");
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        ConfigAction::Publish { note } => {
+            let (version, changed) = config_files::publish(&store, &bus()?, &local, &note).await?;
+            println!("version in force: {version} ({} change(s))", changed.len());
+            for line in changed {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        ConfigAction::Versions => {
+            let current = store.current_version().await?;
+            for v in store.versions().await?.iter().rev() {
+                let mark = if v.version == current { "*" } else { " " };
+                println!(
+                    "{mark} {:>4}  {}  {}",
+                    v.version,
+                    v.published_at.to_rfc3339(),
+                    v.note
+                );
+            }
+            Ok(())
+        }
+        ConfigAction::Rollback { version } => {
+            let doc = store
+                .get(version)
+                .await?
+                .ok_or_else(|| format!("version {version} was never published"))?
+                .doc;
+            let note = format!("rollback to {version}");
+            let (now, _) = config_files::publish(&store, &bus()?, &doc, &note).await?;
+            println!("version in force: {now} (the document of version {version})");
             Ok(())
         }
     }

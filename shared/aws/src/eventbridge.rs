@@ -51,7 +51,7 @@ impl EventBridgeBus {
     fn entry(&self, event: &BusEvent) -> PutEventsRequestEntry {
         PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus_name)
-            .source(BusEvent::SOURCE)
+            .source(event.source())
             .detail_type(event.detail_type())
             .detail(event.detail_json())
             .build()

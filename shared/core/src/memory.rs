@@ -4,17 +4,19 @@
 //! - [`MemoryClaims`]: event-id claims granted again to their own origin, expiring;
 //! - [`MemoryLedger`]: keyed records with conditional create, compare-and-set, counters
 //!   (expiry is stored, not simulated: handlers under test run on fixed clocks);
+//! - [`MemoryBus`], [`MemoryDeadLetters`]: keep what they receive; fail while `down` is set;
 //! - [`environment`]: variables for `Settings::from_lookup`, without touching the process's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::ports::{
-    check_scan_segment, Claim, Erasures, EventClaims, Ledger, PortError, PortResult, ProfileStore,
+    check_scan_segment, BusEvent, Claim, DeadLetter, DeadLetterSink, Erasures, EventBus,
+    EventClaims, Ledger, PortError, PortResult, ProfileStore,
 };
 use crate::profile::Profile;
 
@@ -26,6 +28,67 @@ pub fn environment(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     move |k| map.get(k).cloned()
+}
+
+/// The bus: records what is published (clones share it); every publish fails while `down`.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryBus {
+    pub published: Arc<Mutex<Vec<BusEvent>>>,
+    pub down: Arc<AtomicBool>,
+}
+
+impl MemoryBus {
+    /// What was published since the last take.
+    pub fn take(&self) -> Vec<BusEvent> {
+        std::mem::take(&mut *lock(&self.published))
+    }
+}
+
+fn down(flag: &AtomicBool, stage: &'static str) -> PortResult<()> {
+    if flag.load(Ordering::SeqCst) {
+        return Err(PortError::Transient {
+            stage,
+            reason: "down".into(),
+        });
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn publish(&self, events: &[BusEvent]) -> Vec<PortResult<()>> {
+        if let Err(e) = down(&self.down, "memory.bus") {
+            return vec![Err(e); events.len()];
+        }
+        lock(&self.published).extend_from_slice(events);
+        vec![Ok(()); events.len()]
+    }
+}
+
+/// The dead-letter sink: keeps the letters; every send fails while `down`.
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetters {
+    pub letters: Mutex<Vec<DeadLetter>>,
+    pub down: AtomicBool,
+}
+
+impl MemoryDeadLetters {
+    pub fn len(&self) -> usize {
+        lock(&self.letters).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        lock(&self.letters).is_empty()
+    }
+}
+
+#[async_trait]
+impl DeadLetterSink for MemoryDeadLetters {
+    async fn send(&self, letters: &[DeadLetter]) -> PortResult<()> {
+        down(&self.down, "memory.dead_letters")?;
+        lock(&self.letters).extend_from_slice(letters);
+        Ok(())
+    }
 }
 
 /// Event-id claims in a map: `event id → (origin, expires at)`, and erased profile ids.

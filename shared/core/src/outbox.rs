@@ -151,6 +151,8 @@ impl Changes {
                     c.backfill = s.backfill;
                 }
                 BusEvent::CartUpdated(_) => c.cart = true,
+                // Published by the admin API, never by a profile write.
+                BusEvent::ConfigPublished(_) => {}
             }
         }
         (!events.is_empty()).then_some(c)

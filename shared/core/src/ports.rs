@@ -38,10 +38,24 @@ pub enum BusEvent {
     SegmentExited(SegmentChange),
     /// The cart's content changed; the email function schedules the abandonment re-check.
     CartUpdated(CartChange),
+    /// A configuration version was published (by the admin API): the re-evaluation backfills
+    /// existing profiles with it.
+    ConfigPublished(ConfigChange),
 }
 
 impl BusEvent {
+    /// The `source` of the profile events (enrich and the re-evaluation).
     pub const SOURCE: &'static str = "ember.enrich";
+    /// The `source` of the admin API's events.
+    pub const ADMIN_SOURCE: &'static str = "ember.api";
+
+    /// The EventBridge `source`.
+    pub fn source(&self) -> &'static str {
+        match self {
+            BusEvent::ConfigPublished(_) => BusEvent::ADMIN_SOURCE,
+            _ => BusEvent::SOURCE,
+        }
+    }
 
     /// The EventBridge `detail-type`.
     pub fn detail_type(&self) -> &'static str {
@@ -49,6 +63,16 @@ impl BusEvent {
             BusEvent::SegmentEntered(_) => "SegmentEntered",
             BusEvent::SegmentExited(_) => "SegmentExited",
             BusEvent::CartUpdated(_) => "CartUpdated",
+            BusEvent::ConfigPublished(_) => "ConfigPublished",
+        }
+    }
+
+    /// The event's deterministic id (consumers de-duplicate on it).
+    pub fn id(&self) -> &str {
+        match self {
+            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => &c.id,
+            BusEvent::CartUpdated(c) => &c.id,
+            BusEvent::ConfigPublished(c) => &c.id,
         }
     }
 
@@ -57,6 +81,7 @@ impl BusEvent {
         let v = match self {
             BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => serde_json::to_string(c),
             BusEvent::CartUpdated(c) => serde_json::to_string(c),
+            BusEvent::ConfigPublished(c) => serde_json::to_string(c),
         };
         v.unwrap_or_else(|_| "{}".to_owned())
     }
@@ -73,6 +98,9 @@ impl BusEvent {
             "CartUpdated" => serde_json::from_value(detail)
                 .ok()
                 .map(BusEvent::CartUpdated),
+            "ConfigPublished" => serde_json::from_value(detail)
+                .ok()
+                .map(BusEvent::ConfigPublished),
             _ => None,
         }
     }
@@ -105,6 +133,20 @@ pub struct SegmentChange {
 pub struct Decided {
     pub config_version: u64,
     pub backfill: bool,
+}
+
+/// A published configuration version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// `config:<version>`.
+    pub id: String,
+    pub version: u64,
+    /// The version it replaced.
+    pub based_on: u64,
+    pub at: DateTime<Utc>,
+    /// What changed (`segments/<name>`, `campaigns/<name>`, `templates/<name>`, `rollback`).
+    #[serde(default)]
+    pub changed: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

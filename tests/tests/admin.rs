@@ -1,0 +1,210 @@
+//! The configuration admin API against the emulator: versions in the real ledger table,
+//! announcements on a real EventBridge bus (read back through a rule's SQS queue), previews
+//! by a parallel scan of a real profiles table.
+
+use chrono::Duration;
+use ember_core::ports::{BusEvent, ProfileStore};
+use ember_core::profile::{Profile, Stamped};
+use ember_tests::api_support::{setup, Env};
+use serde_json::{json, Value};
+
+/// A segment of customers who bought at least `n` times.
+fn buyers(n: u64) -> Value {
+    json!({"description": "Repeat buyers", "when": {"trait": "purchase_count", "gte": n}})
+}
+
+fn vip_campaign(segment: &str) -> Value {
+    json!({"trigger": "segment_entered", "segment": segment, "template": "heat_match",
+           "delay": "0s", "daily_cap": 1, "priority": 10})
+}
+
+async fn version(env: &Env) -> u64 {
+    let (status, body) = env.admin("GET", "/v1/config", None).await;
+    assert_eq!(status, 200, "{body}");
+    body["version"].as_u64().expect("version")
+}
+
+fn published_versions(events: &[BusEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BusEvent::ConfigPublished(c) => Some(c.version),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused_with_every_problem_and_nothing_is_published() {
+    let env = setup().await;
+    assert_eq!(version(&env).await, 0, "the built-in configuration");
+    let campaign = json!({"trigger": "segment_entered", "segment": "nobody",
+                          "template": "heat_match", "delay": "soon", "daily_cap": 1});
+    let (status, body) = env
+        .admin("PUT", "/v1/campaigns/broken", Some(&campaign))
+        .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("invalid_config")),
+        "{body}"
+    );
+    let problems = body["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 1, "{body}");
+    assert_eq!(problems[0]["path"], "campaigns/broken");
+    assert!(
+        problems[0]["message"].as_str().unwrap().contains("soon"),
+        "{body}"
+    );
+
+    // A template that does not render, and a rule language error, at once through a
+    // rollback target that does not exist: each refused on its own.
+    let template = json!({"subject": "{{ nope.deeper }}", "html": "<p>x</p>", "text": "x"});
+    let (status, body) = env
+        .admin("PUT", "/v1/templates/heat_match", Some(&template))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["path"] == "templates/heat_match"));
+    let rule = json!({"when": {"trait": "heat_shu", "between": [5, 1]}});
+    let (status, body) = env.admin("PUT", "/v1/segments/odd", Some(&rule)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["problems"][0]["path"], "segments/odd");
+    let (status, body) = env
+        .admin("POST", "/v1/config/rollback", Some(&json!({"version": 7})))
+        .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &json!("config_item_not_found"))
+    );
+
+    assert_eq!(version(&env).await, 0, "the version in force keeps serving");
+    assert!(env.announcements().await.is_empty());
+}
+
+#[tokio::test]
+async fn changes_become_versions_announced_on_the_bus_and_rollback_restores_one() {
+    let env = setup().await;
+    // A dry run checks and publishes nothing.
+    let (status, body) = env
+        .admin("PUT", "/v1/segments/vip?dry_run=true", Some(&buyers(5)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"valid": true, "dry_run": true, "based_on": 0}));
+    assert_eq!(version(&env).await, 0);
+
+    let (status, body) = env
+        .admin(
+            "PUT",
+            "/v1/segments/vip?note=repeat-buyers",
+            Some(&buyers(5)),
+        )
+        .await;
+    assert_eq!((status, &body["version"]), (200, &json!(1)), "{body}");
+    let (status, body) = env
+        .admin(
+            "PUT",
+            "/v1/campaigns/vip_thanks",
+            Some(&vip_campaign("vip")),
+        )
+        .await;
+    assert_eq!((status, &body["version"]), (200, &json!(2)), "{body}");
+    let (_, item) = env.admin("GET", "/v1/campaigns/vip_thanks", None).await;
+    assert_eq!(item["item"]["segment"], "vip");
+    assert_eq!(item["version"], 2);
+
+    // The same request again (its answer was lost): nothing new, announced again.
+    let (status, body) = env
+        .admin(
+            "PUT",
+            "/v1/campaigns/vip_thanks",
+            Some(&vip_campaign("vip")),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["version"], &body["unchanged"]),
+        (&json!(2), &json!(true))
+    );
+
+    // A campaign still needs its segment: deleting it is refused.
+    let (status, body) = env.admin("DELETE", "/v1/segments/vip", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["problems"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown segment"));
+
+    // Rollback to version 1: its document in force again, as version 3.
+    let (status, body) = env
+        .admin("POST", "/v1/config/rollback", Some(&json!({"version": 1})))
+        .await;
+    assert_eq!((status, &body["version"]), (200, &json!(3)), "{body}");
+    let (status, _) = env.admin("GET", "/v1/campaigns/vip_thanks", None).await;
+    assert_eq!(status, 404);
+    let (_, segments) = env.admin("GET", "/v1/segments", None).await;
+    assert_eq!(segments["segments"]["vip"]["when"]["gte"], 5);
+
+    let (_, versions) = env.admin("GET", "/v1/config/versions", None).await;
+    assert_eq!(versions["in_force"], 3);
+    let notes: Vec<&str> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["note"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        notes,
+        ["rollback to 1", "campaigns/vip_thanks", "repeat-buyers"]
+    );
+    let mut announced = published_versions(&env.announcements().await);
+    announced.sort_unstable();
+    assert_eq!(announced, [1, 2, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_preview_counts_who_matches_now_by_a_scan() {
+    let env = setup().await;
+    let store = env.profiles();
+    let now = ember_tests::api_support::now();
+    for i in 0..9u64 {
+        let mut p = Profile::new(format!("u-preview-{i}"));
+        p.version = 1;
+        p.purchase_count = i;
+        p.last_seen = Some(now - Duration::days(40));
+        p.email = Some(Stamped::undated(format!("p{i}@example.com")));
+        store.put(&p, 0).await.expect("put");
+    }
+    let (status, body) = env
+        .admin("POST", "/v1/segments/preview", Some(&buyers(6)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["matching"], &body["profiles_scanned"]),
+        (&json!(3), &json!(9)),
+        "{body}"
+    );
+    assert_eq!(
+        body["sample_ids"],
+        json!(["u-preview-6", "u-preview-7", "u-preview-8"])
+    );
+    // The published churn_risk rule: 2+ purchases and 30 days away.
+    let (status, body) = env
+        .admin("GET", "/v1/segments/churn_risk/preview", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["matching"], &body["version"]),
+        (&json!(7), &json!(0))
+    );
+    let (status, body) = env
+        .admin(
+            "POST",
+            "/v1/segments/preview",
+            Some(&json!({"when": {"trait": "nope", "gt": 1}})),
+        )
+        .await;
+    assert_eq!((status, &body["error"]), (400, &json!("invalid_config")));
+}
