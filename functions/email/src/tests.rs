@@ -149,6 +149,31 @@ async fn segment_event_sends_one_personalised_email_with_one_click_unsubscribe()
         "{again:?}"
     );
     assert_eq!(email.mailer.count(), 1);
+    // The built-in configuration is version 0, named in a header and in the send record.
+    assert_eq!(header(crate::handler::CONFIG_VERSION_HEADER), "0");
+    let sends = email.ledger.query("send#u-1001", "churn_winback#").await;
+    assert_eq!(sends.unwrap()[0].1["config_version"], 0);
+}
+
+#[tokio::test]
+async fn backfill_entries_send_only_for_campaigns_that_opt_in() {
+    let now = at("2026-11-20T14:05:10Z");
+    let mut backfill = event(CHURN);
+    backfill.detail["backfill"] = true.into();
+    let skipping = email_with(churner(), None);
+    let out = skipping.handle(&backfill, now).await.unwrap();
+    assert_eq!(skips(&out), [Some(Skip::Backfill)], "{out:?}");
+    assert_eq!(skipping.mailer.count(), 0);
+
+    let opted_in = crate::campaign::SOURCE.replace(
+        "    offer: { code: COMEBACK15, percent: 15, valid_days: 14 }",
+        "    offer: { code: COMEBACK15, percent: 15, valid_days: 14 }\n    on_backfill: send",
+    );
+    assert!(opted_in.contains("on_backfill: send"));
+    let sending = email_with(churner(), Some(&opted_in));
+    let out = sending.handle(&backfill, now).await.unwrap();
+    assert!(out.iter().any(Outcome::is_sent), "{out:?}");
+    assert_eq!(sending.mailer.count(), 1);
 }
 
 #[tokio::test]

@@ -119,7 +119,14 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         event: &EventBridgeEvent<serde_json::Value>,
         request_id: &str,
     ) -> PortResult<RunStats> {
-        let at = event.time.unwrap_or_else(Utc::now);
+        // A publish's backfill evaluates at the publish time it carries (the publisher's
+        // clock, which the local runner simulates), the schedule at the event's time.
+        let published_at = (event.detail_type == CONFIG_PUBLISHED)
+            .then(|| event.detail["at"].as_str())
+            .flatten()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let at = published_at.or(event.time).unwrap_or_else(Utc::now);
         let span = tracing::info_span!("reevaluate", request_id, at = %at.to_rfc3339());
         let started = std::time::Instant::now();
         let backfill = event.detail_type == CONFIG_PUBLISHED;

@@ -18,6 +18,8 @@ pub struct Template {
     pub parameters: BTreeMap<String, Value>,
     pub conditions: BTreeMap<String, Value>,
     pub resources: BTreeMap<String, Resource>,
+    /// `Globals.Function.Environment.Variables` but `RUST_LOG` (the local run sets its own).
+    pub global_environment: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,9 +92,20 @@ impl Template {
                 },
             );
         }
+        let global_environment = json
+            .pointer("/Globals/Function/Environment/Variables")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "RUST_LOG")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Template {
             parameters,
             conditions,
+            global_environment,
             resources,
         })
     }
@@ -138,13 +151,18 @@ impl Template {
     pub fn functions(&self) -> Result<Vec<FunctionSpec>, LocalError> {
         let mut out = Vec::new();
         for r in self.of_kind("AWS::Serverless::Function") {
-            out.push(FunctionSpec::from_resource(r)?);
+            let mut f = FunctionSpec::from_resource(r)?;
+            // As SAM does: the globals, unless the function sets the variable itself.
+            for (name, value) in &self.global_environment {
+                f.environment
+                    .entry(name.clone())
+                    .or_insert_with(|| value.clone());
+            }
+            out.push(f);
         }
         Ok(out)
     }
 
-    /// The `Globals.Function.Environment.Variables` are merged by SAM into every function;
-    /// this template keeps only `RUST_LOG` there, which the local run sets itself.
     pub fn resource(&self, logical_id: &str) -> Result<&Resource, LocalError> {
         self.resources
             .get(logical_id)
