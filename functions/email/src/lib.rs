@@ -8,6 +8,7 @@
 //!   and cross-checked, every problem with its path; the built-in version.
 //! - [`render`]: product catalog (`catalog.json`), recommendations by heat, money formatting
 //!   and the strict minijinja templates (`templates/`).
+//! - [`filters`]: the template filters (human numbers, heat bands, links, sentences).
 //! - [`handler`]: the send flow, generic over the ports (profiles, ledger, mailer, stream).
 //! - [`send_record`]: the send record's states (claimed → sending → sent / rejected /
 //!   unknown), claims with an owner, takeover of stale claims, operator re-drive.
@@ -25,6 +26,7 @@ pub mod compiled;
 pub mod deps;
 pub mod error;
 pub mod feedback;
+pub mod filters;
 pub mod handler;
 pub mod render;
 pub mod send_record;

@@ -194,40 +194,6 @@ pub fn format_money(minor: i64, currency: &str) -> String {
     }
 }
 
-/// `{{ list|length }}`: items of a sequence or map, characters of a string.
-fn length(value: minijinja::Value) -> Result<usize, minijinja::Error> {
-    value.len().ok_or_else(|| {
-        minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            format!("cannot take the length of {}", value.kind()),
-        )
-    })
-}
-
-/// The `href` filter: an `http(s)` URL escaped for an HTML attribute (`&`, `<`, `>`, quotes)
-/// but with its slashes intact, so SES click tracking can rewrite it. Anything else (e.g.
-/// `javascript:` in a cart item's URL sent by a client) becomes `#`.
-fn href(url: String) -> minijinja::Value {
-    let url = url.trim();
-    let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
-        return minijinja::Value::from_safe_string("#".into());
-    }
-    let mut out = String::with_capacity(url.len());
-    for c in url.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    minijinja::Value::from_safe_string(out)
-}
-
 /// Human-readable Scoville units: `2,200`, `1,000,000`.
 pub fn format_shu(shu: u64) -> String {
     let digits = shu.to_string();
@@ -327,10 +293,7 @@ impl Renderer {
     ) -> Result<Renderer, Vec<Problem>> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.add_filter("href", href);
-        // minijinja is built without its builtins (binary size); `length` is the one the
-        // templates use.
-        env.add_filter("length", length);
+        crate::filters::register(&mut env);
         let mut problems = Vec::new();
         for (name, source) in sources {
             if let Err(e) = env.add_template_owned(name.clone(), source.clone()) {
@@ -468,6 +431,7 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filters::length;
     use crate::campaign::{Campaigns, Known};
     use ember_core::profile::{CartItem, DecayedValue, Stamped};
 
@@ -615,13 +579,18 @@ mod tests {
     fn heat_match_recommends_bottles_at_the_customers_heat_level() {
         let mut p = Profile::new("u-3");
         p.name = Some(Stamped::undated("Bo"));
-        p.heat = heat(300_000.0);
+        p.heat = heat(1_833_386.0);
         let out = render("heat_match", &p).unwrap();
         assert_eq!(
             out.subject,
-            "Bo, sauces matched to your heat level (300,000 SHU)"
+            "Bo, sauces matched to your heat level (extra-hot, about 1.8 million SHU)"
         );
-        assert!(out.text.contains("around 300,000 Scoville heat units"));
+        assert!(out
+            .text
+            .contains("You like it extra-hot: about 1.8 million Scoville heat units"));
+        // The shop's name ends with a period: the footer's sentence has just that one.
+        assert!(out.text.contains("to hear from Ember Hot Sauce Co.\n"), "{}", out.text);
+        assert!(!out.html.contains("Co.."));
         assert!(out.text.contains("Matched to your heat level:"));
         assert!(!out.text.contains("Our best sellers"));
         assert!(!out.html.contains("{{") && !out.text.contains("{{"));
