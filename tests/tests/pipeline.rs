@@ -150,7 +150,7 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
         .expect("heat_match email");
     assert_eq!(
         heat_mail.subject,
-        "Hiro, sauces matched to your heat level (900,000 SHU)"
+        "Hiro, sauces matched to your heat level (extra-hot, about 900,000 SHU)"
     );
     assert!(
         heat_mail
