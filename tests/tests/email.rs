@@ -68,6 +68,7 @@ async fn env_on(aws: Aws) -> Env {
         stream_name: stream.clone(),
         configuration_set: None,
         config_ttl: std::time::Duration::ZERO,
+        send_rate: ember_email::send_rate::SendRate::UNLIMITED,
         message: MessageSettings {
             sender: format!("Ember Hot Sauce Co. <{sender}>"),
             public_base_url: "https://shop.example".into(),

@@ -114,6 +114,27 @@ fn backfilled(p: &Pipeline, segment: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The send-rate counters in the ledger: emails per second.
+async fn sends_per_second(aws: &Aws, ledger_table: &str) -> BTreeMap<String, u64> {
+    let items = aws
+        .dynamodb
+        .scan()
+        .table_name(ledger_table)
+        .send()
+        .await
+        .expect("scan the ledger")
+        .items
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|item| {
+            let pk = item.get("pk")?.as_s().ok()?;
+            let count = item.get("count")?.as_n().ok()?.parse().ok()?;
+            pk.starts_with("rate#").then(|| (pk.clone(), count))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn published_configuration_drives_the_running_pipeline() {
     let aws = Aws::from_env().await.expect("emulator environment");
@@ -122,7 +143,9 @@ async fn published_configuration_drives_the_running_pipeline() {
         .flat_map(|id| browsing_customer(id, at("2026-11-20T07:00:00Z")))
         .collect();
     // Functions look for a new version on every invocation (deployed: once a minute).
-    let (pipeline, mut ropts) = start_pipeline_with(&aws, &fans, &[("ConfigTtlSeconds", "0")])
+    // A send rate of 2 a second: the opt-in backfill's four emails need two seconds.
+    let parameters = [("ConfigTtlSeconds", "0"), ("SesMaxSendRate", "2")];
+    let (pipeline, mut ropts) = start_pipeline_with(&aws, &fans, &parameters)
         .await
         .expect("pipeline starts");
     ropts.tail = chrono::Duration::hours(1);
@@ -161,6 +184,7 @@ async fn published_configuration_drives_the_running_pipeline() {
     let after_opt_in = settle(&pipeline).await;
     let opt_in_sends = ledger.query("send#u-fan-1", "look_again#").await;
     let fan = aws.get_profile(&profiles_table, "u-fan-1").await;
+    let per_second = sends_per_second(&aws, &ledger_table).await;
     pipeline.stop(true).await;
 
     first.expect("first replay");
@@ -216,6 +240,14 @@ async fn published_configuration_drives_the_running_pipeline() {
         "{heat_subjects:?}"
     );
     assert!(per_customer.values().all(|n| *n == 1), "{per_customer:?}");
+    assert!(
+        per_second.values().all(|n| *n <= 2),
+        "no second holds more than the rate: {per_second:?}"
+    );
+    assert!(
+        per_second.values().sum::<u64>() >= 5,
+        "every email took a slot: {per_second:?}"
+    );
     let opt_in_sends = opt_in_sends.expect("send records");
     assert_eq!(opt_in_sends.len(), 1);
     assert_eq!(opt_in_sends[0].1["config_version"], 7);

@@ -265,6 +265,7 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
         stream_name: stream.clone(),
         configuration_set: None,
         config_ttl: std::time::Duration::ZERO,
+        send_rate: ember_email::send_rate::SendRate::UNLIMITED,
         message: MessageSettings {
             sender: format!("Shop <shop@{domain}>"),
             public_base_url: "https://shop.example".into(),

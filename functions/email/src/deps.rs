@@ -15,12 +15,31 @@ use ember_core::unsubscribe::Keys;
 use crate::error::EmailError;
 use crate::feedback::Feedback;
 use crate::handler::{Email, MessageSettings};
+use crate::send_rate::SendRate;
 
 /// Reads a required, non-blank variable.
 fn required(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Result<String, EmailError> {
     lookup(name)
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| EmailError::Config(format!("environment variable {name} is not set")))
+}
+
+/// How long a send waits for a free slot of the rate before it is deferred to a timer.
+const SEND_RATE_MAX_WAIT_SECONDS: u32 = 2;
+
+fn send_rate_from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<SendRate, EmailError> {
+    let per_second = match lookup("EMAIL_SEND_RATE_PER_SECOND").filter(|v| !v.trim().is_empty()) {
+        None => 0,
+        Some(raw) => raw.trim().parse::<u64>().map_err(|_| {
+            EmailError::Config(format!(
+                "EMAIL_SEND_RATE_PER_SECOND must be a whole number of emails per second (0: no limit), got {raw:?}"
+            ))
+        })?,
+    };
+    Ok(SendRate {
+        per_second,
+        max_wait_seconds: SEND_RATE_MAX_WAIT_SECONDS,
+    })
 }
 
 /// What the `email` function reads from its environment.
@@ -38,6 +57,9 @@ pub struct Settings {
     pub message: MessageSettings,
     /// `CONFIG_TTL_SECONDS` (optional, default 60): how soon a published version is used.
     pub config_ttl: std::time::Duration,
+    /// `EMAIL_SEND_RATE_PER_SECOND` (optional, default 0 = no limit): the SES account's
+    /// sending rate, held across concurrent invocations.
+    pub send_rate: SendRate,
 }
 
 impl Settings {
@@ -51,6 +73,7 @@ impl Settings {
             stream_name: required(&lookup, "STREAM_NAME")?,
             configuration_set: lookup("SES_CONFIGURATION_SET").filter(|s| !s.trim().is_empty()),
             config_ttl: ttl_from_lookup(&lookup).map_err(EmailError::Config)?,
+            send_rate: send_rate_from_lookup(&lookup)?,
             message: MessageSettings {
                 sender: required(&lookup, "EMBER_SENDER")?,
                 public_base_url: required(&lookup, "EMBER_PUBLIC_BASE_URL")?,
@@ -96,6 +119,7 @@ impl Deps {
             stream: KinesisEventStream::from_conf(sdk, settings.stream_name),
             config,
             settings: settings.message,
+            send_rate: settings.send_rate,
         })
     }
 }

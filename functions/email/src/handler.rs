@@ -6,7 +6,7 @@
 //! 2. address present, marketing consent, not suppressed (profile flag or hashed ledger entry);
 //! 3. not sent before (a send record exists → duplicate);
 //! 4. outside quiet hours in the user's zone, else deferred to a timer at the window's end;
-//! 5. render (strict templates);
+//! 5. render (strict templates), then a slot of the global send rate (else deferred);
 //! 6. the send record `send#<profile>` / `<campaign>#<trigger>` ([`SendState`]) is claimed;
 //! 7. frequency caps (campaign per day, global per day; charged once per trigger);
 //! 8. SES send, at most once per trigger: the send record ([`crate::send_record`]) makes the
@@ -35,6 +35,7 @@ use crate::campaign::{Campaign, Campaigns, OnBackfill, Trigger};
 use crate::compiled::Compiled;
 use crate::error::EmailError;
 use crate::render::Links;
+use crate::send_rate::{self, SendRate, Slot};
 use crate::send_record::{
     recorded_state, send_pk, send_sk, unknown_outcome_metric, Claimed, Recorded, SendRecord,
     SendState,
@@ -157,6 +158,8 @@ pub struct Email<P, L, M, S> {
     /// Rules, campaigns and templates in force (the built-in ones until a publish).
     pub config: ConfigSource<Compiled>,
     pub settings: MessageSettings,
+    /// The most emails per second across all invocations (the SES account's rate).
+    pub send_rate: SendRate,
 }
 
 /// The configuration version one invocation uses throughout.
@@ -460,6 +463,13 @@ where
             .config
             .renderer
             .render(campaign, profile, &links, now)?;
+        if let Slot::Later(until) = send_rate::take(&self.ledger, self.send_rate, now).await? {
+            timers::schedule(self, &profile.id, candidate, until, "send_rate", now).await?;
+            return Ok(Outcome::Deferred {
+                campaign: campaign.name.clone(),
+                until,
+            });
+        }
 
         let record = SendRecord {
             pk: &pk,

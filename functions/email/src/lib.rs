@@ -12,6 +12,7 @@
 //! - [`handler`]: the send flow, generic over the ports (profiles, ledger, mailer, stream).
 //! - [`send_record`]: the send record's states (claimed → sending → sent / rejected /
 //!   unknown), claims with an owner, takeover of stale claims, operator re-drive.
+//! - [`send_rate`]: the global emails-per-second limit, shared through the ledger.
 //! - [`timers`]: delayed and quiet-hours-deferred sends, and the scheduled sweeper.
 //! - [`feedback`]: SES event notifications (EventBridge or SNS) → suppressions and events.
 //! - [`tags`]: SES message tags (`campaign`, reversible `profile_id`).
@@ -29,6 +30,7 @@ pub mod feedback;
 pub mod filters;
 pub mod handler;
 pub mod render;
+pub mod send_rate;
 pub mod send_record;
 pub mod tags;
 pub mod timers;

@@ -431,8 +431,8 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filters::length;
     use crate::campaign::{Campaigns, Known};
+    use crate::filters::length;
     use ember_core::profile::{CartItem, DecayedValue, Stamped};
 
     #[test]
@@ -589,7 +589,11 @@ mod tests {
             .text
             .contains("You like it extra-hot: about 1.8 million Scoville heat units"));
         // The shop's name ends with a period: the footer's sentence has just that one.
-        assert!(out.text.contains("to hear from Ember Hot Sauce Co.\n"), "{}", out.text);
+        assert!(
+            out.text.contains("to hear from Ember Hot Sauce Co.\n"),
+            "{}",
+            out.text
+        );
         assert!(!out.html.contains("Co.."));
         assert!(out.text.contains("Matched to your heat level:"));
         assert!(!out.text.contains("Our best sellers"));

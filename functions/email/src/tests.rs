@@ -50,6 +50,7 @@ fn email_with(profile: Profile, campaigns_yaml: Option<&str>) -> TestEmail {
             public_base_url: "https://shop.example".into(),
             unsubscribe_keys: keys(),
         },
+        send_rate: crate::send_rate::SendRate::UNLIMITED,
     }
 }
 
