@@ -6,7 +6,10 @@
 #  2. builds ember-local;
 #  3. replays events/pipeline/sample.jsonl (300 shoppers, one simulated week) through the
 #     local HTTP API -> Kinesis -> enrich -> EventBridge -> email, on a clock that follows
-#     event time, then prints the summary and writes every sent email to out/emails/.
+#     event time, then prints the summary and writes every sent email to out/emails/;
+#  4. while the pipeline still runs, publishes a new subject line for the heat_match template
+#     through the admin API (events/pipeline/publish-subject.json), replays a few more
+#     shoppers (events/pipeline/after-publish.jsonl) and shows their emails using it.
 #
 # Extra arguments go to `ember-local replay` (e.g. `--keep`, `--sweep-every-mins 5`).
 # EMBER_SAMPLE=path replays another JSONL file.
@@ -40,4 +43,5 @@ fi
 
 rm -rf out/emails
 echo "== replaying $SAMPLE against $AWS_ENDPOINT_URL"
-"$BIN" replay "$SAMPLE" --template template.yaml --emails out/emails "$@"
+"$BIN" replay "$SAMPLE" --template template.yaml --emails out/emails \
+  --publish events/pipeline/publish-subject.json --then events/pipeline/after-publish.jsonl "$@"

@@ -52,29 +52,8 @@ pub async fn admin_call(
     path: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let text = body.map(Value::to_string).unwrap_or_default();
-    let request = hyper::Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", pipeline.base_url()))
-        .header("x-api-key", PipelineOptions::default().admin_key)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(text)))
-        .expect("request");
-    let response = client.request(request).await.expect("admin call");
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
+    let key = PipelineOptions::default().admin_key;
+    ember_local::config_files::admin_call(&pipeline.base_url(), &key, method, path, body)
         .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+        .expect("admin call")
 }

@@ -208,3 +208,73 @@ async fn a_preview_counts_who_matches_now_by_a_scan() {
         .await;
     assert_eq!((status, &body["error"]), (400, &json!("invalid_config")));
 }
+
+#[tokio::test]
+async fn a_new_subject_line_is_one_part_of_a_template() {
+    let env = setup().await;
+    let (_, before) = env.admin("GET", "/v1/templates/heat_match", None).await;
+    let subject = json!({"subject": "{{ heat_shu|heat_band if heat_shu else 'Fresh' }} picks"});
+    let (status, body) = env
+        .admin("PUT", "/v1/templates/heat_match", Some(&subject))
+        .await;
+    assert_eq!((status, &body["version"]), (200, &json!(1)), "{body}");
+    let (_, after) = env.admin("GET", "/v1/templates/heat_match", None).await;
+    assert_eq!(after["item"]["subject"], subject["subject"]);
+    assert_eq!(after["item"]["html"], before["item"]["html"]);
+    assert_eq!(after["item"]["text"], before["item"]["text"]);
+
+    // Without its HTML part the template can no longer serve its campaigns: refused.
+    let (status, body) = env
+        .admin(
+            "PUT",
+            "/v1/templates/heat_match",
+            Some(&json!({"html": null})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let paths: Vec<&str> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["campaigns/heat_match", "campaigns/mild_discovery"]);
+}
+
+#[tokio::test]
+async fn the_repository_files_publish_through_the_same_path() {
+    use ember_local::config_files;
+    let env = setup().await;
+    let local = config_files::load(&ember_tests::emulator::workspace_root()).expect("files");
+    assert!(config_files::validate(&local).is_empty());
+    let store = env.deps.config_store();
+    // The files are the built-in configuration: publishing them makes it version 1 …
+    let (version, changed) = config_files::publish(&store, env.deps.bus.as_ref(), &local, "git")
+        .await
+        .expect("publish");
+    assert_eq!((version, changed), (1, vec![]));
+    // … and publishing them again changes nothing.
+    let (again, _) = config_files::publish(&store, env.deps.bus.as_ref(), &local, "git")
+        .await
+        .expect("publish again");
+    assert_eq!(again, 1);
+    // An edited file is a new version, and the diff names what changed.
+    let mut edited = local.clone();
+    edited.segments["segments"][1]["when"]["gte"] = json!(60_000);
+    let (version, changed) = config_files::publish(&store, env.deps.bus.as_ref(), &edited, "git")
+        .await
+        .expect("publish the edit");
+    assert_eq!(
+        (version, changed),
+        (2, vec!["~ segments/high_heat_lover".to_owned()])
+    );
+    let mut broken = edited.clone();
+    broken.campaigns["campaigns"][0]["delay"] = json!("later");
+    let err = config_files::publish(&store, env.deps.bus.as_ref(), &broken, "git")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("campaigns/cart_abandonment"), "{err}");
+    assert_eq!(store.current_version().await.unwrap(), 2);
+    assert_eq!(published_versions(&env.announcements().await), [1, 1, 2]);
+}

@@ -167,7 +167,11 @@ fn set_template(
                 name,
             )))
         }
-        None => Map::new(),
+        // Deleting the template removes every part.
+        None => TEMPLATE_PARTS
+            .iter()
+            .map(|(part, _)| ((*part).to_owned(), Value::Null))
+            .collect(),
         Some(Value::Object(parts)) => parts,
         Some(_) => {
             return Err(ApiError::InvalidRequest(
@@ -175,22 +179,27 @@ fn set_template(
             ))
         }
     };
-    if let Some(bad) = parts
-        .iter()
-        .find(|(k, v)| !v.is_string() || !TEMPLATE_PARTS.iter().any(|(p, _)| p == k))
-    {
+    if let Some(bad) = parts.iter().find(|(k, v)| {
+        !(v.is_string() || v.is_null()) || !TEMPLATE_PARTS.iter().any(|(p, _)| p == k)
+    }) {
         return Err(ApiError::InvalidRequest(format!(
-            "template part {:?} is not one of subject, html, text with a string value",
+            "template part {:?} is not one of subject, html, text with a text (or null) value",
             bad.0
         )));
     }
-    // The template is what the body says: parts it leaves out are removed.
     for (part, ext) in TEMPLATE_PARTS {
         let file = format!("{name}.{ext}");
-        match parts.get(part).and_then(Value::as_str) {
-            Some(source) => templates.insert(file, source.to_owned()),
-            None => templates.remove(&file),
-        };
+        match parts.get(part) {
+            // A part the body leaves out stays as it is (a new subject line alone is a PUT
+            // of `{"subject": …}`); `null` removes it.
+            None => {}
+            Some(Value::String(source)) => {
+                templates.insert(file, source.clone());
+            }
+            Some(_) => {
+                templates.remove(&file);
+            }
+        }
     }
     Ok(())
 }

@@ -127,6 +127,61 @@ pub async fn publish(
     Ok((done.version, changed))
 }
 
+/// One call to an Ember HTTP API with an admin key: the status and the JSON answer.
+pub async fn admin_call(
+    base_url: &str,
+    admin_key: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), LocalError> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let failed = |e: String| LocalError::pipeline("admin call", format!("{method} {path}: {e}"));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let text = body.map(Value::to_string).unwrap_or_default();
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", base_url.trim_end_matches('/')))
+        .header("x-api-key", admin_key)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(text)))
+        .map_err(|e| failed(e.to_string()))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// One change of a `--publish` file: `{"method", "path", "body"}`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Change {
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+/// Reads a `--publish` file: a JSON list of changes for the admin API.
+pub fn read_changes(path: &Path) -> Result<Vec<Change>, LocalError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LocalError::Config(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| LocalError::Config(format!("{}: {e}", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

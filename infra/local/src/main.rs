@@ -69,6 +69,13 @@ enum Command {
         keep: bool,
         #[arg(long)]
         no_progress: bool,
+        /// After the replay: configuration changes to publish through the admin API (a
+        /// JSON list of `{"method", "path", "body"}`), while the pipeline keeps running.
+        #[arg(long)]
+        publish: Option<PathBuf>,
+        /// Events replayed after the publish (JSONL), to show what the change does.
+        #[arg(long, requires = "publish")]
+        then: Option<PathBuf>,
     },
     /// Provision and serve the HTTP API on the wall clock until Ctrl-C.
     Serve {
@@ -200,6 +207,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             concurrency,
             keep,
             no_progress,
+            publish,
+            then,
         } => {
             let events = ember_local::replay::read_jsonl(&input)?;
             let first = ember_local::replay::first_event_time(&events)
@@ -234,9 +243,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             };
             let result = replay(&pipeline, events, &ropts, Some(&emails)).await;
+            let act_two = match (&result, &publish) {
+                (Ok(first), Some(changes)) => Some(
+                    publish_and_replay(&pipeline, first, changes, then.as_deref(), &ropts, &emails)
+                        .await,
+                ),
+                _ => None,
+            };
             pipeline.stop(!keep).await;
             let summary = result?;
             println!("\n{summary}");
+            if let Some(report) = act_two {
+                println!("{}", report?);
+            }
             println!(
                 "emails written to    {}",
                 emails.join("index.html").display()
@@ -373,4 +392,58 @@ async fn config_command(
             Ok(())
         }
     }
+}
+
+/// Publishes the changes in `changes` through the pipeline's admin API, replays `then`, and
+/// reports the versions published and the emails sent after them.
+async fn publish_and_replay(
+    pipeline: &Pipeline,
+    before: &ember_local::ReplaySummary,
+    changes: &std::path::Path,
+    then: Option<&std::path::Path>,
+    ropts: &ReplayOptions,
+    emails: &std::path::Path,
+) -> Result<String, Box<dyn std::error::Error>> {
+    use std::fmt::Write as _;
+    let mut out = String::from("\nconfiguration published while the pipeline runs:\n");
+    let admin_key = PipelineOptions::default().admin_key;
+    for change in config_files::read_changes(changes)? {
+        let (status, body) = config_files::admin_call(
+            &pipeline.base_url(),
+            &admin_key,
+            &change.method,
+            &change.path,
+            change.body.as_ref(),
+        )
+        .await?;
+        if status != 200 {
+            return Err(format!("{} {}: {status} {body}", change.method, change.path).into());
+        }
+        let _ = writeln!(
+            out,
+            "  {} {:<40} -> version {}",
+            change.method, change.path, body["version"]
+        );
+    }
+    let Some(then) = then else {
+        return Ok(out);
+    };
+    let events = ember_local::replay::read_jsonl(then)?;
+    let after = replay(pipeline, events, ropts, Some(emails)).await?;
+    let mut new: Vec<_> = after
+        .emails
+        .iter()
+        .filter(|e| !before.emails.iter().any(|b| b.id == e.id))
+        .collect();
+    new.sort_by(|a, b| a.to.cmp(&b.to));
+    let _ = writeln!(
+        out,
+        "emails after it      {} (from {}):",
+        new.len(),
+        then.display()
+    );
+    for e in new {
+        let _ = writeln!(out, "  {:<28} {}", e.to.join(", "), e.subject);
+    }
+    Ok(out)
 }
