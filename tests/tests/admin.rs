@@ -4,7 +4,7 @@
 
 use chrono::Duration;
 use ember_core::ports::{BusEvent, ProfileStore};
-use ember_core::profile::{Profile, Stamped};
+use ember_core::profile::{Consent, Profile, Stamped};
 use ember_tests::api_support::{setup, Env};
 use serde_json::{json, Value};
 
@@ -175,6 +175,13 @@ async fn a_preview_counts_who_matches_now_by_a_scan() {
         p.purchase_count = i;
         p.last_seen = Some(now - Duration::days(40));
         p.email = Some(Stamped::undated(format!("p{i}@example.com")));
+        if i % 2 == 0 {
+            let consent = Consent {
+                granted: true,
+                at: Some(now),
+            };
+            p.consent.insert("email".into(), consent);
+        }
         store.put(&p, 0).await.expect("put");
     }
     let (status, body) = env
@@ -207,6 +214,21 @@ async fn a_preview_counts_who_matches_now_by_a_scan() {
         )
         .await;
     assert_eq!((status, &body["error"]), (400, &json!("invalid_config")));
+
+    // The churn win-back campaign: the seven churners, four of whom gave email consent.
+    let (status, body) = env
+        .admin("GET", "/v1/campaigns/churn_winback/preview", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["targeted"], &body["would_send_now"], &body["skipped"]),
+        (&json!(7), &json!(4), &json!({"no_consent": 3})),
+        "{body}"
+    );
+    assert_eq!(
+        body["sample_ids"],
+        json!(["u-preview-2", "u-preview-4", "u-preview-6", "u-preview-8"])
+    );
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@
 //! | `GET /v1/config`, `/v1/config/versions`, `POST /v1/config/rollback` | admin key | the configuration version in force, every version, rollback |
 //! | `GET /v1/{segments,campaigns,templates}[/{name}]`, `PUT`/`DELETE …/{name}` | admin key | runtime configuration, validated and published as a new version (`?dry_run=true`) |
 //! | `GET /v1/segments/{name}/preview`, `POST /v1/segments/preview` | admin key | who matches a segment now (parallel scan) |
+//! | `GET /v1/campaigns/{name}/preview` | admin key | how many emails a campaign would send now, and why not the others |
 //!
 //! The OpenAPI document `openapi.yaml` beside this crate's `Cargo.toml` describes them; a test
 //! keeps it in step with [`router::ROUTES`] and [`error::ERROR_CODES`].
@@ -23,7 +24,7 @@
 //! - [`webhooks`]: signature schemes and provider mappings.
 //! - [`unsubscribe`], [`privacy`]: consent withdrawal, export and erasure.
 //! - [`admin`]: the configuration admin API and the one publish path (also used by the
-//!   `ember-local config` command); [`preview`]: segment previews by parallel scan.
+//!   `ember-local config` command); [`preview`]: segment and campaign previews by parallel scan.
 //! - [`auth`]: hashed API keys, constant-time comparison.
 //! - [`http`]: body limit, content type, JSON parsing and responses.
 //! - [`config`]: [`Settings`] from the environment (`Settings::from_lookup`).
@@ -105,6 +106,7 @@ async fn dispatch(
         }
         Endpoint::PreviewSegment { name } => preview::published(deps, req, &name).await,
         Endpoint::PreviewRule => preview::posted(deps, req).await,
+        Endpoint::PreviewCampaign { name } => preview::campaign(deps, req, &name).await,
     }
 }
 

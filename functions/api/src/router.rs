@@ -30,6 +30,7 @@ pub enum Route {
     ConfigItem(Kind),
     SegmentPreview,
     RulePreview,
+    CampaignPreview,
 }
 
 /// Every route the API serves.
@@ -105,6 +106,11 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::ConfigItem(Kind::Campaigns),
     },
     RouteSpec {
+        path: "/v1/campaigns/{name}/preview",
+        methods: &["GET"],
+        route: Route::CampaignPreview,
+    },
+    RouteSpec {
         path: "/v1/templates",
         methods: &["GET"],
         route: Route::ConfigList(Kind::Templates),
@@ -135,6 +141,7 @@ pub enum Endpoint {
     DeleteConfigItem { kind: Kind, name: String },
     PreviewSegment { name: String },
     PreviewRule,
+    PreviewCampaign { name: String },
 }
 
 fn router() -> &'static Router<&'static RouteSpec> {
@@ -198,6 +205,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
             name: param("name")?,
         },
         (Route::RulePreview, "POST") => Endpoint::PreviewRule,
+        (Route::CampaignPreview, "GET") => Endpoint::PreviewCampaign {
+            name: param("name")?,
+        },
         _ => {
             return Err(ApiError::MethodNotAllowed {
                 method,

@@ -82,6 +82,26 @@ pub enum Skip {
     Backfill,
 }
 
+impl Skip {
+    /// The reason's name in reports (`no_consent`, `campaign_cap`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::NoProfile => "no_profile",
+            Skip::NoAddress => "no_address",
+            Skip::NoConsent => "no_consent",
+            Skip::Suppressed => "suppressed",
+            Skip::CampaignCap => "campaign_cap",
+            Skip::GlobalCap => "global_cap",
+            Skip::NoLongerApplies => "no_longer_applies",
+            Skip::EmptyCart => "empty_cart",
+            Skip::CartChanged => "cart_changed",
+            Skip::Superseded => "superseded",
+            Skip::Rejected => "rejected",
+            Skip::Backfill => "backfill",
+        }
+    }
+}
+
 /// What happened to one (campaign, trigger).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -165,8 +185,38 @@ pub struct Email<P, L, M, S> {
 /// The configuration version one invocation uses throughout.
 pub type Config = Active<Compiled>;
 
-fn cap_pk(profile_id: &str) -> String {
+pub(crate) fn cap_pk(profile_id: &str) -> String {
     format!("cap#{profile_id}")
+}
+
+/// The day caps count in: the customer's local date.
+pub(crate) fn cap_day(now: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+    now.with_timezone(&tz).format("%Y-%m-%d").to_string()
+}
+
+/// The address to send to, or why there is none: no address, no email consent, or
+/// suppressed (on the profile, or a hashed ledger entry written before the profile knew).
+pub(crate) async fn reachable<'p, L: Ledger + ?Sized>(
+    ledger: &L,
+    profile: &'p Profile,
+) -> Result<Result<&'p str, Skip>, EmailError> {
+    let Some(address) = profile.email().map(str::trim).filter(|a| !a.is_empty()) else {
+        return Ok(Err(Skip::NoAddress));
+    };
+    if !profile.has_consent("email") {
+        return Ok(Err(Skip::NoConsent));
+    }
+    if profile.email_status.suppressed.is_some() {
+        return Ok(Err(Skip::Suppressed));
+    }
+    let suppressed = ledger
+        .get(SUPPRESSION_PK, &suppression_key(address))
+        .await
+        .map_err(EmailError::port("suppression.get"))?;
+    Ok(match suppressed {
+        Some(_) => Err(Skip::Suppressed),
+        None => Ok(address),
+    })
 }
 
 /// Trigger id of a cart change: its `updated_at` (RFC 3339, milliseconds, `Z`).
@@ -397,25 +447,11 @@ where
                 return skip(Skip::CartChanged);
             }
         }
-        let Some(address) = profile.email().map(str::trim).filter(|a| !a.is_empty()) else {
-            return skip(Skip::NoAddress);
+        let address = match reachable(&self.ledger, profile).await? {
+            Ok(address) => address,
+            Err(reason) => return skip(reason),
         };
-        if !profile.has_consent("email") {
-            return skip(Skip::NoConsent);
-        }
-        if profile.email_status.suppressed.is_some() {
-            return skip(Skip::Suppressed);
-        }
         let hashed = suppression_key(address);
-        if self
-            .ledger
-            .get(SUPPRESSION_PK, &hashed)
-            .await
-            .map_err(EmailError::port("suppression.get"))?
-            .is_some()
-        {
-            return skip(Skip::Suppressed);
-        }
         let (pk, sk) = (
             send_pk(&profile.id),
             send_sk(&campaign.name, &candidate.trigger_id),
@@ -602,7 +638,7 @@ where
         now: DateTime<Utc>,
         tz: chrono_tz::Tz,
     ) -> Result<Option<Skip>, EmailError> {
-        let day = now.with_timezone(&tz).format("%Y-%m-%d").to_string();
+        let day = cap_day(now, tz);
         let expiry = Some(now + Duration::days(3));
         let (pk, marker) = (
             send_pk(&profile.id),

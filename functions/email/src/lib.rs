@@ -6,6 +6,8 @@
 //! - [`campaign`]: declarative campaigns (`campaigns.yaml`), validated at start-up.
 //! - [`compiled`]: one configuration version (rules, campaigns, templates, catalog) compiled
 //!   and cross-checked, every problem with its path; the built-in version.
+//! - [`preview`]: what a campaign would do for a customer now, changing nothing (the admin
+//!   API's campaign preview).
 //! - [`render`]: product catalog (`catalog.json`), recommendations by heat, money formatting
 //!   and the strict minijinja templates (`templates/`).
 //! - [`filters`]: the template filters (human numbers, heat bands, links, sentences).
@@ -29,6 +31,7 @@ pub mod error;
 pub mod feedback;
 pub mod filters;
 pub mod handler;
+pub mod preview;
 pub mod render;
 pub mod send_rate;
 pub mod send_record;
