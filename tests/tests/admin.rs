@@ -18,6 +18,15 @@ fn vip_campaign(segment: &str) -> Value {
            "delay": "0s", "daily_cap": 1, "priority": 10})
 }
 
+/// The `key` text of every object of the list `list`.
+fn texts<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    let items = list.as_array().expect("a list");
+    items
+        .iter()
+        .map(|v| v[key].as_str().expect("a text"))
+        .collect()
+}
+
 async fn version(env: &Env) -> u64 {
     let (status, body) = env.admin("GET", "/v1/config", None).await;
     assert_eq!(status, 200, "{body}");
@@ -103,12 +112,9 @@ async fn changes_become_versions_announced_on_the_bus_and_rollback_restores_one(
         )
         .await;
     assert_eq!((status, &body["version"]), (200, &json!(1)), "{body}");
+    let thanks = vip_campaign("vip");
     let (status, body) = env
-        .admin(
-            "PUT",
-            "/v1/campaigns/vip_thanks",
-            Some(&vip_campaign("vip")),
-        )
+        .admin("PUT", "/v1/campaigns/vip_thanks", Some(&thanks))
         .await;
     assert_eq!((status, &body["version"]), (200, &json!(2)), "{body}");
     let (_, item) = env.admin("GET", "/v1/campaigns/vip_thanks", None).await;
@@ -117,11 +123,7 @@ async fn changes_become_versions_announced_on_the_bus_and_rollback_restores_one(
 
     // The same request again (its answer was lost): nothing new, announced again.
     let (status, body) = env
-        .admin(
-            "PUT",
-            "/v1/campaigns/vip_thanks",
-            Some(&vip_campaign("vip")),
-        )
+        .admin("PUT", "/v1/campaigns/vip_thanks", Some(&thanks))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -149,12 +151,7 @@ async fn changes_become_versions_announced_on_the_bus_and_rollback_restores_one(
 
     let (_, versions) = env.admin("GET", "/v1/config/versions", None).await;
     assert_eq!(versions["in_force"], 3);
-    let notes: Vec<&str> = versions["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["note"].as_str().unwrap())
-        .collect();
+    let notes = texts(&versions["versions"], "note");
     assert_eq!(
         notes,
         ["rollback to 1", "campaigns/vip_thanks", "repeat-buyers"]
@@ -254,12 +251,7 @@ async fn a_new_subject_line_is_one_part_of_a_template() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    let paths: Vec<&str> = body["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["path"].as_str().unwrap())
-        .collect();
+    let paths = texts(&body["problems"], "path");
     assert_eq!(paths, ["campaigns/heat_match", "campaigns/mild_discovery"]);
 }
 

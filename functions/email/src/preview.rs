@@ -126,29 +126,18 @@ mod tests {
             verdict_of(churner("u-4"), night).await,
             Verdict::AfterQuietHours
         );
-        ledger
-            .claim(
-                "cap#u-5",
-                "churn_winback#2026-11-20",
-                &json!({"count": 1}),
-                None,
-            )
-            .await
-            .unwrap();
+        // A campaign email already sent today, then a suppressed address.
+        let counted = json!({"count": 1});
+        let cap = ("cap#u-5", "churn_winback#2026-11-20");
+        let key = ember_core::unsubscribe::suppression_key("u-6@example.com");
+        let suppression = (ember_core::unsubscribe::SUPPRESSION_PK, key.as_str());
+        for (pk, sk) in [cap, suppression] {
+            ledger.claim(pk, sk, &counted, None).await.unwrap();
+        }
         assert_eq!(
             verdict_of(churner("u-5"), noon).await,
             Verdict::Skipped(Skip::CampaignCap)
         );
-        let key = ember_core::unsubscribe::suppression_key("u-6@example.com");
-        ledger
-            .claim(
-                ember_core::unsubscribe::SUPPRESSION_PK,
-                &key,
-                &json!({}),
-                None,
-            )
-            .await
-            .unwrap();
         assert_eq!(
             verdict_of(churner("u-6"), noon).await,
             Verdict::Skipped(Skip::Suppressed)

@@ -247,24 +247,20 @@ mod tests {
     fn held_changes_are_not_unpublished_and_survive_replacing_what_is() {
         let at: DateTime<Utc> = "2026-11-20T10:00:00Z".parse().unwrap();
         let p = Profile::new("u-1");
-        let stream = transitions(
-            "u-1",
-            &BTreeSet::new(),
-            &["a".into()].into(),
-            at,
-            3,
-            None,
-            Decided::default(),
-        );
-        let scheduled = transitions(
-            "u-1",
-            &BTreeSet::new(),
-            &["b".into()].into(),
-            at,
-            4,
-            None,
-            Decided::default(),
-        );
+        let entered = |segment: &str, version| {
+            let after = [segment.to_owned()].into();
+            transitions(
+                "u-1",
+                &BTreeSet::new(),
+                &after,
+                at,
+                version,
+                None,
+                Decided::default(),
+            )
+        };
+        let stream = entered("a", 3);
+        let scheduled = entered("b", 4);
         let mut outbox = Outbox {
             changes: Changes::of(&stream, 3),
             events: Vec::new(),
