@@ -38,6 +38,12 @@ fn noon() -> DateTime<Utc> {
         .and_utc()
 }
 
+/// A new test's environment, noon, and a churner with `address` (not stored yet).
+async fn churner_at_noon(address: &str) -> (Env, DateTime<Utc>, Profile) {
+    let now = noon();
+    (env().await, now, churner(&unique("u"), address, now))
+}
+
 async fn env() -> Env {
     env_on(Aws::from_env().await.expect("emulator environment")).await
 }
@@ -267,27 +273,19 @@ async fn segment_event_sends_one_personalised_email_even_when_replayed() {
 
 #[tokio::test]
 async fn no_email_without_consent() {
-    let env = env().await;
-    let now = noon();
-    let id = unique("u");
-    let mut p = churner(&id, "ben@example.com", now);
-    p.consent.insert(
-        "email".into(),
-        Consent {
-            granted: false,
-            at: Some(now),
-        },
-    );
+    let (env, now, mut p) = churner_at_noon("ben@example.com").await;
+    let withdrawn = Consent {
+        granted: false,
+        at: Some(now),
+    };
+    p.consent.insert("email".into(), withdrawn);
     let out = env.store_and_trigger(p, now).await;
     env.assert_skipped(&out, Skip::NoConsent, 0).await;
 }
 
 #[tokio::test]
 async fn quiet_hours_defer_and_the_sweeper_sends_after_they_end() {
-    let env = env().await;
-    let now = noon();
-    let id = unique("u");
-    let mut p = churner(&id, "chiyo@example.com", now);
+    let (env, now, mut p) = churner_at_noon("chiyo@example.com").await;
     p.timezone = Some(Stamped::undated("Asia/Tokyo")); // 12:00 UTC = 21:00 in Tokyo: quiet
     let out = env.store_and_trigger(p, now).await;
     let until = now + Duration::hours(11); // 08:00 in Tokyo

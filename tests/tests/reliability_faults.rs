@@ -86,6 +86,12 @@ where
     assert!(port.is_retryable(), "{port}: {err:?}");
 }
 
+/// SESv2 message content.
+fn text(data: &str) -> aws_sdk_sesv2::types::Content {
+    let content = aws_sdk_sesv2::types::Content::builder().data(data).build();
+    content.expect("data is set")
+}
+
 /// `items` are `distinct` different values, each seen once.
 fn assert_each_once(items: impl IntoIterator<Item = String>, distinct: usize) {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -371,37 +377,26 @@ async fn sesv2_throttling_is_a_429_the_sdk_retries() {
     let content = aws_sdk_sesv2::types::EmailContent::builder()
         .simple(
             aws_sdk_sesv2::types::Message::builder()
-                .subject(
-                    aws_sdk_sesv2::types::Content::builder()
-                        .data("hi")
-                        .build()
-                        .unwrap(),
-                )
+                .subject(text("hi"))
                 .body(
                     aws_sdk_sesv2::types::Body::builder()
-                        .text(
-                            aws_sdk_sesv2::types::Content::builder()
-                                .data("hello")
-                                .build()
-                                .unwrap(),
-                        )
+                        .text(text("hello"))
                         .build(),
                 )
                 .build(),
         )
         .build();
-    let out = ses
-        .send_email()
-        .from_email_address(&from)
-        .destination(
-            aws_sdk_sesv2::types::Destination::builder()
-                .to_addresses("to@example.com")
-                .build(),
-        )
-        .content(content.clone())
-        .send()
-        .await
-        .expect("second attempt goes through");
+    let to = aws_sdk_sesv2::types::Destination::builder()
+        .to_addresses("to@example.com")
+        .build();
+    let send = |client: &aws_sdk_sesv2::Client| {
+        let email = client.send_email().from_email_address(&from);
+        email
+            .destination(to.clone())
+            .content(content.clone())
+            .send()
+    };
+    let out = send(&ses).await.expect("second attempt goes through");
     assert!(out.message_id.is_some());
     assert_eq!((throttle.matched(), throttle.injected()), (2, 1));
 
@@ -409,16 +404,7 @@ async fn sesv2_throttling_is_a_429_the_sdk_retries() {
     proxy.clear_rules();
     proxy.add(Rule::new(op::SESV2_SEND_EMAIL, Fault::Throttle).first(1));
     let conf1 = proxy.sdk_config(1, Duration::from_secs(5)).await;
-    let err = aws_sdk_sesv2::Client::new(&conf1)
-        .send_email()
-        .from_email_address(&from)
-        .destination(
-            aws_sdk_sesv2::types::Destination::builder()
-                .to_addresses("to@example.com")
-                .build(),
-        )
-        .content(content)
-        .send()
+    let err = send(&aws_sdk_sesv2::Client::new(&conf1))
         .await
         .unwrap_err()
         .into_service_error();
