@@ -276,7 +276,17 @@ where
                 }]),
             };
         };
-        let config = self.config().await?;
+        // An event decided by a version this sandbox has not read yet (a publish within the
+        // TTL) reads it now: a new segment's campaign is never missed.
+        let decided_by = match &bus {
+            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.config_version,
+            _ => 0,
+        };
+        let config = self
+            .config
+            .at_least(decided_by)
+            .await
+            .map_err(EmailError::port("config.read"))?;
         self.handle_bus(&bus, &config, now).await
     }
 

@@ -157,6 +157,39 @@ async fn segment_event_sends_one_personalised_email_with_one_click_unsubscribe()
 }
 
 #[tokio::test]
+async fn an_event_of_a_version_not_read_yet_makes_the_function_read_it() {
+    use ember_core::config::{ConfigSource, ConfigStore};
+    let now = at("2026-11-20T14:05:10Z");
+    let store = ConfigStore::new(std::sync::Arc::new(MemoryLedger::default()));
+    let mut email = email_with(churner(), None);
+    // Cached for an hour, as deployed: a publish alone is seen only after the TTL.
+    email.config = ConfigSource::stored(
+        store.clone(),
+        std::time::Duration::from_secs(3600),
+        crate::compiled::builtin().unwrap(),
+        Box::new(crate::compiled::compile),
+    );
+    assert_eq!(email.config().await.unwrap().version, 0);
+    let mut doc = crate::compiled::embedded_doc();
+    let campaigns = doc.campaigns["campaigns"].as_array_mut().unwrap();
+    campaigns.retain(|c| c["name"] != "churn_winback");
+    campaigns.push(
+        serde_json::json!({"name": "winback_v2", "trigger": "segment_entered",
+        "segment": "churn_risk", "template": "churn_winback", "daily_cap": 1,
+        "offer": {"code": "BACK20", "percent": 20, "valid_days": 7}}),
+    );
+    store.publish(&doc, 0, "", now).await.unwrap();
+    let mut decided_by_1 = event(CHURN);
+    decided_by_1.detail["config_version"] = 1.into();
+    let out = email.handle(&decided_by_1, now).await.unwrap();
+    assert!(
+        matches!(&out[..], [Outcome::Sent { campaign, .. }] if campaign == "winback_v2"),
+        "{out:?}"
+    );
+    assert!(email.mailer.last().text.contains("BACK20"));
+}
+
+#[tokio::test]
 async fn backfill_entries_send_only_for_campaigns_that_opt_in() {
     let now = at("2026-11-20T14:05:10Z");
     let mut backfill = event(CHURN);

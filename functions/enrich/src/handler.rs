@@ -584,22 +584,34 @@ where
         if !fresh.is_empty() {
             let keyed: Vec<&EnrichedEvent<'_>> = fresh.iter().map(|i| &events[*i].event).collect();
             let at = evaluation_time(keyed.iter().copied(), Utc::now());
-            let segments = rules.config.evaluate(&profile, at);
-            let cause = keyed.last().map(|e| e.header.event_id.as_ref());
-            let decided = Decided {
-                config_version: rules.version,
-                backfill: false,
+            // A profile whose segments a newer version set (a publish's backfill) is never
+            // evaluated with older rules: this sandbox reads the newer version first.
+            let newer;
+            let rules = if profile.segments_version > rules.version {
+                newer = self.rules.at_least(profile.segments_version).await?;
+                &*newer
+            } else {
+                rules
             };
-            publish = transitions(
-                &profile.id,
-                &before_segments,
-                &segments,
-                at,
-                version,
-                cause,
-                decided,
-            );
-            profile.segments = segments;
+            if rules.version >= profile.segments_version {
+                let segments = rules.config.evaluate(&profile, at);
+                let cause = keyed.last().map(|e| e.header.event_id.as_ref());
+                let decided = Decided {
+                    config_version: rules.version,
+                    backfill: false,
+                };
+                publish = transitions(
+                    &profile.id,
+                    &before_segments,
+                    &segments,
+                    at,
+                    version,
+                    cause,
+                    decided,
+                );
+                profile.segments = segments;
+                profile.segments_version = rules.version;
+            }
             if profile.cart != before_cart {
                 publish.push(cart_event(&profile, version, at));
             }
@@ -1060,6 +1072,34 @@ mod tests {
             "eventID": format!("shardId-000000000009:{seq}")
         }]}))
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn segments_a_newer_configuration_set_are_not_evaluated_with_older_rules() {
+        let e = enricher();
+        let mut fan = Profile::new("u-fan");
+        fan.version = 2;
+        fan.segments.insert("browsers".into());
+        fan.segments_version = 4;
+        e.store.profiles.lock().unwrap().insert(fan.id.clone(), fan);
+        // This enricher runs the built-in rules (version 0) and cannot read version 4.
+        let view = single(
+            serde_json::json!({"event_id": "evt-fan-1", "type": "page_view", "version": 1,
+                "user_id": "u-fan", "occurred_at": "2026-11-20T09:30:00Z", "source": "web",
+                "payload": {"url": "https://shop.example/"}}),
+            3,
+        );
+        let (response, stats, _) = e.process(&view).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(
+            (stats.writes, stats.published),
+            (1, 0),
+            "folded, nothing exited"
+        );
+        let fan = profile(&e, "u-fan");
+        assert_eq!(fan.counts.get("page_view"), Some(&1));
+        assert!(fan.segments.contains("browsers"));
+        assert_eq!(fan.segments_version, 4);
     }
 
     #[tokio::test]

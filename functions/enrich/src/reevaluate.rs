@@ -130,7 +130,12 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         let span = tracing::info_span!("reevaluate", request_id, at = %at.to_rfc3339());
         let started = std::time::Instant::now();
         let backfill = event.detail_type == CONFIG_PUBLISHED;
-        let result = self.pass(at, backfill).instrument(span.clone()).await;
+        // The version announced, even if this sandbox's cache still holds an older one.
+        let version = event.detail["version"].as_u64().filter(|_| backfill);
+        let result = self
+            .pass(at, backfill, version.unwrap_or(0))
+            .instrument(span.clone())
+            .await;
         let _entered = span.enter();
         match &result {
             Ok(s) => tracing::info!(
@@ -151,13 +156,19 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
 
     /// One scheduled pass over the table at `at`.
     pub async fn run(&self, at: DateTime<Utc>) -> PortResult<RunStats> {
-        self.pass(at, false).await
+        self.pass(at, false, 0).await
     }
 
-    /// One full pass over the table at `at` with the rules in force, the scan segments
-    /// concurrently; `backfill` marks its transitions (a configuration publish started it).
-    pub async fn pass(&self, at: DateTime<Utc>, backfill: bool) -> PortResult<RunStats> {
-        let active = self.rules.active().await?;
+    /// One full pass over the table at `at` with the rules in force (version `at_least` or
+    /// newer), the scan segments concurrently; `backfill` marks its transitions (a
+    /// configuration publish started it).
+    pub async fn pass(
+        &self,
+        at: DateTime<Utc>,
+        backfill: bool,
+        at_least: u64,
+    ) -> PortResult<RunStats> {
+        let active = self.rules.at_least(at_least).await?;
         let pass = Pass {
             at,
             rules: &active.config,
@@ -253,6 +264,10 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
 
     /// Re-evaluates one scanned profile at `at`; writes and publishes only on a change.
     async fn reevaluate(&self, mut profile: Profile, pass: &Pass<'_>) -> PortResult<Outcome> {
+        if profile.segments_version > pass.decided.config_version {
+            // A newer version's pass (or enrich) set these segments: not evaluated backwards.
+            return Ok(Outcome::Unchanged);
+        }
         let at = profile.last_seen.map_or(pass.at, |seen| pass.at.max(seen));
         let segments = pass.rules.evaluate(&profile, at);
         // Changes held for the stream are the Kinesis handler's to settle.
@@ -272,6 +287,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         }
         let version = expected + 1;
         profile.version = version;
+        profile.segments_version = pass.decided.config_version;
         let publish = transitions(
             &profile.id,
             &profile.segments,
@@ -380,6 +396,56 @@ mod tests {
         let again = r.run(now()).await.unwrap();
         assert_eq!((again.changed, again.published, again.writes), (0, 0, 0));
         assert_eq!(r.store.puts.load(Ordering::SeqCst), 14);
+    }
+
+    #[tokio::test]
+    async fn a_publish_backfills_with_the_announced_version_and_older_rules_never_undo_it() {
+        use ember_core::config::{ConfigDoc, ConfigSource, ConfigStore};
+        use ember_core::memory::MemoryLedger;
+        let ledger = MemoryLedger::default();
+        let store = ConfigStore::new(std::sync::Arc::new(ledger.clone()));
+        let mut r = reevaluator(vec![repeat_buyer("fan", 3)]);
+        // Cached for an hour: only the announcement makes this sandbox read the new version.
+        r.rules = ConfigSource::stored(
+            store.clone(),
+            Duration::from_secs(3600),
+            RuleSet::embedded().unwrap(),
+            Box::new(|doc: &ConfigDoc| RuleSet::from_doc(&doc.segments)),
+        );
+        assert_eq!(r.run(now()).await.unwrap().changed, 0, "version 0 caches");
+        let doc = ConfigDoc {
+            segments: serde_json::json!({"segments": [
+                {"name": "buyers", "when": {"trait": "purchase_count", "gte": 2}}]}),
+            campaigns: serde_json::Value::Null,
+            templates: Default::default(),
+            catalog: serde_json::Value::Null,
+        };
+        store.publish(&doc, 0, "", now()).await.unwrap();
+        let announced: EventBridgeEvent<serde_json::Value> =
+            serde_json::from_value(serde_json::json!({
+            "version": "0", "id": "e-1", "detail-type": CONFIG_PUBLISHED, "source": "ember.api",
+            "account": "1", "time": now(), "region": "us-east-1", "resources": [],
+            "detail": {"id": "config:1", "version": 1, "based_on": 0, "at": now()}}))
+            .unwrap();
+        let stats = r.handle(&announced, "req").await.unwrap();
+        assert_eq!(stats.changed, 1);
+        let fan = stored(&r, "fan");
+        assert_eq!((fan.segments_version, fan.segments.len()), (1, 1));
+        let published = r.bus.take();
+        let [BusEvent::SegmentEntered(c)] = &published[..] else {
+            panic!("{published:?}")
+        };
+        assert_eq!(
+            (c.segment.as_str(), c.config_version, c.backfill),
+            ("buyers", 1, true)
+        );
+
+        // A sandbox still on the built-in rules leaves the backfilled segments alone.
+        let old = reevaluator(vec![fan]);
+        let stats = old.run(now()).await.unwrap();
+        assert_eq!(stats.changed, 0);
+        assert!(stored(&old, "fan").segments.contains("buyers"));
+        assert!(old.bus.take().is_empty());
     }
 
     #[tokio::test]

@@ -324,6 +324,25 @@ impl<T> ConfigSource<T> {
         Ok(fresh)
     }
 
+    /// The version in force, and no older than `version` (one seen on an event or a
+    /// profile): a source still within its TTL of an older one reads the store at once.
+    pub async fn at_least(&self, version: u64) -> PortResult<Arc<Active<T>>> {
+        let active = self.active().await?;
+        if active.version >= version {
+            return Ok(active);
+        }
+        let Some(store) = &self.store else {
+            return Ok(active);
+        };
+        let fresh = self.load(store, Some(&active)).await?;
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
+
     async fn load(
         &self,
         store: &ConfigStore,
@@ -454,6 +473,9 @@ mod tests {
             let active = fresh.active().await.unwrap();
             assert_eq!((active.version, active.config.as_str()), (1, "one"));
             assert_eq!(slow.active().await.unwrap().version, 0, "within its TTL");
+            // Asked for a version it has not seen (on an event), it reads the store at once.
+            assert_eq!(slow.at_least(1).await.unwrap().version, 1);
+            assert_eq!(slow.active().await.unwrap().version, 1);
             // A version this binary cannot compile: the one in use stays.
             store.publish(&doc("bad"), 1, "", now()).await.unwrap();
             assert_eq!(fresh.active().await.unwrap().version, 1);

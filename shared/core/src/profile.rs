@@ -104,6 +104,11 @@ pub struct Profile {
     /// Segments the profile is currently in.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub segments: BTreeSet<String>,
+    /// The configuration version whose rules last set `segments`: an evaluator running an
+    /// older version (it has not seen a publish yet) leaves them alone, so a publish never
+    /// makes memberships flap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub segments_version: u64,
     /// Bus events of the last write, until they are known to be published.
     #[serde(skip_serializing_if = "Outbox::is_empty")]
     pub outbox: Outbox,
