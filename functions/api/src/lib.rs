@@ -208,6 +208,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_configuration_fixtures_publish_refuse_and_preview() {
+        let memory = Memory::default();
+        let deps = deps(&memory);
+        let (status, body) = call(&deps, "config-get.json").await;
+        assert_eq!((status, &body["version"]), (200, &json!(0)), "{body}");
+        let (status, body) = call(&deps, "config-campaign-invalid.json").await;
+        assert_eq!((status, &body["error"]), (400, &json!("invalid_config")));
+        assert_eq!(
+            body["problems"][0]["path"], "campaigns/vip_thanks",
+            "{body}"
+        );
+        let (status, body) = call(&deps, "config-template-subject.json").await;
+        assert_eq!((status, &body["version"]), (200, &json!(1)), "{body}");
+        let announced = memory.bus.take();
+        assert!(
+            matches!(&announced[..], [ember_core::ports::BusEvent::ConfigPublished(c)] if c.version == 1),
+            "{announced:?}"
+        );
+        let (status, body) = call(&deps, "config-get.json").await;
+        assert_eq!((status, &body["note"]), (200, &json!("new-subject-line")));
+        let (status, body) = call(&deps, "config-segment-preview.json").await;
+        assert_eq!((status, &body["matching"]), (200, &json!(0)), "{body}");
+    }
+
+    #[tokio::test]
     async fn a_browser_key_sends_behavioural_events_only() {
         let memory = Memory::default();
         let deps = deps(&memory);
