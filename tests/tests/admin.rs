@@ -182,7 +182,11 @@ async fn a_preview_counts_who_matches_now_by_a_scan() {
         store.put(&p, 0).await.expect("put");
     }
     let (status, body) = env
-        .admin("POST", "/v1/segments/preview", Some(&buyers(6)))
+        .admin(
+            "POST",
+            "/v1/segments/repeat_buyers/preview",
+            Some(&buyers(6)),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -206,7 +210,7 @@ async fn a_preview_counts_who_matches_now_by_a_scan() {
     let (status, body) = env
         .admin(
             "POST",
-            "/v1/segments/preview",
+            "/v1/segments/repeat_buyers/preview",
             Some(&json!({"when": {"trait": "nope", "gt": 1}})),
         )
         .await;

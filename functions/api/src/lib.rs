@@ -11,7 +11,7 @@
 //! | `GET`/`DELETE /v1/profiles/{user_id}` | admin key | export / erasure |
 //! | `GET /v1/config`, `/v1/config/versions`, `POST /v1/config/rollback` | admin key | the configuration version in force, every version, rollback |
 //! | `GET /v1/{segments,campaigns,templates}[/{name}]`, `PUT`/`DELETE …/{name}` | admin key | runtime configuration, validated and published as a new version (`?dry_run=true`) |
-//! | `GET /v1/segments/{name}/preview`, `POST /v1/segments/preview` | admin key | who matches a segment now (parallel scan) |
+//! | `GET /v1/segments/{name}/preview`, `POST` with a rule not yet published | admin key | who matches a segment now (parallel scan) |
 //! | `GET /v1/campaigns/{name}/preview` | admin key | how many emails a campaign would send now, and why not the others |
 //!
 //! The OpenAPI document `openapi.yaml` beside this crate's `Cargo.toml` describes them; a test
@@ -105,7 +105,7 @@ async fn dispatch(
             admin::change(deps, req, kind, &name, true).await
         }
         Endpoint::PreviewSegment { name } => preview::published(deps, req, &name).await,
-        Endpoint::PreviewRule => preview::posted(deps, req).await,
+        Endpoint::PreviewRule { name } => preview::posted(deps, req, &name).await,
         Endpoint::PreviewCampaign { name } => preview::campaign(deps, req, &name).await,
     }
 }

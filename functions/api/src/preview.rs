@@ -108,14 +108,14 @@ pub async fn published(deps: &Deps, req: &Request, name: &str) -> Result<Respons
     Ok(http::json(StatusCode::OK, &answer))
 }
 
-/// `POST /v1/segments/preview`: a rule that is not published (the body, as in
-/// `segments.yaml`; `name` is optional).
-pub async fn posted(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+/// `POST /v1/segments/{name}/preview`: the rule in the body (as in `segments.yaml`), not
+/// published, e.g. a change to segment `name` before it is made.
+pub async fn posted(deps: &Deps, req: &Request, name: &str) -> Result<Response<Body>, ApiError> {
     auth::require(req, &deps.config.admin_keys)?;
     http::require_json(req)?;
     let mut entry = http::parse_json(http::body(req, deps.config.max_body_bytes)?)?;
     if let Some(fields) = entry.as_object_mut() {
-        fields.entry("name").or_insert_with(|| json!("preview"));
+        fields.insert("name".into(), json!(name));
     }
     let answer = segment(deps, &compile_rule(entry)?).await?;
     Ok(http::json(StatusCode::OK, &answer))

@@ -29,7 +29,6 @@ pub enum Route {
     ConfigList(Kind),
     ConfigItem(Kind),
     SegmentPreview,
-    RulePreview,
     CampaignPreview,
 }
 
@@ -87,13 +86,8 @@ pub const ROUTES: &[RouteSpec] = &[
     },
     RouteSpec {
         path: "/v1/segments/{name}/preview",
-        methods: &["GET"],
+        methods: &["GET", "POST"],
         route: Route::SegmentPreview,
-    },
-    RouteSpec {
-        path: "/v1/segments/preview",
-        methods: &["POST"],
-        route: Route::RulePreview,
     },
     RouteSpec {
         path: "/v1/campaigns",
@@ -140,7 +134,7 @@ pub enum Endpoint {
     PutConfigItem { kind: Kind, name: String },
     DeleteConfigItem { kind: Kind, name: String },
     PreviewSegment { name: String },
-    PreviewRule,
+    PreviewRule { name: String },
     PreviewCampaign { name: String },
 }
 
@@ -204,7 +198,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
         (Route::SegmentPreview, "GET") => Endpoint::PreviewSegment {
             name: param("name")?,
         },
-        (Route::RulePreview, "POST") => Endpoint::PreviewRule,
+        (Route::SegmentPreview, "POST") => Endpoint::PreviewRule {
+            name: param("name")?,
+        },
         (Route::CampaignPreview, "GET") => Endpoint::PreviewCampaign {
             name: param("name")?,
         },
