@@ -400,6 +400,27 @@ impl Aws {
     }
 }
 
+/// The ports an enrich handler (or the naive baseline) runs on, on these resources.
+pub fn adapters(
+    aws: &Aws,
+    profiles: &str,
+    ledger: &str,
+    bus: &str,
+    dlq_url: &str,
+) -> (
+    DynamoProfileStore,
+    DynamoLedger,
+    EventBridgeBus,
+    SqsDeadLetterSink,
+) {
+    (
+        DynamoProfileStore::new(aws.dynamodb.clone(), profiles),
+        DynamoLedger::new(aws.dynamodb.clone(), ledger),
+        EventBridgeBus::new(aws.eventbridge.clone(), bus),
+        SqsDeadLetterSink::new(aws.sqs.clone(), dlq_url),
+    )
+}
+
 /// The enrich handler on the DynamoDB, EventBridge and SQS adapters.
 pub type DynamoEnricher =
     Enricher<DynamoProfileStore, DynamoLedger, EventBridgeBus, SqsDeadLetterSink>;
@@ -437,12 +458,13 @@ impl ProfilesAndBus {
     /// An enrich handler on these resources that dead-letters to `dlq_url`, with `backoff`
     /// for the bus and the queue (tests under faults want quick retries).
     pub fn enricher(&self, dlq_url: &str, backoff: Backoff) -> DynamoEnricher {
-        let ddb = || self.aws.dynamodb.clone();
+        let (store, ledger, bus, dlq) =
+            adapters(&self.aws, &self.table, &self.ledger, &self.bus, dlq_url);
         Enricher::new(
-            DynamoProfileStore::new(ddb(), &self.table),
-            DynamoLedger::new(ddb(), &self.ledger),
-            EventBridgeBus::new(self.aws.eventbridge.clone(), &self.bus).with_backoff(backoff),
-            SqsDeadLetterSink::new(self.aws.sqs.clone(), dlq_url).with_backoff(backoff),
+            store,
+            ledger,
+            bus.with_backoff(backoff),
+            dlq.with_backoff(backoff),
             FoldConfig::default(),
         )
         .expect("the default fold configuration is valid")

@@ -27,10 +27,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use chrono::{DateTime, TimeZone, Utc};
-use ember_aws::eventbridge::EventBridgeBus;
-use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
-use ember_aws::sqs::SqsDeadLetterSink;
 use ember_benches::naive::Naive;
 use ember_benches::workload::Workload;
 use ember_core::enrich::decode;
@@ -42,7 +39,7 @@ use ember_core::segment::RuleSet;
 use ember_enrich::Enricher;
 use ember_local::generate::{generate, GenerateOptions};
 use ember_tests::capacity::CapacityMeter;
-use ember_tests::emulator::{failed_sequence_numbers, kinesis_event, Aws};
+use ember_tests::emulator::{adapters, failed_sequence_numbers, kinesis_event, Aws};
 use ember_tests::faults::FaultProxy;
 use futures::future::join_all;
 use serde_json::Value;
@@ -307,14 +304,8 @@ async fn run(design: Design, traffic: &Traffic, seeded: &[Profile]) -> Measured 
     let started = Instant::now();
     match design {
         Design::Ember => {
-            let handler = Enricher::new(
-                DynamoProfileStore::new(aws.dynamodb.clone(), &profiles),
-                DynamoLedger::new(aws.dynamodb.clone(), &ledger),
-                EventBridgeBus::new(aws.eventbridge.clone(), &bus),
-                SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url),
-                FoldConfig::default(),
-            )
-            .unwrap();
+            let (s, l, b, d) = adapters(&aws, &profiles, &ledger, &bus, &dlq.url);
+            let handler = Enricher::new(s, l, b, d, FoldConfig::default()).unwrap();
             let handler = &handler;
             join_all(shards.iter().map(|batches| async move {
                 for event in batches {
@@ -328,13 +319,8 @@ async fn run(design: Design, traffic: &Traffic, seeded: &[Profile]) -> Measured 
             .await;
         }
         Design::Naive => {
-            let naive = Naive::new(
-                DynamoProfileStore::new(aws.dynamodb.clone(), &profiles),
-                DynamoLedger::new(aws.dynamodb.clone(), &ledger),
-                EventBridgeBus::new(aws.eventbridge.clone(), &bus),
-                SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url),
-            )
-            .unwrap();
+            let (s, l, b, d) = adapters(&aws, &profiles, &ledger, &bus, &dlq.url);
+            let naive = Naive::new(s, l, b, d).unwrap();
             let naive = &naive;
             join_all(shards.iter().map(|batches| async move {
                 for event in batches {

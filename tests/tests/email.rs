@@ -49,6 +49,14 @@ async fn env() -> Env {
 }
 
 /// The function's resources and handler on `aws` (e.g. through a fault proxy).
+/// An environment whose clients go through the fault proxy (3 SDK attempts a call).
+async fn behind_proxy() -> (FaultProxy, Env) {
+    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
+    let sdk = proxy.sdk_config(3, std::time::Duration::from_secs(3)).await;
+    let env = env_on(Aws::from_config(sdk)).await;
+    (proxy, env)
+}
+
 async fn env_on(aws: Aws) -> Env {
     let profiles = aws.create_profiles_table().await.expect("profiles table");
     let ledger = aws
@@ -106,6 +114,12 @@ impl Env {
     async fn assert_skipped(&self, out: &[Outcome], skip: Skip, mails: usize) {
         assert_eq!(skips(out), [Some(skip)], "{out:?}");
         assert_eq!(self.mail().await.len(), mails);
+    }
+
+    /// How many emails this test's sender sent to `address`.
+    async fn mail_to(&self, address: &str) -> usize {
+        let mail = self.mail().await;
+        mail.iter().filter(|m| m.to == [address]).count()
     }
 
     async fn mail(&self) -> Vec<SentEmail> {
@@ -515,11 +529,7 @@ async fn cart_abandonment_sends_after_the_delay_and_checkout_cancels_it() {
 
 #[tokio::test]
 async fn a_send_claim_whose_answer_was_lost_still_sends_exactly_once() {
-    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
-    let env = env_on(Aws::from_config(
-        proxy.sdk_config(3, std::time::Duration::from_secs(3)).await,
-    ))
-    .await;
+    let (proxy, env) = behind_proxy().await;
     let now = noon();
     let id = unique("u");
     env.put(churner(&id, "lost.claim@example.com", now)).await;
@@ -535,33 +545,17 @@ async fn a_send_claim_whose_answer_was_lost_still_sends_exactly_once() {
         matches!(&again[..], [Outcome::Duplicate { .. }]),
         "{again:?}"
     );
-    let to_her: Vec<_> = env
-        .mail()
-        .await
-        .into_iter()
-        .filter(|m| m.to == vec!["lost.claim@example.com".to_owned()])
-        .collect();
-    assert_eq!(to_her.len(), 1);
+    assert_eq!(env.mail_to("lost.claim@example.com").await, 1);
 }
 
 #[tokio::test]
 async fn an_ses_answer_lost_is_recorded_as_unknown_never_sent_twice_and_can_be_redriven() {
-    let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
-    let env = env_on(Aws::from_config(
-        proxy.sdk_config(3, std::time::Duration::from_secs(3)).await,
-    ))
-    .await;
+    let (proxy, env) = behind_proxy().await;
     let now = noon();
     let id = unique("u");
     let address = "lost.answer@example.com";
     env.put(churner(&id, address, now)).await;
-    let mail_to_her = || async {
-        env.mail()
-            .await
-            .into_iter()
-            .filter(|m| m.to == vec![address.to_owned()])
-            .count()
-    };
+    let mail_to_her = || env.mail_to(address);
     // SES accepts the email and the answer is lost.
     let lost = proxy.add(Rule::new(op::SESV2_SEND_EMAIL, Fault::DropAfterForward).first(1));
     let event = segment_entered(&id, "churn_risk", 5, now);

@@ -7,10 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ember_aws::eventbridge::EventBridgeBus;
-use ember_aws::ledger::DynamoLedger;
-use ember_aws::profiles::DynamoProfileStore;
-use ember_aws::sqs::SqsDeadLetterSink;
 use ember_benches::naive::Naive;
 use ember_benches::workload::Workload;
 use ember_core::fold::FoldConfig;
@@ -50,13 +46,8 @@ async fn ember_makes_a_fraction_of_the_naive_calls() {
     // Naive baseline.
     let naive_table = aws.create_profiles_table().await.unwrap();
     let naive_ledger = aws.create_ledger_table().await.unwrap();
-    let naive = Naive::new(
-        DynamoProfileStore::new(aws.dynamodb.clone(), &naive_table),
-        DynamoLedger::new(aws.dynamodb.clone(), &naive_ledger),
-        EventBridgeBus::new(aws.eventbridge.clone(), &bus),
-        SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url),
-    )
-    .unwrap();
+    let (s, l, b, d) = emulator::adapters(&aws, &naive_table, &naive_ledger, &bus, &dlq.url);
+    let naive = Naive::new(s, l, b, d).unwrap();
     proxy.reset_calls();
     let naive_stats = naive.process(&event).await.expect("no faults injected");
     let naive_calls = counts(&proxy);
@@ -68,14 +59,8 @@ async fn ember_makes_a_fraction_of_the_naive_calls() {
     // Ember.
     let table = aws.create_profiles_table().await.unwrap();
     let ledger = aws.create_ledger_table().await.unwrap();
-    let ember = Enricher::new(
-        DynamoProfileStore::new(aws.dynamodb.clone(), &table),
-        DynamoLedger::new(aws.dynamodb.clone(), &ledger),
-        EventBridgeBus::new(aws.eventbridge.clone(), &bus),
-        SqsDeadLetterSink::new(aws.sqs.clone(), &dlq.url),
-        FoldConfig::default(),
-    )
-    .unwrap();
+    let (s, l, b, d) = emulator::adapters(&aws, &table, &ledger, &bus, &dlq.url);
+    let ember = Enricher::new(s, l, b, d, FoldConfig::default()).unwrap();
     proxy.reset_calls();
     let (response, stats, _) = ember.process(&event).await;
     assert!(response.batch_item_failures.is_empty());
