@@ -559,66 +559,64 @@ fn error_response(operation: &str, kind: ErrorKind) -> Response<ProxyBody> {
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     };
-    let (content_type, code, message) = if operation.starts_with("DynamoDB_20120810.") {
-        let code = if throttle {
-            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
-        } else {
-            "com.amazonaws.dynamodb.v20120810#InternalServerError"
-        };
+    // JSON-protocol services: (operation prefix, content type, throttling code, internal
+    // failure code, message), as each service answers.
+    const JSON_ERRORS: [(&str, &str, &str, &str, &str); 4] = [
         (
+            "DynamoDB_20120810.",
             "application/x-amz-json-1.0",
-            code,
+            "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+            "com.amazonaws.dynamodb.v20120810#InternalServerError",
             "injected by the fault proxy",
-        )
-    } else if operation.starts_with("Kinesis_20131202.") {
-        let code = if throttle {
-            "ProvisionedThroughputExceededException"
-        } else {
-            "InternalFailure"
-        };
+        ),
         (
+            "Kinesis_20131202.",
             "application/x-amz-json-1.1",
-            code,
+            "ProvisionedThroughputExceededException",
+            "InternalFailure",
             "Rate exceeded for shard (injected)",
-        )
-    } else if operation.starts_with("AWSEvents.") {
-        let code = if throttle {
-            "ThrottlingException"
-        } else {
-            "InternalException"
-        };
+        ),
         (
+            "AWSEvents.",
             "application/x-amz-json-1.1",
-            code,
+            "ThrottlingException",
+            "InternalException",
             "Rate exceeded (injected)",
-        )
-    } else if operation.starts_with("AmazonSQS.") {
-        let code = if throttle {
-            "ThrottlingException"
-        } else {
-            "InternalError"
-        };
+        ),
         (
+            "AmazonSQS.",
             "application/x-amz-json-1.0",
-            code,
+            "ThrottlingException",
+            "InternalError",
             "injected by the fault proxy",
-        )
-    } else {
-        // REST-JSON (SESv2 …): the code travels in a header, 429 for throttling.
-        let (status, code) = if throttle {
-            (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
+        ),
+    ];
+    let json_error = JSON_ERRORS
+        .iter()
+        .find(|(prefix, ..)| operation.starts_with(prefix));
+    let (content_type, code, message) =
+        if let Some((_, ct, throttling, internal, message)) = json_error {
+            (
+                *ct,
+                if throttle { *throttling } else { *internal },
+                *message,
+            )
         } else {
-            (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure")
+            // REST-JSON (SESv2 …): the code travels in a header, 429 for throttling.
+            let (status, code) = if throttle {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure")
+            };
+            let body =
+                json!({ "message": format!("{code} (injected by the fault proxy)") }).to_string();
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert("x-amzn-errortype", HeaderValue::from_static(code));
+            return response;
         };
-        let body =
-            json!({ "message": format!("{code} (injected by the fault proxy)") }).to_string();
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert("x-amzn-errortype", HeaderValue::from_static(code));
-        return response;
-    };
     let body = json!({ "__type": code, "message": message }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

@@ -569,14 +569,11 @@ async fn an_ses_answer_lost_is_recorded_as_unknown_never_sent_twice_and_can_be_r
     );
     assert_eq!(mail_to_her().await, 1, "SES did send it");
     let sk = format!("churn_winback#{id}:churn_risk:entered:5");
-    let record = env
-        .email
-        .ledger
-        .get(&send_pk(&id), &sk)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(record["state"], "unknown");
+    let state = || async {
+        let record = env.email.ledger.get(&send_pk(&id), &sk).await.unwrap();
+        record.expect("a send record")["state"].clone()
+    };
+    assert_eq!(state().await, "unknown");
 
     // Lambda retries the event: the record says unknown, nothing is sent.
     let retry = env
@@ -603,14 +600,7 @@ async fn an_ses_answer_lost_is_recorded_as_unknown_never_sent_twice_and_can_be_r
         .unwrap();
     assert!(swept.outcomes.iter().any(Outcome::is_sent), "{swept:?}");
     assert_eq!(mail_to_her().await, 2);
-    let record = env
-        .email
-        .ledger
-        .get(&send_pk(&id), &sk)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(record["state"], "sent");
+    assert_eq!(state().await, "sent");
 }
 
 #[tokio::test]

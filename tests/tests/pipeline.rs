@@ -143,11 +143,14 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert_eq!(to("no.consent@example.com"), 0);
     // The heat_match email (segment_entered high_heat_lover), once, with bottles at their heat.
     assert_eq!(to("heat.lover@example.com"), 1, "{:#?}", summary.emails);
-    let heat_mail = summary
-        .emails
-        .iter()
-        .find(|e| e.to.iter().any(|t| t == "heat.lover@example.com"))
-        .expect("heat_match email");
+    let mail_to = |addr: &str| {
+        let mut found = summary
+            .emails
+            .iter()
+            .filter(|e| e.to.iter().any(|t| t == addr));
+        found.next().unwrap_or_else(|| panic!("no email to {addr}"))
+    };
+    let heat_mail = mail_to("heat.lover@example.com");
     assert_eq!(
         heat_mail.subject,
         "Hiro, sauces matched to your heat level (extra-hot, about 900,000 SHU)"
@@ -163,11 +166,7 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     );
     // The churn_winback email (segment_entered churn_risk, no delay), once.
     assert_eq!(to("churn.shopper@example.com"), 1, "{:#?}", summary.emails);
-    let winback = summary
-        .emails
-        .iter()
-        .find(|e| e.to.iter().any(|t| t == "churn.shopper@example.com"))
-        .expect("winback email");
+    let winback = mail_to("churn.shopper@example.com");
     assert!(
         winback.subject.contains("miss you") && winback.subject.contains("15%"),
         "churn_winback subject: {}",
