@@ -104,13 +104,8 @@ async fn changes_become_versions_announced_on_the_bus_and_rollback_restores_one(
     assert_eq!(body, json!({"valid": true, "dry_run": true, "based_on": 0}));
     assert_eq!(version(&env).await, 0);
 
-    let (status, body) = env
-        .admin(
-            "PUT",
-            "/v1/segments/vip?note=repeat-buyers",
-            Some(&buyers(5)),
-        )
-        .await;
+    let noted = "/v1/segments/vip?note=repeat-buyers";
+    let (status, body) = env.admin("PUT", noted, Some(&buyers(5))).await;
     assert_eq!((status, &body["version"]), (200, &json!(1)), "{body}");
     let thanks = vip_campaign("vip");
     let (status, body) = env
@@ -181,13 +176,8 @@ async fn a_preview_counts_who_matches_now_by_a_scan() {
         }
         store.put(&p, 0).await.expect("put");
     }
-    let (status, body) = env
-        .admin(
-            "POST",
-            "/v1/segments/repeat_buyers/preview",
-            Some(&buyers(6)),
-        )
-        .await;
+    let preview = "/v1/segments/repeat_buyers/preview";
+    let (status, body) = env.admin("POST", preview, Some(&buyers(6))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (&body["matching"], &body["profiles_scanned"]),
