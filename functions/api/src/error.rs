@@ -68,7 +68,7 @@ pub enum ApiError {
     #[error("no profile {0:?}")]
     ProfileNotFound(String),
     #[error("{} problem(s) in the configuration; nothing was published", .0.len())]
-    InvalidConfig(Vec<ember_core::config::Problem>),
+    InvalidConfig(Vec<Problem>),
     #[error(
         "configuration version {0} was published meanwhile; read it and apply the change again"
     )]

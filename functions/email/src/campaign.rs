@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-use ember_core::config::Problem;
+use ember_core::error::{describe, Problem};
 
 use crate::error::EmailError;
 
@@ -319,10 +319,7 @@ impl Campaigns {
     pub fn from_json(json: &str, known: &Known<'_>) -> Result<Campaigns, EmailError> {
         let doc: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| EmailError::Config(format!("campaigns file: {e}")))?;
-        Campaigns::from_doc(&doc, known).map_err(|problems| {
-            let all: Vec<String> = problems.iter().map(Problem::to_string).collect();
-            EmailError::Config(all.join("; "))
-        })
+        Campaigns::from_doc(&doc, known).map_err(|problems| EmailError::Config(describe(&problems)))
     }
 
     /// Validates a campaigns document, reporting every problem with its path

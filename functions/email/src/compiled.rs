@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use ember_core::config::{ConfigDoc, Problem};
+use ember_core::config::ConfigDoc;
+use ember_core::error::{describe, Problem};
 use ember_core::profile::{CartItem, Consent, Profile, Stamped};
 use ember_core::segment::{RuleSet, EMBEDDED_RULES};
 use serde_json::Value;
@@ -38,8 +39,7 @@ pub fn embedded_doc() -> ConfigDoc {
 /// build).
 pub fn builtin() -> Result<Compiled, EmailError> {
     compile(&embedded_doc()).map_err(|problems| {
-        let all: Vec<String> = problems.iter().map(Problem::to_string).collect();
-        EmailError::Config(format!("built-in configuration: {}", all.join("; ")))
+        EmailError::Config(format!("built-in configuration: {}", describe(&problems)))
     })
 }
 

@@ -461,7 +461,6 @@ where
             Ok(address) => address,
             Err(reason) => return skip(reason),
         };
-        let hashed = suppression_key(address);
         let (pk, sk) = (
             send_pk(&profile.id),
             send_sk(&campaign.name, &candidate.trigger_id),
@@ -595,6 +594,7 @@ where
             Err(SendError::NotSent(PortError::Permanent { stage, reason }))
                 if stage == STAGE_RECIPIENT =>
             {
+                let hashed = suppression_key(address);
                 tracing::warn!(campaign = %campaign.name, address_hash = %hashed, reason = %redact(&reason), "recipient rejected; suppressing");
                 record
                     .advance(&self.ledger, SendState::Sending, SendState::Rejected, None)

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use ember_core::config::Problem;
+use ember_core::error::{describe, Problem};
 use ember_core::profile::Profile;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -309,10 +309,8 @@ impl Renderer {
 
     /// The templates and catalog shipped in the binary.
     pub fn embedded() -> Result<Renderer, EmailError> {
-        Renderer::new(Catalog::from_json(CATALOG)?, &embedded_templates()).map_err(|problems| {
-            let all: Vec<String> = problems.iter().map(Problem::to_string).collect();
-            EmailError::Config(all.join("; "))
-        })
+        Renderer::new(Catalog::from_json(CATALOG)?, &embedded_templates())
+            .map_err(|problems| EmailError::Config(describe(&problems)))
     }
 
     /// Whether all three parts of campaign template `name` exist.

@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use ember_api::admin::{self, Current, Kind};
-use ember_core::config::{ConfigDoc, ConfigStore, Problem};
+use ember_core::config::{ConfigDoc, ConfigStore};
+use ember_core::error::Problem;
 use ember_core::ports::EventBus;
 use serde_json::Value;
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::error::{describe, Problem};
 use crate::ports::{Ledger, PortError, PortResult};
 
 /// Partition of the ledger table that holds the configuration.
@@ -59,29 +60,6 @@ pub struct Published {
     pub published_at: DateTime<Utc>,
     pub note: String,
     pub doc: ConfigDoc,
-}
-
-/// A problem with a configuration, with the path of what is wrong
-/// (`segments/churn_risk/when`, `campaigns/heat_match/delay`, `templates/heat_match.html`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
 }
 
 /// Why a publish did not happen.
@@ -249,9 +227,9 @@ pub struct Active<T> {
 /// it never mixes two versions. Without a store (tests, benchmarks) the built-in
 /// configuration is always in force.
 pub struct ConfigSource<T> {
-    store: Option<ConfigStore>,
+    /// The store and how its documents compile; none for the built-in configuration only.
+    store: Option<(ConfigStore, Box<Compile<T>>)>,
     ttl: Duration,
-    compile: Box<Compile<T>>,
     builtin: Arc<Active<T>>,
     cached: Mutex<Option<(Instant, Arc<Active<T>>)>>,
 }
@@ -262,7 +240,6 @@ impl<T> ConfigSource<T> {
         ConfigSource {
             store: None,
             ttl: Duration::MAX,
-            compile: Box::new(|_| Err(vec![Problem::new("", "no store")])),
             builtin: Arc::new(Active {
                 version: 0,
                 config: builtin,
@@ -280,11 +257,20 @@ impl<T> ConfigSource<T> {
         compile: Box<Compile<T>>,
     ) -> ConfigSource<T> {
         ConfigSource {
-            store: Some(store),
+            store: Some((store, compile)),
             ttl,
-            compile,
             ..ConfigSource::fixed(builtin)
         }
+    }
+
+    /// Keeps `active` as the version in use, read now.
+    fn remember(&self, active: Arc<Active<T>>) -> Arc<Active<T>> {
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), active.clone()));
+        active
     }
 
     fn cached(&self) -> Option<(Instant, Arc<Active<T>>)> {
@@ -297,7 +283,7 @@ impl<T> ConfigSource<T> {
     /// The version in force. A store that cannot be read keeps the last version in use (and
     /// says so in the log); with none yet, the error goes to the caller to retry.
     pub async fn active(&self) -> PortResult<Arc<Active<T>>> {
-        let Some(store) = &self.store else {
+        let Some((store, compile)) = &self.store else {
             return Ok(self.builtin.clone());
         };
         let cached = self.cached();
@@ -306,7 +292,10 @@ impl<T> ConfigSource<T> {
                 return Ok(active.clone());
             }
         }
-        let fresh = match self.load(store, cached.as_ref().map(|(_, a)| a)).await {
+        let fresh = match self
+            .load(store, compile.as_ref(), cached.as_ref().map(|(_, a)| a))
+            .await
+        {
             Ok(active) => active,
             Err(e) => match cached {
                 Some((_, active)) => {
@@ -316,12 +305,7 @@ impl<T> ConfigSource<T> {
                 None => return Err(e),
             },
         };
-        *self
-            .cached
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((Instant::now(), fresh.clone()));
-        Ok(fresh)
+        Ok(self.remember(fresh))
     }
 
     /// The version in force, and no older than `version` (one seen on an event or a
@@ -331,21 +315,17 @@ impl<T> ConfigSource<T> {
         if active.version >= version {
             return Ok(active);
         }
-        let Some(store) = &self.store else {
+        let Some((store, compile)) = &self.store else {
             return Ok(active);
         };
-        let fresh = self.load(store, Some(&active)).await?;
-        *self
-            .cached
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((Instant::now(), fresh.clone()));
-        Ok(fresh)
+        let fresh = self.load(store, compile.as_ref(), Some(&active)).await?;
+        Ok(self.remember(fresh))
     }
 
     async fn load(
         &self,
         store: &ConfigStore,
+        compile: &Compile<T>,
         in_use: Option<&Arc<Active<T>>>,
     ) -> PortResult<Arc<Active<T>>> {
         let version = store.current_version().await?;
@@ -359,7 +339,7 @@ impl<T> ConfigSource<T> {
             .get(version)
             .await?
             .ok_or_else(|| corrupt(format!("current version {version} does not exist")))?;
-        match (self.compile)(&published.doc) {
+        match compile(&published.doc) {
             Ok(config) => {
                 tracing::info!(version, "configuration version in force");
                 Ok(Arc::new(Active { version, config }))
@@ -367,11 +347,7 @@ impl<T> ConfigSource<T> {
             // Validated before it was published, so only a binary older or newer than the
             // publisher gets here. The version in use stays; with none, nothing is guessed.
             Err(problems) => {
-                let reason = problems
-                    .iter()
-                    .map(Problem::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let reason = describe(&problems);
                 match in_use {
                     Some(active) => {
                         tracing::error!(version, problems = %reason, kept = active.version, "published configuration does not compile here");

@@ -59,9 +59,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value as Doc;
 
-use crate::config::Problem;
 use crate::consent::Channel;
-use crate::error::CoreError;
+use crate::error::{describe, CoreError, Problem};
 use crate::event::{EventType, ANON_PREFIX};
 use crate::ports::{BusEvent, Decided, SegmentChange};
 use crate::profile::Profile;
@@ -357,11 +356,7 @@ impl RuleSet {
         })?;
         RuleSet::from_doc(&doc).map_err(|problems| CoreError::Config {
             what: "segment rules".into(),
-            reason: problems
-                .iter()
-                .map(Problem::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
+            reason: describe(&problems),
         })
     }
 
