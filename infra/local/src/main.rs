@@ -215,8 +215,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .ok_or("the input has no events with occurred_at")?;
             let sdk = ember_aws::sdk_config().await;
             let clock = Arc::new(SimClock::starting_at(first));
+            // Event time runs far faster than the wall clock here, so a published
+            // configuration is read on every invocation rather than once a wall minute.
             let opts = PipelineOptions {
                 template,
+                parameters: [("ConfigTtlSeconds".to_owned(), "0".to_owned())].into(),
                 ..Default::default()
             };
             eprintln!(
