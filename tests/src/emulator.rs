@@ -509,6 +509,20 @@ pub fn ember_pattern() -> Value {
     json!({ "source": [BusEvent::SOURCE] })
 }
 
+/// Customer `u-<i>` entering `segment` (cause event `e-<i>`), as enrich publishes it.
+pub fn segment_entered(i: usize, segment: &str) -> BusEvent {
+    BusEvent::SegmentEntered(ember_core::ports::SegmentChange {
+        id: format!("u-{i}:{segment}:entered:1"),
+        profile_id: format!("u-{i}"),
+        segment: segment.into(),
+        at: chrono::Utc::now(),
+        profile_version: 1,
+        cause_event_id: Some(format!("e-{i}")),
+        config_version: 0,
+        backfill: false,
+    })
+}
+
 /// Reads a Kinesis event fixture from `events/kinesis/<name>`.
 pub fn kinesis_fixture(name: &str) -> SetupResult<KinesisEvent> {
     let path = workspace_root().join("events/kinesis").join(name);

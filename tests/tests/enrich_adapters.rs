@@ -11,10 +11,9 @@ use ember_aws::profiles::{item_size, DynamoProfileStore};
 use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::ports::{
     BusEvent, Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortError, ProfileStore,
-    SegmentChange,
 };
 use ember_core::profile::Profile;
-use ember_tests::emulator::{ember_pattern, unique, Aws};
+use ember_tests::emulator::{ember_pattern, segment_entered, unique, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule};
 
 const QUIET: Duration = Duration::from_millis(400);
@@ -200,18 +199,7 @@ async fn the_bus_publishes_more_than_ten_events_in_chunks() {
         .await
         .expect("rule");
     let events: Vec<BusEvent> = (0..23)
-        .map(|i| {
-            BusEvent::SegmentEntered(SegmentChange {
-                id: format!("u-{i}:high_heat_lover:entered:1"),
-                profile_id: format!("u-{i}"),
-                segment: "high_heat_lover".into(),
-                at: chrono::Utc::now(),
-                profile_version: 1,
-                cause_event_id: Some(format!("e-{i}")),
-                config_version: 0,
-                backfill: false,
-            })
-        })
+        .map(|i| segment_entered(i, "high_heat_lover"))
         .collect();
     let results = EventBridgeBus::from_conf(&aws.config, &bus)
         .publish(&events)

@@ -8,15 +8,15 @@ use std::time::Duration;
 use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::kinesis::KinesisEventStream;
 use ember_aws::retry::Backoff;
 use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::ports::{
-    BusEvent, DeadLetter, DeadLetterSink, EventBus, EventStream, SegmentChange, StreamRecord,
+    BusEvent, DeadLetter, DeadLetterSink, EventBus, EventStream, StreamRecord,
 };
-use ember_tests::emulator::{ember_pattern, unique, Aws};
+use ember_tests::api_support::read_stream;
+use ember_tests::emulator::{ember_pattern, segment_entered, unique, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule, Schedule};
 
 /// The fault proxy and an SDK configuration through it: `attempts` per call, each given
@@ -100,19 +100,6 @@ fn assert_each_once(items: impl IntoIterator<Item = String>, distinct: usize) {
     }
     assert_eq!(seen.len(), distinct, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "duplicates: {seen:?}");
-}
-
-fn segment_event(i: usize) -> BusEvent {
-    BusEvent::SegmentEntered(SegmentChange {
-        id: format!("u-{i}:spicy:entered:1"),
-        profile_id: format!("u-{i}"),
-        segment: "spicy".into(),
-        at: chrono::Utc::now(),
-        profile_version: 1,
-        cause_event_id: None,
-        config_version: 0,
-        backfill: false,
-    })
 }
 
 fn fast_backoff() -> Backoff {
@@ -205,7 +192,7 @@ async fn partial_put_events_failures_are_resent_exactly_once() {
         },
     ));
     let bus = EventBridgeBus::new(events.clone(), &bus_name).with_backoff(fast_backoff());
-    let published: Vec<BusEvent> = (0..25).map(segment_event).collect();
+    let published: Vec<BusEvent> = (0..25).map(|i| segment_entered(i, "spicy")).collect();
     let results = bus.publish(&published).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(
@@ -236,7 +223,9 @@ async fn throttled_put_events_exhausting_retries_are_reported_per_entry() {
         Duration::from_millis(1),
         Duration::from_millis(2),
     ));
-    let results = bus.publish(&[segment_event(1), segment_event(2)]).await;
+    let results = bus
+        .publish(&[segment_entered(1, "spicy"), segment_entered(2, "spicy")])
+        .await;
     assert_eq!(results.len(), 2);
     for r in results {
         let err = r.unwrap_err();
@@ -275,7 +264,7 @@ async fn partial_put_records_failures_land_every_record_once() {
     let records: Vec<StreamRecord> = (0..20)
         .map(|i| StreamRecord {
             partition_key: format!("u-{i}"),
-            data: format!("r{i}").into_bytes(),
+            data: serde_json::json!(format!("r{i}")).to_string().into_bytes(),
         })
         .collect();
     let results = writer.put(&records).await;
@@ -284,44 +273,8 @@ async fn partial_put_records_failures_land_every_record_once() {
     assert_eq!(partial.entries_seen(), 27, "20 records + the 7 re-sent");
     proxy.clear_rules();
 
-    let shard = kinesis
-        .list_shards()
-        .stream_name(&stream)
-        .send()
-        .await
-        .unwrap()
-        .shards
-        .unwrap()[0]
-        .shard_id
-        .clone();
-    let mut iterator = kinesis
-        .get_shard_iterator()
-        .stream_name(&stream)
-        .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator;
-    let mut landed = Vec::new();
-    while let Some(it) = iterator {
-        let out = kinesis
-            .get_records()
-            .shard_iterator(it)
-            .send()
-            .await
-            .unwrap();
-        if out.records.is_empty() {
-            break;
-        }
-        landed.extend(
-            out.records
-                .iter()
-                .map(|r| String::from_utf8_lossy(r.data.as_ref()).into_owned()),
-        );
-        iterator = out.next_shard_iterator;
-    }
-    assert_each_once(landed, 20);
+    let landed = read_stream(&kinesis, &stream).await;
+    assert_each_once(landed.into_iter().map(|(_, data)| data.to_string()), 20);
 }
 
 #[tokio::test]

@@ -96,9 +96,19 @@ fn cart_holder() -> Profile {
     p
 }
 
-/// The skip reason of each outcome (`None` for one that was not skipped).
-fn skips(outcomes: &[Outcome]) -> Vec<Option<Skip>> {
-    outcomes.iter().map(Outcome::skipped).collect()
+/// u-1001's email function whose first SES call fails with `error`.
+fn failing_mailer(error: SendError) -> TestEmail {
+    let email = email_with(churner(), None);
+    email.mailer.fail_next(error);
+    email
+}
+
+/// Asserts that each outcome was skipped, for the reasons given in order.
+#[track_caller]
+fn assert_skipped(outcomes: &[Outcome], reasons: &[Skip]) {
+    let got: Vec<Option<Skip>> = outcomes.iter().map(Outcome::skipped).collect();
+    let want: Vec<Option<Skip>> = reasons.iter().copied().map(Some).collect();
+    assert_eq!(got, want, "{outcomes:?}");
 }
 
 #[tokio::test]
@@ -196,7 +206,7 @@ async fn backfill_entries_send_only_for_campaigns_that_opt_in() {
     backfill.detail["backfill"] = true.into();
     let skipping = email_with(churner(), None);
     let out = skipping.handle(&backfill, now).await.unwrap();
-    assert_eq!(skips(&out), [Some(Skip::Backfill)], "{out:?}");
+    assert_skipped(&out, &[Skip::Backfill]);
     assert_eq!(skipping.mailer.count(), 0);
 
     let opted_in = crate::campaign::SOURCE.replace(
@@ -245,7 +255,7 @@ async fn no_send_without_address_consent_or_when_suppressed() {
         .await
         .unwrap();
     let out = email.handle(&event(CHURN), now).await.unwrap();
-    assert_eq!(skips(&out), [Some(Skip::Suppressed)], "{:?}", out);
+    assert_skipped(&out, &[Skip::Suppressed]);
     assert_eq!(email.mailer.count(), 0);
 }
 
@@ -260,7 +270,7 @@ async fn frequency_caps_hold_per_campaign_and_globally() {
         .handle(&event(&second), now + Duration::hours(1))
         .await
         .unwrap();
-    assert_eq!(skips(&out), [Some(Skip::CampaignCap)], "{:?}", out);
+    assert_skipped(&out, &[Skip::CampaignCap]);
     // The next (user-local) day it may go again.
     let out = email
         .handle(&event(&second), now + Duration::days(1))
@@ -281,12 +291,7 @@ async fn frequency_caps_hold_per_campaign_and_globally() {
     let sweep = timers::sweep(&email, at("2026-11-20T15:12:00Z"))
         .await
         .unwrap();
-    assert_eq!(
-        skips(&sweep.outcomes),
-        [Some(Skip::GlobalCap)],
-        "{:?}",
-        sweep.outcomes
-    );
+    assert_skipped(&sweep.outcomes, &[Skip::GlobalCap]);
     assert_eq!(email.mailer.count(), 1);
 }
 
@@ -429,52 +434,38 @@ async fn cart_abandonment_waits_for_the_delay_and_is_cancelled_by_checkout() {
     );
     assert_eq!(email.mailer.count(), 1);
 
-    // Checkout between the cart change and the timer: cancelled.
-    let email = email_with(cart_holder(), None);
-    email.handle(&event(CART), t0).await.unwrap();
-    let mut checked_out = cart_holder();
-    checked_out.last_checkout_at = Some(at("2026-11-20T14:20:00Z"));
-    email.profiles.set(checked_out);
-    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z"))
-        .await
-        .unwrap();
-    assert_eq!(
-        skips(&due.outcomes),
-        [Some(Skip::NoLongerApplies)],
-        "{:?}",
-        due.outcomes
-    );
-    assert!(timers::cancelled(&due.outcomes[0]));
-    assert_eq!(email.mailer.count(), 0);
-    assert!(email.ledger.keys("timer#").is_empty());
-
-    // A later cart change: the first timer is superseded by the change's own timer.
-    let email = email_with(cart_holder(), None);
-    email.handle(&event(CART), t0).await.unwrap();
-    let mut changed = cart_holder();
-    changed.cart.updated_at = Some(at("2026-11-20T14:30:00Z"));
-    email.profiles.set(changed);
-    let due = timers::sweep(&email, at("2026-11-20T15:11:05Z"))
-        .await
-        .unwrap();
-    assert_eq!(
-        skips(&due.outcomes),
-        [Some(Skip::CartChanged)],
-        "{:?}",
-        due.outcomes
-    );
+    // Before the timer fires, a checkout cancels it; a later cart change supersedes it (the
+    // change schedules its own timer).
+    let checkout: fn(&mut Profile) = |p| p.last_checkout_at = Some(at("2026-11-20T14:20:00Z"));
+    let cart_change: fn(&mut Profile) = |p| p.cart.updated_at = Some(at("2026-11-20T14:30:00Z"));
+    for (change, reason) in [
+        (checkout, Skip::NoLongerApplies),
+        (cart_change, Skip::CartChanged),
+    ] {
+        let email = email_with(cart_holder(), None);
+        email.handle(&event(CART), t0).await.unwrap();
+        let mut p = cart_holder();
+        change(&mut p);
+        email.profiles.set(p);
+        let due = timers::sweep(&email, at("2026-11-20T15:11:05Z"))
+            .await
+            .unwrap();
+        assert_skipped(&due.outcomes, &[reason]);
+        assert_eq!(email.mailer.count(), 0);
+        if reason == Skip::NoLongerApplies {
+            assert!(timers::cancelled(&due.outcomes[0]));
+            assert!(email.ledger.keys("timer#").is_empty());
+        }
+    }
 }
 
 #[tokio::test]
 async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
-    let email = email_with(churner(), None);
+    let email = failing_mailer(SendError::NotSent(PortError::Transient {
+        stage: "ses.send",
+        reason: "TooManyRequestsException".into(),
+    }));
     let now = at("2026-11-20T14:05:10Z");
-    email
-        .mailer
-        .fail_next(SendError::NotSent(PortError::Transient {
-            stage: "ses.send",
-            reason: "TooManyRequestsException".into(),
-        }));
     let err = email.handle(&event(CHURN), now).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(email
@@ -497,16 +488,13 @@ async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
 
 #[tokio::test]
 async fn rejected_recipient_is_suppressed_and_reported_not_retried() {
-    let email = email_with(churner(), None);
+    let email = failing_mailer(SendError::NotSent(PortError::Permanent {
+        stage: STAGE_RECIPIENT,
+        reason: "MessageRejected".into(),
+    }));
     let now = at("2026-11-20T14:05:10Z");
-    email
-        .mailer
-        .fail_next(SendError::NotSent(PortError::Permanent {
-            stage: STAGE_RECIPIENT,
-            reason: "MessageRejected".into(),
-        }));
     let out = email.handle(&event(CHURN), now).await.unwrap();
-    assert_eq!(skips(&out), [Some(Skip::Rejected)], "{:?}", out);
+    assert_skipped(&out, &[Skip::Rejected]);
     assert!(email
         .ledger
         .get(SUPPRESSION_PK, &suppression_key("ana@example.com"))
@@ -682,11 +670,8 @@ async fn a_send_record_left_by_a_dead_attempt_is_taken_over_or_recorded_unknown(
 
 #[tokio::test]
 async fn an_unknown_outcome_is_recorded_and_never_retried() {
-    let email = email_with(churner(), None);
+    let email = failing_mailer(SendError::OutcomeUnknown("connection reset".into()));
     let now = at("2026-11-20T14:05:10Z");
-    email
-        .mailer
-        .fail_next(SendError::OutcomeUnknown("connection reset".into()));
     let out = email.handle(&event(CHURN), now).await.unwrap();
     assert!(matches!(&out[..], [Outcome::Unknown { .. }]), "{out:?}");
     let again = email.handle(&event(CHURN), now).await.unwrap();
