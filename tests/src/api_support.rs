@@ -37,6 +37,8 @@ pub struct Env {
     /// Receives what the admin API announces on the bus (`ConfigPublished`).
     pub announcements: Queue,
     pub deps: Deps,
+    /// The EMF lines the API wrote.
+    pub metrics: ember_core::memory::MemoryMetrics,
 }
 
 pub fn config() -> ApiConfig {
@@ -92,6 +94,7 @@ pub async fn setup_with(stream_sdk: Option<(aws_config::SdkConfig, RetryPolicy)>
         Some((sdk, retry)) => KinesisEventStream::from_conf(&sdk, &stream).with_retry(retry),
         None => KinesisEventStream::from_conf(&aws.config, &stream),
     };
+    let metrics = ember_core::memory::MemoryMetrics::default();
     let deps = Deps {
         stream: Box::new(event_stream),
         profiles: Box::new(DynamoProfileStore::new(
@@ -103,8 +106,10 @@ pub async fn setup_with(stream_sdk: Option<(aws_config::SdkConfig, RetryPolicy)>
         registry: Registry::embedded().expect("schemas"),
         config: config(),
         clock: Box::new(FixedClock(now())),
+        metrics: metrics.metrics(),
     };
     Env {
+        metrics,
         aws,
         stream,
         profiles_table,

@@ -520,6 +520,8 @@ pub fn segment_entered(i: usize, segment: &str) -> BusEvent {
         cause_event_id: Some(format!("e-{i}")),
         config_version: 0,
         backfill: false,
+        ingested_at: None,
+        trace: None,
     })
 }
 

@@ -31,6 +31,7 @@ pub async fn start_pipeline_with(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        metrics: Some(ember_core::memory::MemoryMetrics::default()),
         ..Default::default()
     };
     let pipeline = Pipeline::start(&opts, &aws.config, Arc::new(SimClock::starting_at(start)))

@@ -83,6 +83,7 @@ async fn env_on(aws: Aws) -> Env {
         configuration_set: None,
         config_ttl: std::time::Duration::ZERO,
         send_rate: ember_email::send_rate::SendRate::UNLIMITED,
+        stage: "test".into(),
         message: MessageSettings {
             sender: format!("Ember Hot Sauce Co. <{sender}>"),
             public_base_url: "https://shop.example".into(),
@@ -95,6 +96,7 @@ async fn env_on(aws: Aws) -> Env {
         FeedbackSettings {
             ledger_table: ledger,
             stream_name: stream.clone(),
+            stage: "test".into(),
         },
         SystemClock::shared(),
     );
@@ -307,7 +309,8 @@ async fn quiet_hours_defer_and_the_sweeper_sends_after_they_end() {
         out,
         vec![Outcome::Deferred {
             campaign: "churn_winback".into(),
-            until
+            until,
+            reason: "quiet_hours",
         }]
     );
     assert!(env.mail().await.is_empty());
@@ -624,6 +627,7 @@ async fn a_profile_that_cannot_be_read_never_holds_up_the_other_timers() {
             campaign,
             trigger_id: format!("{id}:churn_risk:entered:1"),
             cart_updated_at: None,
+            trace: None,
         };
         let due = now + Duration::minutes(minutes);
         timers::schedule(&env.email, id, &candidate, due, "delay", now)

@@ -70,6 +70,7 @@ impl Env {
             fold: FoldConfig::default(),
             dedup_window: chrono::Duration::days(35),
             config_ttl: std::time::Duration::ZERO,
+            stage: "test".into(),
         };
         Deps::build(&self.aws.config, &config, SystemClock::shared()).expect("deps")
     }
@@ -122,6 +123,7 @@ async fn the_schedule_publishes_its_own_transitions_and_not_the_stream_events_ag
             total_segments: 1,
             ledger_table: env.ledger.clone(),
             config_ttl: std::time::Duration::ZERO,
+            stage: "test".into(),
         },
     )
     .expect("deps");
@@ -406,6 +408,7 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
         fold: FoldConfig::default(),
         dedup_window: chrono::Duration::days(35),
         config_ttl: std::time::Duration::ZERO,
+        stage: "test".into(),
     };
     let event = kinesis_fixture("several-users.json").expect("fixture");
 
@@ -491,6 +494,7 @@ async fn aws_calls_per_batch_are_bounded_and_partial_publish_failures_are_resent
         fold: FoldConfig::default(),
         dedup_window: chrono::Duration::days(35),
         config_ttl: std::time::Duration::ZERO,
+        stage: "test".into(),
     };
     let deps = Deps::build(&sdk, &config, SystemClock::shared()).expect("deps");
     let event = kinesis_fixture("several-users.json").expect("fixture");

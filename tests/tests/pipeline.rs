@@ -14,6 +14,39 @@ use ember_tests::emulator::{workspace_root, Aws};
 use ember_tests::local::start_pipeline;
 use serde_json::Value;
 
+/// The trace u-heat's heat preference was posted with, the one its `high_heat_lover` entry
+/// carried on the bus, and the one its heat_match send record keeps.
+async fn heat_trace(
+    aws: &Aws,
+    p: &Pipeline,
+    entered: &[Value],
+) -> (String, Option<String>, Option<String>) {
+    use ember_core::ports::Ledger;
+    let entry = entered
+        .iter()
+        .find(|e| {
+            e["detail"]["profile_id"] == "u-heat" && e["detail"]["segment"] == "high_heat_lover"
+        })
+        .expect("u-heat entered high_heat_lover");
+    let cause = entry["detail"]["cause_event_id"].as_str().expect("a cause");
+    let posted = p.activity.posted_trace.lock().unwrap()[cause].clone();
+    let on_bus = entry["detail"]["trace"].as_str().map(str::to_owned);
+    let ledger = ember_aws::ledger::DynamoLedger::new(
+        aws.dynamodb.clone(),
+        p.name_of("LedgerTable").expect("ledger table"),
+    );
+    let sk = format!(
+        "heat_match#{}",
+        entry["detail"]["id"].as_str().unwrap_or_default()
+    );
+    let record = ledger
+        .get(&ember_email::send_record::send_pk("u-heat"), &sk)
+        .await
+        .expect("read the send record");
+    let on_record = record.and_then(|r| r["trace"].as_str().map(str::to_owned));
+    (posted, on_bus, on_record)
+}
+
 fn bus_events(p: &Pipeline, detail_type: &str) -> Vec<Value> {
     p.bus_events
         .lock()
@@ -68,6 +101,8 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     };
     pipeline.drain(Duration::from_secs(30)).await;
     let after_unsubscribe = aws.get_profile(&table, "u-cart").await;
+    let traced = heat_trace(&aws, &pipeline, &entered).await;
+    let metrics = pipeline.metrics.clone().expect("collected");
     pipeline.stop(true).await;
     let summary = result.expect("replay");
     println!("{summary}");
@@ -190,6 +225,30 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert!(
         html.contains("Ghost Pepper Reserve"),
         "the email shows the abandoned product: {html}"
+    );
+    // The trace the replay posted u-heat's heat preference with (a `traceparent` header)
+    // reached the email function: on the segment event, and kept on the send record.
+    let (posted, on_bus, on_send_record) = traced;
+    assert!(posted.starts_with("00-"), "{posted}");
+    assert_eq!(on_bus.as_deref(), Some(posted.as_str()));
+    assert_eq!(on_send_record.as_deref(), Some(posted.as_str()));
+
+    // The metrics the functions wrote (EMF lines) agree with what happened.
+    assert_eq!(metrics.sum("EmailsSent", &[]), summary.emails.len() as f64);
+    assert_eq!(
+        metrics.sum("EventsAccepted", &[]),
+        19.0 + 1.0,
+        "19 + the unsubscribe"
+    );
+    assert_eq!(metrics.sum("EventsRefused", &[("Reason", "invalid")]), 1.0);
+    assert_eq!(
+        metrics.sum("SegmentEntered", &[("Segment", "churn_risk")]),
+        1.0
+    );
+    let latencies = metrics.values("IngestToEmailLatency");
+    assert!(
+        !latencies.is_empty() && latencies.iter().all(|ms| (0.0..60_000.0).contains(ms)),
+        "{latencies:?}"
     );
     assert!(summary.scheduled_runs.values().all(|n| *n > 0));
     assert_eq!(

@@ -39,6 +39,7 @@ impl Env {
             total_segments,
             ledger_table: self.ledger.clone(),
             config_ttl: std::time::Duration::ZERO,
+            stage: "test".into(),
         };
         ReevaluateDeps::build(&self.aws.config, &config).expect("deps")
     }

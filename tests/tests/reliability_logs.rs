@@ -84,7 +84,9 @@ async fn logs_carry_no_email_addresses_or_secrets() {
     let base = ProfilesAndBus::on(aws).await.unwrap();
     let dlq = base.aws.create_queue("logs-dlq").await.unwrap();
     let quick = Backoff::new(2, Duration::from_millis(1), Duration::from_millis(5));
-    let handler = base.enricher(&dlq.url, quick);
+    let metrics = ember_core::memory::MemoryMetrics::default();
+    let mut handler = base.enricher(&dlq.url, quick);
+    handler.metrics = metrics.metrics();
 
     // Faults first, so error paths (with SDK error texts) are logged, then a clean pass.
     proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).first(2));
@@ -120,7 +122,7 @@ async fn logs_carry_no_email_addresses_or_secrets() {
     }
 
     proxy.clear_rules();
-    every_function_with_an_address_as_profile_id(&proxy, &base).await;
+    every_function_with_an_address_as_profile_id(&proxy, &base, &metrics).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.lines().count() > 5, "nothing was logged:\n{logs}");
@@ -161,10 +163,36 @@ async fn logs_carry_no_email_addresses_or_secrets() {
         !logs.to_lowercase().contains("authorization"),
         "request headers logged"
     );
+
+    // Metric lines (their dimensions) name no one either, and every function wrote some.
+    let lines: String = metrics
+        .documents()
+        .iter()
+        .map(|d| format!("{d}\n"))
+        .collect();
+    let leaked = email_like(&lines);
+    assert!(
+        leaked.is_empty(),
+        "addresses in metrics: {leaked:?}\n{lines}"
+    );
+    for name in [
+        "EventsApplied",
+        "DeadLetters",
+        "SegmentEntered",
+        "EventsAccepted",
+        "EmailOutcomeUnknown",
+        "SesFeedback",
+    ] {
+        assert!(metrics.sum(name, &[]) > 0.0, "no {name} written:\n{lines}");
+    }
 }
 
 /// Every function, for a customer whose profile id is an email address.
-async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: &ProfilesAndBus) {
+async fn every_function_with_an_address_as_profile_id(
+    proxy: &FaultProxy,
+    base: &ProfilesAndBus,
+    metrics: &ember_core::memory::MemoryMetrics,
+) {
     let ProfilesAndBus {
         aws,
         table,
@@ -195,7 +223,8 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
 
     // Enrich and the re-evaluation.
     let dlq = aws.create_queue("logs-dlq-2").await.unwrap();
-    let enrich = base.enricher(&dlq.url, quick);
+    let mut enrich = base.enricher(&dlq.url, quick);
+    enrich.metrics = metrics.metrics();
     let events: Vec<(String, Vec<u8>)> = [
         json!({"type": "profile_updated", "version": 1, "payload": {"email": who, "name": "Ana"}}),
         json!({"type": "add_to_cart", "version": 1, "payload": {"sku": "SAU-001", "name": "Smoked",
@@ -216,7 +245,7 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
     proxy.add(Rule::new(op::DDB_PUT_ITEM, Fault::ServerError).first(1));
     enrich.handle(&batch, "req-address").await;
     enrich.handle(&batch, "req-address").await;
-    let reevaluate = ember_enrich::Reevaluator::new(
+    let mut reevaluate = ember_enrich::Reevaluator::new(
         DynamoProfileStore::new(aws.dynamodb.clone(), table),
         EventBridgeBus::new(aws.eventbridge.clone(), bus),
         1,
@@ -229,6 +258,7 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
             "region": "us-east-1", "resources": [], "detail": {}
         }))
         .unwrap();
+    reevaluate.metrics = metrics.metrics();
     let _ = reevaluate.handle(&schedule, "req-reevaluate").await;
 
     // The email function: a churn email, its SES answer lost (logged as unknown), a sweep.
@@ -266,13 +296,15 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
         configuration_set: None,
         config_ttl: std::time::Duration::ZERO,
         send_rate: ember_email::send_rate::SendRate::UNLIMITED,
+        stage: "test".into(),
         message: MessageSettings {
             sender: format!("Shop <shop@{domain}>"),
             public_base_url: "https://shop.example".into(),
             unsubscribe_keys: keys.clone(),
         },
     };
-    let email = Deps::build(&aws.config, settings, SystemClock::shared()).unwrap();
+    let mut email = Deps::build(&aws.config, settings, SystemClock::shared()).unwrap();
+    email.metrics = metrics.metrics();
     let entered: aws_lambda_events::eventbridge::EventBridgeEvent<serde_json::Value> =
         serde_json::from_value(json!({
             "version": "0", "id": "logs-1", "detail-type": "SegmentEntered", "source": "ember.enrich",
@@ -287,14 +319,16 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
     let _ = timers::sweep(&email, now).await;
 
     // Feedback: a hard bounce tagged with the customer's profile id.
-    let feedback = FeedbackDeps::build(
+    let mut feedback = FeedbackDeps::build(
         &aws.config,
         FeedbackSettings {
             ledger_table: ledger.to_owned(),
             stream_name: stream.clone(),
+            stage: "test".into(),
         },
         SystemClock::shared(),
     );
+    feedback.metrics = metrics.metrics();
     let path = ember_tests::emulator::workspace_root().join("events/ses/eventbridge-bounce.json");
     let mut bounce: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -321,6 +355,7 @@ async fn every_function_with_an_address_as_profile_id(proxy: &FaultProxy, base: 
         registry: ember_core::schema::Registry::embedded().unwrap(),
         config,
         clock: Box::new(FixedClock(now)),
+        metrics: metrics.metrics(),
     };
     let token = sign(&keys, &Unsubscribe::new(who, "churn_winback", now));
     let encoded: String = who.replace('@', "%40");

@@ -141,6 +141,8 @@ pub struct Settings {
     /// `EVENT_BUS_NAME`: where configuration publishes are announced.
     pub event_bus_name: String,
     pub api: ApiConfig,
+    /// `EMBER_STAGE` (optional, default `local`): the stage dimension of its metrics.
+    pub stage: String,
 }
 
 impl Settings {
@@ -158,6 +160,7 @@ impl Settings {
             ledger_table: required("LEDGER_TABLE")?,
             event_bus_name: required("EVENT_BUS_NAME")?,
             api: ApiConfig::from_lookup(&lookup)?,
+            stage: ember_core::metrics::stage_from_lookup(&lookup),
         })
     }
 

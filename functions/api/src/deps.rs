@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ember_aws::eventbridge::EventBridgeBus;
 use ember_core::config::ConfigStore;
+use ember_core::metrics::Metrics;
 use ember_core::ports::{EventBus, EventStream, Ledger, ProfileStore};
 use ember_core::schema::Registry;
 
@@ -24,6 +25,7 @@ pub struct Deps {
     pub registry: Registry,
     pub config: ApiConfig,
     pub clock: Box<dyn Clock>,
+    pub metrics: Metrics,
 }
 
 impl Deps {
@@ -50,6 +52,7 @@ impl Deps {
             registry,
             config: settings.api,
             clock: Box::new(clock),
+            metrics: Metrics::stdout(&settings.stage),
         })
     }
 }

@@ -9,11 +9,14 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ember_core::error::Problem;
+use ember_core::event::EventType;
+use ember_core::metrics::{self, Recorder};
 use ember_core::ports::{EventStream, PortError, StreamRecord};
 use ember_core::schema::Registry;
+use ember_core::trace::TraceContext;
 use ember_core::Envelope;
 use lambda_http::http::StatusCode;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 
 use crate::auth::{self, Scope};
@@ -54,9 +57,17 @@ pub fn fill_defaults(event: &mut Value, now: DateTime<Utc>) {
     }
 }
 
-/// Validates one event and turns it into a stream record keyed by its profile.
-pub fn prepare(registry: &Registry, event: &Value) -> Result<Prepared, Vec<Problem>> {
-    let envelope = registry.validate(event)?;
+/// Validates one event and turns it into a stream record keyed by its profile, carrying
+/// `trace` (the request's trace context) or else the one the event names.
+pub fn prepare(
+    registry: &Registry,
+    event: &Value,
+    trace: Option<&TraceContext>,
+) -> Result<Prepared, Vec<Problem>> {
+    let mut envelope = registry.validate(event)?;
+    if let Some(t) = trace {
+        envelope.trace = Some(t.to_string());
+    }
     let Some(partition_key) = envelope.profile_key() else {
         return Err(vec![Problem::new(
             "/user_id",
@@ -75,11 +86,15 @@ pub fn prepare(registry: &Registry, event: &Value) -> Result<Prepared, Vec<Probl
 }
 
 /// Validates every event; all problems of all entries, or all prepared events.
-pub fn prepare_all(registry: &Registry, events: &[Value]) -> Result<Vec<Prepared>, ApiError> {
+pub fn prepare_all(
+    registry: &Registry,
+    events: &[Value],
+    trace: Option<&TraceContext>,
+) -> Result<Vec<Prepared>, ApiError> {
     let mut prepared = Vec::with_capacity(events.len());
     let mut problems = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        match prepare(registry, event) {
+        match prepare(registry, event, trace) {
             Ok(p) => prepared.push(p),
             Err(ps) => problems.extend(ps.into_iter().map(|p| IndexedProblem::new(index, p))),
         }
@@ -89,6 +104,85 @@ pub fn prepare_all(registry: &Registry, events: &[Value]) -> Result<Vec<Prepared
     } else {
         Err(ApiError::ValidationFailed(problems))
     }
+}
+
+/// The trace context of a request: its `traceparent` header, else the X-Ray trace of the
+/// invocation (Lambda's context, or API Gateway's `x-amzn-trace-id` header).
+pub fn request_trace(req: &Request) -> Option<TraceContext> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    header("traceparent")
+        .and_then(TraceContext::from_traceparent)
+        .or_else(|| {
+            req.lambda_context_ref()?
+                .xray_trace_id
+                .as_deref()
+                .and_then(TraceContext::from_xray)
+        })
+        .or_else(|| header("x-amzn-trace-id").and_then(TraceContext::from_xray))
+}
+
+/// The event type of a raw entry as a metric dimension: a known type's name or `unknown`
+/// (a client's free text never becomes a dimension).
+fn type_of(entry: &Value) -> &'static str {
+    entry["type"]
+        .as_str()
+        .and_then(EventType::parse)
+        .map_or("unknown", EventType::as_str)
+}
+
+/// Validates `entries`, checks them against the key's `scope`, stamps the request's trace
+/// and puts them on the stream. Counts every entry as accepted or refused, by type and
+/// reason (`invalid`, `insufficient_scope`, `batch_refused` for the valid entries of a
+/// refused batch, `not_written`).
+pub async fn accept(
+    deps: &Deps,
+    req: &Request,
+    entries: &[Value],
+    scope: Scope,
+) -> Result<Written, ApiError> {
+    let mut counted = Recorder::default();
+    let result = accept_entries(deps, req, entries, scope).await;
+    let refused = |counted: &mut Recorder, problems: &[IndexedProblem], reason: &str| {
+        for (i, entry) in entries.iter().enumerate() {
+            let own = problems.iter().any(|p| p.index == i);
+            let why = if own { reason } else { "batch_refused" };
+            counted.count(&metrics::EVENTS_REFUSED, &[type_of(entry), why], 1);
+        }
+    };
+    match &result {
+        Ok(written) => {
+            for (i, entry) in entries.iter().enumerate() {
+                if written.failed.iter().any(|(index, _, _)| *index == i) {
+                    counted.count(
+                        &metrics::EVENTS_REFUSED,
+                        &[type_of(entry), "not_written"],
+                        1,
+                    );
+                } else {
+                    counted.count(&metrics::EVENTS_ACCEPTED, &[type_of(entry)], 1);
+                }
+            }
+        }
+        Err(ApiError::ValidationFailed(problems)) => refused(&mut counted, problems, "invalid"),
+        Err(ApiError::InsufficientScope(problems)) => {
+            refused(&mut counted, problems, "insufficient_scope")
+        }
+        Err(_) => {}
+    }
+    deps.metrics.flush(counted, Utc::now());
+    result
+}
+
+async fn accept_entries(
+    deps: &Deps,
+    req: &Request,
+    entries: &[Value],
+    scope: Scope,
+) -> Result<Written, ApiError> {
+    let trace = request_trace(req);
+    let prepared = prepare_all(&deps.registry, entries, trace.as_ref())?;
+    check_scope(scope, &prepared)?;
+    Ok(write(deps.stream.as_ref(), &prepared).await)
 }
 
 /// Per-entry outcome of writing prepared events.
@@ -194,9 +288,7 @@ fn check_scope(scope: Scope, prepared: &[Prepared]) -> Result<(), ApiError> {
 pub async fn post_event(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let (mut event, scope) = read_json(deps, req)?;
     fill_defaults(&mut event, deps.clock.now());
-    let prepared = prepare_all(&deps.registry, std::slice::from_ref(&event))?;
-    check_scope(scope, &prepared)?;
-    let written = write(deps.stream.as_ref(), &prepared).await;
+    let written = accept(deps, req, std::slice::from_ref(&event), scope).await?;
     log_written("events", &written);
     Ok(written_response(&written))
 }
@@ -241,9 +333,7 @@ pub async fn post_batch(deps: &Deps, req: &Request) -> Result<Response<Body>, Ap
     for entry in &mut entries {
         fill_defaults(entry, now);
     }
-    let prepared = prepare_all(&deps.registry, &entries)?;
-    check_scope(scope, &prepared)?;
-    let written = write(deps.stream.as_ref(), &prepared).await;
+    let written = accept(deps, req, &entries, scope).await?;
     log_written("events_batch", &written);
     Ok(written_response(&written))
 }
@@ -325,7 +415,7 @@ mod tests {
         bad["version"] = json!("one");
         let no_profile = json!({"event_id": "e3", "type": "page_view", "version": 1,
             "occurred_at": "2026-11-20T10:00:00Z", "source": "web", "payload": {"url": "https://shop.example/"}});
-        match prepare_all(&r, &[good.clone(), bad, no_profile]) {
+        match prepare_all(&r, &[good.clone(), bad, no_profile], None) {
             Err(ApiError::ValidationFailed(problems)) => {
                 assert!(
                     problems
@@ -338,7 +428,7 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let ok = prepare_all(&r, &[good]).unwrap();
+        let ok = prepare_all(&r, &[good], None).unwrap();
         assert_eq!(ok[0].record.partition_key, "u1");
     }
 

@@ -129,6 +129,7 @@ mod tests {
         records: Arc<Mutex<Vec<StreamRecord>>>,
         ledger: ember_core::memory::MemoryLedger,
         bus: ember_core::memory::MemoryBus,
+        metrics: ember_core::memory::MemoryMetrics,
     }
 
     #[async_trait]
@@ -168,6 +169,7 @@ mod tests {
             clock: Box::new(FixedClock(
                 DateTime::from_timestamp(1_795_168_805, 0).unwrap(),
             )),
+            metrics: memory.metrics.metrics(),
         }
     }
 
@@ -280,6 +282,41 @@ mod tests {
         )
         .await;
         assert_eq!(status, 202);
+
+        // The EMF lines count every entry by type, refused ones by reason.
+        let m = &memory.metrics;
+        let refused = |t: &str, why: &str| m.sum("EventsRefused", &[("Type", t), ("Reason", why)]);
+        assert_eq!(refused("profile_updated", "insufficient_scope"), 1.0);
+        assert_eq!(refused("consent_changed", "insufficient_scope"), 1.0);
+        assert_eq!(refused("page_view", "batch_refused"), 1.0);
+        assert_eq!(m.sum("EventsAccepted", &[("Type", "page_view")]), 2.0);
+        assert_eq!(m.sum("EventsAccepted", &[("Type", "profile_updated")]), 1.0);
+        assert_eq!(m.sum("EventsAccepted", &[]), 4.0);
+        for doc in m.documents() {
+            assert_eq!(doc["Stage"], "test");
+            assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Ember");
+        }
+    }
+
+    #[tokio::test]
+    async fn events_carry_the_requests_trace_context() {
+        let memory = Memory::default();
+        let deps = deps(&memory);
+        let trace = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01";
+        let mut req = with("event-single.json", "ember-fixture-api-key", None);
+        req.headers_mut()
+            .insert("traceparent", trace.parse().unwrap());
+        assert_eq!(status_and_body(&deps, req).await.0, 202);
+        // Without a traceparent: API Gateway's X-Ray header.
+        assert_eq!(call(&deps, "event-batch.json").await.0, 202);
+        let records = memory.records.lock().unwrap().clone();
+        let traces: Vec<Value> = records
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.data).unwrap()["trace"].clone())
+            .collect();
+        assert_eq!(traces[0], json!(trace));
+        let xray = "00-6740a1b20123456789abcdef01234567-89abcdef01234567-00";
+        assert!(traces[1..].iter().all(|t| *t == json!(xray)), "{traces:?}");
     }
 
     #[tokio::test]

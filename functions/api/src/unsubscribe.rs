@@ -16,6 +16,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::events;
 use crate::{http, Deps};
@@ -119,8 +120,7 @@ pub async fn unsubscribe(deps: &Deps, req: &Request) -> Result<Response<Body>, A
         None => event["user_id"] = json!(claims.profile_id),
     }
     events::fill_defaults(&mut event, now);
-    let prepared = events::prepare_all(&deps.registry, std::slice::from_ref(&event))?;
-    let written = events::write(deps.stream.as_ref(), &prepared).await;
+    let written = events::accept(deps, req, std::slice::from_ref(&event), Scope::Server).await?;
     if let Some((_, _, err)) = written.failed.first() {
         return Err(ApiError::dependency("kinesis.put_records", err.clone()));
     }

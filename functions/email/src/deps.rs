@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use ember_core::clock::SharedClock;
 use ember_core::config::{ttl_from_lookup, ConfigSource, ConfigStore};
+use ember_core::metrics::{stage_from_lookup, Metrics};
 use ember_core::unsubscribe::Keys;
 
 use crate::error::EmailError;
@@ -60,6 +61,8 @@ pub struct Settings {
     /// `EMAIL_SEND_RATE_PER_SECOND` (optional, default 0 = no limit): the SES account's
     /// sending rate, held across concurrent invocations.
     pub send_rate: SendRate,
+    /// `EMBER_STAGE` (optional, default `local`): the stage dimension of its metrics.
+    pub stage: String,
 }
 
 impl Settings {
@@ -74,6 +77,7 @@ impl Settings {
             configuration_set: lookup("SES_CONFIGURATION_SET").filter(|s| !s.trim().is_empty()),
             config_ttl: ttl_from_lookup(&lookup).map_err(EmailError::Config)?,
             send_rate: send_rate_from_lookup(&lookup)?,
+            stage: stage_from_lookup(&lookup),
             message: MessageSettings {
                 sender: required(&lookup, "EMBER_SENDER")?,
                 public_base_url: required(&lookup, "EMBER_PUBLIC_BASE_URL")?,
@@ -120,6 +124,7 @@ impl Deps {
             config,
             settings: settings.message,
             send_rate: settings.send_rate,
+            metrics: Metrics::stdout(&settings.stage),
         })
     }
 }
@@ -131,6 +136,8 @@ pub struct FeedbackSettings {
     pub ledger_table: String,
     /// `STREAM_NAME`: where feedback events go.
     pub stream_name: String,
+    /// `EMBER_STAGE` (optional, default `local`): the stage dimension of its metrics.
+    pub stage: String,
 }
 
 impl FeedbackSettings {
@@ -140,6 +147,7 @@ impl FeedbackSettings {
         Ok(FeedbackSettings {
             ledger_table: required(&lookup, "LEDGER_TABLE")?,
             stream_name: required(&lookup, "STREAM_NAME")?,
+            stage: stage_from_lookup(&lookup),
         })
     }
 
@@ -156,6 +164,7 @@ impl FeedbackDeps {
         Feedback {
             ledger: DynamoLedger::from_conf(sdk, settings.ledger_table).with_clock(clock),
             stream: KinesisEventStream::from_conf(sdk, settings.stream_name),
+            metrics: Metrics::stdout(&settings.stage),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! Event ids are deterministic (`ses-<message id>-<kind>`), so SES' at-least-once delivery and
 //! Lambda retries are de-duplicated by enrich.
 
+use ember_core::metrics::{self, Metrics, Recorder};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -156,6 +157,30 @@ pub fn event_id(message_id: &str, kind: &str) -> String {
 pub struct Feedback<L, S> {
     pub ledger: L,
     pub stream: S,
+    /// Where each invocation's metrics (SES events by kind) are written.
+    pub metrics: Metrics,
+}
+
+/// An SES event type as a metric dimension: one of the kinds SES publishes, or `other`.
+fn kind_of(event_type: &str) -> &'static str {
+    const KINDS: [&str; 10] = [
+        "send",
+        "delivery",
+        "bounce",
+        "complaint",
+        "reject",
+        "open",
+        "click",
+        "rendering_failure",
+        "delivery_delay",
+        "subscription",
+    ];
+    let snake = match event_type {
+        "Rendering Failure" | "RenderingFailure" => "rendering_failure".to_owned(),
+        "DeliveryDelay" => "delivery_delay".to_owned(),
+        other => other.to_ascii_lowercase(),
+    };
+    KINDS.into_iter().find(|k| *k == snake).unwrap_or("other")
 }
 
 impl<L: Ledger, S: EventStream> Feedback<L, S> {
@@ -166,7 +191,13 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
     ) -> Result<Vec<FeedbackOutcome>, EmailError> {
         let mut outcomes = Vec::new();
         let mut pending = Vec::new();
-        for record in records(input)? {
+        let records = records(input)?;
+        let mut counted = Recorder::default();
+        for record in &records {
+            counted.count(&metrics::SES_FEEDBACK, &[kind_of(&record.event_type)], 1);
+        }
+        self.metrics.flush(counted, Utc::now());
+        for record in records {
             let profile_id = tag(&record.mail, tags::PROFILE_ID).and_then(tags::decode_profile_id);
             let campaign = tag(&record.mail, tags::CAMPAIGN).map(str::to_owned);
             let message_id = record.mail.message_id.clone();
@@ -283,6 +314,7 @@ impl<L: Ledger, S: EventStream> Feedback<L, S> {
                 },
                 context: Context::default(),
                 payload,
+                trace: None,
             };
             identify(&mut envelope, &profile_id);
             tracing::info!(profile = %ember_core::privacy::masked(&profile_id), event_id = %envelope.header.event_id, event_type = %event_type, "feedback event");

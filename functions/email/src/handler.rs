@@ -24,9 +24,11 @@ use ember_core::ports::{
 };
 use ember_core::privacy::masked;
 use ember_core::profile::Profile;
+use ember_core::trace::TraceContext;
 use std::sync::Arc;
 
 use ember_core::config::{Active, ConfigSource};
+use ember_core::metrics::{self, Metrics, Recorder};
 use ember_core::unsubscribe::{self, suppression_key, Keys, Unsubscribe, SUPPRESSION_PK};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -116,9 +118,11 @@ pub enum Outcome {
         campaign: String,
         due: DateTime<Utc>,
     },
+    /// Sent later by a timer: `quiet_hours` or `send_rate`.
     Deferred {
         campaign: String,
         until: DateTime<Utc>,
+        reason: &'static str,
     },
     Skipped {
         campaign: String,
@@ -167,6 +171,8 @@ pub struct Candidate<'a> {
     pub trigger_id: String,
     /// For cart triggers: the cart version the email is about.
     pub cart_updated_at: Option<DateTime<Utc>>,
+    /// The trace of the event that caused it (W3C `traceparent`), kept on the send record.
+    pub trace: Option<String>,
 }
 
 /// The email function, generic over its ports.
@@ -180,6 +186,8 @@ pub struct Email<P, L, M, S> {
     pub settings: MessageSettings,
     /// The most emails per second across all invocations (the SES account's rate).
     pub send_rate: SendRate,
+    /// Where each invocation's metrics are written.
+    pub metrics: Metrics,
 }
 
 /// The configuration version one invocation uses throughout.
@@ -255,6 +263,25 @@ where
     /// Entry point for everything EventBridge delivers to the function: segment-bus events
     /// and the sweeper's schedule.
     pub async fn handle(
+        &self,
+        event: &EventBridgeEvent<Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, EmailError> {
+        let result = self.route(event, now).await;
+        if let Ok(outcomes) = &result {
+            let ingested_at = match &event.detail {
+                d if event.detail_type != SCHEDULED_EVENT => d["ingested_at"]
+                    .as_str()
+                    .and_then(ember_core::event::read_timestamp),
+                _ => None,
+            };
+            self.metrics
+                .flush(count_outcomes(outcomes, ingested_at), Utc::now());
+        }
+        result
+    }
+
+    async fn route(
         &self,
         event: &EventBridgeEvent<Value>,
         now: DateTime<Utc>,
@@ -352,6 +379,13 @@ where
             bus,
             BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) if c.backfill
         );
+        let trace = match bus {
+            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.trace.clone(),
+            _ => None,
+        };
+        if let Some(t) = trace.as_deref().and_then(TraceContext::from_traceparent) {
+            tracing::info!(trace_id = t.trace_id(), "segment event of a traced request");
+        }
         let mut outcomes = Vec::new();
         let mut immediate = Vec::new();
         for campaign in campaigns {
@@ -366,6 +400,7 @@ where
                 campaign,
                 trigger_id: trigger_id.clone(),
                 cart_updated_at: cart_at,
+                trace: trace.clone(),
             };
             if campaign.delay > Duration::zero() {
                 let due = at + campaign.delay;
@@ -490,6 +525,7 @@ where
             return Ok(Outcome::Deferred {
                 campaign: campaign.name.clone(),
                 until,
+                reason: "quiet_hours",
             });
         }
 
@@ -513,6 +549,7 @@ where
             return Ok(Outcome::Deferred {
                 campaign: campaign.name.clone(),
                 until,
+                reason: "send_rate",
             });
         }
 
@@ -524,6 +561,7 @@ where
             owner: uuid::Uuid::new_v4().to_string(),
             now,
             config_version: config.version,
+            trace: candidate.trace.as_deref(),
         };
         match self.claim_send(&record).await? {
             Claimed::Ours => {}
@@ -630,7 +668,7 @@ where
                 record
                     .advance(&self.ledger, SendState::Sending, SendState::Unknown, None)
                     .await?;
-                unknown_outcome_metric();
+                unknown_outcome_metric(&self.metrics);
                 Ok(Outcome::Unknown {
                     campaign: campaign.name.clone(),
                 })
@@ -729,6 +767,7 @@ where
             },
             context: Context::default(),
             payload: json!({"reason": "invalid_address"}),
+            trace: None,
         };
         identify(&mut envelope, &profile.id);
         put_all(&self.stream, vec![stream_record(&envelope)?]).await
@@ -768,6 +807,34 @@ pub async fn put_all<S: EventStream>(
     Ok(())
 }
 
+/// The metrics of one invocation's outcomes: emails sent by campaign (and, for a segment
+/// event that names its cause's arrival, the ingest→email latency, on the wall clock),
+/// skipped and deferred by reason.
+fn count_outcomes(outcomes: &[Outcome], ingested_at: Option<DateTime<Utc>>) -> Recorder {
+    let mut counted = Recorder::default();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Sent { campaign, .. } => {
+                counted.count(&metrics::EMAILS_SENT, &[campaign], 1);
+                if let Some(at) = ingested_at {
+                    counted.latency(&metrics::INGEST_TO_EMAIL, at, Utc::now());
+                }
+            }
+            Outcome::Skipped { reason, .. } => {
+                counted.count(&metrics::EMAILS_SKIPPED, &[reason.as_str()], 1);
+            }
+            Outcome::Deferred { reason, .. } => {
+                counted.count(&metrics::EMAILS_SKIPPED, &[reason], 1);
+            }
+            Outcome::Duplicate { .. }
+            | Outcome::Scheduled { .. }
+            | Outcome::Unknown { .. }
+            | Outcome::Ignored { .. } => {}
+        }
+    }
+    counted
+}
+
 fn log_outcome(profile_id: &str, outcome: &Outcome) {
     let profile_id = masked(profile_id);
     match outcome {
@@ -778,9 +845,11 @@ fn log_outcome(profile_id: &str, outcome: &Outcome) {
         Outcome::Duplicate { campaign } => {
             tracing::info!(profile = %profile_id, %campaign, "already sent; duplicate trigger")
         }
-        Outcome::Deferred { campaign, until } => {
-            tracing::info!(profile = %profile_id, %campaign, %until, "quiet hours; deferred")
-        }
+        Outcome::Deferred {
+            campaign,
+            until,
+            reason,
+        } => tracing::info!(profile = %profile_id, %campaign, %until, reason, "deferred"),
         Outcome::Skipped { campaign, reason } => {
             tracing::info!(profile = %profile_id, %campaign, reason = ?reason, "not sent")
         }
@@ -803,5 +872,6 @@ pub(crate) fn timer_candidate<'a>(
         campaign,
         trigger_id: timer.trigger_id.clone(),
         cart_updated_at: timer.cart_updated_at,
+        trace: None,
     })
 }

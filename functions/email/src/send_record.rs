@@ -15,6 +15,7 @@
 //!   record older than the lease (the attempt died during the call) becomes `unknown` too.
 
 use chrono::{DateTime, Duration, Utc};
+use ember_core::metrics::{Metrics, Recorder};
 use ember_core::ports::{EventStream, Ledger, Mailer, PortError, ProfileStore};
 use serde_json::{json, Value};
 
@@ -138,7 +139,7 @@ where
                         .await
                         .map_err(EmailError::port("claim.unknown"))?;
                     tracing::error!(campaign = %record.campaign, trigger_id = %ember_core::privacy::redact_addresses(record.trigger_id), outcome = "unknown", "a send attempt died during the SES call; recorded as unknown, not retried");
-                    unknown_outcome_metric();
+                    unknown_outcome_metric(&self.metrics);
                     return Ok(Claimed::Unknown);
                 }
                 Some(_) => {
@@ -208,6 +209,7 @@ where
             campaign: campaign_ref,
             trigger_id: trigger_id.to_owned(),
             cart_updated_at: None,
+            trace: None,
         };
         timers::schedule(self, profile_id, &candidate, now, "redrive", now).await?;
         Ok(true)
@@ -225,6 +227,8 @@ pub(crate) struct SendRecord<'a> {
     pub(crate) now: DateTime<Utc>,
     /// The configuration version the email is rendered with.
     pub(crate) config_version: u64,
+    /// The trace of the request that caused it, to find the whole path from the email.
+    pub(crate) trace: Option<&'a str>,
 }
 
 impl SendRecord<'_> {
@@ -239,6 +243,9 @@ impl SendRecord<'_> {
         });
         if let Some(id) = message_id {
             v["message_id"] = id.into();
+        }
+        if let Some(t) = self.trace {
+            v["trace"] = t.into();
         }
         v
     }
@@ -284,10 +291,10 @@ impl SendRecord<'_> {
 
 /// Counts a send whose outcome is unknown (metric `EmailOutcomeUnknown`; alarm on it: each
 /// one is an email an operator should check and maybe re-drive).
-pub(crate) fn unknown_outcome_metric() {
-    // The deployed function's name (it carries the stage) is what the alarm filters on.
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "email".into());
-    ember_aws::telemetry::count(&[("function", &function)], "EmailOutcomeUnknown", 1.0);
+pub(crate) fn unknown_outcome_metric(metrics: &Metrics) {
+    let mut counted = Recorder::default();
+    counted.count(&ember_core::metrics::EMAIL_OUTCOME_UNKNOWN, &[], 1);
+    metrics.flush(counted, chrono::Utc::now());
 }
 
 /// What claiming a send record found.

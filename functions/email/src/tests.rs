@@ -14,6 +14,7 @@ use crate::handler::{Email, MessageSettings, Outcome, Skip};
 use crate::send_record::send_pk;
 use crate::testkit::{MemoryLedger, MemoryProfiles, MemoryStream, RecordingMailer};
 use crate::timers;
+use ember_core::memory::MemoryMetrics;
 
 const CHURN: &str = include_str!("../../../events/eventbridge/segment-entered-churn-risk.json");
 const CART: &str = include_str!("../../../events/eventbridge/cart-updated.json");
@@ -51,6 +52,7 @@ fn email_with(profile: Profile, campaigns_yaml: Option<&str>) -> TestEmail {
             unsubscribe_keys: keys(),
         },
         send_rate: crate::send_rate::SendRate::UNLIMITED,
+        metrics: MemoryMetrics::default().metrics(),
     }
 }
 
@@ -308,7 +310,8 @@ async fn quiet_hours_defer_to_a_timer_that_the_sweeper_fires() {
         out,
         vec![Outcome::Deferred {
             campaign: "churn_winback".into(),
-            until
+            until,
+            reason: "quiet_hours",
         }]
     );
     assert_eq!(email.mailer.count(), 0);
@@ -460,6 +463,69 @@ async fn cart_abandonment_waits_for_the_delay_and_is_cancelled_by_checkout() {
 }
 
 #[tokio::test]
+async fn each_invocation_writes_its_sends_skips_and_latency_as_emf() {
+    let sink = MemoryMetrics::default();
+    let mut email = email_with(churner(), None);
+    email.metrics = sink.metrics();
+    let now = at("2026-11-20T14:05:10Z");
+    // The cause arrived on the stream 250 ms before the email function's wall clock reads.
+    let mut entered = event(CHURN);
+    let arrived = Utc::now() - Duration::milliseconds(250);
+    entered.detail["ingested_at"] = json!(arrived.to_rfc3339());
+    assert!(email.handle(&entered, now).await.unwrap()[0].is_sent());
+    // The same trigger again the next hour: a duplicate, nothing counted.
+    email
+        .handle(&entered, now + Duration::hours(1))
+        .await
+        .unwrap();
+    // A second trigger the same day: capped.
+    let second = CHURN.replace("churn_risk:entered:42", "churn_risk:entered:50");
+    email.handle(&event(&second), now).await.unwrap();
+    assert_eq!(
+        sink.sum("EmailsSent", &[("Campaign", "churn_winback")]),
+        1.0
+    );
+    assert_eq!(
+        sink.sum("EmailsSkipped", &[("Reason", "campaign_cap")]),
+        1.0
+    );
+    let latencies = sink.values("IngestToEmailLatency");
+    assert_eq!(latencies.len(), 1, "only the send with a known arrival");
+    assert!((250.0..5_000.0).contains(&latencies[0]), "{latencies:?}");
+    let latency_line = sink
+        .documents()
+        .into_iter()
+        .find(|d| d.get("IngestToEmailLatency").is_some())
+        .unwrap();
+    assert_eq!(
+        latency_line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0],
+        json!({"Name": "IngestToEmailLatency", "Unit": "Milliseconds", "StorageResolution": 1})
+    );
+
+    // Quiet hours: deferred, counted under its reason.
+    let mut p = churner();
+    p.timezone = Some(Stamped::undated("Europe/Berlin"));
+    let mut email = email_with(p, None);
+    email.metrics = sink.metrics();
+    email
+        .handle(&event(CHURN), at("2026-11-20T21:30:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(sink.sum("EmailsSkipped", &[("Reason", "quiet_hours")]), 1.0);
+    assert_eq!(sink.sum("EmailsSkipped", &[]), 2.0);
+
+    // SES feedback by kind.
+    let mut fb = feedback();
+    fb.metrics = sink.metrics();
+    for file in ["eventbridge-bounce.json", "sns-bounce.json"] {
+        fb.handle(&fixture(file), at("2026-11-20T16:00:00Z"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.sum("SesFeedback", &[("Kind", "bounce")]), 2.0);
+}
+
+#[tokio::test]
 async fn transient_ses_failure_releases_the_claim_and_the_retry_sends_once() {
     let email = failing_mailer(SendError::NotSent(PortError::Transient {
         stage: "ses.send",
@@ -535,6 +601,7 @@ fn feedback() -> Feedback<MemoryLedger, MemoryStream> {
     Feedback {
         ledger: MemoryLedger::default(),
         stream: MemoryStream::default(),
+        metrics: MemoryMetrics::default().metrics(),
     }
 }
 

@@ -8,6 +8,7 @@ use ember_aws::sqs::SqsDeadLetterSink;
 use ember_core::clock::SharedClock;
 use ember_core::config::{ttl_from_lookup, ConfigDoc, ConfigSource, ConfigStore};
 use ember_core::fold::FoldConfig;
+use ember_core::metrics::{stage_from_lookup, Metrics};
 use ember_core::segment::RuleSet;
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub dedup_window: chrono::Duration,
     /// `CONFIG_TTL_SECONDS` (optional, default 60): how soon a published version is used.
     pub config_ttl: std::time::Duration,
+    /// `EMBER_STAGE` (optional, default `local`): the stage dimension of its metrics.
+    pub stage: String,
 }
 
 impl Settings {
@@ -98,6 +101,7 @@ impl Settings {
             fold,
             dedup_window: chrono::Duration::days(dedup_days),
             config_ttl: ttl_from_lookup(&lookup).map_err(EnrichError::Config)?,
+            stage: stage_from_lookup(&lookup),
         })
     }
 }
@@ -125,6 +129,7 @@ impl Deps {
             config.fold.clone(),
         )?;
         deps.dedup_window = config.dedup_window;
+        deps.metrics = Metrics::stdout(&config.stage);
         deps.rules = stored_rules(dynamo, &config.ledger_table, config.config_ttl)?;
         Ok(deps)
     }
@@ -159,6 +164,8 @@ pub struct ReevaluateSettings {
     pub total_segments: u32,
     /// `CONFIG_TTL_SECONDS` (optional, default 60).
     pub config_ttl: std::time::Duration,
+    /// `EMBER_STAGE` (optional, default `local`): the stage dimension of its metrics.
+    pub stage: String,
 }
 
 impl ReevaluateSettings {
@@ -196,6 +203,7 @@ impl ReevaluateSettings {
             ledger_table: required("LEDGER_TABLE")?,
             total_segments,
             config_ttl: ttl_from_lookup(&lookup).map_err(EnrichError::Config)?,
+            stage: stage_from_lookup(&lookup),
         })
     }
 }
@@ -219,6 +227,7 @@ impl ReevaluateDeps {
             config.total_segments,
         )?;
         deps.rules = stored_rules(dynamo, &config.ledger_table, config.config_ttl)?;
+        deps.metrics = Metrics::stdout(&config.stage);
         Ok(deps)
     }
 }

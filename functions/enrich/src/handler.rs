@@ -47,8 +47,9 @@ use ember_core::enrich::{EnrichedEvent, Fact};
 use ember_core::error::{describe, Problem};
 use ember_core::event::ANON_PREFIX;
 use ember_core::fold::FoldConfig;
+use ember_core::metrics::{self, Metrics, Recorder};
 use ember_core::outbox::cart_event;
-use ember_core::ports::Decided;
+use ember_core::ports::{BusEvent, Decided};
 use ember_core::ports::{
     Claim, DeadLetter, DeadLetterSink, Erasures, EventBus, EventClaims, PortError, PortResult,
     ProfileStore,
@@ -87,10 +88,12 @@ pub struct Enricher<S, C, B, D> {
     pub concurrency: usize,
     /// Backoff between conflict retries of one key (attempts = `max_attempts`).
     pub conflict_backoff: Backoff,
+    /// Where each batch's metrics are written (stdout unless the wiring says otherwise).
+    pub metrics: Metrics,
 }
 
-/// Counters of one batch, logged at the end.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters of one batch, logged at the end, and its metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchStats {
     pub records: usize,
     pub users: usize,
@@ -106,6 +109,9 @@ pub struct BatchStats {
     /// Optimistic-lock conflicts that forced a re-read and refold.
     pub conflicts: usize,
     pub failed_records: usize,
+    /// Dead letters by phase, refused values, events applied and their ingest latency,
+    /// segment entries and exits.
+    pub metrics: Recorder,
 }
 
 /// One event of a key's group, with the record it came in.
@@ -113,6 +119,8 @@ struct Keyed<'a> {
     index: usize,
     position: Position<'a>,
     event: EnrichedEvent<'a>,
+    /// When the stream received the record: where the ingest latency starts.
+    arrived_at: DateTime<Utc>,
 }
 
 /// A key failed; the writes and publishes it did before failing still count.
@@ -126,6 +134,8 @@ struct KeyFailure {
 #[derive(Debug, Default)]
 struct KeyDone {
     stats: KeyStats,
+    /// Events applied, their ingest latency, segment changes: counted once the write landed.
+    metrics: Recorder,
     written: Option<Written>,
     duplicates: usize,
     claims: usize,
@@ -166,13 +176,19 @@ where
                 Duration::from_millis(20),
                 Duration::from_millis(500),
             ),
+            metrics: Metrics::stdout("local"),
         })
     }
 
     /// Handles one Kinesis batch; returns the partial batch failures.
     pub async fn handle(&self, event: &KinesisEvent, request_id: &str) -> KinesisEventResponse {
         let span = tracing::info_span!("enrich", request_id);
-        let (response, stats, elapsed) = self.process(event).instrument(span.clone()).await;
+        let (response, mut stats, elapsed) = self.process(event).instrument(span.clone()).await;
+        stats
+            .metrics
+            .count(&metrics::DUPLICATES_DROPPED, &[], stats.duplicates as u64);
+        self.metrics
+            .flush(std::mem::take(&mut stats.metrics), Utc::now());
         let _entered = span.enter();
         tracing::info!(
             records = stats.records,
@@ -233,12 +249,16 @@ where
                         index: record.index,
                         position: Position::new(record.shard_id, record.sequence_number),
                         event,
+                        arrived_at: record.arrived_at,
                     });
                 }
-                Err(problems) => letters.push((
-                    record.index,
-                    dead_letter(&record, stage_of(&problems), &describe(&problems)),
-                )),
+                Err(problems) => {
+                    count_refused(&mut stats.metrics, record.data, &problems);
+                    letters.push((
+                        record.index,
+                        dead_letter(&record, stage_of(&problems), &describe(&problems)),
+                    ));
+                }
             }
         }
         for (key, events) in &groups {
@@ -247,7 +267,9 @@ where
                 batch.set_group(e.index, Arc::clone(&name));
             }
         }
-        stats.dead_letters += self.send_dead_letters(&mut batch, letters).await;
+        stats.dead_letters += self
+            .send_dead_letters(&mut batch, letters, &mut stats.metrics)
+            .await;
 
         // 2. Anonymous profiles first, then identified ones; keys concurrently.
         stats.users = groups.len();
@@ -295,6 +317,7 @@ where
                 match result {
                     Ok(done) => {
                         add_key_stats(&mut stats, &done.stats);
+                        stats.metrics.absorb(done.metrics);
                         stats.duplicates += done.duplicates;
                         stats.claims += done.claims;
                         stats.erased += done.erased;
@@ -348,7 +371,9 @@ where
                 }
             }
         }
-        stats.dead_letters += self.send_dead_letters(&mut batch, poisoned).await;
+        stats.dead_letters += self
+            .send_dead_letters(&mut batch, poisoned, &mut stats.metrics)
+            .await;
 
         // 3. One publish for the whole batch (≤10 entries per PutEvents call).
         let (owners, profiles): (Vec<_>, Vec<_>) = written
@@ -384,12 +409,14 @@ where
         &self,
         batch: &mut KinesisBatch<'_>,
         letters: Vec<(usize, DeadLetter)>,
+        recorder: &mut Recorder,
     ) -> usize {
         if letters.is_empty() {
             return 0;
         }
         for (index, letter) in &letters {
             tracing::warn!(origin = %letter.origin, stage = %letter.stage, index, "record dead-lettered");
+            recorder.count(&metrics::DEAD_LETTERS, &[phase_of(&letter.stage)], 1);
         }
         let only: Vec<DeadLetter> = letters.iter().map(|(_, l)| l.clone()).collect();
         match self.dead_letters.send(&only).await {
@@ -609,6 +636,9 @@ where
                     cause,
                     decided,
                 );
+                if let Some(last) = fresh.last().map(|&i| &events[i]) {
+                    stamp_origin(&mut publish, last.arrived_at, last.event.trace.as_deref());
+                }
                 profile.segments = segments;
                 profile.segments_version = rules.version;
             }
@@ -616,7 +646,7 @@ where
                 publish.push(cart_event(&profile, version, at));
             }
         }
-        outbox::write(
+        let written = outbox::write(
             &self.store,
             profile,
             expected,
@@ -625,8 +655,15 @@ where
             settled.error,
             &mut done.stats,
         )
-        .await
-        .map(Some)
+        .await?;
+        let now = Utc::now();
+        for &i in &fresh {
+            done.metrics.count(&metrics::EVENTS_APPLIED, &[], 1);
+            done.metrics
+                .latency(&metrics::INGEST_TO_ENRICH, events[i].arrived_at, now);
+        }
+        count_transitions(&mut done.metrics, &written.events);
+        Ok(Some(written))
     }
 
     /// Merges `anon:<anon_id>` into `profile`, once. The anonymous profile is marked first
@@ -683,6 +720,59 @@ fn decode<'a>(
         )]
     })?;
     Ok((key, event))
+}
+
+/// Marks segment changes with their cause's arrival time and trace, for the email's latency
+/// and trace.
+fn stamp_origin(events: &mut [BusEvent], arrived_at: DateTime<Utc>, trace: Option<&str>) {
+    for e in events {
+        if let BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) = e {
+            c.ingested_at = Some(arrived_at);
+            c.trace = trace.map(str::to_owned);
+        }
+    }
+}
+
+/// Counts segment entries and exits by segment.
+pub(crate) fn count_transitions(recorder: &mut Recorder, events: &[BusEvent]) {
+    for e in events {
+        match e {
+            BusEvent::SegmentEntered(c) => {
+                recorder.count(&metrics::SEGMENT_ENTERED, &[&c.segment], 1)
+            }
+            BusEvent::SegmentExited(c) => {
+                recorder.count(&metrics::SEGMENT_EXITED, &[&c.segment], 1)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The phase a dead letter's stage belongs to (`profile.put` → `profile`): few values.
+fn phase_of(stage: &str) -> &str {
+    stage.split('.').next().unwrap_or(stage)
+}
+
+/// A record that cannot be applied: refused for its type (when readable) and each of its
+/// values the problems name.
+fn count_refused(recorder: &mut Recorder, data: &[u8], problems: &[Problem]) {
+    let event_type = serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v["type"].as_str().and_then(EventType::parse));
+    let Some(t) = event_type else {
+        recorder.count(&metrics::EVENTS_REFUSED, &["unknown", "unreadable"], 1);
+        return;
+    };
+    recorder.count(&metrics::EVENTS_REFUSED, &[t.as_str(), "invalid_value"], 1);
+    for p in problems {
+        let field = p
+            .path
+            .rsplit('/')
+            .next()
+            .filter(|f| !f.is_empty())
+            .unwrap_or("event");
+        recorder.count(&metrics::INVALID_VALUES, &[t.as_str(), field], 1);
+    }
 }
 
 fn stage_of(problems: &[Problem]) -> &'static str {
@@ -833,8 +923,12 @@ mod tests {
         assert_eq!(profile(&e, "u-1001"), alice);
         assert_eq!(e.claims.len(), claims);
         let all = e.bus.published.lock().unwrap().clone();
+        // The same ids (a republish from the compact outbox lacks the first publish's
+        // arrival time and trace).
         assert!(
-            all[first.len()..].iter().all(|b| first.contains(b)),
+            all[first.len()..]
+                .iter()
+                .all(|b| first.iter().any(|f| f.id() == b.id())),
             "republished events are the same events"
         );
     }
@@ -1014,7 +1108,7 @@ mod tests {
         let published = e.bus.published.lock().unwrap().clone();
         for ev in &outbox {
             assert_eq!(
-                published.iter().filter(|p| *p == ev).count(),
+                published.iter().filter(|p| p.id() == ev.id()).count(),
                 1,
                 "{ev:?} published once"
             );

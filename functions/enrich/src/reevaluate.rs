@@ -27,6 +27,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use chrono::{DateTime, Utc};
 use ember_aws::retry::Backoff;
 use ember_core::config::ConfigSource;
+use ember_core::metrics::{Metrics, Recorder};
 use ember_core::ports::Decided;
 use ember_core::ports::{EventBus, PortError, PortResult, ProfileStore};
 use ember_core::profile::Profile;
@@ -34,6 +35,7 @@ use ember_core::segment::{transitions, RuleSet};
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
 
+use crate::handler::count_transitions;
 use crate::outbox::{self, as_publish_failure, KeyStats};
 
 /// Default number of parallel scan segments per run.
@@ -41,8 +43,8 @@ pub const DEFAULT_TOTAL_SEGMENTS: u32 = 4;
 /// Profiles re-evaluated at the same time within one scan page.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
-/// Counters of one run, logged at the end (and the binary's response).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// Counters of one run, logged at the end (and the binary's response), and its metrics.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RunStats {
     pub scanned: usize,
     /// Merged anonymous profiles, not evaluated.
@@ -55,10 +57,14 @@ pub struct RunStats {
     pub conflicts: usize,
     /// Profiles whose write or publish failed (retried by the next run or event).
     pub failed: usize,
+    /// Segment entries and exits.
+    #[serde(skip)]
+    pub metrics: Recorder,
 }
 
 impl RunStats {
-    fn add(&mut self, o: &RunStats) {
+    fn add(&mut self, o: RunStats) {
+        self.metrics.absorb(o.metrics);
         self.scanned += o.scanned;
         self.skipped_merged += o.skipped_merged;
         self.changed += o.changed;
@@ -80,6 +86,8 @@ pub struct Reevaluator<S, B> {
     pub concurrency: usize,
     /// Retries of a failing scan page, and of the outbox write after a publish failure.
     pub backoff: Backoff,
+    /// Where each run's metrics are written.
+    pub metrics: Metrics,
 }
 
 /// Detail type of the bus event a configuration publish sends: its re-evaluation is a
@@ -96,7 +104,8 @@ struct Pass<'a> {
 /// What re-evaluating one profile did.
 enum Outcome {
     Unchanged,
-    Written(KeyStats),
+    /// Written, with the segment entries and exits it published.
+    Written(KeyStats, Recorder),
 }
 
 impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
@@ -109,6 +118,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
             total_segments: total_segments.max(1),
             concurrency: DEFAULT_CONCURRENCY,
             backoff: Backoff::new(5, Duration::from_millis(50), Duration::from_secs(2)),
+            metrics: Metrics::stdout("local"),
         })
     }
 
@@ -132,10 +142,14 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         let backfill = event.detail_type == CONFIG_PUBLISHED;
         // The version announced, even if this sandbox's cache still holds an older one.
         let version = event.detail["version"].as_u64().filter(|_| backfill);
-        let result = self
+        let mut result = self
             .pass(at, backfill, version.unwrap_or(0))
             .instrument(span.clone())
             .await;
+        if let Ok(s) = &mut result {
+            self.metrics
+                .flush(std::mem::take(&mut s.metrics), Utc::now());
+        }
         let _entered = span.enter();
         match &result {
             Ok(s) => tracing::info!(
@@ -187,7 +201,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
         let mut first_error = None;
         for r in results {
             match r {
-                Ok(s) => stats.add(&s),
+                Ok(s) => stats.add(s),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -220,7 +234,8 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
             for (id, outcome) in outcomes {
                 match outcome {
                     Ok(Outcome::Unchanged) => {}
-                    Ok(Outcome::Written(s)) => {
+                    Ok(Outcome::Written(s, counted)) => {
+                        stats.metrics.absorb(counted);
                         stats.changed += 1;
                         stats.writes += s.writes;
                         stats.published += s.published;
@@ -298,6 +313,8 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
             pass.decided,
         );
         profile.segments = segments;
+        let mut counted = Recorder::default();
+        count_transitions(&mut counted, &publish);
         outbox::write_then_publish(
             outbox::Ports {
                 store: &self.store,
@@ -311,7 +328,7 @@ impl<S: ProfileStore, B: EventBus> Reevaluator<S, B> {
             &mut stats,
         )
         .await?;
-        Ok(Outcome::Written(stats))
+        Ok(Outcome::Written(stats, counted))
     }
 }
 

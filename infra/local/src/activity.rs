@@ -37,6 +37,8 @@ pub struct Activity {
     pub posted_at: Mutex<BTreeMap<String, Instant>>,
     /// When the latest event of each profile key was posted.
     pub posted_by_profile: Mutex<BTreeMap<String, Instant>>,
+    /// The W3C `traceparent` each event was posted with (one per request).
+    pub posted_trace: Mutex<BTreeMap<String, String>>,
 }
 
 impl Activity {

@@ -17,6 +17,8 @@ use serde_json::Value;
 use crate::clock::SimClock;
 use crate::error::LocalError;
 use ember_core::clock::{Clock, SharedClock};
+use ember_core::memory::MemoryMetrics;
+use ember_core::metrics::Metrics;
 
 pub type JsonFn = Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, String>> + Send + Sync>;
 pub type HttpFn = Arc<dyn Fn(Request) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
@@ -43,13 +45,21 @@ pub async fn build(
     env: &BTreeMap<String, String>,
     sdk: &SdkConfig,
     sim: Arc<SimClock>,
+    collect: Option<&MemoryMetrics>,
 ) -> Result<Handler, LocalError> {
     let clock: SharedClock = sim;
     let lookup = |name: &str| env.get(name).cloned();
+    // The function's own metrics (its stage), written where the run collects them.
+    let sink = |metrics: &Metrics| match collect {
+        Some(c) => metrics.with_sink(Arc::new(c.clone())),
+        None => metrics.clone(),
+    };
     match binary {
         "api" => {
             let settings = ember_api::Settings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_api::Deps::build(sdk, settings, clock).map_err(|e| config_error(binary, e))?);
+            let mut deps = ember_api::Deps::build(sdk, settings, clock).map_err(|e| config_error(binary, e))?;
+            deps.metrics = sink(&deps.metrics);
+            let deps = Arc::new(deps);
             Ok(Handler::Http(Arc::new(move |req| {
                 let deps = deps.clone();
                 Box::pin(call_api(deps, req))
@@ -57,7 +67,9 @@ pub async fn build(
         }
         "enrich" => {
             let settings = ember_enrich::Settings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_enrich::Deps::build(sdk, &settings, clock).map_err(|e| config_error(binary, e))?);
+            let mut deps = ember_enrich::Deps::build(sdk, &settings, clock).map_err(|e| config_error(binary, e))?;
+            deps.metrics = sink(&deps.metrics);
+            let deps = Arc::new(deps);
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 Box::pin(async move {
@@ -71,7 +83,9 @@ pub async fn build(
         }
         "reevaluate" => {
             let settings = ember_enrich::ReevaluateSettings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_enrich::ReevaluateDeps::build(sdk, &settings).map_err(|e| config_error(binary, e))?);
+            let mut deps = ember_enrich::ReevaluateDeps::build(sdk, &settings).map_err(|e| config_error(binary, e))?;
+            deps.metrics = sink(&deps.metrics);
+            let deps = Arc::new(deps);
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 Box::pin(async move {
@@ -86,7 +100,9 @@ pub async fn build(
         }
         "email" => {
             let settings = ember_email::Settings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_email::Deps::build(sdk, settings, clock.clone()).map_err(|e| config_error(binary, e))?);
+            let mut deps = ember_email::Deps::build(sdk, settings, clock.clone()).map_err(|e| config_error(binary, e))?;
+            deps.metrics = sink(&deps.metrics);
+            let deps = Arc::new(deps);
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 let clock = clock.clone();
@@ -101,7 +117,9 @@ pub async fn build(
         }
         "feedback" => {
             let settings = ember_email::FeedbackSettings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
-            let deps = Arc::new(ember_email::FeedbackDeps::build(sdk, settings, clock.clone()));
+            let mut deps = ember_email::FeedbackDeps::build(sdk, settings, clock.clone());
+            deps.metrics = sink(&deps.metrics);
+            let deps = Arc::new(deps);
             Ok(Handler::Json(Arc::new(move |event| {
                 let deps = deps.clone();
                 let clock = clock.clone();

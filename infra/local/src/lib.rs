@@ -14,7 +14,8 @@
 //!    the schedules ([`kinesis_mapping`], [`rule_delivery`], [`pipeline`]);
 //! 4. replays sample traffic on a clock that follows event time ([`clock`], [`replay`]) and
 //!    reports profiles, segment transitions, emails (read back from the emulator and written
-//!    as HTML by [`mail`]), dead letters and latency.
+//!    as HTML by [`mail`]), dead letters and latency, and the metrics the functions wrote
+//!    ([`metrics_report`]).
 //!
 //! # Layout
 //! - [`template`]: YAML with CloudFormation short tags -> JSON; intrinsic resolution;
@@ -30,6 +31,7 @@
 //! - [`pipeline`]: starting and stopping everything.
 //! - [`replay`]: JSONL replay and the summary. [`generate`]: the deterministic sample.
 //! - [`mail`]: reading sent mail from moto / LocalStack / fakecloud; HTML output.
+//! - [`metrics_report`]: the run's metrics from the functions' EMF lines (`out/metrics.json`).
 //! - [`config_files`]: the configuration as repository files and the `config` command
 //!   (validate, diff, publish, versions, rollback).
 //! - [`error`]: the crate's error enum.
@@ -43,6 +45,7 @@ pub mod generate;
 pub mod http;
 pub mod kinesis_mapping;
 pub mod mail;
+pub mod metrics_report;
 pub mod pipeline;
 pub mod provision;
 pub mod replay;

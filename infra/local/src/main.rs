@@ -12,6 +12,7 @@ use ember_core::config::ConfigStore;
 use ember_local::clock::SimClock;
 use ember_local::config_files;
 use ember_local::generate::{generate, to_jsonl, GenerateOptions};
+use ember_local::metrics_report::MetricsReport;
 use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
 
 #[derive(Parser)]
@@ -217,9 +218,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let clock = Arc::new(SimClock::starting_at(first));
             // Event time runs far faster than the wall clock here, so a published
             // configuration is read on every invocation rather than once a wall minute.
+            let metrics = ember_core::memory::MemoryMetrics::default();
             let opts = PipelineOptions {
                 template,
                 parameters: [("ConfigTtlSeconds".to_owned(), "0".to_owned())].into(),
+                metrics: Some(metrics.clone()),
                 ..Default::default()
             };
             eprintln!(
@@ -259,10 +262,21 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(report) = act_two {
                 println!("{}", report?);
             }
+            let report = MetricsReport::from_documents(&metrics.documents());
+            let metrics_file = emails
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("metrics.json");
+            std::fs::write(
+                &metrics_file,
+                serde_json::to_string_pretty(&report.to_json())?,
+            )?;
+            println!("\n{report}");
             println!(
                 "emails written to    {}",
                 emails.join("index.html").display()
             );
+            println!("metrics written to   {}", metrics_file.display());
             Ok(())
         }
         Command::Config {

@@ -26,6 +26,7 @@ use crate::kinesis_mapping::{self, KinesisMapping};
 use crate::provision::{address_of, Stack};
 use crate::rule_delivery::{self, RuleDelivery};
 use crate::template::{self, Context, EventSource, Template};
+use ember_core::memory::MemoryMetrics;
 
 /// How to start a local pipeline.
 #[derive(Debug, Clone)]
@@ -45,6 +46,9 @@ pub struct PipelineOptions {
     /// Template parameter values that replace the run's defaults (like SAM's
     /// `--parameter-overrides`), e.g. fixture secrets for `cargo lambda invoke`.
     pub parameters: BTreeMap<String, String>,
+    /// Where the functions' metric lines go: kept here for a run's report, or (`None`) to
+    /// stdout as in Lambda.
+    pub metrics: Option<MemoryMetrics>,
 }
 
 impl Default for PipelineOptions {
@@ -58,6 +62,7 @@ impl Default for PipelineOptions {
             retry_delay: Duration::from_millis(50),
             rule_concurrency: 8,
             parameters: BTreeMap::new(),
+            metrics: None,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct Pipeline {
     pub admin_key: String,
     /// Every event seen on the custom bus, in arrival order.
     pub bus_events: Arc<Mutex<Vec<Value>>>,
+    /// The functions' metric lines, when the options collect them.
+    pub metrics: Option<MemoryMetrics>,
     schedules: Vec<Schedule>,
     observer: Option<(String, String, String)>,
     stop: watch::Sender<bool>,
@@ -168,7 +175,14 @@ impl Pipeline {
         let functions = stack.functions.clone();
         for f in &functions {
             let env = stack.environment(f)?;
-            let handler = functions::build(&f.binary, &env, sdk_config, clock.clone()).await?;
+            let handler = functions::build(
+                &f.binary,
+                &env,
+                sdk_config,
+                clock.clone(),
+                opts.metrics.as_ref(),
+            )
+            .await?;
             let function_name = stack
                 .template
                 .resource(&f.logical_id)
@@ -295,6 +309,7 @@ impl Pipeline {
             api_key: opts.api_key.clone(),
             admin_key: opts.admin_key.clone(),
             bus_events,
+            metrics: opts.metrics.clone(),
             schedules,
             observer: None,
             stop,

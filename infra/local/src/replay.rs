@@ -268,15 +268,24 @@ type Posted = (String, Result<(u16, String), String>);
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// A new trace for one request, as a traced client sends it (sampled).
+fn new_traceparent() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{id}-{span}-01")
+}
+
 async fn post(
     client: &HttpClient,
     url: &str,
     api_key: &str,
     event: &Value,
+    trace: &str,
 ) -> Result<(u16, String), String> {
     let req = hyper::Request::post(url)
         .header("content-type", "application/json")
         .header("x-api-key", api_key)
+        .header("traceparent", trace)
         .body(Full::new(Bytes::from(event.to_string())))
         .map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
@@ -395,11 +404,14 @@ pub async fn replay(
                 let activity = &p.activity;
                 let key = p.api_key.clone();
                 async move {
-                    let mark = |e: &Value| {
+                    let mark = |e: &Value, trace: &str| {
                         let now = Instant::now();
                         if let Some(id) = e.get("event_id").and_then(Value::as_str) {
                             if let Ok(mut m) = activity.posted_at.lock() {
                                 m.insert(id.to_owned(), now);
+                            }
+                            if let Ok(mut m) = activity.posted_trace.lock() {
+                                m.insert(id.to_owned(), trace.to_owned());
                             }
                         }
                         if let Some(k) = profile_key(e) {
@@ -421,9 +433,11 @@ pub async fn replay(
                     let mut out = Vec::new();
                     for flush in flushes(&evs) {
                         if flush.len() > 1 {
-                            flush.iter().for_each(|e| mark(e));
+                            let trace = new_traceparent();
+                            flush.iter().for_each(|e| mark(e, &trace));
                             let body = serde_json::json!({ "events": flush });
-                            if let Ok((status, text)) = post(&client, &batch_url, &key, &body).await
+                            if let Ok((status, text)) =
+                                post(&client, &batch_url, &key, &body, &trace).await
                             {
                                 if (200..300).contains(&status) {
                                     bar.inc(flush.len() as u64);
@@ -437,8 +451,9 @@ pub async fn replay(
                             }
                         }
                         for e in flush {
-                            mark(e);
-                            out.push((id_of(e), post(&client, &url, &key, e).await));
+                            let trace = new_traceparent();
+                            mark(e, &trace);
+                            out.push((id_of(e), post(&client, &url, &key, e, &trace).await));
                             bar.inc(1);
                         }
                     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
+use chrono::{DateTime, Utc};
 
 /// One Kinesis record of the batch, borrowed from the event.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,8 @@ pub struct BatchRecord<'a> {
     pub shard_id: &'a str,
     /// The record's data (already base64-decoded by `aws_lambda_events`).
     pub data: &'a [u8],
+    /// When the stream received it (`approximateArrivalTimestamp`).
+    pub arrived_at: DateTime<Utc>,
 }
 
 impl BatchRecord<'_> {
@@ -84,6 +87,7 @@ impl<'a> KinesisBatch<'a> {
                     .filter(|s| !s.is_empty())
                     .unwrap_or("unknown"),
                 data: r.kinesis.data.0.as_slice(),
+                arrived_at: r.kinesis.approximate_arrival_timestamp.0,
             })
             .collect();
         let n = records.len();

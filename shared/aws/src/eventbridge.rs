@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
 use ember_core::ports::{BusEvent, EventBus, PortError, PortResult};
+use ember_core::trace::TraceContext;
 
 use crate::retry::{classify, is_transient_code, Backoff};
 
@@ -48,12 +49,23 @@ impl EventBridgeBus {
         &self.bus_name
     }
 
+    /// One entry; a segment change of a traced request carries its X-Ray trace header, so
+    /// the email function's invocation joins the request's trace.
     fn entry(&self, event: &BusEvent) -> PutEventsRequestEntry {
+        let trace = match event {
+            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c
+                .trace
+                .as_deref()
+                .and_then(TraceContext::from_traceparent)
+                .map(|t| t.to_xray()),
+            _ => None,
+        };
         PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus_name)
             .source(event.source())
             .detail_type(event.detail_type())
             .detail(event.detail_json())
+            .set_trace_header(trace)
             .build()
     }
 

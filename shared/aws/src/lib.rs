@@ -4,8 +4,7 @@
 //! # Layout
 //! - [`config`]: one `SdkConfig` per process (rustls + ring HTTP client, endpoints only from
 //!   the standard `AWS_ENDPOINT_URL*` variables) and the resource names read from env.
-//! - [`telemetry`]: JSON structured logs via tracing-subscriber, and CloudWatch metrics as
-//!   Embedded Metric Format lines.
+//! - [`telemetry`]: JSON structured logs via tracing-subscriber.
 //! - [`kinesis`]: the event stream (`PutRecords` in waves of one record per partition key, so
 //!   a retried failure never reorders a customer's events).
 //! - [`error`]: the crate's error enum.

@@ -107,6 +107,10 @@ pub struct Envelope {
     pub context: Context,
     #[serde(default)]
     pub payload: serde_json::Value,
+    /// The W3C `traceparent` of the request that accepted it ([`crate::trace`]), set by the
+    /// API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// An RFC 3339 timestamp (`2026-11-20T10:00:00Z`, `2026-11-20T11:00:00.5+01:00`) as UTC.

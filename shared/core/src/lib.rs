@@ -29,6 +29,10 @@
 //!   benchmarks).
 //! - [`config`] — runtime configuration (rules, campaigns, templates, catalog) as numbered
 //!   versions in the ledger table, and the per-function cache that compiles the current one.
+//! - [`metrics`] — the metrics Ember writes (CloudWatch Embedded Metric Format lines) and
+//!   the per-invocation recorder.
+//! - [`trace`] — the W3C trace context an event carries from the API to the email, and its
+//!   X-Ray form.
 //! - [`clock`] — the injected "now" (system clock in production, fixed or simulated in tests
 //!   and the local runner).
 //! - [`error`] — the crate's error enum, each variant retryable or not.
@@ -43,6 +47,7 @@ pub mod error;
 pub mod event;
 pub mod fold;
 pub mod memory;
+pub mod metrics;
 pub mod outbox;
 pub mod ports;
 pub mod privacy;
@@ -50,6 +55,7 @@ pub mod profile;
 pub mod schema;
 pub mod segment;
 pub mod stamped;
+pub mod trace;
 pub mod unsubscribe;
 pub mod watermark;
 

@@ -5,6 +5,7 @@
 //! - [`MemoryLedger`]: keyed records with conditional create, compare-and-set, counters
 //!   (expiry is stored, not simulated: handlers under test run on fixed clocks);
 //! - [`MemoryBus`], [`MemoryDeadLetters`]: keep what they receive; fail while `down` is set;
+//! - [`MemoryMetrics`]: keeps the EMF lines written, and reads them back;
 //! - [`environment`]: variables for `Settings::from_lookup`, without touching the process's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::metrics::{MetricSink, Metrics};
 use crate::ports::{
     check_scan_segment, BusEvent, Claim, DeadLetter, DeadLetterSink, Erasures, EventBus,
     EventClaims, Ledger, PortError, PortResult, ProfileStore,
@@ -88,6 +90,59 @@ impl DeadLetterSink for MemoryDeadLetters {
         down(&self.down, "memory.dead_letters")?;
         lock(&self.letters).extend_from_slice(letters);
         Ok(())
+    }
+}
+
+/// The metric sink: keeps every EMF line (clones share them).
+#[derive(Debug, Default, Clone)]
+pub struct MemoryMetrics {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl MetricSink for MemoryMetrics {
+    fn write(&self, line: String) {
+        lock(&self.lines).push(line);
+    }
+}
+
+impl MemoryMetrics {
+    /// `Metrics` of stage `test` written here.
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(Arc::new(self.clone()), "test")
+    }
+
+    /// Every line written, parsed.
+    pub fn documents(&self) -> Vec<serde_json::Value> {
+        lock(&self.lines)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or(serde_json::Value::Null))
+            .collect()
+    }
+
+    /// The sum of `name`'s values over the lines whose dimensions include `dims`.
+    pub fn sum(&self, name: &str, dims: &[(&str, &str)]) -> f64 {
+        self.matching(name, dims).iter().sum()
+    }
+
+    /// Every value of `name` (each element of a values array), over lines with `dims`.
+    pub fn values(&self, name: &str) -> Vec<f64> {
+        self.matching(name, &[])
+    }
+
+    fn matching(&self, name: &str, dims: &[(&str, &str)]) -> Vec<f64> {
+        let mut out = Vec::new();
+        for doc in self.documents() {
+            if dims.iter().any(|(k, v)| doc[*k] != *v) {
+                continue;
+            }
+            match &doc[name] {
+                serde_json::Value::Array(values) => {
+                    out.extend(values.iter().filter_map(serde_json::Value::as_f64));
+                }
+                v => out.extend(v.as_f64()),
+            }
+        }
+        out
     }
 }
 

@@ -62,6 +62,12 @@ pub struct Changes {
     pub config: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub backfill: bool,
+    /// When the cause event arrived and its trace, so that a republished transition is the
+    /// event first published (its latency and trace still start at the customer's action).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingested: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -149,6 +155,8 @@ impl Changes {
                     c.cause.clone_from(&s.cause_event_id);
                     c.config = s.config_version;
                     c.backfill = s.backfill;
+                    c.ingested = s.ingested_at;
+                    c.trace.clone_from(&s.trace);
                 }
                 BusEvent::CartUpdated(_) => c.cart = true,
                 // Published by the admin API, never by a profile write.
@@ -175,6 +183,12 @@ impl Changes {
                 backfill: self.backfill,
             },
         );
+        for e in &mut events {
+            if let BusEvent::SegmentEntered(s) | BusEvent::SegmentExited(s) = e {
+                s.ingested_at = self.ingested;
+                s.trace.clone_from(&self.trace);
+            }
+        }
         if self.cart {
             events.push(cart_event(profile, self.version, at));
         }
@@ -230,6 +244,12 @@ mod tests {
                 backfill: true,
             },
         );
+        for e in &mut events {
+            if let BusEvent::SegmentEntered(s) | BusEvent::SegmentExited(s) = e {
+                s.ingested_at = Some(at);
+                s.trace = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+            }
+        }
         events.push(cart_event(&p, 7, at));
         let changes = Changes::of(&events, 7).unwrap();
         assert_eq!(changes.events(&p), events);
@@ -239,8 +259,8 @@ mod tests {
             ..Outbox::default()
         };
         assert_eq!(outbox.pending(&p), events);
-        // Stored, the changes are small.
-        assert!(serde_json::to_string(&outbox).unwrap().len() < 150);
+        // Stored, the changes are small (the trace is most of it).
+        assert!(serde_json::to_string(&outbox).unwrap().len() < 250);
     }
 
     #[test]

@@ -125,6 +125,13 @@ pub struct SegmentChange {
     /// customer: campaigns send on it only if they say so.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backfill: bool,
+    /// When the cause event arrived on the stream: where the ingest→email latency starts.
+    /// Kept by the outbox, so a republish carries it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_at: Option<DateTime<Utc>>,
+    /// The cause event's W3C `traceparent` ([`crate::trace`]), likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// What decided a segment change besides the profile: the configuration version, and

@@ -161,6 +161,10 @@ impl Registry {
             header,
             context,
             payload,
+            trace: value
+                .get("trace")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 

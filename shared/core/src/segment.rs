@@ -654,6 +654,8 @@ pub fn transitions(
         cause_event_id: cause_event_id.map(str::to_owned),
         config_version: decided.config_version,
         backfill: decided.backfill,
+        ingested_at: None,
+        trace: None,
     };
     let entered = after
         .difference(before)

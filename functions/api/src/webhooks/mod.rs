@@ -22,6 +22,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::events;
 use crate::{http, Deps};
@@ -103,14 +104,9 @@ pub async fn post(deps: &Deps, provider: &str, req: &Request) -> Result<Response
             events,
         } => (delivery_id, events),
     };
-    let prepared = events::prepare_all(&deps.registry, &raw_events)?;
-    let ids: Vec<String> = prepared
-        .iter()
-        .map(|p| p.envelope.header.event_id.to_string())
-        .collect();
-
-    let written = events::write(deps.stream.as_ref(), &prepared).await;
+    let written = events::accept(deps, req, &raw_events, Scope::Server).await?;
     events::log_written("webhook", &written);
+    let ids = written.accepted.clone();
     if let Some((_, _, err)) = written.failed.first() {
         // The provider retries; the derived ids make the events already written harmless.
         return Err(ApiError::dependency("kinesis.put_records", err.clone()));

@@ -149,6 +149,8 @@ mod tests {
                 cause_event_id: None,
                 config_version: 0,
                 backfill: false,
+                ingested_at: None,
+                trace: None,
             }));
         p.outbox.by_stream = true;
         p.stream

@@ -55,6 +55,10 @@ pub struct EnrichedEvent<'a> {
     /// Device class from `context.user_agent`, if one was sent.
     #[serde(default)]
     pub device: Option<DeviceClass>,
+    /// The record's W3C `traceparent`, if the API stamped one: carried on to the segment
+    /// events it causes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Cow<'a, str>>,
 }
 
 impl<'a> EnrichedEvent<'a> {
@@ -80,6 +84,7 @@ impl<'a> EnrichedEvent<'a> {
             fact,
             utm: Utm::new(),
             device: None,
+            trace: None,
         }
     }
 }
@@ -90,7 +95,12 @@ pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent<'static
         .map_err(|e| vec![Problem::new("", format!("not valid JSON: {e}"))])?;
     let header = registry.header(&value)?;
     let payload = value.get("payload").unwrap_or(&Value::Null);
-    enrich(header, value.get("context"), payload)
+    let mut event = enrich(header, value.get("context"), payload)?;
+    event.trace = value
+        .get("trace")
+        .and_then(Value::as_str)
+        .map(|t| Cow::Owned(t.to_owned()));
+    Ok(event)
 }
 
 /// Turns a validated event (its header, its `context` object if it has one, and its payload)
@@ -134,6 +144,7 @@ pub fn enrich(
             fact,
             utm,
             device,
+            trace: None,
         }),
         _ => {
             if problems.is_empty() {
