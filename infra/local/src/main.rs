@@ -260,7 +260,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let summary = result?;
             println!("\n{summary}");
             if let Some(report) = act_two {
-                println!("{}", report?);
+                print!("{}", report?);
             }
             let report = MetricsReport::from_documents(&metrics.documents());
             let metrics_file = emails

@@ -14,6 +14,9 @@ pub struct MetricsReport {
     pub counts: BTreeMap<String, BTreeMap<String, f64>>,
     /// metric → every value (milliseconds).
     pub latencies: BTreeMap<String, Vec<f64>>,
+    /// How many EMF lines the functions wrote, and their bytes: what CloudWatch Logs bills.
+    pub lines: usize,
+    pub bytes: usize,
 }
 
 impl MetricsReport {
@@ -21,31 +24,35 @@ impl MetricsReport {
     pub fn from_documents(docs: &[Value]) -> MetricsReport {
         let mut report = MetricsReport::default();
         for doc in docs {
+            report.lines += 1;
+            report.bytes += doc.to_string().len() + 1;
             let directive = &doc["_aws"]["CloudWatchMetrics"][0];
-            let (Some(name), Some(keys)) = (
-                directive["Metrics"][0]["Name"].as_str(),
-                directive["Dimensions"][0].as_array(),
-            ) else {
-                continue;
-            };
-            match &doc[name] {
-                Value::Array(values) => report
-                    .latencies
-                    .entry(name.to_owned())
-                    .or_default()
-                    .extend(values.iter().filter_map(Value::as_f64)),
-                value => {
-                    let Some(n) = value.as_f64() else { continue };
-                    let label: Vec<String> = keys
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .filter(|k| *k != ember_core::metrics::STAGE)
-                        .map(|k| format!("{k}={}", doc[k].as_str().unwrap_or("?")))
-                        .collect();
-                    let by = report.counts.entry(name.to_owned()).or_default();
-                    *by.entry("total".into()).or_default() += n;
-                    if !label.is_empty() {
-                        *by.entry(label.join(",")).or_default() += n;
+            let keys: Vec<&str> = directive["Dimensions"][0]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let names = directive["Metrics"].as_array().into_iter().flatten();
+            for name in names.filter_map(|m| m["Name"].as_str()) {
+                match &doc[name] {
+                    Value::Array(values) => report
+                        .latencies
+                        .entry(name.to_owned())
+                        .or_default()
+                        .extend(values.iter().filter_map(Value::as_f64)),
+                    value => {
+                        let Some(n) = value.as_f64() else { continue };
+                        let label: Vec<String> = keys
+                            .iter()
+                            .filter(|k| **k != ember_core::metrics::STAGE)
+                            .map(|k| format!("{k}={}", doc[*k].as_str().unwrap_or("?")))
+                            .collect();
+                        let by = report.counts.entry(name.to_owned()).or_default();
+                        *by.entry("total".into()).or_default() += n;
+                        if !label.is_empty() {
+                            *by.entry(label.join(",")).or_default() += n;
+                        }
                     }
                 }
             }
@@ -60,6 +67,12 @@ impl MetricsReport {
             .and_then(|by| by.get("total"))
             .copied()
             .unwrap_or(0.0)
+    }
+
+    /// EMF bytes per accepted event (what metrics add to the log bill per event).
+    pub fn bytes_per_event(&self) -> Option<f64> {
+        let events = self.total("EventsAccepted");
+        (events > 0.0).then(|| self.bytes as f64 / events)
     }
 
     /// The `q` quantile (0–1, nearest rank) of a latency metric.
@@ -84,7 +97,9 @@ impl MetricsReport {
                 (name, stats)
             })
             .collect();
-        json!({"counts": self.counts, "latency_ms": latencies})
+        json!({"counts": self.counts, "latency_ms": latencies,
+               "emf": {"lines": self.lines, "bytes": self.bytes,
+                       "bytes_per_accepted_event": self.bytes_per_event()}})
     }
 }
 
@@ -137,6 +152,15 @@ impl fmt::Display for MetricsReport {
                 values.len()
             )?;
         }
+        if let Some(per_event) = self.bytes_per_event() {
+            writeln!(
+                f,
+                "  {:<22} {} lines, {} KB: {per_event:.0} bytes per accepted event",
+                "(EMF log lines)",
+                self.lines,
+                self.bytes / 1024
+            )?;
+        }
         Ok(())
     }
 }
@@ -154,6 +178,7 @@ mod tests {
         let mut r = Recorder::default();
         r.count(&metrics::EMAILS_SENT, &["churn_winback"], 3);
         r.count(&metrics::EMAILS_SENT, &["heat_match"], 1);
+        r.count(&metrics::EVENTS_ACCEPTED, &["purchase"], 2);
         for ms in 1..=100 {
             r.value(&metrics::INGEST_TO_EMAIL, f64::from(ms));
         }
@@ -169,5 +194,15 @@ mod tests {
         let text = report.to_string();
         assert!(text.contains("EmailsSent"), "{text}");
         assert!(text.contains("p99 99 ms"), "{text}");
+        // One line per campaign, one for the event type, one for the latencies.
+        assert_eq!(report.lines, 4);
+        let written: usize = sink
+            .documents()
+            .iter()
+            .map(|d| d.to_string().len() + 1)
+            .sum();
+        assert_eq!(report.bytes, written);
+        assert_eq!(report.bytes_per_event(), Some(written as f64 / 2.0));
+        assert!(text.contains("4 lines"), "{text}");
     }
 }

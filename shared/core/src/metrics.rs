@@ -9,7 +9,8 @@
 //! id or address.
 //!
 //! A handler collects one invocation's points in a [`Recorder`] and hands it to
-//! [`Metrics::flush`], which writes one line per metric and dimension values. The EMF writer
+//! [`Metrics::flush`], which writes one line per set of dimension values, holding every
+//! metric written with them. The EMF writer
 //! is these few lines rather than a crate: the ones that exist install a process-wide
 //! recorder (hidden global state) or bring a metrics framework of their own.
 
@@ -259,35 +260,65 @@ impl Recorder {
         self.counts.is_empty() && self.values.is_empty()
     }
 
-    /// The EMF documents: one per metric and dimension values, values in lines of at most
-    /// 100.
+    /// The EMF documents: one per dimension keys and values, holding every metric written
+    /// with them (EMF allows several per document, and the `_aws` header is most of a line's
+    /// bytes, which CloudWatch Logs bills); values in lines of at most 100 per metric.
     pub fn lines(&self, stage: &str, at_ms: i64) -> Vec<String> {
-        let mut out = Vec::new();
-        for ((_, dims), (metric, n)) in &self.counts {
-            out.push(document(metric, stage, dims, json!(n), at_ms));
+        type Points<'a> = Vec<(&'a Metric, Value)>;
+        let mut groups: BTreeMap<(&[&str], &[String]), Points> = BTreeMap::new();
+        for ((_, values), (metric, n)) in &self.counts {
+            groups
+                .entry((metric.dimensions, values.as_slice()))
+                .or_default()
+                .push((metric, json!(n)));
         }
+        let mut more = Vec::new();
         for (metric, values) in self.values.values() {
-            for chunk in values.chunks(MAX_VALUES) {
-                out.push(document(metric, stage, &[], json!(chunk), at_ms));
+            let mut chunks = values.chunks(MAX_VALUES);
+            if let Some(first) = chunks.next() {
+                groups
+                    .entry((metric.dimensions, &[]))
+                    .or_default()
+                    .push((metric, json!(first)));
+            }
+            for chunk in chunks {
+                let points = [(*metric, json!(chunk))];
+                more.push(document(stage, metric.dimensions, &[], &points, at_ms));
             }
         }
-        out
+        groups
+            .iter()
+            .map(|((keys, values), points)| document(stage, keys, values, points, at_ms))
+            .chain(more)
+            .collect()
     }
 }
 
-/// One EMF document for `metric` with dimension `values` and its value (a number or an
-/// array of numbers).
-fn document(metric: &Metric, stage: &str, values: &[String], value: Value, at_ms: i64) -> String {
-    let mut keys = vec![STAGE];
-    keys.extend(metric.dimensions.iter().copied());
-    let mut sets = vec![keys];
-    if !metric.dimensions.is_empty() {
+/// One EMF document: `points` (metric and value, a number or an array of numbers) that share
+/// the dimension `keys` and their `values`.
+fn document(
+    stage: &str,
+    keys: &[&str],
+    values: &[String],
+    points: &[(&Metric, Value)],
+    at_ms: i64,
+) -> String {
+    let mut all_keys = vec![STAGE];
+    all_keys.extend(keys.iter().copied());
+    let mut sets = vec![all_keys];
+    if !keys.is_empty() {
         sets.push(vec![STAGE]);
     }
-    let mut definition = json!({"Name": metric.name, "Unit": metric.unit.as_str()});
-    if metric.unit == Unit::Milliseconds {
-        definition["StorageResolution"] = json!(1);
-    }
+    let definitions: Vec<Value> = points
+        .iter()
+        .map(|(metric, _)| {
+            let mut definition = json!({"Name": metric.name, "Unit": metric.unit.as_str()});
+            if metric.unit == Unit::Milliseconds {
+                definition["StorageResolution"] = json!(1);
+            }
+            definition
+        })
+        .collect();
     let mut doc = Map::new();
     doc.insert(
         "_aws".into(),
@@ -296,15 +327,17 @@ fn document(metric: &Metric, stage: &str, values: &[String], value: Value, at_ms
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": sets,
-                "Metrics": [definition],
+                "Metrics": definitions,
             }]
         }),
     );
     doc.insert(STAGE.into(), json!(stage));
-    for (key, v) in metric.dimensions.iter().zip(values) {
+    for (key, v) in keys.iter().zip(values) {
         doc.insert((*key).into(), json!(v));
     }
-    doc.insert(metric.name.into(), value);
+    for (metric, value) in points {
+        doc.insert(metric.name.into(), value.clone());
+    }
     Value::Object(doc).to_string()
 }
 
@@ -371,9 +404,68 @@ mod tests {
         b.count(&SEGMENT_ENTERED, &["vip"], 2);
         b.value(&INGEST_TO_ENRICH, 7.0);
         a.absorb(b);
-        let lines = a.lines("s", 0);
-        assert!(lines[0].contains("\"SegmentEntered\":3.0"), "{lines:?}");
-        assert!(lines[1].contains("[5.0,7.0]"), "{lines:?}");
+        let docs: Vec<Value> = a
+            .lines("s", 0)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(docs.len(), 2, "{docs:?}");
+        assert_eq!(docs[0]["IngestToEnrichLatency"], json!([5.0, 7.0]));
+        assert_eq!(docs[1]["SegmentEntered"], 3.0);
+    }
+
+    #[test]
+    fn metrics_with_the_same_dimension_values_share_one_line() {
+        let mut r = Recorder::default();
+        r.count(&EVENTS_APPLIED, &[], 4);
+        r.count(&DUPLICATES_DROPPED, &[], 1);
+        r.value(&INGEST_TO_ENRICH, 12.0);
+        r.count(&EMAILS_SKIPPED, &["consent"], 1);
+        r.count(&EMAILS_SKIPPED, &["quiet_hours"], 2);
+        r.count(&DEAD_LETTERS, &["consent"], 1);
+        let docs: Vec<Value> = r
+            .lines("prod", 0)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // Stage alone; Phase=consent; Reason=consent; Reason=quiet_hours.
+        assert_eq!(docs.len(), 4, "{docs:?}");
+        let stage_only = &docs[0];
+        let meta = &stage_only["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(meta["Dimensions"], json!([["Stage"]]));
+        let names: Vec<&str> = meta["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["Name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "DuplicatesDropped",
+                "EventsApplied",
+                "IngestToEnrichLatency"
+            ]
+        );
+        assert_eq!(meta["Metrics"][2]["StorageResolution"], 1);
+        assert_eq!(meta["Metrics"][0].get("StorageResolution"), None);
+        assert_eq!(
+            (
+                &stage_only["EventsApplied"],
+                &stage_only["DuplicatesDropped"]
+            ),
+            (&json!(4.0), &json!(1.0))
+        );
+        assert_eq!(stage_only["IngestToEnrichLatency"], json!([12.0]));
+        // The same value under two different keys is two lines.
+        let phase = &docs[1];
+        assert_eq!(
+            (&phase["Phase"], &phase["DeadLetters"]),
+            (&json!("consent"), &json!(1.0))
+        );
+        assert_eq!(phase.get("EmailsSkipped"), None);
+        assert_eq!(docs[2]["Reason"], "consent");
+        assert_eq!(docs[3]["EmailsSkipped"], 2.0);
     }
 
     #[test]
