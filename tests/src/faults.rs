@@ -9,6 +9,8 @@
 //!   `ProvisionedThroughputExceededException`, EventBridge `ThrottlingException`, SQS
 //!   `ThrottlingException`, SESv2 `TooManyRequestsException` (HTTP 429);
 //! - HTTP 500 ([`Fault::ServerError`]);
+//! - a refusal for good: HTTP 400 `ValidationException` ([`Fault::Refuse`]), what a request
+//!   the service will never accept gets;
 //! - timeouts: hold the request longer than the client waits ([`Fault::Stall`]), drop the
 //!   connection ([`Fault::Drop`]), or let the call take effect and lose the answer
 //!   ([`Fault::DropAfterForward`], [`Fault::SlowResponse`]);
@@ -112,6 +114,8 @@ pub enum Fault {
     Throttle,
     /// HTTP 500 with the service's internal-error code (not forwarded).
     ServerError,
+    /// HTTP 400 `ValidationException` (not forwarded): not retryable.
+    Refuse,
     /// Holds the request this long without forwarding it, then drops the connection. Use a
     /// delay longer than the client's attempt timeout.
     Stall(Duration),
@@ -489,6 +493,7 @@ async fn handle(
         Decision::Inject(fault, stats, entries) => match fault {
             Fault::Throttle => Ok(error_response(&operation, ErrorKind::Throttle)),
             Fault::ServerError => Ok(error_response(&operation, ErrorKind::Internal)),
+            Fault::Refuse => Ok(error_response(&operation, ErrorKind::Refused)),
             Fault::Stall(delay) => {
                 tokio::time::sleep(delay).await;
                 Err(Dropped(format!("stalled {operation} for {delay:?}")))
@@ -549,12 +554,14 @@ async fn forward(
 enum ErrorKind {
     Throttle,
     Internal,
+    Refused,
 }
 
-/// The wire error a service returns for throttling or an internal failure.
+/// The wire error a service returns for throttling, an internal failure or a refusal.
 fn error_response(operation: &str, kind: ErrorKind) -> Response<ProxyBody> {
     let throttle = matches!(kind, ErrorKind::Throttle);
-    let status = if throttle {
+    let refused = matches!(kind, ErrorKind::Refused);
+    let status = if throttle || refused {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
@@ -596,17 +603,18 @@ fn error_response(operation: &str, kind: ErrorKind) -> Response<ProxyBody> {
         .find(|(prefix, ..)| operation.starts_with(prefix));
     let (content_type, code, message) =
         if let Some((_, ct, throttling, internal, message)) = json_error {
-            (
-                *ct,
-                if throttle { *throttling } else { *internal },
-                *message,
-            )
+            let code = match kind {
+                ErrorKind::Throttle => *throttling,
+                ErrorKind::Internal => *internal,
+                ErrorKind::Refused => "ValidationException",
+            };
+            (*ct, code, *message)
         } else {
             // REST-JSON (SESv2 …): the code travels in a header, 429 for throttling.
-            let (status, code) = if throttle {
-                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
-            } else {
-                (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure")
+            let (status, code) = match kind {
+                ErrorKind::Throttle => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException"),
+                ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure"),
+                ErrorKind::Refused => (StatusCode::BAD_REQUEST, "BadRequestException"),
             };
             let body =
                 json!({ "message": format!("{code} (injected by the fault proxy)") }).to_string();

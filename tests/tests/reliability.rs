@@ -19,11 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use ember_aws::redrive::{DeadLetterQueue, Selection};
 use ember_aws::retry::Backoff;
 use ember_benches::memory::memory_enricher;
 use ember_benches::workload::Workload;
 use ember_core::ports::{BusEvent, DeadLetter};
 use ember_core::profile::Profile;
+use ember_tests::api_support::read_stream;
 use ember_tests::emulator::{
     self, failed_sequence_numbers, Aws, DynamoEnricher, ProfilesAndBus, Queue,
 };
@@ -96,6 +98,9 @@ struct Reference {
     profiles: BTreeMap<String, Profile>,
     events: Vec<BusEvent>,
     invalid_origins: BTreeSet<String>,
+    /// Profiles whose records came back through another stream position (a redrive): their
+    /// watermark names it instead.
+    moved: BTreeSet<String>,
 }
 
 async fn reference(w: &Workload, event: &KinesisEvent) -> Reference {
@@ -129,6 +134,7 @@ async fn reference(w: &Workload, event: &KinesisEvent) -> Reference {
         profiles: handler.store.snapshot(),
         events: handler.bus.take(),
         invalid_origins,
+        moved: BTreeSet::new(),
     }
 }
 
@@ -219,9 +225,13 @@ async fn assert_settled(rig: &Rig, reference: &Reference) -> Vec<BusEvent> {
             "profile {id} still has unpublished events: {:?}",
             stored.outbox
         );
+        let mut expected = normalised(expected);
+        if reference.moved.contains(id) {
+            expected.stream = stored.stream.clone();
+        }
         assert_eq!(
             normalised(&stored),
-            normalised(expected),
+            expected,
             "profile {id} differs from the fault-free run"
         );
     }
@@ -385,6 +395,74 @@ async fn dead_letter_queue_errors_fail_only_the_broken_records_until_they_land()
         rounds > 1,
         "a failed dead-letter send must fail its records"
     );
+    assert_settled(&rig, &expected).await;
+}
+
+#[tokio::test]
+async fn records_refused_for_good_are_redriven_from_the_dead_letter_queue_and_applied_once() {
+    let (rig, event, mut expected) = scenario(1, 60, 6).await;
+    // Profile writes refused for good (an item the table will not take, say): those
+    // customers' records are dead-lettered with the cause, their claims released.
+    let refused = rig.inject(
+        Rule::new(op::DDB_PUT_ITEM, Fault::Refuse)
+            .on_table(&rig.table)
+            .first(3),
+    );
+    redrive(&rig.handler, &event).await;
+    assert!(refused.injected() > 0);
+    rig.proxy.clear_rules();
+
+    // The cause is fixed: the operator puts exactly those records back on the stream.
+    let queue = DeadLetterQueue::from_conf(&rig.aws.config, &rig.dlq.url);
+    let listed = queue.list().await.unwrap();
+    let refused_origins: BTreeSet<String> = listed
+        .iter()
+        .filter_map(|q| q.letter.as_ref().ok())
+        .filter(|l| l.stage == "profile.put")
+        .map(|l| l.origin.clone())
+        .collect();
+    assert!(!refused_origins.is_empty(), "{listed:?}");
+    let stream_name = rig.aws.create_stream("rel-redrive", 1).await.unwrap();
+    let stream = ember_aws::kinesis::KinesisEventStream::new(rig.aws.kinesis.clone(), &stream_name);
+    let selection = Selection {
+        stage: Some("profile.put".into()),
+        reason: Some("ValidationException".into()),
+    };
+    let plan = ember_aws::redrive::redrive(&queue, &stream, &selection, true)
+        .await
+        .unwrap();
+    assert!(
+        read_stream(&rig.aws.kinesis, &stream_name).await.is_empty(),
+        "a dry run puts nothing"
+    );
+    let report = ember_aws::redrive::redrive(&queue, &stream, &selection, false)
+        .await
+        .unwrap();
+    assert_eq!(report.done, plan.done);
+    assert_eq!(
+        report.done.iter().cloned().collect::<BTreeSet<_>>(),
+        refused_origins
+    );
+    assert!(report.kept.is_empty(), "{:?}", report.kept);
+    assert_eq!(
+        report.skipped,
+        expected.invalid_origins.len(),
+        "invalid records stay"
+    );
+
+    // Enrich reads them back; a redrive repeated (the same records twice) applies them once.
+    let landed: Vec<(String, Vec<u8>)> = read_stream(&rig.aws.kinesis, &stream_name)
+        .await
+        .into_iter()
+        .map(|(key, value)| (key, serde_json::to_vec(&value).unwrap()))
+        .collect();
+    assert_eq!(landed.len(), refused_origins.len());
+    expected.moved = landed.iter().map(|(key, _)| key.clone()).collect();
+    let mut twice = landed.clone();
+    twice.extend(landed);
+    let again = emulator::kinesis_event("shardId-000000000001", 0, &twice);
+    redrive(&rig.handler, &again).await;
+    // Same profiles as the fault-free run; the queue holds only the invalid records.
     assert_settled(&rig, &expected).await;
 }
 

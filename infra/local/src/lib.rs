@@ -34,11 +34,14 @@
 //! - [`metrics_report`]: the run's metrics from the functions' EMF lines (`out/metrics.json`).
 //! - [`config_files`]: the configuration as repository files and the `config` command
 //!   (validate, diff, publish, versions, rollback).
+//! - [`dead_letters`]: the `dead-letters` command (list, redrive, purge), for the emulator
+//!   or a deployed stack.
 //! - [`error`]: the crate's error enum.
 
 pub mod activity;
 pub mod clock;
 pub mod config_files;
+pub mod dead_letters;
 pub mod error;
 pub mod functions;
 pub mod generate;

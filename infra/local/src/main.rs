@@ -10,9 +10,9 @@ use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::ledger::DynamoLedger;
 use ember_core::config::ConfigStore;
 use ember_local::clock::SimClock;
-use ember_local::config_files;
 use ember_local::generate::{generate, to_jsonl, GenerateOptions};
 use ember_local::metrics_report::MetricsReport;
+use ember_local::{config_files, dead_letters};
 use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
 
 #[derive(Parser)]
@@ -110,6 +110,38 @@ enum Command {
         #[arg(long, env = "EVENT_BUS_NAME", global = true)]
         event_bus: Option<String>,
     },
+    /// The dead-letter queue of records enrich refused: list them with their reasons, put
+    /// selected ones back on the stream once the cause is fixed, or purge them.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        /// The queue (default: $DEAD_LETTER_QUEUE_URL).
+        #[arg(long, env = "DEAD_LETTER_QUEUE_URL", global = true)]
+        queue_url: Option<String>,
+        /// Only the dead letters of this stage (`validate`, `profile.put`, …).
+        #[arg(long, global = true)]
+        stage: Option<String>,
+        /// Only those whose reason contains this text.
+        #[arg(long, global = true)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Each dead letter: time, stage, origin, reason.
+    List,
+    /// Put the selected records back on the stream, oldest first, in order per customer.
+    Redrive {
+        /// The stream (default: $STREAM_NAME).
+        #[arg(long, env = "STREAM_NAME")]
+        stream: Option<String>,
+        /// Say what would go back, put nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete the selected dead letters for good.
+    Purge,
 }
 
 #[derive(Subcommand)]
@@ -285,6 +317,25 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ledger_table,
             event_bus,
         } => config_command(action, &root, ledger_table, event_bus).await,
+        Command::DeadLetters {
+            action,
+            queue_url,
+            stage,
+            reason,
+        } => {
+            let queue_url = queue_url.ok_or("--queue-url or DEAD_LETTER_QUEUE_URL is needed")?;
+            let action = match action {
+                DeadLetterAction::List => dead_letters::Action::List,
+                DeadLetterAction::Purge => dead_letters::Action::Purge,
+                DeadLetterAction::Redrive { stream, dry_run } => dead_letters::Action::Redrive {
+                    stream: stream.ok_or("--stream or STREAM_NAME is needed")?,
+                    dry_run,
+                },
+            };
+            let selection = ember_aws::redrive::Selection { stage, reason };
+            let sdk = ember_aws::sdk_config().await;
+            dead_letters::run(&sdk, &queue_url, action, &selection).await
+        }
         Command::Serve {
             template,
             listen,

@@ -18,6 +18,7 @@
 //! - [`sesv2`]: SESv2 `Mailer`.
 //! - [`eventbridge`]: EventBridge `EventBus` (per-entry failures retried).
 //! - [`sqs`]: SQS `DeadLetterSink` (per-entry failures retried).
+//! - [`redrive`]: the operator's dead-letter queue: list, put back on the stream, purge.
 //! - [`batch`]: Kinesis partial-batch-failure utility (ordered per key).
 
 pub mod batch;
@@ -28,6 +29,7 @@ pub mod eventbridge;
 pub mod kinesis;
 pub mod ledger;
 pub mod profiles;
+pub mod redrive;
 pub mod retry;
 pub mod sesv2;
 pub mod sqs;

@@ -20,6 +20,9 @@ pub const MAX_BODY_BYTES: usize = 200 * 1024;
 
 const STAGE: &str = "sqs.send_message_batch";
 
+/// Said in the reason of a dead letter whose raw record was cut to fit: it cannot be redriven.
+pub const TRUNCATED: &str = "raw record truncated";
+
 /// Dead letters go to one SQS queue.
 #[derive(Debug, Clone)]
 pub struct SqsDeadLetterSink {
@@ -141,7 +144,7 @@ pub fn body(letter: &DeadLetter) -> String {
     // base64 is ASCII, so any index is a char boundary.
     cut.raw_base64.truncate(keep.min(cut.raw_base64.len()));
     cut.reason = format!(
-        "{} (raw record truncated to {} of {} base64 characters)",
+        "{} ({TRUNCATED} to {} of {} base64 characters)",
         letter.reason,
         cut.raw_base64.len(),
         letter.raw_base64.len()
