@@ -668,3 +668,74 @@ async fn a_profile_that_cannot_be_read_never_holds_up_the_other_timers() {
         .unwrap();
     assert_eq!(again.dead_lettered, 0);
 }
+
+#[tokio::test]
+async fn events_the_email_function_failed_on_are_redriven_from_the_failure_queue_and_send_once() {
+    use ember_aws::redrive::{redrive_events, DeadLetterQueue};
+    let env = env().await;
+    let now = noon();
+    let id = unique("u");
+    env.put(churner(&id, "rita@example.com", now)).await;
+    // The function failed on the event for good (say the ledger was down for an hour):
+    // Lambda's on-failure record holds it. A schedule's missed run is there too.
+    let failures = env.aws.create_queue("email-failures").await.unwrap();
+    let event = segment_entered(&id, "churn_risk", 5, now);
+    let on_failure = json!({
+        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+        "requestPayload": event,
+        "responsePayload": {"errorMessage": "ledger.put: service unavailable"},
+    });
+    let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
+    for body in [on_failure, schedule] {
+        env.aws
+            .sqs
+            .send_message()
+            .queue_url(&failures.url)
+            .message_body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    let bus = env.aws.create_bus("email-redrive").await.unwrap();
+    let rule_target = env
+        .aws
+        .route_to_queue(&bus, &json!({"source": ["ember.enrich"]}))
+        .await
+        .unwrap();
+
+    // The cause is fixed: the operator publishes the event again.
+    let queue = DeadLetterQueue::from_conf(&env.aws.config, &failures.url);
+    let bus_port = ember_aws::eventbridge::EventBridgeBus::from_conf(&env.aws.config, &bus);
+    let plan = redrive_events(&queue, &bus_port, true).await.unwrap();
+    let report = redrive_events(&queue, &bus_port, false).await.unwrap();
+    let event_id = format!("{id}:churn_risk:entered:5");
+    assert_eq!(
+        (&plan.done, &report.done),
+        (&vec![event_id.clone()], &vec![event_id])
+    );
+    assert_eq!(
+        report.kept.len(),
+        1,
+        "the schedule stays: {:?}",
+        report.kept
+    );
+    assert_eq!(queue.list().await.unwrap().len(), 1);
+
+    // The rule delivers it as EventBridge does: one email, and a second delivery is a
+    // duplicate.
+    let delivered = env
+        .aws
+        .drain(&rule_target.url, std::time::Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let redelivered: EventBridgeEvent<Value> = serde_json::from_str(&delivered[0]).unwrap();
+    let out = env.email.handle(&redelivered, now).await.unwrap();
+    assert!(matches!(&out[..], [Outcome::Sent { .. }]), "{out:?}");
+    let again = env.email.handle(&redelivered, now).await.unwrap();
+    assert!(
+        matches!(&again[..], [Outcome::Duplicate { .. }]),
+        "{again:?}"
+    );
+    assert_eq!(env.mail_to("rita@example.com").await, 1);
+}

@@ -1,8 +1,10 @@
-//! `ember-local dead-letters`: what the operator does with the dead-letter queue, on the
-//! emulator or on AWS alike (endpoints from `AWS_ENDPOINT_URL*`, credentials as the SDK finds
-//! them). The work is `ember_aws::redrive`; this prints it.
+//! `ember-local dead-letters` and `email-failures`: what the operator does with the failure
+//! queues, on the emulator or on AWS alike (endpoints from `AWS_ENDPOINT_URL*`, credentials as
+//! the SDK finds them). The work is `ember_aws::redrive`; this prints it, with any email
+//! address redacted (profile ids may be addresses).
 
 use ember_aws::redrive::{self, DeadLetterQueue, Report, Selection};
+use ember_core::privacy::redact_addresses;
 
 /// What to do with the queue's dead letters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +37,7 @@ pub async fn run(
                             l.at.format("%Y-%m-%d %H:%M:%S"),
                             l.stage,
                             l.origin,
-                            l.reason
+                            redact_addresses(&l.reason)
                         );
                     }
                     Ok(_) => {}
@@ -62,12 +64,57 @@ pub async fn run(
     Ok(())
 }
 
-fn print_report(report: &Report, verb: &str) {
-    for origin in &report.done {
-        println!("{verb:<15} {origin}");
+/// What to do with the email failure queue's bus events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    /// Each message: the bus event it holds (type and id), or why it holds none.
+    List,
+    /// Publish them on `bus` again.
+    Redrive { bus: String, dry_run: bool },
+}
+
+pub async fn run_events(
+    sdk: &aws_config::SdkConfig,
+    queue_url: &str,
+    action: EventAction,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let queue = DeadLetterQueue::from_conf(sdk, queue_url);
+    match action {
+        EventAction::List => {
+            let all = queue.list().await?;
+            for queued in &all {
+                match redrive::bus_event_of(&queued.body) {
+                    Ok(e) => println!("{:<16} {}", e.detail_type(), redact_addresses(e.id())),
+                    Err(why) => println!("{:<16} {why}", "(kept)"),
+                }
+            }
+            println!("{} messages", all.len());
+        }
+        EventAction::Redrive { bus, dry_run } => {
+            let bus = ember_aws::eventbridge::EventBridgeBus::from_conf(sdk, bus);
+            let report = redrive::redrive_events(&queue, &bus, dry_run).await?;
+            let verb = if dry_run {
+                "would publish"
+            } else {
+                "published"
+            };
+            print_report(&report, verb);
+        }
     }
-    for (origin, why) in &report.kept {
-        println!("{:<15} {origin}: {why}", "kept");
+    Ok(())
+}
+
+fn print_report(report: &Report, verb: &str) {
+    for done in &report.done {
+        println!("{verb:<15} {}", redact_addresses(done));
+    }
+    for (what, why) in &report.kept {
+        println!(
+            "{:<15} {}: {}",
+            "kept",
+            redact_addresses(what),
+            redact_addresses(why)
+        );
     }
     println!(
         "{} {verb}, {} kept, {} not selected",

@@ -125,6 +125,31 @@ enum Command {
         #[arg(long, global = true)]
         reason: Option<String>,
     },
+    /// The email failure queue: the bus events the email functions failed on, listed, or
+    /// published on the bus again once the cause is fixed (an email already sent is not sent
+    /// again).
+    EmailFailures {
+        #[command(subcommand)]
+        action: EmailFailureAction,
+        /// The queue (default: $EMAIL_FAILURE_QUEUE_URL).
+        #[arg(long, env = "EMAIL_FAILURE_QUEUE_URL", global = true)]
+        queue_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmailFailureAction {
+    /// Each message: the event's type and id, or why it holds none.
+    List,
+    /// Publish the events on the bus again.
+    Redrive {
+        /// The bus (default: $EVENT_BUS_NAME).
+        #[arg(long, env = "EVENT_BUS_NAME")]
+        bus: Option<String>,
+        /// Say what would be published, publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -335,6 +360,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let selection = ember_aws::redrive::Selection { stage, reason };
             let sdk = ember_aws::sdk_config().await;
             dead_letters::run(&sdk, &queue_url, action, &selection).await
+        }
+        Command::EmailFailures { action, queue_url } => {
+            let queue_url = queue_url.ok_or("--queue-url or EMAIL_FAILURE_QUEUE_URL is needed")?;
+            let action = match action {
+                EmailFailureAction::List => dead_letters::EventAction::List,
+                EmailFailureAction::Redrive { bus, dry_run } => {
+                    dead_letters::EventAction::Redrive {
+                        bus: bus.ok_or("--bus or EVENT_BUS_NAME is needed")?,
+                        dry_run,
+                    }
+                }
+            };
+            let sdk = ember_aws::sdk_config().await;
+            dead_letters::run_events(&sdk, &queue_url, action).await
         }
         Command::Serve {
             template,

@@ -1,17 +1,24 @@
-//! The operator's side of the dead-letter queue: list what enrich refused and why, put
-//! selected records back on the stream once the cause is fixed, or purge them.
+//! The operator's side of the failure queues: list what failed and why, put it back once
+//! the cause is fixed, or purge it.
 //!
-//! A redrive is safe to repeat. Enrich released the event-id claims of the records it
-//! dead-lettered, so a redriven record is applied once; a record put twice (a lost answer, a
-//! delete that failed so the message came back) is a duplicate by its claim. A message is
-//! deleted only after its record is on the stream. Records go back oldest first, one at a
-//! time, and a customer whose record could not be put has none of its later ones put, so a
-//! customer's events keep their order.
+//! - The dead-letter queue holds the records enrich refused ([`DeadLetter`]s): [`redrive`]
+//!   puts them back on the stream. Enrich released the event-id claims of the records it
+//!   dead-lettered, so a redriven record is applied once; a record put twice (a lost answer,
+//!   a delete that failed so the message came back) is a duplicate by its claim. Records go
+//!   back oldest first, one at a time, and a customer whose record could not be put has none
+//!   of its later ones put, so a customer's events keep their order.
+//! - The email failure queue holds the bus events the email functions failed on (the rule's
+//!   dead letters, or Lambda's on-failure records around them): [`redrive_events`] publishes
+//!   them on the bus again. The email function keys sends by the event's own id, so an email
+//!   already sent is not sent again.
+//!
+//! A message is deleted only once what it holds is back; those an operation leaves alone are
+//! made visible again when it ends.
 
 use std::time::Duration;
 
 use base64::Engine;
-use ember_core::ports::{DeadLetter, EventStream, PortResult, StreamRecord};
+use ember_core::ports::{BusEvent, DeadLetter, EventBus, EventStream, PortResult, StreamRecord};
 
 use crate::retry::classify;
 
@@ -45,6 +52,7 @@ impl Selection {
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub receipt: String,
+    pub body: String,
     pub letter: Result<DeadLetter, String>,
 }
 
@@ -80,6 +88,25 @@ pub fn record_of(letter: &DeadLetter) -> Result<StreamRecord, String> {
         partition_key,
         data,
     })
+}
+
+/// The bus event a message of the email failure queue holds: the EventBridge event itself
+/// (the rule's dead-letter queue) or the `requestPayload` of Lambda's on-failure record.
+pub fn bus_event_of(body: &str) -> Result<BusEvent, String> {
+    let message: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let event = match message.get("requestPayload") {
+        Some(payload) => payload,
+        None => &message,
+    };
+    let detail_type = event["detail-type"]
+        .as_str()
+        .ok_or("no EventBridge event in the message")?;
+    if detail_type == "Scheduled Event" {
+        return Err("a schedule's run: the next run does its work".into());
+    }
+    BusEvent::from_parts(detail_type, event["detail"].clone())
+        .ok_or_else(|| format!("not an Ember bus event ({detail_type})"))
 }
 
 /// The dead-letter queue, read and emptied by an operator.
@@ -123,10 +150,12 @@ impl DeadLetterQueue {
                 break;
             }
             for m in fresh {
-                let letter = serde_json::from_str::<DeadLetter>(m.body().unwrap_or_default())
+                let body = m.body().unwrap_or_default().to_owned();
+                let letter = serde_json::from_str::<DeadLetter>(&body)
                     .map_err(|e| format!("not a dead letter: {e}"));
                 all.push(Queued {
                     receipt: m.receipt_handle().unwrap_or_default().to_owned(),
+                    body,
                     letter,
                 });
             }
@@ -250,6 +279,55 @@ async fn release_all(queue: &DeadLetterQueue, receipts: &[String]) -> PortResult
     Ok(())
 }
 
+/// Publishes the bus events of the email failure queue again (see the module doc); `dry_run`
+/// only says what it would do. The report names each event by its id.
+pub async fn redrive_events(
+    queue: &DeadLetterQueue,
+    bus: &impl EventBus,
+    dry_run: bool,
+) -> PortResult<Report> {
+    let mut report = Report::default();
+    let mut untouched: Vec<String> = Vec::new();
+    for queued in queue.receive_all(HOLD).await? {
+        let event = match bus_event_of(&queued.body) {
+            Ok(e) => e,
+            Err(why) => {
+                report.kept.push((UNREADABLE.into(), why));
+                untouched.push(queued.receipt.clone());
+                continue;
+            }
+        };
+        let id = event.id().to_owned();
+        if dry_run {
+            report.done.push(id);
+            untouched.push(queued.receipt.clone());
+            continue;
+        }
+        match bus
+            .publish(std::slice::from_ref(&event))
+            .await
+            .into_iter()
+            .next()
+        {
+            Some(Ok(())) => {
+                if let Err(e) = queue.delete(&queued.receipt).await {
+                    tracing::warn!(event = %id, error = %e, "republished, not deleted");
+                }
+                report.done.push(id);
+            }
+            other => {
+                let why = other
+                    .and_then(Result::err)
+                    .map_or_else(|| "the bus answered nothing".to_owned(), |e| e.to_string());
+                report.kept.push((id, why));
+                untouched.push(queued.receipt.clone());
+            }
+        }
+    }
+    release_all(queue, &untouched).await?;
+    Ok(report)
+}
+
 /// Deletes the selected dead letters for good.
 pub async fn purge(queue: &DeadLetterQueue, selection: &Selection) -> PortResult<Report> {
     let mut report = Report::default();
@@ -313,6 +391,38 @@ mod tests {
         let mut bad = letter("{}", "x");
         bad.raw_base64 = "***".into();
         assert!(record_of(&bad).unwrap_err().contains("base64"));
+    }
+
+    #[test]
+    fn a_bus_event_is_read_from_the_rule_dead_letter_or_the_on_failure_record() {
+        let event = serde_json::json!({
+            "version": "0", "id": "eb-1", "source": "ember.enrich",
+            "detail-type": "SegmentEntered",
+            "detail": {"id": "u-1:vip:entered:3", "profile_id": "u-1", "segment": "vip",
+                       "at": "2026-11-20T10:00:00Z", "profile_version": 3}
+        });
+        let on_failure = serde_json::json!({
+            "requestContext": {"condition": "RetriesExhausted"},
+            "requestPayload": event,
+        });
+        for body in [event.to_string(), on_failure.to_string()] {
+            let e = bus_event_of(&body).unwrap();
+            assert_eq!(
+                (e.detail_type(), e.id()),
+                ("SegmentEntered", "u-1:vip:entered:3")
+            );
+        }
+        let schedule = serde_json::json!({"detail-type": "Scheduled Event", "detail": {}});
+        assert!(bus_event_of(&schedule.to_string())
+            .unwrap_err()
+            .contains("schedule"));
+        let other = serde_json::json!({"detail-type": "Something", "detail": {}});
+        assert!(bus_event_of(&other.to_string())
+            .unwrap_err()
+            .contains("not an Ember"));
+        assert!(bus_event_of("{}")
+            .unwrap_err()
+            .contains("no EventBridge event"));
     }
 
     #[test]
