@@ -379,10 +379,7 @@ where
             bus,
             BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) if c.backfill
         );
-        let trace = match bus {
-            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.trace.clone(),
-            _ => None,
-        };
+        let trace = bus.trace().map(str::to_owned);
         if let Some(t) = trace.as_deref().and_then(TraceContext::from_traceparent) {
             tracing::info!(trace_id = t.trace_id(), "segment event of a traced request");
         }

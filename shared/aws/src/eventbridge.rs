@@ -52,14 +52,10 @@ impl EventBridgeBus {
     /// One entry; a segment change of a traced request carries its X-Ray trace header, so
     /// the email function's invocation joins the request's trace.
     fn entry(&self, event: &BusEvent) -> PutEventsRequestEntry {
-        let trace = match event {
-            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c
-                .trace
-                .as_deref()
-                .and_then(TraceContext::from_traceparent)
-                .map(|t| t.to_xray()),
-            _ => None,
-        };
+        let trace = event
+            .trace()
+            .and_then(TraceContext::from_traceparent)
+            .map(|t| t.to_xray());
         PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus_name)
             .source(event.source())

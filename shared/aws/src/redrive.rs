@@ -201,6 +201,68 @@ impl DeadLetterQueue {
     }
 }
 
+/// One operation's progress: its report, and the messages it leaves alone (made visible
+/// again when it ends).
+#[derive(Default)]
+struct Run {
+    report: Report,
+    untouched: Vec<String>,
+}
+
+impl Run {
+    fn skip(&mut self, queued: &Queued) {
+        self.report.skipped += 1;
+        self.untouched.push(queued.receipt.clone());
+    }
+
+    fn keep(&mut self, queued: &Queued, what: &str, why: impl Into<String>) {
+        self.report.kept.push((what.to_owned(), why.into()));
+        self.untouched.push(queued.receipt.clone());
+    }
+
+    /// A dry run's answer: it would be done; the message stays.
+    fn would(&mut self, queued: &Queued, what: &str) {
+        self.report.done.push(what.to_owned());
+        self.untouched.push(queued.receipt.clone());
+    }
+
+    /// Settles a message by the answer to putting back what it held: deleted once back (a
+    /// message that cannot be deleted comes back, and its next redrive is a duplicate the
+    /// consumer drops), else kept with the error. Whether it is back.
+    async fn settle<T>(
+        &mut self,
+        queue: &DeadLetterQueue,
+        queued: &Queued,
+        what: &str,
+        answer: Vec<PortResult<T>>,
+    ) -> bool {
+        match answer.into_iter().next() {
+            Some(Ok(_)) => {
+                if let Err(error) = queue.delete(&queued.receipt).await {
+                    tracing::warn!(%error, "put back, message not deleted: it comes back");
+                }
+                self.report.done.push(what.to_owned());
+                true
+            }
+            Some(Err(e)) => {
+                self.keep(queued, what, e.to_string());
+                false
+            }
+            None => {
+                self.keep(queued, what, "no answer");
+                false
+            }
+        }
+    }
+
+    async fn finish(self, queue: &DeadLetterQueue) -> PortResult<Report> {
+        for receipt in &self.untouched {
+            queue.release(receipt).await?;
+        }
+        Ok(self.report)
+    }
+}
+
 /// Puts the selected dead letters back on `stream` (see the module doc); `dry_run` only says
 /// what it would do.
 pub async fn redrive(
@@ -209,74 +271,37 @@ pub async fn redrive(
     selection: &Selection,
     dry_run: bool,
 ) -> PortResult<Report> {
-    let mut report = Report::default();
+    let mut run = Run::default();
     let mut blocked: Vec<String> = Vec::new();
-    let mut untouched: Vec<String> = Vec::new();
     for queued in queue.receive_all(HOLD).await? {
         let letter = match &queued.letter {
             Ok(l) if selection.matches(l) => l,
             Ok(_) => {
-                report.skipped += 1;
-                untouched.push(queued.receipt.clone());
+                run.skip(&queued);
                 continue;
             }
             Err(why) => {
-                report.kept.push((UNREADABLE.into(), why.clone()));
-                untouched.push(queued.receipt.clone());
+                run.keep(&queued, UNREADABLE, why.as_str());
                 continue;
             }
         };
-        let record = match record_of(letter) {
-            Ok(r) => r,
-            Err(why) => {
-                report.kept.push((letter.origin.clone(), why));
-                untouched.push(queued.receipt.clone());
-                continue;
+        let origin = letter.origin.as_str();
+        match record_of(letter) {
+            Err(why) => run.keep(&queued, origin, why),
+            Ok(record) if blocked.contains(&record.partition_key) => {
+                let why = "an earlier record of the same customer was not put back";
+                run.keep(&queued, origin, why);
             }
-        };
-        if blocked.contains(&record.partition_key) {
-            let why = "an earlier record of the same customer was not put back";
-            report.kept.push((letter.origin.clone(), why.into()));
-            untouched.push(queued.receipt.clone());
-            continue;
-        }
-        if dry_run {
-            report.done.push(letter.origin.clone());
-            untouched.push(queued.receipt.clone());
-            continue;
-        }
-        let put = stream.put(std::slice::from_ref(&record)).await;
-        match put.into_iter().next() {
-            Some(Ok(_)) => {
-                // On the stream: a message that cannot be deleted comes back, and its second
-                // redrive is a duplicate enrich drops.
-                if let Err(e) = queue.delete(&queued.receipt).await {
-                    tracing::warn!(origin = %letter.origin, error = %e, "redriven, not deleted");
+            Ok(_) if dry_run => run.would(&queued, origin),
+            Ok(record) => {
+                let answer = stream.put(std::slice::from_ref(&record)).await;
+                if !run.settle(queue, &queued, origin, answer).await {
+                    blocked.push(record.partition_key);
                 }
-                report.done.push(letter.origin.clone());
-            }
-            Some(Err(e)) => {
-                blocked.push(record.partition_key);
-                report.kept.push((letter.origin.clone(), e.to_string()));
-                untouched.push(queued.receipt.clone());
-            }
-            None => {
-                blocked.push(record.partition_key);
-                let why = "the stream answered nothing";
-                report.kept.push((letter.origin.clone(), why.into()));
-                untouched.push(queued.receipt.clone());
             }
         }
     }
-    release_all(queue, &untouched).await?;
-    Ok(report)
-}
-
-async fn release_all(queue: &DeadLetterQueue, receipts: &[String]) -> PortResult<()> {
-    for receipt in receipts {
-        queue.release(receipt).await?;
-    }
-    Ok(())
+    run.finish(queue).await
 }
 
 /// Publishes the bus events of the email failure queue again (see the module doc); `dry_run`
@@ -286,66 +311,34 @@ pub async fn redrive_events(
     bus: &impl EventBus,
     dry_run: bool,
 ) -> PortResult<Report> {
-    let mut report = Report::default();
-    let mut untouched: Vec<String> = Vec::new();
+    let mut run = Run::default();
     for queued in queue.receive_all(HOLD).await? {
-        let event = match bus_event_of(&queued.body) {
-            Ok(e) => e,
-            Err(why) => {
-                report.kept.push((UNREADABLE.into(), why));
-                untouched.push(queued.receipt.clone());
-                continue;
-            }
-        };
-        let id = event.id().to_owned();
-        if dry_run {
-            report.done.push(id);
-            untouched.push(queued.receipt.clone());
-            continue;
-        }
-        match bus
-            .publish(std::slice::from_ref(&event))
-            .await
-            .into_iter()
-            .next()
-        {
-            Some(Ok(())) => {
-                if let Err(e) = queue.delete(&queued.receipt).await {
-                    tracing::warn!(event = %id, error = %e, "republished, not deleted");
-                }
-                report.done.push(id);
-            }
-            other => {
-                let why = other
-                    .and_then(Result::err)
-                    .map_or_else(|| "the bus answered nothing".to_owned(), |e| e.to_string());
-                report.kept.push((id, why));
-                untouched.push(queued.receipt.clone());
+        match bus_event_of(&queued.body) {
+            Err(why) => run.keep(&queued, UNREADABLE, why),
+            Ok(event) if dry_run => run.would(&queued, event.id()),
+            Ok(event) => {
+                let answer = bus.publish(std::slice::from_ref(&event)).await;
+                run.settle(queue, &queued, event.id(), answer).await;
             }
         }
     }
-    release_all(queue, &untouched).await?;
-    Ok(report)
+    run.finish(queue).await
 }
 
 /// Deletes the selected dead letters for good.
 pub async fn purge(queue: &DeadLetterQueue, selection: &Selection) -> PortResult<Report> {
-    let mut report = Report::default();
-    let mut untouched: Vec<String> = Vec::new();
+    let mut run = Run::default();
     for queued in queue.receive_all(HOLD).await? {
         match &queued.letter {
             Ok(l) if selection.matches(l) => {
                 queue.delete(&queued.receipt).await?;
-                report.done.push(l.origin.clone());
-                continue;
+                run.report.done.push(l.origin.clone());
             }
-            Ok(_) => report.skipped += 1,
-            Err(why) => report.kept.push((UNREADABLE.into(), why.clone())),
+            Ok(_) => run.skip(&queued),
+            Err(why) => run.keep(&queued, UNREADABLE, why.as_str()),
         }
-        untouched.push(queued.receipt.clone());
     }
-    release_all(queue, &untouched).await?;
-    Ok(report)
+    run.finish(queue).await
 }
 
 #[cfg(test)]

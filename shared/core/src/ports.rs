@@ -76,6 +76,14 @@ impl BusEvent {
         }
     }
 
+    /// The trace of the request that caused a segment change (W3C `traceparent`), if any.
+    pub fn trace(&self) -> Option<&str> {
+        match self {
+            BusEvent::SegmentEntered(c) | BusEvent::SegmentExited(c) => c.trace.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The EventBridge `detail` as JSON.
     pub fn detail_json(&self) -> String {
         let v = match self {
