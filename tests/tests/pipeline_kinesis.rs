@@ -23,6 +23,7 @@ fn source(max_retries: u32) -> KinesisSource {
         bisect_on_error: true,
         max_retries: Some(max_retries),
         max_record_age_secs: Some(3600),
+        limits: Value::Null,
         report_batch_item_failures: true,
         on_failure: None,
         starting_position: "TRIM_HORIZON".into(),

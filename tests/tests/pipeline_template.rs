@@ -7,6 +7,16 @@ use std::collections::BTreeSet;
 use ember_local::template::{EventSource, Template};
 use ember_tests::emulator::workspace_root;
 
+struct NoNames;
+impl ember_local::template::Names for NoNames {
+    fn reference(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn attribute(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
 fn template() -> Template {
     Template::load(&workspace_root().join("template.yaml")).expect("template.yaml parses")
 }
@@ -83,7 +93,33 @@ fn event_sources_carry_the_settings_the_handlers_rely_on() {
         k.report_batch_item_failures,
         "enrich returns batch item failures"
     );
-    assert!(k.bisect_on_error && k.max_retries.is_some() && k.max_record_age_secs.is_some());
+    assert!(k.bisect_on_error);
+    // The retry limits are parameters, resolved with the template's defaults.
+    let required = [
+        "SenderAddress",
+        "SenderIdentity",
+        "PublicBaseUrl",
+        "ApiKeyHashes",
+        "AdminKeyHashes",
+        "PaymentsWebhookSecrets",
+        "PollsWebhookSecrets",
+        "UnsubscribeSecrets",
+    ]
+    .map(|p| (p.to_owned(), "x".to_owned()))
+    .into();
+    let ctx = ember_local::template::Context {
+        parameters: t.parameter_values(&required).expect("defaults"),
+        conditions: t.conditions.clone(),
+        region: "us-east-1".into(),
+        account_id: "000000000000".into(),
+        stack_name: "s".into(),
+    };
+    let mut k = k.clone();
+    k.resolve_limits(&ctx, &NoNames).expect("limits resolve");
+    // Retried until the age limit (-1: no retry count), well inside the stream's retention.
+    assert_eq!((k.max_retries, k.max_record_age_secs), (None, Some(21_600)));
+    let retention: u64 = ctx.parameters["StreamRetentionHours"].parse().unwrap();
+    assert!(21_600 * 2 < retention * 3600);
     assert!(k.on_failure.is_some());
     for name in ["PROFILES_TABLE", "EVENT_BUS_NAME", "DEAD_LETTER_QUEUE_URL"] {
         assert!(enrich.environment.contains_key(name), "enrich needs {name}");

@@ -327,6 +327,7 @@ where
                                 for e in &events[*end..] {
                                     batch.fail(e.index, error.to_string());
                                 }
+                                self.release_unapplied(key, &events[*end..]).await;
                                 *end
                             }
                             None => events.len(),
@@ -345,7 +346,7 @@ where
                     }) => {
                         add_key_stats(&mut stats, &s);
                         tracing::error!(error = %error, records = events.len(), "profile cannot be written; its records are dead-lettered");
-                        self.release_claims(events).await;
+                        self.release_claims(events.iter()).await;
                         let (stage, reason) = match &error {
                             PortError::Permanent { stage, reason } => (*stage, reason.as_str()),
                             _ => ("profile", ""),
@@ -367,6 +368,7 @@ where
                         for e in events {
                             batch.fail(e.index, error.to_string());
                         }
+                        self.release_unapplied(key, events).await;
                     }
                 }
             }
@@ -437,13 +439,30 @@ where
     }
 
     /// Releases the claims a dead-lettered key's records hold, so a redrive applies them.
-    async fn release_claims(&self, events: &[Keyed<'_>]) {
+    async fn release_claims<'k, 'e: 'k>(&self, events: impl Iterator<Item = &'k Keyed<'e>>) {
         for e in events {
             let origin = e.position.to_string();
             if let Err(error) = self.claims.release(&e.event.header.event_id, &origin).await {
                 tracing::warn!(%error, origin, "claim not released; a redrive of the record needs it released first");
             }
         }
+    }
+
+    /// Releases the claims of failed records that were not applied, so that if Lambda gives
+    /// up on them a redrive applies them (the redrive puts them back as new records). Applied
+    /// ones (their write landed, the publish failed) are at or below the watermark and keep
+    /// their claims; if the profile cannot be read, nothing is released and the redrive
+    /// decides (`ember_aws::stream_failures`).
+    async fn release_unapplied(&self, key: &str, events: &[Keyed<'_>]) {
+        let watermark = match self.store.get(key).await {
+            Ok(profile) => profile.map(|p| p.stream).unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(%error, "claims of failed records kept: the profile cannot be read");
+                return;
+            }
+        };
+        let unapplied = events.iter().filter(|e| !watermark.covers(&e.position));
+        self.release_claims(unapplied).await;
     }
 
     /// Processes one key's events, retrying the whole read-fold-write on version conflicts.
@@ -1019,6 +1038,53 @@ mod tests {
                 .filter(|r| r.kinesis.partition_key == "u-1002")
                 .count() as u64,
             "u-1002's events are not applied twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_failed_unwritten_give_up_their_claims_and_written_ones_keep_them() {
+        let e = enricher();
+        e.store.failing.lock().unwrap().insert("u-1001".into());
+        let event = fixture("several-users.json");
+        let (response, _, _) = e.process(&event).await;
+        let alice: Vec<&str> = event
+            .records
+            .iter()
+            .filter(|r| r.kinesis.partition_key == "u-1001")
+            .map(|r| r.kinesis.sequence_number.as_str())
+            .collect();
+        assert_eq!(failed(&response).len(), alice.len());
+        // Lambda gives up on them: nothing holds their event ids, so the same events put
+        // back as new records (a redrive) are applied, once.
+        let ids = |key: &str| -> Vec<String> {
+            event
+                .records
+                .iter()
+                .filter(|r| r.kinesis.partition_key == key)
+                .map(|r| {
+                    let v: serde_json::Value = serde_json::from_slice(&r.kinesis.data.0).unwrap();
+                    v["event_id"].as_str().unwrap().to_owned()
+                })
+                .collect()
+        };
+        for id in ids("u-1001") {
+            assert_eq!(e.claims.holder(&id).await.unwrap(), None);
+        }
+        for id in ids("u-1002") {
+            assert!(e.claims.holder(&id).await.unwrap().is_some());
+        }
+        e.store.failing.lock().unwrap().clear();
+        let mut redriven = event.clone();
+        for r in &mut redriven.records {
+            r.kinesis.sequence_number = format!("9{}", r.kinesis.sequence_number);
+        }
+        let (response, _, _) = e.process(&redriven).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(profile(&e, "u-1001").counts["add_to_cart"], 1);
+        assert_eq!(
+            profile(&e, "u-1002").counts.values().sum::<u64>(),
+            ids("u-1002").len() as u64,
+            "applied events are duplicates when put back"
         );
     }
 

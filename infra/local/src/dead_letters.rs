@@ -1,5 +1,5 @@
-//! `ember-local dead-letters` and `email-failures`: what the operator does with the failure
-//! queues, on the emulator or on AWS alike (endpoints from `AWS_ENDPOINT_URL*`, credentials as
+//! `ember-local dead-letters`, `email-failures` and `stream-failures`: what the operator does
+//! with the failure queues, on the emulator or on AWS alike (endpoints from `AWS_ENDPOINT_URL*`, credentials as
 //! the SDK finds them). The work is `ember_aws::redrive`; this prints it, with any email
 //! address redacted (profile ids may be addresses).
 
@@ -101,6 +101,76 @@ pub async fn run_events(
             print_report(&report, verb);
         }
     }
+    Ok(())
+}
+
+/// Where `stream-failures redrive` decides what was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamTarget {
+    pub profiles_table: String,
+    pub ledger_table: String,
+    pub dry_run: bool,
+}
+
+/// Lists the failed batches (`target` = `None`), or redrives them.
+pub async fn run_stream_failures(
+    sdk: &aws_config::SdkConfig,
+    queue_url: &str,
+    stream: &str,
+    target: Option<StreamTarget>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use ember_aws::stream_failures;
+    let queue = DeadLetterQueue::from_conf(sdk, queue_url);
+    let Some(target) = target else {
+        let all = stream_failures::list(&queue).await?;
+        for batch in &all {
+            match batch {
+                Ok(b) => println!(
+                    "{}  {} {}..{}  {} records  {}",
+                    b.first_arrival
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    b.shard_id,
+                    b.start,
+                    b.end,
+                    b.size,
+                    b.condition
+                ),
+                Err(why) => println!("{}  {why}", redrive::UNREADABLE),
+            }
+        }
+        println!("{} failed batches", all.len());
+        return Ok(());
+    };
+    let source = ember_aws::kinesis::KinesisEventStream::from_conf(sdk, stream);
+    let ports = stream_failures::Ports {
+        queue: &queue,
+        source: &source,
+        claims: &ember_aws::ledger::DynamoLedger::from_conf(sdk, &target.ledger_table),
+        profiles: &ember_aws::profiles::DynamoProfileStore::from_conf(sdk, &target.profiles_table),
+        stream: &source,
+    };
+    let report = stream_failures::redrive(ports, target.dry_run).await?;
+    let verb = if target.dry_run {
+        "would put back"
+    } else {
+        "put back"
+    };
+    for origin in &report.put_back {
+        println!("{verb:<15} {origin}");
+    }
+    for (what, why) in &report.kept {
+        println!("{:<15} {what}: {}", "kept", redact_addresses(why));
+    }
+    println!(
+        "{} batches settled: {} records {verb}, {} applied already, {} duplicates, {} not events; {} batches kept",
+        report.batches,
+        report.put_back.len(),
+        report.applied,
+        report.duplicates,
+        report.not_events,
+        report.kept.len()
+    );
     Ok(())
 }
 

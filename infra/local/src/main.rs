@@ -135,6 +135,36 @@ enum Command {
         #[arg(long, env = "EMAIL_FAILURE_QUEUE_URL", global = true)]
         queue_url: Option<String>,
     },
+    /// The enrich mapping's on-failure destination: the Kinesis batches Lambda gave up on,
+    /// listed, or read back from the stream and put back (what was applied stays applied).
+    StreamFailures {
+        #[command(subcommand)]
+        action: StreamFailureAction,
+        /// The queue (default: $STREAM_FAILURE_QUEUE_URL).
+        #[arg(long, env = "STREAM_FAILURE_QUEUE_URL", global = true)]
+        queue_url: Option<String>,
+        /// The stream the records are read from and put back on (default: $STREAM_NAME).
+        #[arg(long, env = "STREAM_NAME", global = true)]
+        stream: Option<String>,
+        /// The profiles table (default: $PROFILES_TABLE).
+        #[arg(long, env = "PROFILES_TABLE", global = true)]
+        profiles_table: Option<String>,
+        /// The ledger table holding the event-id claims (default: $LEDGER_TABLE).
+        #[arg(long, env = "LEDGER_TABLE", global = true)]
+        ledger_table: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamFailureAction {
+    /// Each failed batch: shard, sequence range, records, why Lambda gave up.
+    List,
+    /// Put back the records of every failed batch that were not applied.
+    Redrive {
+        /// Say what would be put back, put nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -374,6 +404,27 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let sdk = ember_aws::sdk_config().await;
             dead_letters::run_events(&sdk, &queue_url, action).await
+        }
+        Command::StreamFailures {
+            action,
+            queue_url,
+            stream,
+            profiles_table,
+            ledger_table,
+        } => {
+            let queue_url = queue_url.ok_or("--queue-url or STREAM_FAILURE_QUEUE_URL is needed")?;
+            let sdk = ember_aws::sdk_config().await;
+            let target = match action {
+                StreamFailureAction::List => None,
+                StreamFailureAction::Redrive { dry_run } => Some(dead_letters::StreamTarget {
+                    profiles_table: profiles_table
+                        .ok_or("--profiles-table or PROFILES_TABLE is needed")?,
+                    ledger_table: ledger_table.ok_or("--ledger-table or LEDGER_TABLE is needed")?,
+                    dry_run,
+                }),
+            };
+            let stream = stream.ok_or("--stream or STREAM_NAME is needed")?;
+            dead_letters::run_stream_failures(&sdk, &queue_url, &stream, target).await
         }
         Command::Serve {
             template,

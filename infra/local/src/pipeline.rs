@@ -224,7 +224,11 @@ impl Pipeline {
                             function_arn: function_arn.clone(),
                             stream_name,
                             stream_arn,
-                            source: k.clone(),
+                            source: {
+                                let mut source = k.clone();
+                                source.resolve_limits(&stack.ctx, &stack)?;
+                                source
+                            },
                             on_failure_url,
                             region: region.clone(),
                             kinesis: stack.clients.kinesis.clone(),

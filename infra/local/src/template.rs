@@ -212,9 +212,35 @@ pub struct KinesisSource {
     /// `-1` in CloudFormation means "until the record expires"; kept as `None`.
     pub max_retries: Option<u32>,
     pub max_record_age_secs: Option<u64>,
+    /// `MaximumRetryAttempts` and `MaximumRecordAgeInSeconds` as written (parameters allowed):
+    /// [`KinesisSource::resolve_limits`] reads them into the two fields above.
+    pub limits: Value,
     pub report_batch_item_failures: bool,
     pub on_failure: Option<Value>,
     pub starting_position: String,
+}
+
+impl KinesisSource {
+    /// Resolves the retry limits against the stack's parameters (`-1` or absent: none).
+    pub fn resolve_limits(&mut self, ctx: &Context, names: &dyn Names) -> Result<(), LocalError> {
+        let number = |key: &str| -> Result<Option<i64>, LocalError> {
+            match &self.limits[key] {
+                Value::Null => Ok(None),
+                v => {
+                    let text = resolve_string(v, ctx, names)?;
+                    text.parse::<i64>().map(Some).map_err(|_| {
+                        LocalError::Template(format!(
+                            "{}: {key} limit {text} is not a number",
+                            self.name
+                        ))
+                    })
+                }
+            }
+        };
+        self.max_retries = number("retries")?.and_then(|n| u32::try_from(n).ok());
+        self.max_record_age_secs = number("age")?.and_then(|n| u64::try_from(n).ok());
+        Ok(())
+    }
 }
 
 impl FunctionSpec {
@@ -261,14 +287,12 @@ impl FunctionSpec {
                             .get("BisectBatchOnFunctionError")
                             .and_then(Value::as_bool)
                             .unwrap_or(false),
-                        max_retries: p
-                            .get("MaximumRetryAttempts")
-                            .and_then(Value::as_i64)
-                            .and_then(|n| u32::try_from(n).ok()),
-                        max_record_age_secs: p
-                            .get("MaximumRecordAgeInSeconds")
-                            .and_then(Value::as_i64)
-                            .and_then(|n| u64::try_from(n).ok()),
+                        max_retries: None,
+                        max_record_age_secs: None,
+                        limits: serde_json::json!({
+                            "retries": p.get("MaximumRetryAttempts"),
+                            "age": p.get("MaximumRecordAgeInSeconds"),
+                        }),
                         report_batch_item_failures: p
                             .get("FunctionResponseTypes")
                             .and_then(Value::as_array)

@@ -86,4 +86,27 @@ impl EventClaims for DynamoLedger {
             Err(e) => Err(classify(&e, "claim.release")),
         }
     }
+
+    async fn holder(&self, event_id: &str) -> PortResult<Option<String>> {
+        let item = self
+            .client()
+            .get_item()
+            .table_name(self.table())
+            .key(PK, AttributeValue::S(claim_pk(event_id)))
+            .key(SK, AttributeValue::S(CLAIM_SK.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(&e, "claim.get"))?
+            .item
+            .unwrap_or_default();
+        let live = match item.get(EXPIRES_AT) {
+            Some(AttributeValue::N(n)) => n.parse::<i64>().is_ok_and(|t| t > self.now_secs()),
+            _ => true,
+        };
+        Ok(match item.get(BY) {
+            Some(AttributeValue::S(by)) if live => Some(by.clone()),
+            _ => None,
+        })
+    }
 }

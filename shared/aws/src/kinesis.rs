@@ -286,6 +286,96 @@ fn queues_by_key(records: &[StreamRecord]) -> Vec<VecDeque<usize>> {
     queues
 }
 
+/// A record read back from a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardRecord {
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+/// What [`KinesisEventStream::read_range`] found.
+#[derive(Debug, Clone, Default)]
+pub struct ShardRange {
+    /// The records from `start` to `end`, in order.
+    pub records: Vec<ShardRecord>,
+    /// Whether the record at `start` was still on the stream (else the range has expired,
+    /// wholly or in part, past the stream's retention).
+    pub complete: bool,
+}
+
+impl KinesisEventStream {
+    /// Reads the records of `shard_id` from sequence number `start` to `end` (inclusive), at
+    /// most `limit`: what Lambda's on-failure record of a batch names.
+    pub async fn read_range(
+        &self,
+        shard_id: &str,
+        start: &str,
+        end: &str,
+        limit: usize,
+    ) -> PortResult<ShardRange> {
+        use aws_sdk_kinesis::types::ShardIteratorType;
+        use ember_core::watermark::compare_sequence;
+        let iterator = self
+            .client
+            .get_shard_iterator()
+            .stream_name(&self.stream_name)
+            .shard_id(shard_id)
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(start)
+            .send()
+            .await;
+        let mut iterator = match iterator {
+            Ok(out) => out.shard_iterator,
+            // A sequence number past retention (or of a shard gone since) is refused.
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_invalid_argument_exception() || s.is_resource_not_found_exception()
+                }) =>
+            {
+                return Ok(ShardRange::default())
+            }
+            Err(e) => return Err(crate::retry::classify(&e, "kinesis.get_shard_iterator")),
+        };
+        let mut range = ShardRange::default();
+        let mut empty_reads = 0;
+        while let Some(it) = iterator.take() {
+            let out = self
+                .client
+                .get_records()
+                .shard_iterator(it)
+                .limit(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000))
+                .send()
+                .await
+                .map_err(|e| crate::retry::classify(&e, "kinesis.get_records"))?;
+            if out.records().is_empty() {
+                empty_reads += 1;
+            }
+            for r in out.records() {
+                let seq = r.sequence_number();
+                if compare_sequence(seq, end).is_gt() || range.records.len() >= limit {
+                    return Ok(range);
+                }
+                if range.records.is_empty() {
+                    range.complete = seq == start;
+                }
+                range.records.push(ShardRecord {
+                    sequence_number: seq.to_owned(),
+                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                    data: r.data().as_ref().to_vec(),
+                });
+            }
+            // At the tip of the shard (or a closed shard's end): nothing more will come.
+            let caught_up = out.millis_behind_latest().is_none_or(|m| m == 0);
+            if (out.records().is_empty() && caught_up) || empty_reads > 5 {
+                break;
+            }
+            iterator = out.next_shard_iterator;
+        }
+        Ok(range)
+    }
+}
+
 #[async_trait]
 impl EventStream for KinesisEventStream {
     async fn put(&self, records: &[StreamRecord]) -> Vec<PortResult<String>> {

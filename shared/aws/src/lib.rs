@@ -19,6 +19,8 @@
 //! - [`eventbridge`]: EventBridge `EventBus` (per-entry failures retried).
 //! - [`sqs`]: SQS `DeadLetterSink` (per-entry failures retried).
 //! - [`redrive`]: the operator's dead-letter queue: list, put back on the stream, purge.
+//! - [`stream_failures`]: the enrich mapping's on-failure destination: read the failed
+//!   ranges back from the stream and put back what was not applied.
 //! - [`batch`]: Kinesis partial-batch-failure utility (ordered per key).
 
 pub mod batch;
@@ -33,6 +35,7 @@ pub mod redrive;
 pub mod retry;
 pub mod sesv2;
 pub mod sqs;
+pub mod stream_failures;
 pub mod telemetry;
 
 pub use config::sdk_config;

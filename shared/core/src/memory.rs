@@ -205,6 +205,14 @@ impl EventClaims for MemoryClaims {
         }
         Ok(())
     }
+
+    async fn holder(&self, event_id: &str) -> PortResult<Option<String>> {
+        self.check()?;
+        Ok(lock(&self.claims)
+            .get(event_id)
+            .filter(|(_, until)| *until > Utc::now())
+            .map(|(holder, _)| holder.clone()))
+    }
 }
 
 #[derive(Debug)]

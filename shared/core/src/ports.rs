@@ -268,6 +268,9 @@ pub trait EventClaims: Send + Sync {
     /// Gives up `origin`'s claim (its record was dead-lettered, so a redrive may apply it).
     /// No effect on a claim another origin holds.
     async fn release(&self, event_id: &str, origin: &str) -> PortResult<()>;
+    /// The origin holding an unexpired claim on `event_id`, if any (what a redrive of failed
+    /// records asks before putting one back).
+    async fn holder(&self, event_id: &str) -> PortResult<Option<String>>;
 }
 
 /// Erased customers. Erasure leaves a tombstone per profile id (kept as a hash: the id may be

@@ -1,0 +1,367 @@
+//! Redrive of the enrich mapping's on-failure destination: the batches Lambda gave up on
+//! (retries or record age exhausted). Each message names a shard and a sequence range, not the
+//! records; [`redrive`] reads them back from the stream while it retains them and puts back
+//! the ones that were not applied, oldest batch first, in order per customer.
+//!
+//! Whether a record was applied is read from its event-id claim and its profile:
+//! - no live claim: never claimed, or released by enrich when the record failed unwritten
+//!   (`Enricher::release_unapplied`): put back;
+//! - a claim held by another record: that record applies (or applied) the event: a duplicate,
+//!   left alone;
+//! - a claim held by this record, above its profile's watermark for the shard: not applied
+//!   (enrich could not release it): the claim is released, then the record put back;
+//! - a claim held by this record, at or below the watermark: applied (a record of another
+//!   customer in the batch that did not fail, or one whose write landed and whose publish
+//!   failed: its bus events wait in the outbox).
+//!
+//! The last rule has one blind spot: an invocation that stopped (a timeout) after claiming a
+//! record and before writing it, on every attempt, and later records of the same customer
+//! applied after Lambda moved on. The claim then looks like an applied record's. Enrich
+//! releases the claims of records it fails, so only a cut-off invocation (or a release that
+//! itself failed) leaves one.
+//!
+//! A record put back twice (a message that came back) is a duplicate by its claim. A message
+//! is deleted once every record it names is settled; one whose records have left the stream
+//! stays, with the hint to replay the archive for its time range.
+
+use chrono::{DateTime, Utc};
+use ember_core::ports::{EventClaims, EventStream, PortResult, ProfileStore, StreamRecord};
+use ember_core::watermark::Position;
+
+use crate::kinesis::{KinesisEventStream, ShardRecord};
+use crate::redrive::{DeadLetterQueue, Queued};
+
+/// How long a redrive holds the messages it received.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Lambda's on-failure record of a Kinesis batch (`KinesisBatchInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedBatch {
+    pub shard_id: String,
+    pub start: String,
+    pub end: String,
+    pub size: usize,
+    /// `RetryAttemptsExhausted`, `RecordAgeExceeded`, …
+    pub condition: String,
+    pub first_arrival: Option<DateTime<Utc>>,
+    pub last_arrival: Option<DateTime<Utc>>,
+}
+
+/// Reads an on-failure message's body.
+pub fn failed_batch_of(body: &str) -> Result<FailedBatch, String> {
+    let message: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let info = &message["KinesisBatchInfo"];
+    let text = |k: &str| {
+        info[k]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no KinesisBatchInfo.{k} in the message"))
+    };
+    let time = |k: &str| {
+        info[k]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Ok(FailedBatch {
+        shard_id: text("shardId")?,
+        start: text("startSequenceNumber")?,
+        end: text("endSequenceNumber")?,
+        size: info["batchSize"].as_u64().unwrap_or(100) as usize,
+        condition: message["requestContext"]["condition"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        first_arrival: time("approximateArrivalOfFirstRecord"),
+        last_arrival: time("approximateArrivalOfLastRecord"),
+    })
+}
+
+/// What to do with one record of a failed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Put it back; first release the claim it holds itself.
+    PutBack { release: bool },
+    /// Applied (its claim is its own and the watermark covers it).
+    Applied,
+    /// Another record holds its event id.
+    Duplicate,
+    /// Not an event enrich could apply (enrich dead-letters such records itself).
+    NotAnEvent(String),
+}
+
+/// The claim origin of a record (`<shard>:<sequence number>`, as enrich writes it).
+fn origin(shard_id: &str, record: &ShardRecord) -> String {
+    Position::new(shard_id, &record.sequence_number).to_string()
+}
+
+/// Decides what becomes of `record` (see the module doc).
+pub async fn verdict(
+    claims: &impl EventClaims,
+    profiles: &impl ProfileStore,
+    shard_id: &str,
+    record: &ShardRecord,
+) -> PortResult<Verdict> {
+    let value: serde_json::Value = match serde_json::from_slice(&record.data) {
+        Ok(v) => v,
+        Err(e) => return Ok(Verdict::NotAnEvent(format!("not JSON: {e}"))),
+    };
+    let Some(event_id) = value["event_id"].as_str().filter(|s| !s.is_empty()) else {
+        return Ok(Verdict::NotAnEvent("no event id".into()));
+    };
+    let own = origin(shard_id, record);
+    match claims.holder(event_id).await? {
+        None => Ok(Verdict::PutBack { release: false }),
+        Some(holder) if holder != own => Ok(Verdict::Duplicate),
+        Some(_) => {
+            let position = Position::new(shard_id, &record.sequence_number);
+            let covered = profiles
+                .get(&record.partition_key)
+                .await?
+                .is_some_and(|p| p.stream.covers(&position));
+            Ok(if covered {
+                Verdict::Applied
+            } else {
+                Verdict::PutBack { release: true }
+            })
+        }
+    }
+}
+
+/// What a redrive did, by record origin (`kinesis:<shard>:<sequence number>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamReport {
+    pub put_back: Vec<String>,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub not_events: usize,
+    /// Messages left in the queue, with the reason.
+    pub kept: Vec<(String, String)>,
+    /// Messages settled (deleted, or a dry run's would-be).
+    pub batches: usize,
+}
+
+/// Where a redrive reads, puts and records.
+pub struct Ports<'a, C, P, S> {
+    pub queue: &'a DeadLetterQueue,
+    pub source: &'a KinesisEventStream,
+    pub claims: &'a C,
+    pub profiles: &'a P,
+    pub stream: &'a S,
+}
+
+/// The messages of the on-failure queue, oldest batch first; unreadable ones with the reason.
+async fn batches(
+    queue: &DeadLetterQueue,
+) -> PortResult<Vec<(Queued, Result<FailedBatch, String>)>> {
+    let mut all: Vec<_> = queue
+        .receive_all(HOLD)
+        .await?
+        .into_iter()
+        .map(|q| {
+            let batch = failed_batch_of(&q.body);
+            (q, batch)
+        })
+        .collect();
+    all.sort_by_key(|(_, b)| b.as_ref().ok().map(|b| (b.first_arrival, b.start.clone())));
+    Ok(all)
+}
+
+/// Lists the failed batches (leaving them in the queue).
+pub async fn list(queue: &DeadLetterQueue) -> PortResult<Vec<Result<FailedBatch, String>>> {
+    let all = batches(queue).await?;
+    for (q, _) in &all {
+        queue.release(&q.receipt).await?;
+    }
+    Ok(all.into_iter().map(|(_, b)| b).collect())
+}
+
+/// Puts back the records of every failed batch that were not applied (see the module doc);
+/// `dry_run` only says what it would do.
+pub async fn redrive<C, P, S>(ports: Ports<'_, C, P, S>, dry_run: bool) -> PortResult<StreamReport>
+where
+    C: EventClaims,
+    P: ProfileStore,
+    S: EventStream,
+{
+    let mut report = StreamReport::default();
+    let mut untouched: Vec<String> = Vec::new();
+    // Customers with a record that could not be put back: none of their later ones go.
+    let mut blocked: Vec<String> = Vec::new();
+    for (queued, batch) in batches(ports.queue).await? {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(why) => {
+                report.kept.push((crate::redrive::UNREADABLE.into(), why));
+                untouched.push(queued.receipt);
+                continue;
+            }
+        };
+        let name = format!("{}:{}..{}", batch.shard_id, batch.start, batch.end);
+        let range = ports
+            .source
+            .read_range(&batch.shard_id, &batch.start, &batch.end, batch.size)
+            .await?;
+        if !range.complete {
+            let window = match (batch.first_arrival, batch.last_arrival) {
+                (Some(a), Some(b)) => format!(" ({} to {})", a.to_rfc3339(), b.to_rfc3339()),
+                _ => String::new(),
+            };
+            let why = format!(
+                "the records are no longer on the stream: replay the archive for their arrival \
+                 time{window}"
+            );
+            report.kept.push((name, why));
+            untouched.push(queued.receipt);
+            continue;
+        }
+        let mut settled = true;
+        for record in &range.records {
+            let what = format!("kinesis:{}", origin(&batch.shard_id, record));
+            if blocked.contains(&record.partition_key) {
+                settled = false;
+                continue;
+            }
+            let decided = verdict(ports.claims, ports.profiles, &batch.shard_id, record).await?;
+            match decided {
+                Verdict::Applied => report.applied += 1,
+                Verdict::Duplicate => report.duplicates += 1,
+                Verdict::NotAnEvent(_) => report.not_events += 1,
+                Verdict::PutBack { .. } if dry_run => report.put_back.push(what),
+                Verdict::PutBack { release } => {
+                    if release {
+                        let event_id = event_id_of(&record.data);
+                        let own = origin(&batch.shard_id, record);
+                        ports.claims.release(&event_id, &own).await?;
+                    }
+                    let put = StreamRecord {
+                        partition_key: record.partition_key.clone(),
+                        data: record.data.clone(),
+                    };
+                    match ports.stream.put(std::slice::from_ref(&put)).await.pop() {
+                        Some(Ok(_)) => report.put_back.push(what),
+                        other => {
+                            let error = other.map_or("no answer".into(), |r| {
+                                r.err().map(|e| e.to_string()).unwrap_or_default()
+                            });
+                            tracing::warn!(%error, "record not put back; the batch stays");
+                            settled = false;
+                            blocked.push(record.partition_key.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if settled && !dry_run {
+            if let Err(error) = ports.queue.delete(&queued.receipt).await {
+                tracing::warn!(%error, "batch redriven, message not deleted: it comes back");
+            }
+            report.batches += 1;
+        } else {
+            if settled {
+                report.batches += 1;
+            } else {
+                report
+                    .kept
+                    .push((name, "some records could not be put back".into()));
+            }
+            untouched.push(queued.receipt);
+        }
+    }
+    for receipt in &untouched {
+        ports.queue.release(receipt).await?;
+    }
+    Ok(report)
+}
+
+fn event_id_of(data: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v["event_id"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ember_core::memory::{MemoryClaims, MemoryProfileStore};
+    use ember_core::profile::Profile;
+
+    const SHARD: &str = "shardId-000000000000";
+
+    fn record(seq: &str, id: &str) -> ShardRecord {
+        ShardRecord {
+            sequence_number: seq.into(),
+            partition_key: "u-1".into(),
+            data: serde_json::to_vec(&serde_json::json!({"event_id": id, "user_id": "u-1"}))
+                .unwrap(),
+        }
+    }
+
+    #[test]
+    fn lambdas_on_failure_record_is_read() {
+        let body = serde_json::json!({
+            "requestContext": {"condition": "RetryAttemptsExhausted"},
+            "KinesisBatchInfo": {
+                "shardId": SHARD, "startSequenceNumber": "100", "endSequenceNumber": "180",
+                "approximateArrivalOfFirstRecord": "2026-11-20T10:00:00.000Z",
+                "approximateArrivalOfLastRecord": "2026-11-20T10:00:01.000Z",
+                "batchSize": 3, "streamArn": "arn:aws:kinesis:us-east-1:000000000000:stream/s"
+            }
+        });
+        let b = failed_batch_of(&body.to_string()).unwrap();
+        assert_eq!(
+            (b.start.as_str(), b.end.as_str(), b.size),
+            ("100", "180", 3)
+        );
+        assert_eq!(b.condition, "RetryAttemptsExhausted");
+        assert!(b.first_arrival.is_some());
+        assert!(failed_batch_of("{}").unwrap_err().contains("shardId"));
+        assert!(failed_batch_of("nope").unwrap_err().contains("JSON"));
+    }
+
+    #[tokio::test]
+    async fn a_record_is_put_back_only_when_it_was_not_applied() {
+        let claims = MemoryClaims::default();
+        let store = MemoryProfileStore::default();
+        let later = chrono::Utc::now() + chrono::Duration::days(1);
+        let r = |seq, id| record(seq, id);
+        // Never claimed, or released by enrich.
+        let v = verdict(&claims, &store, SHARD, &r("100", "e1"))
+            .await
+            .unwrap();
+        assert_eq!(v, Verdict::PutBack { release: false });
+        // Held by another record.
+        claims
+            .claim("e2", &format!("{SHARD}:5"), later)
+            .await
+            .unwrap();
+        let v = verdict(&claims, &store, SHARD, &r("110", "e2"))
+            .await
+            .unwrap();
+        assert_eq!(v, Verdict::Duplicate);
+        // Its own claim, the profile never got past it.
+        claims
+            .claim("e3", &format!("{SHARD}:120"), later)
+            .await
+            .unwrap();
+        let v = verdict(&claims, &store, SHARD, &r("120", "e3"))
+            .await
+            .unwrap();
+        assert_eq!(v, Verdict::PutBack { release: true });
+        // Its own claim, the watermark past it: applied.
+        let mut p = Profile::new("u-1");
+        p.stream.advance(&Position::new(SHARD, "130"));
+        store.put(&p, 0).await.unwrap();
+        let v = verdict(&claims, &store, SHARD, &r("120", "e3"))
+            .await
+            .unwrap();
+        assert_eq!(v, Verdict::Applied);
+        let mut bad = r("140", "x");
+        bad.data = b"{}".to_vec();
+        let v = verdict(&claims, &store, SHARD, &bad).await.unwrap();
+        assert!(matches!(v, Verdict::NotAnEvent(_)));
+    }
+}
