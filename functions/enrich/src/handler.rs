@@ -664,6 +664,11 @@ where
             if profile.cart != before_cart {
                 publish.push(cart_event(&profile, version, at));
             }
+            // A rebuild from the archive folds the events again; what they caused (segment
+            // changes, cart timers, emails) happened when they first arrived.
+            if keyed.iter().all(|e| e.rebuild) {
+                publish.clear();
+            }
         }
         let written = outbox::write(
             &self.store,

@@ -25,6 +25,7 @@
 //! - [`http`]: the API Gateway HTTP API (payload 2.0) stand-in.
 //! - [`kinesis_mapping`]: Lambda's Kinesis event source mapping (batches, partial failures,
 //!   bisection, retries, on-failure destination).
+//! - [`archive_delivery`]: Firehose's delivery from the stream to the archive bucket.
 //! - [`rule_delivery`]: EventBridge rules (through their SQS targets) and schedules.
 //! - [`activity`]: counters and the drain handshake.
 //! - [`clock`]: the event-time clock.
@@ -39,6 +40,7 @@
 //! - [`error`]: the crate's error enum.
 
 pub mod activity;
+pub mod archive_delivery;
 pub mod clock;
 pub mod config_files;
 pub mod dead_letters;

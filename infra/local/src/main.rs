@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::ledger::DynamoLedger;
 use ember_core::config::ConfigStore;
+use ember_core::privacy::redact_addresses;
 use ember_local::clock::SimClock;
 use ember_local::generate::{generate, to_jsonl, GenerateOptions};
 use ember_local::metrics_report::MetricsReport;
@@ -152,6 +153,60 @@ enum Command {
         /// The ledger table holding the event-id claims (default: $LEDGER_TABLE).
         #[arg(long, env = "LEDGER_TABLE", global = true)]
         ledger_table: Option<String>,
+    },
+    /// The raw event archive on S3: count what it holds, replay a range onto the stream, or
+    /// remove erased customers' events from it.
+    Archive {
+        #[command(subcommand)]
+        action: ArchiveAction,
+        /// The archive bucket (default: $ARCHIVE_BUCKET).
+        #[arg(long, env = "ARCHIVE_BUCKET", global = true)]
+        bucket: Option<String>,
+        /// The ledger table (claims, tombstones; default: $LEDGER_TABLE).
+        #[arg(long, env = "LEDGER_TABLE", global = true)]
+        ledger_table: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveAction {
+    /// Objects and events in the archive (optionally of partition hours from/to).
+    Count {
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Put archived events back on the stream, in order per customer.
+    Replay {
+        /// The stream (default: $STREAM_NAME).
+        #[arg(long, env = "STREAM_NAME")]
+        stream: Option<String>,
+        /// Partition hours from (RFC 3339).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Partition hours before (RFC 3339).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this customer (user id, or anon:<anonymous id>).
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only these event types (repeatable).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Rebuild profiles deleted beforehand (re-applies each event once, publishes nothing).
+        #[arg(long)]
+        rebuild: bool,
+        /// The de-duplication window (DedupWindowDays): a plain replay leaves older objects out.
+        #[arg(long, default_value_t = 35)]
+        dedup_window_days: i64,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove every archived event of an erased customer (objects from `from` on).
+    Erase {
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -425,6 +480,72 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let stream = stream.ok_or("--stream or STREAM_NAME is needed")?;
             dead_letters::run_stream_failures(&sdk, &queue_url, &stream, target).await
+        }
+        Command::Archive {
+            action,
+            bucket,
+            ledger_table,
+        } => {
+            let bucket = bucket.ok_or("--bucket or ARCHIVE_BUCKET is needed")?;
+            let sdk = ember_aws::sdk_config().await;
+            let archive = ember_aws::archive::Archive::from_conf(&sdk, bucket);
+            let ledger =
+                || -> Result<ember_aws::ledger::DynamoLedger, Box<dyn std::error::Error>> {
+                    let table = ledger_table
+                        .clone()
+                        .ok_or("--ledger-table or LEDGER_TABLE is needed")?;
+                    Ok(ember_aws::ledger::DynamoLedger::from_conf(&sdk, table))
+                };
+            match action {
+                ArchiveAction::Count { from, to } => {
+                    let (objects, events) = ember_aws::archive::count(&archive, from, to).await?;
+                    println!("{events} events in {objects} objects");
+                }
+                ArchiveAction::Replay {
+                    stream,
+                    from,
+                    to,
+                    customer,
+                    types,
+                    rebuild,
+                    dedup_window_days,
+                    dry_run,
+                } => {
+                    let stream = stream.ok_or("--stream or STREAM_NAME is needed")?;
+                    let stream = ember_aws::kinesis::KinesisEventStream::from_conf(&sdk, stream);
+                    let filter = ember_aws::archive::ReplayFilter {
+                        from,
+                        to,
+                        customer,
+                        types,
+                        rebuild,
+                        dry_run,
+                        dedup_window: Some(chrono::Duration::days(dedup_window_days)),
+                    };
+                    let report =
+                        ember_aws::archive::replay(&archive, &stream, &ledger()?, &filter).await?;
+                    let verb = if dry_run {
+                        "would put back"
+                    } else {
+                        "put back"
+                    };
+                    for why in &report.failed {
+                        println!("{:<15} {}", "not put back", redact_addresses(why));
+                    }
+                    println!(
+                        "{} objects, {} events read, {} selected, {} {verb}",
+                        report.objects, report.records, report.selected, report.put
+                    );
+                }
+                ArchiveAction::Erase { from } => {
+                    let report = ember_aws::archive::erase(&archive, &ledger()?, from).await?;
+                    println!(
+                        "{} objects read, {} rewritten, {} events removed",
+                        report.objects, report.rewritten, report.removed
+                    );
+                }
+            }
+            Ok(())
         }
         Command::Serve {
             template,

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::activity::Activity;
+use crate::archive_delivery;
 use crate::clock::SimClock;
 use crate::error::LocalError;
 use crate::functions::{self, Handler, HttpFn, JsonFn};
@@ -25,7 +26,7 @@ use crate::http::{self, Route};
 use crate::kinesis_mapping::{self, KinesisMapping};
 use crate::provision::{address_of, Stack};
 use crate::rule_delivery::{self, RuleDelivery};
-use crate::template::{self, Context, EventSource, Template};
+use crate::template::{self, Context, EventSource, KinesisSource, Template};
 use ember_core::memory::MemoryMetrics;
 
 /// How to start a local pipeline.
@@ -295,6 +296,33 @@ impl Pipeline {
                 }
             }
         }
+        // Firehose's deliveries from the stream to the archive, as Firehose runs them.
+        for d in archive_delivery::deliveries(&stack.template) {
+            let name = stack.name_of(&d.logical_id)?;
+            let bucket_arn = template::resolve_string(&d.bucket, &stack.ctx, &stack)?;
+            let bucket = bucket_arn.trim_start_matches("arn:aws:s3:::").to_owned();
+            let archive = ember_aws::archive::Archive::from_conf(sdk_config, bucket);
+            let mapping = Arc::new(KinesisMapping {
+                function: d.logical_id.clone(),
+                function_arn: format!(
+                    "arn:aws:firehose:{region}:{}:deliverystream/{name}",
+                    stack.ctx.account_id
+                ),
+                stream_name: stack.stream_name_for(&d.stream)?,
+                stream_arn: template::resolve_string(&d.stream, &stack.ctx, &stack)?,
+                source: KinesisSource::firehose(&d.logical_id),
+                on_failure_url: None,
+                region: region.clone(),
+                kinesis: stack.clients.kinesis.clone(),
+                sqs: stack.clients.sqs.clone(),
+                retry_delay: opts.retry_delay,
+            });
+            let handler = archive_delivery::handler(archive, name, d.prefix.clone());
+            tasks.extend(
+                kinesis_mapping::start_kinesis(mapping, handler, activity.clone(), stop_rx.clone())
+                    .await?,
+            );
+        }
         let routes = Arc::new(routes);
         let srv_stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -430,6 +458,15 @@ impl Pipeline {
     /// Physical name of a resource by logical id (e.g. `ProfilesTable`).
     pub fn name_of(&self, logical_id: &str) -> Option<String> {
         self.stack.physical.get(logical_id).map(|p| p.name.clone())
+    }
+
+    /// The archive bucket the template's delivery stream writes to, if it has one.
+    pub fn archive(&self) -> Option<ember_aws::archive::Archive> {
+        let (_, bucket) = self.stack.physical_of_kind("AWS::S3::Bucket").next()?;
+        Some(ember_aws::archive::Archive::new(
+            self.stack.clients.s3.clone(),
+            bucket.name.clone(),
+        ))
     }
 
     pub fn queue_url_of(&self, logical_id: &str) -> Option<String> {

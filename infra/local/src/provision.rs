@@ -45,6 +45,7 @@ pub struct Clients {
     pub events: aws_sdk_eventbridge::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub sesv2: aws_sdk_sesv2::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Clients {
@@ -55,6 +56,12 @@ impl Clients {
             events: aws_sdk_eventbridge::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             sesv2: aws_sdk_sesv2::Client::new(config),
+            // Path-style: emulators serve buckets under their own host name.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(config)
+                    .force_path_style(true)
+                    .build(),
+            ),
         }
     }
 }
@@ -75,6 +82,8 @@ fn name_property(kind: &str) -> Option<&'static str> {
         "AWS::DynamoDB::Table" => "TableName",
         "AWS::Kinesis::Stream" | "AWS::Events::EventBus" | "AWS::SES::ConfigurationSet" => "Name",
         "AWS::SQS::Queue" => "QueueName",
+        "AWS::S3::Bucket" => "BucketName",
+        "AWS::KinesisFirehose::DeliveryStream" => "DeliveryStreamName",
         "AWS::Serverless::Function" => "FunctionName",
         "AWS::Logs::LogGroup" => "LogGroupName",
         "AWS::SNS::Topic" => "TopicName",
@@ -118,7 +127,7 @@ impl Stack {
         template::resolve_string(prop, &self.ctx, self).ok()
     }
 
-    fn name_of(&self, id: &str) -> Result<String, LocalError> {
+    pub fn name_of(&self, id: &str) -> Result<String, LocalError> {
         self.declared_name(id).ok_or_else(|| {
             LocalError::Template(format!(
                 "resource {id} has no name property the runner can resolve"
@@ -153,6 +162,7 @@ impl Stack {
             "AWS::Events::EventBus",
             "AWS::SQS::Queue",
             "AWS::SES::ConfigurationSet",
+            "AWS::S3::Bucket",
         ] {
             for (id, kind) in ids.iter().filter(|(_, k)| k == order) {
                 let physical = match kind.as_str() {
@@ -163,6 +173,7 @@ impl Stack {
                         let name = stack.name_of(id)?;
                         stack.create_queue(&name).await?
                     }
+                    "AWS::S3::Bucket" => stack.create_bucket(id).await?,
                     _ => stack.create_configuration_set(id).await?,
                 };
                 tracing::info!(resource = %id, name = %physical.name, "provisioned");
@@ -295,6 +306,25 @@ impl Stack {
             kind: "AWS::Kinesis::Stream".into(),
             name,
             arn: Some(arn),
+            url: None,
+        })
+    }
+
+    /// The archive bucket. Its encryption, lifecycle and access rules are AWS's business; the
+    /// runner needs only the bucket (the objects expire with the run's resources).
+    async fn create_bucket(&self, id: &str) -> Result<Physical, LocalError> {
+        let name = self.name_of(id)?;
+        self.clients
+            .s3
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .map_err(|e| LocalError::provision(id, sdk(e)))?;
+        Ok(Physical {
+            kind: "AWS::S3::Bucket".into(),
+            arn: Some(format!("arn:aws:s3:::{name}")),
+            name,
             url: None,
         })
     }
@@ -592,6 +622,7 @@ impl Stack {
                     .await
                     .map(|_| ())
                     .map_err(sdk),
+                "AWS::S3::Bucket" => self.empty_bucket(&p.name).await,
                 "AWS::SQS::Queue" => match &p.url {
                     Some(u) => self
                         .clients
@@ -610,6 +641,40 @@ impl Stack {
                 tracing::warn!(resource = %id, error = %e, "could not delete");
             }
         }
+    }
+}
+
+impl Stack {
+    /// Deletes a bucket of this run with its objects.
+    async fn empty_bucket(&self, bucket: &str) -> Result<(), String> {
+        let listed = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(sdk)?;
+        for o in listed.contents() {
+            if let Some(key) = o.key() {
+                let _ = self
+                    .clients
+                    .s3
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await;
+            }
+        }
+        self.clients
+            .s3
+            .delete_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(sdk)
     }
 }
 

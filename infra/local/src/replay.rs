@@ -100,6 +100,8 @@ pub struct ReplaySummary {
     pub emails: Vec<SentEmail>,
     /// Messages waiting in each queue of the template, by logical id.
     pub queues: BTreeMap<String, u64>,
+    /// Events in the archive bucket when the run ended.
+    pub archived: Option<usize>,
     pub kinesis_records: u64,
     pub kinesis_batches: u64,
     pub kinesis_retries: u64,
@@ -149,6 +151,9 @@ impl std::fmt::Display for ReplaySummary {
             "stream               {} records in {} batches ({} retries, {} bisections, {} sent to on-failure)",
             self.kinesis_records, self.kinesis_batches, self.kinesis_retries, self.kinesis_bisections, self.kinesis_on_failure
         )?;
+        if let Some(n) = self.archived {
+            writeln!(f, "archived on S3       {n} events (raw, for replay)")?;
+        }
         writeln!(f, "profiles written     {}", self.profiles)?;
         writeln!(f, "segment transitions  {}", self.segment_transitions())?;
         for (k, v) in &self.bus_events {
@@ -556,6 +561,12 @@ pub async fn collect(p: &Pipeline, s: &mut ReplaySummary) -> Result<(), LocalErr
     }
     if let Some(table) = p.name_of("ProfilesTable") {
         s.profiles = count_items(p, &table).await?;
+    }
+    if let Some(archive) = p.archive() {
+        let (_, events) = ember_aws::archive::count(&archive, None, None)
+            .await
+            .map_err(|e| LocalError::pipeline("archive", e))?;
+        s.archived = Some(events);
     }
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     if !endpoint.is_empty() {

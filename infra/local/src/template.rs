@@ -221,6 +221,23 @@ pub struct KinesisSource {
 }
 
 impl KinesisSource {
+    /// How Firehose reads a stream: from the oldest record, in large batches, retrying a
+    /// failed delivery until it succeeds.
+    pub fn firehose(name: &str) -> KinesisSource {
+        KinesisSource {
+            name: name.to_owned(),
+            stream: Value::Null,
+            batch_size: 500,
+            bisect_on_error: false,
+            max_retries: None,
+            max_record_age_secs: None,
+            limits: Value::Null,
+            report_batch_item_failures: false,
+            on_failure: None,
+            starting_position: "TRIM_HORIZON".into(),
+        }
+    }
+
     /// Resolves the retry limits against the stack's parameters (`-1` or absent: none).
     pub fn resolve_limits(&mut self, ctx: &Context, names: &dyn Names) -> Result<(), LocalError> {
         let number = |key: &str| -> Result<Option<i64>, LocalError> {

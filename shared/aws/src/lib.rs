@@ -21,8 +21,10 @@
 //! - [`redrive`]: the operator's dead-letter queue: list, put back on the stream, purge.
 //! - [`stream_failures`]: the enrich mapping's on-failure destination: read the failed
 //!   ranges back from the stream and put back what was not applied.
+//! - [`archive`]: the raw event archive on S3 (Firehose's layout): read, replay, erase.
 //! - [`batch`]: Kinesis partial-batch-failure utility (ordered per key).
 
+pub mod archive;
 pub mod batch;
 pub mod claims;
 pub mod config;

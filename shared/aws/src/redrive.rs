@@ -78,12 +78,8 @@ pub fn record_of(letter: &DeadLetter) -> Result<StreamRecord, String> {
     // The partition key the API gave it: the user id, else `anon:<anonymous id>`.
     let value: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| format!("raw record is not JSON: {e}"))?;
-    let text = |k: &str| value[k].as_str().filter(|s| !s.is_empty());
-    let partition_key = match (text("user_id"), text("anonymous_id")) {
-        (Some(user), _) => user.to_owned(),
-        (None, Some(anon)) => format!("{}{anon}", ember_core::event::ANON_PREFIX),
-        (None, None) => return Err("the record names no customer".into()),
-    };
+    let partition_key =
+        crate::archive::customer_of(&value).ok_or("the record names no customer")?;
     Ok(StreamRecord {
         partition_key,
         data,

@@ -59,6 +59,10 @@ pub struct EnrichedEvent<'a> {
     /// events it causes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Cow<'a, str>>,
+    /// Put back by a rebuild from the archive (`"replay": "rebuild"`): folded, never
+    /// published (its emails went out when it first arrived).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuild: bool,
 }
 
 impl<'a> EnrichedEvent<'a> {
@@ -85,6 +89,7 @@ impl<'a> EnrichedEvent<'a> {
             utm: Utm::new(),
             device: None,
             trace: None,
+            rebuild: false,
         }
     }
 }
@@ -100,6 +105,7 @@ pub fn decode(bytes: &[u8], registry: &Registry) -> Result<EnrichedEvent<'static
         .get("trace")
         .and_then(Value::as_str)
         .map(|t| Cow::Owned(t.to_owned()));
+    event.rebuild = value.get("replay").and_then(Value::as_str) == Some("rebuild");
     Ok(event)
 }
 
@@ -145,6 +151,7 @@ pub fn enrich(
             utm,
             device,
             trace: None,
+            rebuild: false,
         }),
         _ => {
             if problems.is_empty() {
