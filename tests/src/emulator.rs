@@ -201,6 +201,34 @@ impl Aws {
         }
     }
 
+    /// Every profile of `table`, by id (a consistent scan).
+    pub async fn all_profiles(
+        &self,
+        table: &str,
+    ) -> std::collections::BTreeMap<String, ember_core::profile::Profile> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan profiles");
+            for item in page.items.unwrap_or_default() {
+                let p = ember_aws::profiles::from_item(item).expect("stored profile decodes");
+                out.insert(p.id.clone(), p);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return out;
+            }
+        }
+    }
+
     /// Reads a profile that must exist (panics with its id otherwise: a test's assertion).
     pub async fn profile(&self, table: &str, id: &str) -> ember_core::profile::Profile {
         self.get_profile(table, id)

@@ -20,33 +20,19 @@ use ember_tests::local::{admin_call, start_pipeline};
 /// Every profile, keyed by id, without what only says how it was written (version,
 /// stream positions, outbox).
 async fn profiles(aws: &Aws, table: &str) -> BTreeMap<String, Profile> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = aws
-            .dynamodb
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan profiles");
-        for item in page.items.unwrap_or_default() {
-            let p = ember_aws::profiles::from_item(item).expect("stored profile decodes");
+    aws.all_profiles(table)
+        .await
+        .into_iter()
+        .map(|(id, p)| {
             let p = Profile {
                 version: 0,
                 stream: Default::default(),
                 outbox: Default::default(),
                 ..p
             };
-            out.insert(p.id.clone(), p);
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
-        }
-    }
+            (id, p)
+        })
+        .collect()
 }
 
 async fn wipe(aws: &Aws, table: &str) {

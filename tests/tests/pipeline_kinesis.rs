@@ -81,6 +81,7 @@ async fn setup(max_retries: u32) -> Setup {
         kinesis: aws.kinesis.clone(),
         sqs: aws.sqs.clone(),
         retry_delay: Duration::from_millis(5),
+        counted: true,
     });
     Setup {
         aws,

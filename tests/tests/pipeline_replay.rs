@@ -14,27 +14,7 @@ use ember_tests::emulator::Aws;
 use ember_tests::local::start_pipeline;
 
 async fn profiles(aws: &Aws, table: &str) -> BTreeMap<String, Profile> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = aws
-            .dynamodb
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan profiles");
-        for item in page.items.unwrap_or_default() {
-            let p = ember_aws::profiles::from_item(item).expect("stored profile decodes");
-            out.insert(p.id.clone(), p);
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
-        }
-    }
+    aws.all_profiles(table).await
 }
 
 /// Sent emails as sorted (recipient, subject) pairs.

@@ -35,6 +35,9 @@ pub struct KinesisMapping {
     pub sqs: aws_sdk_sqs::Client,
     /// Base delay between retries of a failed batch (doubled per attempt, capped at 1 s).
     pub retry_delay: Duration,
+    /// Whether its records and batches count in the run's stream figures: a function's
+    /// mapping does; Firehose's archive delivery (another reader of the same records) not.
+    pub counted: bool,
 }
 
 /// Starts one poller per shard; returns their join handles.
@@ -162,7 +165,9 @@ async fn process_batch(
     invoke: &JsonFn,
     activity: &Activity,
 ) {
-    Activity::add(&activity.kinesis_records, batch.len() as u64);
+    if m.counted {
+        Activity::add(&activity.kinesis_records, batch.len() as u64);
+    }
     let mut work: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch, 0)]);
     while let Some((mut window, mut attempts)) = work.pop_front() {
         loop {
@@ -194,7 +199,9 @@ async fn process_batch(
                     continue;
                 }
             }
-            Activity::add(&activity.kinesis_batches, 1);
+            if m.counted {
+                Activity::add(&activity.kinesis_batches, 1);
+            }
             let event = kinesis_event(m, shard_id, &window);
             let result = invoke(event).await;
             let failed_at = match result {

@@ -54,7 +54,32 @@ pub async fn http_get(url: &str) -> Result<(u16, Bytes), LocalError> {
 /// Every email the emulator at `endpoint` has sent (all senders; filter with [`from_sender`]).
 pub async fn sent_emails(endpoint: &str) -> Result<Vec<SentEmail>, LocalError> {
     let base = endpoint.trim_end_matches('/');
+    // moto builds data.json from live models and answers 500 when one changes while it is
+    // being serialised (other work going on): such an answer is asked again.
     let mut tried = Vec::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            if !tried.iter().any(|t: &String| t.contains("HTTP 5")) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            tried.clear();
+        }
+        if let Some(emails) = probe(base, &mut tried).await {
+            return Ok(emails);
+        }
+    }
+    Err(LocalError::pipeline(
+        "mail read",
+        format!(
+            "no emulator mail API answered at {base} ({})",
+            tried.join("; ")
+        ),
+    ))
+}
+
+/// Asks each emulator's mail API in turn; what each said goes to `tried`.
+async fn probe(base: &str, tried: &mut Vec<String>) -> Option<Vec<SentEmail>> {
     for (path, parse) in [
         (
             "/moto-api/data.json",
@@ -71,7 +96,7 @@ pub async fn sent_emails(endpoint: &str) -> Result<Vec<SentEmail>, LocalError> {
                     .as_ref()
                     .and_then(parse)
                 {
-                    return Ok(emails);
+                    return Some(emails);
                 }
                 tried.push(format!("{path}: unexpected shape"));
             }
@@ -79,13 +104,7 @@ pub async fn sent_emails(endpoint: &str) -> Result<Vec<SentEmail>, LocalError> {
             Err(e) => tried.push(format!("{path}: {e}")),
         }
     }
-    Err(LocalError::pipeline(
-        "mail read",
-        format!(
-            "no emulator mail API answered at {base} ({})",
-            tried.join("; ")
-        ),
-    ))
+    None
 }
 
 /// The emails sent from `address` (matched inside `Name <address>` too).

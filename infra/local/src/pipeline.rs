@@ -235,6 +235,7 @@ impl Pipeline {
                             kinesis: stack.clients.kinesis.clone(),
                             sqs: stack.clients.sqs.clone(),
                             retry_delay: opts.retry_delay,
+                            counted: true,
                         });
                         tasks.extend(
                             kinesis_mapping::start_kinesis(
@@ -316,6 +317,7 @@ impl Pipeline {
                 kinesis: stack.clients.kinesis.clone(),
                 sqs: stack.clients.sqs.clone(),
                 retry_delay: opts.retry_delay,
+                counted: false,
             });
             let handler = archive_delivery::handler(archive, name, d.prefix.clone());
             tasks.extend(
