@@ -107,6 +107,8 @@ pub async fn run_events(
 /// Where `stream-failures redrive` decides what was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamTarget {
+    /// Read from and put back on.
+    pub stream: String,
     pub profiles_table: String,
     pub ledger_table: String,
     pub dry_run: bool,
@@ -116,7 +118,6 @@ pub struct StreamTarget {
 pub async fn run_stream_failures(
     sdk: &aws_config::SdkConfig,
     queue_url: &str,
-    stream: &str,
     target: Option<StreamTarget>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use ember_aws::stream_failures;
@@ -142,7 +143,7 @@ pub async fn run_stream_failures(
         println!("{} failed batches", all.len());
         return Ok(());
     };
-    let source = ember_aws::kinesis::KinesisEventStream::from_conf(sdk, stream);
+    let source = ember_aws::kinesis::KinesisEventStream::from_conf(sdk, &target.stream);
     let ports = stream_failures::Ports {
         queue: &queue,
         source: &source,

@@ -472,14 +472,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let target = match action {
                 StreamFailureAction::List => None,
                 StreamFailureAction::Redrive { dry_run } => Some(dead_letters::StreamTarget {
+                    stream: stream.ok_or("--stream or STREAM_NAME is needed")?,
                     profiles_table: profiles_table
                         .ok_or("--profiles-table or PROFILES_TABLE is needed")?,
                     ledger_table: ledger_table.ok_or("--ledger-table or LEDGER_TABLE is needed")?,
                     dry_run,
                 }),
             };
-            let stream = stream.ok_or("--stream or STREAM_NAME is needed")?;
-            dead_letters::run_stream_failures(&sdk, &queue_url, &stream, target).await
+            dead_letters::run_stream_failures(&sdk, &queue_url, target).await
         }
         Command::Archive {
             action,

@@ -56,12 +56,7 @@ impl Clients {
             events: aws_sdk_eventbridge::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             sesv2: aws_sdk_sesv2::Client::new(config),
-            // Path-style: emulators serve buckets under their own host name.
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(config)
-                    .force_path_style(true)
-                    .build(),
-            ),
+            s3: ember_aws::archive::s3_client(config),
         }
     }
 }

@@ -16,6 +16,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Timelike, Utc};
 use ember_core::ports::{Erasures, EventClaims, EventStream, PortError, PortResult, StreamRecord};
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+use futures::stream::{self, StreamExt};
 
 use crate::retry::classify;
 
@@ -73,12 +74,26 @@ pub fn decode(body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 
 /// The partition key the API gave an event: the user id, else `anon:<anonymous id>`.
 pub fn customer_of(event: &serde_json::Value) -> Option<String> {
-    let text = |k: &str| event[k].as_str().filter(|s| !s.is_empty());
-    match (text("user_id"), text("anonymous_id")) {
-        (Some(user), _) => Some(user.to_owned()),
-        (None, Some(anon)) => Some(format!("{}{anon}", ember_core::event::ANON_PREFIX)),
-        (None, None) => None,
+    match event["user_id"].as_str().filter(|s| !s.is_empty()) {
+        Some(user) => Some(user.to_owned()),
+        None => anonymous_profile(&event["anonymous_id"]),
     }
+}
+
+/// The profile id of an anonymous id (`anon:<id>`), if `id` is a non-empty string.
+fn anonymous_profile(id: &serde_json::Value) -> Option<String> {
+    id.as_str()
+        .filter(|s| !s.is_empty())
+        .map(|a| format!("{}{a}", ember_core::event::ANON_PREFIX))
+}
+
+/// The S3 client the archive uses: path-style addressing, as emulators serve buckets under
+/// their own host name.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
 }
 
 /// The archive bucket.
@@ -90,17 +105,10 @@ pub struct Archive {
 
 impl Archive {
     pub fn from_conf(config: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
-        // Path-style addressing: emulators serve buckets under their own host name.
-        let s3 = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(true)
-            .build();
-        Archive {
-            client: aws_sdk_s3::Client::from_conf(s3),
-            bucket: bucket.into(),
-        }
+        Self::new(s3_client(config), bucket)
     }
 
-    /// With a client of the caller's (path-style addressing, for emulators).
+    /// With a client of the caller's (see [`s3_client`]).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
         Archive {
             client,
@@ -302,31 +310,28 @@ pub async fn replay(
             if filter.rebuild {
                 // An identify names the anonymous id in its payload; other events may carry
                 // both ids in the envelope.
-                let anon = event["payload"]["anonymous_id"]
-                    .as_str()
-                    .or(event["anonymous_id"].as_str())
-                    .filter(|a| !a.is_empty());
+                let anon = anonymous_profile(&event["payload"]["anonymous_id"])
+                    .or_else(|| anonymous_profile(&event["anonymous_id"]));
                 if let (Some(user), Some(anon)) = (event["user_id"].as_str(), anon) {
-                    let anon = format!("{}{anon}", ember_core::event::ANON_PREFIX);
                     links.entry(anon).or_insert_with(|| user.to_owned());
                 }
             }
             if !filter.takes(&event, &customer) || blocked.contains(&customer) {
                 continue;
             }
-            report.selected += 1;
             if !filter.rebuild {
+                report.selected += 1;
                 batch.push(StreamRecord {
                     partition_key: customer,
                     data,
                 });
                 continue;
             }
-            let id = event["event_id"].as_str().unwrap_or_default().to_owned();
-            if !seen.insert(id) {
-                report.selected -= 1;
+            let event_id = event["event_id"].as_str().unwrap_or_default().to_owned();
+            if !seen.insert(event_id.clone()) {
                 continue;
             }
+            report.selected += 1;
             event["replay"] = serde_json::Value::from("rebuild");
             let at = event["occurred_at"]
                 .as_str()
@@ -335,6 +340,7 @@ pub async fn replay(
                 route: customer,
                 at,
                 order: held.len(),
+                event_id,
                 data: serde_json::to_vec(&event).unwrap_or(data),
             });
         }
@@ -353,16 +359,19 @@ pub async fn replay(
     }
     held.sort_by(|a, b| (&a.route, a.at, a.order).cmp(&(&b.route, b.at, b.order)));
     for chunk in held.chunks(crate::kinesis::MAX_RECORDS_PER_CALL) {
-        // Their claims go first, so enrich applies them again (the profiles were deleted).
-        for h in chunk {
-            let id = serde_json::from_slice::<serde_json::Value>(&h.data)
-                .ok()
-                .and_then(|v| v["event_id"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            if let Some(holder) = claims.holder(&id).await? {
-                claims.release(&id, &holder).await?;
-            }
-        }
+        // Their claims go first, so enrich applies them again (the profiles were deleted);
+        // a few at a time, not one after another.
+        let forgotten: Vec<PortResult<()>> = stream::iter(chunk)
+            .map(|h| async move {
+                if let Some(holder) = claims.holder(&h.event_id).await? {
+                    claims.release(&h.event_id, &holder).await?;
+                }
+                Ok(())
+            })
+            .buffer_unordered(CLAIM_CONCURRENCY)
+            .collect()
+            .await;
+        forgotten.into_iter().collect::<PortResult<()>>()?;
         let batch: Vec<StreamRecord> = chunk
             .iter()
             .filter(|h| !blocked.contains(&h.route))
@@ -381,8 +390,12 @@ struct Held {
     route: String,
     at: Option<DateTime<Utc>>,
     order: usize,
+    event_id: String,
     data: Vec<u8>,
 }
+
+/// Claims a rebuild gives up at once.
+const CLAIM_CONCURRENCY: usize = 16;
 
 /// Puts `batch` (each key's records in order); a key whose put failed has its later records
 /// left out, here and in later batches.
@@ -430,15 +443,12 @@ pub async fn erase(
         let before = records.len();
         let mut kept = Vec::with_capacity(before);
         for data in records {
-            let ids = serde_json::from_slice::<serde_json::Value>(&data)
+            let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&data)
                 .map(|event| {
-                    let anon = event["anonymous_id"]
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                        .map(|a| format!("{}{a}", ember_core::event::ANON_PREFIX));
+                    let anon = anonymous_profile(&event["anonymous_id"]);
                     customer_of(&event).into_iter().chain(anon).collect()
                 })
-                .unwrap_or_else(|_| Vec::new());
+                .unwrap_or_default();
             let mut erased = false;
             for id in ids {
                 let hit = match known.get(&id) {

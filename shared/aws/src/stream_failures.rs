@@ -218,55 +218,63 @@ where
             continue;
         }
         let mut settled = true;
+        // What goes back, put in one call (the adapter keeps each customer's order, and a
+        // record that fails fails that customer's later ones unsent).
+        let mut back: Vec<(String, StreamRecord)> = Vec::new();
         for record in &range.records {
-            let what = format!("kinesis:{}", origin(&batch.shard_id, record));
             if blocked.contains(&record.partition_key) {
                 settled = false;
                 continue;
             }
-            let decided = verdict(ports.claims, ports.profiles, &batch.shard_id, record).await?;
-            match decided {
+            match verdict(ports.claims, ports.profiles, &batch.shard_id, record).await? {
                 Verdict::Applied => report.applied += 1,
                 Verdict::Duplicate => report.duplicates += 1,
                 Verdict::NotAnEvent(_) => report.not_events += 1,
-                Verdict::PutBack { .. } if dry_run => report.put_back.push(what),
                 Verdict::PutBack { release } => {
-                    if release {
-                        let event_id = event_id_of(&record.data);
-                        let own = origin(&batch.shard_id, record);
-                        ports.claims.release(&event_id, &own).await?;
+                    let own = origin(&batch.shard_id, record);
+                    if release && !dry_run {
+                        ports
+                            .claims
+                            .release(&event_id_of(&record.data), &own)
+                            .await?;
                     }
                     let put = StreamRecord {
                         partition_key: record.partition_key.clone(),
                         data: record.data.clone(),
                     };
-                    match ports.stream.put(std::slice::from_ref(&put)).await.pop() {
-                        Some(Ok(_)) => report.put_back.push(what),
-                        other => {
-                            let error = other.map_or("no answer".into(), |r| {
-                                r.err().map(|e| e.to_string()).unwrap_or_default()
-                            });
-                            tracing::warn!(%error, "record not put back; the batch stays");
-                            settled = false;
-                            blocked.push(record.partition_key.clone());
-                        }
+                    back.push((format!("kinesis:{own}"), put));
+                }
+            }
+        }
+        if dry_run {
+            report
+                .put_back
+                .extend(back.into_iter().map(|(what, _)| what));
+        } else if !back.is_empty() {
+            let (whats, records): (Vec<String>, Vec<StreamRecord>) = back.into_iter().unzip();
+            let answers = ports.stream.put(&records).await;
+            for ((what, record), answer) in whats.into_iter().zip(records).zip(answers) {
+                match answer {
+                    Ok(_) => report.put_back.push(what),
+                    Err(error) => {
+                        tracing::warn!(%error, "record not put back; the batch stays");
+                        settled = false;
+                        blocked.push(record.partition_key);
                     }
                 }
             }
+        }
+        if settled {
+            report.batches += 1;
+        } else {
+            let why = "some records could not be put back";
+            report.kept.push((name, why.into()));
         }
         if settled && !dry_run {
             if let Err(error) = ports.queue.delete(&queued.receipt).await {
                 tracing::warn!(%error, "batch redriven, message not deleted: it comes back");
             }
-            report.batches += 1;
         } else {
-            if settled {
-                report.batches += 1;
-            } else {
-                report
-                    .kept
-                    .push((name, "some records could not be put back".into()));
-            }
             untouched.push(queued.receipt);
         }
     }
