@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the five arm64 release bootstraps the way `sam build` does (cargo-lambda + zig, pinned,
+# Builds the six arm64 release bootstraps the way `sam build` does (cargo-lambda + zig, pinned,
 # installed once into .venv-lambda/, ignored by git), prints their sizes (raw and `zip -9`) and
 # fails if any is over the 10 MB (10,000,000 bytes) budget of BENCHMARKS.md section 4.
-# Not part of `make test`: a cold fat-LTO build of five binaries takes 15+ minutes on 2 cores.
+# Not part of `make test`: a cold fat-LTO build of six binaries takes 15+ minutes on 2 cores.
 # Usage: bash infra/sizes.sh [limit-in-bytes]
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,7 +12,7 @@ VENV="$ROOT/.venv-lambda"
 PY=${PYTHON:-python3}
 CARGO_LAMBDA_VERSION=1.9.2
 ZIGLANG_VERSION=0.17.1
-BINARIES=(api enrich email reevaluate feedback)
+BINARIES=(api archive-eraser enrich email reevaluate feedback)
 
 if [ ! -x "$VENV/bin/cargo-lambda" ] \
   || ! "$VENV/bin/cargo-lambda" --version 2>/dev/null | grep -q "$CARGO_LAMBDA_VERSION"; then

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ember_aws::kinesis::{KinesisEventStream, RetryPolicy};
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
-use ember_core::ports::{Ledger, ProfileStore};
+use ember_core::ports::{Ledger, ProfileStore, ARCHIVE_ERASURE_PENDING, ARCHIVE_ERASURE_PK};
 use ember_core::profile::{Profile, Stamped};
 use ember_core::unsubscribe::{suppression_key, SUPPRESSION_PK};
 use ember_tests::api_support::{
@@ -465,7 +465,7 @@ async fn export_and_erasure_of_a_profile() {
         .as_object_mut()
         .and_then(|b| b.remove("remains"))
         .expect("what remains is said");
-    assert_eq!(remains.as_array().map(Vec::len), Some(3));
+    assert_eq!(remains.as_array().map(Vec::len), Some(5));
     assert_eq!(
         body,
         json!({"user_id": "u-fixture-1", "profile_found": true, "profile_deleted": true,
@@ -489,6 +489,13 @@ async fn export_and_erasure_of_a_profile() {
         .await
         .expect("get")
         .is_none());
+    // The archive eraser's next pass is due for both ids, which it keeps only hashed.
+    let pending = ledger
+        .query(ARCHIVE_ERASURE_PK, ARCHIVE_ERASURE_PENDING)
+        .await
+        .expect("query");
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    assert!(!format!("{pending:?}").contains("fixture"), "{pending:?}");
     let suppression = ledger
         .get(SUPPRESSION_PK, &suppression_key("ana@example.com"))
         .await

@@ -2,10 +2,13 @@
 //! Firehose's delivery from the stream to the bucket): it holds exactly the accepted events;
 //! replaying it is harmless (every copy a duplicate); an erased customer's events leave it and
 //! a rebuild never brings the customer back; a rebuild into an emptied profiles table gives
-//! the same profiles and sends no email.
+//! the same profiles and sends no email. The scheduled eraser's passes resume where the last
+//! run stopped and delete what outlived the retention.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+use chrono::Utc;
 
 use ember_aws::archive::{self, ReplayFilter};
 use ember_aws::kinesis::KinesisEventStream;
@@ -16,6 +19,7 @@ use ember_local::replay::{collect, ReplaySummary};
 use ember_local::{replay, Pipeline};
 use ember_tests::emulator::Aws;
 use ember_tests::local::{admin_call, start_pipeline};
+use serde_json::json;
 
 /// Every profile, keyed by id, without what only says how it was written (version,
 /// stream positions, outbox).
@@ -139,6 +143,7 @@ async fn the_archive_holds_the_accepted_events_and_replays_rebuild_without_email
         .into_iter()
         .max_by_key(|(_, n)| *n)
         .unwrap();
+    let erased_at = pipeline.clock.now();
     let (status, _) =
         admin_call(&pipeline, "DELETE", &format!("/v1/profiles/{erased}"), None).await;
     assert!((200..300).contains(&status), "erasure answered {status}");
@@ -154,10 +159,32 @@ async fn the_archive_holds_the_accepted_events_and_replays_rebuild_without_email
     assert!(drain().await);
     assert!(aws.get_profile(&table, erased).await.unwrap().is_none());
 
-    // The stream's every record is archived, replayed copies too: the customer's events are
-    // there three times (first arrival, the plain replay, their replay).
-    let gone = archive::erase(&archive, &ledger, None).await.unwrap();
-    assert_eq!(gone.removed, 3 * erased_events, "{gone:?}");
+    // The template's scheduled eraser leaves the archive alone until the erasure has
+    // settled (Firehose may still be delivering), then takes a pass. The stream's every
+    // record is archived, replayed copies too: the customer's events are there three times
+    // (first arrival, the plain replay, their replay).
+    let eraser = |at| pipeline.run_schedule("ArchiveEraserFunction", at);
+    let early = eraser(erased_at + chrono::Duration::minutes(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&early["pending"], &early["started"], &early["objects"]),
+        (&json!(1), &json!(false), &json!(0)),
+        "{early}"
+    );
+    let pass = eraser(erased_at + chrono::Duration::minutes(61))
+        .await
+        .unwrap();
+    assert_eq!(pass["finished"], true, "{pass}");
+    assert_eq!(pass["removed"], json!(3 * erased_events), "{pass}");
+    let after = eraser(erased_at + chrono::Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&after["pending"], &after["objects"]),
+        (&json!(0), &json!(0)),
+        "{after}"
+    );
     let left = archived_ids(&archive).await;
     assert_eq!(left.len(), 2 * (accepted.len() - erased_events));
     let report = archive::replay(
@@ -195,10 +222,10 @@ async fn the_archive_holds_the_accepted_events_and_replays_rebuild_without_email
         rebuilt.keys().collect::<Vec<_>>(),
         expected.keys().collect::<Vec<_>>()
     );
-    // Customers who browsed anonymously before signing up: the live run merged the two only
-    // when the anonymous events reached enrich before the identify (they travel under
-    // different keys, so possibly on different shards); the rebuild puts them in order
-    // behind one key, so every such pair is merged.
+    // Customers who browsed anonymously before signing up: the visitor's events travel under
+    // another key (possibly another shard) than the identify, and whichever reached enrich
+    // first, the live run merged them into the user, as the rebuild does (it puts them in
+    // order behind the user's key).
     let identify = |anon: &str| {
         events
             .iter()
@@ -207,12 +234,17 @@ async fn the_archive_holds_the_accepted_events_and_replays_rebuild_without_email
     };
     for (id, p) in &expected {
         if let Some(anon) = id.strip_prefix("anon:") {
+            assert_eq!(p.merged_into.as_deref(), identify(anon), "{id} live");
             assert_eq!(rebuilt[id].merged_into.as_deref(), identify(anon), "{id}");
             continue;
         }
         let linked = events
             .iter()
             .any(|e| e["type"] == "identify" && e["user_id"] == id.as_str());
+        assert_eq!(
+            rebuilt[id].counts, p.counts,
+            "{id}: every event of theirs counted once, live and rebuilt"
+        );
         // Segments are evaluated at event time; those the clock moves a customer into
         // (cart abandonment, churn risk) follow at the next scheduled re-evaluation.
         let traits = |p: &Profile| Profile {
@@ -234,4 +266,123 @@ async fn the_archive_holds_the_accepted_events_and_replays_rebuild_without_email
     );
 
     pipeline.stop(true).await;
+}
+
+/// An object of `records` (customer, event id) written under `partition`.
+async fn put_object(archive: &archive::Archive, key: &str, records: &[(&str, &str)]) {
+    let lines: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(user, id)| {
+            json!({"event_id": id, "type": "page_view", "user_id": user})
+                .to_string()
+                .into_bytes()
+        })
+        .collect();
+    archive.write(key, &lines).await.unwrap();
+}
+
+#[tokio::test]
+async fn erasure_passes_resume_run_after_run_and_expire_what_outlived_the_retention() {
+    use chrono::TimeZone;
+    use ember_aws::archive::ERASE_CONCURRENCY;
+    use ember_aws::archive_erasure::{run, RunReport};
+    use ember_core::ports::{Erasures, Ledger, ARCHIVE_ERASURE_PK};
+
+    let aws = Aws::from_env().await.expect("emulator environment");
+    let ledger = DynamoLedger::from_conf(&aws.config, aws.create_ledger_table().await.unwrap());
+    let s3 = archive::s3_client(&aws.config);
+    let bucket = ember_tests::emulator::unique("archive");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let archive = archive::Archive::new(s3.clone(), &bucket);
+
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+    let hour = |h: i64| archive::partition(t0 + chrono::Duration::hours(h));
+    let old = format!(
+        "{}x.gz",
+        archive::partition(t0 - chrono::Duration::days(402))
+    );
+    put_object(&archive, &old, &[("u-keep", "e0")]).await;
+    // Twenty hours of objects, the erased customer's events in three of them.
+    let mixed = format!("{}a.gz", hour(0));
+    put_object(&archive, &mixed, &[("u-keep", "e1"), ("u-gone", "e2")]).await;
+    let only_theirs = format!("{}a.gz", hour(1));
+    put_object(&archive, &only_theirs, &[("u-gone", "e3")]).await;
+    let mut kept = vec![mixed.clone()];
+    for h in 2..20 {
+        let key = format!("{}a.gz", hour(h));
+        put_object(&archive, &key, &[("u-keep", &format!("k{h:02}"))]).await;
+        kept.push(key);
+    }
+    let late = format!("{}b.gz", hour(19));
+    put_object(&archive, &late, &[("u-gone", "e5"), ("u-keep", "e6")]).await;
+    kept.push(late.clone());
+    let erased_at = t0 + chrono::Duration::hours(3);
+    ledger.mark_erased("u-gone", erased_at).await.unwrap();
+    let retention = Some(chrono::Duration::days(400));
+    let out_of_time = std::time::Instant::now;
+
+    // Not settled yet: only the retention is enforced.
+    let r = run(&archive, &ledger, erased_at, retention, out_of_time())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.expired, r.pending, r.started, r.objects),
+        (1, 1, false, 0),
+        "{r:?}"
+    );
+
+    // With no time left, a run does one group of objects and the next resumes after it.
+    let at = erased_at + chrono::Duration::minutes(61);
+    let first = run(&archive, &ledger, at, retention, out_of_time())
+        .await
+        .unwrap();
+    assert!(first.started && !first.finished, "{first:?}");
+    assert_eq!(first.objects, ERASE_CONCURRENCY, "{first:?}");
+    let mut rest = Vec::new();
+    while rest.last().is_none_or(|r: &RunReport| !r.finished) && rest.len() < 21 {
+        rest.push(
+            run(&archive, &ledger, at, retention, out_of_time())
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        rest.iter()
+            .all(|r| !r.started && r.objects <= ERASE_CONCURRENCY),
+        "{rest:?}"
+    );
+    let objects: usize = rest.iter().map(|r| r.objects).sum();
+    let removed: usize = rest.iter().map(|r| r.removed).sum();
+    assert_eq!(
+        (objects, removed),
+        (21 - ERASE_CONCURRENCY, 3 - first.removed),
+        "{rest:?}"
+    );
+    assert_eq!(archive.keys(None, None).await.unwrap(), kept);
+    let mut ids = vec!["e1".to_owned(), "e6".to_owned()];
+    ids.extend((2..20).map(|h| format!("k{h:02}")));
+    ids.sort();
+    assert_eq!(archived_ids(&archive).await, ids);
+    assert!(
+        ledger
+            .query(ARCHIVE_ERASURE_PK, "")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the pending erasure and the pass are done"
+    );
+
+    // Nothing pending: a run reads no object. The rewritten object is new to S3, so once
+    // its partition is past the retention the eraser deletes it (the lifecycle rule counts
+    // from the rewrite).
+    let r = run(&archive, &ledger, at, retention, out_of_time())
+        .await
+        .unwrap();
+    assert_eq!((r.pending, r.objects, r.expired), (0, 0, 0), "{r:?}");
+    let later = t0 + chrono::Duration::days(401) + chrono::Duration::minutes(30);
+    let r = run(&archive, &ledger, later, retention, out_of_time())
+        .await
+        .unwrap();
+    assert_eq!(r.expired, 1, "{r:?}");
+    assert_eq!(archive.keys(None, None).await.unwrap(), kept[1..]);
 }

@@ -252,8 +252,12 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     );
     assert!(summary.scheduled_runs.values().all(|n| *n > 0));
     assert_eq!(
-        summary.scheduled_runs.len(),
-        2,
+        summary.scheduled_runs.keys().collect::<Vec<_>>(),
+        [
+            "ArchiveEraserFunction",
+            "ReevaluateFunction",
+            "SweeperFunction"
+        ],
         "{:?}",
         summary.scheduled_runs
     );

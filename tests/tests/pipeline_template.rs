@@ -54,7 +54,14 @@ fn http_routes_match_the_api_route_table() {
 #[test]
 fn functions_use_binaries_the_workspace_builds() {
     let t = template();
-    let built = ["api", "enrich", "reevaluate", "email", "feedback"];
+    let built = [
+        "api",
+        "archive-eraser",
+        "enrich",
+        "reevaluate",
+        "email",
+        "feedback",
+    ];
     for f in t.functions().expect("functions") {
         assert!(
             built.contains(&f.binary.as_str()),
@@ -198,5 +205,14 @@ fn event_sources_carry_the_settings_the_handlers_rely_on() {
         })
         .is_ok(),
         "SCAN_TOTAL_SEGMENTS {total:?} is accepted by the binary"
+    );
+    let eraser = scheduled("ArchiveEraserFunction");
+    assert_eq!(eraser.binary, "archive-eraser");
+    let env = |name: &str| eraser.environment.get(name).map(|_| "1".to_owned());
+    let settings = ember_api::archive_eraser::EraserSettings::from_lookup(env)
+        .expect("the eraser's environment is complete");
+    assert!(
+        settings.retention_days.is_some(),
+        "the eraser enforces the retention"
     );
 }

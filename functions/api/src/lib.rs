@@ -22,7 +22,8 @@
 //! - [`router`]: the route table and path matching (404 / 405).
 //! - [`events`]: defaults, schema validation, stream writes and per-entry results.
 //! - [`webhooks`]: signature schemes and provider mappings.
-//! - [`unsubscribe`], [`privacy`]: consent withdrawal, export and erasure.
+//! - [`unsubscribe`], [`privacy`]: consent withdrawal, export and erasure;
+//!   [`archive_eraser`]: the scheduled function that clears the archive of erased customers.
 //! - [`admin`]: the configuration admin API and the one publish path (also used by the
 //!   `ember-local config` command); [`preview`]: segment and campaign previews by parallel scan.
 //! - [`auth`]: hashed API keys, constant-time comparison.
@@ -33,6 +34,7 @@
 //! - [`error`]: the error enum and its HTTP mapping.
 
 pub mod admin;
+pub mod archive_eraser;
 pub mod auth;
 pub mod config;
 pub mod deps;

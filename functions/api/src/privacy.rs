@@ -53,6 +53,14 @@ pub const REMAINS: &[(&str, &str)] = &[
         "event-id claims (event ids and stream positions, no personal data)",
         "expire after DEDUP_WINDOW_DAYS (35 by default)",
     ),
+    (
+        "raw events on the event stream",
+        "expire with the stream's retention (StreamRetentionHours, 48 by default)",
+    ),
+    (
+        "raw events in the event archive (S3)",
+        "removed by the archive eraser's pass, which starts within 2 hours and carries on hourly until it has read the whole archive",
+    ),
 ];
 
 async fn load(deps: &Deps, id: &str) -> Result<Option<Profile>, ApiError> {

@@ -15,6 +15,11 @@
 //!      again to the same record): an id another record holds is a duplicate (a re-sent
 //!      event, a redelivered webhook, a `PutRecords` the SDK retried after a lost answer).
 //!
+//!    The events of an anonymous profile already merged into a user (they arrived after the
+//!    `identify`: another shard, a later visit) are folded into that user instead, and
+//!    recognised there by its `absorbed` watermark of the anonymous id; an `identify` that
+//!    comes first leaves a merged placeholder for the visitor.
+//!
 //!    Then: settle the stored outbox ([`crate::outbox`]), fold the new events, merge anonymous
 //!    profiles on `identify`, evaluate segments, advance the watermark, and write ONCE with
 //!    the optimistic version check (on conflict: re-read and refold, bounded), the new bus
@@ -59,7 +64,7 @@ use ember_core::schema::Registry;
 /// Re-exported: the segment diff the handler publishes (`ember_core::segment::transitions`).
 pub use ember_core::segment::transitions;
 use ember_core::segment::RuleSet;
-use ember_core::watermark::Position;
+use ember_core::watermark::{merge_target, Applied, Position, Watermark};
 use ember_core::EventType;
 use futures::stream::{self, StreamExt};
 use tracing::Instrument;
@@ -454,14 +459,14 @@ where
     /// their claims; if the profile cannot be read, nothing is released and the redrive
     /// decides (`ember_aws::stream_failures`).
     async fn release_unapplied(&self, key: &str, events: &[Keyed<'_>]) {
-        let watermark = match self.store.get(key).await {
-            Ok(profile) => profile.map(|p| p.stream).unwrap_or_default(),
+        let applied = match Applied::read(&self.store, key).await {
+            Ok(applied) => applied,
             Err(error) => {
                 tracing::warn!(%error, "claims of failed records kept: the profile cannot be read");
                 return;
             }
         };
-        let unapplied = events.iter().filter(|e| !watermark.covers(&e.position));
+        let unapplied = events.iter().filter(|e| !applied.covers(&e.position));
         self.release_claims(unapplied).await;
     }
 
@@ -506,6 +511,7 @@ where
     /// already answered (an earlier round of this key) are not asked again.
     async fn new_events(
         &self,
+        target: &Target<'_>,
         profile: &Profile,
         events: &[Keyed<'_>],
         claimed: &mut HashMap<usize, Claim>,
@@ -514,7 +520,7 @@ where
         let mut seen: HashSet<&str> = HashSet::new();
         let mut candidates = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            if profile.stream.covers(&e.position) || !seen.insert(&e.event.header.event_id) {
+            if target.has_applied(profile, &e.position) || !seen.insert(&e.event.header.event_id) {
                 continue;
             }
             candidates.push(i);
@@ -581,9 +587,24 @@ where
             done.erased = events.len();
             return Ok(None);
         }
+        let (stored, target) = match stored {
+            Some(anon) => match merge_target(&self.store, &anon).await? {
+                Some(user) => {
+                    let target = Target {
+                        key,
+                        merged: Some(anon.stream),
+                    };
+                    (Some(user), target)
+                }
+                None => (Some(anon), Target { key, merged: None }),
+            },
+            None => (None, Target { key, merged: None }),
+        };
         let expected = stored.as_ref().map_or(0, |p| p.version);
         let mut profile = stored.unwrap_or_else(|| Profile::new(key));
-        let (fresh, cutoff) = self.new_events(&profile, events, claimed, done).await;
+        let (fresh, cutoff) = self
+            .new_events(&target, &profile, events, claimed, done)
+            .await;
         let events = match cutoff {
             Some((0, error)) => return Err(error),
             Some((end, error)) => {
@@ -599,9 +620,10 @@ where
         let before_cart = profile.cart.clone();
 
         // What an earlier write left in the outbox is settled first (see `outbox`).
+        // A user's held outbox is for its own records: absorbed ones do not settle it.
         let positions: Vec<Position<'_>> = events.iter().map(|e| e.position).collect();
-        let settled =
-            outbox::settle(&self.bus, &mut profile, Some(&positions), &mut done.stats).await;
+        let own_positions = target.merged.is_none().then_some(&positions[..]);
+        let settled = outbox::settle(&self.bus, &mut profile, own_positions, &mut done.stats).await;
 
         for &i in &fresh {
             let event = &events[i].event;
@@ -621,7 +643,7 @@ where
             };
         }
         for e in events {
-            profile.stream.advance(&e.position);
+            profile.mark_applied(key, &e.position);
         }
 
         let version = expected + 1;
@@ -703,10 +725,20 @@ where
         stats: &mut KeyStats,
     ) -> PortResult<()> {
         let anon_key = format!("{ANON_PREFIX}{anon_id}");
+        let event_id: &str = &identify.header.event_id;
         let Some(mut anon) = self.store.get(&anon_key).await? else {
+            // The identify came first (the visitor's events are on another shard, or still to
+            // come): a merged placeholder makes them fold into this user when they arrive. If
+            // they created the profile meanwhile, the conflict re-runs this key to merge it.
+            let mut placeholder = Profile::new(anon_key);
+            placeholder.merged_into = Some(profile.id.clone());
+            placeholder.merged_by = Some(event_id.to_owned());
+            placeholder.version = 1;
+            self.store.put(&placeholder, 0).await?;
+            stats.writes += 1;
+            profile.merge_anonymous(&placeholder, &self.fold);
             return Ok(());
         };
-        let event_id: &str = &identify.header.event_id;
         match (anon.merged_into.as_deref(), anon.merged_by.as_deref()) {
             (None, _) => {
                 let expected = anon.version;
@@ -723,6 +755,21 @@ where
             _ => tracing::info!("anonymous profile already merged; id linked only"),
         }
         Ok(())
+    }
+}
+
+/// Where a key's events are folded: its own profile, or (`merged` holds the anonymous
+/// profile's own watermark) the user an anonymous profile was merged into.
+struct Target<'k> {
+    key: &'k str,
+    merged: Option<Watermark>,
+}
+
+impl Target<'_> {
+    /// Whether `profile` (the one folded into) has the record at `position` already.
+    fn has_applied(&self, profile: &Profile, position: &Position<'_>) -> bool {
+        self.merged.as_ref().is_some_and(|own| own.covers(position))
+            || profile.has_applied(self.key, position)
     }
 }
 
@@ -1220,6 +1267,58 @@ mod tests {
         assert_eq!(
             user.cart.items.get("HS-GHO-03").map(|i| i.quantity),
             Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_visitors_events_that_arrive_after_the_identify_are_folded_into_the_user() {
+        let e = enricher();
+        let event = |id: &str, kind: &str, payload: serde_json::Value| {
+            serde_json::json!({"event_id": id, "type": kind, "version": 1, "anonymous_id": "a-77",
+                "occurred_at": "2026-11-20T12:00:00Z", "source": "web", "payload": payload})
+        };
+        let mut identify = event(
+            "evt-77-id",
+            "identify",
+            serde_json::json!({"user_id": "u-77", "anonymous_id": "a-77"}),
+        );
+        identify["user_id"] = "u-77".into();
+        // The identify is applied first (the visitor's events travel under another key, so
+        // possibly another shard): a merged placeholder stands for the visitor.
+        let (response, _, _) = e.process(&single(identify, 1)).await;
+        assert!(failed(&response).is_empty());
+        let placeholder = profile(&e, "anon:a-77");
+        assert_eq!(placeholder.merged_into.as_deref(), Some("u-77"));
+
+        // Then the visitor's events: they count for the user, once, however delivered.
+        let cart = event(
+            "evt-77-cart",
+            "add_to_cart",
+            serde_json::json!({"sku": "HS-GHO-03", "name": "Ghost Pepper", "price": "15.90",
+                               "currency": "EUR", "quantity": 1}),
+        );
+        let late = single(cart.clone(), 2);
+        for _ in 0..3 {
+            let (response, _, _) = e.process(&late).await;
+            assert!(failed(&response).is_empty());
+        }
+        let (response, stats, _) = e.process(&single(cart, 3)).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(stats.duplicates, 1, "the same event id in a new record");
+        let user = profile(&e, "u-77");
+        assert_eq!(
+            user.cart.items.get("HS-GHO-03").map(|i| i.quantity),
+            Some(1)
+        );
+        assert_eq!(user.counts.get("add_to_cart"), Some(&1));
+        let visitor = profile(&e, "anon:a-77");
+        assert!(visitor.counts.is_empty() && visitor.cart.items.is_empty());
+        assert!(user.has_applied("anon:a-77", &Position::new("shardId-000000000009", "2")));
+        assert!(
+            !user
+                .stream
+                .covers(&Position::new("shardId-000000000009", "2")),
+            "the user's own watermark is its own records'"
         );
     }
 

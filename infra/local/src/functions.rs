@@ -98,6 +98,22 @@ pub async fn build(
                 })
             })))
         }
+        "archive-eraser" => {
+            let settings = ember_api::archive_eraser::EraserSettings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
+            let deps = Arc::new(ember_api::archive_eraser::EraserDeps::build(sdk, &settings));
+            Ok(Handler::Json(Arc::new(move |event| {
+                let deps = deps.clone();
+                Box::pin(async move {
+                    let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
+                        serde_json::from_value(event).map_err(|e| format!("not a Scheduled Event: {e}"))?;
+                    let at = event.time.ok_or("a Scheduled Event without a time")?;
+                    // As on Lambda: the function's 15 minutes less the margin.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(840);
+                    let report = deps.handle(at, deadline).await.map_err(|e| e.to_string())?;
+                    serde_json::to_value(report).map_err(|e| e.to_string())
+                })
+            })))
+        }
         "email" => {
             let settings = ember_email::Settings::from_lookup(lookup).map_err(|e| config_error(binary, e))?;
             let mut deps = ember_email::Deps::build(sdk, settings, clock.clone()).map_err(|e| config_error(binary, e))?;
@@ -130,7 +146,7 @@ pub async fn build(
             })))
         }
         other => Err(LocalError::Template(format!(
-            "binary {other} has no in-process handler in ember-local (known: api, enrich, reevaluate, email, feedback)"
+            "binary {other} has no in-process handler in ember-local (known: api, archive-eraser, enrich, reevaluate, email, feedback)"
         ))),
     }
 }

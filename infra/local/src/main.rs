@@ -203,7 +203,8 @@ enum ArchiveAction {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Remove every archived event of an erased customer (objects from `from` on).
+    /// Remove every archived event of an erased customer (objects from `from` on) now, in one
+    /// pass; the template's `archive-eraser` function does the same on its own, hourly.
     Erase {
         #[arg(long)]
         from: Option<chrono::DateTime<chrono::Utc>>,

@@ -435,21 +435,51 @@ impl Pipeline {
             if !due {
                 continue;
             }
-            let event = rule_delivery::scheduled_event(
-                &s.rule_arn,
-                &self.stack.ctx.account_id,
-                &self.stack.ctx.region,
-                at,
-            );
-            if let Ok(mut runs) = self.activity.scheduled_runs.lock() {
-                *runs.entry(s.function.clone()).or_insert(0) += 1;
-            }
-            if let Err(e) = (s.invoke)(event).await {
+            if let Err(e) = self.invoke_schedule(s, at).await {
                 Activity::add(&self.activity.handler_errors, 1);
                 tracing::warn!(function = %s.function, error = %e, "scheduled invocation failed");
             }
         }
         Ok(())
+    }
+
+    /// Invokes the scheduled function `logical_id` at `at` now, whatever its rate says, and
+    /// returns its response.
+    pub async fn run_schedule(
+        &self,
+        logical_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<serde_json::Value, LocalError> {
+        let s = self
+            .schedules
+            .iter()
+            .find(|s| s.function == logical_id)
+            .ok_or_else(|| {
+                LocalError::Template(format!("{logical_id} is not a scheduled function"))
+            })?;
+        self.invoke_schedule(s, at)
+            .await
+            .map_err(|reason| LocalError::Pipeline {
+                stage: "schedule",
+                reason: format!("{logical_id}: {reason}"),
+            })
+    }
+
+    async fn invoke_schedule(
+        &self,
+        s: &Schedule,
+        at: DateTime<Utc>,
+    ) -> Result<serde_json::Value, String> {
+        let event = rule_delivery::scheduled_event(
+            &s.rule_arn,
+            &self.stack.ctx.account_id,
+            &self.stack.ctx.region,
+            at,
+        );
+        if let Ok(mut runs) = self.activity.scheduled_runs.lock() {
+            *runs.entry(s.function.clone()).or_insert(0) += 1;
+        }
+        (s.invoke)(event).await
     }
 
     /// Waits until every poller has gone a full round without work.

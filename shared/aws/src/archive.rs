@@ -121,6 +121,8 @@ impl Archive {
     }
 
     /// The objects whose partition hour overlaps `[from, to)` (either end open), in order.
+    /// S3 lists keys in byte order, which is time order here: the listing starts at `from`'s
+    /// partition and stops at the first key past `to`.
     pub async fn keys(
         &self,
         from: Option<DateTime<Utc>>,
@@ -128,12 +130,15 @@ impl Archive {
     ) -> PortResult<Vec<String>> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        // A partition's own prefix sorts before every key in it.
+        let start_after = from.map(|f| partition(f.with_minute(0).unwrap_or(f)));
+        'pages: loop {
             let out = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(PREFIX)
+                .set_start_after(start_after.clone())
                 .set_continuation_token(token.take())
                 .send()
                 .await
@@ -143,9 +148,10 @@ impl Archive {
                 let Some(hour) = partition_hour(key) else {
                     continue;
                 };
-                let after_start = from.is_none_or(|f| hour + chrono::Duration::hours(1) > f);
-                let before_end = to.is_none_or(|t| hour < t);
-                if after_start && before_end {
+                if to.is_some_and(|t| hour >= t) {
+                    break 'pages;
+                }
+                if from.is_none_or(|f| hour + chrono::Duration::hours(1) > f) {
                     keys.push(key.to_owned());
                 }
             }
@@ -426,55 +432,115 @@ pub struct ErasureReport {
     pub removed: usize,
 }
 
+impl ErasureReport {
+    pub fn add(&mut self, other: &ErasureReport) {
+        self.objects += other.objects;
+        self.rewritten += other.rewritten;
+        self.removed += other.removed;
+    }
+}
+
+/// Objects an erasure pass reads and rewrites at the same time. Each is held decoded with
+/// its rewrite, up to ~130 MB for Firehose's 64 MB buffer: eight fit the eraser's 2 GB.
+pub const ERASE_CONCURRENCY: usize = 8;
+
+/// Tombstone answers for one pass: each customer's is read once.
+pub struct Tombstones<'a, E> {
+    erasures: &'a E,
+    known: std::sync::Mutex<HashMap<String, bool>>,
+}
+
+impl<'a, E: Erasures> Tombstones<'a, E> {
+    pub fn new(erasures: &'a E) -> Self {
+        Tombstones {
+            erasures,
+            known: Default::default(),
+        }
+    }
+
+    async fn is_erased(&self, id: &str) -> PortResult<bool> {
+        let cached = self.known.lock().ok().and_then(|k| k.get(id).copied());
+        if let Some(hit) = cached {
+            return Ok(hit);
+        }
+        let hit = self.erasures.is_erased(id).await?;
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(id.to_owned(), hit);
+        }
+        Ok(hit)
+    }
+}
+
 /// Removes from the archive (objects from `from` on) every record of an erased customer:
 /// its profile id (user id, or `anon:<anonymous id>`) or its anonymous id has a tombstone.
 /// Objects holding none are left as they are; the others are rewritten without those
-/// records (deleted if nothing is left). Each customer's tombstone is read once per pass.
+/// records (deleted if nothing is left).
 pub async fn erase(
     archive: &Archive,
     erasures: &impl Erasures,
     from: Option<DateTime<Utc>>,
 ) -> PortResult<ErasureReport> {
+    let keys = archive.keys(from, None).await?;
+    erase_objects(archive, &keys, &Tombstones::new(erasures)).await
+}
+
+/// [`erase_object`] for each of `keys`, [`ERASE_CONCURRENCY`] at a time; every object is
+/// done when it answers `Ok`.
+pub async fn erase_objects<E: Erasures>(
+    archive: &Archive,
+    keys: &[String],
+    tombstones: &Tombstones<'_, E>,
+) -> PortResult<ErasureReport> {
     let mut report = ErasureReport::default();
-    let mut known: HashMap<String, bool> = HashMap::new();
-    for key in archive.keys(from, None).await? {
-        report.objects += 1;
-        let records = archive.read(&key).await?;
-        let before = records.len();
-        let mut kept = Vec::with_capacity(before);
-        for data in records {
-            let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&data)
-                .map(|event| {
-                    let anon = anonymous_profile(&event["anonymous_id"]);
-                    customer_of(&event).into_iter().chain(anon).collect()
-                })
-                .unwrap_or_default();
-            let mut erased = false;
-            for id in ids {
-                let hit = match known.get(&id) {
-                    Some(hit) => *hit,
-                    None => {
-                        let hit = erasures.is_erased(&id).await?;
-                        known.insert(id, hit);
-                        hit
-                    }
-                };
-                erased |= hit;
-            }
-            if !erased {
-                kept.push(data);
-            }
+    // Built up front: a closure here makes the future not `Send` for every lifetime.
+    let objects: Vec<_> = keys
+        .iter()
+        .map(|key| erase_object(archive, key, tombstones))
+        .collect();
+    let mut done = stream::iter(objects).buffer_unordered(ERASE_CONCURRENCY);
+    while let Some(object) = done.next().await {
+        report.add(&object?);
+    }
+    Ok(report)
+}
+
+/// Rewrites one object without the records of erased customers.
+pub async fn erase_object<E: Erasures>(
+    archive: &Archive,
+    key: &str,
+    tombstones: &Tombstones<'_, E>,
+) -> PortResult<ErasureReport> {
+    let records = archive.read(key).await?;
+    let before = records.len();
+    let mut kept = Vec::with_capacity(before);
+    for data in records {
+        let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&data)
+            .map(|event| {
+                let anon = anonymous_profile(&event["anonymous_id"]);
+                customer_of(&event).into_iter().chain(anon).collect()
+            })
+            .unwrap_or_default();
+        let mut erased = false;
+        for id in ids {
+            erased |= tombstones.is_erased(&id).await?;
         }
-        if kept.len() == before {
-            continue;
+        if !erased {
+            kept.push(data);
         }
-        report.rewritten += 1;
-        report.removed += before - kept.len();
-        if kept.is_empty() {
-            archive.delete(&key).await?;
-        } else {
-            archive.write(&key, &kept).await?;
-        }
+    }
+    let mut report = ErasureReport {
+        objects: 1,
+        ..Default::default()
+    };
+    if kept.len() == before {
+        return Ok(report);
+    }
+    report.rewritten = 1;
+    report.removed = before - kept.len();
+    if kept.is_empty() {
+        archive.delete(key).await?;
+    } else {
+        archive.write(key, &kept).await?;
     }
     Ok(report)
 }

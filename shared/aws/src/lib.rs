@@ -22,9 +22,11 @@
 //! - [`stream_failures`]: the enrich mapping's on-failure destination: read the failed
 //!   ranges back from the stream and put back what was not applied.
 //! - [`archive`]: the raw event archive on S3 (Firehose's layout): read, replay, erase.
+//! - [`archive_erasure`]: the scheduled erasure passes over the archive (cursor in the ledger).
 //! - [`batch`]: Kinesis partial-batch-failure utility (ordered per key).
 
 pub mod archive;
+pub mod archive_erasure;
 pub mod batch;
 pub mod claims;
 pub mod config;

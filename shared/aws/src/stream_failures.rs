@@ -26,7 +26,7 @@
 
 use chrono::{DateTime, Utc};
 use ember_core::ports::{EventClaims, EventStream, PortResult, ProfileStore, StreamRecord};
-use ember_core::watermark::Position;
+use ember_core::watermark::{Applied, Position};
 
 use crate::kinesis::{KinesisEventStream, ShardRecord};
 use crate::redrive::{DeadLetterQueue, Queued};
@@ -117,10 +117,9 @@ pub async fn verdict(
         Some(holder) if holder != own => Ok(Verdict::Duplicate),
         Some(_) => {
             let position = Position::new(shard_id, &record.sequence_number);
-            let covered = profiles
-                .get(&record.partition_key)
+            let covered = Applied::read(profiles, &record.partition_key)
                 .await?
-                .is_some_and(|p| p.stream.covers(&position));
+                .covers(&position);
             Ok(if covered {
                 Verdict::Applied
             } else {

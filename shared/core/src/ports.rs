@@ -285,14 +285,31 @@ pub trait Erasures: Send + Sync {
 
 /// The ledger record of a profile's tombstone: `erased#<sha-256 of the id>`, `tombstone`.
 pub fn tombstone_key(profile_id: &str) -> (String, &'static str) {
-    use sha2::{Digest, Sha256};
+    (format!("erased#{}", id_digest(profile_id)), "tombstone")
+}
+
+/// The ledger partition of the archive's erasure passes (`ember_aws::archive_erasure`).
+pub const ARCHIVE_ERASURE_PK: &str = "archive-erasure";
+/// Sort-key prefix of the erasures the archive has not been cleared of yet.
+pub const ARCHIVE_ERASURE_PENDING: &str = "pending#";
+
+/// The ledger record saying the archive still holds `profile_id`'s events, in time order:
+/// `archive-erasure`, `pending#<at>#<sha-256 of the id>`.
+pub fn archive_erasure_pending_key(profile_id: &str, at: DateTime<Utc>) -> (&'static str, String) {
     (
+        ARCHIVE_ERASURE_PK,
         format!(
-            "erased#{}",
-            hex::encode(Sha256::digest(profile_id.as_bytes()))
+            "{ARCHIVE_ERASURE_PENDING}{}#{}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            id_digest(profile_id)
         ),
-        "tombstone",
     )
+}
+
+/// Ids are kept hashed wherever they outlive the profile.
+fn id_digest(profile_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(profile_id.as_bytes()))
 }
 
 /// Tombstones live in the ledger.
@@ -305,10 +322,12 @@ impl<L: Ledger + ?Sized> Erasures for L {
 
     async fn mark_erased(&self, profile_id: &str, at: DateTime<Utc>) -> PortResult<()> {
         let (pk, sk) = tombstone_key(profile_id);
+        let attrs = serde_json::json!({"at": at.to_rfc3339()});
         // No expiry: it must outlive every copy that could replay the id.
-        self.claim(&pk, sk, &serde_json::json!({"at": at.to_rfc3339()}), None)
-            .await
-            .map(|_| ())
+        self.claim(&pk, sk, &attrs, None).await?;
+        // The archive's copies go on the next erasure pass.
+        let (pk, sk) = archive_erasure_pending_key(profile_id, at);
+        self.claim(pk, &sk, &attrs, None).await.map(|_| ())
     }
 }
 

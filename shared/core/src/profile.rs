@@ -6,7 +6,7 @@
 //! Nothing in a profile grows with the number of events a customer ever sent: counters are
 //! numbers, the rolling windows are at most [`crate::daily::WINDOW_DAYS`] days, and every
 //! collection that grows with input has a bound ([`MAX_CART_LINES`], [`MAX_POLL_ANSWERS`],
-//! [`MAX_ANONYMOUS_IDS`], [`MAX_CURRENCIES`], [`MAX_ATTRIBUTED_CAMPAIGNS`],
+//! [`MAX_ANONYMOUS_IDS`], [`MAX_ABSORBED`], [`MAX_CURRENCIES`], [`MAX_ATTRIBUTED_CAMPAIGNS`],
 //! [`crate::watermark::MAX_SHARDS`]). De-duplication keeps only a stream watermark here; event
 //! ids live in time-bounded claims outside the profile (`ports::EventClaims`).
 
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::daily::{Daily, DayCounters};
 pub use crate::outbox::{Changes, Outbox};
 pub use crate::stamped::Stamped;
-pub use crate::watermark::Watermark;
+pub use crate::watermark::{Position, Watermark};
 
 /// Most distinct SKUs a cart holds; adding another drops the line with the smallest SKU.
 pub const MAX_CART_LINES: usize = 25;
@@ -26,6 +26,8 @@ pub const MAX_CART_LINES: usize = 25;
 pub const MAX_POLL_ANSWERS: usize = 20;
 /// Most anonymous ids linked to a profile; a new one drops the smallest (ids are opaque).
 pub const MAX_ANONYMOUS_IDS: usize = 10;
+/// Merged anonymous profiles whose later stream records a profile recognises by position.
+pub const MAX_ABSORBED: usize = 2;
 /// Most currencies with a purchase total; a new one drops the smallest total.
 pub const MAX_CURRENCIES: usize = 5;
 /// Most campaigns with attributed purchases kept per profile.
@@ -115,6 +117,11 @@ pub struct Profile {
     /// The newest stream record applied, per shard: a redelivered record is recognised by it.
     #[serde(skip_serializing_if = "Watermark::is_empty")]
     pub stream: Watermark,
+    /// The same, for records of merged anonymous profiles folded here (their events reached
+    /// the anonymous key after the merge), per anonymous profile id: only ids in
+    /// `anonymous_ids`, at most [`MAX_ABSORBED`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub absorbed: BTreeMap<String, Watermark>,
 }
 
 /// An exponentially time-decayed average: `sum / weight`, both decayed to `as_of`.
@@ -193,6 +200,44 @@ impl Profile {
         }
     }
 
+    /// Whether the record at `position`, keyed `source` on the stream, has been applied to
+    /// this profile: its own records by `stream`, a merged anonymous profile's by `absorbed`.
+    pub fn has_applied(&self, source: &str, position: &Position<'_>) -> bool {
+        if source == self.id {
+            self.stream.covers(position)
+        } else {
+            self.absorbed
+                .get(source)
+                .is_some_and(|w| w.covers(position))
+        }
+    }
+
+    /// Records that the record at `position`, keyed `source`, has been applied.
+    pub fn mark_applied(&mut self, source: &str, position: &Position<'_>) {
+        if source == self.id {
+            self.stream.advance(position);
+        } else {
+            self.absorbed
+                .entry(source.to_owned())
+                .or_default()
+                .advance(position);
+            // Ids no longer linked take their positions with them; beyond the bound another
+            // id's go (its redelivered records are then caught by their event-id claims,
+            // while those last).
+            let anonymous_ids = &self.anonymous_ids;
+            self.absorbed.retain(|id, _| {
+                id.strip_prefix(crate::event::ANON_PREFIX)
+                    .is_some_and(|a| anonymous_ids.contains(a))
+            });
+            while self.absorbed.len() > MAX_ABSORBED {
+                match self.absorbed.keys().find(|id| *id != source).cloned() {
+                    Some(id) => self.absorbed.remove(&id),
+                    None => break,
+                };
+            }
+        }
+    }
+
     /// The email address, if one was ever given.
     pub fn email(&self) -> Option<&str> {
         self.email.as_ref().map(|s| s.value.as_str())
@@ -247,5 +292,31 @@ impl Profile {
             .as_ref()
             .filter(|h| h.weight > 0.0)
             .map(|h| h.weighted_sum / h.weight)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absorbed_positions_are_kept_apart_and_bounded() {
+        let mut p = Profile::new("u-1");
+        for a in ["a-1", "a-2", "a-3"] {
+            p.anonymous_ids.insert(a.to_owned());
+        }
+        let at = |seq| Position::new("shardId-000000000001", seq);
+        p.mark_applied("u-1", &at("10"));
+        p.mark_applied("anon:a-1", &at("20"));
+        assert!(p.has_applied("u-1", &at("10")) && !p.has_applied("u-1", &at("20")));
+        assert!(p.has_applied("anon:a-1", &at("20")) && !p.has_applied("anon:a-2", &at("1")));
+        p.mark_applied("anon:a-2", &at("30"));
+        p.mark_applied("anon:a-3", &at("40"));
+        assert_eq!(p.absorbed.len(), MAX_ABSORBED);
+        assert!(p.has_applied("anon:a-3", &at("40")), "the newest is kept");
+        // An id no longer linked takes its positions with it.
+        p.anonymous_ids.remove("a-3");
+        p.mark_applied("anon:a-2", &at("31"));
+        assert!(!p.absorbed.contains_key("anon:a-3"));
     }
 }

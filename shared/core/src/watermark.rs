@@ -10,12 +10,19 @@
 //! A profile's key maps to one shard at a time; after a reshard its records come from a child
 //! shard (Lambda finishes the parent first). At most [`MAX_SHARDS`] shards are remembered: the
 //! oldest (smallest shard id, as Kinesis numbers them in creation order) is forgotten first.
+//!
+//! Records of an anonymous profile folded into the user it was merged into are recognised by
+//! the user's `absorbed` watermark of that anonymous id ([`Applied`]).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::event::ANON_PREFIX;
+use crate::ports::{PortResult, ProfileStore};
+use crate::profile::Profile;
 
 pub const MAX_SHARDS: usize = 4;
 
@@ -95,6 +102,57 @@ impl Watermark {
 
     pub fn shards(&self) -> impl Iterator<Item = Position<'_>> {
         self.0.iter().map(|(s, q)| Position::new(s, q))
+    }
+}
+
+/// The user profile an anonymous profile was merged into, when that user still links it:
+/// events that reach the anonymous key after the merge (the identify was applied first, from
+/// another shard, or the visitor came back without signing in) are folded there.
+pub async fn merge_target<S: ProfileStore + ?Sized>(
+    store: &S,
+    anon: &Profile,
+) -> PortResult<Option<Profile>> {
+    let Some(into) = anon.merged_into.as_deref() else {
+        return Ok(None);
+    };
+    let raw = anon.id.strip_prefix(ANON_PREFIX).unwrap_or(&anon.id);
+    Ok(store
+        .get(into)
+        .await?
+        .filter(|user| user.anonymous_ids.contains(raw)))
+}
+
+/// What says whether a record keyed `key` was applied: the key's own profile, and for a
+/// merged anonymous profile the user it was merged into.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    key: String,
+    own: Watermark,
+    user: Option<Profile>,
+}
+
+impl Applied {
+    pub async fn read<S: ProfileStore + ?Sized>(store: &S, key: &str) -> PortResult<Applied> {
+        let Some(profile) = store.get(key).await? else {
+            return Ok(Applied {
+                key: key.to_owned(),
+                ..Default::default()
+            });
+        };
+        let user = merge_target(store, &profile).await?;
+        Ok(Applied {
+            key: key.to_owned(),
+            own: profile.stream,
+            user,
+        })
+    }
+
+    pub fn covers(&self, position: &Position<'_>) -> bool {
+        self.own.covers(position)
+            || self
+                .user
+                .as_ref()
+                .is_some_and(|u| u.has_applied(&self.key, position))
     }
 }
 
