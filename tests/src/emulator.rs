@@ -85,6 +85,57 @@ pub fn load_env() -> bool {
     std::env::var_os("AWS_ENDPOINT_URL").is_some()
 }
 
+/// A second moto server on loopback (from the venv `infra/emulator.sh start` installs), for
+/// configurations that split services across emulators. Stopped when dropped.
+pub struct SecondMoto {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl SecondMoto {
+    pub async fn start() -> SetupResult<SecondMoto> {
+        let bin = workspace_root().join(".venv-emulator/bin/moto_server");
+        if !bin.exists() {
+            return Err(err(
+                "second emulator",
+                "moto is not installed: run `bash infra/emulator.sh start` once",
+            ));
+        }
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err("second emulator port", e))?
+            .port();
+        let child = std::process::Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| err("second emulator", e))?;
+        let moto = SecondMoto {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ember_local::mail::http_get(&format!("{}/moto-api/", moto.url))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err(err("second emulator", format!("nothing answers at {}", moto.url)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(moto)
+    }
+}
+
+impl Drop for SecondMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A unique resource name: `<prefix>-<32 hex>`.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -258,32 +258,42 @@ type ProxyBody = Full<Bytes>;
 type HttpClient = Client<HttpConnector, ProxyBody>;
 
 impl FaultProxy {
-    /// Starts a proxy in front of `AWS_ENDPOINT_URL` (the emulator; read from `.emulator/env`
-    /// when not exported, see [`crate::emulator::load_env`]).
+    /// Starts a proxy in front of the emulator endpoints the SDK would use: each request goes
+    /// to its service's `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL` (read from
+    /// `.emulator/env` when not exported, see [`crate::emulator::load_env`]), so services
+    /// split across emulators stay where their resources are.
     pub async fn from_env() -> Result<FaultProxy, FaultProxyError> {
         crate::emulator::load_env();
         let upstream = std::env::var("AWS_ENDPOINT_URL")
             .map_err(|_| FaultProxyError::Upstream("AWS_ENDPOINT_URL is not set".into()))?;
-        FaultProxy::start(&upstream).await
+        let mut upstreams = Upstreams::new(&upstream)?;
+        for (_, service) in SIGNING_NAMES {
+            if let Some(url) = std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+            {
+                upstreams.services.insert(service, plain_http(&url)?);
+            }
+        }
+        FaultProxy::serve(upstreams).await
     }
 
-    /// Starts a proxy on `127.0.0.1:0` forwarding to `upstream` (`http://host:port`).
+    /// Starts a proxy on `127.0.0.1:0` forwarding everything to `upstream` (`http://host:port`).
     pub async fn start(upstream: &str) -> Result<FaultProxy, FaultProxyError> {
-        let upstream = upstream.trim_end_matches('/').to_owned();
-        if !upstream.starts_with("http://") {
-            return Err(FaultProxyError::Upstream(format!(
-                "only plain-HTTP emulator endpoints can be proxied, got {upstream}"
-            )));
-        }
+        FaultProxy::serve(Upstreams::new(upstream)?).await
+    }
+
+    async fn serve(upstreams: Upstreams) -> Result<FaultProxy, FaultProxyError> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+        let upstream = upstreams.default.clone();
         let task = tokio::spawn(accept_loop(
             listener,
             state.clone(),
             client,
-            upstream.clone(),
+            Arc::new(upstreams),
         ));
         Ok(FaultProxy {
             addr,
@@ -298,6 +308,7 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
+    /// Where requests of services without an endpoint of their own go.
     pub fn upstream(&self) -> &str {
         &self.upstream
     }
@@ -373,21 +384,84 @@ impl Drop for FaultProxy {
     }
 }
 
+/// Signing names (the service in a SigV4 credential scope) and the SDK's service ids as the
+/// endpoint variables spell them. SES signs v1 and v2 alike: the path tells them apart.
+const SIGNING_NAMES: &[(&str, &str)] = &[
+    ("dynamodb", "DYNAMODB"),
+    ("kinesis", "KINESIS"),
+    ("events", "EVENTBRIDGE"),
+    ("sqs", "SQS"),
+    ("ses", "SESV2"),
+    ("ses", "SES"),
+    ("s3", "S3"),
+    ("firehose", "FIREHOSE"),
+    ("monitoring", "CLOUDWATCH"),
+    ("logs", "CLOUDWATCH_LOGS"),
+    ("kms", "KMS"),
+    ("sts", "STS"),
+];
+
+/// Where the proxy forwards: per service id, else the default.
+#[derive(Debug, Clone)]
+struct Upstreams {
+    default: String,
+    services: BTreeMap<&'static str, String>,
+}
+
+impl Upstreams {
+    fn new(default: &str) -> Result<Upstreams, FaultProxyError> {
+        Ok(Upstreams {
+            default: plain_http(default)?,
+            services: BTreeMap::new(),
+        })
+    }
+
+    /// The upstream of `req`'s service, named by its SigV4 credential scope.
+    fn of<B>(&self, req: &Request<B>) -> &str {
+        let signing = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|auth| auth.split("Credential=").nth(1))
+            .and_then(|credential| credential.split('/').nth(3));
+        let v2 = req.uri().path().starts_with("/v2/");
+        let service = SIGNING_NAMES
+            .iter()
+            .filter(|(name, _)| Some(*name) == signing)
+            .map(|(_, id)| *id)
+            .find(|id| *id != if v2 { "SES" } else { "SESV2" });
+        service
+            .and_then(|id| self.services.get(id))
+            .unwrap_or(&self.default)
+    }
+}
+
+fn plain_http(url: &str) -> Result<String, FaultProxyError> {
+    let url = url.trim().trim_end_matches('/').to_owned();
+    if !url.starts_with("http://") {
+        return Err(FaultProxyError::Upstream(format!(
+            "only plain-HTTP emulator endpoints can be proxied, got {url}"
+        )));
+    }
+    Ok(url)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<State>,
     client: HttpClient,
-    upstream: String,
+    upstreams: Arc<Upstreams>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
+        let (state, client, upstreams) = (state.clone(), client.clone(), upstreams.clone());
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                handle(req, state.clone(), client.clone(), upstream.clone())
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let upstream = upstreams.of(&req).to_owned();
+                handle(req, state.clone(), client.clone(), upstream)
             });
             // A connection ends with an error when a fault drops it on purpose: ignore.
             let _ = hyper::server::conn::http1::Builder::new()

@@ -15,7 +15,7 @@ use ember_core::unsubscribe::{suppression_key, Keys, SUPPRESSION_PK};
 use ember_email::send_record::send_pk;
 use ember_email::timers;
 use ember_email::{Deps, FeedbackDeps, FeedbackSettings, MessageSettings, Outcome, Settings, Skip};
-use ember_local::mail::{from_sender, sent_emails, SentEmail};
+use ember_local::mail::{from_sender, sent_emails, ses_endpoint, SentEmail};
 use ember_tests::api_support::read_stream;
 use ember_tests::emulator::{unique, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule};
@@ -125,7 +125,7 @@ impl Env {
     }
 
     async fn mail(&self) -> Vec<SentEmail> {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("endpoint");
+        let endpoint = ses_endpoint().expect("an emulator endpoint for SESv2");
         let mut attempt = 0;
         loop {
             match sent_emails(&endpoint).await {

@@ -398,8 +398,16 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
     let table = aws.create_profiles_table().await.expect("table");
     let ledger = aws.create_ledger_table().await.expect("ledger");
     let dlq = aws.create_queue("ember-dlq").await.expect("dlq");
-    // The bus does not exist yet: every PutEvents fails.
-    let bus = unique("ember-bus-later");
+    // EventBridge refuses every PutEvents for now (the fault proxy stands for a bus that
+    // does not exist yet: emulators differ on what they answer then).
+    let bus = aws.create_bus("ember-bus-later").await.expect("bus");
+    let queue = aws
+        .route_to_queue(&bus, &ember_pattern())
+        .await
+        .expect("rule");
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    let refused = proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Refuse));
+    let proxied = proxy.sdk_config(2, Duration::from_secs(5)).await;
     let config = Settings {
         profiles_table: table.clone(),
         ledger_table: ledger,
@@ -412,10 +420,9 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
     };
     let event = kinesis_fixture("several-users.json").expect("fixture");
 
-    let (response, _, _) = Deps::build(&aws.config, &config, SystemClock::shared())
-        .expect("deps")
-        .process(&event)
-        .await;
+    let deps = Deps::build(&proxied, &config, SystemClock::shared()).expect("deps");
+    let (response, _, _) = deps.process(&event).await;
+    assert!(refused.injected() > 0);
     let failures = failed_sequence_numbers(&response);
     for s in seqs_of(&event, "u-1001") {
         assert!(failures.contains(&s), "alice's record {s} must be retried");
@@ -433,13 +440,8 @@ async fn when_eventbridge_fails_events_wait_in_the_outbox_and_are_published_once
         .any(|e| matches!(e, BusEvent::CartUpdated(c) if c.id == "u-1001:cart:1")));
     let outbox = ids(&alice.outbox.events);
 
-    // The bus appears; Lambda retries the batch: the outbox goes out, exactly once.
-    aws.create_bus_named(&bus).await.expect("bus");
-    let queue = aws
-        .route_to_queue(&bus, &ember_pattern())
-        .await
-        .expect("rule");
-    let deps = Deps::build(&aws.config, &config, SystemClock::shared()).expect("deps");
+    // EventBridge takes events again; Lambda retries the batch: the outbox goes out, once.
+    proxy.clear_rules();
     let (response, _, _) = deps.process(&event).await;
     assert!(
         failed_sequence_numbers(&response).is_empty(),

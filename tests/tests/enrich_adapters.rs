@@ -220,8 +220,12 @@ async fn the_bus_publishes_more_than_ten_events_in_chunks() {
     });
     assert_eq!(got, events);
 
-    // A bus that does not exist: every event gets the (permanent) error.
-    let results = EventBridgeBus::from_conf(&aws.config, unique("no-such-bus"))
+    // A bus that refuses for good (one that does not exist, say; through the fault proxy,
+    // as emulators differ on what they answer then): every event gets the permanent error.
+    let proxy = FaultProxy::from_env().await.expect("proxy");
+    proxy.add(Rule::new(op::EVENTS_PUT_EVENTS, Fault::Refuse));
+    let refusing = proxy.sdk_config(1, Duration::from_secs(5)).await;
+    let results = EventBridgeBus::from_conf(&refusing, &bus)
         .publish(&events[..3])
         .await;
     assert!(

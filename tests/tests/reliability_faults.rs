@@ -239,12 +239,9 @@ async fn throttled_put_events_exhausting_retries_are_reported_per_entry() {
 async fn partial_put_records_failures_land_every_record_once() {
     let (proxy, conf) = proxied(3, Duration::from_secs(5)).await;
     let kinesis = aws_sdk_kinesis::Client::new(&conf);
-    let stream = unique("faults-stream");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
+    // Created through the proxy too, and used once ACTIVE, as on AWS.
+    let stream = Aws::from_config(conf.clone())
+        .create_stream("faults-stream", 1)
         .await
         .unwrap();
 

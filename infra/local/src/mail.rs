@@ -1,5 +1,6 @@
 //! Reads the email the emulator "sent", whichever emulator it is, and writes it to a folder
-//! as `.html` files with an `index.html`.
+//! as `.html` files with an `index.html`. The emulator asked is the one SESv2 calls go to
+//! ([`ses_endpoint`]), which may not be the one serving the other services.
 //!
 //! - moto: `GET /moto-api/data.json` -> `ses.Message[]` (simple) and `ses.RawMessage[]`
 //! - LocalStack: `GET /_aws/ses` -> `messages[]`
@@ -49,6 +50,12 @@ pub async fn http_get(url: &str) -> Result<(u16, Bytes), LocalError> {
         .map_err(|e| LocalError::pipeline("mail read", format!("GET {url}: {e}")))?
         .to_bytes();
     Ok((status, body))
+}
+
+/// The emulator the functions send email through: the SDK's endpoint for SESv2
+/// (`AWS_ENDPOINT_URL_SESV2`, else `AWS_ENDPOINT_URL`), `None` on AWS.
+pub fn ses_endpoint() -> Option<String> {
+    ember_aws::config::endpoint_of("SESV2")
 }
 
 /// Every email the emulator at `endpoint` has sent (all senders; filter with [`from_sender`]).

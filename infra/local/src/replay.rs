@@ -568,8 +568,7 @@ pub async fn collect(p: &Pipeline, s: &mut ReplaySummary) -> Result<(), LocalErr
             .map_err(|e| LocalError::pipeline("archive", e))?;
         s.archived = Some(events);
     }
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    if !endpoint.is_empty() {
+    if let Some(endpoint) = mail::ses_endpoint() {
         s.emails = mail::from_sender(mail::sent_emails(&endpoint).await?, p.sender_address());
     }
     Ok(())
