@@ -121,7 +121,10 @@ impl SecondMoto {
             .is_err()
         {
             if Instant::now() > deadline {
-                return Err(err("second emulator", format!("nothing answers at {}", moto.url)));
+                return Err(err(
+                    "second emulator",
+                    format!("nothing answers at {}", moto.url),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -10,7 +10,7 @@ use ember_aws::kinesis::KinesisEventStream;
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::DynamoProfileStore;
 use ember_aws::redrive::DeadLetterQueue;
-use ember_aws::stream_failures::{self, Ports, StreamReport};
+use ember_aws::stream_failures::{self, ArchiveSource, Ports, StreamReport};
 use ember_local::replay;
 use ember_tests::emulator::Aws;
 use ember_tests::faults::{op, Fault, FaultProxy, Rule};
@@ -52,8 +52,22 @@ async fn applied(aws: &Aws, table: &str, run: &str) -> usize {
     n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_applied_once() {
+/// A run of the template's pipeline in which Lambda gave up on some batches.
+struct Failed {
+    proxy: FaultProxy,
+    aws: Aws,
+    pipeline: ember_local::Pipeline,
+    run: String,
+    profiles_table: String,
+    ledger_table: String,
+    failure_url: String,
+    /// Events applied before any redrive.
+    before: usize,
+    /// Messages in the failure queue.
+    failed_batches: u64,
+}
+
+async fn failed_run() -> Failed {
     let proxy = FaultProxy::from_env().await.expect("emulator endpoint");
     // One attempt per call: a throttled write is not rescued by the SDK's retry.
     let aws = Aws::from_config(proxy.sdk_config(1, Duration::from_secs(3)).await);
@@ -86,6 +100,33 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
 
     let before = applied(&aws, &profiles_table, &run).await;
     assert!(before < CUSTOMERS, "some events wait in failed batches");
+    Failed {
+        proxy,
+        aws,
+        pipeline,
+        run,
+        profiles_table,
+        ledger_table,
+        failure_url,
+        before,
+        failed_batches: summary.kinesis_on_failure,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_applied_once() {
+    let Failed {
+        proxy: _proxy,
+        aws,
+        pipeline,
+        run,
+        profiles_table,
+        ledger_table,
+        failure_url,
+        before,
+        failed_batches,
+    } = failed_run().await;
+    let name = |id: &str| pipeline.name_of(id).expect(id);
 
     // The operator redrives; the queue's messages are kept to be sent again afterwards.
     let queue = DeadLetterQueue::from_conf(&aws.config, &failure_url);
@@ -96,7 +137,7 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
         .into_iter()
         .map(|q| q.body)
         .collect();
-    assert_eq!(messages.len() as u64, summary.kinesis_on_failure);
+    assert_eq!(messages.len() as u64, failed_batches);
     let stream_name = name("EventStream");
     let stream = KinesisEventStream::from_conf(&aws.config, &stream_name);
     let claims = DynamoLedger::from_conf(&aws.config, &ledger_table);
@@ -108,6 +149,7 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
             claims: &claims,
             profiles: &profiles,
             stream: &stream,
+            archive: None,
         };
         stream_failures::redrive(ports, dry_run)
     };
@@ -150,5 +192,80 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
     );
     assert!(pipeline.drain(Duration::from_secs(60)).await);
     assert_eq!(applied(&aws, &profiles_table, &run).await, CUSTOMERS);
+    pipeline.stop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_that_have_left_the_stream_are_redriven_from_the_archive_and_applied_once() {
+    let Failed {
+        proxy: _proxy,
+        aws,
+        pipeline,
+        run,
+        profiles_table,
+        ledger_table,
+        failure_url,
+        before,
+        ..
+    } = failed_run().await;
+    // Each message's range now starts before what the stream holds (as once its first
+    // records have expired), so its records are read from the archive instead.
+    let queue = DeadLetterQueue::from_conf(&aws.config, &failure_url);
+    let sqs = aws_sdk_sqs::Client::new(&aws.config);
+    for message in queue.list().await.unwrap() {
+        let mut body: Value = serde_json::from_str(&message.body).unwrap();
+        body["KinesisBatchInfo"]["startSequenceNumber"] = json!("0");
+        sqs.send_message()
+            .queue_url(&failure_url)
+            .message_body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        queue.delete(&message.receipt).await.unwrap();
+    }
+    let stream_name = pipeline.name_of("EventStream").unwrap();
+    let stream = KinesisEventStream::from_conf(&aws.config, &stream_name);
+    let claims = DynamoLedger::from_conf(&aws.config, &ledger_table);
+    let profiles = DynamoProfileStore::from_conf(&aws.config, &profiles_table);
+    let archive = pipeline.archive().expect("the template's archive");
+    let redrive = |archive| {
+        let ports = Ports {
+            queue: &queue,
+            source: &stream,
+            claims: &claims,
+            profiles: &profiles,
+            stream: &stream,
+            archive,
+        };
+        stream_failures::redrive(ports, false)
+    };
+
+    // Without the archive the messages stay, saying where to look.
+    let kept = redrive(None).await.unwrap();
+    assert!(kept.put_back.is_empty(), "{kept:?}");
+    assert!(
+        kept.kept
+            .iter()
+            .all(|(_, why)| why.contains("replay the archive")),
+        "{kept:?}"
+    );
+
+    let source = ArchiveSource {
+        archive: &archive,
+        dedup_window: chrono::Duration::days(35),
+    };
+    let report = redrive(Some(source)).await.unwrap();
+    println!("before redrive: {before} of {CUSTOMERS} applied; {report:?}");
+    assert!(report.kept.is_empty(), "{:?}", report.kept);
+    assert_eq!(report.put_back.len(), CUSTOMERS - before, "{report:?}");
+    assert!(report.put_back.iter().all(|p| p.starts_with("archive:")));
+    assert!(report.applied > 0, "{report:?}");
+    assert!(pipeline.drain(Duration::from_secs(60)).await);
+    assert_eq!(applied(&aws, &profiles_table, &run).await, CUSTOMERS);
+    assert!(queue.list().await.unwrap().is_empty());
+
+    // The archive path again (as if the messages came back): nothing more goes back.
+    let again = redrive(Some(source)).await.unwrap();
+    assert!(again.put_back.is_empty() && again.batches == 0, "{again:?}");
     pipeline.stop(true).await;
 }

@@ -42,10 +42,15 @@ async fn the_pipeline_runs_with_dynamodb_and_sesv2_on_another_emulator() {
         ..Default::default()
     });
     let (pipeline, ropts) = start_pipeline(&aws, &events).await.expect("pipeline");
-    let summary = replay(&pipeline, events, &ropts, None).await.expect("replay");
+    let summary = replay(&pipeline, events, &ropts, None)
+        .await
+        .expect("replay");
     let table = pipeline.name_of("ProfilesTable").unwrap();
     assert!(summary.accepted > 0 && summary.profiles > 0, "{summary:?}");
-    assert!(!summary.emails.is_empty(), "mail read from the SESv2 endpoint");
+    assert!(
+        !summary.emails.is_empty(),
+        "mail read from the SESv2 endpoint"
+    );
 
     // The tables are on the second emulator only; the mail too.
     let on_main = aws_sdk_dynamodb::Client::from_conf(
@@ -64,9 +69,7 @@ async fn the_pipeline_runs_with_dynamodb_and_sesv2_on_another_emulator() {
     // The fault proxy sends each service where its variable says: a profile is read from
     // the second emulator and the stream described on the first, both through it.
     let proxy = FaultProxy::from_env().await.expect("proxy");
-    let proxied = proxy
-        .sdk_config(1, std::time::Duration::from_secs(5))
-        .await;
+    let proxied = proxy.sdk_config(1, std::time::Duration::from_secs(5)).await;
     let profile_id = aws
         .all_profiles(&table)
         .await

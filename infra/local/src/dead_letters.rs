@@ -111,6 +111,9 @@ pub struct StreamTarget {
     pub stream: String,
     pub profiles_table: String,
     pub ledger_table: String,
+    /// The archive bucket, for ranges that have left the stream, and the de-duplication
+    /// window in days.
+    pub archive: Option<(String, i64)>,
     pub dry_run: bool,
 }
 
@@ -144,12 +147,22 @@ pub async fn run_stream_failures(
         return Ok(());
     };
     let source = ember_aws::kinesis::KinesisEventStream::from_conf(sdk, &target.stream);
+    let archive = target
+        .archive
+        .as_ref()
+        .map(|(bucket, days)| (ember_aws::archive::Archive::from_conf(sdk, bucket), *days));
     let ports = stream_failures::Ports {
         queue: &queue,
         source: &source,
         claims: &ember_aws::ledger::DynamoLedger::from_conf(sdk, &target.ledger_table),
         profiles: &ember_aws::profiles::DynamoProfileStore::from_conf(sdk, &target.profiles_table),
         stream: &source,
+        archive: archive
+            .as_ref()
+            .map(|(archive, days)| stream_failures::ArchiveSource {
+                archive,
+                dedup_window: chrono::Duration::days(*days),
+            }),
     };
     let report = stream_failures::redrive(ports, target.dry_run).await?;
     let verb = if target.dry_run {

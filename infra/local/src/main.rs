@@ -153,6 +153,14 @@ enum Command {
         /// The ledger table holding the event-id claims (default: $LEDGER_TABLE).
         #[arg(long, env = "LEDGER_TABLE", global = true)]
         ledger_table: Option<String>,
+        /// The archive bucket ranges that have left the stream are read from (default:
+        /// $ARCHIVE_BUCKET; without one they stay in the queue).
+        #[arg(long, env = "ARCHIVE_BUCKET", global = true)]
+        archive_bucket: Option<String>,
+        /// Enrich's de-duplication window (DedupWindowDays): older ranges are not redriven
+        /// from the archive, whose claims have expired.
+        #[arg(long, default_value_t = 35, global = true)]
+        dedup_window_days: i64,
     },
     /// The raw event archive on S3: count what it holds, replay a range onto the stream, or
     /// remove erased customers' events from it.
@@ -467,6 +475,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             stream,
             profiles_table,
             ledger_table,
+            archive_bucket,
+            dedup_window_days,
         } => {
             let queue_url = queue_url.ok_or("--queue-url or STREAM_FAILURE_QUEUE_URL is needed")?;
             let sdk = ember_aws::sdk_config().await;
@@ -477,6 +487,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     profiles_table: profiles_table
                         .ok_or("--profiles-table or PROFILES_TABLE is needed")?,
                     ledger_table: ledger_table.ok_or("--ledger-table or LEDGER_TABLE is needed")?,
+                    archive: archive_bucket.map(|b| (b, dedup_window_days)),
                     dry_run,
                 }),
             };

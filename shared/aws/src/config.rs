@@ -33,8 +33,11 @@ pub fn endpoint_of(service: &str) -> Option<String> {
 /// [`endpoint_of`] over any variable lookup.
 pub fn endpoint_from(service: &str, lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
     let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-    set(&format!("AWS_ENDPOINT_URL_{}", service.to_ascii_uppercase()))
-        .or_else(|| set("AWS_ENDPOINT_URL"))
+    set(&format!(
+        "AWS_ENDPOINT_URL_{}",
+        service.to_ascii_uppercase()
+    ))
+    .or_else(|| set("AWS_ENDPOINT_URL"))
 }
 
 #[cfg(test)]

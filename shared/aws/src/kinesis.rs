@@ -294,6 +294,13 @@ pub struct ShardRecord {
     pub data: Vec<u8>,
 }
 
+/// Where Kinesis puts `partition_key`: the MD5 of its bytes as a 128-bit big-endian number,
+/// within one shard's hash key range.
+pub fn hash_key(partition_key: &str) -> u128 {
+    use md5::{Digest, Md5};
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
 /// What [`KinesisEventStream::read_range`] found.
 #[derive(Debug, Clone, Default)]
 pub struct ShardRange {
@@ -307,6 +314,38 @@ pub struct ShardRange {
 impl KinesisEventStream {
     /// Reads the records of `shard_id` from sequence number `start` to `end` (inclusive), at
     /// most `limit`: what Lambda's on-failure record of a batch names.
+    /// The hash key range (inclusive) of `shard_id`, if the stream still lists the shard.
+    pub async fn hash_range(&self, shard_id: &str) -> PortResult<Option<(u128, u128)>> {
+        let mut token: Option<String> = None;
+        loop {
+            // A continuation names the stream itself: the name goes only on the first page.
+            let request = match token.take() {
+                Some(t) => self.client.list_shards().next_token(t),
+                None => self.client.list_shards().stream_name(&self.stream_name),
+            };
+            let out = request
+                .send()
+                .await
+                .map_err(|e| crate::retry::classify(&e, "kinesis.list_shards"))?;
+            for shard in out.shards() {
+                if shard.shard_id() != shard_id {
+                    continue;
+                }
+                let range = shard.hash_key_range();
+                return Ok(range.and_then(|r| {
+                    Some((
+                        r.starting_hash_key().parse().ok()?,
+                        r.ending_hash_key().parse().ok()?,
+                    ))
+                }));
+            }
+            match out.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(None),
+            }
+        }
+    }
+
     pub async fn read_range(
         &self,
         shard_id: &str,

@@ -21,14 +21,22 @@
 //! itself failed) leaves one.
 //!
 //! A record put back twice (a message that came back) is a duplicate by its claim. A message
-//! is deleted once every record it names is settled; one whose records have left the stream
-//! stays, with the hint to replay the archive for its time range.
+//! is deleted once every record it names is settled.
+//!
+//! A range that has left the stream is read from the archive instead (when given one): the
+//! objects of the batch's arrival hours, the records whose customer hashes into the failed
+//! shard, decided by their claims alike (`from_archive`). The archive holds no
+//! sequence numbers, so it also yields records of that shard and hour that were not in the
+//! batch: each is applied (its claim says so), or was never applied (no claim) and belongs on
+//! the stream anyway. Past the de-duplication window claims say nothing, and the message
+//! stays with the hint to rebuild from the archive.
 
 use chrono::{DateTime, Utc};
 use ember_core::ports::{EventClaims, EventStream, PortResult, ProfileStore, StreamRecord};
-use ember_core::watermark::{Applied, Position};
+use ember_core::watermark::{compare_sequence, Applied, Position};
 
-use crate::kinesis::{KinesisEventStream, ShardRecord};
+use crate::archive::Archive;
+use crate::kinesis::{hash_key, KinesisEventStream, ShardRecord};
 use crate::redrive::{DeadLetterQueue, Queued};
 
 /// How long a redrive holds the messages it received.
@@ -149,6 +157,27 @@ pub struct Ports<'a, C, P, S> {
     pub claims: &'a C,
     pub profiles: &'a P,
     pub stream: &'a S,
+    /// Where records that have left the stream are read from, if anywhere.
+    pub archive: Option<ArchiveSource<'a>>,
+}
+
+/// The archive, for failed ranges the stream no longer holds.
+#[derive(Clone, Copy)]
+pub struct ArchiveSource<'a> {
+    pub archive: &'a Archive,
+    /// Enrich's de-duplication window: past it, claims no longer say what was applied.
+    pub dedup_window: chrono::Duration,
+}
+
+/// One record of a failed batch, from the stream or the archive, and what becomes of it.
+struct Candidate {
+    /// `kinesis:<shard>:<sequence>` or `archive:<object>#<line>`.
+    label: String,
+    partition_key: String,
+    data: Vec<u8>,
+    verdict: Verdict,
+    /// The claim origin released before a put-back (`Verdict::PutBack { release: true }`).
+    holder: String,
 }
 
 /// The messages of the on-failure queue, oldest batch first; unreadable ones with the reason.
@@ -189,6 +218,8 @@ where
     let mut untouched: Vec<String> = Vec::new();
     // Customers with a record that could not be put back: none of their later ones go.
     let mut blocked: Vec<String> = Vec::new();
+    // Events put back by this run: archived ranges overlap, and each goes back once.
+    let mut sent: std::collections::HashSet<String> = Default::default();
     for (queued, batch) in batches(ports.queue).await? {
         let batch = match batch {
             Ok(b) => b,
@@ -203,45 +234,59 @@ where
             .source
             .read_range(&batch.shard_id, &batch.start, &batch.end, batch.size)
             .await?;
-        if !range.complete {
-            let window = match (batch.first_arrival, batch.last_arrival) {
-                (Some(a), Some(b)) => format!(" ({} to {})", a.to_rfc3339(), b.to_rfc3339()),
-                _ => String::new(),
-            };
-            let why = format!(
-                "the records are no longer on the stream: replay the archive for their arrival \
-                 time{window}"
-            );
-            report.kept.push((name, why));
-            untouched.push(queued.receipt);
-            continue;
-        }
+        let candidates = if range.complete {
+            let mut from_stream = Vec::with_capacity(range.records.len());
+            for record in range.records {
+                let verdict =
+                    verdict(ports.claims, ports.profiles, &batch.shard_id, &record).await?;
+                let holder = origin(&batch.shard_id, &record);
+                from_stream.push(Candidate {
+                    label: format!("kinesis:{holder}"),
+                    partition_key: record.partition_key,
+                    data: record.data,
+                    verdict,
+                    holder,
+                });
+            }
+            from_stream
+        } else {
+            match from_archive(&ports, &batch).await? {
+                Ok(found) => found,
+                Err(why) => {
+                    report.kept.push((name, why));
+                    untouched.push(queued.receipt);
+                    continue;
+                }
+            }
+        };
         let mut settled = true;
         // What goes back, put in one call (the adapter keeps each customer's order, and a
         // record that fails fails that customer's later ones unsent).
         let mut back: Vec<(String, StreamRecord)> = Vec::new();
-        for record in &range.records {
-            if blocked.contains(&record.partition_key) {
+        for c in candidates {
+            if blocked.contains(&c.partition_key) {
                 settled = false;
                 continue;
             }
-            match verdict(ports.claims, ports.profiles, &batch.shard_id, record).await? {
+            match c.verdict {
                 Verdict::Applied => report.applied += 1,
                 Verdict::Duplicate => report.duplicates += 1,
                 Verdict::NotAnEvent(_) => report.not_events += 1,
+                Verdict::PutBack { .. } if !sent.insert(event_id_of(&c.data)) => {
+                    report.duplicates += 1;
+                }
                 Verdict::PutBack { release } => {
-                    let own = origin(&batch.shard_id, record);
                     if release && !dry_run {
                         ports
                             .claims
-                            .release(&event_id_of(&record.data), &own)
+                            .release(&event_id_of(&c.data), &c.holder)
                             .await?;
                     }
                     let put = StreamRecord {
-                        partition_key: record.partition_key.clone(),
-                        data: record.data.clone(),
+                        partition_key: c.partition_key,
+                        data: c.data,
                     };
-                    back.push((format!("kinesis:{own}"), put));
+                    back.push((c.label, put));
                 }
             }
         }
@@ -283,6 +328,102 @@ where
     Ok(report)
 }
 
+/// The records of a failed batch that has left the stream, from the archive: the objects
+/// of its arrival hours (an hour either side), the records whose customer the failed shard
+/// holds, each decided by its event-id claim. A claim held by a record of the failed range
+/// is that record's (applied if the watermark covers it); no claim means never applied. Only
+/// while claims last: a batch older than the de-duplication window is left to a rebuild.
+async fn from_archive<C, P, S>(
+    ports: &Ports<'_, C, P, S>,
+    batch: &FailedBatch,
+) -> PortResult<Result<Vec<Candidate>, String>>
+where
+    C: EventClaims,
+    P: ProfileStore,
+    S: EventStream,
+{
+    let (Some(first), Some(last)) = (batch.first_arrival, batch.last_arrival) else {
+        return Ok(Err("the records are no longer on the stream, and the message gives no arrival time to find them in the archive".into()));
+    };
+    let window = format!("{} to {}", first.to_rfc3339(), last.to_rfc3339());
+    let Some(source) = ports.archive else {
+        return Ok(Err(format!(
+            "the records are no longer on the stream: replay the archive for their arrival time ({window})"
+        )));
+    };
+    if Utc::now() - last >= source.dedup_window - chrono::Duration::days(1) {
+        return Ok(Err(format!(
+            "the records have left the stream and are older than the de-duplication window: \
+             review, then replay the archive for {window} with --rebuild into deleted profiles"
+        )));
+    }
+    let Some((low, high)) = ports.source.hash_range(&batch.shard_id).await? else {
+        return Ok(Err(format!(
+            "the records and their shard have left the stream: replay the archive for {window}"
+        )));
+    };
+    let registry = ember_core::schema::Registry::embedded().map_err(|e| {
+        ember_core::ports::PortError::Permanent {
+            stage: "schema.registry",
+            reason: e.to_string(),
+        }
+    })?;
+    let hour = chrono::Duration::hours(1);
+    let mut found = Vec::new();
+    for key in source
+        .archive
+        .keys(Some(first - hour), Some(last + hour))
+        .await?
+    {
+        for (line, data) in source.archive.read(&key).await?.into_iter().enumerate() {
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                continue;
+            };
+            let Some(customer) = crate::archive::customer_of(&event) else {
+                continue;
+            };
+            if !(low..=high).contains(&hash_key(&customer)) {
+                continue;
+            }
+            // Refused records were dead-lettered when they came; they are not put back.
+            if ember_core::enrich::decode(&data, &registry).is_err() {
+                continue;
+            }
+            let event_id = event["event_id"].as_str().unwrap_or_default();
+            let holder = ports.claims.holder(event_id).await?;
+            let in_range = holder.as_deref().and_then(|h| {
+                let seq = h.strip_prefix(&batch.shard_id)?.strip_prefix(':')?;
+                let inside = compare_sequence(seq, &batch.start).is_ge()
+                    && compare_sequence(seq, &batch.end).is_le();
+                inside.then_some(seq)
+            });
+            let verdict = match (&holder, in_range) {
+                (None, _) => Verdict::PutBack { release: false },
+                (Some(_), None) => Verdict::Duplicate,
+                (Some(_), Some(seq)) => {
+                    let position = Position::new(&batch.shard_id, seq);
+                    if Applied::read(ports.profiles, &customer)
+                        .await?
+                        .covers(&position)
+                    {
+                        Verdict::Applied
+                    } else {
+                        Verdict::PutBack { release: true }
+                    }
+                }
+            };
+            found.push(Candidate {
+                label: format!("archive:{key}#{line}"),
+                partition_key: customer,
+                data,
+                verdict,
+                holder: holder.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(Ok(found))
+}
+
 fn event_id_of(data: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(data)
         .ok()
@@ -305,6 +446,19 @@ mod tests {
             data: serde_json::to_vec(&serde_json::json!({"event_id": id, "user_id": "u-1"}))
                 .unwrap(),
         }
+    }
+
+    #[test]
+    fn partition_keys_hash_as_kinesis_places_them() {
+        // MD5 as a big-endian 128-bit number (RFC 1321's test vectors).
+        assert_eq!(
+            hash_key(""),
+            u128::from_str_radix("d41d8cd98f00b204e9800998ecf8427e", 16).unwrap()
+        );
+        assert_eq!(
+            hash_key("abc"),
+            u128::from_str_radix("900150983cd24fb0d6963f7d28e17f72", 16).unwrap()
+        );
     }
 
     #[test]
