@@ -54,17 +54,36 @@ async fn applied(aws: &Aws, table: &str, run: &str) -> usize {
 
 /// A run of the template's pipeline in which Lambda gave up on some batches.
 struct Failed {
-    proxy: FaultProxy,
+    /// Kept running: every call of the run goes through it.
+    _proxy: FaultProxy,
     aws: Aws,
     pipeline: ember_local::Pipeline,
     run: String,
     profiles_table: String,
-    ledger_table: String,
     failure_url: String,
     /// Events applied before any redrive.
     before: usize,
     /// Messages in the failure queue.
     failed_batches: u64,
+    queue: DeadLetterQueue,
+    stream: KinesisEventStream,
+    claims: DynamoLedger,
+    profiles: DynamoProfileStore,
+}
+
+impl Failed {
+    /// The operator's redrive of the failure queue, from the stream (and the archive).
+    async fn redrive(&self, archive: Option<ArchiveSource<'_>>, dry_run: bool) -> StreamReport {
+        let ports = Ports {
+            queue: &self.queue,
+            source: &self.stream,
+            claims: &self.claims,
+            profiles: &self.profiles,
+            stream: &self.stream,
+            archive,
+        };
+        stream_failures::redrive(ports, dry_run).await.unwrap()
+    }
 }
 
 async fn failed_run() -> Failed {
@@ -100,13 +119,17 @@ async fn failed_run() -> Failed {
 
     let before = applied(&aws, &profiles_table, &run).await;
     assert!(before < CUSTOMERS, "some events wait in failed batches");
+    let stream_name = pipeline.name_of("EventStream").expect("stream");
     Failed {
-        proxy,
+        queue: DeadLetterQueue::from_conf(&aws.config, &failure_url),
+        stream: KinesisEventStream::from_conf(&aws.config, &stream_name),
+        claims: DynamoLedger::from_conf(&aws.config, &ledger_table),
+        profiles: DynamoProfileStore::from_conf(&aws.config, &profiles_table),
+        _proxy: proxy,
         aws,
         pipeline,
         run,
         profiles_table,
-        ledger_table,
         failure_url,
         before,
         failed_batches: summary.kinesis_on_failure,
@@ -115,21 +138,12 @@ async fn failed_run() -> Failed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_applied_once() {
-    let Failed {
-        proxy: _proxy,
-        aws,
-        pipeline,
-        run,
-        profiles_table,
-        ledger_table,
-        failure_url,
-        before,
-        failed_batches,
-    } = failed_run().await;
-    let name = |id: &str| pipeline.name_of(id).expect(id);
+    let f = failed_run().await;
+    let (aws, pipeline, run, before) = (&f.aws, &f.pipeline, &f.run, f.before);
+    let (profiles_table, failure_url) = (&f.profiles_table, &f.failure_url);
 
     // The operator redrives; the queue's messages are kept to be sent again afterwards.
-    let queue = DeadLetterQueue::from_conf(&aws.config, &failure_url);
+    let queue = &f.queue;
     let messages: Vec<String> = queue
         .list()
         .await
@@ -137,24 +151,10 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
         .into_iter()
         .map(|q| q.body)
         .collect();
-    assert_eq!(messages.len() as u64, failed_batches);
-    let stream_name = name("EventStream");
-    let stream = KinesisEventStream::from_conf(&aws.config, &stream_name);
-    let claims = DynamoLedger::from_conf(&aws.config, &ledger_table);
-    let profiles = DynamoProfileStore::from_conf(&aws.config, &profiles_table);
-    let redrive = |dry_run| {
-        let ports = Ports {
-            queue: &queue,
-            source: &stream,
-            claims: &claims,
-            profiles: &profiles,
-            stream: &stream,
-            archive: None,
-        };
-        stream_failures::redrive(ports, dry_run)
-    };
-    let plan: StreamReport = redrive(true).await.unwrap();
-    let report = redrive(false).await.unwrap();
+    assert_eq!(messages.len() as u64, f.failed_batches);
+    let redrive = |dry_run| f.redrive(None, dry_run);
+    let plan: StreamReport = redrive(true).await;
+    let report = redrive(false).await;
     println!("before redrive: {before} of {CUSTOMERS} applied; {report:?}");
     assert_eq!(
         report.put_back, plan.put_back,
@@ -167,7 +167,7 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
         "failed batches also hold applied records: {report:?}"
     );
     assert!(pipeline.drain(Duration::from_secs(60)).await);
-    assert_eq!(applied(&aws, &profiles_table, &run).await, CUSTOMERS);
+    assert_eq!(applied(aws, profiles_table, run).await, CUSTOMERS);
     assert!(
         queue.list().await.unwrap().is_empty(),
         "settled messages are deleted"
@@ -177,13 +177,13 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
     let sqs = aws_sdk_sqs::Client::new(&aws.config);
     for body in messages {
         sqs.send_message()
-            .queue_url(&failure_url)
+            .queue_url(failure_url.as_str())
             .message_body(body)
             .send()
             .await
             .unwrap();
     }
-    let again = redrive(false).await.unwrap();
+    let again = redrive(false).await;
     assert!(again.put_back.is_empty(), "{again:?}");
     assert_eq!(
         again.applied + again.duplicates,
@@ -191,57 +191,33 @@ async fn batches_past_their_retry_limit_are_redriven_from_the_failure_queue_and_
         "{again:?}"
     );
     assert!(pipeline.drain(Duration::from_secs(60)).await);
-    assert_eq!(applied(&aws, &profiles_table, &run).await, CUSTOMERS);
-    pipeline.stop(true).await;
+    assert_eq!(applied(aws, profiles_table, run).await, CUSTOMERS);
+    f.pipeline.stop(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_that_have_left_the_stream_are_redriven_from_the_archive_and_applied_once() {
-    let Failed {
-        proxy: _proxy,
-        aws,
-        pipeline,
-        run,
-        profiles_table,
-        ledger_table,
-        failure_url,
-        before,
-        ..
-    } = failed_run().await;
+    let f = failed_run().await;
+    let (aws, pipeline, queue) = (&f.aws, &f.pipeline, &f.queue);
     // Each message's range now starts before what the stream holds (as once its first
     // records have expired), so its records are read from the archive instead.
-    let queue = DeadLetterQueue::from_conf(&aws.config, &failure_url);
     let sqs = aws_sdk_sqs::Client::new(&aws.config);
     for message in queue.list().await.unwrap() {
         let mut body: Value = serde_json::from_str(&message.body).unwrap();
         body["KinesisBatchInfo"]["startSequenceNumber"] = json!("0");
         sqs.send_message()
-            .queue_url(&failure_url)
+            .queue_url(&f.failure_url)
             .message_body(body.to_string())
             .send()
             .await
             .unwrap();
         queue.delete(&message.receipt).await.unwrap();
     }
-    let stream_name = pipeline.name_of("EventStream").unwrap();
-    let stream = KinesisEventStream::from_conf(&aws.config, &stream_name);
-    let claims = DynamoLedger::from_conf(&aws.config, &ledger_table);
-    let profiles = DynamoProfileStore::from_conf(&aws.config, &profiles_table);
     let archive = pipeline.archive().expect("the template's archive");
-    let redrive = |archive| {
-        let ports = Ports {
-            queue: &queue,
-            source: &stream,
-            claims: &claims,
-            profiles: &profiles,
-            stream: &stream,
-            archive,
-        };
-        stream_failures::redrive(ports, false)
-    };
+    let redrive = |archive| f.redrive(archive, false);
 
     // Without the archive the messages stay, saying where to look.
-    let kept = redrive(None).await.unwrap();
+    let kept = redrive(None).await;
     assert!(kept.put_back.is_empty(), "{kept:?}");
     assert!(
         kept.kept
@@ -254,18 +230,21 @@ async fn batches_that_have_left_the_stream_are_redriven_from_the_archive_and_app
         archive: &archive,
         dedup_window: chrono::Duration::days(35),
     };
-    let report = redrive(Some(source)).await.unwrap();
-    println!("before redrive: {before} of {CUSTOMERS} applied; {report:?}");
+    let report = redrive(Some(source)).await;
+    println!(
+        "before redrive: {} of {CUSTOMERS} applied; {report:?}",
+        f.before
+    );
     assert!(report.kept.is_empty(), "{:?}", report.kept);
-    assert_eq!(report.put_back.len(), CUSTOMERS - before, "{report:?}");
+    assert_eq!(report.put_back.len(), CUSTOMERS - f.before, "{report:?}");
     assert!(report.put_back.iter().all(|p| p.starts_with("archive:")));
     assert!(report.applied > 0, "{report:?}");
     assert!(pipeline.drain(Duration::from_secs(60)).await);
-    assert_eq!(applied(&aws, &profiles_table, &run).await, CUSTOMERS);
+    assert_eq!(applied(aws, &f.profiles_table, &f.run).await, CUSTOMERS);
     assert!(queue.list().await.unwrap().is_empty());
 
     // The archive path again (as if the messages came back): nothing more goes back.
-    let again = redrive(Some(source)).await.unwrap();
+    let again = redrive(Some(source)).await;
     assert!(again.put_back.is_empty() && again.batches == 0, "{again:?}");
-    pipeline.stop(true).await;
+    f.pipeline.stop(true).await;
 }
