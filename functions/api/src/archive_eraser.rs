@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use ember_aws::archive::Archive;
 use ember_aws::archive_erasure::{self, RunReport};
 use ember_aws::ledger::DynamoLedger;
@@ -73,11 +73,12 @@ impl EraserDeps {
         }
     }
 
-    /// One run at `now` (the schedule's time), working until `deadline`.
+    /// One run at `now` (the schedule's time), working until `deadline`. The retention is
+    /// enforced by the day's first run only (it lists the bucket; a day is its unit).
     pub async fn handle(&self, now: DateTime<Utc>, deadline: Instant) -> PortResult<RunReport> {
+        let retention = self.retention.filter(|_| now.hour() == 0);
         let report =
-            archive_erasure::run(&self.archive, &self.ledger, now, self.retention, deadline)
-                .await?;
+            archive_erasure::run(&self.archive, &self.ledger, now, retention, deadline).await?;
         tracing::info!(
             pending = report.pending,
             started = report.started,

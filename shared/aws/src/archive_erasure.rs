@@ -4,7 +4,8 @@
 //!
 //! Each erasure leaves a pending record in the ledger (`archive-erasure`,
 //! `pending#<at>#<hashed id>`, written with the tombstone). A run:
-//! 1. deletes objects whose partition is older than the retention plus a day. Firehose's
+//! 1. given the retention (the function passes it to the day's first run), deletes objects
+//!    whose partition is older than the retention plus a day. Firehose's
 //!    objects expire by the bucket's lifecycle rule, but an object a pass rewrote is new to
 //!    S3 and would otherwise live a whole retention again;
 //! 2. starts a pass if none is under way and some erasure is at least [`SETTLE`] old (by
