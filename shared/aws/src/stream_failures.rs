@@ -125,16 +125,23 @@ pub async fn verdict(
         Some(holder) if holder != own => Ok(Verdict::Duplicate),
         Some(_) => {
             let position = Position::new(shard_id, &record.sequence_number);
-            let covered = Applied::read(profiles, &record.partition_key)
-                .await?
-                .covers(&position);
-            Ok(if covered {
-                Verdict::Applied
-            } else {
-                Verdict::PutBack { release: true }
-            })
+            own_claim(profiles, &record.partition_key, &position).await
         }
     }
+}
+
+/// A record holding its own claim: applied if its profile's watermark covers it, else put
+/// back after the claim is released.
+async fn own_claim(
+    profiles: &impl ProfileStore,
+    key: &str,
+    position: &Position<'_>,
+) -> PortResult<Verdict> {
+    Ok(if Applied::read(profiles, key).await?.covers(position) {
+        Verdict::Applied
+    } else {
+        Verdict::PutBack { release: true }
+    })
 }
 
 /// What a redrive did, by record origin (`kinesis:<shard>:<sequence number>`).
@@ -402,14 +409,7 @@ where
                 (Some(_), None) => Verdict::Duplicate,
                 (Some(_), Some(seq)) => {
                     let position = Position::new(&batch.shard_id, seq);
-                    if Applied::read(ports.profiles, &customer)
-                        .await?
-                        .covers(&position)
-                    {
-                        Verdict::Applied
-                    } else {
-                        Verdict::PutBack { release: true }
-                    }
+                    own_claim(ports.profiles, &customer, &position).await?
                 }
             };
             found.push(Candidate {
