@@ -9,7 +9,10 @@
 #     event time, then prints the summary and writes every sent email to out/emails/;
 #  4. while the pipeline still runs, publishes a new subject line for the heat_match template
 #     through the admin API (events/pipeline/publish-subject.json), replays a few more
-#     shoppers (events/pipeline/after-publish.jsonl) and shows their emails using it.
+#     shoppers (events/pipeline/after-publish.jsonl) and shows their emails using it;
+#  5. simulated customers answer the campaigns they were placed in (a purchase within the
+#     attribution window: 8% of everyone, 8% + 22% of those sent the email), and the
+#     campaign reports (out/report/index.html and the table at the end) show the lift.
 #
 # Extra arguments go to `ember-local replay` (e.g. `--keep`, `--sweep-every-mins 5`).
 # EMBER_SAMPLE=path replays another JSONL file.
@@ -44,4 +47,12 @@ fi
 rm -rf out/emails
 echo "== replaying $SAMPLE against $AWS_ENDPOINT_URL"
 "$BIN" replay "$SAMPLE" --template template.yaml --emails out/emails \
-  --publish events/pipeline/publish-subject.json --then events/pipeline/after-publish.jsonl "$@"
+  --publish events/pipeline/publish-subject.json --then events/pipeline/after-publish.jsonl \
+  --respond-base-rate 0.08 --respond-uplift 0.22 "$@"
+
+# The campaign report as a browser renders it (skipped without Chromium).
+if command -v chromium >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ]; then
+  bash infra/check-report.sh out/report/index.html
+else
+  echo "== out/report/index.html not checked in a browser: apt-get install chromium, then bash infra/check-report.sh"
+fi

@@ -496,7 +496,7 @@ pub fn adapters(
     SqsDeadLetterSink,
 ) {
     (
-        DynamoProfileStore::new(aws.dynamodb.clone(), profiles),
+        DynamoProfileStore::new(aws.dynamodb.clone(), profiles).with_report_table(ledger),
         DynamoLedger::new(aws.dynamodb.clone(), ledger),
         EventBridgeBus::new(aws.eventbridge.clone(), bus),
         SqsDeadLetterSink::new(aws.sqs.clone(), dlq_url),

@@ -380,8 +380,15 @@ async fn bounce_feedback_suppresses_and_blocks_the_next_send() {
         .await
         .unwrap(); // SES retries
 
-    let records = read_stream(&env.aws.kinesis, &env.stream).await;
+    let (assigned, records): (Vec<_>, Vec<_>) = read_stream(&env.aws.kinesis, &env.stream)
+        .await
+        .into_iter()
+        .partition(|(_, e)| e["type"] == "campaign_assigned");
     let registry = Registry::embedded().unwrap();
+    // The send also recorded the customer's campaign group, for the report.
+    assert_eq!(assigned.len(), 1, "{assigned:?}");
+    assert_eq!(assigned[0].1["payload"]["group"], "email");
+    registry.validate(&assigned[0].1).unwrap();
     let ids: std::collections::BTreeSet<String> = records
         .iter()
         .map(|(_, e)| e["event_id"].as_str().unwrap().to_owned())

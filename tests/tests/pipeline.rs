@@ -115,9 +115,19 @@ async fn the_template_pipeline_turns_events_into_profiles_segments_and_emails() 
     assert_eq!(summary.rejected[0].event_id, "small-015");
     assert!((400..500).contains(&summary.rejected[0].status));
     assert_eq!(
-        summary.kinesis_records, 19,
+        summary.kinesis_records - summary.kinesis_assignments,
+        19,
         "every accepted event went through the stream once"
     );
+    // Each email (and each holdout) recorded its campaign group once, for the reports.
+    let recipients: u64 = summary
+        .reports
+        .iter()
+        .flat_map(|r| &r.groups)
+        .map(|g| g.recipients)
+        .sum();
+    assert_eq!(summary.kinesis_assignments, recipients);
+    assert!(recipients >= summary.emails.len() as u64);
     assert_eq!(summary.kinesis_on_failure, 0);
     assert_eq!(summary.queues.get("DeadLetterQueue"), Some(&0));
 

@@ -93,6 +93,10 @@ pub const BROWSER_EVENT_TYPES: &[&str] = &[
     "identify",
 ];
 
+/// Event types no key may send: Ember writes them itself (the email function's campaign
+/// assignments), and a forged one would change what a campaign report says.
+pub const INTERNAL_EVENT_TYPES: &[&str] = &["campaign_assigned"];
+
 /// The scope of the presented key: missing key -> 401, unknown key -> 403.
 pub fn scope(req: &Request, server: &KeyHashes, browser: &KeyHashes) -> Result<Scope, ApiError> {
     let key = presented_key(req).ok_or(ApiError::MissingCredentials)?;

@@ -252,29 +252,22 @@ fn read_json(deps: &Deps, req: &Request) -> Result<(Value, Scope), ApiError> {
     Ok((http::parse_json(body)?, scope))
 }
 
-/// A browser key sends behavioural events only: every other event is listed, nothing is
-/// accepted.
+/// A browser key sends behavioural events only, and no key sends the events Ember writes
+/// itself: every such event is listed, nothing is accepted.
 fn check_scope(scope: Scope, prepared: &[Prepared]) -> Result<(), ApiError> {
-    if scope == Scope::Server {
-        return Ok(());
-    }
     let refused: Vec<IndexedProblem> = prepared
         .iter()
         .enumerate()
-        .filter(|(_, p)| {
-            !auth::BROWSER_EVENT_TYPES.contains(&p.envelope.header.event_type.as_str())
-        })
-        .map(|(i, p)| {
-            IndexedProblem::new(
-                i,
-                Problem::new(
-                    "/type",
-                    format!(
-                        "{} events need a server key",
-                        p.envelope.header.event_type.as_str()
-                    ),
-                ),
-            )
+        .filter_map(|(i, p)| {
+            let kind = p.envelope.header.event_type.as_str();
+            let why = if auth::INTERNAL_EVENT_TYPES.contains(&kind) {
+                format!("{kind} events are written by Ember itself")
+            } else if scope == Scope::Browser && !auth::BROWSER_EVENT_TYPES.contains(&kind) {
+                format!("{kind} events need a server key")
+            } else {
+                return None;
+            };
+            Some(IndexedProblem::new(i, Problem::new("/type", why)))
         })
         .collect();
     if refused.is_empty() {

@@ -25,7 +25,8 @@
 //! - [`unsubscribe`], [`privacy`]: consent withdrawal, export and erasure;
 //!   [`archive_eraser`]: the scheduled function that clears the archive of erased customers.
 //! - [`admin`]: the configuration admin API and the one publish path (also used by the
-//!   `ember-local config` command); [`preview`]: segment and campaign previews by parallel scan.
+//!   `ember-local config` command); [`preview`]: segment and campaign previews by parallel scan;
+//!   [`report`]: a campaign's report (variants, holdout, uplift) from its counters.
 //! - [`auth`]: hashed API keys, constant-time comparison.
 //! - [`http`]: body limit, content type, JSON parsing and responses.
 //! - [`config`]: [`Settings`] from the environment (`Settings::from_lookup`).
@@ -43,6 +44,7 @@ pub mod events;
 pub mod http;
 pub mod preview;
 pub mod privacy;
+pub mod report;
 pub mod router;
 pub mod unsubscribe;
 pub mod webhooks;
@@ -109,6 +111,7 @@ async fn dispatch(
         Endpoint::PreviewSegment { name } => preview::published(deps, req, &name).await,
         Endpoint::PreviewRule { name } => preview::posted(deps, req, &name).await,
         Endpoint::PreviewCampaign { name } => preview::campaign(deps, req, &name).await,
+        Endpoint::CampaignReport { name } => report::get(deps, req, &name).await,
     }
 }
 

@@ -30,6 +30,7 @@ pub enum Route {
     ConfigItem(Kind),
     SegmentPreview,
     CampaignPreview,
+    CampaignReport,
 }
 
 /// Every route the API serves.
@@ -105,6 +106,11 @@ pub const ROUTES: &[RouteSpec] = &[
         route: Route::CampaignPreview,
     },
     RouteSpec {
+        path: "/v1/campaigns/{name}/report",
+        methods: &["GET"],
+        route: Route::CampaignReport,
+    },
+    RouteSpec {
         path: "/v1/templates",
         methods: &["GET"],
         route: Route::ConfigList(Kind::Templates),
@@ -136,6 +142,7 @@ pub enum Endpoint {
     PreviewSegment { name: String },
     PreviewRule { name: String },
     PreviewCampaign { name: String },
+    CampaignReport { name: String },
 }
 
 fn router() -> &'static Router<&'static RouteSpec> {
@@ -202,6 +209,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
             name: param("name")?,
         },
         (Route::CampaignPreview, "GET") => Endpoint::PreviewCampaign {
+            name: param("name")?,
+        },
+        (Route::CampaignReport, "GET") => Endpoint::CampaignReport {
             name: param("name")?,
         },
         _ => {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use ember_core::error::{describe, Problem};
 
 use crate::error::EmailError;
+use crate::experiment::{parse_experiment, Experiment, RawExperiment, Variant};
 
 /// The campaigns shipped with Ember: `campaigns.yaml`, converted to JSON by `build.rs` (no
 /// YAML parser in the bootstrap).
@@ -85,6 +86,8 @@ pub struct Campaign {
     pub offer: Option<Offer>,
     /// Whether entries a configuration publish backfilled send this campaign.
     pub on_backfill: OnBackfill,
+    /// Holdout share, variants and attribution window.
+    pub experiment: Experiment,
 }
 
 /// What a campaign does with segment entries found by the re-evaluation a configuration
@@ -167,6 +170,12 @@ struct RawCampaign {
     offer: Option<Offer>,
     #[serde(default)]
     on_backfill: OnBackfill,
+    #[serde(default)]
+    holdout_percent: u8,
+    #[serde(default)]
+    variants: Vec<Variant>,
+    #[serde(default)]
+    attribution_window: Option<String>,
 }
 
 fn zero() -> String {
@@ -292,7 +301,16 @@ fn parse_campaign(
         Some(None) => None,
         Some(Some(q)) => Some(parse_quiet(q)?),
     };
+    let experiment = parse_experiment(
+        RawExperiment {
+            holdout_percent: c.holdout_percent,
+            variants: c.variants,
+            attribution_window: c.attribution_window,
+        },
+        known.template,
+    )?;
     Ok(Campaign {
+        experiment,
         name: c.name,
         trigger: c.trigger,
         segment: c.segment,

@@ -87,12 +87,16 @@ pub fn compile(doc: &ConfigDoc) -> Result<Compiled, Vec<Problem>> {
         if c.trigger != Trigger::CartUpdated {
             samples.push(("a customer with only an address", bare_sample()));
         }
-        for (who, profile) in samples {
-            if let Err(e) = renderer.render(c, &profile, &links, now) {
-                problems.push(Problem::new(
-                    format!("templates/{}", c.template),
-                    format!("does not render for {who} (campaign {}): {e}", c.name),
-                ));
+        let mut versions = vec![c.as_variant(None)];
+        versions.extend(c.experiment.variants.iter().map(|v| c.as_variant(Some(v))));
+        for version in versions {
+            for (who, profile) in &samples {
+                if let Err(e) = renderer.render(&version, profile, &links, now) {
+                    problems.push(Problem::new(
+                        format!("templates/{}", version.template),
+                        format!("does not render for {who} (campaign {}): {e}", c.name),
+                    ));
+                }
             }
         }
     }

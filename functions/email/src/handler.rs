@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::campaign::{Campaign, Campaigns, OnBackfill, Trigger};
 use crate::compiled::Compiled;
 use crate::error::EmailError;
+use crate::experiment::Group;
 use crate::render::Links;
 use crate::send_rate::{self, SendRate, Slot};
 use crate::send_record::{
@@ -127,6 +128,10 @@ pub enum Outcome {
     Skipped {
         campaign: String,
         reason: Skip,
+    },
+    /// In the campaign's holdout: recorded as would-have-been-sent, not sent.
+    HeldOut {
+        campaign: String,
     },
     /// The SES call got no answer: the email may have gone out. Recorded, not retried.
     Unknown {
@@ -504,9 +509,15 @@ where
             .map_err(EmailError::port("claim.get"))?;
         match existing.as_ref().map(recorded_state) {
             Some(Recorded::Done) => {
+                // The attempt that sent it may have died before recording the assignment:
+                // recorded again under the same event id (enrich applies it once).
+                if let Some(record) = &existing {
+                    self.record_assignment_again(profile, candidate, record)
+                        .await?;
+                }
                 return Ok(Outcome::Duplicate {
                     campaign: campaign.name.clone(),
-                })
+                });
             }
             Some(Recorded::Unknown) => {
                 return Ok(Outcome::Unknown {
@@ -526,29 +537,45 @@ where
             });
         }
 
-        let token = unsubscribe::sign(
-            &self.settings.unsubscribe_keys,
-            &Unsubscribe::new(&profile.id, &campaign.name, now),
-        );
-        let base = self.settings.public_base_url.trim_end_matches('/');
-        let unsubscribe_url = format!("{base}/v1/unsubscribe?token={token}");
-        let links = Links {
-            shop_name: &config.config.campaigns.shop_name,
-            base_url: base,
-            unsubscribe_url: &unsubscribe_url,
+        let group = campaign.experiment.assign(&campaign.name, &profile.id);
+        // The holdout goes through everything a send does except rendering, the send rate
+        // and SES, so that it is comparable with the customers who were sent the email.
+        let email = match group {
+            Group::Holdout => None,
+            Group::Sent(variant) => {
+                let token = unsubscribe::sign(
+                    &self.settings.unsubscribe_keys,
+                    &Unsubscribe::new(&profile.id, &campaign.name, now),
+                );
+                let base = self.settings.public_base_url.trim_end_matches('/');
+                let unsubscribe_url = format!("{base}/v1/unsubscribe?token={token}");
+                let links = Links {
+                    shop_name: &config.config.campaigns.shop_name,
+                    base_url: base,
+                    unsubscribe_url: &unsubscribe_url,
+                };
+                let mut rendered = config.config.renderer.render(
+                    &campaign.as_variant(variant),
+                    profile,
+                    &links,
+                    now,
+                )?;
+                if let Some(subject) = variant.and_then(|v| v.subject.as_ref()) {
+                    rendered.subject.clone_from(subject);
+                }
+                if let Slot::Later(until) =
+                    send_rate::take(&self.ledger, self.send_rate, now).await?
+                {
+                    timers::schedule(self, &profile.id, candidate, until, "send_rate", now).await?;
+                    return Ok(Outcome::Deferred {
+                        campaign: campaign.name.clone(),
+                        until,
+                        reason: "send_rate",
+                    });
+                }
+                Some((rendered, unsubscribe_url))
+            }
         };
-        let rendered = config
-            .config
-            .renderer
-            .render(campaign, profile, &links, now)?;
-        if let Slot::Later(until) = send_rate::take(&self.ledger, self.send_rate, now).await? {
-            timers::schedule(self, &profile.id, candidate, until, "send_rate", now).await?;
-            return Ok(Outcome::Deferred {
-                campaign: campaign.name.clone(),
-                until,
-                reason: "send_rate",
-            });
-        }
 
         let record = SendRecord {
             pk: &pk,
@@ -559,6 +586,7 @@ where
             now,
             config_version: config.version,
             trace: candidate.trace.as_deref(),
+            group: group.name(),
         };
         match self.claim_send(&record).await? {
             Claimed::Ours => {}
@@ -591,6 +619,16 @@ where
             return skip(reason);
         }
 
+        let Some((rendered, unsubscribe_url)) = email else {
+            record
+                .advance(&self.ledger, SendState::Claimed, SendState::HeldOut, None)
+                .await?;
+            self.record_assignment(profile, candidate, group.name(), now)
+                .await?;
+            return Ok(Outcome::HeldOut {
+                campaign: campaign.name.clone(),
+            });
+        };
         let message = EmailMessage {
             to: address.to_owned(),
             from: self.settings.sender.clone(),
@@ -620,6 +658,8 @@ where
                         SendState::Sent,
                         Some(&message_id),
                     )
+                    .await?;
+                self.record_assignment(profile, candidate, group.name(), now)
                     .await?;
                 Ok(Outcome::Sent {
                     campaign: campaign.name.clone(),
@@ -817,6 +857,9 @@ fn count_outcomes(outcomes: &[Outcome], ingested_at: Option<DateTime<Utc>>) -> R
                     counted.latency(&metrics::INGEST_TO_EMAIL, at, Utc::now());
                 }
             }
+            Outcome::HeldOut { campaign } => {
+                counted.count(&metrics::EMAILS_HELD_OUT, &[campaign], 1);
+            }
             Outcome::Skipped { reason, .. } => {
                 counted.count(&metrics::EMAILS_SKIPPED, &[reason.as_str()], 1);
             }
@@ -841,6 +884,9 @@ fn log_outcome(profile_id: &str, outcome: &Outcome) {
         } => tracing::info!(profile = %profile_id, %campaign, %message_id, "email sent"),
         Outcome::Duplicate { campaign } => {
             tracing::info!(profile = %profile_id, %campaign, "already sent; duplicate trigger")
+        }
+        Outcome::HeldOut { campaign } => {
+            tracing::info!(profile = %profile_id, %campaign, "held out; recorded, not sent")
         }
         Outcome::Deferred {
             campaign,

@@ -3,7 +3,11 @@
 //! loop (bounces, complaints, opens, clicks → Ember events on Kinesis).
 //!
 //! # Layout
+//! - [`assignment`]: the `campaign_assigned` event of a send or holdout, which opens the
+//!   campaign's attribution window in the profile.
 //! - [`campaign`]: declarative campaigns (`campaigns.yaml`), validated at start-up.
+//! - [`experiment`]: a campaign's holdout share, variants and attribution window, and the
+//!   deterministic assignment of a customer to one group.
 //! - [`compiled`]: one configuration version (rules, campaigns, templates, catalog) compiled
 //!   and cross-checked, every problem with its path; the built-in version.
 //! - [`preview`]: what a campaign would do for a customer now, changing nothing (the admin
@@ -24,10 +28,12 @@
 //!
 //! Binaries: `email` (segment events and the sweeper's schedule) and `feedback`.
 
+pub mod assignment;
 pub mod campaign;
 pub mod compiled;
 pub mod deps;
 pub mod error;
+pub mod experiment;
 pub mod feedback;
 pub mod filters;
 pub mod handler;

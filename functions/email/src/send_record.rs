@@ -37,6 +37,8 @@ pub enum SendState {
     Sent,
     Rejected,
     Unknown,
+    /// In the campaign's holdout: recorded when the email would have gone, never sent.
+    HeldOut,
 }
 
 impl SendState {
@@ -47,6 +49,7 @@ impl SendState {
             SendState::Sent => "sent",
             SendState::Rejected => "rejected",
             SendState::Unknown => "unknown",
+            SendState::HeldOut => "held_out",
         }
     }
 
@@ -57,6 +60,7 @@ impl SendState {
             "sent" => SendState::Sent,
             "rejected" => SendState::Rejected,
             "unknown" => SendState::Unknown,
+            "held_out" => SendState::HeldOut,
             _ => return None,
         })
     }
@@ -112,9 +116,10 @@ where
             };
             match state {
                 // A record written before send states existed: that send went out.
-                None | Some(SendState::Sent) | Some(SendState::Rejected) => {
-                    return Ok(Claimed::Done)
-                }
+                None
+                | Some(SendState::Sent)
+                | Some(SendState::Rejected)
+                | Some(SendState::HeldOut) => return Ok(Claimed::Done),
                 Some(SendState::Unknown) => return Ok(Claimed::Unknown),
                 Some(SendState::Claimed) if stale => {
                     // The holder died before calling SES: take the record over.
@@ -229,6 +234,8 @@ pub(crate) struct SendRecord<'a> {
     pub(crate) config_version: u64,
     /// The trace of the request that caused it, to find the whole path from the email.
     pub(crate) trace: Option<&'a str>,
+    /// The campaign group the customer is in (a variant, or the holdout).
+    pub(crate) group: &'a str,
 }
 
 impl SendRecord<'_> {
@@ -240,6 +247,7 @@ impl SendRecord<'_> {
             "state": state.as_str(),
             "at": self.now.to_rfc3339(),
             "config_version": self.config_version,
+            "group": self.group,
         });
         if let Some(id) = message_id {
             v["message_id"] = id.into();
@@ -317,6 +325,7 @@ pub(crate) fn send_fields(record: &Value) -> Value {
         "state",
         "at",
         "message_id",
+        "group",
     ] {
         if let Some(v) = record.get(name) {
             out[name] = v.clone();
@@ -344,7 +353,9 @@ pub(crate) enum Recorded {
 
 pub(crate) fn recorded_state(record: &Value) -> Recorded {
     match record["state"].as_str().and_then(SendState::parse) {
-        None | Some(SendState::Sent) | Some(SendState::Rejected) => Recorded::Done,
+        None | Some(SendState::Sent) | Some(SendState::Rejected) | Some(SendState::HeldOut) => {
+            Recorded::Done
+        }
         Some(SendState::Unknown) => Recorded::Unknown,
         Some(SendState::Claimed) | Some(SendState::Sending) => Recorded::Held,
     }

@@ -758,3 +758,82 @@ fn addresses_are_masked_in_provider_error_texts() {
         "Email address is not verified: <<address>>, <address>."
     );
 }
+
+#[tokio::test]
+async fn the_holdout_is_recorded_not_sent_and_variants_send_their_subject() {
+    let yaml = crate::campaign::SOURCE.replace(
+        "    offer: { code: COMEBACK15, percent: 15, valid_days: 14 }",
+        "    offer: { code: COMEBACK15, percent: 15, valid_days: 14 }
+    holdout_percent: 50
+    attribution_window: 3d
+    variants:
+      - { name: plain, subject: \"We miss you\" }
+      - { name: offer_first, subject: \"15% off, just for you\", weight: 2 }",
+    );
+    let email = email_with(churner(), Some(&yaml));
+    let now = at("2026-11-20T14:05:10Z");
+    let config = email.config().await.unwrap();
+    let campaign = config
+        .config
+        .campaigns
+        .get("churn_winback")
+        .unwrap()
+        .clone();
+    let mut groups = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..40 {
+        let id = format!("u-{i}");
+        let mut p = churner();
+        p.id.clone_from(&id);
+        p.email = Some(Stamped::undated(format!("c{i}@example.com")));
+        email.profiles.set(p);
+        let detail = CHURN.replace("u-1001", &id);
+        let sent_before = email.mailer.count();
+        let out = email.handle(&event(&detail), now).await.unwrap();
+        let group = campaign.experiment.assign(&campaign.name, &id);
+        *groups.entry(group.name().to_owned()).or_default() += 1;
+        let sk = format!("churn_winback#{id}:churn_risk:entered:42");
+        let record = email.ledger.get(&send_pk(&id), &sk).await.unwrap().unwrap();
+        assert_eq!(record["group"], group.name());
+        if group == crate::experiment::Group::Holdout {
+            assert!(matches!(&out[..], [Outcome::HeldOut { .. }]), "{out:?}");
+            assert_eq!(
+                email.mailer.count(),
+                sent_before,
+                "the holdout gets no email"
+            );
+            assert_eq!(record["state"], "held_out");
+        } else {
+            assert!(matches!(&out[..], [Outcome::Sent { .. }]), "{out:?}");
+            let subject = match group.name() {
+                "plain" => "We miss you",
+                _ => "15% off, just for you",
+            };
+            assert_eq!(email.mailer.last().subject, subject);
+        }
+        // Every group is recorded for the report, with the campaign's window.
+        let assigned = email.stream.events().pop().unwrap();
+        assert_eq!(assigned["type"], "campaign_assigned");
+        assert_eq!(assigned["user_id"], id);
+        assert_eq!(
+            assigned["payload"],
+            json!({"campaign": "churn_winback", "group": group.name(), "attribution_hours": 72})
+        );
+        // A retry puts the same assignment again (same id, same time) and sends nothing.
+        let again = email
+            .handle(&event(&detail), now + Duration::minutes(5))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&again[..], [Outcome::Duplicate { .. }]),
+            "{again:?}"
+        );
+        let events = email.stream.events();
+        let (first, second) = (&events[events.len() - 2], &events[events.len() - 1]);
+        assert_eq!(first, second);
+    }
+    assert_eq!(groups.values().sum::<usize>(), 40);
+    assert!(
+        groups.len() == 3 && groups.values().all(|&n| n >= 4),
+        "{groups:?}"
+    );
+}

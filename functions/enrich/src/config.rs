@@ -119,7 +119,8 @@ impl Deps {
     ) -> Result<Deps, EnrichError> {
         let dynamo = aws_sdk_dynamodb::Client::new(sdk);
         let mut deps = Enricher::new(
-            DynamoProfileStore::new(dynamo.clone(), &config.profiles_table),
+            DynamoProfileStore::new(dynamo.clone(), &config.profiles_table)
+                .with_report_table(&config.ledger_table),
             DynamoLedger::new(dynamo.clone(), &config.ledger_table).with_clock(clock),
             EventBridgeBus::new(
                 aws_sdk_eventbridge::Client::new(sdk),

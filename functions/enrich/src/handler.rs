@@ -627,7 +627,12 @@ where
 
         for &i in &fresh {
             let event = &events[i].event;
+            let tallied = event.rebuild.then(|| profile.tallies.clone());
             profile.apply(event, &self.fold);
+            if let Some(before) = tallied {
+                // A rebuild folds history the campaign counters already hold.
+                profile.tallies = before;
+            }
             if event.header.event_type == EventType::Identify {
                 if let Some(anon_id) = identify_anonymous_id(event) {
                     self.merge_anonymous(&mut profile, anon_id, event, &mut done.stats)

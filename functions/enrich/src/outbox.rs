@@ -22,7 +22,7 @@
 
 use ember_aws::retry::Backoff;
 use ember_core::ports::{BusEvent, EventBus, PortError, PortResult, ProfileStore};
-use ember_core::profile::{Changes, Profile};
+use ember_core::profile::{Changes, Profile, Tally};
 use ember_core::watermark::Position;
 use futures::stream::{self, StreamExt};
 
@@ -151,7 +151,8 @@ pub async fn write<S: ProfileStore>(
         profile.outbox.changes = Changes::of(&publish, profile.version);
         profile.outbox.by_stream = by_stream && profile.outbox.changes.is_some();
     }
-    put_once(store, &profile, expected).await?;
+    let tallies = std::mem::take(&mut profile.tallies);
+    put_once(store, &profile, expected, &tallies).await?;
     stats.writes += 1;
     if let Some(e) = outbox_error {
         tracing::warn!(
@@ -278,8 +279,15 @@ pub async fn write_then_publish<S: ProfileStore, B: EventBus>(
 /// below the watermark and never publish this write's bus events. So before reporting a
 /// conflict or transient failure, read the profile back: if the stored item is this very
 /// write (same version, watermark, segments and outbox), the write landed.
-async fn put_once<S: ProfileStore>(store: &S, profile: &Profile, expected: u64) -> PortResult<()> {
-    let error = match store.put(profile, expected).await {
+/// One write; when its answer is lost, the stored item tells whether it landed (with its
+/// tallies: they share the transaction).
+async fn put_once<S: ProfileStore>(
+    store: &S,
+    profile: &Profile,
+    expected: u64,
+    tallies: &[Tally],
+) -> PortResult<()> {
+    let error = match store.put_tallied(profile, expected, tallies).await {
         Ok(()) => return Ok(()),
         Err(e @ PortError::Permanent { .. }) => return Err(e),
         Err(e) => e,

@@ -553,6 +553,14 @@ mod tests {
             async fn put(&self, _: &Profile, _: u64) -> PortResult<()> {
                 Err(PortError::Conflict("an event wrote first".into()))
             }
+            async fn put_tallied(
+                &self,
+                p: &Profile,
+                v: u64,
+                _: &[ember_core::profile::Tally],
+            ) -> PortResult<()> {
+                self.put(p, v).await
+            }
             async fn delete(&self, id: &str) -> PortResult<bool> {
                 self.0.delete(id).await
             }

@@ -21,6 +21,8 @@ pub struct Activity {
     /// poller rather than a full idle pause.
     wake: tokio::sync::Notify,
     pub kinesis_records: AtomicU64,
+    /// Of those, the `campaign_assigned` records the email function put (sends, holdouts).
+    pub kinesis_assignments: AtomicU64,
     pub kinesis_batches: AtomicU64,
     pub kinesis_batch_retries: AtomicU64,
     pub kinesis_bisections: AtomicU64,
@@ -39,6 +41,9 @@ pub struct Activity {
     pub posted_by_profile: Mutex<BTreeMap<String, Instant>>,
     /// The W3C `traceparent` each event was posted with (one per request).
     pub posted_trace: Mutex<BTreeMap<String, String>>,
+    /// `campaign_assigned` events seen on the stream, not yet answered by the simulated
+    /// customers ([`crate::respond`]); redeliveries included (the replay skips known ids).
+    pub assignments: Mutex<Vec<serde_json::Value>>,
 }
 
 impl Activity {

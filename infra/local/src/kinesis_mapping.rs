@@ -167,6 +167,15 @@ async fn process_batch(
 ) {
     if m.counted {
         Activity::add(&activity.kinesis_records, batch.len() as u64);
+        let assigned: Vec<serde_json::Value> = batch
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r.data().as_ref()).ok())
+            .filter(|e| e["type"] == "campaign_assigned")
+            .collect();
+        Activity::add(&activity.kinesis_assignments, assigned.len() as u64);
+        if let Ok(mut seen) = activity.assignments.lock() {
+            seen.extend(assigned);
+        }
     }
     let mut work: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch, 0)]);
     while let Some((mut window, mut attempts)) = work.pop_front() {

@@ -31,6 +31,8 @@
 //! - [`clock`]: the event-time clock.
 //! - [`pipeline`]: starting and stopping everything.
 //! - [`replay`]: JSONL replay and the summary. [`generate`]: the deterministic sample.
+//!   [`respond`]: simulated customers answering campaigns with a known true uplift.
+//! - [`report`]: the campaign reports after a run (summary table, `out/report/index.html`).
 //! - [`mail`]: reading sent mail from moto / LocalStack / fakecloud; HTML output.
 //! - [`metrics_report`]: the run's metrics from the functions' EMF lines (`out/metrics.json`).
 //! - [`config_files`]: the configuration as repository files and the `config` command
@@ -54,6 +56,8 @@ pub mod metrics_report;
 pub mod pipeline;
 pub mod provision;
 pub mod replay;
+pub mod report;
+pub mod respond;
 pub mod rule_delivery;
 pub mod template;
 

@@ -386,6 +386,7 @@ pub fn write_emails(dir: &Path, emails: &[SentEmail]) -> Result<PathBuf, LocalEr
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Ember: {} emails sent</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:left}}\
          tr:nth-child(even){{background:#f4f4f4}}</style></head>\n<body><h1>{} emails sent</h1>\n\
+         <p><a href=\"../report/index.html\">campaign reports</a> (what each campaign earned)</p>\n\
          <table><tr><th>#</th><th>To</th><th>Subject</th></tr>\n{rows}</table></body></html>\n",
         emails.len(),
         emails.len()

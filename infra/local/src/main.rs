@@ -13,6 +13,7 @@ use ember_core::privacy::redact_addresses;
 use ember_local::clock::SimClock;
 use ember_local::generate::{generate, to_jsonl, GenerateOptions};
 use ember_local::metrics_report::MetricsReport;
+use ember_local::respond::Responder;
 use ember_local::{config_files, dead_letters};
 use ember_local::{replay, Pipeline, PipelineOptions, ReplayOptions};
 
@@ -78,6 +79,13 @@ enum Command {
         /// Events replayed after the publish (JSONL), to show what the change does.
         #[arg(long, requires = "publish")]
         then: Option<PathBuf>,
+        /// Simulated customers answer the campaigns they are placed in: a purchase within
+        /// the attribution window with this probability for everyone (the holdout's rate) …
+        #[arg(long)]
+        respond_base_rate: Option<f64>,
+        /// … plus this for those sent the email (the true uplift the report should find).
+        #[arg(long, default_value_t = 0.22, requires = "respond_base_rate")]
+        respond_uplift: f64,
     },
     /// Provision and serve the HTTP API on the wall clock until Ctrl-C.
     Serve {
@@ -361,6 +369,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             no_progress,
             publish,
             then,
+            respond_base_rate,
+            respond_uplift,
         } => {
             let events = ember_local::replay::read_jsonl(&input)?;
             let first = ember_local::replay::first_event_time(&events)
@@ -397,6 +407,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 tail: chrono::Duration::hours(tail_hours.max(0)),
                 concurrency,
                 progress: !no_progress,
+                responder: respond_base_rate.map(|base_rate| Responder {
+                    base_rate,
+                    uplift: respond_uplift,
+                    ..Responder::default()
+                }),
                 ..Default::default()
             };
             let result = replay(&pipeline, events, &ropts, Some(&emails)).await;
@@ -410,6 +425,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             pipeline.stop(!keep).await;
             let summary = result?;
             println!("\n{summary}");
+            if !summary.reports.is_empty() {
+                println!("\ncampaign reports (what each campaign earned)");
+                print!("{}", ember_local::report::table(&summary.reports));
+            }
             if let Some(report) = act_two {
                 print!("{}", report?);
             }
@@ -428,6 +447,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 emails.join("index.html").display()
             );
             println!("metrics written to   {}", metrics_file.display());
+            let reports = emails
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("report");
+            println!(
+                "reports written to   {}",
+                reports.join("index.html").display()
+            );
             Ok(())
         }
         Command::Config {

@@ -28,6 +28,8 @@ use crate::activity::{quantile, Activity};
 use crate::error::{sdk, LocalError};
 use crate::mail::{self, SentEmail};
 use crate::pipeline::Pipeline;
+use crate::respond::{Assignment, Responder};
+use ember_core::report::CampaignReport;
 
 /// Events of one person closer than this (event time) go in one batch request.
 pub const FLUSH_GAP: chrono::Duration = chrono::Duration::seconds(10);
@@ -64,6 +66,9 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Upper bound for one drain.
     pub drain_timeout: Duration,
+    /// Simulated customers answering the campaigns they are assigned to (`None`: nobody
+    /// answers; the input file is all there is).
+    pub responder: Option<Responder>,
 }
 
 impl Default for ReplayOptions {
@@ -74,6 +79,7 @@ impl Default for ReplayOptions {
             concurrency: 8,
             progress: true,
             drain_timeout: Duration::from_secs(60),
+            responder: None,
         }
     }
 }
@@ -98,11 +104,17 @@ pub struct ReplaySummary {
     /// Bus events by `detail-type` (and segment for segment transitions).
     pub bus_events: BTreeMap<String, u64>,
     pub emails: Vec<SentEmail>,
+    /// Purchases the simulated customers made in answer to campaigns.
+    pub responses: usize,
+    /// Every configured campaign's report at the end of the run.
+    pub reports: Vec<CampaignReport>,
     /// Messages waiting in each queue of the template, by logical id.
     pub queues: BTreeMap<String, u64>,
     /// Events in the archive bucket when the run ended.
     pub archived: Option<usize>,
     pub kinesis_records: u64,
+    /// Of those, `campaign_assigned` records written by the email function.
+    pub kinesis_assignments: u64,
     pub kinesis_batches: u64,
     pub kinesis_retries: u64,
     pub kinesis_bisections: u64,
@@ -148,8 +160,8 @@ impl std::fmt::Display for ReplaySummary {
         )?;
         writeln!(
             f,
-            "stream               {} records in {} batches ({} retries, {} bisections, {} sent to on-failure)",
-            self.kinesis_records, self.kinesis_batches, self.kinesis_retries, self.kinesis_bisections, self.kinesis_on_failure
+            "stream               {} records ({} campaign assignments) in {} batches ({} retries, {} bisections, {} sent to on-failure)",
+            self.kinesis_records, self.kinesis_assignments, self.kinesis_batches, self.kinesis_retries, self.kinesis_bisections, self.kinesis_on_failure
         )?;
         if let Some(n) = self.archived {
             writeln!(f, "archived on S3       {n} events (raw, for replay)")?;
@@ -160,6 +172,13 @@ impl std::fmt::Display for ReplaySummary {
             writeln!(f, "  {k:<38} {v}")?;
         }
         writeln!(f, "emails sent          {}", self.emails.len())?;
+        if self.responses > 0 {
+            writeln!(
+                f,
+                "answers to campaigns {} purchases by simulated customers",
+                self.responses
+            )?;
+        }
         let dead = self.queues.get("DeadLetterQueue").copied().unwrap_or(0);
         writeln!(f, "dead letters         {dead}")?;
         for (k, v) in self
@@ -361,6 +380,7 @@ pub async fn replay(
     let mut i = 0;
     let mut drained = true;
     let mut next_tick = summary.first_event.map(|t| align(t) + step);
+    let mut answered = std::collections::HashSet::new();
     while i < events.len() {
         // The window: every event before the next tick.
         let mut j = i;
@@ -381,6 +401,17 @@ pub async fn replay(
                 let at = align(t).max(tick);
                 p.clock.advance_to(at);
                 p.fire_schedules(p.clock.now()).await?;
+                if let Some(r) = &opts.responder {
+                    let answers = answer(p, r, &mut answered);
+                    summary.responses += answers.len();
+                    summary.events += answers.len();
+                    bar.inc_length(answers.len() as u64);
+                    for e in answers {
+                        let t = occurred_at(&e);
+                        let at = i + events[i..].partition_point(|x| occurred_at(x) <= t);
+                        events.insert(at, e);
+                    }
+                }
                 next_tick = Some(at + step);
                 bar.set_message(format!("event time {}", at.format("%a %d %b %H:%M")));
             }
@@ -501,6 +532,8 @@ pub async fn replay(
     collect(p, &mut summary).await?;
     if let Some(dir) = emails_dir {
         mail::write_emails(dir, &summary.emails)?;
+        let reports = dir.parent().unwrap_or(Path::new(".")).join("report");
+        crate::report::write_html(&reports, &summary.reports)?;
     }
     summary.wall = started.elapsed();
     Ok(summary)
@@ -510,6 +543,7 @@ pub async fn replay(
 pub async fn collect(p: &Pipeline, s: &mut ReplaySummary) -> Result<(), LocalError> {
     let a = &p.activity;
     s.kinesis_records = Activity::get(&a.kinesis_records);
+    s.kinesis_assignments = Activity::get(&a.kinesis_assignments);
     s.kinesis_batches = Activity::get(&a.kinesis_batches);
     s.kinesis_retries = Activity::get(&a.kinesis_batch_retries);
     s.kinesis_bisections = Activity::get(&a.kinesis_bisections);
@@ -571,7 +605,28 @@ pub async fn collect(p: &Pipeline, s: &mut ReplaySummary) -> Result<(), LocalErr
     if let Some(endpoint) = mail::ses_endpoint() {
         s.emails = mail::from_sender(mail::sent_emails(&endpoint).await?, p.sender_address());
     }
+    s.reports = crate::report::collect(p).await?;
     Ok(())
+}
+
+/// The purchases answering the assignments seen since the last call (each assignment once,
+/// whatever its redeliveries), none before the clock.
+fn answer(
+    p: &Pipeline,
+    r: &Responder,
+    answered: &mut std::collections::HashSet<String>,
+) -> Vec<Value> {
+    let seen = p
+        .activity
+        .assignments
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    seen.iter()
+        .filter_map(Assignment::from_event)
+        .filter(|a| answered.insert(a.event_id.clone()))
+        .filter_map(|a| r.respond(&a))
+        .collect()
 }
 
 async fn count_items(p: &Pipeline, table: &str) -> Result<usize, LocalError> {

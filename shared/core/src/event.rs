@@ -31,10 +31,15 @@ pub enum EventType {
     ProfileUpdated,
     /// An email for this user bounced or was complained about (from SES feedback).
     EmailSuppressed,
+    /// Money returned for an order (from the payments webhook): revenue and attribution shrink.
+    Refund,
+    /// The email function placed the customer in a campaign group (a variant that was sent, or
+    /// the holdout that would have been): the start of the campaign's attribution window.
+    CampaignAssigned,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 16] = [
         EventType::PageView,
         EventType::ProductView,
         EventType::AddToCart,
@@ -49,6 +54,8 @@ impl EventType {
         EventType::Identify,
         EventType::ProfileUpdated,
         EventType::EmailSuppressed,
+        EventType::Refund,
+        EventType::CampaignAssigned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +74,8 @@ impl EventType {
             EventType::Identify => "identify",
             EventType::ProfileUpdated => "profile_updated",
             EventType::EmailSuppressed => "email_suppressed",
+            EventType::Refund => "refund",
+            EventType::CampaignAssigned => "campaign_assigned",
         }
     }
 

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::attribution::Attribution;
 use crate::daily::DayCounters;
 use crate::enrich::{EnrichedEvent, Fact, LineItem};
 use crate::event::{EventType, ANON_PREFIX};
@@ -141,6 +142,13 @@ impl Profile {
     pub fn apply(&mut self, event: &EnrichedEvent, config: &FoldConfig) {
         let at = event.header.occurred_at;
         let kind = event.header.event_type;
+        if kind == EventType::CampaignAssigned {
+            // Ember's own record of a send, not something the customer did: it must not
+            // make them look active (`last_seen`, counts, daily windows), or a win-back
+            // email would take its recipient out of `churn_risk`.
+            self.apply_fact(&event.fact, at, config);
+            return;
+        }
         match self.counts.get_mut(kind.as_str()) {
             Some(count) => *count += 1,
             None => {
@@ -219,14 +227,35 @@ impl Profile {
                 self.last_checkout_at = Some(self.last_checkout_at.map_or(at, |c| c.max(at)));
             }
             Fact::Purchase {
+                order_id,
                 total_minor,
                 currency,
                 items,
-                ..
             } => {
                 self.record_purchase(at, *total_minor, currency);
                 self.attribute_purchase(at, *total_minor, config);
+                self.attribution()
+                    .purchase(order_id, *total_minor, currency, at);
                 self.clear_purchased(at, items);
+            }
+            Fact::Refund {
+                order_id,
+                amount_minor,
+                currency,
+            } => {
+                // Revenue net of refunds: `big_spender` and the totals are not overstated.
+                if let Some(total) = self.purchase_totals_minor.get_mut(&**currency) {
+                    *total = (*total - amount_minor).max(0);
+                }
+                self.attribution().refund(order_id, *amount_minor, currency);
+            }
+            Fact::CampaignAssigned {
+                campaign,
+                group,
+                attribution_hours,
+            } => {
+                let window = Duration::hours(i64::from(*attribution_hours));
+                self.attribution().assign(campaign, group, window, at);
             }
             Fact::EmailClicked { campaign, .. } => {
                 let status = &mut self.email_status;
@@ -324,6 +353,13 @@ impl Profile {
             self.poll_answers.remove(&oldest);
         }
         self.poll_answers.insert(question.to_owned(), answer);
+    }
+
+    fn attribution(&mut self) -> Attribution<'_> {
+        Attribution {
+            exposures: &mut self.campaigns,
+            tallies: &mut self.tallies,
+        }
     }
 
     /// A purchase within the attribution window after the last click counts for its campaign.
@@ -884,6 +920,34 @@ mod tests {
             p.email_status.attributed_revenue_minor["cart_abandoner"],
             2000
         );
+    }
+
+    #[test]
+    fn a_campaign_assignment_opens_a_window_without_making_the_customer_look_active() {
+        let mut p = Profile::new("u-1");
+        p.apply(&ev("1", t(1, 0), purchase(2000)), &cfg());
+        let seen = (p.last_seen, p.counts.clone(), p.daily.clone());
+        let assigned = Fact::CampaignAssigned {
+            campaign: "churn_winback".into(),
+            group: "email".into(),
+            attribution_hours: 72,
+        };
+        p.apply(&ev("2", t(40, 0), assigned), &cfg());
+        assert_eq!((p.last_seen, p.counts.clone(), p.daily.clone()), seen);
+        assert_eq!(p.campaigns["churn_winback"].group, "email");
+        assert_eq!(p.tallies.len(), 1);
+        // A purchase in the window counts for it; a refund of it takes it back, and comes
+        // off the purchase totals.
+        p.apply(&ev("3", t(41, 0), purchase(1500)), &cfg());
+        assert!(p.campaigns["churn_winback"].converted);
+        let refund = Fact::Refund {
+            order_id: "o".into(),
+            amount_minor: 1500,
+            currency: "EUR".into(),
+        };
+        p.apply(&ev("4", t(42, 0), refund), &cfg());
+        assert!(!p.campaigns["churn_winback"].converted);
+        assert_eq!(p.purchase_totals_minor["EUR"], 2000);
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //!   until they are known to be published.
 //! - [`fold`] — the pure fold of enriched events into a profile (counters, decayed heat,
 //!   cart, consent, attribution, anonymous merges).
+//! - [`attribution`] — campaign exposures (a customer in a variant or the holdout), purchases
+//!   and refunds attributed to them, and the report counters each fold adds.
+//! - [`report`] — a campaign's report from its counters: rates, revenue per recipient, uplift
+//!   over the holdout with 95 % intervals.
 //! - [`segment`] — declarative segment rules (in `rules/`, embedded as JSON by `build.rs`),
 //!   evaluation and entered/exited diffs.
 //!   The rule language and the trait names are documented there; the heat mapping (stated
@@ -38,6 +42,7 @@
 //! - [`error`] — the crate's error enum, each variant retryable or not.
 //! - [`privacy`] — what may be logged about a person: masked profile ids, redacted addresses.
 
+pub mod attribution;
 pub mod clock;
 pub mod config;
 pub mod consent;
@@ -52,6 +57,7 @@ pub mod outbox;
 pub mod ports;
 pub mod privacy;
 pub mod profile;
+pub mod report;
 pub mod schema;
 pub mod segment;
 pub mod stamped;

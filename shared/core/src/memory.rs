@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::attribution::{add_to_record, report_pk};
 use crate::metrics::{MetricSink, Metrics};
 use crate::ports::{
     check_scan_segment, BusEvent, Claim, DeadLetter, DeadLetterSink, Erasures, EventBus,
     EventClaims, Ledger, PortError, PortResult, ProfileStore,
 };
-use crate::profile::Profile;
+use crate::profile::{Profile, Tally};
 
 /// An environment holding `pairs`, read like `std::env::var` (what every function's
 /// `Settings::from_lookup` takes).
@@ -226,6 +227,8 @@ pub struct MemoryProfileStore {
     pub refusing: Mutex<HashSet<String>>,
     /// Profiles per scan page.
     pub page_size: usize,
+    /// Where `put_tallied` adds the campaign report counters (share a ledger's clone).
+    pub report: MemoryLedger,
 }
 
 impl Default for MemoryProfileStore {
@@ -236,6 +239,7 @@ impl Default for MemoryProfileStore {
             failing: Mutex::default(),
             refusing: Mutex::default(),
             page_size: 100,
+            report: MemoryLedger::default(),
         }
     }
 }
@@ -285,6 +289,15 @@ impl ProfileStore for MemoryProfileStore {
     }
 
     async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
+        self.put_tallied(profile, expected_version, &[]).await
+    }
+
+    async fn put_tallied(
+        &self,
+        profile: &Profile,
+        expected_version: u64,
+        tallies: &[Tally],
+    ) -> PortResult<()> {
         if lock(&self.failing).contains(&profile.id) {
             return Err(PortError::Transient {
                 stage: "memory.put",
@@ -307,6 +320,12 @@ impl ProfileStore for MemoryProfileStore {
         }
         self.puts.fetch_add(1, Ordering::SeqCst);
         map.insert(profile.id.clone(), profile.clone());
+        let mut records = lock(&self.report.records);
+        for t in tallies {
+            let key = (report_pk(&t.campaign), t.group.clone());
+            let entry = records.entry(key).or_insert((serde_json::json!({}), None));
+            add_to_record(&mut entry.0, t);
+        }
         Ok(())
     }
 

@@ -95,6 +95,12 @@ pub const SEGMENT_ENTERED: Metric = count("SegmentEntered", &["Segment"], "segme
 pub const SEGMENT_EXITED: Metric = count("SegmentExited", &["Segment"], "segment exits");
 /// Emails SES accepted, by campaign.
 pub const EMAILS_SENT: Metric = count("EmailsSent", &["Campaign"], "emails sent");
+/// Customers of a campaign's holdout, recorded when the email would have gone, by campaign.
+pub const EMAILS_HELD_OUT: Metric = count(
+    "EmailsHeldOut",
+    &["Campaign"],
+    "emails held out (campaign holdouts)",
+);
 /// Emails not sent, by reason (consent, suppressed, caps, quiet hours deferred, …).
 pub const EMAILS_SKIPPED: Metric = count("EmailsSkipped", &["Reason"], "emails skipped");
 /// Sends whose outcome SES did not report (the send record says `unknown`).
@@ -129,6 +135,7 @@ pub const CATALOG: &[&Metric] = &[
     &SEGMENT_ENTERED,
     &SEGMENT_EXITED,
     &EMAILS_SENT,
+    &EMAILS_HELD_OUT,
     &EMAILS_SKIPPED,
     &EMAIL_OUTCOME_UNKNOWN,
     &SES_FEEDBACK,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::profile::Profile;
+use crate::profile::{Profile, Tally};
 
 /// Why a port call failed, reduced to what the caller must decide.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -228,6 +228,15 @@ pub trait ProfileStore: Send + Sync {
     /// Writes `profile` if the stored version is still `expected_version` (0 = must not exist).
     /// The stored version becomes `profile.version`; callers bump it before calling.
     async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()>;
+    /// [`ProfileStore::put`], adding `tallies` to the campaign report counters in the same
+    /// transaction: the counters move exactly when the profile write happens, so a fold that
+    /// is applied once is counted once.
+    async fn put_tallied(
+        &self,
+        profile: &Profile,
+        expected_version: u64,
+        tallies: &[Tally],
+    ) -> PortResult<()>;
     async fn delete(&self, id: &str) -> PortResult<bool>;
     /// One page of a parallel scan: segment `segment` of `total` (DynamoDB `Segment` /
     /// `TotalSegments`), starting after the cursor `start` (`None` = from the beginning).

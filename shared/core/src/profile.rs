@@ -7,7 +7,7 @@
 //! numbers, the rolling windows are at most [`crate::daily::WINDOW_DAYS`] days, and every
 //! collection that grows with input has a bound ([`MAX_CART_LINES`], [`MAX_POLL_ANSWERS`],
 //! [`MAX_ANONYMOUS_IDS`], [`MAX_ABSORBED`], [`MAX_CURRENCIES`], [`MAX_ATTRIBUTED_CAMPAIGNS`],
-//! [`crate::watermark::MAX_SHARDS`]). De-duplication keeps only a stream watermark here; event
+//! [`crate::watermark::MAX_SHARDS`], [`crate::attribution::MAX_EXPOSURES`]). De-duplication keeps only a stream watermark here; event
 //! ids live in time-bounded claims outside the profile (`ports::EventClaims`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::attribution::{Exposure, Tally};
 pub use crate::daily::{Daily, DayCounters};
 pub use crate::outbox::{Changes, Outbox};
 pub use crate::stamped::Stamped;
@@ -122,6 +123,14 @@ pub struct Profile {
     /// `anonymous_ids`, at most [`MAX_ABSORBED`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub absorbed: BTreeMap<String, Watermark>,
+    /// Campaign groups the customer is in, with the orders attributed to each (at most
+    /// [`crate::attribution::MAX_EXPOSURES`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub campaigns: BTreeMap<String, Exposure>,
+    /// Report counters the events folded since the last write add: written in the same
+    /// transaction as the profile (`ProfileStore::put_tallied`), never stored in it.
+    #[serde(skip)]
+    pub tallies: Vec<Tally>,
 }
 
 /// An exponentially time-decayed average: `sum / weight`, both decayed to `as_of`.

@@ -99,6 +99,16 @@ pub const PAYLOAD_SCHEMAS: &[(EventType, u32, &str)] = &[
         1,
         include_str!("../schemas/email_suppressed.v1.json"),
     ),
+    (
+        EventType::Refund,
+        1,
+        include_str!("../schemas/refund.v1.json"),
+    ),
+    (
+        EventType::CampaignAssigned,
+        1,
+        include_str!("../schemas/campaign_assigned.v1.json"),
+    ),
 ];
 
 /// All embedded schemas, compiled once. Cheap to share (`&Registry`) across invocations.

@@ -5,12 +5,16 @@
 //! | `checkout.session.completed` (paid), `checkout.session.async_payment_succeeded` | `purchase` |
 //! | `payment_intent.succeeded` | `purchase` |
 //! | `checkout.session.created` | `checkout_started` |
+//! | `refund.created`, `charge.refunded` (each refund in `refunds.data`) | `refund` |
 //! | anything else | ignored (200, so the provider does not retry) |
 //!
 //! The customer is `data.object.metadata.user_id` (or `metadata.anonymous_id`). Amounts come
 //! in minor units and are converted to the decimal major units the schemas expect. The
 //! purchase's order id is the payment intent id when known, so a checkout session and its
 //! payment intent map to the *same* Ember event id and enrichment counts the order once.
+//! Likewise a refund's event id comes from the refund id, so `refund.created` and
+//! `charge.refunded` announcing the same refund subtract it once; its order id is the payment
+//! intent, the order id of the purchase it reverses.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -78,6 +82,63 @@ pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
         })
     };
 
+    let user_id = str_at(object, "/metadata/user_id");
+    let anonymous_id = str_at(object, "/metadata/anonymous_id");
+    if matches!(kind, "refund.created" | "charge.refunded") {
+        if user_id.is_none() && anonymous_id.is_none() {
+            return ignored(
+                "no metadata.user_id or metadata.anonymous_id to attribute it to".into(),
+            );
+        }
+        let Some(order_id) = str_at(object, "/payment_intent") else {
+            return ignored("refund without a payment_intent: no order to reverse".into());
+        };
+        let refunds: Vec<&Value> = if kind == "refund.created" {
+            vec![object]
+        } else {
+            object
+                .pointer("/refunds/data")
+                .and_then(Value::as_array)
+                .map(|list| list.iter().collect())
+                .unwrap_or_default()
+        };
+        if refunds.is_empty() {
+            return ignored("charge.refunded without refunds.data".into());
+        }
+        let mut events = Vec::new();
+        for refund in refunds {
+            let id = str_at(refund, "/id").ok_or_else(|| invalid("refund without id"))?;
+            let currency = str_at(refund, "/currency")
+                .or_else(|| str_at(object, "/currency"))
+                .ok_or_else(|| invalid("refund without currency"))?;
+            let amount = refund
+                .get("amount")
+                .and_then(Value::as_i64)
+                .filter(|a| *a > 0)
+                .ok_or_else(|| invalid("refund without a positive amount"))?;
+            events.push(with_customer(
+                json!({
+                    "event_id": derived_id(PROVIDER, &format!("refund:{id}")),
+                    "type": "refund",
+                    "version": 1,
+                    "occurred_at": occurred_at,
+                    "source": PROVIDER,
+                    "payload": {
+                        "order_id": order_id,
+                        "refund_id": id,
+                        "amount": minor_to_major(amount, currency),
+                        "currency": currency.to_ascii_uppercase(),
+                    },
+                }),
+                user_id,
+                anonymous_id,
+            ));
+        }
+        return Ok(Mapped::Events {
+            delivery_id,
+            events,
+        });
+    }
     let event_type = match kind {
         "checkout.session.completed" => {
             let status = str_at(object, "/payment_status").unwrap_or("paid");
@@ -90,8 +151,6 @@ pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
         "checkout.session.created" => "checkout_started",
         other => return ignored(format!("event type {other} is not used by Ember")),
     };
-    let user_id = str_at(object, "/metadata/user_id");
-    let anonymous_id = str_at(object, "/metadata/anonymous_id");
     if user_id.is_none() && anonymous_id.is_none() {
         return ignored("no metadata.user_id or metadata.anonymous_id to attribute it to".into());
     }
@@ -122,7 +181,7 @@ pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
             json!({ "checkout_id": object_id, "total": total, "currency": currency_upper }),
         )
     };
-    let mut event = json!({
+    let event = json!({
         "event_id": event_id,
         "type": event_type,
         "version": 1,
@@ -130,16 +189,20 @@ pub fn map(body: &Value, now: DateTime<Utc>) -> Result<Mapped, ApiError> {
         "source": PROVIDER,
         "payload": payload,
     });
+    Ok(Mapped::Events {
+        delivery_id,
+        events: vec![with_customer(event, user_id, anonymous_id)],
+    })
+}
+
+fn with_customer(mut event: Value, user_id: Option<&str>, anonymous_id: Option<&str>) -> Value {
     if let Some(u) = user_id {
         event["user_id"] = json!(u);
     }
     if let Some(a) = anonymous_id {
         event["anonymous_id"] = json!(a);
     }
-    Ok(Mapped::Events {
-        delivery_id,
-        events: vec![event],
-    })
+    event
 }
 
 /// Expanded `line_items.data[]` (when the provider sends them) as purchase items.
@@ -176,6 +239,39 @@ mod tests {
         json!({"id": "evt_1", "type": kind, "created": 1763634000, "data": {"object": {
             "id": "cs_1", "amount_total": 2599, "currency": "eur", "payment_status": status,
             "payment_intent": "pi_1", "metadata": {"user_id": "u-1"}}}})
+    }
+
+    #[test]
+    fn a_refund_announced_twice_is_one_refund_event_of_the_order() {
+        let now = Utc::now();
+        let created = json!({"id": "evt_9", "type": "refund.created", "data": {"object": {
+            "id": "re_1", "amount": 1000, "currency": "eur", "payment_intent": "pi_1",
+            "metadata": {"user_id": "u-1"}}}});
+        let charge = json!({"id": "evt_10", "type": "charge.refunded", "data": {"object": {
+            "id": "ch_1", "currency": "eur", "payment_intent": "pi_1", "metadata": {"user_id": "u-1"},
+            "refunds": {"data": [{"id": "re_1", "amount": 1000}, {"id": "re_2", "amount": 599}]}}}});
+        let Mapped::Events { events: a, .. } = map(&created, now).unwrap() else {
+            panic!("not mapped")
+        };
+        let Mapped::Events { events: b, .. } = map(&charge, now).unwrap() else {
+            panic!("not mapped")
+        };
+        assert_eq!(a.len(), 1);
+        assert_eq!(b.len(), 2);
+        assert_eq!(a[0]["event_id"], b[0]["event_id"]);
+        assert_eq!(a[0]["type"], "refund");
+        assert_eq!(a[0]["user_id"], "u-1");
+        assert_eq!(
+            b[1]["payload"],
+            json!({"order_id": "pi_1", "refund_id": "re_2", "amount": "5.99", "currency": "EUR"})
+        );
+        // No order to reverse, or nobody to attribute it to: answered, not mapped.
+        let mut orphan = created.clone();
+        orphan["data"]["object"]["payment_intent"] = Value::Null;
+        assert!(matches!(map(&orphan, now), Ok(Mapped::Ignored { .. })));
+        let mut anonymous = created;
+        anonymous["data"]["object"]["metadata"] = json!({});
+        assert!(matches!(map(&anonymous, now), Ok(Mapped::Ignored { .. })));
     }
 
     #[test]

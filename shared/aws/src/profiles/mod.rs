@@ -3,6 +3,8 @@
 //!
 //! - `item.rs`: the item's form (the [`Profile`] fields via `serde_dynamo`) and the size
 //!   DynamoDB bills it at;
+//! - `tallied.rs`: a write that adds to the campaign report counters in the same
+//!   transaction;
 //! - `legacy.rs`: reading items written by versions that kept a ring of event ids in the
 //!   profile (rewritten in the current form by the next write).
 
@@ -11,12 +13,15 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use ember_core::ports::{check_scan_segment, PortError, PortResult, ProfileStore};
-use ember_core::profile::Profile;
+use std::collections::HashMap;
+
+use ember_core::profile::{Profile, Tally};
 
 use crate::retry::classify;
 
 mod item;
 mod legacy;
+mod tallied;
 
 pub use item::{from_item, item_size, to_item, MAX_ITEM_BYTES};
 
@@ -28,6 +33,8 @@ pub const KEY_ATTRIBUTE: &str = "id";
 pub struct DynamoProfileStore {
     client: Client,
     table: String,
+    /// The ledger table, where writes with tallies add to the campaign report counters.
+    report_table: Option<String>,
 }
 
 impl DynamoProfileStore {
@@ -40,7 +47,14 @@ impl DynamoProfileStore {
         DynamoProfileStore {
             client,
             table: table.into(),
+            report_table: None,
         }
+    }
+
+    /// Writes campaign report counters (`put_tallied`) to `ledger_table`.
+    pub fn with_report_table(mut self, ledger_table: impl Into<String>) -> Self {
+        self.report_table = Some(ledger_table.into());
+        self
     }
 
     pub fn table(&self) -> &str {
@@ -69,25 +83,15 @@ impl ProfileStore for DynamoProfileStore {
     }
 
     async fn put(&self, profile: &Profile, expected_version: u64) -> PortResult<()> {
-        let item = to_item(profile)?;
+        let (expression, names, values) = condition(expected_version);
         let request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
-        let request = if expected_version == 0 {
-            request
-                .condition_expression("attribute_not_exists(#id)")
-                .expression_attribute_names("#id", KEY_ATTRIBUTE)
-        } else {
-            request
-                .condition_expression("#v = :expected")
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(
-                    ":expected",
-                    AttributeValue::N(expected_version.to_string()),
-                )
-        };
+            .set_item(Some(to_item(profile)?))
+            .condition_expression(expression)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(values);
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {
@@ -97,6 +101,19 @@ impl ProfileStore for DynamoProfileStore {
                 _ => Err(classify(&e, "profile.put")),
             },
         }
+    }
+
+    async fn put_tallied(
+        &self,
+        profile: &Profile,
+        expected_version: u64,
+        tallies: &[Tally],
+    ) -> PortResult<()> {
+        if tallies.is_empty() {
+            return self.put(profile, expected_version).await;
+        }
+        self.put_with_tallies(profile, expected_version, tallies)
+            .await
     }
 
     async fn delete(&self, id: &str) -> PortResult<bool> {
@@ -158,6 +175,25 @@ impl ProfileStore for DynamoProfileStore {
             .and_then(|mut key| key.remove(KEY_ATTRIBUTE))
             .and_then(|v| v.as_s().ok().cloned());
         Ok((profiles, next))
+    }
+}
+
+type Names = HashMap<String, String>;
+type Values = Option<HashMap<String, AttributeValue>>;
+
+/// The optimistic lock of a write: the item must not exist (`expected_version` 0) or must
+/// still be at `expected_version`.
+fn condition(expected_version: u64) -> (&'static str, Names, Values) {
+    if expected_version == 0 {
+        let names = HashMap::from([("#id".to_owned(), KEY_ATTRIBUTE.to_owned())]);
+        ("attribute_not_exists(#id)", names, None)
+    } else {
+        let names = HashMap::from([("#v".to_owned(), "version".to_owned())]);
+        let values = HashMap::from([(
+            ":expected".to_owned(),
+            AttributeValue::N(expected_version.to_string()),
+        )]);
+        ("#v = :expected", names, Some(values))
     }
 }
 

@@ -96,6 +96,19 @@ pub enum Fact<'a> {
         reason: SuppressionReason,
         message_id: Option<Cow<'a, str>>,
     },
+    /// `amount_minor` of order `order_id` returned to the customer.
+    Refund {
+        order_id: Cow<'a, str>,
+        amount_minor: i64,
+        currency: Cow<'a, str>,
+    },
+    /// The customer joined `group` of `campaign`; purchases within `attribution_hours` count
+    /// for it.
+    CampaignAssigned {
+        campaign: Cow<'a, str>,
+        group: Cow<'a, str>,
+        attribution_hours: u32,
+    },
 }
 
 impl Fact<'_> {
@@ -116,6 +129,8 @@ impl Fact<'_> {
             Fact::Identify { .. } => EventType::Identify,
             Fact::ProfileUpdated { .. } => EventType::ProfileUpdated,
             Fact::EmailSuppressed { .. } => EventType::EmailSuppressed,
+            Fact::Refund { .. } => EventType::Refund,
+            Fact::CampaignAssigned { .. } => EventType::CampaignAssigned,
         }
     }
 }

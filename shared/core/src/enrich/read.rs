@@ -184,6 +184,8 @@ pub(super) fn fact_of(
         EventType::Identify => identify(p, &r),
         EventType::ProfileUpdated => profile_updated(p, &r),
         EventType::EmailSuppressed => email_suppressed(p, &r),
+        EventType::Refund => refund(p, &r),
+        EventType::CampaignAssigned => campaign_assigned(p, &r),
     }
 }
 
@@ -473,6 +475,46 @@ fn email_suppressed(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> 
     Some(Fact::EmailSuppressed {
         reason: reason?,
         message_id,
+    })
+}
+
+fn refund(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
+    let v = p.value;
+    let b = "/payload";
+    let order_id = p.str(v, b, "order_id");
+    let currency = p.required_currency(v, b);
+    let amount = currency.as_deref().and_then(|c| p.money(v, b, "amount", c));
+    if amount.is_some_and(|a| a <= 0) {
+        p.problems
+            .push(Problem::new("/payload/amount", "must be positive"));
+        return None;
+    }
+    Some(Fact::Refund {
+        order_id: order_id?,
+        amount_minor: amount?,
+        currency: currency?,
+    })
+}
+
+fn campaign_assigned(p: &mut Payload<'_>, _: &Read<'_>) -> Option<Fact<'static>> {
+    let v = p.value;
+    let b = "/payload";
+    let campaign = p.str(v, b, "campaign");
+    let group = p.str(v, b, "group");
+    let hours = match Payload::field(v, "attribution_hours").map(Value::as_u64) {
+        Some(Some(h)) if (1..=720).contains(&h) => u32::try_from(h).ok(),
+        _ => {
+            p.problems.push(Problem::new(
+                "/payload/attribution_hours",
+                "must be an integer 1..=720",
+            ));
+            None
+        }
+    };
+    Some(Fact::CampaignAssigned {
+        campaign: campaign?,
+        group: group?,
+        attribution_hours: hours?,
     })
 }
 

@@ -256,6 +256,14 @@ fn every_type_has_a_fixture_that_enriches() {
         ("identify", json!({"anonymous_id": "a"})),
         ("profile_updated", json!({"name": "Ana"})),
         ("email_suppressed", json!({"reason": "hard_bounce"})),
+        (
+            "refund",
+            json!({"order_id": "o", "refund_id": "r", "amount": "1.50", "currency": "USD"}),
+        ),
+        (
+            "campaign_assigned",
+            json!({"campaign": "c", "group": "holdout", "attribution_hours": 168}),
+        ),
     ];
     assert_eq!(payloads.len(), EventType::ALL.len());
     for (t, p) in payloads {
