@@ -80,7 +80,8 @@ enum Command {
         #[arg(long, requires = "publish")]
         then: Option<PathBuf>,
         /// Simulated customers answer the campaigns they are placed in: a purchase within
-        /// the attribution window with this probability for everyone (the holdout's rate) …
+        /// the attribution window (and before the input's last event) with this probability
+        /// for everyone (the holdout's rate) …
         #[arg(long)]
         respond_base_rate: Option<f64>,
         /// … plus this for those sent the email (the true uplift the report should find).

@@ -402,7 +402,12 @@ pub async fn replay(
                 p.clock.advance_to(at);
                 p.fire_schedules(p.clock.now()).await?;
                 if let Some(r) = &opts.responder {
-                    let answers = answer(p, r, &mut answered);
+                    // Answers stay inside the input's time range: the run's clock ends
+                    // where the input's events do, as it would without them.
+                    let answers: Vec<Value> = answer(p, r, &mut answered)
+                        .into_iter()
+                        .filter(|e| occurred_at(e) <= summary.last_event)
+                        .collect();
                     summary.responses += answers.len();
                     summary.events += answers.len();
                     bar.inc_length(answers.len() as u64);
