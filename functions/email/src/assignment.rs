@@ -7,14 +7,13 @@
 //! it) and enrich still applies it once. Its time is the send record's.
 
 use chrono::{DateTime, Utc};
-use ember_core::event::{Context, Envelope, EventHeader, EventType};
+use ember_core::event::EventType;
 use ember_core::ports::{EventStream, Ledger, Mailer, ProfileStore};
 use ember_core::profile::Profile;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::error::EmailError;
-use crate::handler::{identify, put_all, stream_record, Candidate, Email};
+use crate::handler::{put_all, Candidate, Email, SendEvent};
 use crate::send_record::SendState;
 
 impl<P, L, M, S> Email<P, L, M, S>
@@ -33,30 +32,22 @@ where
         at: DateTime<Utc>,
     ) -> Result<(), EmailError> {
         let campaign = candidate.campaign;
-        let digest = hex::encode(Sha256::digest(format!(
-            "{}\n{}\n{}",
-            profile.id, campaign.name, candidate.trigger_id
-        )));
-        let mut envelope = Envelope {
-            header: EventHeader {
-                event_id: format!("campaign-assigned:{}", &digest[..32]).into(),
-                event_type: EventType::CampaignAssigned,
-                version: 1,
-                user_id: None,
-                anonymous_id: None,
-                occurred_at: at,
-                source: "ember.email".into(),
-            },
-            context: Context::default(),
+        let record = SendEvent {
+            id_prefix: "campaign-assigned",
+            event_type: EventType::CampaignAssigned,
+            profile_id: &profile.id,
+            campaign: &campaign.name,
+            trigger_id: &candidate.trigger_id,
+            at,
             payload: json!({
                 "campaign": campaign.name,
                 "group": group,
                 "attribution_hours": campaign.experiment.attribution_hours,
             }),
             trace: candidate.trace.clone(),
-        };
-        identify(&mut envelope, &profile.id);
-        put_all(&self.stream, vec![stream_record(&envelope)?]).await
+        }
+        .record()?;
+        put_all(&self.stream, vec![record]).await
     }
 
     /// The assignment of a send record already done, put again (same event id, same time).

@@ -788,26 +788,57 @@ where
             )
             .await
             .map_err(EmailError::port("suppression.put"))?;
+        let record = SendEvent {
+            id_prefix: "email-rejected",
+            event_type: EventType::EmailSuppressed,
+            profile_id: &profile.id,
+            campaign,
+            trigger_id,
+            at: now,
+            payload: json!({"reason": "invalid_address"}),
+            trace: None,
+        }
+        .record()?;
+        put_all(&self.stream, vec![record]).await
+    }
+}
+
+/// An event the email function writes onto the stream about one send (profile, campaign,
+/// trigger) for enrich, the only writer of profiles. Its id is derived from the send, so
+/// putting it again (a retry) is applied once.
+pub(crate) struct SendEvent<'a> {
+    pub id_prefix: &'static str,
+    pub event_type: EventType,
+    pub profile_id: &'a str,
+    pub campaign: &'a str,
+    pub trigger_id: &'a str,
+    pub at: DateTime<Utc>,
+    pub payload: Value,
+    pub trace: Option<String>,
+}
+
+impl SendEvent<'_> {
+    pub(crate) fn record(self) -> Result<StreamRecord, EmailError> {
         let digest = hex::encode(Sha256::digest(format!(
-            "{}\n{campaign}\n{trigger_id}",
-            profile.id
+            "{}\n{}\n{}",
+            self.profile_id, self.campaign, self.trigger_id
         )));
         let mut envelope = Envelope {
             header: EventHeader {
-                event_id: format!("email-rejected:{}", &digest[..32]).into(),
-                event_type: EventType::EmailSuppressed,
+                event_id: format!("{}:{}", self.id_prefix, &digest[..32]).into(),
+                event_type: self.event_type,
                 version: 1,
                 user_id: None,
                 anonymous_id: None,
-                occurred_at: now,
+                occurred_at: self.at,
                 source: "ember.email".into(),
             },
             context: Context::default(),
-            payload: json!({"reason": "invalid_address"}),
-            trace: None,
+            payload: self.payload,
+            trace: self.trace,
         };
-        identify(&mut envelope, &profile.id);
-        put_all(&self.stream, vec![stream_record(&envelope)?]).await
+        identify(&mut envelope, self.profile_id);
+        stream_record(&envelope)
     }
 }
 
