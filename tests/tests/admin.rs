@@ -3,8 +3,12 @@
 //! by a parallel scan of a real profiles table.
 
 use chrono::Duration;
+use std::collections::BTreeMap;
+
+use ember_core::attribution::HOLDOUT;
 use ember_core::ports::{BusEvent, ProfileStore};
 use ember_core::profile::{Consent, Profile, Stamped};
+use ember_email::experiment::{Experiment, Variant};
 use ember_tests::api_support::{setup, Env};
 use serde_json::{json, Value};
 
@@ -219,6 +223,50 @@ async fn a_preview_counts_who_matches_now_by_a_scan() {
     assert_eq!(
         body["sample_ids"],
         json!(["u-preview-2", "u-preview-4", "u-preview-6", "u-preview-8"])
+    );
+    assert_eq!(body["groups"], json!({"email": 4}), "{body}");
+
+    // With a holdout and two variants, the four split as their sends would: the held-out
+    // ones are counted apart and not among the emails.
+    let (_, item) = env.admin("GET", "/v1/campaigns/churn_winback", None).await;
+    let mut winback = item["item"].clone();
+    winback["holdout_percent"] = json!(50);
+    winback["variants"] = json!([{"name": "plain"}, {"name": "short", "subject": "Hi again"}]);
+    let path = "/v1/campaigns/churn_winback";
+    let (status, body) = env.admin("PUT", path, Some(&winback)).await;
+    assert_eq!(status, 200, "{body}");
+    let experiment = Experiment {
+        holdout_percent: 50,
+        variants: ["plain", "short"]
+            .map(|name| Variant {
+                name: name.into(),
+                weight: 1,
+                subject: None,
+                template: None,
+            })
+            .into(),
+        attribution_hours: 168,
+    };
+    let mut groups = BTreeMap::<String, u64>::new();
+    for id in ["u-preview-2", "u-preview-4", "u-preview-6", "u-preview-8"] {
+        let group = experiment.assign("churn_winback", id).name().to_owned();
+        *groups.entry(group).or_default() += 1;
+    }
+    let held_out = groups.get(HOLDOUT).copied().unwrap_or(0);
+    assert!(0 < held_out && held_out < 4, "both kinds: {groups:?}");
+    let (status, body) = env
+        .admin("GET", "/v1/campaigns/churn_winback/preview", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["groups"], json!(groups), "{body}");
+    assert_eq!(
+        (
+            &body["targeted"],
+            &body["would_send_now"],
+            &body["held_out_now"]
+        ),
+        (&json!(7), &json!(4 - held_out), &json!(held_out)),
+        "{body}"
     );
 }
 

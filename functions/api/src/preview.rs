@@ -1,7 +1,8 @@
 //! Previews (admin key), by a parallel scan of the profiles table:
 //! - a segment: how many profiles its rule matches now, and a few of their ids;
 //! - a campaign: how many emails it would send now, after consent, suppression, caps and
-//!   quiet hours, and why the others would not get one.
+//!   quiet hours, why the others would not get one, and, for a campaign with a holdout or
+//!   variants, how those who pass split into its groups (the same assignment as a send).
 //!
 //! A preview reads the whole table once (about one read unit per 4 KB of profiles; a campaign
 //! preview also reads the suppression and cap records of the customers it targets), so it is
@@ -14,6 +15,7 @@ use ember_core::ports::PortError;
 use ember_core::profile::Profile;
 use ember_core::segment::{Rule, RuleSet};
 use ember_email::compiled::compile;
+use ember_email::experiment::Group;
 use ember_email::preview::{verdict, Verdict};
 use ember_email::EmailError;
 use futures::future::try_join_all;
@@ -36,7 +38,10 @@ struct Tally {
     scanned: usize,
     matching: usize,
     after_quiet_hours: usize,
+    held_out: usize,
     skipped: BTreeMap<&'static str, usize>,
+    /// Customers who pass every check (now or after quiet hours), by experiment group.
+    groups: BTreeMap<String, usize>,
     sample: Vec<String>,
 }
 
@@ -45,8 +50,12 @@ impl Tally {
         self.scanned += other.scanned;
         self.matching += other.matching;
         self.after_quiet_hours += other.after_quiet_hours;
+        self.held_out += other.held_out;
         for (reason, n) in other.skipped {
             *self.skipped.entry(reason).or_default() += n;
+        }
+        for (group, n) in other.groups {
+            *self.groups.entry(group).or_default() += n;
         }
         self.sample.extend(other.sample);
     }
@@ -181,17 +190,27 @@ pub async fn campaign(deps: &Deps, req: &Request, name: &str) -> Result<Response
                         },
                     ),
                 })?;
+            let passes = matches!(v, Verdict::Sends | Verdict::AfterQuietHours);
+            let group = passes.then(|| campaign.experiment.assign(&campaign.name, &p.id));
+            if let Some(g) = &group {
+                *t.groups.entry(g.name().to_owned()).or_default() += 1;
+            }
             match v {
                 Verdict::NotTargeted => {}
                 Verdict::Skipped(reason) => *t.skipped.entry(reason.as_str()).or_default() += 1,
                 Verdict::AfterQuietHours => t.after_quiet_hours += 1,
+                // Held out now: recorded, not sent.
+                Verdict::Sends if group == Some(Group::Holdout) => t.held_out += 1,
                 Verdict::Sends => t.matched(&p.id),
             }
         }
         Ok(t)
     })
     .await?;
-    let targeted = tally.matching + tally.after_quiet_hours + tally.skipped.values().sum::<usize>();
+    let targeted = tally.matching
+        + tally.held_out
+        + tally.after_quiet_hours
+        + tally.skipped.values().sum::<usize>();
     Ok(http::json(
         StatusCode::OK,
         &json!({
@@ -201,7 +220,9 @@ pub async fn campaign(deps: &Deps, req: &Request, name: &str) -> Result<Response
             "profiles_scanned": tally.scanned,
             "targeted": targeted,
             "would_send_now": tally.matching,
+            "held_out_now": tally.held_out,
             "after_quiet_hours": tally.after_quiet_hours,
+            "groups": tally.groups,
             "skipped": tally.skipped,
             "sample_ids": tally.sample(),
         }),
