@@ -6,9 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long an idle poller waits before looking again (a drain wakes it at once). The
+/// How long an idle poller first waits before looking again; each further empty look doubles
+/// it up to [`IDLE_POLL_MAX`], and work resets it. A drain round wakes it at once. The
 /// emulator serves one request at a time, so idle polling competes with real work.
 pub const IDLE_POLL: Duration = Duration::from_millis(100);
+pub const IDLE_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// The next idle pause after one of `d` found nothing.
+pub fn back_off(d: Duration) -> Duration {
+    (d * 2).min(IDLE_POLL_MAX)
+}
 
 /// Live counters of one local run.
 #[derive(Debug, Default)]
@@ -18,7 +25,7 @@ pub struct Activity {
     work: AtomicU64,
     idle: Mutex<BTreeMap<String, u64>>,
     /// Wakes idle pollers when a drain starts a round, so a round costs one request per
-    /// poller rather than a full idle pause.
+    /// poller rather than a full idle pause, and no more.
     wake: tokio::sync::Notify,
     pub kinesis_records: AtomicU64,
     /// Of those, the `campaign_assigned` records the email function put (sends, holdouts).
@@ -66,11 +73,19 @@ impl Activity {
         }
     }
 
-    /// An idle poller's pause: up to `d`, cut short when a drain wants a new round.
-    pub async fn pause(&self, d: Duration) {
+    /// An idle poller's pause after an iteration that began at `epoch`: up to `d`, over at
+    /// once when a drain round has started since (also one that started mid-iteration).
+    pub async fn pause(&self, epoch: u64, d: Duration) {
+        let woken = self.wake.notified();
+        tokio::pin!(woken);
+        // Registered before the epoch is compared, so a round starting in between still wakes.
+        woken.as_mut().enable();
+        if self.epoch() != epoch {
+            return;
+        }
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
-            _ = self.wake.notified() => {}
+            _ = woken => {}
         }
     }
 
@@ -93,6 +108,8 @@ impl Activity {
         loop {
             let work_before = self.work.load(Ordering::SeqCst);
             let target = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+            // Once per round: each poller looks once, then pauses until the next round.
+            self.wake.notify_waiters();
             loop {
                 let all_idle = self
                     .idle
@@ -105,8 +122,6 @@ impl Activity {
                 if Instant::now() > deadline {
                     return false;
                 }
-                // Repeated: a poller that read the old epoch pauses after the first wake-up.
-                self.wake.notify_waiters();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             if self.work.load(Ordering::SeqCst) == work_before {
@@ -190,7 +205,7 @@ mod tests {
             loop {
                 let e = b.epoch();
                 b.idle("p", e);
-                b.pause(Duration::from_secs(30)).await;
+                b.pause(e, Duration::from_secs(30)).await;
             }
         });
         let started = Instant::now();

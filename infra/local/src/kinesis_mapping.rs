@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::activity::{Activity, IDLE_POLL};
+use crate::activity::{back_off, Activity, IDLE_POLL};
 use crate::error::{sdk, LocalError};
 use crate::functions::JsonFn;
 use crate::template::KinesisSource;
@@ -109,6 +109,7 @@ async fn run_shard(
     let mut it = iterator(m, shard_id, None).await?;
     let mut pending: VecDeque<Record> = VecDeque::new();
     let mut last_read: Option<String> = None;
+    let mut idle_pause = IDLE_POLL;
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -144,11 +145,13 @@ async fn run_shard(
         if pending.is_empty() {
             activity.idle(name, epoch);
             tokio::select! {
-                _ = activity.pause(IDLE_POLL) => {}
+                _ = activity.pause(epoch, idle_pause) => {}
                 _ = stop.changed() => {}
             }
+            idle_pause = back_off(idle_pause);
             continue;
         }
+        idle_pause = IDLE_POLL;
         let n = pending.len().min(m.source.batch_size.max(1));
         let batch: Vec<Record> = pending.drain(..n).collect();
         process_batch(m, shard_id, batch, &invoke, activity).await;

@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::activity::{Activity, IDLE_POLL};
+use crate::activity::{back_off, Activity, IDLE_POLL};
 use crate::error::sdk;
 use crate::functions::JsonFn;
 
@@ -37,6 +37,7 @@ pub fn start_rule(
 ) -> tokio::task::JoinHandle<()> {
     activity.register(&d.name);
     tokio::spawn(async move {
+        let mut idle_pause = IDLE_POLL;
         loop {
             if *stop.borrow() {
                 return;
@@ -61,11 +62,13 @@ pub fn start_rule(
             if messages.is_empty() {
                 activity.idle(&d.name, epoch);
                 tokio::select! {
-                    _ = activity.pause(IDLE_POLL) => {}
+                    _ = activity.pause(epoch, idle_pause) => {}
                     _ = stop.changed() => {}
                 }
+                idle_pause = back_off(idle_pause);
                 continue;
             }
+            idle_pause = IDLE_POLL;
             stream::iter(messages)
                 .for_each_concurrent(d.concurrency.max(1), |msg| {
                     let d = d.clone();
