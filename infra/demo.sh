@@ -48,7 +48,7 @@ rm -rf out/emails
 echo "== replaying $SAMPLE against $AWS_ENDPOINT_URL"
 "$BIN" replay "$SAMPLE" --template template.yaml --emails out/emails \
   --publish events/pipeline/publish-subject.json --then events/pipeline/after-publish.jsonl \
-  --respond-base-rate 0.08 --respond-uplift 0.22 "$@"
+  --respond-base-rate 0.05 --respond-uplift 0.40 "$@"
 
 # The campaign report as a browser renders it (skipped without Chromium).
 if command -v chromium >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ]; then

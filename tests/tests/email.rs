@@ -12,6 +12,7 @@ use ember_core::ports::{Ledger, ProfileStore};
 use ember_core::profile::{CartItem, Consent, Profile, Stamped};
 use ember_core::schema::Registry;
 use ember_core::unsubscribe::{suppression_key, Keys, SUPPRESSION_PK};
+use ember_email::experiment::Group;
 use ember_email::send_record::send_pk;
 use ember_email::timers;
 use ember_email::{Deps, FeedbackDeps, FeedbackSettings, MessageSettings, Outcome, Settings, Skip};
@@ -222,6 +223,18 @@ fn cart_updated(p: &Profile) -> EventBridgeEvent<Value> {
                    "value_minor": p.cart_value_minor(), "currency": "USD", "profile_version": 7}
     }))
     .unwrap()
+}
+
+/// A new customer id that built-in `campaign` emails rather than holds out.
+fn emailed_id(campaign: &str) -> String {
+    let config = ember_email::compiled::builtin().expect("built-in configuration");
+    let experiment = &config.campaigns.get(campaign).expect("campaign").experiment;
+    loop {
+        let id = unique("u");
+        if experiment.assign(campaign, &id) != Group::Holdout {
+            return id;
+        }
+    }
 }
 
 /// The skip reason of each outcome (`None` for one that was not skipped).
@@ -473,7 +486,7 @@ fn cart_holder(id: &str, now: DateTime<Utc>) -> Profile {
 async fn cart_abandonment_sends_after_the_delay_and_checkout_cancels_it() {
     let env = env().await;
     let t0 = noon();
-    let (buyer, abandoner) = (unique("u"), unique("u"));
+    let (buyer, abandoner) = (unique("u"), emailed_id("cart_abandonment"));
     for id in [&buyer, &abandoner] {
         let p = cart_holder(id, t0);
         env.put(p.clone()).await;

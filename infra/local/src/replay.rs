@@ -106,6 +106,8 @@ pub struct ReplaySummary {
     pub emails: Vec<SentEmail>,
     /// Purchases the simulated customers made in answer to campaigns.
     pub responses: usize,
+    /// How the simulated customers answered (the true effect the report should find).
+    pub responder: Option<Responder>,
     /// Every configured campaign's report at the end of the run.
     pub reports: Vec<CampaignReport>,
     /// Messages waiting in each queue of the template, by logical id.
@@ -177,6 +179,15 @@ impl std::fmt::Display for ReplaySummary {
                 f,
                 "answers to campaigns {} purchases by simulated customers",
                 self.responses
+            )?;
+        }
+        if let Some(r) = &self.responder {
+            writeln!(
+                f,
+                "  true effect: {:.0} % buy within the window anyway, {:.0} % of those emailed (uplift {:+.0} pp)",
+                r.base_rate * 100.0,
+                (r.base_rate + r.uplift) * 100.0,
+                r.uplift * 100.0
             )?;
         }
         let dead = self.queues.get("DeadLetterQueue").copied().unwrap_or(0);
@@ -334,6 +345,7 @@ pub async fn replay(
     events.sort_by_key(|e| occurred_at(e).unwrap_or(DateTime::<Utc>::MIN_UTC));
     let mut summary = ReplaySummary {
         events: events.len(),
+        responder: opts.responder,
         ..Default::default()
     };
     summary.first_event = events.iter().find_map(occurred_at);
