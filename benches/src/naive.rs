@@ -123,7 +123,9 @@ impl<S: ProfileStore, C: EventClaims, B: EventBus, D: DeadLetterSink> Naive<S, C
             if profile.cart != before_cart {
                 changes.push(cart_event(&profile, version, at));
             }
-            self.store.put(&profile, expected).await?;
+            // Campaign report counters, if the event moved any, in the same write (as Ember).
+            let tallies = std::mem::take(&mut profile.tallies);
+            self.store.put_tallied(&profile, expected, &tallies).await?;
             // "Completed": the idempotency record is written again with its result.
             self.idempotency.claim(id, &origin, expires).await?;
             stats.writes += 3;

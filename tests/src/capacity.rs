@@ -8,8 +8,13 @@
 //! - a strongly consistent `GetItem` costs one read unit per started 4 KB of the item, at
 //!   least one (also when there is no item); an eventually consistent one half of that.
 //!
-//! Operations the enrich path does not use (Query, Scan, batch and transactional calls) are
-//! counted but not priced: [`CapacityMeter::unpriced`] says how many passed.
+//! - each item of a `TransactWriteItems` costs twice what the same write alone would (DynamoDB
+//!   prepares and commits every item), all of it counted for the transaction's put item in
+//!   [`CapacityMeter::by_key`]; a transaction cancelled by a failed condition is billed as if
+//!   it had run (an upper bound);
+//!
+//! Operations the enrich path does not use (Query, Scan, batch calls) are counted but not
+//! priced: [`CapacityMeter::unpriced`] says how many passed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -43,20 +48,60 @@ struct Inner {
     per_key: HashMap<(String, String), Units>,
     /// Last size seen per (table, key).
     sizes: HashMap<(String, String), usize>,
+    transactions: u64,
     unpriced: u64,
 }
 
 impl Inner {
-    /// Bills a write of `bytes` to the table and the key.
-    fn write(&mut self, table: String, key: String, bytes: usize) -> &mut TableCapacity {
-        self.per_key
-            .entry((table.clone(), key))
-            .or_default()
-            .write_units += write_units(bytes);
+    /// Bills `times` writes of `bytes` to the table and to `payer`, the item whose write
+    /// caused them (itself, or a transaction's put).
+    fn write(
+        &mut self,
+        table: String,
+        payer: (String, String),
+        bytes: usize,
+        times: f64,
+    ) -> &mut TableCapacity {
+        let units = write_units(bytes) * times;
+        self.per_key.entry(payer).or_default().write_units += units;
         let t = self.tables.entry(table).or_default();
-        t.write_units += write_units(bytes);
+        t.write_units += units;
         t.writes += 1;
         t
+    }
+
+    /// A put of `item`: billed by the larger of it and the item it replaces.
+    fn put(
+        &mut self,
+        table: String,
+        item: &HashMap<String, AttributeValue>,
+        applied: bool,
+        times: f64,
+    ) {
+        let size = ember_aws::profiles::item_size(item);
+        let key = (table.clone(), key_of(item));
+        let before = self.sizes.get(&key).copied();
+        let billed = size.max(before.unwrap_or(0));
+        if applied {
+            self.sizes.insert(key.clone(), size);
+        }
+        let t = self.write(table, key, billed, times);
+        t.largest_item = t.largest_item.max(size);
+    }
+
+    /// An update or delete of the item at `key`, `after` its size when the answer says it.
+    fn change(
+        &mut self,
+        table: String,
+        key: String,
+        after: Option<usize>,
+        times: f64,
+        payer: Option<(String, String)>,
+    ) {
+        let before = self.sizes.get(&(table.clone(), key.clone())).copied();
+        let billed = before.unwrap_or(0).max(after.unwrap_or(0));
+        let payer = payer.unwrap_or_else(|| (table.clone(), key));
+        self.write(table, payer, billed, times);
     }
 }
 
@@ -77,6 +122,11 @@ impl CapacityMeter {
         self.lock().per_key.clone()
     }
 
+    /// `TransactWriteItems` calls billed.
+    pub fn transactions(&self) -> u64 {
+        self.lock().transactions
+    }
+
     /// Calls that passed without a price (see the module doc).
     pub fn unpriced(&self) -> u64 {
         self.lock().unpriced
@@ -87,6 +137,7 @@ impl CapacityMeter {
         let mut inner = self.lock();
         inner.tables.clear();
         inner.per_key.clear();
+        inner.transactions = 0;
         inner.unpriced = 0;
     }
 
@@ -110,21 +161,9 @@ impl CapacityMeter {
         }
         let mut inner = self.lock();
         match op {
-            "PutItem" => {
-                let item = wire_item(&req["Item"]);
-                let size = ember_aws::profiles::item_size(&item);
-                let key = key_of(&item);
-                let before = inner.sizes.get(&(table.clone(), key.clone())).copied();
-                let billed = size.max(before.unwrap_or(0));
-                if status == 200 {
-                    inner.sizes.insert((table.clone(), key.clone()), size);
-                }
-                let t = inner.write(table, key, billed);
-                t.largest_item = t.largest_item.max(size);
-            }
+            "PutItem" => inner.put(table, &wire_item(&req["Item"]), status == 200, 1.0),
             "UpdateItem" | "DeleteItem" => {
                 let key = key_of(&wire_item(&req["Key"]));
-                let before = inner.sizes.get(&(table.clone(), key.clone())).copied();
                 let after = match serde_json::from_slice::<Value>(response) {
                     Ok(v) if v.get("Attributes").is_some() => {
                         Some(ember_aws::profiles::item_size(&wire_item(&v["Attributes"])))
@@ -134,8 +173,27 @@ impl CapacityMeter {
                 if op == "DeleteItem" && status == 200 {
                     inner.sizes.remove(&(table.clone(), key.clone()));
                 }
-                let billed = before.unwrap_or(0).max(after.unwrap_or(0));
-                inner.write(table, key, billed);
+                inner.change(table, key, after, 1.0, None);
+            }
+            "TransactWriteItems" => {
+                inner.transactions += 1;
+                let actions = req["TransactItems"].as_array().cloned().unwrap_or_default();
+                // Every item's units go to the transaction's put (the profile whose write
+                // carries the counters), so they count for that profile's customer.
+                let mut payer = None;
+                for action in actions {
+                    if let Some(put) = action.get("Put") {
+                        let table = put["TableName"].as_str().unwrap_or_default().to_owned();
+                        let item = wire_item(&put["Item"]);
+                        payer.get_or_insert_with(|| (table.clone(), key_of(&item)));
+                        inner.put(table, &item, status == 200, 2.0);
+                    } else if let Some((_, op)) = action.as_object().and_then(|m| m.iter().next()) {
+                        // Update, Delete, ConditionCheck: the answer holds no sizes.
+                        let table = op["TableName"].as_str().unwrap_or_default().to_owned();
+                        let key = key_of(&wire_item(&op["Key"]));
+                        inner.change(table, key, None, 2.0, payer.clone());
+                    }
+                }
             }
             "GetItem" => {
                 let key = key_of(&wire_item(&req["Key"]));
@@ -180,7 +238,10 @@ fn is_condition_failure(response: &[u8]) -> bool {
     serde_json::from_slice::<Value>(response)
         .ok()
         .and_then(|v| v["__type"].as_str().map(str::to_owned))
-        .is_some_and(|t| t.ends_with("ConditionalCheckFailedException"))
+        .is_some_and(|t| {
+            t.ends_with("ConditionalCheckFailedException")
+                || t.ends_with("TransactionCanceledException")
+        })
 }
 
 /// The key attributes of an item (`id`, or `pk` and `sk`), as one string.
@@ -273,5 +334,42 @@ mod tests {
         assert_eq!((t.writes, t.write_units), (4, 6.0));
         assert_eq!((t.reads, t.read_units), (2, 3.0));
         assert_eq!(t.largest_item, 2 + 1 + 1 + 1500);
+    }
+
+    #[test]
+    fn a_transaction_bills_each_item_twice() {
+        let meter = CapacityMeter::default();
+        let request = serde_json::to_vec(&json!({"TransactItems": [
+            {"Put": {"TableName": "profiles",
+                     "Item": {"id": {"S": "a"}, "x": {"S": "y".repeat(1500)}}}},
+            {"Update": {"TableName": "ledger", "Key": {"pk": {"S": "report#c"}, "sk": {"S": "g"}},
+                        "UpdateExpression": "ADD recipients :a"}}
+        ]}))
+        .unwrap();
+        meter.observe("DynamoDB_20120810.TransactWriteItems", &request, 200, b"{}");
+        let cancelled =
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException"}"#;
+        meter.observe(
+            "DynamoDB_20120810.TransactWriteItems",
+            &request,
+            400,
+            cancelled,
+        );
+        let tables = meter.tables();
+        // Twice 2 units (1.5 KB) per put, twice 1 unit per counter update.
+        assert_eq!(
+            (tables["profiles"].writes, tables["profiles"].write_units),
+            (2, 8.0)
+        );
+        assert_eq!(
+            (tables["ledger"].writes, tables["ledger"].write_units),
+            (2, 4.0)
+        );
+        assert_eq!((meter.transactions(), meter.unpriced()), (2, 0));
+        // All of it is the profile's: the write that carried the counters.
+        let by_key = meter.by_key();
+        let profile = ("profiles".to_owned(), "a".to_owned());
+        assert_eq!(by_key[&profile].write_units, 12.0);
+        assert_eq!(by_key.len(), 1);
     }
 }

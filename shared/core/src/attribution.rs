@@ -13,9 +13,10 @@
 //! - A **refund** of an attributed order (any time while the exposure is kept, up to
 //!   [`REFUND_DAYS`] after its window) subtracts from the revenue, at most the order's amount;
 //!   an exposure whose orders are all refunded no longer counts as a conversion.
-//! - Bounds: at most [`MAX_EXPOSURES`] exposures per profile (the one whose window ended first
-//!   goes) and [`MAX_ORDERS`] tracked orders per exposure (a later order still counts, but a
-//!   refund of it is not subtracted).
+//! - Bounds: an exposure is dropped at the first event after nothing can change it (its
+//!   window is over and it has no paid order, or its refund period is over); at most [`MAX_EXPOSURES`] exposures per
+//!   profile (the one whose window ended first goes) and [`MAX_ORDERS`] tracked orders per
+//!   exposure (a later order still counts, but a refund of it is not subtracted).
 //!
 //! The fold is exactly-once (the enrich handler applies each event once), and the tallies are
 //! written in the same transaction as the profile, so the counters are exactly-once too.
@@ -132,10 +133,16 @@ pub struct Attribution<'p> {
 }
 
 impl Attribution<'_> {
-    /// Drops exposures past their refund period at `now` (event time).
-    fn prune(&mut self, now: DateTime<Utc>) {
-        self.exposures
-            .retain(|_, e| e.until + Duration::days(REFUND_DAYS) >= now);
+    /// Drops exposures nothing can change any more at `now` (event time): past their window
+    /// with no paid order to refund, or past their refund period. Run on every event, so the
+    /// profile item stays small: most exposures end with their window. (A purchase arriving
+    /// later than an event after the window, with a time inside it, no longer counts.)
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        self.exposures.retain(|_, e| {
+            let open = now <= e.until;
+            let refundable = e.pays() && now <= e.until + Duration::days(REFUND_DAYS);
+            open || refundable
+        });
     }
 
     /// `campaign_assigned`: opens an exposure unless one of the campaign is still open.
@@ -302,5 +309,23 @@ mod tests {
         f.a()
             .purchase("o2", 100, "EUR", t(24 * (8 + REFUND_DAYS) + 100));
         assert!(f.exposures.is_empty());
+    }
+
+    #[test]
+    fn an_exposure_is_kept_only_while_something_can_change_it() {
+        let mut f = Fixture::new();
+        f.a().assign("paid", "email", Duration::days(1), t(0));
+        f.a().purchase("o1", 700, "EUR", t(2));
+        f.a().assign("unpaid", "email", Duration::days(1), t(3));
+        f.take();
+        // The next event after the window: nothing can change the unpaid exposure any more.
+        f.a().purchase("o2", 100, "EUR", t(30));
+        assert_eq!(f.exposures.keys().collect::<Vec<_>>(), ["paid"]);
+        // The paid one still takes a refund in its refund period, then goes.
+        f.a().refund("o1", 700, "EUR");
+        assert_eq!(f.take(), vec![("email".into(), 0, -1, -700)]);
+        f.a().purchase("o3", 100, "EUR", t(40));
+        assert!(f.exposures.is_empty(), "{:?}", f.exposures);
+        assert_eq!(f.take(), vec![]);
     }
 }

@@ -190,6 +190,7 @@ impl Profile {
     }
 
     fn apply_fact(&mut self, fact: &Fact, at: DateTime<Utc>, config: &FoldConfig) {
+        self.attribution().prune(at);
         match fact {
             Fact::PageView { .. } | Fact::ProductView { .. } | Fact::EmailOpened { .. } => {}
             Fact::AddToCart { item, currency } => {
