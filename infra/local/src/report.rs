@@ -65,19 +65,28 @@ fn revenue_per_recipient(g: &GroupReport) -> f64 {
         .unwrap_or_default()
 }
 
-/// The summary's table: one row per campaign and group.
+/// The summary's table: one row per campaign and group, its name columns as wide as the
+/// longest name.
 pub fn table(reports: &[CampaignReport]) -> String {
+    let cw = reports
+        .iter()
+        .map(|r| r.campaign.len())
+        .fold("campaign".len(), usize::max);
+    let gw = reports
+        .iter()
+        .flat_map(|r| r.groups.iter().map(|g| g.group.len()))
+        .fold("holdout".len(), usize::max);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<18} {:<12} {:>10} {:>11} {:>7} {:>10}  uplift vs holdout (95% CI)",
+        "{:<cw$} {:<gw$} {:>10} {:>11} {:>7} {:>10}  uplift vs holdout (95% CI)",
         "campaign", "group", "recipients", "conversions", "rate", "rev/recip"
     );
     for r in reports {
         for g in &r.groups {
             let _ = writeln!(
                 s,
-                "{:<18} {:<12} {:>10} {:>11} {:>7} {:>10}  {}",
+                "{:<cw$} {:<gw$} {:>10} {:>11} {:>7} {:>10}  {}",
                 r.campaign,
                 g.group,
                 g.recipients,
@@ -236,7 +245,34 @@ mod tests {
         // No external assets: the page opens from the file system.
         assert!(!page.contains("src=") && !page.contains("href=\"http"));
         let text = table(&[r]);
-        assert!(text.contains("heat_match         email"), "{text}");
+        assert!(text.contains("heat_match email"), "{text}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_table_columns_line_up_whatever_the_names() {
+        let records = vec![
+            (
+                "picks".to_owned(),
+                json!({"recipients": 14, "conversions": 12}),
+            ),
+            (
+                "flavour_subject".to_owned(),
+                json!({"recipients": 11, "conversions": 8}),
+            ),
+            (
+                "holdout".to_owned(),
+                json!({"recipients": 11, "conversions": 9}),
+            ),
+        ];
+        let expected: Vec<String> = records.iter().map(|(g, _)| g.clone()).collect();
+        let r = CampaignReport::from_records("mild_discovery", &expected, &records);
+        let text = table(&[r]);
+        let lines: Vec<&str> = text.lines().take(4).collect();
+        // The rate column ends at the same place on the header and every row.
+        let header_end = lines[0].find("rate").map(|i| i + "rate".len());
+        for row in &lines[1..] {
+            assert_eq!(row.find('%').map(|i| i + 1), header_end, "{text}");
+        }
     }
 }
