@@ -14,6 +14,7 @@
 //! - timeouts: hold the request longer than the client waits ([`Fault::Stall`]), drop the
 //!   connection ([`Fault::Drop`]), or let the call take effect and lose the answer
 //!   ([`Fault::DropAfterForward`], [`Fault::SlowResponse`]);
+//! - a DynamoDB transaction cancelled by a concurrent one ([`Fault::TransactionConflict`]);
 //! - partial failures of batch calls ([`Fault::PartialFailure`]): for `PutEvents`,
 //!   `PutRecords` and `SendMessageBatch` the chosen entries are *removed* from the request
 //!   before it is forwarded (so, as on AWS, a failed entry has no effect) and spliced back into
@@ -128,6 +129,10 @@ pub enum Fault {
     /// Batch calls only: the entries hit by `entries` (counted across all hit requests of the
     /// rule) fail with the service's throttling code and are not forwarded.
     PartialFailure { entries: Schedule },
+    /// DynamoDB `TransactWriteItems` only: cancelled as DynamoDB cancels a transaction when
+    /// another one holds an item (not forwarded): `TransactionCanceledException`, reason
+    /// `TransactionConflict` for every item after the first.
+    TransactionConflict,
 }
 
 /// One fault rule: requests matching `matcher` are counted; those hit by `requests` get
@@ -582,6 +587,7 @@ async fn handle(
                 tokio::time::sleep(delay).await;
                 response
             }
+            Fault::TransactionConflict => Ok(transaction_conflict(req.body())),
             Fault::PartialFailure { .. } => {
                 partial_failure(&client, &upstream, &operation, req, &stats, entries).await
             }
@@ -622,6 +628,41 @@ async fn forward(
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+/// DynamoDB's answer to a `TransactWriteItems` cancelled by a concurrent transaction: one
+/// cancellation reason per item, in the request's order.
+fn transaction_conflict(request: &[u8]) -> Response<ProxyBody> {
+    let items = serde_json::from_slice::<Value>(request)
+        .ok()
+        .and_then(|r| r["TransactItems"].as_array().map(Vec::len))
+        .unwrap_or(1);
+    let reasons: Vec<Value> = (0..items)
+        .map(|i| {
+            if i == 0 && items > 1 {
+                json!({ "Code": "None" })
+            } else {
+                json!({ "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item" })
+            }
+        })
+        .collect();
+    let codes: Vec<&str> = reasons.iter().filter_map(|r| r["Code"].as_str()).collect();
+    let body = json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!(
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+            codes.join(", ")
+        ),
+        "CancellationReasons": reasons,
+    })
+    .to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    response
 }
 
 #[derive(Clone, Copy)]

@@ -35,6 +35,10 @@ pub struct DynamoProfileStore {
     table: String,
     /// The ledger table, where writes with tallies add to the campaign report counters.
     report_table: Option<String>,
+    /// Held for each counter transaction: a batch's profiles are written concurrently, and
+    /// their transactions often add to the same counter record, which DynamoDB would cancel
+    /// as `TransactionConflict`. Clones share it.
+    tallying: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DynamoProfileStore {
@@ -48,6 +52,7 @@ impl DynamoProfileStore {
             client,
             table: table.into(),
             report_table: None,
+            tallying: Default::default(),
         }
     }
 
