@@ -1,18 +1,51 @@
 //! Campaign reports against the emulator: `campaign_assigned`, purchases and refunds through
 //! the enrich handler on real DynamoDB, the counters it adds in the profile's transaction,
 //! and `GET /v1/campaigns/{name}/report` reading them. The batch is applied three times (a
-//! redelivery, then the same events re-sent under new stream records): every count once.
+//! redelivery, then the same events re-sent under new stream records): every count once. A
+//! transaction DynamoDB cancels for a concurrent one is written again, counted once too; and
+//! the report page of the counters renders in headless Chromium.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use ember_aws::ledger::DynamoLedger;
 use ember_core::fold::FoldConfig;
+use ember_core::report::CampaignReport;
 use ember_enrich::{Deps, Settings};
-use ember_tests::api_support::setup;
+use ember_tests::api_support::{setup, Env};
 use ember_tests::emulator::{failed_sequence_numbers, kinesis_event};
+use ember_tests::faults::{op, Fault, FaultProxy, Rule};
 use serde_json::{json, Value};
 
 const CAMPAIGN: &str = "churn_winback";
+
+/// Writes the HTML report of `reports` and has headless Chromium render it
+/// (`infra/check-report.sh`: a chart and a table per campaign). Without Chromium the check is
+/// skipped, unless `EMBER_REQUIRE_BROWSER` is set (CI installs Chromium and sets it).
+fn browser_renders(reports: &[CampaignReport]) {
+    let dir = std::env::temp_dir().join(format!("ember-report-{}", uuid::Uuid::new_v4()));
+    let page = ember_local::report::write_html(&dir, reports).expect("report page");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/check-report.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&page)
+        .output()
+        .expect("bash runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => assert!(text.contains("1 campaign reports"), "{text}"),
+        // The script's "no Chromium here".
+        Some(2) if std::env::var_os("EMBER_REQUIRE_BROWSER").is_none() => {
+            eprintln!("report page not rendered: {text}")
+        }
+        _ => panic!("the report page did not render with a chart and a table: {text}"),
+    }
+}
 const CUSTOMERS: usize = 24;
 
 fn t0() -> DateTime<Utc> {
@@ -100,9 +133,8 @@ fn scenario() -> Scenario {
     Scenario { events, expected }
 }
 
-#[tokio::test]
-async fn assignments_purchases_and_refunds_are_counted_once_and_reported() {
-    let env = setup().await;
+/// Enrich's settings on the test's tables, a fresh bus and dead-letter queue (its URL too).
+async fn settings(env: &Env) -> (Settings, String) {
     let bus = env.aws.create_bus("report-bus").await.expect("bus");
     let dlq = env.aws.create_queue("report-dlq").await.expect("dlq");
     let settings = Settings {
@@ -115,34 +147,23 @@ async fn assignments_purchases_and_refunds_are_counted_once_and_reported() {
         config_ttl: std::time::Duration::ZERO,
         stage: "test".into(),
     };
-    let clock = ember_core::clock::SystemClock::shared();
-    let Scenario { events, expected } = scenario();
-    let records: Vec<(String, Vec<u8>)> = events
+    (settings, dlq.url)
+}
+
+/// The events as stream records keyed by customer.
+fn records(events: &[Value]) -> Vec<(String, Vec<u8>)> {
+    events
         .iter()
         .map(|e| {
             let key = e["user_id"].as_str().unwrap().to_owned();
             (key, serde_json::to_vec(e).unwrap())
         })
-        .collect();
-    // The batch, its redelivery, and the same events re-sent under new records.
-    for first_sequence in [0, 0, 10_000] {
-        let batch = kinesis_event("shardId-000000000000", first_sequence, &records);
-        let deps = Deps::build(&env.aws.config, &settings, clock.clone()).expect("deps");
-        let (response, _, _) = deps.process(&batch).await;
-        assert!(failed_sequence_numbers(&response).is_empty());
-    }
-    let dead = env
-        .aws
-        .drain(&dlq.url, std::time::Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert!(dead.is_empty(), "{dead:?}");
+        .collect()
+}
 
-    // The counters, as the API reports them.
-    let path = format!("/v1/campaigns/{CAMPAIGN}/report");
-    let (status, report) = env.admin("GET", &path, None).await;
-    assert_eq!(status, 200, "{report}");
-    let reported: BTreeMap<String, (u64, u64, i64)> = report["groups"]
+/// (recipients, conversions, EUR revenue) by group, from the API's report.
+fn by_group(report: &Value) -> BTreeMap<String, (u64, u64, i64)> {
+    report["groups"]
         .as_array()
         .unwrap()
         .iter()
@@ -156,8 +177,35 @@ async fn assignments_purchases_and_refunds_are_counted_once_and_reported() {
                 ),
             )
         })
-        .collect();
-    assert_eq!(reported, expected);
+        .collect()
+}
+
+#[tokio::test]
+async fn assignments_purchases_and_refunds_are_counted_once_and_reported() {
+    let env = setup().await;
+    let (settings, dlq) = settings(&env).await;
+    let clock = ember_core::clock::SystemClock::shared();
+    let Scenario { events, expected } = scenario();
+    let records = records(&events);
+    // The batch, its redelivery, and the same events re-sent under new records.
+    for first_sequence in [0, 0, 10_000] {
+        let batch = kinesis_event("shardId-000000000000", first_sequence, &records);
+        let deps = Deps::build(&env.aws.config, &settings, clock.clone()).expect("deps");
+        let (response, _, _) = deps.process(&batch).await;
+        assert!(failed_sequence_numbers(&response).is_empty());
+    }
+    let dead = env
+        .aws
+        .drain(&dlq, std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+
+    // The counters, as the API reports them.
+    let path = format!("/v1/campaigns/{CAMPAIGN}/report");
+    let (status, report) = env.admin("GET", &path, None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(by_group(&report), expected);
     let names: Vec<&str> = report["groups"]
         .as_array()
         .unwrap()
@@ -205,9 +253,54 @@ async fn assignments_purchases_and_refunds_are_counted_once_and_reported() {
     }
     assert_eq!(recount, expected);
 
+    // The page `make demo` writes, from these counters, rendered by a real browser.
+    let ledger = DynamoLedger::new(env.aws.dynamodb.clone(), &env.ledger_table);
+    let groups = ["email".to_owned(), "holdout".to_owned()];
+    let page = ember_api::report::campaign_report(&ledger, CAMPAIGN, &groups)
+        .await
+        .expect("report");
+    browser_renders(&[page]);
+
     // An unknown campaign without counters is a 404; the report needs the admin key.
     let (status, _) = env.admin("GET", "/v1/campaigns/nope/report", None).await;
     assert_eq!(status, 404);
+}
+
+/// DynamoDB cancels a transaction while another holds one of its items
+/// (`TransactionConflict`): nothing of it is applied, and enrich re-reads, refolds and writes
+/// again, so the batch succeeds and every count is still made once.
+#[tokio::test]
+async fn a_transaction_cancelled_by_a_concurrent_one_is_written_again() {
+    let env = setup().await;
+    let (settings, dlq) = settings(&env).await;
+    let proxy = FaultProxy::from_env()
+        .await
+        .expect("AWS_ENDPOINT_URL must point at the emulator");
+    let conflicts =
+        proxy.add(Rule::new(op::DDB_TRANSACT_WRITE_ITEMS, Fault::TransactionConflict).first(4));
+    let conf = proxy
+        .sdk_config(3, std::time::Duration::from_secs(10))
+        .await;
+    let Scenario { events, expected } = scenario();
+    let batch = kinesis_event("shardId-000000000000", 0, &records(&events));
+    let deps =
+        Deps::build(&conf, &settings, ember_core::clock::SystemClock::shared()).expect("deps");
+    let (response, _, _) = deps.process(&batch).await;
+    assert!(
+        failed_sequence_numbers(&response).is_empty(),
+        "{response:?}"
+    );
+    assert_eq!(conflicts.injected(), 4, "the conflicts were met");
+    let dead = env
+        .aws
+        .drain(&dlq, std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    let path = format!("/v1/campaigns/{CAMPAIGN}/report");
+    let (status, report) = env.admin("GET", &path, None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(by_group(&report), expected);
 }
 
 #[tokio::test]
