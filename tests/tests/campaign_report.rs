@@ -161,6 +161,20 @@ fn records(events: &[Value]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// The campaign's report from the API, once enrich has dead-lettered nothing.
+async fn report_without_dead_letters(env: &Env, dlq: &str) -> Value {
+    let dead = env
+        .aws
+        .drain(dlq, std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    let path = format!("/v1/campaigns/{CAMPAIGN}/report");
+    let (status, report) = env.admin("GET", &path, None).await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
 /// (recipients, conversions, EUR revenue) by group, from the API's report.
 fn by_group(report: &Value) -> BTreeMap<String, (u64, u64, i64)> {
     report["groups"]
@@ -194,17 +208,8 @@ async fn assignments_purchases_and_refunds_are_counted_once_and_reported() {
         let (response, _, _) = deps.process(&batch).await;
         assert!(failed_sequence_numbers(&response).is_empty());
     }
-    let dead = env
-        .aws
-        .drain(&dlq, std::time::Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert!(dead.is_empty(), "{dead:?}");
-
     // The counters, as the API reports them.
-    let path = format!("/v1/campaigns/{CAMPAIGN}/report");
-    let (status, report) = env.admin("GET", &path, None).await;
-    assert_eq!(status, 200, "{report}");
+    let report = report_without_dead_letters(&env, &dlq).await;
     assert_eq!(by_group(&report), expected);
     let names: Vec<&str> = report["groups"]
         .as_array()
@@ -291,15 +296,7 @@ async fn a_transaction_cancelled_by_a_concurrent_one_is_written_again() {
         "{response:?}"
     );
     assert_eq!(conflicts.injected(), 4, "the conflicts were met");
-    let dead = env
-        .aws
-        .drain(&dlq, std::time::Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert!(dead.is_empty(), "{dead:?}");
-    let path = format!("/v1/campaigns/{CAMPAIGN}/report");
-    let (status, report) = env.admin("GET", &path, None).await;
-    assert_eq!(status, 200, "{report}");
+    let report = report_without_dead_letters(&env, &dlq).await;
     assert_eq!(by_group(&report), expected);
 }
 
