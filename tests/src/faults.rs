@@ -637,16 +637,23 @@ fn transaction_conflict(request: &[u8]) -> Response<ProxyBody> {
         .ok()
         .and_then(|r| r["TransactItems"].as_array().map(Vec::len))
         .unwrap_or(1);
-    let reasons: Vec<Value> = (0..items)
+    // The profile's put (first) is fine; the items after it are held by another transaction.
+    let codes: Vec<&str> = (0..items)
         .map(|i| {
             if i == 0 && items > 1 {
-                json!({ "Code": "None" })
+                "None"
             } else {
-                json!({ "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item" })
+                "TransactionConflict"
             }
         })
         .collect();
-    let codes: Vec<&str> = reasons.iter().filter_map(|r| r["Code"].as_str()).collect();
+    let reasons: Vec<Value> = codes
+        .iter()
+        .map(|&code| match code {
+            "None" => json!({ "Code": code }),
+            _ => json!({ "Code": code, "Message": "Transaction is ongoing for the item" }),
+        })
+        .collect();
     let body = json!({
         "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
         "Message": format!(

@@ -18,6 +18,7 @@ use ember_tests::faults::{op, Fault, FaultProxy, Rule};
 use serde_json::{json, Value};
 
 const CAMPAIGN: &str = "churn_winback";
+const CUSTOMERS: usize = 24;
 
 /// Writes the HTML report of `reports` and has headless Chromium render it
 /// (`infra/check-report.sh`: a chart and a table per campaign). Without Chromium the check is
@@ -46,7 +47,6 @@ fn browser_renders(reports: &[CampaignReport]) {
         _ => panic!("the report page did not render with a chart and a table: {text}"),
     }
 }
-const CUSTOMERS: usize = 24;
 
 fn t0() -> DateTime<Utc> {
     "2026-11-02T10:00:00Z".parse().unwrap()

@@ -76,6 +76,9 @@ const TRANSIENT_CODES: &[&str] = &[
     "KMSThrottlingException",
     "SlowDown",
     "TransactionInProgressException",
+    // A transaction's cancellation reasons name throttling without the suffix.
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
     "InternalServerError",
     "InternalServerErrorException",
     "InternalFailure",

@@ -14,9 +14,10 @@
 //!   [`REFUND_DAYS`] after its window) subtracts from the revenue, at most the order's amount;
 //!   an exposure whose orders are all refunded no longer counts as a conversion.
 //! - Bounds: an exposure is dropped at the first event after nothing can change it (its
-//!   window is over and it has no paid order, or its refund period is over); at most [`MAX_EXPOSURES`] exposures per
-//!   profile (the one whose window ended first goes) and [`MAX_ORDERS`] tracked orders per
-//!   exposure (a later order still counts, but a refund of it is not subtracted).
+//!   window is over and it has no paid order, or its refund period is over); at most
+//!   [`MAX_EXPOSURES`] exposures per profile (the one whose window ended first goes) and
+//!   [`MAX_ORDERS`] tracked orders per exposure (a later order still counts, but a refund of
+//!   it is not subtracted).
 //!
 //! The fold is exactly-once (the enrich handler applies each event once), and the tallies are
 //! written in the same transaction as the profile, so the counters are exactly-once too.

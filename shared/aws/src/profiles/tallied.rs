@@ -113,9 +113,7 @@ fn cancelled(codes: &[&str], expected_version: u64) -> Option<PortError> {
             "a concurrent transaction held a campaign counter".into(),
         ));
     }
-    if codes.iter().any(|c| {
-        matches!(*c, "ThrottlingError" | "ProvisionedThroughputExceeded") || is_transient_code(c)
-    }) {
+    if codes.iter().any(|c| is_transient_code(c)) {
         return Some(PortError::Transient {
             stage: "profile.put",
             reason: format!("transaction cancelled: {}", codes.join(", ")),
