@@ -11,7 +11,7 @@
 #     through the admin API (events/pipeline/publish-subject.json), replays a few more
 #     shoppers (events/pipeline/after-publish.jsonl) and shows their emails using it;
 #  5. simulated customers answer the campaigns they were placed in (a purchase within the
-#     attribution window: 8% of everyone, 8% + 22% of those sent the email), and the
+#     attribution window: 5% of everyone, 5% + 40% of those sent the email), and the
 #     campaign reports (out/report/index.html and the table at the end) show the lift.
 #
 # Extra arguments go to `ember-local replay` (e.g. `--keep`, `--sweep-every-mins 5`).

@@ -61,7 +61,7 @@ start() {
   local port
   port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   mkdir -p "$STATE"
-  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" > "$STATE/moto.log" 2>&1 &
+  nohup "$VENV/bin/python" "$ROOT/infra/moto_server.py" -H 127.0.0.1 -p "$port" > "$STATE/moto.log" 2>&1 &
   echo $! > "$STATE/pid"
   if ! wait_ready "http://127.0.0.1:$port/moto-api/"; then
     log "moto did not answer on port $port; log:"; tail -20 "$STATE/moto.log" >&2; stop; exit 1

@@ -94,8 +94,10 @@ pub struct SecondMoto {
 
 impl SecondMoto {
     pub async fn start() -> SetupResult<SecondMoto> {
-        let bin = workspace_root().join(".venv-emulator/bin/moto_server");
-        if !bin.exists() {
+        // Started as `infra/emulator.sh` starts the first one (see `infra/moto_server.py`).
+        let python = workspace_root().join(".venv-emulator/bin/python");
+        let launcher = workspace_root().join("infra/moto_server.py");
+        if !python.exists() {
             return Err(err(
                 "second emulator",
                 "moto is not installed: run `bash infra/emulator.sh start` once",
@@ -105,7 +107,8 @@ impl SecondMoto {
             .and_then(|l| l.local_addr())
             .map_err(|e| err("second emulator port", e))?
             .port();
-        let child = std::process::Command::new(bin)
+        let child = std::process::Command::new(python)
+            .arg(launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -1,7 +1,9 @@
 //! The adapters the enrich function uses, against the emulator: the DynamoDB profile store's
-//! optimistic locking and legacy items, event-id claims (also when an answer is lost),
-//! EventBridge publishing in chunks of 10, SQS dead letters in batches.
+//! optimistic locking and legacy items, a write with campaign counters that its version
+//! refuses, event-id claims (also when an answer is lost), EventBridge publishing in chunks of
+//! 10, SQS dead letters in batches.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -9,10 +11,11 @@ use ember_aws::eventbridge::EventBridgeBus;
 use ember_aws::ledger::DynamoLedger;
 use ember_aws::profiles::{item_size, DynamoProfileStore};
 use ember_aws::sqs::SqsDeadLetterSink;
+use ember_core::attribution::report_pk;
 use ember_core::ports::{
     BusEvent, Claim, DeadLetter, DeadLetterSink, EventBus, EventClaims, PortError, ProfileStore,
 };
-use ember_core::profile::Profile;
+use ember_core::profile::{Profile, Tally};
 use ember_tests::emulator::{ember_pattern, segment_entered, unique, Aws};
 use ember_tests::faults::{op, Fault, FaultProxy, Rule};
 
@@ -65,6 +68,55 @@ async fn the_profile_store_checks_versions_and_reports_deletes() {
         Err(PortError::Permanent { stage, .. }) => assert_eq!(stage, "profile.get"),
         other => panic!("expected a permanent error, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_write_with_counters_that_the_version_refuses_changes_neither_profile_nor_counters() {
+    let (aws, _table, store) = profile_store().await;
+    let ledger = aws.create_ledger_table().await.expect("ledger");
+    let store = store.with_report_table(&ledger);
+    let id = unique("u");
+    let tally = |recipients| Tally {
+        campaign: "winback".into(),
+        group: "email".into(),
+        recipients,
+        conversions: 0,
+        revenue_minor: BTreeMap::new(),
+    };
+    let recipients = || async {
+        let out = aws
+            .dynamodb
+            .get_item()
+            .table_name(&ledger)
+            .key("pk", AttributeValue::S(report_pk("winback")))
+            .key("sk", AttributeValue::S("email".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("counter read");
+        out.item()
+            .and_then(|i| i.get("recipients"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok())
+    };
+
+    let mut p = Profile::new(&id);
+    p.version = 1;
+    store.put_tallied(&p, 0, &[tally(1)]).await.expect("first");
+    assert_eq!(recipients().await, Some(1));
+
+    // Written as if the profile were new: the put's condition fails, so the transaction is
+    // cancelled and the counter update in it (applied or not) must not be kept.
+    let mut stale = p.clone();
+    stale.version = 2;
+    stale.counts.insert("purchase".into(), 1);
+    let refused = store.put_tallied(&stale, 0, &[tally(5)]).await;
+    assert!(
+        matches!(refused, Err(PortError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(recipients().await, Some(1));
+    assert_eq!(store.get(&id).await.expect("get"), Some(p));
 }
 
 #[tokio::test]
