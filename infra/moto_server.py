@@ -1,7 +1,12 @@
-"""moto's server (the pinned version), with three of its costs that grow with a run removed.
+"""moto's server (the pinned version), with DynamoDB's atomic writes and without three of
+its costs that grow with a run.
 
-`infra/emulator.sh` starts moto through this file. Each change keeps what moto answers and
-only removes work that grows with everything the server has ever done:
+`infra/emulator.sh` starts moto through this file. DynamoDB applies each request to an item
+atomically; moto serves requests on threads and reads, checks and writes an item in steps,
+so two conditional `ADD`s on one counter can both pass a limit and one increment is lost.
+Here DynamoDB requests are served one at a time (the interpreter runs one thread at a time
+anyway). The other changes keep what moto answers and only remove work that grows with
+everything the server has ever done:
 
 1. moto registers every model instance in its class's `instances_tracked` list, for the
    `/moto-api/data.json` dashboard, and never lets go. DynamoDB replaces an item object on
@@ -11,9 +16,8 @@ only removes work that grows with everything the server has ever done:
    SES sent (its backend keeps it).
 2. TransactWriteItems deep-copies every table it touches before it starts, to put the copies
    back if it is cancelled: 57 ms per transaction instead of 5 once a table holds 3,000
-   items, growing with the table, and a write another caller made meanwhile is lost with the
-   copy. Here only the items the transaction names are copied,
-   and only they are put back.
+   items, growing with the table. Here only the items the transaction names are copied, and
+   only they are put back.
 3. Every request lists moto's package directory to find its service; the list never changes
    while the server runs, so it is read once.
 
@@ -134,6 +138,21 @@ def roll_back_transactions_by_item():
     DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def serve_dynamodb_requests_one_at_a_time():
+    import threading
+
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.Lock()
+    original = DynamoHandler.call_action
+
+    def call_action(self):
+        with lock:
+            return original(self)
+
+    DynamoHandler.call_action = call_action
+
+
 def list_service_modules_once():
     from moto import backends
 
@@ -143,6 +162,7 @@ def list_service_modules_once():
 
 def main(argv):
     if moto.__version__ == PATCHED_VERSION:
+        serve_dynamodb_requests_one_at_a_time()
         track_live_instances_only()
         roll_back_transactions_by_item()
         list_service_modules_once()
