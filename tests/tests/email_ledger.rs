@@ -1,6 +1,6 @@
 //! The DynamoDB ledger adapter against the emulator: conditional claims (and re-claiming an
-//! expired record before TTL deletion has run), bounded counters, prefix queries across
-//! pages, and deletes.
+//! expired record before TTL deletion has run), bounded counters (also taken concurrently),
+//! prefix queries across pages, and deletes.
 
 use chrono::{Duration, Utc};
 use ember_aws::ledger::DynamoLedger;
@@ -88,6 +88,28 @@ async fn counters_stop_at_their_limit() {
         .increment_below("cap#u-1", "zero", 0, None)
         .await
         .unwrap());
+}
+
+/// What the global send rate relies on: invocations taking slots of one second at once never
+/// pass the limit together, and no increment is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_increments_grant_exactly_the_limit() {
+    let ledger = ledger().await;
+    let expiry = Some(Utc::now() + Duration::hours(1));
+    let tries = (0..40).map(|_| ledger.increment_below("rate#1795169400", "email", 25, expiry));
+    let granted = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.expect("increment"))
+        .filter(|taken| *taken)
+        .count();
+    assert_eq!(granted, 25);
+    let counter = ledger
+        .get("rate#1795169400", "email")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counter["count"], 25);
 }
 
 #[tokio::test]
