@@ -78,12 +78,7 @@ async fn counters_stop_at_their_limit() {
         }
     }
     assert_eq!(granted, 3);
-    let counter = ledger
-        .get("cap#u-1", "all#2026-11-23")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(counter["count"], 3);
+    assert_eq!(count(&ledger, "cap#u-1", "all#2026-11-23").await, 3);
     assert!(!ledger
         .increment_below("cap#u-1", "zero", 0, None)
         .await
@@ -104,12 +99,13 @@ async fn concurrent_increments_grant_exactly_the_limit() {
         .filter(|taken| *taken)
         .count();
     assert_eq!(granted, 25);
-    let counter = ledger
-        .get("rate#1795169400", "email")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(counter["count"], 25);
+    assert_eq!(count(&ledger, "rate#1795169400", "email").await, 25);
+}
+
+/// A counter's stored count.
+async fn count(ledger: &DynamoLedger, pk: &str, sk: &str) -> serde_json::Value {
+    let counter = ledger.get(pk, sk).await.unwrap().expect("the counter");
+    counter["count"].clone()
 }
 
 #[tokio::test]
